@@ -1,0 +1,1 @@
+"""fabnode's adapters: the filesystem, the home directory, and (later) the network and HTTP."""

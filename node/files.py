@@ -1,0 +1,431 @@
+"""Moving files between the filesystem and the block store: ``add``, ``ls``, ``cat``, ``get``.
+
+What ``add`` takes from a folder (decided here, documented in README and docs/design.md):
+
+* regular files and directories only; a **symlink, FIFO, socket or device inside the tree is
+  refused** with its path named, so a bundle never silently differs from the folder and nothing
+  outside the tree is ever read (the top-level path itself may be a symlink: you named it);
+* names starting with ``.`` (``.git``, ``.DS_Store``) are **skipped**, as ``ipfs-car pack`` does,
+  unless ``include_hidden``; empty directories are **dropped**, as ipfs-car does; both are
+  counted in the result so the caller can say so. This keeps ``fabnode add DIR`` and
+  ``ipfs-car pack DIR`` giving the same CID;
+* a name that is not UTF-8, or that could not be written back safely (``\\``), is refused; so
+  is a directory of more than 1000 entries (ipfs-car would shard it; fabnode does not yet).
+
+The whole add is one write transaction: its blocks and its pin appear together or not at all.
+``get`` checks every name of the DAG before writing anything, writes into a fresh temporary
+directory beside the output with ``O_EXCL|O_NOFOLLOW``, and renames it into place at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.cid import cid_str
+from protocol.errors import FabnodeError, InvalidBlock
+from protocol.paths import segment_problem
+from protocol.unixfs import (
+    CHUNK_SIZE,
+    MAX_DEPTH,
+    MAX_PLAIN_DIRECTORY_ENTRIES,
+    Built,
+    FileBuilder,
+    build_directory,
+    decode,
+    iter_file,
+    resolve,
+)
+from storage import BlockStore, Pin
+
+Progress = Callable[[int], None]
+
+
+def _noop(_: int) -> None:
+    pass
+
+
+# ------------------------------------------------------------------ add
+
+
+@dataclass
+class _FilePlan:
+    path: Path
+    size: int
+
+
+@dataclass
+class _DirPlan:
+    path: Path
+    entries: list[tuple[str, _FilePlan | _DirPlan]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    cid: str
+    size: int
+    files: int
+    skipped_hidden: int
+    dropped_empty_dirs: int
+
+    def as_json(self) -> dict:
+        return {"cid": self.cid, "size": self.size, "files": self.files,
+                "skipped_hidden": self.skipped_hidden, "dropped_empty_dirs": self.dropped_empty_dirs}
+
+
+class _Scan:
+    """First pass over the folder: decide everything, read no content, write nothing."""
+
+    def __init__(self, include_hidden: bool) -> None:
+        self.include_hidden = include_hidden
+        self.files = 0
+        self.bytes = 0
+        self.skipped_hidden = 0
+        self.dropped_empty_dirs = 0
+
+    def _check_name(self, path: Path, name: str) -> None:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FabnodeError(f"cannot add {path}: its name is not valid UTF-8") from None
+        problem = segment_problem(name)
+        if problem is not None:
+            raise FabnodeError(f"cannot add {path}: {problem} cannot be written back safely")
+
+    def file(self, path: Path, st: os.stat_result) -> _FilePlan:
+        if not os.access(path, os.R_OK):
+            raise FabnodeError(f"cannot read {path}: permission denied")
+        self.files += 1
+        self.bytes += st.st_size
+        return _FilePlan(path, st.st_size)
+
+    def directory(self, path: Path, depth: int = 0) -> _DirPlan | None:
+        if depth > MAX_DEPTH:
+            raise FabnodeError(f"cannot add {path}: folders nested deeper than {MAX_DEPTH}")
+        try:
+            with os.scandir(path) as it:
+                dirents = sorted(it, key=lambda d: d.name)
+        except PermissionError:
+            raise FabnodeError(f"cannot read {path}: permission denied") from None
+        plan = _DirPlan(path)
+        for entry in dirents:
+            child = Path(entry.path)
+            if entry.name.startswith(".") and not self.include_hidden:
+                self.skipped_hidden += 1
+                continue
+            self._check_name(child, entry.name)
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise FabnodeError(
+                    f"cannot add {child}: it is a symlink (to {os.readlink(child)!r}); fabnode never "
+                    "stores symlinks: replace it with the file itself, or move it out of the folder"
+                )
+            if stat.S_ISDIR(st.st_mode):
+                sub = self.directory(child, depth + 1)
+                if sub is None:
+                    self.dropped_empty_dirs += 1
+                else:
+                    plan.entries.append((entry.name, sub))
+            elif stat.S_ISREG(st.st_mode):
+                plan.entries.append((entry.name, self.file(child, st)))
+            else:
+                raise FabnodeError(f"cannot add {child}: it is not a regular file or folder (a device, FIFO or socket)")
+        if len(plan.entries) > MAX_PLAIN_DIRECTORY_ENTRIES:
+            raise FabnodeError(
+                f"cannot add {path}: it has {len(plan.entries)} entries; fabnode builds plain directories of at "
+                f"most {MAX_PLAIN_DIRECTORY_ENTRIES} entries (larger ones need HAMT sharding): split it into subfolders"
+            )
+        return plan if plan.entries else None
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    """Full 1 MiB chunks (a short read is retried) and then the remainder."""
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            chunk = f.read(CHUNK_SIZE)
+            if not chunk:
+                return
+            while len(chunk) < CHUNK_SIZE:
+                more = f.read(CHUNK_SIZE - len(chunk))
+                if not more:
+                    break
+                chunk += more
+            yield chunk
+
+
+def _store_file(store: BlockStore, path: Path, progress: Progress) -> Built:
+    builder = FileBuilder()
+    try:
+        for chunk in _read_chunks(path):
+            for block in builder.add_chunk(chunk):
+                store.put(block.cid, block.data)
+            progress(len(chunk))
+    except PermissionError:
+        raise FabnodeError(f"cannot read {path}: permission denied") from None
+    blocks, built = builder.finish()
+    for block in blocks:
+        store.put(block.cid, block.data)
+    return built
+
+
+def _store_dir(store: BlockStore, plan: _DirPlan, progress: Progress) -> Built:
+    children: list[tuple[str, Built]] = []
+    for name, child in plan.entries:
+        if isinstance(child, _DirPlan):
+            children.append((name, _store_dir(store, child, progress)))
+        else:
+            children.append((name, _store_file(store, child.path, progress)))
+    block, built = build_directory(children)
+    store.put(block.cid, block.data)
+    return built
+
+
+def plan_add(path: Path, include_hidden: bool = False) -> tuple[_Scan, _FilePlan | _DirPlan | None]:
+    """Check ``path`` and everything under it; returns the plan and the byte total for progress."""
+    try:
+        st = path.stat()  # follows a top-level symlink: the operator named it
+    except FileNotFoundError:
+        raise FabnodeError(f"cannot add {path}: no such file or folder") from None
+    except PermissionError:
+        raise FabnodeError(f"cannot add {path}: permission denied") from None
+    scan = _Scan(include_hidden)
+    if stat.S_ISDIR(st.st_mode):
+        return scan, scan.directory(path)
+    if stat.S_ISREG(st.st_mode):
+        return scan, scan.file(path, st)
+    raise FabnodeError(f"cannot add {path}: it is not a regular file or folder")
+
+
+def add_path(
+    store: BlockStore,
+    path: Path,
+    *,
+    now_ms: int,
+    include_hidden: bool = False,
+    progress: Progress = _noop,
+    plan: tuple[_Scan, _FilePlan | _DirPlan | None] | None = None,
+) -> AddResult:
+    """Store a file (as ``ipfs-car pack --no-wrap FILE``) or a folder's contents (as
+    ``ipfs-car pack DIR``) and pin the root, all in one transaction."""
+    scan, root_plan = plan or plan_add(path, include_hidden)
+    if root_plan is None:
+        raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
+    with store.write_transaction():
+        if isinstance(root_plan, _DirPlan):
+            built = _store_dir(store, root_plan, progress)
+            kind = "directory"
+        else:
+            built = _store_file(store, root_plan.path, progress)
+            kind = "file"
+        store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
+    return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)
+
+
+# ------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    cid: str
+    kind: str
+    size: int | None
+    """Bytes of content for a file (or a pinned root); None for a directory inside a DAG."""
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "cid": self.cid, "type": self.kind, "size": self.size}
+
+
+def _kind_and_size(store: BlockStore, cid: bytes) -> tuple[str, int | None]:
+    node = decode(cid, store.get(cid))
+    return node.kind, (node.filesize if node.kind == "file" else None)
+
+
+def list_path(store: BlockStore, root: bytes, segments: list[str]) -> list[Entry]:
+    """A directory's entries (a file lists as itself)."""
+    cid = resolve(store.get, root, segments)
+    node = decode(cid, store.get(cid))
+    if node.kind == "file":
+        name = segments[-1] if segments else cid_str(cid)
+        return [Entry(name, cid_str(cid), "file", node.filesize)]
+    entries = []
+    for link in node.links:
+        kind, size = _kind_and_size(store, link.cid)
+        entries.append(Entry(link.name, cid_str(link.cid), kind, size))
+    return entries
+
+
+def list_pins(store: BlockStore) -> list[Entry]:
+    return [Entry(p.source, cid_str(p.cid), p.kind, p.size) for p in store.pins()]
+
+
+def cat_path(store: BlockStore, root: bytes, segments: list[str]) -> Iterator[bytes]:
+    """The file's bytes, streamed one verified block at a time."""
+    cid = resolve(store.get, root, segments)
+    node = decode(cid, store.get(cid))
+    if node.kind != "file":
+        raise FabnodeError(f"{cid_str(root)}{''.join('/' + s for s in segments)} is a directory: use 'fabnode ls' or 'fabnode get'")
+    return iter_file(store.get, cid)
+
+
+@dataclass
+class _OutDir:
+    name: str
+    children: list = field(default_factory=list)
+
+
+@dataclass
+class _OutFile:
+    name: str
+    cid: bytes
+    size: int
+
+
+def _plan_get(store: BlockStore, cid: bytes, name: str, depth: int, where: str, totals: list[int]) -> _OutDir | _OutFile:
+    """Check the whole DAG before writing anything: every name, every type, the depth."""
+    if depth > MAX_DEPTH:
+        raise InvalidBlock(f"refusing {where}: directories nested deeper than {MAX_DEPTH}")
+    node = decode(cid, store.get(cid))
+    if node.kind == "file":
+        totals[0] += node.filesize
+        return _OutFile(name, cid, node.filesize)
+    out = _OutDir(name)
+    seen: set[str] = set()
+    for link in node.links:
+        problem = segment_problem(link.name)
+        if problem is not None:
+            raise InvalidBlock(f"refusing {where}: the DAG contains {problem}; nothing was written")
+        if link.name in seen:
+            raise InvalidBlock(f"refusing {where}: the name {link.name!r} appears twice; nothing was written")
+        seen.add(link.name)
+        out.children.append(_plan_get(store, link.cid, link.name, depth + 1, f"{where}/{link.name}", totals))
+    return out
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _write_file(store: BlockStore, entry: _OutFile, dir_fd: int, progress: Progress) -> None:
+    fd = os.open(entry.name, _WRITE_FLAGS, 0o644, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as f:
+        for piece in iter_file(store.get, entry.cid):
+            f.write(piece)
+            progress(len(piece))
+
+
+def _write_dir(store: BlockStore, entry: _OutDir, dir_fd: int, progress: Progress) -> None:
+    for child in entry.children:
+        if isinstance(child, _OutFile):
+            _write_file(store, child, dir_fd, progress)
+        else:
+            os.mkdir(child.name, 0o755, dir_fd=dir_fd)
+            sub_fd = os.open(child.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                _write_dir(store, child, sub_fd, progress)
+            finally:
+                os.close(sub_fd)
+
+
+def plan_get(store: BlockStore, root: bytes, segments: list[str], out: Path | None) -> tuple[Path, _OutDir | _OutFile, int]:
+    cid = resolve(store.get, root, segments)
+    if out is None:
+        out = Path(segments[-1] if segments else cid_str(cid))
+    if os.path.lexists(out):
+        raise FabnodeError(f"{out} already exists: fabnode get writes a new file or folder; choose another -o")
+    if not out.parent.is_dir():
+        raise FabnodeError(f"cannot write {out}: folder {out.parent} does not exist")
+    totals = [0]
+    tree = _plan_get(store, cid, out.name, 0, cid_str(root) + "".join("/" + s for s in segments), totals)
+    return out, tree, totals[0]
+
+
+def get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress = _noop) -> Path:
+    """Write a planned DAG to ``out`` through a temporary sibling, renamed into place at the end."""
+    parent = out.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fabnode-partial-", dir=parent))
+    try:
+        tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            if isinstance(tree, _OutFile):
+                _write_file(store, _OutFile("content", tree.cid, tree.size), tmp_fd, progress)
+            else:
+                os.mkdir("content", 0o755, dir_fd=tmp_fd)
+                sub_fd = os.open("content", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=tmp_fd)
+                try:
+                    _write_dir(store, tree, sub_fd, progress)
+                finally:
+                    os.close(sub_fd)
+        finally:
+            os.close(tmp_fd)
+        if os.path.lexists(out):  # someone created it while we wrote
+            raise FabnodeError(f"{out} appeared while writing; nothing was replaced")
+        os.rename(tmp / "content", out)
+    finally:
+        _remove_tree(tmp)
+    return out
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ fsck
+
+
+@dataclass
+class FsckReport:
+    blocks: int = 0
+    bytes: int = 0
+    pins: int = 0
+    damaged: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    """Blocks a pinned DAG needs that the store lacks, as 'root: cid'."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.missing
+
+    def as_json(self) -> dict:
+        return {"ok": self.ok, "blocks": self.blocks, "bytes": self.bytes, "pins": self.pins,
+                "damaged": self.damaged, "missing": self.missing}
+
+
+def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
+    """Re-hash every block, then check that every pinned DAG is complete and readable."""
+    from protocol.cid import block_matches
+    from protocol.unixfs import links_of
+
+    report = FsckReport()
+    damaged: set[bytes] = set()
+    for cid, data in store.iter_all():
+        report.blocks += 1
+        report.bytes += len(data)
+        if not block_matches(cid, data):
+            damaged.add(cid)
+            report.damaged.append(cid_str(cid))
+        progress(len(data))
+    for pin in store.pins():
+        report.pins += 1
+        stack, seen = [pin.cid], set()
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            data = store.get_unverified(cid)
+            if data is None:
+                report.missing.append(f"{cid_str(pin.cid)}: {cid_str(cid)}")
+                continue
+            if cid in damaged:
+                continue
+            try:
+                stack.extend(links_of(cid, data))
+            except InvalidBlock as exc:
+                report.damaged.append(f"{cid_str(cid)} ({exc})")
+    return report

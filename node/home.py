@@ -1,0 +1,151 @@
+"""The node's home directory: configuration, keys and the database.
+
+Layout::
+
+    HOME/config.toml    the operator's settings (see config.example.toml)
+    HOME/author.key     the lab's signing key (Ed25519, PKCS#8 PEM, mode 0600)
+    HOME/node.key       this node's libp2p key (Ed25519, PKCS#8 PEM, mode 0600)
+    HOME/fabnode.db     SQLite, WAL mode: blocks, pins (and later records, peers, trust)
+
+The author key is the lab's identity and may be copied to a second node; the node key is this
+machine's. :func:`init_home` never overwrites an existing key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from protocol.errors import FabnodeError
+from protocol.identity import did_from_ed25519, peer_id_from_ed25519
+
+CONFIG_NAME = "config.toml"
+AUTHOR_KEY = "author.key"
+NODE_KEY = "node.key"
+DB_NAME = "fabnode.db"
+
+
+def default_home() -> Path:
+    """``$FABNODE_HOME``, else the platform's user data directory (XDG on Linux)."""
+    env = os.environ.get("FABNODE_HOME")
+    if env:
+        return Path(env)
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data) / "fabnode"
+
+
+@dataclass(frozen=True)
+class Identity:
+    did: str
+    peer_id: str
+    name: str
+
+    def as_json(self) -> dict:
+        return {"did": self.did, "peer_id": self.peer_id, "name": self.name}
+
+
+def _write_key(path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # O_EXCL: never replace a key, even if two inits race.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+
+
+def _public_key(path: Path) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise FabnodeError(f"key file {path} is missing; run 'fabnode init' to create it") from None
+    except ValueError:
+        raise FabnodeError(f"key file {path} is not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise FabnodeError(f"key file {path} is not an Ed25519 key")
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _config_text(name: str) -> str:
+    # json.dumps(ensure_ascii=False) writes a valid TOML basic string.
+    return (
+        "# fabnode configuration: every key is explained in config.example.toml\n"
+        f"name = {json.dumps(name, ensure_ascii=False)}\n"
+    )
+
+
+class Home:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB_NAME
+
+    def exists(self) -> bool:
+        return (self.path / CONFIG_NAME).is_file()
+
+    def require(self) -> Home:
+        if not self.exists():
+            raise FabnodeError(f"no fabnode home at {self.path}: run 'fabnode init' (or pass --home)")
+        return self
+
+    @cached_property
+    def config(self) -> dict:
+        try:
+            with open(self.path / CONFIG_NAME, "rb") as f:
+                return tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise FabnodeError(f"{self.path / CONFIG_NAME} is not valid TOML: {exc}") from None
+
+    def identity(self) -> Identity:
+        return Identity(
+            did=did_from_ed25519(_public_key(self.path / AUTHOR_KEY)),
+            peer_id=peer_id_from_ed25519(_public_key(self.path / NODE_KEY)),
+            name=str(self.config.get("name", "")),
+        )
+
+    def open_store(self):
+        """The block store, with the database opened and migrated."""
+        from storage import BlockStore, open_db
+
+        self.require()
+        return BlockStore(open_db(self.db_path))
+
+
+def init_home(path: Path, name: str | None) -> Identity:
+    """Create the home, keys, config and database; keep whatever already exists.
+
+    Given ``name`` on an existing home, the name is updated; keys are never replaced.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for key in (AUTHOR_KEY, NODE_KEY):
+        if not (path / key).exists():
+            _write_key(path / key)
+    config = path / CONFIG_NAME
+    if not config.exists():
+        config.write_text(_config_text(name or socket.gethostname()), encoding="utf-8")
+    elif name is not None:
+        home = Home(path)
+        if home.config.get("name") != name:
+            lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
+            new_line = f"name = {json.dumps(name, ensure_ascii=False)}\n"
+            replaced = [new_line if line.startswith("name =") else line for line in lines]
+            if new_line not in replaced:
+                replaced.insert(1 if replaced and replaced[0].startswith("#") else 0, new_line)
+            config.write_text("".join(replaced), encoding="utf-8")
+    home = Home(path)
+    home.open_store()  # creates and migrates the database
+    return home.identity()

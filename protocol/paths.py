@@ -1,0 +1,31 @@
+"""Which names may become files on disk (DESIGN §7, notes/formats.md "Importing archives safely").
+
+A name in a DAG is written by someone else. ``ipfs get`` once wrote outside its output directory
+through ``..`` names (CVE-2020-26279), so every segment is checked before it reaches the
+filesystem, and the same rule refuses such names when a bundle is built.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidBlock
+
+_FORBIDDEN_CHARS = ("/", "\\", "\x00")
+
+
+def segment_problem(name: str) -> str | None:
+    """Why ``name`` may not be a path segment, or ``None`` if it may."""
+    if name == "":
+        return "an empty name"
+    if name in (".", ".."):
+        return f"the name {name!r}"
+    for ch in _FORBIDDEN_CHARS:
+        if ch in name:
+            return f"the name {name!r}, which contains {ch!r}"
+    return None
+
+
+def check_segment(name: str) -> str:
+    problem = segment_problem(name)
+    if problem is not None:
+        raise InvalidBlock(f"refusing {problem}: names may not be empty, '.', '..' or contain '/', '\\' or NUL")
+    return name

@@ -1,0 +1,273 @@
+"""UnixFS v1 as the ``unixfs-v1-2025`` profile writes it (what ``ipfs-car pack`` 3.x makes).
+
+Building
+--------
+Theory of operation: a file is cut into 1 MiB chunks, each stored as a *raw* block (codec 0x55).
+A file of at most one chunk is that single raw block (the empty file is the raw block of zero
+bytes). Longer files become a *balanced* tree of dag-pb File nodes at most 1024 links wide,
+built level by level as chunks arrive: ``levels[0]`` collects leaves; whenever a level holds 1024
+entries they become one node one level up. :meth:`FileBuilder.finish` then folds every partial
+level upward, wrapping even a single leftover entry when a higher level exists, until one entry
+remains: the root. This is the layout of ``@ipld/unixfs``'s ``balanced.js`` with width 1024, and
+it keeps memory at O(depth x 1024) entries whatever the file size.
+
+Directories are one dag-pb node with Data ``08 01`` and links sorted by the UTF-8 bytes of
+their names; above 1000 entries ipfs-car switches to HAMT sharding, which fabnode does not build.
+
+Reading
+-------
+Readers take a ``get(cid) -> bytes`` callable returning *verified* block bytes, so the same code
+reads from the SQLite store, from a CAR file being imported or from a peer's stream. Every walk is
+bounded in depth; names are checked with :mod:`protocol.paths` before anyone may write them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .cid import DAG_PB, RAW, cid_codec, cid_str, make_cid
+from .dagpb import PBLink, decode_node, encode_node
+from .errors import InvalidBlock, PathNotFound
+from .varint import decode_varint, encode_varint
+
+CHUNK_SIZE = 1024 * 1024
+"""Bytes per leaf: fixed 1 MiB chunks."""
+MAX_LINKS = 1024
+"""Children per dag-pb File node in the balanced layout."""
+MAX_PLAIN_DIRECTORY_ENTRIES = 1000
+"""Above this ipfs-car writes a HAMT-sharded directory; fabnode refuses instead of differing."""
+MAX_DEPTH = 128
+"""Deepest DAG any reader follows: deeper trees are hostile or broken, never a real bundle."""
+
+DIRECTORY_DATA = b"\x08\x01"
+
+# UnixFS Data.Type values
+T_RAW, T_DIRECTORY, T_FILE, T_METADATA, T_SYMLINK, T_HAMT = range(6)
+_TYPE_NAMES = {T_RAW: "raw", T_DIRECTORY: "directory", T_FILE: "file", T_METADATA: "metadata",
+               T_SYMLINK: "symlink", T_HAMT: "HAMT-sharded directory"}
+
+Get = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    cid: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """The root of a DAG just built."""
+
+    cid: bytes
+    tsize: int
+    """Cumulative bytes of every block in the DAG (the dag-pb link Tsize)."""
+    size: int
+    """Bytes of file content under it."""
+
+
+def _file_data(filesize: int, blocksizes: list[int]) -> bytes:
+    out = bytearray(b"\x08\x02\x18")
+    out += encode_varint(filesize)
+    for size in blocksizes:  # not packed: one key per value, as js-ipfs-unixfs writes them
+        out += b"\x20"
+        out += encode_varint(size)
+    return bytes(out)
+
+
+def _file_node(children: list[Built]) -> tuple[Block, Built]:
+    links = [PBLink(child.cid, "", child.tsize) for child in children]
+    data = _file_data(sum(c.size for c in children), [c.size for c in children])
+    block_bytes = encode_node(links, data)
+    cid = make_cid(DAG_PB, block_bytes)
+    built = Built(cid, len(block_bytes) + sum(c.tsize for c in children), sum(c.size for c in children))
+    return Block(cid, block_bytes), built
+
+
+class FileBuilder:
+    """Incremental balanced-tree builder: feed chunks in order, then :meth:`finish`.
+
+    Each call returns the blocks that became final, so a caller can store them at once and
+    keep nothing of the content in memory.
+    """
+
+    def __init__(self) -> None:
+        self._levels: list[list[Built]] = [[]]
+
+    def add_chunk(self, chunk: bytes) -> list[Block]:
+        if len(chunk) > CHUNK_SIZE:
+            raise ValueError("chunk larger than CHUNK_SIZE")
+        cid = make_cid(RAW, chunk)
+        out = [Block(cid, chunk)]
+        self._levels[0].append(Built(cid, len(chunk), len(chunk)))
+        level = 0
+        while len(self._levels[level]) == MAX_LINKS:
+            block, built = _file_node(self._levels[level])
+            out.append(block)
+            self._levels[level] = []
+            if level + 1 == len(self._levels):
+                self._levels.append([])
+            self._levels[level + 1].append(built)
+            level += 1
+        return out
+
+    def finish(self) -> tuple[list[Block], Built]:
+        out: list[Block] = []
+        if not any(self._levels):  # the empty file
+            out.extend(self.add_chunk(b""))
+        for level in range(len(self._levels)):
+            entries = self._levels[level]
+            is_top = level == len(self._levels) - 1
+            if is_top and len(entries) == 1:
+                return out, entries[0]
+            if entries:
+                block, built = _file_node(entries)
+                out.append(block)
+                self._levels[level] = []
+                if is_top:
+                    return out, built
+                self._levels[level + 1].append(built)
+        raise AssertionError("unreachable: the top level always yields a root")
+
+
+def build_directory(entries: list[tuple[str, Built]]) -> tuple[Block, Built]:
+    """One plain UnixFS directory node over already-built children."""
+    if len(entries) > MAX_PLAIN_DIRECTORY_ENTRIES:
+        raise ValueError("too many entries for a plain directory")
+    ordered = sorted(entries, key=lambda e: e[0].encode("utf-8"))
+    links = [PBLink(child.cid, name, child.tsize) for name, child in ordered]
+    block_bytes = encode_node(links, DIRECTORY_DATA)
+    cid = make_cid(DAG_PB, block_bytes)
+    tsize = len(block_bytes) + sum(child.tsize for _, child in ordered)
+    return Block(cid, block_bytes), Built(cid, tsize, sum(child.size for _, child in ordered))
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class UnixFSNode:
+    """A block seen as UnixFS: what kind of entry it is and what it links to."""
+
+    kind: str
+    """``"file"`` or ``"directory"`` (other UnixFS types are refused when decoded)."""
+    links: tuple[PBLink, ...]
+    data: bytes
+    """Inline file bytes (the whole block for a raw leaf)."""
+    filesize: int
+    """Declared content size of a file; 0 for directories."""
+    blocksizes: tuple[int, ...] = ()
+    """Content size under each link of a file node."""
+
+
+def _decode_unixfs_data(buf: bytes) -> tuple[int, bytes, int | None, list[int]]:
+    pos = 0
+    utype = None
+    data = b""
+    filesize = None
+    blocksizes: list[int] = []
+    while pos < len(buf):
+        key, pos = decode_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = decode_varint(buf, pos)
+            if field == 1:
+                utype = value
+            elif field == 3:
+                filesize = value
+            elif field == 4:
+                blocksizes.append(value)
+            # hashType (5), fanout (6), mode (7): no bearing on content
+        elif wire == 2:
+            length, pos = decode_varint(buf, pos)
+            chunk = buf[pos:pos + length]
+            if len(chunk) != length:
+                raise InvalidBlock("UnixFS Data field runs past the end of the block")
+            pos += length
+            if field == 2:
+                data = chunk
+            elif field == 4:  # packed blocksizes, which some writers emit
+                p = 0
+                while p < len(chunk):
+                    value, p = decode_varint(chunk, p)
+                    blocksizes.append(value)
+            # mtime (8) and others: ignored
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise InvalidBlock(f"UnixFS Data has unsupported wire type {wire}")
+    if utype is None:
+        raise InvalidBlock("UnixFS Data has no Type")
+    return utype, data, filesize, blocksizes
+
+
+def decode(cid: bytes, block: bytes) -> UnixFSNode:
+    """Interpret a verified block as UnixFS; refuse types fabnode will not read or write."""
+    codec = cid_codec(cid)
+    if codec == RAW:
+        return UnixFSNode("file", (), block, len(block))
+    if codec != DAG_PB:
+        raise InvalidBlock(f"{cid_str(cid)} is not a UnixFS node (codec 0x{codec:x})")
+    node = decode_node(block)
+    if node.data is None:
+        raise InvalidBlock(f"{cid_str(cid)} is a dag-pb node without UnixFS Data")
+    utype, data, filesize, blocksizes = _decode_unixfs_data(node.data)
+    if utype == T_DIRECTORY:
+        return UnixFSNode("directory", node.links, b"", 0)
+    if utype in (T_FILE, T_RAW):
+        if node.links and len(blocksizes) != len(node.links):
+            raise InvalidBlock(f"{cid_str(cid)}: file node has {len(node.links)} links but {len(blocksizes)} blocksizes")
+        declared = filesize if filesize is not None else len(data) + sum(blocksizes)
+        if declared != len(data) + sum(blocksizes):
+            raise InvalidBlock(f"{cid_str(cid)}: file node declares {declared} bytes but its parts hold {len(data) + sum(blocksizes)}")
+        return UnixFSNode("file", node.links, data, declared, tuple(blocksizes))
+    raise InvalidBlock(f"{cid_str(cid)} is a UnixFS {_TYPE_NAMES.get(utype, f'type {utype}')}, which fabnode does not read")
+
+
+def resolve(get: Get, root: bytes, segments: list[str]) -> bytes:
+    """Follow directory names from ``root``; return the CID the path names."""
+    cid = root
+    walked: list[str] = []
+    for segment in segments:
+        node = decode(cid, get(cid))
+        if node.kind != "directory":
+            raise PathNotFound(f"{cid_str(root)}/{'/'.join(walked)} is a file, not a directory")
+        for link in node.links:
+            if link.name == segment:
+                cid = link.cid
+                break
+        else:
+            raise PathNotFound(f"no entry {segment!r} in {cid_str(root)}/{'/'.join(walked)}".rstrip("/"))
+        walked.append(segment)
+    return cid
+
+
+def iter_file(get: Get, cid: bytes) -> Iterator[bytes]:
+    """Yield a file's content in order, one leaf at a time (bounded memory, bounded depth).
+
+    Checks that each node's parts add up to what its parent declared, so a tree that lies about
+    sizes fails instead of giving a short or long file.
+    """
+    stack: list[tuple[bytes, int | None, int]] = [(cid, None, 0)]
+    while stack:
+        current, expected, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidBlock(f"file DAG under {cid_str(cid)} is deeper than {MAX_DEPTH}")
+        node = decode(current, get(current))
+        if node.kind != "file":
+            raise InvalidBlock(f"{cid_str(current)} is a directory inside a file")
+        if expected is not None and node.filesize != expected:
+            raise InvalidBlock(f"{cid_str(current)} holds {node.filesize} bytes but its parent says {expected}")
+        if node.data:
+            yield node.data
+        for link, size in reversed(list(zip(node.links, node.blocksizes))):
+            stack.append((link.cid, size, depth + 1))
+
+
+def links_of(cid: bytes, block: bytes) -> list[bytes]:
+    """The CIDs a block points to (for walking any stored DAG, UnixFS or not)."""
+    codec = cid_codec(cid)
+    if codec == DAG_PB:
+        return [link.cid for link in decode_node(block).links]
+    return []

@@ -1,0 +1,110 @@
+"""The block store: immutable, content-addressed blocks and the pins that keep roots.
+
+Blocks are only ever inserted (``INSERT OR IGNORE``: the same CID is the same bytes) and every
+read re-hashes what it returns, so a damaged disk sector is reported as a damaged block, never
+handed on. Writes happen inside :meth:`BlockStore.write_transaction`, so a whole ``add`` (its
+blocks and its pin) appears at once or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from protocol.cid import block_matches, cid_str
+from protocol.errors import DamagedBlock, MissingBlock
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    cid: bytes
+    kind: str
+    size: int
+    files: int
+    source: str
+    added_ms: int
+
+
+class BlockStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._conn = db.conn
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        """One IMMEDIATE transaction: takes the write lock up front so two writers queue
+        instead of deadlocking on a read-to-write upgrade."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+
+    def put(self, cid: bytes, data: bytes) -> None:
+        """Store a block whose CID the caller computed from ``data`` (or verified)."""
+        self._conn.execute("INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)", (cid, len(data), data))
+
+    def put_many(self, blocks: Iterable[tuple[bytes, bytes]]) -> None:
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)",
+            ((cid, len(data), data) for cid, data in blocks),
+        )
+
+    def get_unverified(self, cid: bytes) -> bytes | None:
+        row = self._conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else row[0]
+
+    def get(self, cid: bytes) -> bytes:
+        """The block's bytes, re-hashed against its CID; raises if missing or damaged."""
+        data = self.get_unverified(cid)
+        if data is None:
+            raise MissingBlock(f"block {cid_str(cid)} is not in this store")
+        if not block_matches(cid, data):
+            raise DamagedBlock(f"block {cid_str(cid)} is damaged: its bytes no longer hash to its CID (run 'fabnode fsck')")
+        return data
+
+    def has(self, cid: bytes) -> bool:
+        return self._conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid,)).fetchone() is not None
+
+    def missing(self, cids: Iterable[bytes]) -> list[bytes]:
+        """The CIDs of ``cids`` this store lacks, in the order given (duplicates kept once)."""
+        out: list[bytes] = []
+        seen: set[bytes] = set()
+        for cid in cids:
+            if cid not in seen:
+                seen.add(cid)
+                if not self.has(cid):
+                    out.append(cid)
+        return out
+
+    def count(self) -> tuple[int, int]:
+        """(number of blocks, total bytes)."""
+        n, total = self._conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM blocks").fetchone()
+        return n, total
+
+    def iter_all(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored block as (cid, data), unverified, one row in memory at a time."""
+        cursor = self._conn.execute("SELECT cid, data FROM blocks ORDER BY rowid")
+        while True:
+            rows = cursor.fetchmany(16)
+            if not rows:
+                return
+            yield from rows
+
+    # ---- pins
+
+    def pin(self, pin: Pin) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO pins (cid, kind, size, files, source, added_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            (pin.cid, pin.kind, pin.size, pin.files, pin.source, pin.added_ms),
+        )
+
+    def pins(self) -> list[Pin]:
+        rows = self._conn.execute("SELECT cid, kind, size, files, source, added_ms FROM pins ORDER BY added_ms, cid")
+        return [Pin(*row) for row in rows]
