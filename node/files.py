@@ -214,7 +214,7 @@ def add_path(
     scan, root_plan = plan or plan_add(path, include_hidden)
     if root_plan is None:
         raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
-    with store.write_transaction():
+    with store.write_transaction(defer_checkpoint=True):
         if isinstance(root_plan, _DirPlan):
             built = _store_dir(store, root_plan, progress)
             kind = "directory"
