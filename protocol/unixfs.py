@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .cid import DAG_PB, RAW, cid_codec, cid_str, make_cid
+from .cid import DAG_PB, RAW, check_cid_bytes, cid_codec, cid_str, make_cid
 from .dagpb import PBLink, decode_node, encode_node
-from .errors import InvalidBlock, PathNotFound
+from .errors import InvalidBlock, InvalidCID, PathNotFound
 from .varint import decode_varint, encode_varint
 
 CHUNK_SIZE = 1024 * 1024
@@ -92,17 +92,21 @@ class FileBuilder:
     keep nothing of the content in memory.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, width: int = MAX_LINKS, chunk_size: int = CHUNK_SIZE) -> None:
+        # width and chunk_size are parameters only so tests can build deep trees from small
+        # inputs and compare them with @ipld/unixfs at the same settings.
+        self.width = width
+        self.chunk_size = chunk_size
         self._levels: list[list[Built]] = [[]]
 
     def add_chunk(self, chunk: bytes) -> list[Block]:
-        if len(chunk) > CHUNK_SIZE:
-            raise ValueError("chunk larger than CHUNK_SIZE")
+        if len(chunk) > self.chunk_size:
+            raise ValueError("chunk larger than the chunk size")
         cid = make_cid(RAW, chunk)
         out = [Block(cid, chunk)]
         self._levels[0].append(Built(cid, len(chunk), len(chunk)))
         level = 0
-        while len(self._levels[level]) == MAX_LINKS:
+        while len(self._levels[level]) == self.width:
             block, built = _file_node(self._levels[level])
             out.append(block)
             self._levels[level] = []
@@ -210,6 +214,11 @@ def decode(cid: bytes, block: bytes) -> UnixFSNode:
     if codec != DAG_PB:
         raise InvalidBlock(f"{cid_str(cid)} is not a UnixFS node (codec 0x{codec:x})")
     node = decode_node(block)
+    for link in node.links:
+        try:
+            check_cid_bytes(link.cid)
+        except InvalidCID as exc:
+            raise InvalidBlock(f"{cid_str(cid)}: link {link.name!r} is not a usable CID ({exc})") from None
     if node.data is None:
         raise InvalidBlock(f"{cid_str(cid)} is a dag-pb node without UnixFS Data")
     utype, data, filesize, blocksizes = _decode_unixfs_data(node.data)

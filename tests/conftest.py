@@ -1,0 +1,93 @@
+"""Shared fixtures: the real CLI in a subprocess, fresh homes, and the npm oracles."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "test-tools"
+FABNODE = Path(sys.executable).parent / "fabnode"
+IPFS_CAR = TOOLS / "node_modules" / ".bin" / "ipfs-car"
+
+
+def _env(home: Path | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "FABNODE_HOME"}
+    if home is not None:
+        env["FABNODE_HOME"] = str(home)
+    return env
+
+
+class Cli:
+    """Runs ``fabnode`` exactly as an operator does: a separate process, a real home."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(FABNODE), *args], env=_env(self.home), capture_output=True,
+                                timeout=timeout, **kw)
+        if check and result.returncode != 0:
+            raise AssertionError(f"fabnode {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
+        return result
+
+    def out(self, *args: str) -> str:
+        return self.run(*args).stdout.decode().strip()
+
+    def json(self, *args: str):
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def fails(self, *args: str, code: int = 1) -> str:
+        """Run a command that must fail; return its one-line error."""
+        result = self.run(*args, check=False)
+        err = result.stderr.decode()
+        assert result.returncode == code, (result.returncode, err)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert "Traceback" not in err, err
+        if code == 1:
+            assert len(lines) == 1 and lines[0].startswith("error: "), err
+            return lines[0]
+        return err
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    home = tmp_path / "home"
+    c = Cli(home)
+    c.run("init", "--name", "Test Lab")
+    return c
+
+
+@pytest.fixture(scope="session")
+def ipfs_car() -> Path:
+    if not IPFS_CAR.exists():
+        pytest.fail(f"{IPFS_CAR} is missing: run 'make test' (it installs test-tools with npm ci)")
+    return IPFS_CAR
+
+
+def ipfs_car_cid(ipfs_car: Path, path: Path, tmp: Path, *, no_wrap: bool = False) -> str:
+    car = tmp / f"oracle-{random.Random(str(path)).getrandbits(32)}.car"
+    args = [str(ipfs_car), "pack", str(path), "--output", str(car)]
+    if no_wrap:
+        args.insert(3, "--no-wrap")
+    result = subprocess.run(args, capture_output=True, timeout=600, check=True)
+    car.unlink()
+    return result.stdout.decode().strip()
+
+
+def write_random_file(path: Path, size: int, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        remaining = size
+        while remaining:
+            n = min(remaining, 1 << 20)
+            f.write(rng.randbytes(n))
+            remaining -= n
+    return path
