@@ -25,6 +25,8 @@ from protocol.errors import FabnodeError
 from protocol.identity import did_from_ed25519, peer_id_from_ed25519
 
 CONFIG_NAME = "config.toml"
+CONFIG_KEYS = {"name": str}
+"""Every key fabnode reads from config.toml (tests check config.example.toml documents each)."""
 AUTHOR_KEY = "author.key"
 NODE_KEY = "node.key"
 DB_NAME = "fabnode.db"
@@ -109,11 +111,21 @@ class Home:
         except tomllib.TOMLDecodeError as exc:
             raise FabnodeError(f"{self.path / CONFIG_NAME} is not valid TOML: {exc}") from None
 
+    def setting(self, key: str, default):
+        """One configuration value, checked against its documented type."""
+        assert key in CONFIG_KEYS, f"undocumented configuration key {key!r}"
+        if key not in self.config:
+            return default
+        value = self.config[key]
+        if not isinstance(value, CONFIG_KEYS[key]):
+            raise FabnodeError(f"{self.path / CONFIG_NAME}: {key} must be a {CONFIG_KEYS[key].__name__}")
+        return value
+
     def identity(self) -> Identity:
         return Identity(
             did=did_from_ed25519(_public_key(self.path / AUTHOR_KEY)),
             peer_id=peer_id_from_ed25519(_public_key(self.path / NODE_KEY)),
-            name=str(self.config.get("name", "")),
+            name=self.setting("name", ""),
         )
 
     def open_store(self):
@@ -139,7 +151,7 @@ def init_home(path: Path, name: str | None) -> Identity:
         config.write_text(_config_text(name or socket.gethostname()), encoding="utf-8")
     elif name is not None:
         home = Home(path)
-        if home.config.get("name") != name:
+        if home.setting("name", None) != name:
             lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
             new_line = f"name = {json.dumps(name, ensure_ascii=False)}\n"
             replaced = [new_line if line.startswith("name =") else line for line in lines]

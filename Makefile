@@ -1,0 +1,46 @@
+# fabnode: `make run` sets up and starts a demo node; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_HOME := .fabnode
+EXAMPLE := examples/hand-pump
+FABNODE := $(BIN)/fabnode --home $(DEMO_HOME)
+
+.PHONY: run test test-fast bench install tools clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+tools: test-tools/node_modules/.installed
+
+test-tools/node_modules/.installed: test-tools/package.json test-tools/package-lock.json
+	cd test-tools && npm ci --no-audit --no-fund
+	touch $@
+
+run: install
+	@test -f $(DEMO_HOME)/config.toml || $(FABNODE) init --name "Demo Lab"
+	$(FABNODE) id
+	@echo "--- storing the example design $(EXAMPLE)"
+	$(FABNODE) add $(EXAMPLE)
+	@echo "--- what this node holds"
+	$(FABNODE) ls
+	@echo "--- the example design's files"
+	$(FABNODE) ls $$($(FABNODE) add $(EXAMPLE))
+	$(FABNODE) fsck
+
+test: install tools
+	$(BIN)/python -m pytest -q
+
+test-fast: install tools
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install tools
+	$(BIN)/python bench/bench_add.py
+
+clean:
+	rm -rf $(VENV) test-tools/node_modules $(DEMO_HOME) bench/work

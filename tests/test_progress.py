@@ -1,0 +1,51 @@
+"""Long work shows a progress bar on a terminal and stays quiet when piped."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+
+from .conftest import FABNODE, Cli, _env, write_random_file
+
+
+def _run_on_terminal(cli: Cli, *args: str) -> tuple[int, bytes]:
+    """Run with stdout and stderr on a pseudo-terminal; return (exit code, everything shown)."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([str(FABNODE), *args], env={**_env(cli.home), "COLUMNS": "100"},
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    shown = bytearray()
+    while True:
+        ready, _, _ = select.select([primary], [], [], 60)
+        assert ready, "no output from fabnode within 60 s"
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal closed when the process exited
+            break
+        if not data:
+            break
+        shown += data
+    os.close(primary)
+    return proc.wait(timeout=60), bytes(shown)
+
+
+def test_add_and_fsck_show_a_bar_on_a_terminal(cli: Cli, tmp_path):
+    big = write_random_file(tmp_path / "big.bin", 48 << 20, seed=1)
+    code, shown = _run_on_terminal(cli, "add", str(big))
+    assert code == 0
+    assert b"adding" in shown and b"100%" in shown
+    cid = shown.decode().strip().splitlines()[-1].strip()
+    assert cid.startswith("bafybei")
+    code, shown = _run_on_terminal(cli, "get", cid, "-o", str(tmp_path / "out.bin"))
+    assert code == 0 and b"writing" in shown
+    code, shown = _run_on_terminal(cli, "fsck")
+    assert code == 0 and b"checking" in shown
+
+
+def test_quiet_when_not_a_terminal(cli: Cli, tmp_path):
+    big = write_random_file(tmp_path / "big.bin", 8 << 20, seed=1)
+    result = cli.run("add", str(big))
+    assert result.stderr == b""
+    assert result.stdout.decode().count("\n") == 1
