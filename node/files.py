@@ -20,11 +20,14 @@ directory beside the output with ``O_EXCL|O_NOFOLLOW``, and renames it into plac
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from protocol.cid import cid_str
 from protocol.errors import FabnodeError, InvalidBlock
@@ -43,6 +46,7 @@ from protocol.unixfs import (
 from storage import BlockStore, Pin
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 def _noop(_: int) -> None:
@@ -157,13 +161,61 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _store_file(store: BlockStore, path: Path, progress: Progress) -> Built:
-    builder = FileBuilder()
+def _in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
+    """Run a producer in a thread, ``depth`` items ahead of the consumer.
+
+    Reading and hashing (producer) and SQLite writes (consumer) both release the GIL, so a
+    large file is read and hashed while the previous chunks are being stored.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                handoff.put((item, None))
+            handoff.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="fabnode-read", daemon=True)
+    worker.start()
     try:
+        while True:
+            item, error = handoff.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                worker.join(0.01)
+
+
+PIPELINE_MIN_BYTES = 8 * CHUNK_SIZE
+"""Files at least this large are read and hashed in a second thread while blocks are stored."""
+
+
+def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0) -> Built:
+    builder = FileBuilder()
+
+    def hashed() -> Iterator[tuple[list, int]]:
         for chunk in _read_chunks(path):
-            for block in builder.add_chunk(chunk):
+            yield builder.add_chunk(chunk), len(chunk)
+
+    try:
+        for blocks, nbytes in (_in_thread(hashed()) if size >= PIPELINE_MIN_BYTES else hashed()):
+            for block in blocks:
                 store.put(block.cid, block.data)
-            progress(len(chunk))
+            progress(nbytes)
     except PermissionError:
         raise FabnodeError(f"cannot read {path}: permission denied") from None
     blocks, built = builder.finish()
@@ -178,7 +230,7 @@ def _store_dir(store: BlockStore, plan: _DirPlan, progress: Progress) -> Built:
         if isinstance(child, _DirPlan):
             children.append((name, _store_dir(store, child, progress)))
         else:
-            children.append((name, _store_file(store, child.path, progress)))
+            children.append((name, _store_file(store, child.path, progress, child.size)))
     block, built = build_directory(children)
     store.put(block.cid, block.data)
     return built
@@ -214,12 +266,12 @@ def add_path(
     scan, root_plan = plan or plan_add(path, include_hidden)
     if root_plan is None:
         raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
-    with store.write_transaction(defer_checkpoint=True):
+    with store.write_transaction():
         if isinstance(root_plan, _DirPlan):
             built = _store_dir(store, root_plan, progress)
             kind = "directory"
         else:
-            built = _store_file(store, root_plan.path, progress)
+            built = _store_file(store, root_plan.path, progress, root_plan.size)
             kind = "file"
         store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
     return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)

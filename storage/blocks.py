@@ -17,9 +17,6 @@ from sqlite_utils import Database
 from protocol.cid import block_matches, cid_str
 from protocol.errors import DamagedBlock, MissingBlock
 
-WAL_AUTOCHECKPOINT_PAGES = 1000
-"""SQLite's default: checkpoint once the WAL passes 1000 pages."""
-
 
 @dataclass(frozen=True, slots=True)
 class Pin:
@@ -37,18 +34,9 @@ class BlockStore:
         self._conn = db.conn
 
     @contextlib.contextmanager
-    def write_transaction(self, *, defer_checkpoint: bool = False) -> Iterator[None]:
+    def write_transaction(self) -> Iterator[None]:
         """One IMMEDIATE transaction: takes the write lock up front so two writers queue
-        instead of deadlocking on a read-to-write upgrade.
-
-        ``defer_checkpoint`` keeps this commit from copying the WAL into the main file at once.
-        A large add then returns as soon as its data is committed to the WAL (consistent after
-        any crash; after a power cut it may be lost, as SQLite's synchronous=NORMAL allows),
-        and the copy with its fsyncs (~2 x the data on disk) runs at the next ordinary commit
-        or :meth:`checkpoint`. docs/benchmarks.md measures both costs.
-        """
-        if defer_checkpoint:
-            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        instead of deadlocking on a read-to-write upgrade."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -57,13 +45,10 @@ class BlockStore:
             raise
         else:
             self._conn.execute("COMMIT")
-        finally:
-            if defer_checkpoint:
-                self._conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file and truncate it (durable once this returns)."""
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def close(self) -> None:
+        """Close the connection; the last one to close copies the WAL into the main file."""
+        self._conn.close()
 
     def put(self, cid: bytes, data: bytes) -> None:
         """Store a block whose CID the caller computed from ``data`` (or verified)."""

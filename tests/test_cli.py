@@ -125,3 +125,27 @@ def test_cat_of_a_directory_is_a_clear_error(cli: Cli, tmp_path):
     assert cli.fails("cat", cid) == f"error: {cid} is a directory: use 'fabnode ls' or 'fabnode get'"
     assert cli.fails("ls", f"{cid}/x/y") == f"error: {cid}/x is a file, not a directory"
     assert cli.fails("cat", f"{cid}/nope") == f"error: no entry 'nope' in {cid}"
+
+
+def test_an_add_killed_half_way_leaves_nothing_visible(cli: Cli, tmp_path):
+    """The whole add is one transaction: SIGKILL in the middle, and the store is as before."""
+    import signal
+    import time
+
+    design = tmp_path / "design"
+    write_random_file(design / "a.bin", 200 << 20, seed=11)
+    before = cli.json("fsck")
+    proc = subprocess.Popen([str(FABNODE), "add", str(design)], env=_env(cli.home),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wal = cli.home / "fabnode.db-wal"
+    deadline = time.monotonic() + 60
+    while not (wal.exists() and wal.stat().st_size > 20 << 20):  # blocks are being written
+        assert proc.poll() is None, "the add finished before it could be interrupted"
+        assert time.monotonic() < deadline, "the add never started writing"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    after = cli.json("fsck")
+    assert after == before and after["ok"]
+    assert cli.json("ls") == []
+    assert cli.out("add", str(design)).startswith("bafybei")  # and a rerun completes

@@ -1,0 +1,21 @@
+"""Time the phases of one `fabnode add` in-process: until the transaction commits (data in the
+WAL, consistent but not yet fsynced) and then closing the store, when SQLite copies the WAL into
+the main file and fsyncs both. Prints two numbers: commit seconds, close seconds.
+
+Usage: FABNODE_HOME=... python bench/add_phases.py PATH   (the home must exist and be empty)
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from node.files import add_path
+from node.home import Home, default_home
+
+start = time.perf_counter()
+store = Home(default_home()).open_store()
+result = add_path(store, Path(sys.argv[1]), now_ms=0)
+committed = time.perf_counter()
+store.close()
+closed = time.perf_counter()
+print(f"{committed - start:.3f} {closed - committed:.3f} {result.cid}")
