@@ -93,7 +93,7 @@ def bench_input(name: str, path: Path, nbytes: int, runs: int, is_file: bool) ->
     listing.write_text("\0".join(files_under(path)))
     results: dict[str, list[tuple[float, int]]] = {k: [] for k in
                                                     ("sha256sum", "openssl", "ipfs-car", "fabnode add", "until commit",
-                                                     "close (WAL copy + fsync)")}
+                                                     "checkpoint (fsync, copy, fsync)")}
     cids = set()
     for r in range(runs):
         results["sha256sum"].append(run(f"xargs -0 sha256sum < '{listing}'", shell=True)[:2])
@@ -121,7 +121,7 @@ def bench_input(name: str, path: Path, nbytes: int, runs: int, is_file: bool) ->
         commit, close, cid = out.decode().split()
         cids.add(("phases", cid))
         results["until commit"].append((float(commit), 0))
-        results["close (WAL copy + fsync)"].append((float(close), 0))
+        results["checkpoint (fsync, copy, fsync)"].append((float(close), 0))
         print(f"  {name} run {r + 1}/{runs}: " + ", ".join(f"{k} {v[-1][0]:.2f}s" for k, v in results.items()),
               file=sys.stderr)
     shutil.rmtree(WORK / "home", ignore_errors=True)
@@ -161,10 +161,10 @@ def report(rows: list[dict], help_times: tuple[float, float]) -> str:
     for row in rows:
         mb = row["bytes"] / 1e6
         fab = row["median"]["fabnode add"]
-        for tool in ("fabnode add", "until commit", "close (WAL copy + fsync)", "sha256sum", "openssl", "ipfs-car"):
+        for tool in ("fabnode add", "until commit", "checkpoint (fsync, copy, fsync)", "sha256sum", "openssl", "ipfs-car"):
             t, rss = row["median"][tool], row["peak"][tool]
             ratio = f"{t / fab:.2f}"
-            if tool in ("until commit", "close (WAL copy + fsync)"):
+            if tool in ("until commit", "checkpoint (fsync, copy, fsync)"):
                 tool = f"  ↳ add phase: {tool}"
                 rss = None
             label = f"{row['name']} ({row['files']} files, {mb:.0f} MB)"
@@ -193,11 +193,12 @@ def main() -> None:
         raise SystemExit("ipfs-car is missing: run `make tools` first")
     WORK.mkdir(parents=True, exist_ok=True)
     total = args.size_mib * MiB
-    tree, big = WORK / "tree", WORK / "one-file.bin"
-    marker = WORK / f"generated-{args.size_mib}"
+    inputs = WORK / f"inputs-{args.size_mib}MiB"
+    tree, big = inputs / "tree", inputs / "one-file.bin"
+    marker = inputs / "complete"
     if not marker.exists():
         print("generating inputs (seeded)…", file=sys.stderr)
-        shutil.rmtree(tree, ignore_errors=True)
+        shutil.rmtree(inputs, ignore_errors=True)
         make_tree(tree, total, seed=2026)
         make_file(big, total + 1, seed=7)
         marker.touch()
