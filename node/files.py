@@ -252,6 +252,38 @@ def plan_add(path: Path, include_hidden: bool = False) -> tuple[_Scan, _FilePlan
     raise FabnodeError(f"cannot add {path}: it is not a regular file or folder")
 
 
+def store_planned(store: BlockStore, path: Path, plan: tuple[_Scan, _FilePlan | _DirPlan | None], *,
+                  now_ms: int, progress: Progress = _noop) -> AddResult:
+    """Store and pin a planned add; the caller holds the write transaction."""
+    scan, root_plan = plan
+    if root_plan is None:
+        raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
+    if isinstance(root_plan, _DirPlan):
+        built = _store_dir(store, root_plan, progress)
+        kind = "directory"
+    else:
+        built = _store_file(store, root_plan.path, progress, root_plan.size)
+        kind = "file"
+    store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
+    return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)
+
+
+def planned_paths(plan: tuple[_Scan, _FilePlan | _DirPlan | None]) -> set[str]:
+    """Every file path the add will store, relative to its root, '/'-separated (for manifest lint)."""
+    out: set[str] = set()
+
+    def walk(node, prefix: str) -> None:
+        for name, child in node.entries:
+            if isinstance(child, _DirPlan):
+                walk(child, prefix + name + "/")
+            else:
+                out.add(prefix + name)
+
+    if isinstance(plan[1], _DirPlan):
+        walk(plan[1], "")
+    return out
+
+
 def add_path(
     store: BlockStore,
     path: Path,
@@ -263,18 +295,9 @@ def add_path(
 ) -> AddResult:
     """Store a file (as ``ipfs-car pack --no-wrap FILE``) or a folder's contents (as
     ``ipfs-car pack DIR``) and pin the root, all in one transaction."""
-    scan, root_plan = plan or plan_add(path, include_hidden)
-    if root_plan is None:
-        raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
+    plan = plan or plan_add(path, include_hidden)
     with store.write_transaction():
-        if isinstance(root_plan, _DirPlan):
-            built = _store_dir(store, root_plan, progress)
-            kind = "directory"
-        else:
-            built = _store_file(store, root_plan.path, progress, root_plan.size)
-            kind = "file"
-        store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
-    return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)
+        return store_planned(store, path, plan, now_ms=now_ms, progress=progress)
 
 
 # ------------------------------------------------------------------ reading

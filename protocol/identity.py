@@ -6,22 +6,37 @@ Pure encodings, so the command line can show identities without importing libp2p
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .errors import FabnodeError
 
 _ED25519_MULTICODEC = b"\xed\x01"
 DID_KEY_PREFIX = "did:key:z"
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {ch: i for i, ch in enumerate(_B58)}
 
 
 def _b58encode(data: bytes) -> str:
-    from multiformats import multibase
-
-    return multibase.encode(data, "base58btc")[1:]
+    """Bitcoin base58 (the multibase ``z`` alphabet); small and hot enough to write here."""
+    n = int.from_bytes(data, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_B58[r])
+    leading = len(data) - len(data.lstrip(b"\0"))
+    return "1" * leading + "".join(reversed(out))
 
 
 def _b58decode(text: str) -> bytes:
-    from multiformats import multibase
-
-    return multibase.decode("z" + text)
+    n = 0
+    for ch in text:
+        digit = _B58_INDEX.get(ch)
+        if digit is None:
+            raise ValueError(f"{ch!r} is not a base58 character")
+        n = n * 58 + digit
+    leading = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
+    return b"\0" * leading + body
 
 
 def did_from_ed25519(public_key: bytes) -> str:
@@ -31,6 +46,7 @@ def did_from_ed25519(public_key: bytes) -> str:
     return DID_KEY_PREFIX + _b58encode(_ED25519_MULTICODEC + public_key)
 
 
+@lru_cache(maxsize=65536)
 def ed25519_from_did(did: str) -> bytes:
     """The public key inside a did:key, with the prefix and length checks of the spec."""
     if not did.startswith(DID_KEY_PREFIX):

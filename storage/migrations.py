@@ -38,3 +38,88 @@ def pins(db: Database) -> None:
                added_ms INTEGER NOT NULL
            )"""
     )
+
+
+@migrations(name="003_records")
+def records(db: Database) -> None:
+    # Every valid record, as received (data = its exact block). The typed tables below are an
+    # index over it, rebuilt from `data` if ever needed; `outbox` marks records made here that
+    # still wait to be announced (the network issues use it).
+    db.executescript(
+        """
+        CREATE TABLE records (
+            cid BLOB PRIMARY KEY NOT NULL,
+            type TEXT NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            design BLOB,                 -- versions: their design; attestations: the subject's design if known
+            subject BLOB,                -- attestations: the version attested
+            data BLOB NOT NULL,
+            received_ms INTEGER NOT NULL,
+            outbox INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX records_type_ts ON records (type, ts);
+        CREATE INDEX records_author_ts ON records (author, ts);
+        CREATE INDEX records_design_ts ON records (design, ts);
+        CREATE INDEX records_subject ON records (subject);
+
+        CREATE TABLE versions (
+            cid BLOB PRIMARY KEY NOT NULL,
+            design BLOB NOT NULL,        -- for a design's first version, its own CID
+            is_first INTEGER NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            bundle BLOB NOT NULL,
+            title TEXT NOT NULL,
+            label TEXT NOT NULL,
+            message TEXT NOT NULL,
+            license TEXT NOT NULL
+        );
+        CREATE INDEX versions_design_ts ON versions (design, ts);
+
+        CREATE TABLE version_parents (
+            child BLOB NOT NULL,
+            parent BLOB NOT NULL,
+            PRIMARY KEY (child, parent)
+        ) WITHOUT ROWID;
+        CREATE INDEX version_parents_parent ON version_parents (parent);
+
+        CREATE TABLE designs (
+            design BLOB PRIMARY KEY NOT NULL,
+            title TEXT NOT NULL,
+            author TEXT,                 -- NULL until the first version is known
+            maintainers TEXT,            -- JSON list of did:keys; NULL until the first version is known
+            license TEXT NOT NULL,
+            created_ts INTEGER,
+            updated_ts INTEGER NOT NULL,
+            versions INTEGER NOT NULL,
+            manifest TEXT NOT NULL DEFAULT ''   -- name, function, keywords from okh.toml, when the bundle was here
+        );
+        CREATE INDEX designs_updated ON designs (updated_ts);
+
+        CREATE TABLE attestations (
+            cid BLOB PRIMARY KEY NOT NULL,
+            subject BLOB NOT NULL,
+            author TEXT NOT NULL,
+            predicate TEXT NOT NULL,
+            result TEXT NOT NULL,
+            lab TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        );
+        CREATE INDEX attestations_subject ON attestations (subject, ts);
+
+        CREATE TABLE vouches (
+            cid BLOB PRIMARY KEY NOT NULL,
+            author TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            trust TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        );
+        CREATE INDEX vouches_author ON vouches (author, subject, ts);
+
+        CREATE VIRTUAL TABLE design_search USING fts5 (
+            design UNINDEXED, title, manifest, messages,
+            tokenize = 'unicode61 remove_diacritics 2'
+        );
+        """
+    )

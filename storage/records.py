@@ -1,0 +1,254 @@
+"""The record index: signed records and the tables that make them quick to query.
+
+Records arrive in any order (a version before its parent, an attestation before the version it
+is about, a later version before its design's first one). Nothing here assumes an order: every
+record is stored and indexed on its own, and what depends on several records (which versions
+are canonical, a design's heads, adaptations) is computed when asked, from indexed rows, so it is
+right as soon as the last piece arrives. :meth:`RecordStore.ingest` must be given records that
+:func:`protocol.records.verify_record` accepted (or that :func:`make_record` made).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from protocol.cid import cid_str
+from protocol.records import Record
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    cid: bytes
+    design: bytes
+    is_first: bool
+    author: str
+    ts: int
+    bundle: bytes
+    title: str
+    label: str
+    message: str
+    license: str
+    parents: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DesignRow:
+    design: bytes
+    title: str
+    author: str | None
+    maintainers: tuple[str, ...] | None
+    """None while the design's first version has not arrived."""
+    license: str
+    created_ts: int | None
+    updated_ts: int
+    versions: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRow:
+    cid: bytes
+    subject: bytes
+    author: str
+    predicate: str
+    result: str
+    lab: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class VouchRow:
+    cid: bytes
+    author: str
+    subject: str
+    trust: str
+    ts: int
+
+
+class RecordStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    # ------------------------------------------------------------ writing
+
+    def has(self, cid: bytes) -> bool:
+        return self._conn.execute("SELECT 1 FROM records WHERE cid = ?", (cid,)).fetchone() is not None
+
+    def ingest(self, record: Record, *, received_ms: int, outbox: bool = False, manifest: str = "") -> bool:
+        """Store and index one verified record; returns False if it was already here.
+
+        Call inside the caller's write transaction, so a batch is all-or-nothing.
+        """
+        if self.has(record.cid):
+            return False
+        body = record.body
+        design = subject = None
+        if record.type == "version":
+            design = body["design"].cid if "design" in body else record.cid
+        elif record.type == "attestation":
+            subject = body["subject"].cid
+            row = self._conn.execute("SELECT design FROM versions WHERE cid = ?", (subject,)).fetchone()
+            design = row[0] if row else None
+        self._conn.execute(
+            "INSERT INTO records (cid, type, author, ts, design, subject, data, received_ms, outbox)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.cid, record.type, record.author, record.ts, design, subject, record.raw, received_ms, int(outbox)),
+        )
+        if record.type == "version":
+            self._index_version(record, design, manifest)
+        elif record.type == "attestation":
+            self._conn.execute(
+                "INSERT INTO attestations (cid, subject, author, predicate, result, lab, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.cid, subject, record.author, body["predicate"], body["result"], body.get("lab", ""), record.ts),
+            )
+        elif record.type == "vouch":
+            self._conn.execute(
+                "INSERT INTO vouches (cid, author, subject, trust, ts) VALUES (?, ?, ?, ?, ?)",
+                (record.cid, record.author, body["subject"], body["trust"], record.ts),
+            )
+        return True
+
+    def _index_version(self, record: Record, design: bytes, manifest: str) -> None:
+        body = record.body
+        is_first = "design" not in body
+        self._conn.execute(
+            "INSERT INTO versions (cid, design, is_first, author, ts, bundle, title, label, message, license)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.cid, design, int(is_first), record.author, record.ts, body["bundle"].cid, body["title"],
+             body.get("label", ""), body["message"], body["license"]),
+        )
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO version_parents (child, parent) VALUES (?, ?)",
+            [(record.cid, p.cid) for p in body["parents"]],
+        )
+        # attestations that arrived before this version learn their design now
+        self._conn.execute("UPDATE records SET design = ? WHERE type = 'attestation' AND subject = ?", (design, record.cid))
+        row = self._conn.execute("SELECT title, author, maintainers, created_ts, updated_ts, versions, manifest, license"
+                                 " FROM designs WHERE design = ?", (design,)).fetchone()
+        if row is None:
+            self._conn.execute(
+                "INSERT INTO designs (design, title, author, maintainers, license, created_ts, updated_ts, versions, manifest)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                (design, body["title"], record.author if is_first else None,
+                 json.dumps(body["maintainers"]) if is_first else None, body["license"],
+                 record.ts if is_first else None, record.ts, manifest),
+            )
+        else:
+            title, author, maintainers, created_ts, updated_ts, versions, old_manifest, license_ = row
+            newer = record.ts >= updated_ts
+            if is_first:
+                author, maintainers, created_ts = record.author, json.dumps(body["maintainers"]), record.ts
+            self._conn.execute(
+                "UPDATE designs SET title = ?, author = ?, maintainers = ?, license = ?, created_ts = ?, updated_ts = ?,"
+                " versions = ?, manifest = ? WHERE design = ?",
+                (body["title"] if newer else title, author, maintainers, body["license"] if newer else license_,
+                 created_ts, max(updated_ts, record.ts), versions + 1, manifest or old_manifest, design),
+            )
+        self._reindex_search(design)
+
+    def _reindex_search(self, design: bytes) -> None:
+        title, manifest = self._conn.execute("SELECT title, manifest FROM designs WHERE design = ?", (design,)).fetchone()
+        rows = self._conn.execute("SELECT title, label, message FROM versions WHERE design = ? ORDER BY ts", (design,))
+        texts = "\n".join(" ".join(r) for r in rows)
+        self._conn.execute("DELETE FROM design_search WHERE design = ?", (design,))
+        self._conn.execute("INSERT INTO design_search (design, title, manifest, messages) VALUES (?, ?, ?, ?)",
+                           (design, title, manifest, texts))
+
+    # ------------------------------------------------------------ reading
+
+    def raw(self, cid: bytes) -> bytes | None:
+        row = self._conn.execute("SELECT data FROM records WHERE cid = ?", (cid,)).fetchone()
+        return row[0] if row else None
+
+    def record_type(self, cid: bytes) -> str | None:
+        row = self._conn.execute("SELECT type FROM records WHERE cid = ?", (cid,)).fetchone()
+        return row[0] if row else None
+
+    def count(self) -> int:
+        return self._conn.execute("SELECT count(*) FROM records").fetchone()[0]
+
+    def iter_raw(self) -> Iterable[tuple[bytes, bytes, int]]:
+        """(cid, data, received_ms) of every record, for fsck."""
+        yield from self._conn.execute("SELECT cid, data, received_ms FROM records ORDER BY rowid")
+
+    def version(self, cid: bytes) -> VersionRow | None:
+        row = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
+                                 " FROM versions WHERE cid = ?", (cid,)).fetchone()
+        return self._version_row(row) if row else None
+
+    def _version_row(self, row) -> VersionRow:
+        parents = tuple(r[0] for r in self._conn.execute(
+            "SELECT parent FROM version_parents WHERE child = ? ORDER BY parent", (row[0],)))
+        return VersionRow(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], parents)
+
+    def versions_of(self, design: bytes) -> list[VersionRow]:
+        rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
+                                  " FROM versions WHERE design = ? ORDER BY ts, cid", (design,)).fetchall()
+        return [self._version_row(r) for r in rows]
+
+    def children_of(self, versions: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
+        """(parent, child) for every known child of the given versions."""
+        out = []
+        for v in versions:
+            out.extend((v, r[0]) for r in self._conn.execute("SELECT child FROM version_parents WHERE parent = ?", (v,)))
+        return out
+
+    def design(self, design: bytes) -> DesignRow | None:
+        row = self._conn.execute("SELECT design, title, author, maintainers, license, created_ts, updated_ts, versions"
+                                 " FROM designs WHERE design = ?", (design,)).fetchone()
+        return self._design_row(row) if row else None
+
+    @staticmethod
+    def _design_row(row) -> DesignRow:
+        maintainers = tuple(json.loads(row[3])) if row[3] is not None else None
+        return DesignRow(row[0], row[1], row[2], maintainers, row[4], row[5], row[6], row[7])
+
+    def designs(self, limit: int = 100, offset: int = 0) -> list[DesignRow]:
+        rows = self._conn.execute("SELECT design, title, author, maintainers, license, created_ts, updated_ts, versions"
+                                  " FROM designs ORDER BY updated_ts DESC, design LIMIT ? OFFSET ?", (limit, offset))
+        return [self._design_row(r) for r in rows]
+
+    def design_count(self) -> int:
+        return self._conn.execute("SELECT count(*) FROM designs").fetchone()[0]
+
+    def search(self, text: str, limit: int = 50) -> list[DesignRow]:
+        query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
+        if not query:
+            return []
+        rows = self._conn.execute(
+            "SELECT d.design, d.title, d.author, d.maintainers, d.license, d.created_ts, d.updated_ts, d.versions"
+            " FROM design_search s JOIN designs d ON d.design = s.design"
+            " WHERE design_search MATCH ? ORDER BY bm25(design_search, 10.0, 5.0, 1.0) LIMIT ?", (query, limit))
+        return [self._design_row(r) for r in rows]
+
+    def attestations_on(self, versions: Iterable[bytes]) -> list[AttestationRow]:
+        out = []
+        for v in versions:
+            rows = self._conn.execute("SELECT cid, subject, author, predicate, result, lab, ts FROM attestations"
+                                      " WHERE subject = ? ORDER BY ts", (v,))
+            out.extend(AttestationRow(*r) for r in rows)
+        return out
+
+    def vouches(self) -> list[VouchRow]:
+        return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
+
+    def recent_versions(self, limit: int = 50) -> list[VersionRow]:
+        rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
+                                  " FROM versions ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()
+        return [self._version_row(r) for r in rows]
+
+    def adaptations_of(self, versions: Iterable[bytes]) -> list[VersionRow]:
+        """First versions of other designs whose parents include one of ``versions``."""
+        out = []
+        for parent, child in self.children_of(versions):
+            row = self.version(child)
+            if row is not None and row.is_first:
+                out.append(row)
+        return out
+
+
+def short(cid: bytes) -> str:
+    text = cid_str(cid)
+    return text[:10] + "…" + text[-6:]
