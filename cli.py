@@ -251,5 +251,221 @@ def fsck(ctx: click.Context, as_json: bool) -> None:
         ctx.exit(EXIT_FAILURE)
 
 
+# ------------------------------------------------------------------ signed records
+
+
+def _short(did_or_cid: str) -> str:
+    return did_or_cid if len(did_or_cid) <= 24 else did_or_cid[:14] + "…" + did_or_cid[-6:]
+
+
+def _when(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts / 1000))
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("-m", "--message", required=True, help="What changed and why.")
+@click.option("--design", "design", metavar="D", help="Add a version to design D (default parents: D's heads).")
+@click.option("--parent", "parents", metavar="V", multiple=True, help="Parent version (repeat); alone: adapt V as a new design.")
+@click.option("--title", help="Title (default: okh.toml name, the previous title, or the folder name).")
+@click.option("--label", help="Version label such as 1.3.0 (default: okh.toml version).")
+@click.option("--license", "license_", metavar="SPDX", help="Licence (default: okh.toml license).")
+@click.option("--hidden", "-H", is_flag=True, help="Also store names starting with '.'.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def publish(ctx, path, message, design, parents, title, label, license_, hidden, as_json):
+    """Store a design folder and sign a version of it.
+
+    With neither --design nor --parent this starts a new design; --design D adds a version to
+    D; --parent V alone starts an adaptation of V. The licence comes from okh.toml or --license
+    and must be a valid SPDX expression; the manifest is checked and problems are warned about.
+
+    Usage:  fabnode publish ./hand-pump -m "first design"
+    """
+    from node.commons import publish as run_publish
+
+    home = _home(ctx).require()
+    result = run_publish(home, path, message=message, design=design, parents=list(parents), title=title,
+                         label=label, license_=license_, include_hidden=hidden)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _print_json(result.as_json())
+    else:
+        click.echo(result.version)
+
+
+@main.command()
+@click.argument("target", metavar="[DESIGN|VERSION]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def log(ctx, target, as_json):
+    """Show a design's history: versions, heads, attestations, lineage.
+
+    Without an argument, the latest versions of all designs.
+
+    Usage:  fabnode log bafyrei…
+    """
+    from node.commons import log as run_log
+
+    result = run_log(_home(ctx).require(), target)
+    if as_json:
+        _print_json(result)
+        return
+    if "design" in result:
+        click.echo(f"design {result['design']}  {result['title']}")
+        maint = result["maintainers"]
+        click.echo("maintainers " + (", ".join(_short(m) for m in maint) if maint is not None else "unknown (first version not here yet)"))
+        for up in result["upstream"]:
+            click.echo(f"adapted from {up}")
+    for v in result["versions"]:
+        status = ""
+        if "canonical" in v:
+            status = "head     " if v["head"] else ("canonical" if v["canonical"] else "proposal ")
+        att = ", ".join(f"{k} x{n}" for k, n in v["attestations"].items()) or "no attestations"
+        label = v["label"] or "-"
+        click.echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  by {_short(v['author'])}")
+    for a in result.get("adaptations", []):
+        click.echo(f"adapted as {a['design']}  {a['title']}  by {_short(a['author'])}")
+
+
+@main.command()
+@click.argument("cid")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx, cid, as_json):
+    """Decode a stored record and check it again; says why if it is not valid.
+
+    Usage:  fabnode show bafyrei…
+    """
+    from node.commons import show as run_show
+
+    result = run_show(_home(ctx).require(), cid)
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"{result['type']} {result['cid']}")
+    click.echo(f"author  {result['author']}")
+    click.echo(f"time    {_when(result['ts'])}" if isinstance(result["ts"], int) else f"time    {result['ts']!r}")
+    for key, value in (result["body"] or {}).items():
+        click.echo(f"{key:<12} {json.dumps(value, ensure_ascii=False)}")
+    click.echo("valid" if result["valid"] else f"NOT VALID: {result['reason']}")
+
+
+def _print_designs(rows, as_json: bool) -> None:
+    if as_json:
+        _print_json(rows)
+        return
+    for d in rows:
+        click.echo(f"{d['design']}  {d['versions']:>3} version(s)  {d['license']:<16} {d['title']}")
+
+
+@main.command()
+@click.option("--limit", default=100, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def designs(ctx, limit, as_json):
+    """List the designs this node knows, most recently changed first."""
+    from node.commons import designs as run_designs
+
+    _print_designs(run_designs(_home(ctx).require(), limit), as_json)
+
+
+@main.command()
+@click.argument("text")
+@click.option("--limit", default=50, show_default=True, help="How many results.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def search(ctx, text, limit, as_json):
+    """Find designs by title, manifest (name, function, keywords) and version messages.
+
+    Usage:  fabnode search "water pump"
+    """
+    from node.commons import search as run_search
+
+    _print_designs(run_search(_home(ctx).require(), text, limit), as_json)
+
+
+@main.command()
+@click.argument("version")
+@click.option("--result", type=click.Choice(["passed", "warned", "failed"]), required=True, help="How it went.")
+@click.option("--predicate", type=click.Choice(["built", "tested", "reviewed", "defect"]), default="built",
+              show_default=True, help="What the lab did.")
+@click.option("-m", "--message", "notes", default="", help="Notes: what was built, how, what happened.")
+@click.option("--lab", help="Where (default: this lab's name).")
+@click.option("--test", "tests", multiple=True, help="Name of a test performed (repeat).")
+@click.option("--evidence", type=click.Path(path_type=Path), multiple=True, help="Photo, log or measurement to store and link (repeat).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def attest(ctx, version, result, predicate, notes, lab, tests, evidence, as_json):
+    """Sign a statement that this lab built, tested or reviewed a version, and how it went.
+
+    Usage:  fabnode attest bafyrei… --result passed -m "built with 32 mm PVC" --evidence photo.jpg
+    """
+    from node.commons import attest as run_attest
+
+    cid = run_attest(_home(ctx).require(), version, result=result, predicate=predicate, notes=notes, lab=lab,
+                     tests=list(tests), evidence=list(evidence))
+    _print_json({"attestation": cid}) if as_json else click.echo(cid)
+
+
+@main.command()
+@click.argument("did")
+@click.option("--distrust", is_flag=True, help="Say this key is not to be trusted.")
+@click.option("-m", "--message", "note", default="", help="Why.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def vouch(ctx, did, distrust, note, as_json):
+    """Sign that this lab trusts (or distrusts) another lab's key.
+
+    Usage:  fabnode vouch did:key:z6Mk… -m "we built their pump together"
+    """
+    from node.commons import vouch as run_vouch
+
+    cid = run_vouch(_home(ctx).require(), did, distrust=distrust, note=note)
+    _print_json({"vouch": cid}) if as_json else click.echo(cid)
+
+
+@main.command("trust")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def trust_(ctx, as_json):
+    """List whom this lab vouched for, and every key its trust reaches, with the path."""
+    from node.commons import trust as run_trust
+
+    result = run_trust(_home(ctx).require())
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"me  {result['me']}")
+    for v in result["vouches"]:
+        click.echo(f"you vouched: {v['trust']:<10} {v['subject']}")
+    for t in result["trusted"][1:]:
+        path = " → ".join(_short(d) for d in t["path"][1:])
+        click.echo(f"{t['weight']:.3f}  {t['did']}  via you → {path}")
+
+
+@main.command()
+@click.argument("target", metavar="VERSION|DESIGN")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def reputation(ctx, target, as_json):
+    """Should we build this? A personal score from the attestations of labs we trust, with reasons.
+
+    For a design, its newest canonical head is judged.
+
+    Usage:  fabnode reputation bafyrei…
+    """
+    from node.commons import reputation as run_reputation
+
+    result = run_reputation(_home(ctx).require(), target)
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"{result['version']}: {result['verdict']} (score {result['value']:+.2f})")
+    for line in result["explanation"]:
+        click.echo(f"  {line}")
+
+
 if __name__ == "__main__":
     main()

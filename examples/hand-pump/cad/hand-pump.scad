@@ -16,6 +16,9 @@
 //
 // PVC fittings are drawn as plain sleeves with typical sizes; real fittings
 // vary between makers, so measure yours (see manufacturing-instructions.md).
+// In the assembly the rod end rests on the stop pin along a line, so OpenSCAD
+// warns that the exported assembly "may not be a valid 2-manifold"; the single
+// parts export clean.
 
 /* [What to show] */
 // assembly | piston | foot-valve | valve-body | backing-disc | seat-disc | clamp-block | handle

@@ -1,0 +1,353 @@
+"""Signed statements about designs: publish, attest, vouch, and reading them back.
+
+Each command here is one function the CLI calls. Writing commands build a record with the lab's
+author key, check it with the same rules a peer would apply, and store it in one transaction
+with anything it refers to (the bundle of a version, the evidence of an attestation), marked for
+the outbox so the daemon announces it. Reading commands only query the record index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.cid import cid_str, parse_cid
+from protocol.dagcbor import Link
+from protocol.errors import FabnodeError
+from protocol.identity import ed25519_from_did
+from protocol.lineage import VersionNode, canonical_and_heads
+from protocol.records import Record, make_record, verify_record
+from storage.records import RecordStore, VersionRow
+
+from .files import plan_add, planned_paths, store_planned
+from .home import Home
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _signer(home: Home):
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((home.path / "author.key").read_bytes(), password=None)
+    return key.sign
+
+
+def _open(home: Home):
+    store = home.open_store()
+    return store, RecordStore(store.db.conn)
+
+
+def _record(home: Home, rtype: str, body: dict, ts: int) -> Record:
+    identity = home.identity()
+    record = make_record(rtype, body, author=identity.did, ts=ts, sign=_signer(home))
+    return verify_record(record.raw, now_ms=ts)  # the same rules a peer applies
+
+
+# ------------------------------------------------------------------ lineage
+
+
+@dataclass
+class DesignState:
+    design: bytes
+    versions: list[VersionRow]
+    maintainers: tuple[str, ...] | None
+    canonical: set[bytes]
+    heads: list[bytes]
+
+
+def design_state(records: RecordStore, design: bytes) -> DesignState:
+    versions = records.versions_of(design)
+    row = records.design(design)
+    maintainers = row.maintainers if row else None
+    canonical, heads = canonical_and_heads(
+        (VersionNode(v.cid, v.author, v.ts, v.parents) for v in versions), maintainers)
+    return DesignState(design, versions, maintainers, canonical, heads)
+
+
+def _resolve_design(records: RecordStore, text: str) -> tuple[bytes, bytes | None]:
+    """A design or version CID given by the user -> (design, the version if one was named).
+
+    A design's id is its first version's CID; given that, the design is meant (None returned).
+    """
+    cid = parse_cid(text)
+    version = records.version(cid)
+    if version is not None:
+        return version.design, (None if version.is_first else cid)
+    if records.design(cid) is not None:
+        return cid, None
+    raise FabnodeError(f"no design or version {cid_str(cid)} is known here (fetch, import or sync it first)")
+
+
+# ------------------------------------------------------------------ publish
+
+
+@dataclass
+class Published:
+    version: str
+    design: str
+    bundle: str
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "design": self.design, "bundle": self.bundle, "warnings": self.warnings}
+
+
+def publish(home: Home, path: Path, *, message: str, design: str | None = None, parents: list[str] = (),
+            title: str | None = None, label: str | None = None, license_: str | None = None,
+            include_hidden: bool = False, progress=lambda n: None) -> Published:
+    """Store a bundle and a signed version of it (DESIGN §6 ``publish``)."""
+    from protocol.licenses import check_spdx, share_alike_problem
+    from protocol.okh import lint_manifest, manifest_summary, parse_manifest
+
+    store, records = _open(home)
+    warnings: list[str] = []
+    identity = home.identity()
+    parent_rows = []
+    for text in parents:
+        row = records.version(parse_cid(text))
+        if row is None:
+            raise FabnodeError(f"unknown parent version {text}: fetch, import or sync it first")
+        parent_rows.append(row)
+    design_cid = None
+    if design is not None:
+        design_cid, _ = _resolve_design(records, design)
+        state = design_state(records, design_cid)
+        if not parent_rows:
+            if not state.heads:
+                raise FabnodeError(f"design {cid_str(design_cid)} has no known canonical version to build on: give --parent")
+            parent_rows = [records.version(h) for h in state.heads]
+        if state.maintainers is not None and identity.did not in state.maintainers:
+            warnings.append(f"you are not a maintainer of {cid_str(design_cid)}: this version is a proposal")
+
+    plan = plan_add(path, include_hidden)
+    manifest: dict = {}
+    manifest_path = path / "okh.toml"
+    if path.is_dir() and manifest_path.is_file():
+        manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"))
+        warnings.extend(f"okh.toml: {w}" for w in lint_manifest(manifest, planned_paths(plan)))
+    elif path.is_dir():
+        warnings.append("the bundle has no okh.toml (Open Know-How manifest): add one so others can find and build it")
+    summary = manifest_summary(manifest) if manifest else {}
+    chosen = license_ or summary.get("license")
+    if not chosen:
+        raise FabnodeError("no licence: give --license SPDX-ID or set license in okh.toml (the commons needs to know what others may do)")
+    licence = check_spdx(chosen)
+    for parent in parent_rows:
+        problem = share_alike_problem(parent.license, licence)
+        if problem:
+            warnings.append(problem)
+    previous = parent_rows[0] if parent_rows and design_cid is not None else None
+    body = {
+        "bundle": None,
+        "parents": [Link(p.cid) for p in parent_rows],
+        "title": title or summary.get("name") or (previous.title if previous else path.resolve().name),
+        "message": message,
+        "license": licence,
+    }
+    if label or summary.get("version"):
+        body["label"] = label or summary["version"]
+    if design_cid is not None:
+        body["design"] = Link(design_cid)
+    else:
+        body["maintainers"] = [identity.did]
+    manifest_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
+    ts = now_ms()
+    with store.write_transaction():
+        added = store_planned(store, path, plan, now_ms=ts, progress=progress)
+        body["bundle"] = Link(parse_cid(added.cid))
+        record = _record(home, "version", body, ts)
+        records.ingest(record, received_ms=ts, outbox=True, manifest=manifest_text.strip())
+    design_out = cid_str(design_cid) if design_cid is not None else record.id
+    return Published(record.id, design_out, added.cid, warnings)
+
+
+# ------------------------------------------------------------------ attest, vouch
+
+
+def attest(home: Home, version: str, *, result: str, predicate: str = "built", notes: str = "",
+           lab: str | None = None, tests: list[str] = (), evidence: list[Path] = ()) -> str:
+    store, records = _open(home)
+    subject = parse_cid(version)
+    if records.version(subject) is None:
+        raise FabnodeError(f"unknown version {cid_str(subject)}: only versions this node knows can be attested")
+    plans = [(p, plan_add(p)) for p in evidence]
+    ts = now_ms()
+    with store.write_transaction():
+        links = [Link(parse_cid(store_planned(store, p, plan, now_ms=ts).cid)) for p, plan in plans]
+        body = {"subject": Link(subject), "predicate": predicate, "result": result,
+                "lab": lab if lab is not None else home.identity().name}
+        if notes:
+            body["notes"] = notes
+        if tests:
+            body["tests"] = list(tests)
+        if links:
+            body["evidence"] = links
+        if not body["lab"]:
+            del body["lab"]
+        record = _record(home, "attestation", body, ts)
+        records.ingest(record, received_ms=ts, outbox=True)
+    return record.id
+
+
+def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> str:
+    ed25519_from_did(did)  # a clear error for a malformed did:key before anything else
+    me = home.identity().did
+    if did == me:
+        raise FabnodeError("that is this lab's own key: it is always trusted")
+    store, records = _open(home)
+    body = {"subject": did, "trust": "distrusted" if distrust else "trusted"}
+    if note:
+        body["note"] = note
+    ts = now_ms()
+    with store.write_transaction():
+        record = _record(home, "vouch", body, ts)
+        records.ingest(record, received_ms=ts, outbox=True)
+    return record.id
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _link_json(value):
+    if isinstance(value, Link):
+        return {"/": cid_str(value.cid)}
+    if isinstance(value, list):
+        return [_link_json(v) for v in value]
+    return value
+
+
+def show(home: Home, text: str) -> dict:
+    """Decode and re-check any stored record; ``valid`` is False with the reason if it fails."""
+    from protocol.records import RecordRejected
+
+    _, records = _open(home)
+    cid = parse_cid(text)
+    raw = records.raw(cid)
+    if raw is None:
+        raise FabnodeError(f"no record {cid_str(cid)} here (records are DAG-CBOR blocks: bafyrei…)")
+    try:
+        record = verify_record(raw, now_ms=now_ms(), cid=cid)
+    except RecordRejected as exc:
+        from protocol.dagcbor import decode
+
+        value = decode(raw)
+        return {"cid": cid_str(cid), "type": value.get("type"), "author": value.get("author"), "ts": value.get("ts"),
+                "body": None, "valid": False, "reason": str(exc)}
+    return {"cid": record.id, "type": record.type, "author": record.author, "ts": record.ts,
+            "body": {k: _link_json(v) for k, v in record.body.items()}, "valid": True}
+
+
+def _attestation_summary(rows) -> dict[str, int]:
+    summary: dict[str, int] = {}
+    for a in rows:
+        key = f"{a.predicate}/{a.result}"
+        summary[key] = summary.get(key, 0) + 1
+    return dict(sorted(summary.items()))
+
+
+def log(home: Home, target: str | None, limit: int = 50) -> dict:
+    """A design's history: versions (canonical or proposal, heads marked), attestation summaries,
+    where it came from and which designs adapted it. Without a target: the latest versions."""
+    _, records = _open(home)
+    if target is None:
+        versions = records.recent_versions(limit)
+        return {"versions": [_version_json(v, None, records) for v in versions]}
+    design, _ = _resolve_design(records, target)
+    state = design_state(records, design)
+    row = records.design(design)
+    own = {v.cid for v in state.versions}
+    upstream = sorted({p for v in state.versions for p in v.parents if p not in own})
+    return {
+        "design": cid_str(design),
+        "title": row.title if row else "",
+        "maintainers": list(state.maintainers) if state.maintainers is not None else None,
+        "heads": [cid_str(h) for h in state.heads],
+        "versions": [_version_json(v, state, records) for v in reversed(state.versions)],
+        "upstream": [cid_str(u) for u in upstream],
+        "adaptations": [{"design": cid_str(a.cid), "title": a.title, "author": a.author,
+                         "from": [cid_str(p) for p in a.parents if p in own]}
+                        for a in records.adaptations_of(own)],
+    }
+
+
+def _version_json(v: VersionRow, state: DesignState | None, records: RecordStore) -> dict:
+    out = {"version": cid_str(v.cid), "design": cid_str(v.design), "author": v.author, "ts": v.ts,
+           "title": v.title, "label": v.label, "message": v.message, "license": v.license,
+           "bundle": cid_str(v.bundle), "parents": [cid_str(p) for p in v.parents],
+           "attestations": _attestation_summary(records.attestations_on([v.cid]))}
+    if state is not None:
+        out["canonical"] = v.cid in state.canonical if state.maintainers is not None else None
+        out["head"] = v.cid in state.heads
+    return out
+
+
+def _design_json(d) -> dict:
+    return {"design": cid_str(d.design), "title": d.title, "author": d.author, "license": d.license,
+            "versions": d.versions, "updated_ts": d.updated_ts}
+
+
+def designs(home: Home, limit: int = 100) -> list[dict]:
+    _, records = _open(home)
+    return [_design_json(d) for d in records.designs(limit)]
+
+
+def search(home: Home, text: str, limit: int = 50) -> list[dict]:
+    _, records = _open(home)
+    return [_design_json(d) for d in records.search(text, limit)]
+
+
+# ------------------------------------------------------------------ trust and reputation
+
+
+def _trust_map(home: Home, records: RecordStore):
+    from protocol.reputation import Vouch, compute_trust
+
+    me = home.identity().did
+    vouches = [Vouch(v.author, v.subject, v.trust, v.ts) for v in records.vouches()]
+    return me, compute_trust(me, (), vouches)
+
+
+def trust(home: Home) -> dict:
+    """Whom this lab trusts: its own vouches, and every key trust reaches, strongest first."""
+    _, records = _open(home)
+    me, trust_map = _trust_map(home, records)
+    mine = {}
+    for v in records.vouches():
+        if v.author == me and (v.subject not in mine or v.ts >= mine[v.subject]["ts"]):
+            mine[v.subject] = {"subject": v.subject, "trust": v.trust, "ts": v.ts, "vouch": cid_str(v.cid)}
+    keys = sorted(trust_map.items(), key=lambda kv: (-kv[1].weight, kv[0]))
+    return {
+        "me": me,
+        "vouches": sorted(mine.values(), key=lambda v: v["subject"]),
+        "trusted": [{"did": did, "weight": round(p.weight, 6), "path": list(p.path)} for did, p in keys],
+    }
+
+
+def reputation(home: Home, target: str) -> dict:
+    """Should we build this? The personal score of a version (for a design: its newest head)."""
+    from protocol.reputation import Attestation, explain, score_version
+
+    _, records = _open(home)
+    design, version = _resolve_design(records, target)
+    state = design_state(records, design)
+    if version is None:
+        if not state.heads:
+            raise FabnodeError(f"design {cid_str(design)} has no known canonical version to judge")
+        version = state.heads[0]
+    _, trust_map = _trust_map(home, records)
+    rows = records.attestations_on([version])
+    score = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts) for a in rows),
+                          trust_map)
+    return {
+        "version": cid_str(version),
+        "design": cid_str(design),
+        "value": round(score.value, 6),
+        "verdict": score.verdict,
+        "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
+                     "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
+                     "path": list(r.path), "status": r.status} for r in score.reasons],
+        "explanation": explain(score),
+    }

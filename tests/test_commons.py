@@ -1,0 +1,199 @@
+"""Designs, versions, adaptations, attestations and trust, through the real CLI.
+
+The story of the README: Fab Lab Nairobi publishes a hand pump and improves it; a workshop in
+Cusco adapts it; a lab in Pune builds the adaptation and attests it. Records travel between the
+homes through :func:`carry`, which verifies each one as a peer would (the network and the
+sneakernet replace it later).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from protocol.records import verify_record
+from storage import BlockStore, open_db
+from storage.records import RecordStore
+
+from .conftest import ROOT, Cli
+
+EXAMPLE = ROOT / "examples" / "hand-pump"
+
+
+def carry(src: Cli, dst: Cli) -> int:
+    """Copy every record of src into dst, verifying each (a stand-in for sync)."""
+    source = sqlite3.connect(src.home / "fabnode.db")
+    rows = source.execute("SELECT cid, data FROM records ORDER BY rowid").fetchall()
+    source.close()
+    store = BlockStore(open_db(dst.home / "fabnode.db"))
+    records = RecordStore(store.db.conn)
+    new = 0
+    now = time.time_ns() // 1_000_000
+    with store.write_transaction():
+        for cid, data in rows:
+            new += records.ingest(verify_record(data, now_ms=now, cid=cid), received_ms=now)
+    store.close()
+    return new
+
+
+def _state(cli: Cli) -> list:
+    conn = sqlite3.connect(cli.home / "fabnode.db")
+    try:
+        return [conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+                for t in ("blocks", "pins", "records", "versions", "designs", "attestations", "vouches")]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def labs(tmp_path):
+    made = {}
+    for key, name in (("nairobi", "Fab Lab Nairobi"), ("cusco", "Taller Cusco"), ("pune", "Pune Makers")):
+        cli = Cli(tmp_path / key)
+        cli.run("init", "--name", name)
+        made[key] = cli
+    return made
+
+
+def _copy_example(dst: Path, handle_mm: int | None = None) -> Path:
+    shutil.copytree(EXAMPLE, dst)
+    if handle_mm is not None:
+        readme = dst / "README.md"
+        readme.write_text(readme.read_text(encoding="utf-8") + f"\nHandle length: {handle_mm} mm.\n", encoding="utf-8")
+    return dst
+
+
+def test_the_story_of_a_pump(labs, tmp_path):
+    nairobi, cusco, pune = labs["nairobi"], labs["cusco"], labs["pune"]
+    first = nairobi.json("publish", str(EXAMPLE), "-m", "first design")
+    design = first["design"]
+    assert first["version"] == design and first["bundle"] == nairobi.out("add", str(EXAMPLE))
+    assert first["warnings"] == []  # the example's manifest is complete
+
+    v2 = nairobi.json("publish", str(_copy_example(tmp_path / "pump-v2", 900)), "-m", "longer handle for children",
+                      "--design", design, "--label", "1.1.0")
+    assert v2["design"] == design
+    log = nairobi.json("log", design)
+    assert log["heads"] == [v2["version"]]
+    assert [v["version"] for v in log["versions"]] == [v2["version"], design]
+    assert log["versions"][0]["parents"] == [design] and log["versions"][0]["canonical"] is True
+
+    # Cusco adapts v2 under a licence that is not share-alike: allowed, but warned about.
+    carry(nairobi, cusco)
+    peru = _copy_example(tmp_path / "pump-peru")
+    (peru / "okh.toml").write_text((peru / "okh.toml").read_text(encoding="utf-8").replace(
+        'license = "CERN-OHL-S-2.0"', 'license = "MIT"'), encoding="utf-8")
+    adapted = cusco.run("publish", str(peru), "-m", "adapted for PVC pipe sizes sold in Cusco",
+                        "--parent", v2["version"], "--json")
+    assert "share-alike" in adapted.stderr.decode() and "MIT" in adapted.stderr.decode()
+    adapted = json.loads(adapted.stdout)
+    assert adapted["design"] == adapted["version"] != design
+
+    # Pune builds the adaptation and attests it; everyone hears of everything.
+    carry(cusco, pune)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 a photo of the pump pumping \xff\xd9")
+    attestation = pune.out("attest", adapted["version"], "--result", "passed", "-m", "built with 32 mm PVC",
+                           "--evidence", str(photo), "--test", "flow-rate")
+    shown = pune.json("show", attestation)
+    assert shown["valid"] is True and shown["type"] == "attestation"
+    assert shown["body"]["subject"] == {"/": adapted["version"]} and shown["body"]["tests"] == ["flow-rate"]
+    evidence = shown["body"]["evidence"][0]["/"]
+    assert pune.run("cat", evidence).stdout == photo.read_bytes()
+    for a, b in ((pune, cusco), (cusco, nairobi), (pune, nairobi)):
+        carry(a, b)
+
+    # Nairobi sees the lineage cross designs, and the adaptation's attestation
+    log = nairobi.json("log", design)
+    assert log["adaptations"] == [{"design": adapted["design"], "title": "Direct-action PVC hand pump",
+                                   "author": cusco.json("id")["did"], "from": [v2["version"]]}]
+    peru_log = nairobi.json("log", adapted["version"])
+    assert peru_log["upstream"] == [v2["version"]]
+    assert peru_log["versions"][0]["attestations"] == {"built/passed": 1}
+
+    # Reputation is personal: Pune's word counts for Nairobi only once Nairobi vouches for Pune.
+    before = nairobi.json("reputation", adapted["version"])
+    assert before["verdict"] == "unknown" and before["reasons"][0]["weight"] == 0
+    nairobi.out("vouch", pune.json("id")["did"], "-m", "we built their jig together")
+    after = nairobi.json("reputation", adapted["version"])
+    assert after["verdict"] == "recommended" and after["reasons"][0]["weight"] > 0
+    assert after["reasons"][0]["path"] == [nairobi.json("id")["did"], pune.json("id")["did"]]
+    assert [t["did"] for t in nairobi.json("trust")["trusted"]] == [nairobi.json("id")["did"], pune.json("id")["did"]]
+    assert "Pune Makers" in nairobi.out("reputation", adapted["design"])
+
+    # designs and search
+    assert {d["design"] for d in nairobi.json("designs")} == {design, adapted["design"]}
+    found = nairobi.json("search", "Cusco PVC")
+    assert [d["design"] for d in found] == [adapted["design"]]
+    assert [d["design"] for d in nairobi.json("search", "children")] == [design]
+
+
+def test_a_trusted_defect_is_visible_in_the_reasons(labs, tmp_path):
+    nairobi, cusco, pune = labs["nairobi"], labs["cusco"], labs["pune"]
+    v = nairobi.json("publish", str(EXAMPLE), "-m", "first design")["version"]
+    carry(nairobi, cusco)
+    carry(nairobi, pune)
+    cusco.out("attest", v, "--result", "passed", "-m", "works")
+    pune.out("attest", v, "--predicate", "defect", "--result", "failed", "-m", "piston seal tears after 2 days")
+    carry(cusco, nairobi)
+    carry(pune, nairobi)
+    for lab in (cusco, pune):
+        nairobi.out("vouch", lab.json("id")["did"])
+    rep = nairobi.json("reputation", v)
+    assert rep["verdict"] != "recommended"
+    negative = [r for r in rep["reasons"] if r["predicate"] == "defect"]
+    assert negative and negative[0]["lab"] == "Pune Makers" and negative[0]["weight"] > 0
+    assert any("defect" in line and "Pune Makers" in line for line in rep["explanation"])
+
+
+def test_local_mistakes_are_refused_and_change_nothing(labs, tmp_path):
+    lab = labs["nairobi"]
+    v = lab.json("publish", str(EXAMPLE), "-m", "first design")["version"]
+    before = _state(lab)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "notes.md").write_text("no manifest here")
+    assert "no licence" in lab.fails("publish", str(bare), "-m", "x")
+    assert "not a valid SPDX" in lab.fails("publish", str(bare), "-m", "x", "--license", "Do What You Want")
+    unknown = "bafyreigpskon7xgydefbphezq4vs5uq2ahldzqbwtexerpklsezn4j3ggq"
+    assert lab.fails("attest", unknown, "--result", "passed") == (
+        f"error: unknown version {unknown}: only versions this node knows can be attested")
+    assert "unknown parent version" in lab.fails("publish", str(bare), "-m", "x", "--license", "MIT", "--parent", unknown)
+    assert "no design or version" in lab.fails("publish", str(bare), "-m", "x", "--license", "MIT", "--design", unknown)
+    assert "does not hold 0xed01 + 32 bytes" in lab.fails("vouch", "did:key:z6MkehRgf7yJbgaGfYsdoAsKdBPE3dj2CYhowQdcj")
+    assert "own key" in lab.fails("vouch", lab.json("id")["did"])
+    assert "Missing option '--result'" in lab.fails("attest", v, code=2)
+    assert _state(lab) == before
+
+
+def test_versions_arriving_before_their_design_are_shown_then_linked(labs, tmp_path):
+    """A later version (and an attestation on it) may arrive before the design's first version."""
+    nairobi, cusco = labs["nairobi"], labs["cusco"]
+    first = nairobi.json("publish", str(EXAMPLE), "-m", "first design")
+    v2 = nairobi.json("publish", str(_copy_example(tmp_path / "v2", 850)), "-m", "handle", "--design", first["design"])
+    src = sqlite3.connect(nairobi.home / "fabnode.db")
+    rows = dict(src.execute("SELECT cid, data FROM records").fetchall())
+    src.close()
+    from protocol.cid import parse_cid
+
+    store = BlockStore(open_db(cusco.home / "fabnode.db"))
+    records = RecordStore(store.db.conn)
+    now = time.time_ns() // 1_000_000
+    with store.write_transaction():
+        second = parse_cid(v2["version"])
+        records.ingest(verify_record(rows[second], now_ms=now), received_ms=now)
+    log = cusco.json("log", v2["version"])
+    assert [v["version"] for v in log["versions"]] == [v2["version"]]
+    assert log["maintainers"] is None and log["versions"][0]["canonical"] is None and log["heads"] == []
+    with store.write_transaction():
+        firstcid = parse_cid(first["version"])
+        records.ingest(verify_record(rows[firstcid], now_ms=now), received_ms=now)
+    store.close()
+    log = cusco.json("log", first["design"])
+    assert log["heads"] == [v2["version"]] and log["maintainers"] == [nairobi.json("id")["did"]]
+    assert all(v["canonical"] for v in log["versions"])
