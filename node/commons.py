@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.cid import cid_str, parse_cid
-from protocol.dagcbor import Link
+from typing import TYPE_CHECKING
+
 from protocol.errors import FabnodeError
-from protocol.identity import ed25519_from_did
 from protocol.lineage import VersionNode, canonical_and_heads
-from protocol.records import Record, make_record, verify_record
 from storage.records import RecordStore, VersionRow
 
-from .files import plan_add, planned_paths, store_planned
+if TYPE_CHECKING:
+    from protocol.records import Record
+
+# protocol.records (signing, verification) and protocol.dagcbor are imported by the commands
+# that write or check records: the reading commands must start fast.
+
 from .home import Home
 
 
@@ -40,7 +44,9 @@ def _open(home: Home):
     return store, RecordStore(store.db.conn)
 
 
-def _record(home: Home, rtype: str, body: dict, ts: int) -> Record:
+def _record(home: Home, rtype: str, body: dict, ts: int) -> "Record":
+    from protocol.records import make_record, verify_record
+
     identity = home.identity()
     record = make_record(rtype, body, author=identity.did, ts=ts, sign=_signer(home))
     return verify_record(record.raw, now_ms=ts)  # the same rules a peer applies
@@ -101,6 +107,10 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     """Store a bundle and a signed version of it (DESIGN §6 ``publish``)."""
     from protocol.licenses import check_spdx, share_alike_problem
     from protocol.okh import lint_manifest, manifest_summary, parse_manifest
+
+    from protocol.dagcbor import Link
+
+    from .files import plan_add, planned_paths, store_planned
 
     store, records = _open(home)
     warnings: list[str] = []
@@ -169,6 +179,10 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
 
 def attest(home: Home, version: str, *, result: str, predicate: str = "built", notes: str = "",
            lab: str | None = None, tests: list[str] = (), evidence: list[Path] = ()) -> str:
+    from protocol.dagcbor import Link
+
+    from .files import plan_add, store_planned
+
     store, records = _open(home)
     subject = parse_cid(version)
     if records.version(subject) is None:
@@ -193,6 +207,8 @@ def attest(home: Home, version: str, *, result: str, predicate: str = "built", n
 
 
 def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> str:
+    from protocol.identity import ed25519_from_did
+
     ed25519_from_did(did)  # a clear error for a malformed did:key before anything else
     me = home.identity().did
     if did == me:
@@ -212,6 +228,8 @@ def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> st
 
 
 def _link_json(value):
+    from protocol.dagcbor import Link
+
     if isinstance(value, Link):
         return {"/": cid_str(value.cid)}
     if isinstance(value, list):
@@ -221,7 +239,7 @@ def _link_json(value):
 
 def show(home: Home, text: str) -> dict:
     """Decode and re-check any stored record; ``valid`` is False with the reason if it fails."""
-    from protocol.records import RecordRejected
+    from protocol.records import RecordRejected, verify_record
 
     _, records = _open(home)
     cid = parse_cid(text)

@@ -12,10 +12,10 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from sqlite_utils import Database
-
 from protocol.cid import block_matches, cid_str
 from protocol.errors import DamagedBlock, MissingBlock
+
+from .db import Database
 
 
 @dataclass(frozen=True, slots=True)

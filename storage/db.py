@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-
-from sqlite_utils import Database
-
-from .migrations import migrations
 
 PAGE_SIZE = 65536
 """Large pages: most rows are 1 MiB blocks, which then take 16 overflow pages instead of 256."""
 BUSY_TIMEOUT_MS = 10_000
 """The daemon and CLI commands share one file; a writer waits this long for the other."""
+SCHEMA_VERSION = 3
+"""How many migrations storage/migrations.py defines (a test keeps the two equal). Stored in
+``PRAGMA user_version`` once they are applied, so an up-to-date database opens without importing
+sqlite-utils (~0.1 s): the command line must answer quickly."""
+
+
+@dataclass
+class Database:
+    """An open node database: the connection every store shares."""
+
+    conn: sqlite3.Connection
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def open_db(path: Path | str | None = None, *, memory: bool = False) -> Database:
@@ -29,6 +40,15 @@ def open_db(path: Path | str | None = None, *, memory: bool = False) -> Database
         conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
-    db = Database(conn)
-    migrations.apply(db)
-    return db
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        _migrate(conn)
+    return Database(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    import sqlite_utils
+
+    from .migrations import migrations
+
+    migrations.apply(sqlite_utils.Database(conn))
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

@@ -1,7 +1,8 @@
 """Ordered, recorded schema migrations (sqlite-utils ``Migrations``).
 
 Each migration runs in one transaction together with its row in ``_sqlite_migrations``; names
-are numbered so their order is their name's order. Never edit an applied migration: add one.
+are numbered so their order is their name's order. Never edit an applied migration: add one,
+and raise ``storage.db.SCHEMA_VERSION`` with it.
 """
 
 from __future__ import annotations

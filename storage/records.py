@@ -15,8 +15,12 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from protocol.cid import cid_str
-from protocol.records import Record
+
+if TYPE_CHECKING:
+    from protocol.records import Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,7 @@ class RecordStore:
     def has(self, cid: bytes) -> bool:
         return self._conn.execute("SELECT 1 FROM records WHERE cid = ?", (cid,)).fetchone() is not None
 
-    def ingest(self, record: Record, *, received_ms: int, outbox: bool = False, manifest: str = "") -> bool:
+    def ingest(self, record: "Record", *, received_ms: int, outbox: bool = False, manifest: str = "") -> bool:
         """Store and index one verified record; returns False if it was already here.
 
         Call inside the caller's write transaction, so a batch is all-or-nothing.
