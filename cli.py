@@ -244,10 +244,13 @@ def fsck(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"damaged block {cid}")
         for item in report.missing:
             click.echo(f"missing block {item}")
-        click.echo(f"checked {report.blocks} blocks ({_human(report.bytes)}) and {report.pins} pinned root(s): "
-                   + ("the store is sound" if report.ok else "PROBLEMS FOUND"))
+        for item in report.invalid_records:
+            click.echo(f"invalid record {item}")
+        click.echo(f"checked {report.blocks} blocks ({_human(report.bytes)}), {report.pins} pinned root(s) and "
+                   f"{report.records} record(s): " + ("the store is sound" if report.ok else "PROBLEMS FOUND"))
     if not report.ok:
-        click.echo(f"error: {len(report.damaged)} damaged and {len(report.missing)} missing block(s)", err=True)
+        click.echo(f"error: {len(report.damaged)} damaged and {len(report.missing)} missing block(s), "
+                   f"{len(report.invalid_records)} invalid record(s)", err=True)
         ctx.exit(EXIT_FAILURE)
 
 

@@ -369,3 +369,47 @@ def reputation(home: Home, target: str) -> dict:
                      "path": list(r.path), "status": r.status} for r in score.reasons],
         "explanation": explain(score),
     }
+
+
+# ------------------------------------------------------------------ records from elsewhere
+
+
+@dataclass
+class Received:
+    new: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """(cid or position, one-line reason)"""
+
+    def as_json(self) -> dict:
+        return {"new": self.new, "known": self.known,
+                "rejected": [{"record": r, "reason": why} for r, why in self.rejected]}
+
+
+def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes]], *, now: int,
+                    all_or_nothing: bool = True) -> Received:
+    """Check records that came from a peer or a file, then store the valid ones.
+
+    Every record is verified before anything is written. With ``all_or_nothing`` (a file), one
+    bad record stores nothing; otherwise (gossip, sync) the valid ones are kept. The caller holds
+    the write transaction. Records may refer to versions or bundles not (yet) here: records travel
+    without bundles, and lineage links up when the rest arrives.
+    """
+    from protocol.records import RecordRejected, verify_record
+
+    result = Received()
+    valid = []
+    for position, (cid, raw) in enumerate(blocks):
+        label = cid_str(cid) if cid is not None else f"record #{position + 1}"
+        try:
+            valid.append(verify_record(raw, now_ms=now, cid=cid))
+        except RecordRejected as exc:
+            result.rejected.append((label, str(exc)))
+    if result.rejected and all_or_nothing:
+        return result
+    for record in valid:
+        if records.ingest(record, received_ms=now):
+            result.new.append(record.id)
+        else:
+            result.known.append(record.id)
+    return result

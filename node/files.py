@@ -461,14 +461,18 @@ class FsckReport:
     damaged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     """Blocks a pinned DAG needs that the store lacks, as 'root: cid'."""
+    records: int = 0
+    invalid_records: list[str] = field(default_factory=list)
+    """Stored records that no longer pass verification, as 'cid: reason'."""
 
     @property
     def ok(self) -> bool:
-        return not self.damaged and not self.missing
+        return not self.damaged and not self.missing and not self.invalid_records
 
     def as_json(self) -> dict:
         return {"ok": self.ok, "blocks": self.blocks, "bytes": self.bytes, "pins": self.pins,
-                "damaged": self.damaged, "missing": self.missing}
+                "damaged": self.damaged, "missing": self.missing, "records": self.records,
+                "invalid_records": self.invalid_records}
 
 
 def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
@@ -503,4 +507,18 @@ def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
                 stack.extend(links_of(cid, data))
             except InvalidBlock as exc:
                 report.damaged.append(f"{cid_str(cid)} ({exc})")
+    _check_records(store, report)
     return report
+
+
+def _check_records(store: BlockStore, report: FsckReport) -> None:
+    """Re-verify every stored record by the rules it was accepted under (time = its arrival)."""
+    from protocol.records import RecordRejected, verify_record
+    from storage.records import RecordStore
+
+    for cid, data, received_ms in RecordStore(store.db.conn).iter_raw():
+        report.records += 1
+        try:
+            verify_record(data, now_ms=received_ms, cid=cid)
+        except RecordRejected as exc:
+            report.invalid_records.append(f"{cid_str(cid)}: {exc}")

@@ -197,3 +197,71 @@ def test_versions_arriving_before_their_design_are_shown_then_linked(labs, tmp_p
     log = cusco.json("log", first["design"])
     assert log["heads"] == [v2["version"]] and log["maintainers"] == [nairobi.json("id")["did"]]
     assert all(v["canonical"] for v in log["versions"])
+
+
+from .test_records import _hostile_cases, golden_records  # noqa: E402
+
+
+@pytest.mark.parametrize("name, raw, reason", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
+def test_hostile_records_from_elsewhere_store_nothing(labs, name, raw, reason):
+    from node.commons import receive_records
+
+    lab = labs["nairobi"]
+    lab.json("vouch", labs["cusco"].json("id")["did"])
+    before = _state(lab)
+    store = BlockStore(open_db(lab.home / "fabnode.db"))
+    good = golden_records()[2]
+    with store.write_transaction():
+        result = receive_records(RecordStore(store.db.conn), [(good.cid, good.raw), (None, raw)], now=1764081600000)
+    store.close()
+    assert result.new == [] and len(result.rejected) == 1
+    where, why = result.rejected[0]
+    assert where == "record #2" and reason in why
+    assert _state(lab) == before
+
+
+def test_records_from_elsewhere_are_idempotent(labs):
+    from node.commons import receive_records
+
+    lab = labs["pune"]
+    store = BlockStore(open_db(lab.home / "fabnode.db"))
+    blocks = [(r.cid, r.raw) for r in golden_records()]
+    with store.write_transaction():
+        first = receive_records(RecordStore(store.db.conn), blocks, now=1764081600000)
+        again = receive_records(RecordStore(store.db.conn), blocks, now=1764081600000)
+    store.close()
+    assert len(first.new) == 3 and first.known == [] and again.new == [] and len(again.known) == 3
+    # the attestation's version came with it; its bundle did not, which is normal for records
+    assert lab.json("log", golden_records()[0].id)["versions"][0]["attestations"] == {"built/passed": 1}
+
+
+def test_show_and_fsck_report_a_record_that_no_longer_verifies(labs):
+    lab = labs["nairobi"]
+    v = lab.json("publish", str(EXAMPLE), "-m", "first design")["version"]
+    assert lab.json("show", v)["valid"] is True
+    conn = sqlite3.connect(lab.home / "fabnode.db")
+    data = conn.execute("SELECT data FROM records").fetchone()[0]
+    conn.execute("UPDATE records SET data = ?", (data.replace(b"first design", b"First design"),))
+    conn.commit()
+    conn.close()
+    shown = lab.run("show", v, "--json")
+    assert shown.returncode == 0
+    result = json.loads(shown.stdout)
+    assert result["valid"] is False and "its bytes hash to" in result["reason"] and result["type"] == "version"
+    fsck = lab.run("fsck", "--json", check=False)
+    assert fsck.returncode == 1
+    report = json.loads(fsck.stdout)
+    assert report["records"] == 1 and report["invalid_records"][0].startswith(v)
+
+
+def test_publish_lints_the_manifest_but_does_not_refuse(labs, tmp_path):
+    lab = labs["nairobi"]
+    design = _copy_example(tmp_path / "pump")
+    (design / "bom.csv").unlink()
+    text = (design / "okh.toml").read_text(encoding="utf-8")
+    (design / "okh.toml").write_text("\n".join(l for l in text.splitlines() if not l.startswith("licensor")),
+                                     encoding="utf-8")
+    result = lab.run("publish", str(design), "-m", "first", "--json")
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any("licensor" in w for w in warnings) and any("bom.csv" in w for w in warnings)
+    assert all(f"warning: {w}" in result.stderr.decode() for w in warnings)
