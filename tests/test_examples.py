@@ -3,8 +3,6 @@ a bundle whose CID any IPFS tool computes the same."""
 
 from __future__ import annotations
 
-import tomllib
-
 from .conftest import ROOT, Cli, ipfs_car_cid
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
@@ -12,15 +10,15 @@ REQUIRED = ("okhv", "name", "repo", "version", "license", "licensor", "documenta
 
 
 def test_manifest_is_complete_and_its_paths_exist():
-    manifest = tomllib.loads((EXAMPLE / "okh.toml").read_text(encoding="utf-8"))
+    from protocol.okh import lint_manifest, parse_manifest
+
+    manifest = parse_manifest((EXAMPLE / "okh.toml").read_text(encoding="utf-8"))
     for key in REQUIRED:
         assert isinstance(manifest.get(key), str) and manifest[key], key
-    paths = [manifest[k] for k in ("readme", "image", "bom", "manufacturing-instructions") if k in manifest]
-    paths += manifest.get("source", []) if isinstance(manifest.get("source"), list) else [manifest.get("source")]
-    paths += [p["source"] for p in manifest.get("part", [])]
-    assert len([p for p in paths if p]) >= 5
-    for rel in filter(None, paths):
-        assert (EXAMPLE / rel.lstrip("/")).is_file(), rel
+    files = {p.relative_to(EXAMPLE).as_posix() for p in EXAMPLE.rglob("*") if p.is_file()}
+    assert lint_manifest(manifest, files) == []  # every field present, every named file exists
+    named = {manifest[k] for k in ("readme", "image", "bom", "manufacturing-instructions")}
+    assert {p.lstrip("/") for p in named} <= files and len(manifest["part"]) >= 2
     for kind in ("*.png", "*.scad", "*.csv", "*.md"):
         assert list(EXAMPLE.rglob(kind)), kind
 
