@@ -265,3 +265,62 @@ def test_publish_lints_the_manifest_but_does_not_refuse(labs, tmp_path):
     warnings = json.loads(result.stdout)["warnings"]
     assert any("licensor" in w for w in warnings) and any("bom.csv" in w for w in warnings)
     assert all(f"warning: {w}" in result.stderr.decode() for w in warnings)
+
+
+def test_a_sybil_swarm_does_not_move_the_score_through_the_real_store(labs):
+    """1000 fresh keys vouch for each other and attest "passed" on a bad version; one trusted lab
+    reports a defect. The node's answer is the same as without them, until a trusted key vouches
+    for one of them."""
+    import random
+
+    from nacl.signing import SigningKey
+
+    from node.commons import receive_records
+    from protocol.cid import parse_cid
+    from protocol.dagcbor import Link
+    from protocol.identity import did_from_ed25519
+    from protocol.records import make_record
+
+    nairobi, pune = labs["nairobi"], labs["pune"]
+    bad = nairobi.json("publish", str(EXAMPLE), "-m", "first design")["version"]
+    carry(nairobi, pune)
+    pune.out("attest", bad, "--predicate", "defect", "--result", "failed", "-m", "cracks under load")
+    carry(pune, nairobi)
+    nairobi.out("vouch", pune.json("id")["did"])
+    baseline = nairobi.json("reputation", bad)
+    assert baseline["verdict"] == "not recommended"
+
+    rng = random.Random(1000)
+    keys = [SigningKey(rng.randbytes(32)) for _ in range(1000)]
+    dids = [did_from_ed25519(bytes(k.verify_key)) for k in keys]
+    now = time.time_ns() // 1_000_000
+    blocks = []
+    for i, key in enumerate(keys):
+        sign = lambda m, k=key: k.sign(m).signature  # noqa: E731
+        for j in {(i + 1) % 1000, (i + 7) % 1000, rng.randrange(1000)} - {i}:
+            r = make_record("vouch", {"subject": dids[j], "trust": "trusted"}, author=dids[i], ts=now - 5000, sign=sign)
+            blocks.append((r.cid, r.raw))
+        r = make_record("attestation", {"subject": Link(parse_cid(bad)), "predicate": "built", "result": "passed",
+                                        "lab": f"sybil {i}"}, author=dids[i], ts=now - 4000, sign=sign)
+        blocks.append((r.cid, r.raw))
+    store = BlockStore(open_db(nairobi.home / "fabnode.db"))
+    with store.write_transaction():
+        assert len(receive_records(RecordStore(store.db.conn), blocks, now=now).new) == len(blocks)
+    store.close()
+
+    swarmed = nairobi.json("reputation", bad)
+    assert (swarmed["value"], swarmed["verdict"]) == (baseline["value"], baseline["verdict"])
+    assert len(swarmed["reasons"]) == 1001 and swarmed["reasons"][0]["lab"] == "Pune Makers"
+    assert all(r["weight"] == 0 and r["path"] == [] for r in swarmed["reasons"][1:])
+
+    # A trusted key (Pune) vouches for one of them: the swarm now counts, but only through Pune.
+    carry(nairobi, pune)
+    pune.out("vouch", dids[0])
+    carry(pune, nairobi)
+    admitted = nairobi.json("reputation", bad)
+    counted = [r for r in admitted["reasons"] if r["lab"].startswith("sybil") and r["weight"] > 0]
+    assert counted and admitted["value"] > baseline["value"]
+    assert all(r["path"][:2] == [nairobi.json("id")["did"], pune.json("id")["did"]] for r in counted)
+    trust_of = {t["did"]: t["weight"] for t in nairobi.json("trust")["trusted"]}
+    swarm_total = sum(trust_of.get(d, 0) for d in dids)
+    assert 0 < swarm_total <= trust_of[pune.json("id")["did"]] + 1e-9  # bounded by Pune's own trust
