@@ -395,16 +395,15 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
     the write transaction. Records may refer to versions or bundles not (yet) here: records travel
     without bundles, and lineage links up when the rest arrives.
     """
-    from protocol.records import RecordRejected, verify_record
+    from .verify import verify_blocks
 
     result = Received()
     valid = []
-    for position, (cid, raw) in enumerate(blocks):
-        label = cid_str(cid) if cid is not None else f"record #{position + 1}"
-        try:
-            valid.append(verify_record(raw, now_ms=now, cid=cid))
-        except RecordRejected as exc:
-            result.rejected.append((label, str(exc)))
+    for position, ((cid, _), outcome) in enumerate(zip(blocks, verify_blocks(blocks, now))):
+        if isinstance(outcome, str):
+            result.rejected.append((cid_str(cid) if cid is not None else f"record #{position + 1}", outcome))
+        else:
+            valid.append(outcome)
     if result.rejected and all_or_nothing:
         return result
     for record in valid:
