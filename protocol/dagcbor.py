@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import InvalidBlock
 
@@ -45,40 +46,50 @@ def _key_order(key: str) -> tuple[int, bytes]:
     return len(raw), raw
 
 
+@lru_cache(maxsize=1024)
+def _sorted_keys(keys: tuple) -> tuple:
+    """Canonical key order for a map's key set (records reuse a handful of key sets)."""
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError("DAG-CBOR map keys must be strings")
+    return tuple(sorted(keys, key=_key_order))
+
+
 def _encode(value, out: bytearray) -> None:
-    if value is None:
+    kind = type(value)
+    if kind is str:
+        raw = value.encode("utf-8")
+        out += _head(3, len(raw))
+        out += raw
+    elif kind is dict:
+        out += _head(5, len(value))
+        for key in _sorted_keys(tuple(value)):
+            raw = key.encode("utf-8")
+            out += _head(3, len(raw))
+            out += raw
+            _encode(value[key], out)
+    elif kind is int:
+        out += _head(0, value) if value >= 0 else _head(1, -1 - value)
+    elif kind is Link:
+        out += b"\xd8\x2a"  # tag 42
+        out += _head(2, len(value.cid) + 1)
+        out.append(0)
+        out += value.cid
+    elif kind is list or kind is tuple:
+        out += _head(4, len(value))
+        for item in value:
+            _encode(item, out)
+    elif kind is bytes or kind is bytearray or kind is memoryview:
+        out += _head(2, len(value))
+        out += value
+    elif value is None:
         out.append(0xF6)
     elif value is True:
         out.append(0xF5)
     elif value is False:
         out.append(0xF4)
-    elif isinstance(value, int):
-        out += _head(0, value) if value >= 0 else _head(1, -1 - value)
-    elif isinstance(value, str):
-        raw = value.encode("utf-8")
-        out += _head(3, len(raw))
-        out += raw
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        out += _head(2, len(value))
-        out += value
-    elif isinstance(value, Link):
-        out += b"\xd8\x2a"  # tag 42
-        out += _head(2, len(value.cid) + 1)
-        out.append(0)
-        out += value.cid
-    elif isinstance(value, (list, tuple)):
-        out += _head(4, len(value))
-        for item in value:
-            _encode(item, out)
-    elif isinstance(value, dict):
-        out += _head(5, len(value))
-        for key in sorted(value, key=_key_order):
-            if not isinstance(key, str):
-                raise TypeError("DAG-CBOR map keys must be strings")
-            _encode(key, out)
-            _encode(value[key], out)
     else:
-        raise TypeError(f"cannot encode {type(value).__name__} as DAG-CBOR")
+        raise TypeError(f"cannot encode {kind.__name__} as DAG-CBOR")
 
 
 def encode(value) -> bytes:
