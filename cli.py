@@ -7,6 +7,7 @@ command imports what it needs inside its body; nothing here imports libp2p.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -468,6 +469,79 @@ def reputation(ctx, target, as_json):
     click.echo(f"{result['version']}: {result['verdict']} (score {result['value']:+.2f})")
     for line in result["explanation"]:
         click.echo(f"  {line}")
+
+
+# ------------------------------------------------------------------ sneakernet
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--design", "designs", metavar="D", multiple=True, help="Only this design (repeat): its versions, attestations and bundles.")
+@click.option("--for", "for_have", type=click.Path(path_type=Path, dir_okay=False), metavar="HAVE",
+              help="Only what the lab that wrote this have file lacks.")
+@click.option("--records-only", is_flag=True, help="Records only: a few kilobytes of news, no files.")
+@click.option("--bundle", metavar="CID", help="One bundle as a plain CAR that any IPFS tool can unpack.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def export(ctx, out, designs, for_have, records_only, bundle, as_json):
+    """Write designs, versions and attestations to a CAR file for a USB stick.
+
+    Usage:  fabnode export /media/stick/lab-a.car --for /media/stick/lab-b.have
+    """
+    from node.sneakernet import export as run_export, export_size_estimate
+
+    home = _home(ctx).require()
+    if os.path.lexists(out):
+        raise click.ClickException(f"{out} already exists: choose another name")
+    summary = _run_with_progress(export_size_estimate(home), "exporting", lambda progress: run_export(
+        home, out, designs=list(designs), records_only=records_only, bundle=bundle, for_have=for_have,
+        progress=progress))
+    if as_json:
+        _print_json(summary.as_json())
+    else:
+        click.echo(f"wrote {out}: {summary.records} record(s), {summary.bundles} bundle(s), {summary.blocks} block(s), "
+                   f"{_human(summary.bytes)}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def have(ctx, out, as_json):
+    """Write what this node holds, for another lab's 'fabnode export --for'.
+
+    Usage:  fabnode have /media/stick/lab-b.have
+    """
+    from node.sneakernet import write_have
+
+    result = write_have(_home(ctx).require(), out)
+    _print_json(result) if as_json else click.echo(result["path"])
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def import_(ctx, path, as_json):
+    """Verify a CAR file and store what it holds: all of it, or nothing if anything is wrong.
+
+    Reads fabnode exports and plain CARs such as 'ipfs-car pack' writes.
+
+    Usage:  fabnode import /media/stick/lab-a.car
+    """
+    from node.sneakernet import import_car
+
+    home = _home(ctx).require()
+    size = path.stat().st_size if path.is_file() else 0
+    summary = _run_with_progress(size, "importing", lambda progress: import_car(home, path, progress=progress))
+    if as_json:
+        _print_json(summary.as_json())
+        return
+    click.echo(f"records: {len(summary.records_new)} new, {summary.records_known} already here")
+    click.echo(f"blocks: {summary.blocks_new} new, {summary.blocks_known} already here"
+               + (f", {summary.duplicates} duplicate(s) in the file ignored" if summary.duplicates else ""))
+    for root in summary.bundles:
+        click.echo(f"bundle {root}")
 
 
 if __name__ == "__main__":

@@ -103,9 +103,10 @@ class BlockStore:
 
     # ---- pins
 
-    def pin(self, pin: Pin) -> None:
+    def pin(self, pin: Pin, *, replace: bool = True) -> None:
+        """Keep a root; ``replace=False`` leaves an existing pin (and its time) untouched."""
         self._conn.execute(
-            "INSERT OR REPLACE INTO pins (cid, kind, size, files, source, added_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO pins (cid, kind, size, files, source, added_ms) VALUES (?, ?, ?, ?, ?, ?)",
             (pin.cid, pin.kind, pin.size, pin.files, pin.source, pin.added_ms),
         )
 

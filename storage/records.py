@@ -238,6 +238,18 @@ class RecordStore:
     def vouches(self) -> list[VouchRow]:
         return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
 
+    def record_digests(self) -> list[bytes]:
+        """The sha2-256 digest of every record id, sorted (what a `have` file lists)."""
+        return sorted(row[0][4:] for row in self._conn.execute("SELECT cid FROM records"))
+
+    def bundles(self, design: bytes | None = None) -> list[bytes]:
+        """Bundle CIDs named by versions (of one design, or all), oldest first, each once."""
+        if design is None:
+            rows = self._conn.execute("SELECT bundle FROM versions ORDER BY ts, cid")
+        else:
+            rows = self._conn.execute("SELECT bundle FROM versions WHERE design = ? ORDER BY ts, cid", (design,))
+        return list(dict.fromkeys(r[0] for r in rows))
+
     def recent_versions(self, limit: int = 50) -> list[VersionRow]:
         rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
                                   " FROM versions ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()
@@ -256,3 +268,10 @@ class RecordStore:
 def short(cid: bytes) -> str:
     text = cid_str(cid)
     return text[:10] + "…" + text[-6:]
+
+
+def records_query(conn: sqlite3.Connection, design: bytes | None = None):
+    """(cid, data) of every record, or of one design's versions and their attestations."""
+    if design is None:
+        return conn.execute("SELECT cid, data FROM records ORDER BY ts, cid")
+    return conn.execute("SELECT cid, data FROM records WHERE design = ? ORDER BY ts, cid", (design,))

@@ -1,0 +1,418 @@
+"""Carrying designs without a network: ``export``, ``have`` and ``import`` (DESIGN §4).
+
+An export is a CARv1 file whose single root is an *export index* block (DAG-CBOR)::
+
+    {"type": "fabnode-export", "version": 1, "records": [Link…], "bundles": [Link…],
+     "created": <ms>, "exporter": "did:key:…"}
+
+followed by the index, the records, and every block of the chosen bundles, each DAG depth-first.
+``export --bundle CID`` writes a plain CAR rooted at that bundle, which ``ipfs-car unpack`` reads.
+
+A *have* file tells another lab what this node holds, so that its ``export --for`` sends only
+what is missing::
+
+    {"type": "fabnode-have", "version": 1, "node": "did:key:…", "created": <ms>,
+     "records": <bytes: the sorted 32-byte sha2-256 digests of every record id, concatenated>,
+     "bundles": [Link…]}          # bundles held completely
+
+One DAG-CBOR block, about 32 bytes per record. The exporting lab expands each listed bundle it
+can walk into block CIDs, so a new version that changes one file sends just that file's blocks.
+
+Import streams the CAR (bounded memory), verifies every block as it arrives, and writes inside
+one transaction; records are staged, all verified, and only then indexed. Anything wrong —
+a bad block, a bad record, a hostile name, a block nobody asked for — rolls the whole file
+back, so the store is exactly as before; a file imported twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.car import Block, CarError, CarReader, Header, encode_header, encode_section, read_car
+from protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
+from protocol.dagcbor import Link, decode, encode
+from protocol.errors import FabnodeError, InvalidBlock, MissingBlock
+from protocol.paths import segment_problem
+from protocol.unixfs import MAX_DEPTH, decode as decode_unixfs
+from storage import BlockStore, Pin
+from storage.records import RecordStore, records_query
+
+from .home import Home
+
+EXPORT_TYPE = "fabnode-export"
+HAVE_TYPE = "fabnode-have"
+FORMAT_VERSION = 1
+MAX_HAVE_BYTES = 64 << 20
+MAX_LINKS_PER_NODE = 20_000
+"""Widest dag-pb node an import accepts; a 2 MiB block could otherwise carry ~50,000 links."""
+READ_CHUNK = 1 << 20
+
+Progress = Callable[[int], None]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _open(home: Home) -> tuple[BlockStore, RecordStore]:
+    store = home.open_store()
+    return store, RecordStore(store.db.conn)
+
+
+# ------------------------------------------------------------------ walking stored DAGs
+
+
+def walk_dag(store: BlockStore, root: bytes, *, skip: set[bytes] = frozenset()) -> Iterator[tuple[bytes, bytes]]:
+    """Every block of a stored UnixFS DAG, depth-first, each once (verified as read)."""
+    seen: set[bytes] = set()
+    stack = [(root, 0)]
+    while stack:
+        cid, depth = stack.pop()
+        if cid in seen or cid in skip:
+            continue
+        seen.add(cid)
+        if depth > MAX_DEPTH:
+            raise InvalidBlock(f"DAG under {cid_str(root)} is deeper than {MAX_DEPTH}")
+        data = store.get(cid)
+        yield cid, data
+        if cid_codec(cid) == DAG_PB:
+            from protocol.dagpb import decode_node
+
+            children = [link.cid for link in decode_node(data).links]
+            stack.extend((c, depth + 1) for c in reversed(children))
+
+
+def dag_cids(store: BlockStore, root: bytes) -> tuple[set[bytes], bool]:
+    """(every CID of the DAG this store can see, whether the DAG is complete) without reading leaves."""
+    from protocol.dagpb import decode_node
+
+    out: set[bytes] = set()
+    complete = True
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        if cid in out:
+            continue
+        out.add(cid)
+        if cid_codec(cid) != DAG_PB:
+            complete = complete and store.has(cid)
+            continue
+        data = store.get_unverified(cid)
+        if data is None:
+            complete = False
+            continue
+        stack.extend(link.cid for link in decode_node(data).links)
+    return out, complete
+
+
+# ------------------------------------------------------------------ have
+
+
+@dataclass(frozen=True)
+class Have:
+    node: str
+    created: int
+    records: frozenset[bytes]
+    bundles: tuple[bytes, ...]
+
+
+def write_have(home: Home, out: Path) -> dict:
+    store, records = _open(home)
+    complete = [b for b in dict.fromkeys(records.bundles() + [p.cid for p in store.pins()]) if dag_cids(store, b)[1]]
+    digests = records.record_digests()
+    block = encode({"type": HAVE_TYPE, "version": FORMAT_VERSION, "node": home.identity().did, "created": _now_ms(),
+                    "records": b"".join(digests), "bundles": [Link(b) for b in complete]})
+    _write_atomically(out, [block])
+    return {"path": str(out), "records": len(digests), "bundles": len(complete), "bytes": len(block)}
+
+
+def read_have(path: Path) -> Have:
+    size = path.stat().st_size
+    if size > MAX_HAVE_BYTES:
+        raise FabnodeError(f"{path} is {size} bytes: a have file is at most {MAX_HAVE_BYTES >> 20} MiB")
+    try:
+        value = decode(path.read_bytes())
+    except InvalidBlock as exc:
+        raise FabnodeError(f"{path} is not a fabnode have file ({exc})") from None
+    if not isinstance(value, dict) or value.get("type") != HAVE_TYPE:
+        raise FabnodeError(f"{path} is not a fabnode have file (no type '{HAVE_TYPE}')")
+    if value.get("version") != FORMAT_VERSION:
+        raise FabnodeError(f"{path} is a have file of version {value.get('version')!r}; this fabnode reads version 1")
+    digests, bundles = value.get("records"), value.get("bundles")
+    if not isinstance(digests, bytes) or len(digests) % 32 or not isinstance(bundles, list):
+        raise FabnodeError(f"{path}: malformed have file (records must be 32-byte digests, bundles a list)")
+    return Have(str(value.get("node", "")), int(value.get("created", 0) or 0),
+                frozenset(digests[i:i + 32] for i in range(0, len(digests), 32)),
+                tuple(b for b in bundles if isinstance(b, bytes)))
+
+
+# ------------------------------------------------------------------ export
+
+
+@dataclass
+class ExportSummary:
+    path: str
+    records: int = 0
+    bundles: int = 0
+    blocks: int = 0
+    bytes: int = 0
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "records": self.records, "bundles": self.bundles, "blocks": self.blocks,
+                "bytes": self.bytes}
+
+
+def _write_atomically(out: Path, pieces) -> int:
+    """Write ``pieces`` to a temporary sibling, fsync, and rename into place; returns bytes."""
+    tmp = out.with_name(f".{out.name}.fabnode-partial")
+    written = 0
+    try:
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+                written += len(piece)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return written
+
+
+def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool = False, bundle: str | None = None,
+           for_have: Path | None = None, progress: Progress = lambda n: None) -> ExportSummary:
+    """Write a CAR for another lab (DESIGN §4); see the module docstring for its layout."""
+    store, records = _open(home)
+    summary = ExportSummary(str(out))
+    have = read_have(for_have) if for_have is not None else None
+    if bundle is not None:
+        root = parse_cid(bundle)
+        if not dag_cids(store, root)[1]:
+            raise FabnodeError(f"bundle {cid_str(root)} is not complete in this store")
+        summary.bundles = 1
+
+        def plain() -> Iterator[bytes]:
+            yield encode_header([root])
+            for cid, data in walk_dag(store, root):
+                summary.blocks += 1
+                progress(len(data))
+                yield encode_section(cid, data)
+
+        summary.bytes = _write_atomically(out, plain())
+        return summary
+
+    # which records and bundles
+    if designs:
+        design_cids = []
+        for text in designs:
+            cid = parse_cid(text)
+            row = records.version(cid)
+            design = row.design if row else (cid if records.design(cid) else None)
+            if design is None:
+                raise FabnodeError(f"no design {cid_str(cid)} is known here")
+            design_cids.append(design)
+        chosen = [r for d in design_cids for r in records_query(store.db.conn, d)]
+        bundle_roots = [b for d in design_cids for b in records.bundles(d)]
+    else:
+        chosen = list(records_query(store.db.conn))
+        bundle_roots = records.bundles() + [p.cid for p in store.pins()]
+    if have is not None:
+        chosen = [(cid, data) for cid, data in chosen if cid[4:] not in have.records]
+    bundle_roots = [] if records_only else [b for b in dict.fromkeys(bundle_roots) if dag_cids(store, b)[1]]
+    skip: set[bytes] = set()
+    if have is not None:
+        for theirs in have.bundles:
+            skip |= dag_cids(store, theirs)[0]
+        bundle_roots = [b for b in bundle_roots if b not in skip]
+    index = encode({"type": EXPORT_TYPE, "version": FORMAT_VERSION, "created": _now_ms(),
+                    "exporter": home.identity().did, "records": [Link(cid) for cid, _ in chosen],
+                    "bundles": [Link(b) for b in bundle_roots]})
+    if len(index) > 2 << 20:
+        raise FabnodeError(f"the export index would be {len(index)} bytes (over the 2 MiB block limit): "
+                           "export fewer designs at a time, or use --for with the other lab's have file")
+    index_cid = make_cid(DAG_CBOR, index)
+    summary.records, summary.bundles = len(chosen), len(bundle_roots)
+
+    def sections() -> Iterator[bytes]:
+        yield encode_header([index_cid])
+        yield encode_section(index_cid, index)
+        for cid, data in chosen:
+            summary.blocks += 1
+            yield encode_section(cid, data)
+        sent: set[bytes] = set(skip)
+        for root in bundle_roots:
+            for cid, data in walk_dag(store, root, skip=sent):
+                sent.add(cid)
+                summary.blocks += 1
+                progress(len(data))
+                yield encode_section(cid, data)
+
+    summary.bytes = _write_atomically(out, sections())
+    return summary
+
+
+def export_size_estimate(home: Home) -> int:
+    store = home.open_store()
+    return store.count()[1]
+
+
+# ------------------------------------------------------------------ import
+
+
+@dataclass
+class ImportSummary:
+    blocks_new: int = 0
+    blocks_known: int = 0
+    duplicates: int = 0
+    records_new: list[str] = field(default_factory=list)
+    records_known: int = 0
+    bundles: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"blocks": {"new": self.blocks_new, "known": self.blocks_known, "duplicates": self.duplicates},
+                "records": {"new": len(self.records_new), "known": self.records_known},
+                "bundles": self.bundles, "rejected": self.rejected}
+
+
+class ImportRejected(FabnodeError):
+    """The file fails a rule; nothing of it was stored."""
+
+
+def _file_chunks(path: Path, progress: Progress) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(READ_CHUNK):
+            progress(len(chunk))
+            yield chunk
+
+
+def _is_record(value) -> bool:
+    return isinstance(value, dict) and "fabnode" in value and "sig" in value
+
+
+def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
+    """Walk an imported UnixFS DAG: every block present, names safe, bounded; returns its CIDs."""
+    seen: set[bytes] = set()
+    stack = [(root, 0, where)]
+    while stack:
+        cid, depth, path = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        if depth > MAX_DEPTH:
+            raise ImportRejected(f"{path}: the DAG is deeper than {MAX_DEPTH} levels")
+        data = store.get_unverified(cid)
+        if data is None:
+            raise ImportRejected(f"{path}: block {cid_str(cid)} is neither in the file nor in this store")
+        if cid_codec(cid) == RAW:
+            continue
+        try:
+            node = decode_unixfs(cid, data)
+        except InvalidBlock as exc:
+            raise ImportRejected(f"{path}: {exc}") from None
+        if len(node.links) > MAX_LINKS_PER_NODE:
+            raise ImportRejected(f"{path}: a node with {len(node.links)} links (at most {MAX_LINKS_PER_NODE})")
+        names: set[str] = set()
+        for link in node.links:
+            if node.kind == "directory":
+                problem = segment_problem(link.name)
+                if problem is not None:
+                    raise ImportRejected(f"{path}: the bundle contains {problem}")
+                if link.name in names:
+                    raise ImportRejected(f"{path}: the name {link.name!r} appears twice in one folder")
+                names.add(link.name)
+            stack.append((link.cid, depth + 1, f"{path}/{link.name}" if link.name else path))
+    return seen
+
+
+def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, now: int | None = None) -> ImportSummary:
+    """Verify and store a CAR file: all of it, or (on any problem) none of it."""
+    from .commons import receive_records
+
+    store, records = _open(home)
+    now = now if now is not None else _now_ms()
+    summary = ImportSummary()
+    name = path.name
+    if not path.is_file():
+        raise FabnodeError(f"cannot import {path}: no such file")
+    conn = store.db.conn
+    try:
+        with store.write_transaction():
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_records (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
+            conn.execute("DELETE FROM import_records")
+            roots: tuple[bytes, ...] = ()
+            in_file: set[bytes] = set()
+            index = None
+            index_cid = None
+            for event in read_car(_file_chunks(path, progress)):
+                if isinstance(event, Header):
+                    roots = event.roots
+                    continue
+                cid, data = event.cid, event.data
+                if cid in in_file:
+                    summary.duplicates += 1
+                    continue
+                in_file.add(cid)
+                if cid_codec(cid) == DAG_CBOR:
+                    value = decode(data)
+                    if _is_record(value):
+                        conn.execute("INSERT INTO import_records (cid, data) VALUES (?, ?)", (cid, data))
+                        continue
+                    if isinstance(value, dict) and value.get("type") == EXPORT_TYPE and cid in roots:
+                        index, index_cid = value, cid
+                        continue
+                if store.has(cid):
+                    summary.blocks_known += 1
+                else:
+                    store.put(cid, data)
+                    summary.blocks_new += 1
+            if not roots:
+                raise ImportRejected("the CAR header names no root: fabnode imports only CARs that say what they hold")
+            if index is not None and len(roots) != 1:
+                raise ImportRejected("an export file has exactly one root, its index")
+            for root in roots:
+                if root not in in_file:
+                    raise ImportRejected(f"root {cid_str(root)} named in the header is not in the file")
+            if index is not None:
+                wanted_records = _links(index.get("records"), "records")
+                bundle_roots = _links(index.get("bundles"), "bundles")
+            else:
+                wanted_records, bundle_roots = [], list(roots)
+            staged = conn.execute("SELECT cid, data FROM import_records").fetchall()
+            staged_cids = {cid for cid, _ in staged}
+            missing = [c for c in wanted_records if c not in staged_cids]
+            if missing:
+                raise ImportRejected(f"record {cid_str(missing[0])} listed in the index is not in the file")
+            received = receive_records(records, staged, now=now)
+            if received.rejected:
+                where, why = received.rejected[0]
+                raise ImportRejected(f"{where}: {why}")
+            summary.records_new, summary.records_known = received.new, len(received.known)
+            reachable: set[bytes] = set(staged_cids) | ({index_cid} if index_cid else set())
+            for root in bundle_roots:
+                reachable |= _check_bundle(store, root, f"{name}: bundle {cid_str(root)}")
+                node = decode_unixfs(root, store.get(root))
+                store.pin(Pin(root, node.kind, node.filesize, 0, f"import:{name}", now), replace=False)
+                summary.bundles.append(cid_str(root))
+            unrelated = in_file - reachable
+            if unrelated:
+                first = min(unrelated)
+                raise ImportRejected(f"{len(unrelated)} block(s) in the file are not part of anything it exports "
+                                     f"(first: {cid_str(first)})")
+            conn.execute("DELETE FROM import_records")
+    except CarError as exc:
+        raise ImportRejected(f"{name}: {exc}") from None
+    except (ImportRejected, MissingBlock) as exc:
+        raise ImportRejected(str(exc) if str(exc).startswith(name) else f"{name}: {exc}") from None
+    return summary
+
+
+def _links(value, what: str) -> list[bytes]:
+    if not isinstance(value, list) or not all(isinstance(v, bytes) for v in value):
+        raise ImportRejected(f"the export index's {what} must be a list of CID links")
+    return value

@@ -1,0 +1,496 @@
+"""CARv1, streaming and sans-IO: bytes in, verified events out (IPLD spec ``transport/car/carv1``).
+
+A CARv1 file is ``varint(H) header`` followed by sections ``varint(S) CID block``, where ``H`` is
+the length of the DAG-CBOR header ``{"roots": [CID…], "version": 1}`` and ``S`` covers the CID
+and the block together. Varints are unsigned LEB128. There is no index and no end marker: the
+file ends where the last section ends.
+
+Writing
+-------
+:func:`encode_header` and :func:`encode_section` return the bytes of one piece each; a writer
+concatenates (or streams) them. The header is canonical DAG-CBOR, so its keys come in DAG-CBOR
+order (length first, then bytes): ``roots`` before ``version``. A header may have no roots
+(ipfs-car writes one when it streams to stdout).
+
+Reading: theory of operation
+----------------------------
+:class:`CarReader` does no I/O, like ``h11``: the caller hands it bytes with :meth:`~CarReader.feed`
+(split anywhere, one byte at a time included), says :meth:`~CarReader.feed_eof` at the end of the
+input, and pulls events with :meth:`~CarReader.next_event` until it returns :data:`NEED_DATA`
+(feed more) or :class:`End`. Events come in this order: one :class:`Header`, then one
+:class:`Block` per section, then :class:`End`. Every block is verified against its CID before it
+is returned, so a :class:`Block` is trusted data.
+
+The reader is a small state machine over one buffer:
+
+``HEADER_LENGTH``
+    reading the header's length varint. Bounded by :data:`MAX_HEADER_BYTES` (rejected as soon as
+    the varint has enough continuation bytes to exceed it: no waiting for the claimed bytes).
+``HEADER``
+    waiting for exactly that many bytes, then decoding them: a DAG-CBOR map with exactly the keys
+    ``version`` (the integer 1) and ``roots`` (a list of at most :data:`MAX_ROOTS` CID links, each
+    one fabnode can verify), in canonical form. Emits :class:`Header`.
+``SECTION_LENGTH``
+    reading a section's length varint. EOF with nothing buffered here is the normal end (emits
+    :class:`End`); EOF inside the varint is a truncated file. The length is bounded by
+    :data:`MAX_SECTION_BYTES` (again rejected from the varint's first bytes) and must not be 0.
+``SECTION``
+    the CID is parsed field by field (version, codec, multihash code, digest length, digest) as
+    soon as its bytes arrive, so a CID fabnode cannot verify is rejected before the block is
+    buffered. Then the reader waits for the rest of the section, hashes the block and emits
+    :class:`Block`, or raises if the bytes do not match the CID.
+``DONE`` / ``ERROR``
+    terminal. After an error every call to :meth:`~CarReader.next_event` raises it again and the
+    buffer is dropped.
+
+Bounds, and why each exists
+---------------------------
+* :data:`MAX_HEADER_BYTES` (1 MiB, DESIGN §7): the header is buffered whole before it can be
+  decoded; without a bound a 9-byte varint could make the reader wait for, and buffer, exabytes.
+* :data:`MAX_ROOTS`: real CARs name one root (fabnode exports) or a handful; a bound keeps root
+  checks and messages small.
+* :data:`MAX_BLOCK_BYTES` (2 MiB, DESIGN §7) and :data:`MAX_SECTION_BYTES` (that plus the 36-byte
+  CID): a section is buffered whole before it is verified, and no acceptable block is larger.
+* varints are at most 9 bytes and minimally encoded: over-long or padded varints are either an
+  attack on the bound checks or a different encoding of the same file.
+* buffered memory: the reader holds at most the section it is assembling plus whatever the last
+  :meth:`~CarReader.feed` brought. :meth:`~CarReader.feed` refuses more data while more than
+  :data:`MAX_BUFFERED_BYTES` are waiting (the caller must drain events first), so memory stays
+  at about one section plus one chunk whatever the file size. :attr:`~CarReader.buffered` shows it.
+
+Only CIDv1 with sha2-256 and the codecs raw, dag-pb and dag-cbor are accepted (see
+:func:`protocol.cid.check_cid_bytes`): those are the blocks fabnode can verify and store. CIDv0
+sections are refused. The spec warns that roots need not describe the contents and that blocks
+may appear in any order or more than once; callers decide what that means for them.
+
+Every failure raises :class:`CarError` (an :class:`~protocol.errors.InvalidBlock`) with one line
+naming what was wrong and, where it helps, the section number (the first block is section 1) and
+the byte offset of the section (or header) in the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from . import dagcbor
+from .cid import CID_LENGTH, CODEC_NAMES, SHA2_256, block_matches, check_cid_bytes, cid_str
+from .dagcbor import Link
+from .errors import InvalidBlock, InvalidCID
+from .varint import MAX_VARINT_BYTES, decode_varint, encode_varint
+
+__all__ = [
+    "MAX_HEADER_BYTES", "MAX_BLOCK_BYTES", "MAX_SECTION_BYTES", "MAX_ROOTS", "MAX_BUFFERED_BYTES",
+    "CarError", "Header", "Block", "End", "NEED_DATA", "CarReader",
+    "encode_header", "encode_section", "read_car",
+]
+
+MAX_HEADER_BYTES = 1 << 20
+"""Largest header (after its length varint) a reader accepts: 1 MiB (DESIGN §7)."""
+MAX_BLOCK_BYTES = 2 << 20
+"""Largest block: 2 MiB (DESIGN §7)."""
+MAX_SECTION_BYTES = MAX_BLOCK_BYTES + CID_LENGTH
+"""Largest section (CID + block) after its length varint."""
+MAX_ROOTS = 64
+"""Most roots a header may name."""
+MAX_BUFFERED_BYTES = MAX_SECTION_BYTES + MAX_VARINT_BYTES
+"""While more than this is buffered, :meth:`CarReader.feed` refuses data until events are drained."""
+
+# Multihash codes worth naming in a refusal (the multicodec table); others are shown in hex only.
+_HASH_NAMES = {
+    0x00: "identity", 0x11: "sha1", 0x12: "sha2-256", 0x13: "sha2-512", 0x14: "sha3-512",
+    0x16: "sha3-256", 0x1B: "keccak-256", 0x1E: "blake3", 0xB220: "blake2b-256",
+    0xB240: "blake2b-512", 0xB260: "blake2s-256",
+}
+
+
+class CarError(InvalidBlock):
+    """A CAR file (or stream) that is malformed, truncated, over a bound, or holds a bad block.
+
+    ``section`` (1-based) and ``offset`` (byte offset in the file of the section or header the
+    problem is in) are set where meaningful; the message already names them.
+    """
+
+    def __init__(self, message: str, *, section: int | None = None, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.section = section
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The CAR header: its roots (binary CIDs, possibly none)."""
+
+    roots: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One section: a block already verified against its CID."""
+
+    cid: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The input ended cleanly after the last section."""
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+"""Returned by :meth:`CarReader.next_event` when it needs more bytes (or :meth:`CarReader.feed_eof`)."""
+
+# ---------------------------------------------------------------------------------------- writer
+
+
+def encode_header(roots: Iterable[bytes]) -> bytes:
+    """``varint(len) + DAG-CBOR {"roots": [Link…], "version": 1}``; ``roots`` may be empty."""
+    roots = list(roots)
+    if len(roots) > MAX_ROOTS:
+        raise CarError(f"a CAR header may name at most {MAX_ROOTS} roots, not {len(roots)}")
+    for root in roots:
+        try:
+            check_cid_bytes(bytes(root))
+        except InvalidCID as exc:
+            raise CarError(f"cannot write CAR root: {exc}") from None
+    body = dagcbor.encode({"roots": [Link(bytes(root)) for root in roots], "version": 1})
+    return encode_varint(len(body)) + body
+
+
+def encode_section(cid: bytes, data: bytes) -> bytes:
+    """``varint(len(cid) + len(data)) + cid + data``.
+
+    The CID must be one fabnode can verify (a writing bug otherwise); the block is not hashed
+    and its size is not checked: blocks come from a verified store that already bounds them,
+    and hostile-input tests need to write over-limit sections the reader then refuses.
+    """
+    try:
+        check_cid_bytes(bytes(cid))
+    except InvalidCID as exc:
+        raise CarError(f"cannot write CAR section: {exc}") from None
+    return encode_varint(len(cid) + len(data)) + bytes(cid) + bytes(data)
+
+
+# ---------------------------------------------------------------------------------------- reader
+
+_HEADER_LENGTH, _HEADER, _SECTION_LENGTH, _SECTION, _DONE, _ERROR = range(6)
+
+
+class _Incomplete(Exception):
+    """Internal: the bytes needed are not buffered yet."""
+
+
+class CarReader:
+    """Sans-IO CARv1 reader; see the module docstring for its states and bounds."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._offset = 0  # file offset of self._buf[0]
+        self._state = _HEADER_LENGTH
+        self._eof = False
+        self._error: CarError | None = None
+        self._blocks = 0  # sections read and verified
+        self._section = 0  # number of the section being read, 1-based
+        self._start = 0  # file offset of the current header/section's length varint
+        self._need = 0  # length of the current header/section body
+        self._cid_len = 0  # length of the current section's CID once parsed, else 0
+
+    # -- public surface
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet turned into events."""
+        return len(self._buf)
+
+    @property
+    def offset(self) -> int:
+        """File offset of the first byte still buffered (bytes consumed so far)."""
+        return self._offset
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add input bytes (any amount, split anywhere). ``b""`` is a no-op, not EOF.
+
+        Raises :class:`RuntimeError` after :meth:`feed_eof`, or while more than
+        :data:`MAX_BUFFERED_BYTES` wait unread (drain :meth:`next_event` to :data:`NEED_DATA`
+        first). After an error the reader ignores input.
+        """
+        if self._state == _ERROR:
+            return
+        if self._eof:
+            raise RuntimeError("CarReader.feed() called after feed_eof()")
+        if len(self._buf) > MAX_BUFFERED_BYTES:
+            raise RuntimeError(f"CarReader holds {len(self._buf)} unread bytes: "
+                               "call next_event() until NEED_DATA before feeding more")
+        self._buf += data
+
+    def feed_eof(self) -> None:
+        """Declare the end of input: next_event() then returns End or raises for a truncated file."""
+        self._eof = True
+
+    def next_event(self) -> Header | Block | End | _NeedData:
+        """The next event, or :data:`NEED_DATA`; raises :class:`CarError` on bad input."""
+        if self._error is not None:
+            raise CarError(str(self._error), section=self._error.section, offset=self._error.offset)
+        try:
+            return self._next()
+        except CarError as exc:
+            self._error = exc
+            self._state = _ERROR
+            self._buf = bytearray()
+            raise
+
+    # -- internals
+
+    def _fail(self, message: str) -> CarError:
+        return CarError(message, section=self._section or None, offset=self._start)
+
+    def _where(self) -> str:
+        return f"section {self._section} at byte {self._start}"
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]  # O(1) amortised for a bytearray's head
+        self._offset += n
+
+    def _length_varint(self, limit: int, what: str, why: str) -> int | None:
+        """Read a length varint at the head of the buffer; None while incomplete.
+
+        Raises as soon as the value is known to exceed ``limit``: a varint's first bytes already
+        bound it from below, so a huge claim fails before its remaining bytes (or the data it
+        promises) arrive.
+        """
+        buf = self._buf
+        for i in range(min(len(buf), MAX_VARINT_BYTES)):
+            if buf[i] < 0x80:
+                try:
+                    value, end = decode_varint(buf, 0)
+                except InvalidBlock as exc:
+                    raise self._fail(f"{what} at byte {self._start}: {exc}") from None
+                if value > limit:
+                    raise self._fail(f"{what} at byte {self._start} claims {value} bytes, "
+                                     f"more than the {limit}-byte limit ({why})")
+                self._consume(end)
+                return value
+        if len(buf) >= MAX_VARINT_BYTES:
+            raise self._fail(f"{what} at byte {self._start}: varint too long")
+        # k bytes with the continuation bit set: a minimal varint now encodes at least 2**(7k).
+        at_least = 1 << (7 * len(buf))
+        if at_least > limit:
+            raise self._fail(f"{what} at byte {self._start} claims at least {at_least} bytes, "
+                             f"more than the {limit}-byte limit ({why})")
+        return None
+
+    def _next(self) -> Header | Block | End | _NeedData:
+        state = self._state
+        if state == _DONE:
+            return End()
+        if state == _HEADER_LENGTH:
+            if not self._buf:
+                if self._eof:
+                    raise CarError("empty CAR file", offset=0)
+                return NEED_DATA
+            length = self._length_varint(MAX_HEADER_BYTES, "CAR header length", "1 MiB")
+            if length is None:
+                if self._eof:
+                    raise CarError(f"truncated CAR: file ends inside the header length varint "
+                                   f"(after {_bytes(len(self._buf))})", offset=0)
+                return NEED_DATA
+            if length == 0:
+                raise CarError("CAR header has zero length", offset=0)
+            self._need = length
+            self._state = state = _HEADER
+        if state == _HEADER:
+            if len(self._buf) < self._need:
+                if self._eof:
+                    raise CarError(f"truncated CAR: header ends after {len(self._buf)} of {self._need} bytes",
+                                   offset=0)
+                return NEED_DATA
+            roots = _parse_header(bytes(self._buf[:self._need]))
+            self._consume(self._need)
+            self._state = _SECTION_LENGTH
+            self._start = self._offset
+            return Header(roots)
+        if state == _SECTION_LENGTH:
+            if not self._buf:
+                if self._eof:
+                    self._state = _DONE
+                    return End()
+                return NEED_DATA
+            self._section = self._blocks + 1
+            self._start = self._offset
+            length = self._length_varint(MAX_SECTION_BYTES, f"section {self._section} length",
+                                         f"a {CID_LENGTH}-byte CID plus a {MAX_BLOCK_BYTES >> 20} MiB block")
+            if length is None:
+                if self._eof:
+                    raise self._fail(f"truncated CAR: file ends inside the length varint of section "
+                                     f"{self._section} at byte {self._start} (after {_bytes(len(self._buf))})")
+                return NEED_DATA
+            if length == 0:
+                raise self._fail(f"{self._where()} has zero length (a section holds at least a CID)")
+            self._need = length
+            self._cid_len = 0
+            self._state = state = _SECTION
+        if state == _SECTION:
+            if not self._cid_len:
+                try:
+                    self._cid_len = self._parse_cid()
+                except _Incomplete:
+                    if self._eof:
+                        raise self._fail(f"truncated CAR: {self._where()} ends after {len(self._buf)} "
+                                         f"of {self._need} bytes (inside its CID)") from None
+                    return NEED_DATA
+            if len(self._buf) < self._need:
+                if self._eof:
+                    raise self._fail(f"truncated CAR: {self._where()} ends after {len(self._buf)} "
+                                     f"of {self._need} bytes")
+                return NEED_DATA
+            cid = bytes(self._buf[:self._cid_len])
+            with memoryview(self._buf) as view:
+                data_view = view[self._cid_len:self._need]
+                try:
+                    ok = block_matches(cid, data_view)
+                    data = bytes(data_view) if ok else b""
+                finally:
+                    data_view.release()
+            if not ok:
+                raise self._fail(f"{self._where()}: block {cid_str(cid)} does not match its CID "
+                                 f"(its {self._need - self._cid_len} bytes hash to a different sha2-256 digest)")
+            self._consume(self._need)
+            self._blocks += 1
+            self._state = _SECTION_LENGTH
+            self._start = self._offset
+            return Block(cid, data)
+        raise AssertionError(f"CarReader in unknown state {state}")  # pragma: no cover
+
+    def _parse_cid(self) -> int:
+        """Check the CID at the head of the current section; return its length.
+
+        Raises :class:`_Incomplete` when more bytes are needed, :class:`CarError` when the CID is
+        not one fabnode can verify or does not fit in the section.
+        """
+        buf = self._buf
+        limit = self._need
+        avail = min(len(buf), limit)
+        pos = 0
+
+        def field(name: str) -> int:
+            nonlocal pos
+            for i in range(pos, min(avail, pos + MAX_VARINT_BYTES)):
+                if buf[i] < 0x80:
+                    try:
+                        value, pos = decode_varint(buf, pos)
+                    except InvalidBlock as exc:
+                        raise self._fail(f"{self._where()}: CID {name}: {exc}") from None
+                    return value
+            if avail - pos >= MAX_VARINT_BYTES:
+                raise self._fail(f"{self._where()}: CID {name}: varint too long")
+            if avail == limit:
+                raise self._fail(f"{self._where()}: its CID runs past the end of the {limit}-byte section")
+            raise _Incomplete
+
+        version = field("version")
+        if version == SHA2_256 and (avail < 2 or buf[1] == 0x20):
+            raise self._fail(f"{self._where()} holds a CIDv0 (bare sha2-256 multihash); "
+                             "fabnode reads only CIDv1 sections")
+        if version != 1:
+            raise self._fail(f"{self._where()}: CID version {version} is not supported (only CIDv1)")
+        codec = field("codec")
+        if codec not in CODEC_NAMES:
+            raise self._fail(f"{self._where()}: CID uses codec 0x{codec:x}; "
+                             "fabnode stores only raw, dag-pb and dag-cbor")
+        hash_code = field("hash function")
+        if hash_code != SHA2_256:
+            name = _HASH_NAMES.get(hash_code)
+            shown = f"0x{hash_code:x}" + (f" ({name})" if name else "")
+            raise self._fail(f"{self._where()}: CID uses hash function {shown}; fabnode verifies only sha2-256")
+        digest_len = field("digest length")
+        if digest_len != 32:
+            raise self._fail(f"{self._where()}: CID has a {digest_len}-byte sha2-256 digest, not 32 bytes")
+        end = pos + digest_len
+        if end > limit:
+            raise self._fail(f"{self._where()}: its CID runs past the end of the {limit}-byte section")
+        if avail < end:
+            raise _Incomplete
+        try:
+            check_cid_bytes(bytes(buf[:end]))
+        except InvalidCID as exc:  # not reachable with the checks above; kept as the final word
+            raise self._fail(f"{self._where()}: {exc}") from None
+        return end
+
+
+def _parse_header(raw: bytes) -> tuple[bytes, ...]:
+    try:
+        value = dagcbor.decode(raw)
+    except InvalidBlock as exc:
+        raise CarError(f"CAR header is {exc}", offset=0) from None
+    if not isinstance(value, dict):
+        raise CarError(f"CAR header is not a DAG-CBOR map (it is {_kind(value)})", offset=0)
+    keys = set(value)
+    if keys != {"roots", "version"}:
+        missing = sorted({"roots", "version"} - keys)
+        extra = sorted(str(k) for k in keys - {"roots", "version"})
+        parts = ([f"missing {', '.join(map(repr, missing))}"] if missing else []) + \
+                ([f"unexpected {', '.join(map(repr, extra))}"] if extra else [])
+        raise CarError(f"CAR header must have exactly the keys 'roots' and 'version' ({'; '.join(parts)})",
+                       offset=0)
+    version = value["version"]
+    if type(version) is not int or version != 1:
+        raise CarError(f"CAR header has version {version!r}; only CARv1 (version 1) is read here", offset=0)
+    roots = value["roots"]
+    if not isinstance(roots, list):
+        raise CarError(f"CAR header roots is {_kind(roots)}, not a list of CIDs", offset=0)
+    if len(roots) > MAX_ROOTS:
+        raise CarError(f"CAR header names {len(roots)} roots; at most {MAX_ROOTS} are accepted", offset=0)
+    for i, root in enumerate(roots, 1):
+        if not isinstance(root, bytes):
+            raise CarError(f"CAR header root {i} is {_kind(root)}, not a CID", offset=0)
+        try:
+            check_cid_bytes(root)
+        except InvalidCID as exc:
+            raise CarError(f"CAR header root {i}: {exc}", offset=0) from None
+    # libipld returns links and byte strings alike as bytes, and tolerates some non-canonical
+    # forms: only a byte-exact re-encoding proves every root is a tag-42 link.
+    if dagcbor.encode({"roots": [Link(r) for r in roots], "version": 1}) != raw:
+        if dagcbor.encode({"roots": roots, "version": 1}) == raw:
+            raise CarError("CAR header roots are byte strings, not CID links (tag 42)", offset=0)
+        raise CarError("CAR header is not canonical DAG-CBOR (or a root is not a CID link)", offset=0)
+    return tuple(roots)
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
+
+
+def _kind(value) -> str:
+    """``a list``, ``an integer``…: how a decoded DAG-CBOR value is named in messages."""
+    return {dict: "a map", list: "a list", str: "a string", bytes: "a byte string", bool: "a boolean",
+            int: "an integer", float: "a float", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def read_car(chunks: Iterable[bytes]) -> Iterator[Header | Block]:
+    """Read a whole CAR from an iterable of byte chunks: one :class:`Header`, then each :class:`Block`.
+
+    Memory stays at about one section plus one chunk. Raises :class:`CarError` on bad input.
+    """
+    reader = CarReader()
+    for chunk in chunks:
+        reader.feed(chunk)
+        while True:
+            event = reader.next_event()
+            if event is NEED_DATA:
+                break
+            yield event  # type: ignore[misc]
+    reader.feed_eof()
+    while True:
+        event = reader.next_event()
+        if isinstance(event, End):
+            return
+        if event is NEED_DATA:  # pragma: no cover - after EOF the reader ends or raises
+            raise AssertionError("CarReader wanted data after EOF")
+        yield event  # type: ignore[misc]
