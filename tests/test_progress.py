@@ -49,3 +49,18 @@ def test_quiet_when_not_a_terminal(cli: Cli, tmp_path):
     result = cli.run("add", str(big))
     assert result.stderr == b""
     assert result.stdout.decode().count("\n") == 1
+
+
+def test_export_and_import_show_a_bar_on_a_terminal(cli: Cli, tmp_path):
+    big = write_random_file(tmp_path / "design" / "scan.bin", 48 << 20, seed=2)
+    cli.out("publish", str(big.parent), "-m", "scan", "--license", "MIT")
+    car = tmp_path / "out.car"
+    code, shown = _run_on_terminal(cli, "export", str(car))
+    assert code == 0 and b"exporting" in shown and b"100%" in shown
+    other = Cli(tmp_path / "other")
+    other.run("init")
+    code, shown = _run_on_terminal(other, "import", str(car))
+    assert code == 0 and b"importing" in shown and b"records: 1 new" in shown
+    quiet = Cli(tmp_path / "quiet")
+    quiet.run("init")
+    assert quiet.run("import", str(car)).stderr == b""
