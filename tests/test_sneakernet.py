@@ -103,11 +103,13 @@ def test_records_only_and_design_exports(two_labs, tmp_path):
     summary = a.json("export", "--records-only", str(news))
     assert summary == {"path": str(news), "records": 2, "bundles": 0, "blocks": 2, "bytes": summary["bytes"]}
     assert summary["bytes"] < 4096
+    assert len(car_check(news)[1]) == 3  # index + two records, each re-hashed by @ipld/car
     b.out("import", str(news))
     assert {d["design"] for d in b.json("designs")} == {one["design"], two["design"]}
     assert "is not in this store" in b.fails("cat", f"{one['bundle']}/okh.toml")
     only = tmp_path / "one.car"
     assert a.json("export", "--design", one["design"], str(only))["records"] == 1
+    assert one["bundle"] in car_check(only)[1]
     b.out("import", str(only))
     assert b.run("cat", f"{one['bundle']}/okh.toml").stdout == (EXAMPLE / "okh.toml").read_bytes()
 
