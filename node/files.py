@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from protocol.cid import cid_str
 from protocol.errors import FabnodeError, InvalidBlock
-from protocol.paths import segment_problem
+from protocol.paths import directory_problem, segment_problem
 from protocol.unixfs import (
     CHUNK_SIZE,
     MAX_DEPTH,
@@ -369,14 +369,10 @@ def _plan_get(store: BlockStore, cid: bytes, name: str, depth: int, where: str, 
         totals[0] += node.filesize
         return _OutFile(name, cid, node.filesize)
     out = _OutDir(name)
-    seen: set[str] = set()
+    problem = directory_problem(link.name for link in node.links)
+    if problem is not None:
+        raise InvalidBlock(f"refusing {where}: the DAG contains {problem}; nothing was written")
     for link in node.links:
-        problem = segment_problem(link.name)
-        if problem is not None:
-            raise InvalidBlock(f"refusing {where}: the DAG contains {problem}; nothing was written")
-        if link.name in seen:
-            raise InvalidBlock(f"refusing {where}: the name {link.name!r} appears twice; nothing was written")
-        seen.add(link.name)
         out.children.append(_plan_get(store, link.cid, link.name, depth + 1, f"{where}/{link.name}", totals))
     return out
 

@@ -36,7 +36,7 @@ from protocol.car import Block, CarError, CarReader, Header, encode_header, enco
 from protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
 from protocol.dagcbor import Link, decode, encode
 from protocol.errors import FabnodeError, InvalidBlock, MissingBlock
-from protocol.paths import segment_problem
+from protocol.paths import directory_problem
 from protocol.unixfs import MAX_DEPTH, decode as decode_unixfs
 from storage import BlockStore, Pin
 from storage.records import RecordStore, records_query
@@ -317,15 +317,11 @@ def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
             raise ImportRejected(f"{path}: {exc}") from None
         if len(node.links) > MAX_LINKS_PER_NODE:
             raise ImportRejected(f"{path}: a node with {len(node.links)} links (at most {MAX_LINKS_PER_NODE})")
-        names: set[str] = set()
+        if node.kind == "directory":
+            problem = directory_problem(link.name for link in node.links)
+            if problem is not None:
+                raise ImportRejected(f"{path}: the bundle contains {problem}")
         for link in node.links:
-            if node.kind == "directory":
-                problem = segment_problem(link.name)
-                if problem is not None:
-                    raise ImportRejected(f"{path}: the bundle contains {problem}")
-                if link.name in names:
-                    raise ImportRejected(f"{path}: the name {link.name!r} appears twice in one folder")
-                names.add(link.name)
             stack.append((link.cid, depth + 1, f"{path}/{link.name}" if link.name else path))
     return seen
 

@@ -24,6 +24,19 @@ def segment_problem(name: str) -> str | None:
     return None
 
 
+def directory_problem(names) -> str | None:
+    """Why a folder with these entry names may not be written out (bad or repeated name), or None."""
+    seen: set[str] = set()
+    for name in names:
+        problem = segment_problem(name)
+        if problem is not None:
+            return problem
+        if name in seen:
+            return f"the name {name!r}, which appears twice in one folder"
+        seen.add(name)
+    return None
+
+
 def check_segment(name: str) -> str:
     problem = segment_problem(name)
     if problem is not None:
