@@ -27,8 +27,10 @@ run: install
 	$(FABNODE) id
 	@echo "--- storing the example design $(EXAMPLE)"
 	$(FABNODE) add $(EXAMPLE)
+	@test -n "$$($(FABNODE) designs)" || $(FABNODE) publish $(EXAMPLE) -m "the example design, published by make run"
 	@echo "--- what this node holds"
 	$(FABNODE) ls
+	$(FABNODE) designs
 	@echo "--- the example design's files"
 	$(FABNODE) ls $$($(FABNODE) add $(EXAMPLE))
 	$(FABNODE) fsck

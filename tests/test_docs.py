@@ -42,4 +42,7 @@ def test_make_run_stores_the_example_and_lists_it(tmp_path, ipfs_car):
     assert result.returncode == 0, result.stderr.decode()
     cid = ipfs_car_cid(ipfs_car, ROOT / "examples" / "hand-pump", tmp_path)
     assert f"{cid}" in out and "okh.toml" in out and "the store is sound" in out
+    assert "Direct-action PVC hand pump" in out  # published: `fabnode designs` lists it
     assert (demo / "author.key").exists()
+    again = subprocess.run(["make", "-s", "run", f"DEMO_HOME={demo}"], cwd=ROOT, capture_output=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.decode().count("1 version(s)") == 1  # no second publish
