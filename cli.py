@@ -6,7 +6,6 @@ command imports what it needs inside its body; nothing here imports libp2p.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -41,6 +40,8 @@ def _home(ctx: click.Context):
 
 
 def _print_json(value) -> None:
+    import json  # ~20 ms: only for --json output
+
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
@@ -351,6 +352,8 @@ def show(ctx, cid, as_json):
     click.echo(f"{result['type']} {result['cid']}")
     click.echo(f"author  {result['author']}")
     click.echo(f"time    {_when(result['ts'])}" if isinstance(result["ts"], int) else f"time    {result['ts']!r}")
+    import json
+
     for key, value in (result["body"] or {}).items():
         click.echo(f"{key:<12} {json.dumps(value, ensure_ascii=False)}")
     click.echo("valid" if result["valid"] else f"NOT VALID: {result['reason']}")

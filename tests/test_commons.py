@@ -324,3 +324,15 @@ def test_a_sybil_swarm_does_not_move_the_score_through_the_real_store(labs):
     trust_of = {t["did"]: t["weight"] for t in nairobi.json("trust")["trusted"]}
     swarm_total = sum(trust_of.get(d, 0) for d in dids)
     assert 0 < swarm_total <= trust_of[pune.json("id")["did"]] + 1e-9  # bounded by Pune's own trust
+
+
+def test_log_without_a_design_and_search_with_odd_text(labs, tmp_path):
+    lab = labs["nairobi"]
+    first = lab.json("publish", str(EXAMPLE), "-m", "first design")
+    second = lab.json("publish", str(_copy_example(tmp_path / "v2", 880)), "-m", "second", "--design", first["design"])
+    assert [v["version"] for v in lab.json("log")["versions"]] == [second["version"], first["version"]]
+    for text in ('pump"', "NEAR(", "*", "title:pump", "AND OR NOT", "'); DROP TABLE designs; --"):
+        result = lab.run("search", text, "--json", check=False)
+        assert result.returncode == 0 and "Traceback" not in result.stderr.decode(), (text, result.stderr)
+    assert [d["design"] for d in lab.json("search", "PVC pump")] == [first["design"]]
+    assert lab.json("search", "   ") == []
