@@ -109,30 +109,40 @@ def _add_params(parser: argparse.ArgumentParser, spec: _Spec) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    import inspect
-
     parser = argparse.ArgumentParser(
-        prog="fabnode", description=inspect.cleandoc(main.__doc__ or ""),
+        prog="fabnode", description=_cleandoc(main.__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=os.environ.get("FABNODE_HOME") or None,
                         help="The node's home directory (env FABNODE_HOME; default ~/.local/share/fabnode).")
-    parser.add_argument("--version", action="version", version=f"fabnode {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="Show the version and exit.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for spec in _COMMANDS.values():
-        doc = inspect.cleandoc(spec.fn.__doc__ or "")
+        doc = _cleandoc(spec.fn.__doc__)
         sub = commands.add_parser(spec.name, help=doc.splitlines()[0] if doc else None, description=doc,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(_spec=spec, _dests=_add_params(sub, spec))
     return parser
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def _cleandoc(doc: str | None) -> str:
+    """A docstring without its indentation (inspect.cleandoc, without importing inspect)."""
+    import textwrap
 
-    try:
-        return version("fabnode")
-    except PackageNotFoundError:
-        return "unknown"
+    lines = (doc or "").expandtabs().splitlines() or [""]
+    return (lines[0].strip() + "\n" + textwrap.dedent("\n".join(lines[1:]))).strip()
+
+
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs ~60 ms to import)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            echo(f"fabnode {version('fabnode')}")
+        except PackageNotFoundError:
+            echo("fabnode (version unknown: not installed)")
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

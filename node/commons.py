@@ -9,11 +9,10 @@ the outbox so the daemon announces it. Reading commands only query the record in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.cid import cid_str, parse_cid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from protocol.errors import FabnodeError
 from protocol.lineage import VersionNode, canonical_and_heads
@@ -55,8 +54,7 @@ def _record(home: Home, rtype: str, body: dict, ts: int) -> "Record":
 # ------------------------------------------------------------------ lineage
 
 
-@dataclass
-class DesignState:
+class DesignState(NamedTuple):
     design: bytes
     versions: list[VersionRow]
     maintainers: tuple[str, ...] | None
@@ -90,12 +88,11 @@ def _resolve_design(records: RecordStore, text: str) -> tuple[bytes, bytes | Non
 # ------------------------------------------------------------------ publish
 
 
-@dataclass
-class Published:
+class Published(NamedTuple):
     version: str
     design: str
     bundle: str
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str]
 
     def as_json(self) -> dict:
         return {"version": self.version, "design": self.design, "bundle": self.bundle, "warnings": self.warnings}
@@ -374,12 +371,14 @@ def reputation(home: Home, target: str) -> dict:
 # ------------------------------------------------------------------ records from elsewhere
 
 
-@dataclass
 class Received:
-    new: list[str] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    """(cid or position, one-line reason)"""
+    """What became of records from elsewhere: new, already known, or rejected (with why)."""
+
+    def __init__(self) -> None:
+        self.new: list[str] = []
+        self.known: list[str] = []
+        self.rejected: list[tuple[str, str]] = []
+        """(cid or position, one-line reason)"""
 
     def as_json(self) -> dict:
         return {"new": self.new, "known": self.known,

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import tomllib
-from dataclasses import dataclass
+from typing import NamedTuple
 from functools import cached_property
 from pathlib import Path
 
@@ -41,8 +41,7 @@ def default_home() -> Path:
     return Path(data) / "fabnode"
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     did: str
     peer_id: str
     name: str

@@ -9,11 +9,10 @@ order they arrived in; while D's first version is unknown nothing is canonical y
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class VersionNode:
+class VersionNode(NamedTuple):
     cid: bytes
     author: str
     ts: int

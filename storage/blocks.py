@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from protocol.cid import block_matches, cid_str
 from protocol.errors import DamagedBlock, MissingBlock
@@ -18,8 +18,7 @@ from protocol.errors import DamagedBlock, MissingBlock
 from .db import Database
 
 
-@dataclass(frozen=True, slots=True)
-class Pin:
+class Pin(NamedTuple):
     cid: bytes
     kind: str
     size: int

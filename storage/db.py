@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 
 PAGE_SIZE = 65536
@@ -16,11 +15,11 @@ SCHEMA_VERSION = 3
 sqlite-utils (~0.1 s): the command line must answer quickly."""
 
 
-@dataclass
 class Database:
     """An open node database: the connection every store shares."""
 
-    conn: sqlite3.Connection
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
 
     def close(self) -> None:
         self.conn.close()

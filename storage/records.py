@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from protocol.cid import cid_str
 
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
     from protocol.records import Record
 
 
-@dataclass(frozen=True, slots=True)
-class VersionRow:
+class VersionRow(NamedTuple):
     cid: bytes
     design: bytes
     is_first: bool
@@ -38,8 +36,7 @@ class VersionRow:
     parents: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class DesignRow:
+class DesignRow(NamedTuple):
     design: bytes
     title: str
     author: str | None
@@ -51,8 +48,7 @@ class DesignRow:
     versions: int
 
 
-@dataclass(frozen=True, slots=True)
-class AttestationRow:
+class AttestationRow(NamedTuple):
     cid: bytes
     subject: bytes
     author: str
@@ -62,8 +58,7 @@ class AttestationRow:
     ts: int
 
 
-@dataclass(frozen=True, slots=True)
-class VouchRow:
+class VouchRow(NamedTuple):
     cid: bytes
     author: str
     subject: str
