@@ -165,3 +165,42 @@ def test_incremental_export_sends_only_what_is_new(two_labs, tmp_path):
     b.out("import", str(delta))
     assert design_state(b, first["design"]) == design_state(a, first["design"])
     assert b.json("log", first["design"])["heads"] == [second["version"]]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"not cbor at all \xff", "is not a fabnode have file"),
+    (None, "no type 'fabnode-have'"),
+    ("version2", "have file of version 2"),
+    ("bad-records", "malformed have file"),
+])
+def test_a_broken_have_file_is_refused(two_labs, tmp_path, content, reason):
+    from protocol.dagcbor import encode
+
+    a, _ = two_labs
+    a.json("publish", str(EXAMPLE), "-m", "first design")
+    good = {"type": "fabnode-have", "version": 1, "node": "x", "created": 1, "records": b"", "bundles": []}
+    if content is None:
+        content = encode({"type": "something-else"})
+    elif content == "version2":
+        content = encode(good | {"version": 2})
+    elif content == "bad-records":
+        content = encode(good | {"records": b"\x01" * 33})
+    have = tmp_path / "odd.have"
+    have.write_bytes(content)
+    assert reason in a.fails("export", "--for", str(have), str(tmp_path / "out.car"))
+    assert not (tmp_path / "out.car").exists()
+
+
+def test_have_file_format(two_labs, tmp_path):
+    from protocol.dagcbor import decode
+
+    a, _ = two_labs
+    published = a.json("publish", str(EXAMPLE), "-m", "first design")
+    have = tmp_path / "a.have"
+    assert a.json("have", str(have))["records"] == 1
+    value = decode(have.read_bytes())
+    assert value["type"] == "fabnode-have" and value["version"] == 1 and value["node"] == a.json("id")["did"]
+    from protocol.cid import parse_cid
+
+    assert value["records"] == parse_cid(published["version"])[4:]  # one 32-byte digest
+    assert value["bundles"] == [parse_cid(published["bundle"])]
