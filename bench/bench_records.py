@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from nacl.signing import SigningKey  # noqa: E402
 
-from protocol.cid import DAG_PB, cid_str, make_cid  # noqa: E402
+from protocol.cid import DAG_PB, make_cid  # noqa: E402
 from protocol.dagcbor import Link  # noqa: E402
 from protocol.identity import did_from_ed25519  # noqa: E402
 from protocol.records import make_record  # noqa: E402

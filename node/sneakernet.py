@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.car import Block, CarError, CarReader, Header, encode_header, encode_section, read_car
+from protocol.car import CarError, Header, encode_header, encode_section, read_car
 from protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
 from protocol.dagcbor import Link, decode, encode
 from protocol.errors import FabnodeError, InvalidBlock, MissingBlock

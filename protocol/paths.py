@@ -7,7 +7,6 @@ filesystem, and the same rule refuses such names when a bundle is built.
 
 from __future__ import annotations
 
-from .errors import InvalidBlock
 
 _FORBIDDEN_CHARS = ("/", "\\", "\x00")
 
@@ -35,10 +34,3 @@ def directory_problem(names) -> str | None:
             return f"the name {name!r}, which appears twice in one folder"
         seen.add(name)
     return None
-
-
-def check_segment(name: str) -> str:
-    problem = segment_problem(name)
-    if problem is not None:
-        raise InvalidBlock(f"refusing {problem}: names may not be empty, '.', '..' or contain '/', '\\' or NUL")
-    return name

@@ -270,7 +270,3 @@ def _verify_ed25519(public_key: bytes, sig: bytes, message: bytes) -> bool:
     except BadSignatureError:
         return False
     return True
-
-
-def link_str(link: Link) -> str:
-    return cid_str(link.cid)

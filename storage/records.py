@@ -16,7 +16,6 @@ from collections.abc import Iterable
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from protocol.cid import cid_str
 
 if TYPE_CHECKING:
     from protocol.records import Record
@@ -161,9 +160,6 @@ class RecordStore:
         row = self._conn.execute("SELECT data FROM records WHERE cid = ?", (cid,)).fetchone()
         return row[0] if row else None
 
-    def record_type(self, cid: bytes) -> str | None:
-        row = self._conn.execute("SELECT type FROM records WHERE cid = ?", (cid,)).fetchone()
-        return row[0] if row else None
 
     def count(self) -> int:
         return self._conn.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -209,8 +205,6 @@ class RecordStore:
                                   " FROM designs ORDER BY updated_ts DESC, design LIMIT ? OFFSET ?", (limit, offset))
         return [self._design_row(r) for r in rows]
 
-    def design_count(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM designs").fetchone()[0]
 
     def search(self, text: str, limit: int = 50) -> list[DesignRow]:
         query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
@@ -253,16 +247,11 @@ class RecordStore:
     def adaptations_of(self, versions: Iterable[bytes]) -> list[VersionRow]:
         """First versions of other designs whose parents include one of ``versions``."""
         out = []
-        for parent, child in self.children_of(versions):
+        for _parent, child in self.children_of(versions):
             row = self.version(child)
             if row is not None and row.is_first:
                 out.append(row)
         return out
-
-
-def short(cid: bytes) -> str:
-    text = cid_str(cid)
-    return text[:10] + "…" + text[-6:]
 
 
 def records_query(conn: sqlite3.Connection, design: bytes | None = None):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_str, make_cid
+from protocol.cid import DAG_CBOR, DAG_PB, RAW, make_cid
 from protocol.dagcbor import Link, encode
 from protocol.identity import did_from_ed25519, ed25519_from_did
 from protocol.records import (
