@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 DEMO_HOME := .fabnode
 EXAMPLE := examples/hand-pump
 FABNODE := $(BIN)/fabnode --home $(DEMO_HOME)
+LISTEN ?= /ip4/0.0.0.0/tcp/4001
 
 .PHONY: run test test-fast bench install tools clean
 
@@ -34,6 +35,8 @@ run: install
 	@echo "--- the example design's files"
 	$(FABNODE) ls $$($(FABNODE) add $(EXAMPLE))
 	$(FABNODE) fsck
+	@echo "--- starting the node (Ctrl-C stops it)"
+	$(FABNODE) run --listen $(LISTEN)
 
 test: install tools
 	$(BIN)/python -m pytest -q

@@ -345,8 +345,9 @@ def cat(ctx: Context, cid_path: str) -> None:
 @command()
 @argument("cid_path", metavar="CID[/PATH]")
 @option("-o", "--output", type=Path, help="File or folder to create (must not exist).")
+@option("--peer", metavar="ADDR", help="Fetch what is missing from this peer first (/ip4/…/tcp/…/p2p/…).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def get(ctx: Context, cid_path: str, output: Path | None, as_json: bool) -> None:
+def get(ctx: Context, cid_path: str, output: Path | None, peer: str | None, as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
     The output must not exist yet; it defaults to the last path segment or the CID. Everything
@@ -357,6 +358,12 @@ def get(ctx: Context, cid_path: str, output: Path | None, as_json: bool) -> None
     from node.files import get_path, plan_get
     from protocol.cid import parse_cid_path
 
+    if peer is not None:
+        from node.fetch import fetch
+
+        fetched = fetch(_home(ctx).require(), cid_path, peer)
+        echo(f"fetched {fetched['fetched_blocks']} block(s) from the peer "
+             f"({fetched['already_held']} already here)", err=True)
     store = _home(ctx).open_store()
     root, segments = parse_cid_path(cid_path)
     out, tree, total = plan_get(store, root, segments, output)
@@ -603,6 +610,21 @@ def reputation(ctx, target, as_json):
     echo(f"{result['version']}: {result['verdict']} (score {result['value']:+.2f})")
     for line in result["explanation"]:
         echo(f"  {line}")
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+@command()
+@option("--listen", "listen", metavar="ADDR", multiple=True, help="Multiaddr to listen on (repeat; default /ip4/0.0.0.0/tcp/4001).")
+def run(ctx: Context, listen: list[str]) -> None:
+    """Run the node: serve this node's designs to peers until stopped (Ctrl-C or SIGTERM).
+
+    Usage:  fabnode run --listen /ip4/0.0.0.0/tcp/4001
+    """
+    from node.fetch import run_daemon
+
+    run_daemon(_home(ctx).require(), list(listen) or ["/ip4/0.0.0.0/tcp/4001"])
 
 
 # ------------------------------------------------------------------ sneakernet

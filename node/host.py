@@ -34,6 +34,17 @@ from .home import NODE_KEY, Home
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0
 
 
+def quiet_library_logs() -> None:
+    """py-libp2p logs normal events (a refused dial, a closed stream) at WARNING and ERROR
+    (pitfall 9); fabnode says what matters itself, in one line."""
+    import logging
+
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("libp2p"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def node_key_pair(home: Home) -> KeyPair:
     """The libp2p key pair of this node, from ``HOME/node.key`` (PKCS#8 PEM, Ed25519)."""
     from cryptography.hazmat.primitives import serialization

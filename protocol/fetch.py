@@ -1,0 +1,133 @@
+"""The fetch protocol ``/fabnode/car/1.0.0`` (DESIGN §3), without I/O.
+
+Theory of operation: the asker opens a stream and sends one request frame — varint length, then
+msgpack ``{"root": CID bytes, "path": [segments], "have": [CID bytes…]}`` — naming a DAG and the
+blocks of it that it already holds (so an interrupted fetch resumes). The server answers with a
+CAR stream whose header root is the CID the path resolves to, and then every block of that DAG
+depth-first, leaving out the ones in ``have``, and closes the stream. The asker feeds the bytes
+to :class:`FetchSession`, which verifies each block against its CID (through the CAR reader) and
+accepts only blocks the DAG actually needs: the root, then children of dag-pb nodes it has seen
+(or already held). Anything else, a frame over the limits, or a stream that ends before the DAG
+is complete, is the peer's fault (:class:`RemoteProtocolError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from .car import Block, CarReader, Header, NEED_DATA, End
+from .cid import DAG_PB, check_cid_bytes, cid_codec, cid_str
+from .dagpb import decode_node
+from .errors import FabnodeError, InvalidBlock, InvalidCID
+
+PROTOCOL = "/fabnode/car/1.0.0"
+MAX_REQUEST_BYTES = 4 << 20
+"""A request frame (DESIGN §7: stream frames at most 4 MiB)."""
+MAX_HAVE = 100_000
+MAX_PATH = 64
+
+
+class RemoteProtocolError(FabnodeError):
+    """The peer broke the protocol; the stream is dropped and nothing it sent is trusted."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    root: bytes
+    path: tuple[str, ...] = ()
+    have: tuple[bytes, ...] = ()
+
+
+def encode_request(request: FetchRequest) -> bytes:
+    from .varint import encode_varint
+
+    body = msgpack.packb({"root": request.root, "path": list(request.path), "have": list(request.have)},
+                         use_bin_type=True)
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValueError("request too large: ask for fewer held blocks")
+    return encode_varint(len(body)) + body
+
+
+def decode_request(body: bytes) -> FetchRequest:
+    """Check a request frame's body (the length prefix already read and bounded)."""
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=MAX_REQUEST_BYTES)
+    except Exception as exc:
+        raise RemoteProtocolError(f"fetch request is not msgpack ({exc})") from None
+    if not isinstance(value, dict) or set(value) != {"root", "path", "have"}:
+        raise RemoteProtocolError("fetch request must be a map of exactly root, path and have")
+    root, path, have = value["root"], value["path"], value["have"]
+    if not isinstance(path, list) or len(path) > MAX_PATH or not all(isinstance(p, str) for p in path):
+        raise RemoteProtocolError(f"fetch request path must be at most {MAX_PATH} names")
+    if not isinstance(have, list) or len(have) > MAX_HAVE:
+        raise RemoteProtocolError(f"fetch request may list at most {MAX_HAVE} held blocks")
+    try:
+        check_cid_bytes(root if isinstance(root, bytes) else b"")
+        for cid in have:
+            check_cid_bytes(cid if isinstance(cid, bytes) else b"")
+    except InvalidCID as exc:
+        raise RemoteProtocolError(f"fetch request: {exc}") from None
+    return FetchRequest(root, tuple(path), tuple(have))
+
+
+class FetchSession:
+    """The asker's side: feed it response bytes; it returns verified blocks the DAG needs."""
+
+    def __init__(self, request: FetchRequest, held: frozenset[bytes] | set[bytes]) -> None:
+        self._reader = CarReader()
+        self._held = set(held)
+        self._expected: set[bytes] = set()
+        self._seen: set[bytes] = set()
+        self.root: bytes | None = None
+        self.blocks = 0
+
+    def _expect_children(self, cid: bytes, data: bytes) -> None:
+        if cid_codec(cid) == DAG_PB:
+            for link in decode_node(data).links:
+                if link.cid not in self._seen:
+                    self._expected.add(link.cid)
+
+    def held_block(self, cid: bytes, data: bytes) -> None:
+        """Tell the session about a block we already had (its children are wanted too)."""
+        self._seen.add(cid)
+        self._expected.discard(cid)
+        self._expect_children(cid, data)
+
+    def receive(self, data: bytes) -> list[Block]:
+        """Verified, wanted blocks contained in ``data`` (b"" means the stream ended)."""
+        if data:
+            self._reader.feed(data)
+        else:
+            self._reader.feed_eof()
+        out: list[Block] = []
+        while True:
+            try:
+                event = self._reader.next_event()
+            except InvalidBlock as exc:
+                raise RemoteProtocolError(f"bad CAR stream from the peer: {exc}") from None
+            if event is NEED_DATA or isinstance(event, End):
+                return out
+            if isinstance(event, Header):
+                if len(event.roots) != 1:
+                    raise RemoteProtocolError("the peer's CAR stream must name exactly one root")
+                self.root = event.roots[0]
+                if self.root not in self._seen:
+                    self._expected.add(self.root)
+                continue
+            assert isinstance(event, Block)
+            if event.cid not in self._expected:
+                raise RemoteProtocolError(f"the peer sent block {cid_str(event.cid)}, which the DAG does not need")
+            self._expected.discard(event.cid)
+            self._seen.add(event.cid)
+            try:
+                self._expect_children(event.cid, event.data)
+            except InvalidBlock as exc:
+                raise RemoteProtocolError(f"the peer sent a bad node {cid_str(event.cid)}: {exc}") from None
+            self.blocks += 1
+            out.append(event)
+
+    def missing(self) -> set[bytes]:
+        """Blocks still needed (empty once the DAG is complete, given the held ones)."""
+        return set(self._expected)
