@@ -6,6 +6,7 @@ DEMO_HOME := .fabnode
 EXAMPLE := examples/hand-pump
 FABNODE := $(BIN)/fabnode --home $(DEMO_HOME)
 LISTEN ?= /ip4/0.0.0.0/tcp/4001
+RUN_FLAGS ?=
 
 .PHONY: run test test-fast bench install tools clean
 
@@ -36,7 +37,7 @@ run: install
 	$(FABNODE) ls $$($(FABNODE) add $(EXAMPLE))
 	$(FABNODE) fsck
 	@echo "--- starting the node (Ctrl-C stops it)"
-	$(FABNODE) run --listen $(LISTEN)
+	$(FABNODE) run --listen $(LISTEN) $(RUN_FLAGS)
 
 test: install tools
 	$(BIN)/python -m pytest -q

@@ -345,27 +345,31 @@ def cat(ctx: Context, cid_path: str) -> None:
 @command()
 @argument("cid_path", metavar="CID[/PATH]")
 @option("-o", "--output", type=Path, help="File or folder to create (must not exist).")
-@option("--peer", metavar="ADDR", help="Fetch what is missing from this peer first (/ip4/…/tcp/…/p2p/…).")
+@option("--peer", "peers", metavar="ADDR", multiple=True,
+        help="Fetch what is missing from this peer (/ip4/…/tcp/…/p2p/…; repeat: tried in order, each resuming the last).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def get(ctx: Context, cid_path: str, output: Path | None, peer: str | None, as_json: bool) -> None:
+def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
     The output must not exist yet; it defaults to the last path segment or the CID. Everything
     is checked first and written through a temporary folder renamed into place.
+
+    What is not held here is fetched first: from the --peer nodes given, else through the
+    running daemon (connected peers first, then providers found in the DHT).
 
     Usage:  fabnode get bafy… -o hand-pump
     """
     from node.files import get_path, plan_get
     from protocol.cid import parse_cid_path
 
-    if peer is not None:
-        from node.fetch import fetch
-
-        fetched = fetch(_home(ctx).require(), cid_path, peer)
-        echo(f"fetched {fetched['fetched_blocks']} block(s) from the peer "
-             f"({fetched['already_held']} already here)", err=True)
     store = _home(ctx).open_store()
     root, segments = parse_cid_path(cid_path)
+    if peers or not _held_completely(store, root, segments):
+        from node.fetch import fetch
+
+        fetched = fetch(_home(ctx).require(), cid_path, list(peers))
+        echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
+             f"({fetched['already_held']} already here)", err=True)
     out, tree, total = plan_get(store, root, segments, output)
     written = _run_with_progress(total, "writing", lambda progress: get_path(store, out, tree, progress))
     if as_json:
@@ -612,19 +616,83 @@ def reputation(ctx, target, as_json):
         echo(f"  {line}")
 
 
+def _held_completely(store, root: bytes, segments: list[str]) -> bool:
+    from node.fetch import held_completely
+
+    return held_completely(store, root, segments)
+
+
 # ------------------------------------------------------------------ the daemon
 
 
 @command()
-@option("--listen", "listen", metavar="ADDR", multiple=True, help="Multiaddr to listen on (repeat; default /ip4/0.0.0.0/tcp/4001).")
-def run(ctx: Context, listen: list[str]) -> None:
-    """Run the node: serve this node's designs to peers until stopped (Ctrl-C or SIGTERM).
+@option("--listen", "listen", metavar="ADDR", multiple=True,
+        help="Multiaddr to listen on (repeat; default: config 'listen', else /ip4/0.0.0.0/tcp/4001).")
+@option("--bootstrap", "bootstrap", metavar="ADDR", multiple=True,
+        help="Peer to dial and keep in touch with (repeat; added to config 'bootstrap').")
+@option("--http", metavar="HOST:PORT", help="Web interface address, or 'off' (default: config 'http').")
+@option("--no-mdns", is_flag=True, help="Do not look for peers on the LAN by multicast DNS.")
+def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None, no_mdns: bool) -> None:
+    """Run the node until stopped (Ctrl-C or SIGTERM): find peers, announce and receive records,
+    serve this node's designs. Prints one line per event.
 
     Usage:  fabnode run --listen /ip4/0.0.0.0/tcp/4001
     """
-    from node.fetch import run_daemon
+    from node.daemon import daemon_options, run_daemon
 
-    run_daemon(_home(ctx).require(), list(listen) or ["/ip4/0.0.0.0/tcp/4001"])
+    home = _home(ctx).require()
+    run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,
+                                    mdns=False if no_mdns else None))
+
+
+@command()
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def peers(ctx: Context, as_json: bool) -> None:
+    """Peers this node knows: connected now (over which address) or remembered for redialling.
+
+    Usage:  fabnode peers
+    """
+    from node.status import peers as list_peers
+
+    rows = list_peers(_home(ctx).require())
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        echo("no peers yet")
+    for row in rows:
+        state = f"connected via {row['address']}" if row["connected"] else (
+            f"not connected ({row['failures']} failed dials, next in {row['next_dial_in_s']} s)"
+            if row["failures"] else "not connected")
+        echo(f"{row['peer_id']}  {row['source']:<9}  {state}")
+
+
+@command()
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(ctx: Context, as_json: bool) -> None:
+    """Whether the daemon runs, its addresses, peers, transfers and what waits in the outbox.
+
+    Usage:  fabnode status
+    """
+    from node.status import status as node_status
+
+    info = node_status(_home(ctx).require())
+    if as_json:
+        _print_json(info)
+        return
+    echo(f"node      {info['name']}  {info['peer_id']}")
+    if not info["running"]:
+        echo("daemon    not running (start it with 'fabnode run')")
+    else:
+        echo(f"daemon    running (pid {info['pid']}, up {info['uptime_s']} s)")
+        for addr in info["addrs"]:
+            echo(f"address   {addr}")
+        echo(f"peers     {info['connected']} connected, {info['known_peers']} known")
+        for t in info["fetching"]:
+            echo(f"fetching  {t['root']} from {t['from'][:16]}…: {t['blocks']} blocks, {t['bytes']} bytes")
+        for t in info["serving"]:
+            echo(f"serving   {t['root']} to {t['peer'][:16]}…: {t['sent_bytes']} bytes")
+    echo(f"records   {info['records']} ({info['outbox']} waiting to be announced)")
 
 
 # ------------------------------------------------------------------ sneakernet

@@ -43,6 +43,13 @@ def _open(home: Home):
     return store, RecordStore(store.db.conn)
 
 
+def _announce(home: Home) -> None:
+    """Tell a running daemon that the outbox has news (it also looks every second)."""
+    from .control import poke_daemon
+
+    poke_daemon(home.path)
+
+
 def _record(home: Home, rtype: str, body: dict, ts: int) -> "Record":
     from protocol.records import make_record, verify_record
 
@@ -167,6 +174,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         body["bundle"] = Link(parse_cid(added.cid))
         record = _record(home, "version", body, ts)
         records.ingest(record, received_ms=ts, outbox=True, manifest=manifest_text.strip())
+    _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
     return Published(record.id, design_out, added.cid, warnings)
 
@@ -200,6 +208,7 @@ def attest(home: Home, version: str, *, result: str, predicate: str = "built", n
             del body["lab"]
         record = _record(home, "attestation", body, ts)
         records.ingest(record, received_ms=ts, outbox=True)
+    _announce(home)
     return record.id
 
 
@@ -218,6 +227,7 @@ def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> st
     with store.write_transaction():
         record = _record(home, "vouch", body, ts)
         records.ingest(record, received_ms=ts, outbox=True)
+    _announce(home)
     return record.id
 
 

@@ -9,7 +9,6 @@ whole DAG is here.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import trio
@@ -86,32 +85,54 @@ def _dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
 
 
 class FetchServer:
-    """Serves DAGs this node holds completely, a few streams per peer at a time."""
+    """Serves DAGs this node holds completely, within limits on streams and upload speed.
 
-    def __init__(self, store: BlockStore, log=print) -> None:
+    ``streams_per_peer`` and ``streams_total`` bound concurrent requests (more are reset at
+    once); ``upload_rate`` (bytes/s, 0 = no cap) paces every stream together. ``active`` lists
+    the transfers in progress for ``fabnode status``.
+    """
+
+    def __init__(self, store: BlockStore, log=print, *, streams_per_peer: int = MAX_STREAMS_PER_PEER,
+                 streams_total: int = 16, upload_rate: int = 0) -> None:
         self.store = store
         self.log = log
+        self.streams_per_peer = streams_per_peer
+        self.streams_total = streams_total
+        self.upload_rate = upload_rate
         self._busy: dict[str, int] = {}
+        self._next_send = 0.0
+        self.active: dict[int, dict] = {}
+
+    async def _pace(self, nbytes: int) -> None:
+        if not self.upload_rate:
+            return
+        now = trio.current_time()
+        self._next_send = max(self._next_send, now) + nbytes / self.upload_rate
+        await trio.sleep_until(self._next_send - nbytes / self.upload_rate)
 
     async def handle(self, stream) -> None:
         peer = str(stream.muxed_conn.peer_id)
-        if self._busy.get(peer, 0) >= MAX_STREAMS_PER_PEER:
+        if self._busy.get(peer, 0) >= self.streams_per_peer or sum(self._busy.values()) >= self.streams_total:
+            self.log(f"fetch from {peer[:16]}… refused: too many streams at once")
             await stream.reset()
             return
         self._busy[peer] = self._busy.get(peer, 0) + 1
+        transfer = {"peer": peer, "root": "", "sent_bytes": 0}
+        self.active[id(transfer)] = transfer
         try:
             with trio.fail_after(READ_TIMEOUT):
                 request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
             root = resolve(self.store.get, request.root, list(request.path))
+            transfer["root"] = cid_str(root)
             if not dag_cids(self.store, root)[1]:  # serve only what we hold whole
                 raise FabnodeError(f"{cid_str(root)} is not (completely) held here")
-            sent = 0
             await stream.write(encode_header([root]))
             for cid, data in _dag_in_order(self.store, root, set(request.have)):
+                await self._pace(len(data))
                 await stream.write(encode_section(cid, data))
-                sent += len(data)
+                transfer["sent_bytes"] += len(data)
             await stream.close()
-            self.log(f"served {cid_str(root)} to {peer[:16]}…: {sent} bytes")
+            self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
         except (FabnodeError, trio.TooSlowError) as exc:
             self.log(f"fetch from {peer[:16]}… refused: {exc}")
             await stream.reset()
@@ -119,6 +140,7 @@ class FetchServer:
             self.log(f"fetch from {peer[:16]}… ended: {type(exc).__name__}")
         finally:
             self._busy[peer] -= 1
+            del self.active[id(transfer)]
 
 
 # ------------------------------------------------------------------ asking
@@ -141,35 +163,35 @@ def _held_part(store: BlockStore, root: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _fetch(store: BlockStore, root: bytes, path: list[str], peer_addr: str) -> dict:
-    from libp2p.crypto.ed25519 import create_new_key_pair
+class PeerFailed(FabnodeError):
+    """One peer could not (finish) sending a DAG; what it sent is kept, another may resume."""
+
+
+async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str], peer_id, progress=None) -> dict:
+    """Ask one connected peer for a DAG; store verified blocks in batches as they arrive.
+
+    Raises :class:`PeerFailed` if the peer refuses, breaks the protocol or stops early: every
+    block already committed stays, so the next attempt (this peer or another) asks only for
+    the rest. ``progress`` is a dict updated with ``blocks`` and ``bytes`` for status reports.
+    """
     from libp2p.network.stream.exceptions import StreamEOF
-    from libp2p.peer.peerinfo import info_from_p2p_addr
-    from multiaddr import Multiaddr
 
-    from .host import quiet_library_logs, running_host
-
-    quiet_library_logs()
     held = _held_part(store, root) if not path else []
     request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
     session = FetchSession(request, set())
     for cid, data in held:
         session.held_block(cid, data)
+    name = str(peer_id)
     try:
-        info = info_from_p2p_addr(Multiaddr(peer_addr))
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await host.new_stream(peer_id, [PROTOCOL])
     except Exception as exc:
-        raise FabnodeError(f"not a peer address: {peer_addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
-    fetched = 0
-    async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                await host.connect(info)
-                stream = await host.new_stream(info.peer_id, [PROTOCOL])
-        except Exception as exc:
-            raise FabnodeError(f"cannot reach {peer_addr}: {type(exc).__name__} {exc}".strip()) from None
+        raise PeerFailed(f"cannot open a fetch stream: {type(exc).__name__} {exc}".strip()) from None
+    fetched = received = fetched_bytes = 0
+    batch: list = []
+    batch_bytes = 0
+    try:
         await stream.write(encode_request(request))
-        batch: list = []
-        batch_bytes = received = 0
         while True:
             try:
                 with trio.fail_after(READ_TIMEOUT):
@@ -177,13 +199,16 @@ async def _fetch(store: BlockStore, root: bytes, path: list[str], peer_addr: str
             except StreamEOF:
                 data = b""
             except trio.TooSlowError:
-                raise FabnodeError(f"{peer_addr} sent nothing for {READ_TIMEOUT} s; run again to resume") from None
+                raise PeerFailed(f"sent nothing for {READ_TIMEOUT} s") from None
             except Exception:
                 data = b""  # a reset: what arrived is kept, what is missing is reported below
             received += len(data)
             if not received:  # refused before the first byte
-                raise FabnodeError(f"the peer at {peer_addr} does not have {cid_str(root)} (or would not send it)")
-            blocks = session.receive(data)
+                raise PeerFailed(f"does not have {cid_str(root)} (or would not send it)")
+            try:
+                blocks = session.receive(data)
+            except RemoteProtocolError as exc:
+                raise PeerFailed(str(exc)) from None
             batch.extend(blocks)
             batch_bytes += sum(len(b.data) for b in blocks)
             if batch and (batch_bytes >= BATCH_BYTES or not data):
@@ -191,31 +216,111 @@ async def _fetch(store: BlockStore, root: bytes, path: list[str], peer_addr: str
                     for b in batch:
                         store.put(b.cid, b.data)
                 fetched += len(batch)
+                fetched_bytes += batch_bytes
+                if progress is not None:
+                    progress.update(blocks=fetched, bytes=fetched_bytes)
                 batch, batch_bytes = [], 0
             if not data:
                 break
+    finally:
+        if batch:  # blocks verified before a protocol error are still good
+            with store.write_transaction():
+                for b in batch:
+                    store.put(b.cid, b.data)
+            fetched += len(batch)
+        with trio.move_on_after(1):
+            await stream.reset()
     if session.root is None:
-        raise FabnodeError(f"the peer at {peer_addr} does not have {cid_str(root)}")
+        raise PeerFailed(f"does not have {cid_str(root)}")
     missing = session.missing()
     if missing:
-        raise FabnodeError(f"the peer sent {fetched} block(s) but {len(missing)} are still missing; "
-                           "what arrived is kept: run again (or ask another peer) to resume")
-    return {"root": session.root, "fetched": fetched, "held": len(held)}
+        raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
+    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name}
 
 
-def fetch(home: Home, cid_path: str, peer_addr: str) -> dict:
-    """Fetch a DAG from one peer into the store, verified; returns counts and the resolved root."""
+async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
+                           progress=None) -> dict:
+    """Try ``peers`` (PeerInfo, in order) until one sends the whole DAG; each resumes the last.
+
+    Returns the resolved root, the blocks fetched over all attempts, those held before the
+    first one, and one line per attempt.
+    """
+    attempts: list[str] = []
+    fetched = 0
+    held_before = len(_held_part(store, root)) if not path else 0
+    for info in peers:
+        short = str(info.peer_id)[:16] + "…"
+        try:
+            host.get_network().unblock_peer(info.peer_id)  # a failed dial blocks a peer for 60 s (pitfall 4)
+            with trio.fail_after(CONNECT_TIMEOUT):
+                await host.connect(info)
+        except Exception as exc:
+            attempts.append(f"{short}: cannot connect ({type(exc).__name__})")
+            continue
+        if progress is not None:
+            progress["from"] = str(info.peer_id)
+        try:
+            result = await fetch_from_peer(host, store, root, path, info.peer_id, progress)
+        except PeerFailed as exc:
+            attempts.append(f"{short}: {exc}")
+            if log:
+                log(f"fetch of {cid_str(root)} from {short} failed: {exc}")
+            continue
+        attempts.append(f"{short}: sent {result['fetched']} block(s)")
+        fetched = len(_held_part(store, root)) - held_before if not path else result["fetched"]
+        return {"root": result["root"], "fetched": fetched, "held": held_before if not path else result["held"],
+                "from": result["from"], "attempts": attempts}
+    tried = "; ".join(attempts) or "no peers to ask"
+    raise FabnodeError(f"could not fetch {cid_str(root)}: {tried}; what arrived is kept, run again to resume")
+
+
+async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], peer_addrs: list[str]) -> dict:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from .host import quiet_library_logs, running_host
+
+    quiet_library_logs()
+    infos = []
+    for addr in peer_addrs:
+        try:
+            infos.append(info_from_p2p_addr(Multiaddr(addr)))
+        except Exception as exc:
+            raise FabnodeError(f"not a peer address: {addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
+    async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+        return await fetch_from_peers(host, store, root, path, infos)
+
+
+def pin_fetched(store: BlockStore, root: bytes) -> None:
+    node = decode_unixfs(root, store.get(root))
+    with store.write_transaction():
+        store.pin(Pin(root, node.kind, node.filesize, 0, f"fetched:{cid_str(root)}",
+                      time.time_ns() // 1_000_000), replace=False)
+
+
+def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
+    """Fetch a DAG from the given peers (tried in order, each resuming the last) into the store,
+    verified, and pin it; without peers, ask the running daemon to find them."""
     root, path = parse_cid_path(cid_path)
+    if isinstance(peer_addrs, str):
+        peer_addrs = [peer_addrs]
     store = home.open_store()
+    if not peer_addrs:
+        from .control import ask_daemon
+
+        reply = ask_daemon(home.path, "fetch", timeout=None, cid=cid_path)
+        if reply is None:
+            raise FabnodeError(f"{cid_path} is not held here, and no daemon is running to find it on the network: "
+                               "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
+        return reply
     try:
-        result = trio.run(_fetch, store, root, path, peer_addr)
+        result = trio.run(_fetch_with_own_host, store, root, path, peer_addrs)
     except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
         raise _first_fabnode_error(group) or group from None
-    node = decode_unixfs(result["root"], store.get(result["root"]))
-    with store.write_transaction():
-        store.pin(Pin(result["root"], node.kind, node.filesize, 0, f"fetched:{cid_str(result['root'])}",
-                      time.time_ns() // 1_000_000), replace=False)
-    return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"]}
+    pin_fetched(store, result["root"])
+    return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"],
+            "from": str(result["from"]), "attempts": result["attempts"]}
 
 
 def _first_fabnode_error(exc: BaseException) -> FabnodeError | None:
@@ -228,35 +333,14 @@ def _first_fabnode_error(exc: BaseException) -> FabnodeError | None:
     return None
 
 
-# ------------------------------------------------------------------ the daemon
+def held_completely(store: BlockStore, root: bytes, path: list[str]) -> bool:
+    """Whether every block of the DAG at root/path is here (no need to ask the network)."""
+    from protocol.errors import MissingBlock
 
-
-def run_daemon(home: Home, listen: list[str]) -> None:
-    """Serve this node's DAGs until SIGINT or SIGTERM; print one line per meaningful event."""
-    import json
-    import os
-    import signal
-
-
-    def log(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
-    async def main() -> None:
-        from .host import dial_address, node_key_pair, quiet_library_logs, running_host
-
-        quiet_library_logs()
-        server = FetchServer(home.open_store(), log)
-        state = home.path / "daemon.json"
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with running_host(node_key_pair(home), listen) as host:
-                host.set_stream_handler(PROTOCOL, server.handle)
-                addr = dial_address(host)
-                state.write_text(json.dumps({"pid": os.getpid(), "addrs": [addr]}))
-                log(f"listening on {addr}")
-                async for sig in signals:
-                    log(f"stopping ({signal.Signals(sig).name})")
-                    break
-        state.unlink(missing_ok=True)
-
-    trio.run(main)
-    sys.stdout.flush()
+    try:
+        resolved = resolve(store.get, root, list(path))
+    except MissingBlock:
+        return False
+    except FabnodeError:
+        return True  # a bad path in a DAG we hold: `get` itself says what is wrong
+    return dag_cids(store, resolved)[1]

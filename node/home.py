@@ -25,8 +25,20 @@ from protocol.errors import FabnodeError
 from protocol.identity import did_from_ed25519, peer_id_from_ed25519
 
 CONFIG_NAME = "config.toml"
-CONFIG_KEYS = {"name": str}
-"""Every key fabnode reads from config.toml (tests check config.example.toml documents each)."""
+CONFIG_KEYS: dict[str, type | tuple[type, type]] = {
+    "name": str,
+    "listen": (list, str),
+    "bootstrap": (list, str),
+    "mdns": bool,
+    "http": str,
+    "limits.fetch_streams_per_peer": int,
+    "limits.fetch_streams_total": int,
+    "limits.upload_bytes_per_second": int,
+    "limits.gossip_messages_per_second": int,
+    "limits.max_connections": int,
+}
+"""Every key fabnode reads from config.toml, with its type (a list type is (list, item type));
+dotted names are keys inside a table. A test checks config.example.toml documents each."""
 AUTHOR_KEY = "author.key"
 NODE_KEY = "node.key"
 DB_NAME = "fabnode.db"
@@ -111,13 +123,24 @@ class Home:
             raise FabnodeError(f"{self.path / CONFIG_NAME} is not valid TOML: {exc}") from None
 
     def setting(self, key: str, default):
-        """One configuration value, checked against its documented type."""
+        """One configuration value (``"limits.x"`` is key x of table [limits]), type-checked."""
         assert key in CONFIG_KEYS, f"undocumented configuration key {key!r}"
-        if key not in self.config:
-            return default
-        value = self.config[key]
-        if not isinstance(value, CONFIG_KEYS[key]):
-            raise FabnodeError(f"{self.path / CONFIG_NAME}: {key} must be a {CONFIG_KEYS[key].__name__}")
+        value = self.config
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return default
+            value = value[part]
+        kind = CONFIG_KEYS[key]
+        if isinstance(kind, tuple):
+            ok = isinstance(value, kind[0]) and all(isinstance(v, kind[1]) for v in value)
+            what = f"list of {kind[1].__name__}"
+        else:
+            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+            what = kind.__name__
+            if ok and kind is int and value < 0:
+                raise FabnodeError(f"{self.path / CONFIG_NAME}: {key} must not be negative")
+        if not ok:
+            raise FabnodeError(f"{self.path / CONFIG_NAME}: {key} must be a {what}")
         return value
 
     def identity(self) -> Identity:

@@ -2,5 +2,6 @@
 
 from .blocks import BlockStore, Pin
 from .db import open_db
+from .peers import PeerStore
 
-__all__ = ["BlockStore", "Pin", "open_db"]
+__all__ = ["BlockStore", "PeerStore", "Pin", "open_db"]

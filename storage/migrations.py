@@ -124,3 +124,24 @@ def records(db: Database) -> None:
         );
         """
     )
+
+
+@migrations(name="004_peers")
+def peers(db: Database) -> None:
+    # Peers this node has met (bootstrap list, mDNS, inbound), kept across restarts so the daemon
+    # redials them. `next_dial_ms` is the backoff: a peer that failed `failures` dials in a row is
+    # not tried again before then. `addrs` is a JSON list of multiaddrs (without /p2p/).
+    db.executescript(
+        """
+        CREATE TABLE peers (
+            peer_id TEXT PRIMARY KEY NOT NULL,
+            addrs TEXT NOT NULL,
+            source TEXT NOT NULL,          -- bootstrap | mdns | inbound
+            first_seen_ms INTEGER NOT NULL,
+            last_connected_ms INTEGER NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0,
+            next_dial_ms INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX records_outbox ON records (outbox) WHERE outbox = 1;
+        """
+    )

@@ -161,6 +161,17 @@ class RecordStore:
         return row[0] if row else None
 
 
+    def outbox(self, limit: int = 100) -> list[tuple[bytes, bytes]]:
+        """Records made here that still wait to be announced, oldest first: (cid, data)."""
+        return self._conn.execute("SELECT cid, data FROM records WHERE outbox = 1 ORDER BY received_ms, cid LIMIT ?",
+                                  (limit,)).fetchall()
+
+    def outbox_size(self) -> int:
+        return self._conn.execute("SELECT count(*) FROM records WHERE outbox = 1").fetchone()[0]
+
+    def announced(self, cids: Iterable[bytes]) -> None:
+        self._conn.executemany("UPDATE records SET outbox = 0 WHERE cid = ?", [(c,) for c in cids])
+
     def count(self) -> int:
         return self._conn.execute("SELECT count(*) FROM records").fetchone()[0]
 

@@ -1,0 +1,546 @@
+"""The daemon (`fabnode run`): the node online, everything under one trio nursery.
+
+Theory of operation
+-------------------
+One libp2p host (TCP, Noise, Yamux; :mod:`node.host`) carries four protocols:
+
+* **gossip** on ``/fabnode/records/1``: a message is one record block. A topic validator runs
+  :func:`protocol.records.verify_record` (every rule of DESIGN §1), so an invalid record is
+  neither delivered nor forwarded; valid ones are queued to a storing task that writes them in
+  batches. Message ids are the hash of the record, so one record announced by two nodes
+  travels once. The library's rate limit and queues drop bursts silently (notes/libp2p.md
+  pitfall 6): the per-peer limit is raised to ``limits.gossip_messages_per_second`` and our own
+  announcements are paced under it.
+* **announce**: records made here (the CLI marks them ``outbox = 1``) are published when at
+  least one peer is in the topic's mesh, then leave the outbox. The CLI pokes the daemon after
+  each publish; the daemon also looks every second, so nothing depends on the poke.
+* **fetch** ``/fabnode/car/1.0.0`` (:mod:`node.fetch`): serving what we hold, and fetching for
+  ``fabnode get`` — connected peers first, then providers found in the Kademlia DHT, each
+  attempt resuming the last. Every pinned bundle is announced as a DHT provider record.
+* **peers**: bootstrap addresses, mDNS finds and inbound fabnode peers are remembered in the
+  ``peers`` table; a dialler redials the unconnected ones with exponential backoff (1 s … 5 min)
+  and clears libp2p's 60 s negative dial cache first (pitfall 4), so either side may restart.
+
+Local commands reach the daemon through :mod:`node.control` (status, peers, fetch, announce).
+SIGINT or SIGTERM cancel the nursery; the host is then closed explicitly (pitfall 1), and the
+state file removed. SQLite calls are made from the trio thread: they are short (indexed
+lookups, batches of at most 8 MiB), and WAL lets the CLI read and write meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from protocol.cid import DAG_CBOR, cid_str, make_cid, parse_cid_path
+from protocol.errors import FabnodeError
+from protocol.records import RecordRejected, verify_record
+
+from .home import Home
+
+TOPIC = "/fabnode/records/1"
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+DIAL_TIMEOUT = 5
+STORE_BATCH = 200
+MDNS_SERVICE = "_p2p-fabnode._udp.local."
+PROVIDE_INTERVAL_S = 600
+
+
+@dataclass
+class DaemonOptions:
+    listen: list[str]
+    bootstrap: list[str]
+    mdns: bool
+    http: str
+    streams_per_peer: int = 4
+    streams_total: int = 16
+    upload_rate: int = 0
+    gossip_rate: int = 100
+    max_connections: int = 50
+    extra: dict = field(default_factory=dict)
+
+
+def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
+                   mdns: bool | None) -> DaemonOptions:
+    """Command-line options over config.toml over defaults."""
+    return DaemonOptions(
+        listen=listen or home.setting("listen", [DEFAULT_LISTEN]),
+        bootstrap=list(dict.fromkeys(home.setting("bootstrap", []) + bootstrap)),
+        mdns=home.setting("mdns", True) if mdns is None else mdns,
+        http=http or home.setting("http", "127.0.0.1:8080"),
+        streams_per_peer=max(1, home.setting("limits.fetch_streams_per_peer", 4)),
+        streams_total=max(1, home.setting("limits.fetch_streams_total", 16)),
+        upload_rate=home.setting("limits.upload_bytes_per_second", 0),
+        gossip_rate=max(1, home.setting("limits.gossip_messages_per_second", 100)),
+        max_connections=max(1, home.setting("limits.max_connections", 50)),
+    )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _short(peer) -> str:
+    text = str(peer)
+    return text[:16] + "…" if len(text) > 17 else text
+
+
+def describe_record(record) -> str:
+    """One readable phrase for a log line: what the record says, by whom."""
+    body = record.body
+    who = record.author[:20] + "…"
+    if record.type == "version":
+        return f"version {cid_str(record.cid)} “{body['title']}” by {who}"
+    if record.type == "attestation":
+        return f"attestation {cid_str(record.cid)}: {body['predicate']} {body['result']} on {cid_str(body['subject'].cid)} by {who}"
+    return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {body['subject'][:20]}…"
+
+
+class Daemon:
+    def __init__(self, home: Home, options: DaemonOptions, log=None) -> None:
+        from storage import PeerStore
+        from storage.records import RecordStore
+
+        from .fetch import FetchServer
+
+        self.home = home
+        self.options = options
+        self.log = log or self._print
+        self.store = home.open_store()
+        self.records = RecordStore(self.store.db.conn)
+        self.peers = PeerStore(self.store.db.conn)
+        self.server = FetchServer(self.store, self.log, streams_per_peer=options.streams_per_peer,
+                                  streams_total=options.streams_total, upload_rate=options.upload_rate)
+        self.started = time.time()
+        self.fetching: dict[int, dict] = {}
+        self.announce_now = trio.Event()
+        self._connected: dict[str, str] = {}
+        self._dialing: set[str] = set()
+        self._fabnode_peers: set[str] = set()
+        self._to_store_send, self._to_store = trio.open_memory_channel(10_000)
+        self._provided: set[bytes] = set()
+        self.host = self.pubsub = self.gossipsub = self.dht = None
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+        from libp2p.pubsub.pubsub import Pubsub
+        from libp2p.tools.anyio_service import background_trio_service
+
+        from .fetch import PROTOCOL as FETCH
+        from .host import node_key_pair, quiet_library_logs, running_host
+
+        quiet_library_logs()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with running_host(node_key_pair(self.home), self.options.listen) as host:
+                self.host = host
+                host.set_stream_handler(FETCH, self.server.handle)
+                self.gossipsub = GossipSub(
+                    protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=4, degree_low=2, degree_high=8,
+                    heartbeat_interval=1, eclipse_protection_enabled=False, spam_protection_enabled=True,
+                    max_messages_per_topic_per_second=float(self.options.gossip_rate * 2),
+                )
+                self.pubsub = Pubsub(host, self.gossipsub, msg_id_constructor=lambda m: hashlib.sha256(m.data).digest())
+                self.dht = KadDHT(host, DHTMode.SERVER, enable_values=False)
+                async with background_trio_service(self.pubsub), background_trio_service(self.gossipsub), \
+                        background_trio_service(self.dht):
+                    await self.pubsub.wait_until_ready()
+                    self.pubsub.set_topic_validator(TOPIC, self._validate, is_async_validator=False)
+                    subscription = await self.pubsub.subscribe(TOPIC)
+                    async with trio.open_nursery() as nursery:
+                        control_port = await nursery.start(self._serve_control)
+                        nursery.start_soon(self._receive_gossip, subscription)
+                        nursery.start_soon(self._store_received)
+                        nursery.start_soon(self._announce_outbox)
+                        nursery.start_soon(self._watch_connections)
+                        nursery.start_soon(self._dial_peers)
+                        nursery.start_soon(self._provide_bundles)
+                        self._remember_bootstrap()
+                        addrs = self._addresses()
+                        self._write_state(addrs, control_port)
+                        for addr in addrs:
+                            self.log(f"listening on {addr}")
+                        if self.options.mdns:
+                            nursery.start_soon(self._mdns)
+                        if self.options.http != "off":
+                            self.log(f"web interface: not in this version (http = {self.options.http} ignored)")
+                        async for sig in signals:
+                            self.log(f"stopping ({signal.Signals(sig).name})")
+                            break
+                        nursery.cancel_scope.cancel()
+        (self.home.path / "daemon.json").unlink(missing_ok=True)
+
+    def _addresses(self) -> list[str]:
+        out = []
+        for addr in self.host.get_addrs():
+            text = str(addr)
+            out.append(text if "/p2p/" in text else f"{text}/p2p/{self.host.get_id()}")
+        return out
+
+    def _write_state(self, addrs: list[str], control_port: int) -> None:
+        from .control import write_state
+
+        self.token = secrets.token_hex(16)
+        write_state(self.home.path, {"pid": os.getpid(), "addrs": addrs, "control": control_port,
+                                     "token": self.token, "started": self.started})
+
+    # -------------------------------------------------------------- gossip in
+
+    def _validate(self, forwarder, msg) -> bool:
+        """Topic validator: every record rule, before the message is delivered or forwarded."""
+        try:
+            verify_record(bytes(msg.data), now_ms())
+        except RecordRejected as exc:
+            if forwarder != self.host.get_id():
+                self.log(f"rejected a record from {_short(forwarder)}: {exc}")
+            return False
+        except Exception as exc:  # anything a malformed block trips
+            self.log(f"rejected a record from {_short(forwarder)}: not a record ({type(exc).__name__})")
+            return False
+        return True
+
+    async def _receive_gossip(self, subscription) -> None:
+        """Drain the library's 32-slot delivery queue at once, into our own larger one."""
+        me = self.host.get_id().to_bytes()
+        while True:
+            msg = await subscription.get()
+            if msg.from_id == me:
+                continue
+            try:
+                from libp2p.peer.id import ID
+
+                origin = _short(ID(msg.from_id))
+            except Exception:
+                origin = "?"
+            await self._to_store_send.send((bytes(msg.data), origin))
+
+    async def _store_received(self) -> None:
+        from .commons import receive_records
+
+        while True:
+            batch = [await self._to_store.receive()]
+            while len(batch) < STORE_BATCH:
+                try:
+                    batch.append(self._to_store.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = now_ms()
+            with self.store.write_transaction():
+                result = receive_records(self.records, [(None, data) for data, _ in batch], now=now,
+                                         all_or_nothing=False)
+            new = set(result.new)
+            for data, origin in batch:
+                cid = make_cid(DAG_CBOR, data)
+                if cid_str(cid) in new:
+                    new.discard(cid_str(cid))
+                    self.log(f"record received: {describe_record(verify_record(data, now, cid))} (from {origin})")
+
+    # -------------------------------------------------------------- gossip out
+
+    def _mesh_peers(self) -> int:
+        return len(self.gossipsub.mesh.get(TOPIC, ())) if self.gossipsub else 0
+
+    async def _announce_outbox(self) -> None:
+        pause = 1 / self.options.gossip_rate
+        while True:
+            with trio.move_on_after(1):
+                await self.announce_now.wait()
+            self.announce_now = trio.Event()
+            if not self._mesh_peers():
+                continue
+            while True:
+                pending = self.records.outbox(limit=100)
+                if not pending:
+                    break
+                done = []
+                for cid, data in pending:
+                    await self.pubsub.publish(TOPIC, data)
+                    done.append(cid)
+                    self.log(f"announced {cid_str(cid)} to {self._mesh_peers()} peer(s)")
+                    await trio.sleep(pause)  # stay under the peers' per-second limit
+                with self.store.write_transaction():
+                    self.records.announced(done)
+
+    # -------------------------------------------------------------- peers
+
+    def _remember_bootstrap(self) -> None:
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+        from multiaddr import Multiaddr
+
+        now = now_ms()
+        with self.store.write_transaction():
+            for addr in self.options.bootstrap:
+                try:
+                    info = info_from_p2p_addr(Multiaddr(addr))
+                except Exception:
+                    self.log(f"ignoring bootstrap address {addr!r}: not /ip4/…/tcp/…/p2p/…")
+                    continue
+                self.peers.remember(str(info.peer_id), [str(a) for a in info.addrs], "bootstrap", now)
+
+    async def _watch_connections(self) -> None:
+        """Log connections as they come and go; remember inbound fabnode peers for redialling."""
+        from .fetch import PROTOCOL as FETCH
+
+        network = self.host.get_network()
+        store = self.host.get_peerstore()
+        while True:
+            current: dict[str, str] = {}
+            for peer_id, conns in network.get_connections_map().items():
+                if not conns:
+                    continue
+                try:
+                    addr = str(conns[0].get_transport_addresses()[0])
+                except Exception:
+                    addr = "?"
+                current[str(peer_id)] = addr
+                key = str(peer_id)
+                if key not in self._fabnode_peers:
+                    try:
+                        speaks = FETCH in store.get_protocols(peer_id)
+                    except Exception:
+                        speaks = False
+                    if speaks:
+                        self._fabnode_peers.add(key)
+                        addrs = [str(a) for a in store.addrs(peer_id) if "/tcp/" in str(a)]
+                        with self.store.write_transaction():
+                            self.peers.remember(key, addrs, "inbound", now_ms())
+                            self.peers.connected(key, now_ms())
+            for key in current.keys() - self._connected.keys():
+                self.log(f"peer connected: {key} via {current[key]}")
+                self.announce_now.set()
+                if self.peers.get(key) is not None:
+                    with self.store.write_transaction():
+                        self.peers.connected(key, now_ms())
+            for key in self._connected.keys() - current.keys():
+                self.log(f"peer disconnected: {key}")
+                self._fabnode_peers.discard(key)
+            self._connected = current
+            await trio.sleep(0.2)
+
+    async def _dial_peers(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                if len(self._connected) < self.options.max_connections:
+                    for row in self.peers.due(now_ms()):
+                        if row.peer_id in self._connected or row.peer_id in self._dialing or not row.addrs:
+                            continue
+                        if row.peer_id == str(self.host.get_id()):
+                            continue
+                        self._dialing.add(row.peer_id)
+                        nursery.start_soon(self._dial, row)
+                await trio.sleep(0.5)
+
+    async def _dial(self, row) -> None:
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+        from multiaddr import Multiaddr
+
+        try:
+            peer_id = ID.from_base58(row.peer_id)
+            info = PeerInfo(peer_id, [Multiaddr(a) for a in row.addrs])
+            self.host.get_network().unblock_peer(peer_id)  # pitfall 4: the 60 s negative cache
+            try:
+                with trio.fail_after(DIAL_TIMEOUT):
+                    await self.host.connect(info)
+            except Exception as exc:
+                with self.store.write_transaction():
+                    wait = self.peers.dial_failed(row.peer_id, now_ms())
+                if row.failures == 0 or wait >= 60_000:
+                    self.log(f"cannot reach {_short(row.peer_id)} ({type(exc).__name__}); retrying in {wait // 1000} s")
+                return
+            with self.store.write_transaction():
+                self.peers.connected(row.peer_id, now_ms())
+        finally:
+            self._dialing.discard(row.peer_id)
+
+    async def _mdns(self) -> None:
+        """mDNS on the LAN. zeroconf blocks for ~1.7 s at registration (pitfall 5), so it is set
+        up in a worker thread; its discoveries arrive on zeroconf's thread and are handed over."""
+        from libp2p.discovery.events.peerDiscovery import peerDiscovery
+        from libp2p.discovery.mdns.mdns import MDNSDiscovery
+
+        token = trio.lowlevel.current_trio_token()
+        found_send, found = trio.open_memory_channel(100)
+
+        def on_found(info) -> None:
+            try:
+                trio.from_thread.run_sync(found_send.send_nowait, info, trio_token=token)
+            except Exception:
+                pass  # daemon stopping, or a flood of announcements: mDNS repeats itself
+
+        port = next((int(a.value_for_protocol("tcp")) for a in self.host.get_addrs()), 0)
+
+        def start():
+            mdns = MDNSDiscovery(self.host.get_network(), port=port, service_type=MDNS_SERVICE, host=self.host)
+            mdns.broadcaster.register()
+            return mdns
+
+        peerDiscovery.register_peer_discovered_handler(on_found)
+        mdns = await trio.to_thread.run_sync(start)
+        self.log("looking for peers on the LAN (mDNS)")
+        try:
+            async for info in found:
+                key = str(info.peer_id)
+                if key == str(self.host.get_id()):
+                    continue
+                addrs = [str(a) for a in info.addrs if "/tcp/" in str(a)]
+                with self.store.write_transaction():
+                    new = self.peers.remember(key, addrs, "mdns", now_ms())
+                if new:
+                    self.log(f"peer found on the LAN: {key}")
+        finally:
+            peerDiscovery.unregister_peer_discovered_handler(on_found)
+
+            def stop():
+                mdns.broadcaster.unregister()
+                mdns.listener.stop()
+                mdns.zeroconf.close()
+
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(stop)
+
+    # -------------------------------------------------------------- DHT
+
+    async def _provide_bundles(self) -> None:
+        """Announce every pinned root as a DHT provider record, and again every ten minutes
+        (provider records expire, and are only refreshed while the node runs)."""
+        last_round = trio.current_time()
+        while True:
+            if trio.current_time() - last_round > PROVIDE_INTERVAL_S:
+                self._provided.clear()
+                last_round = trio.current_time()
+            if self._connected:
+                for pin in self.store.pins():
+                    if pin.cid not in self._provided:
+                        with trio.move_on_after(10):
+                            if await self.dht.provide(cid_str(pin.cid)):
+                                self._provided.add(pin.cid)
+            await trio.sleep(2)
+
+    async def _find_providers(self, root: bytes) -> list:
+        try:
+            with trio.move_on_after(10):
+                found = await self.dht.find_providers(cid_str(root))
+                seen, out = set(), []
+                for info in found:  # the library returns duplicates (pitfall 7)
+                    if info.peer_id not in seen and info.peer_id != self.host.get_id():
+                        seen.add(info.peer_id)
+                        out.append(info)
+                return out
+        except Exception:
+            pass
+        return []
+
+    # -------------------------------------------------------------- fetching
+
+    async def fetch(self, cid_path: str) -> dict:
+        """Fetch a DAG for `fabnode get`: connected fabnode peers first, then DHT providers."""
+        from libp2p.peer.id import ID
+        from libp2p.peer.peerinfo import PeerInfo
+
+        from .fetch import fetch_from_peers, pin_fetched
+
+        root, path = parse_cid_path(cid_path)
+        progress = {"root": cid_str(root), "from": "", "blocks": 0, "bytes": 0}
+        self.fetching[id(progress)] = progress
+        store = self.host.get_peerstore()
+        try:
+            candidates = [PeerInfo(ID.from_base58(p), store.addrs(ID.from_base58(p)))
+                          for p in self._connected if p in self._fabnode_peers or self.peers.get(p)]
+            self.log(f"fetching {cid_str(root)}: asking {len(candidates)} connected peer(s)")
+            try:
+                result = await fetch_from_peers(self.host, self.store, root, path, candidates, self.log, progress)
+            except FabnodeError as first:
+                providers = [p for p in await self._find_providers(root)
+                             if str(p.peer_id) not in {str(c.peer_id) for c in candidates}]
+                if not providers:
+                    raise first
+                self.log(f"fetching {cid_str(root)}: asking {len(providers)} provider(s) found in the DHT")
+                result = await fetch_from_peers(self.host, self.store, root, path, providers, self.log, progress)
+            pin_fetched(self.store, result["root"])
+            self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "
+                     f"from {_short(result['from'])}")
+            return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"],
+                    "already_held": result["held"], "from": str(result["from"]), "attempts": result["attempts"]}
+        finally:
+            del self.fetching[id(progress)]
+
+    # -------------------------------------------------------------- control
+
+    async def _serve_control(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._control_connection, listeners)
+
+    async def _control_connection(self, stream) -> None:
+        from .control import MAX_LINE
+
+        async with stream:
+            buf = b""
+            with trio.move_on_after(10):
+                while b"\n" not in buf and len(buf) < MAX_LINE:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+            try:
+                request = json.loads(buf.split(b"\n", 1)[0])
+                if not secrets.compare_digest(str(request.get("token", "")), self.token):
+                    raise FabnodeError("wrong control token")
+                reply = {"ok": True, **await self._control(request)}
+            except FabnodeError as exc:
+                reply = {"ok": False, "error": str(exc)}
+            except (ValueError, AttributeError):
+                reply = {"ok": False, "error": "malformed control request"}
+            try:
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except trio.BrokenResourceError:
+                pass
+
+    async def _control(self, request: dict) -> dict:
+        cmd = request.get("cmd")
+        if cmd == "announce":
+            self.announce_now.set()
+            return {}
+        if cmd == "status":
+            return self.status()
+        if cmd == "peers":
+            return {"connected": dict(self._connected)}
+        if cmd == "fetch":
+            return await self.fetch(str(request.get("cid", "")))
+        raise FabnodeError(f"unknown control command {cmd!r}")
+
+    def status(self) -> dict:
+        return {
+            "pid": os.getpid(), "uptime_s": int(time.time() - self.started), "addrs": self._addresses(),
+            "connected": dict(self._connected), "mesh_peers": self._mesh_peers(),
+            "fetching": [dict(t) for t in self.fetching.values()],
+            "serving": [dict(t) for t in self.server.active.values()],
+            "mdns": self.options.mdns, "http": self.options.http,
+        }
+
+
+def run_daemon(home: Home, options: DaemonOptions) -> None:
+    """Run until SIGINT or SIGTERM; print one line per meaningful event."""
+    daemon = Daemon(home, options)
+    try:
+        trio.run(daemon.run)
+    except BaseExceptionGroup as group:
+        from .fetch import _first_fabnode_error
+
+        raise _first_fabnode_error(group) or group from None
+    sys.stdout.flush()

@@ -1,0 +1,50 @@
+"""`fabnode status` and `fabnode peers`: what the database knows, plus what a running daemon says."""
+
+from __future__ import annotations
+
+import time
+
+from .control import ask_daemon, read_state
+from .home import Home
+
+
+def _stores(home: Home):
+    from storage import PeerStore
+    from storage.records import RecordStore
+
+    store = home.open_store()
+    return RecordStore(store.db.conn), PeerStore(store.db.conn)
+
+
+def status(home: Home) -> dict:
+    """Identity, whether the daemon runs, its addresses, peers, transfers, and the outbox."""
+    records, peers = _stores(home)
+    ident = home.identity()
+    info = {"name": ident.name, "did": ident.did, "peer_id": ident.peer_id, "running": False,
+            "records": records.count(), "outbox": records.outbox_size(), "known_peers": len(peers.all())}
+    live = ask_daemon(home.path, "status", timeout=5) if read_state(home.path) else None
+    if live is not None:
+        info.update(running=True, pid=live["pid"], uptime_s=live["uptime_s"], addrs=live["addrs"],
+                    connected=len(live["connected"]), peers=live["connected"], mesh_peers=live["mesh_peers"],
+                    fetching=live["fetching"], serving=live["serving"], mdns=live["mdns"], http=live["http"])
+    return info
+
+
+def peers(home: Home) -> list[dict]:
+    """Every peer: the remembered ones (with backoff state) and whoever is connected now."""
+    _, store = _stores(home)
+    live = ask_daemon(home.path, "peers", timeout=5) if read_state(home.path) else None
+    connected: dict[str, str] = live["connected"] if live else {}
+    now = time.time_ns() // 1_000_000
+    rows = []
+    for row in store.all():
+        rows.append({"peer_id": row.peer_id, "source": row.source, "addrs": row.addrs,
+                     "connected": row.peer_id in connected, "address": connected.get(row.peer_id, ""),
+                     "last_connected_ms": row.last_connected_ms, "failures": row.failures,
+                     "next_dial_in_s": max(0, (row.next_dial_ms - now) // 1000)})
+    known = {r["peer_id"] for r in rows}
+    for peer_id, addr in connected.items():
+        if peer_id not in known:  # connected, but not (yet) known to speak fabnode
+            rows.append({"peer_id": peer_id, "source": "inbound", "addrs": [], "connected": True, "address": addr,
+                         "last_connected_ms": now, "failures": 0, "next_dial_in_s": 0})
+    return rows

@@ -1,0 +1,77 @@
+"""The peers table: whom the daemon has met and when to dial them again (DESIGN §2, §3)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import NamedTuple
+
+MIN_BACKOFF_MS = 1_000
+MAX_BACKOFF_MS = 5 * 60_000
+
+
+def backoff_ms(failures: int) -> int:
+    """Wait after ``failures`` failed dials in a row: 1 s, 2 s, 4 s … capped at five minutes."""
+    return min(MIN_BACKOFF_MS << min(max(failures - 1, 0), 20), MAX_BACKOFF_MS)
+
+
+class PeerRow(NamedTuple):
+    peer_id: str
+    addrs: list[str]
+    source: str
+    first_seen_ms: int
+    last_connected_ms: int
+    failures: int
+    next_dial_ms: int
+
+
+class PeerStore:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def remember(self, peer_id: str, addrs: list[str], source: str, now_ms: int) -> bool:
+        """Add a peer or refresh its addresses; True if it is new. A known peer keeps its source
+        unless it becomes a bootstrap peer, and a changed address makes it dialable at once."""
+        row = self.get(peer_id)
+        if row is None:
+            self._conn.execute(
+                "INSERT INTO peers (peer_id, addrs, source, first_seen_ms) VALUES (?, ?, ?, ?)",
+                (peer_id, json.dumps(addrs), source, now_ms))
+            return True
+        merged = list(dict.fromkeys(addrs + row.addrs))[:8]
+        source = "bootstrap" if source == "bootstrap" else row.source
+        if merged != row.addrs or source != row.source:
+            retry = 0 if set(addrs) - set(row.addrs) else row.next_dial_ms
+            self._conn.execute("UPDATE peers SET addrs = ?, source = ?, next_dial_ms = ? WHERE peer_id = ?",
+                               (json.dumps(merged), source, retry, peer_id))
+        return False
+
+    def connected(self, peer_id: str, now_ms: int) -> None:
+        self._conn.execute("UPDATE peers SET last_connected_ms = ?, failures = 0, next_dial_ms = 0 WHERE peer_id = ?",
+                           (now_ms, peer_id))
+
+    def dial_failed(self, peer_id: str, now_ms: int) -> int:
+        """Record a failed dial; returns the milliseconds until the next attempt."""
+        row = self.get(peer_id)
+        failures = (row.failures if row else 0) + 1
+        wait = backoff_ms(failures)
+        self._conn.execute("UPDATE peers SET failures = ?, next_dial_ms = ? WHERE peer_id = ?",
+                           (failures, now_ms + wait, peer_id))
+        return wait
+
+    def due(self, now_ms: int) -> list[PeerRow]:
+        """Peers whose backoff has passed, those seen most recently first."""
+        rows = self._conn.execute("SELECT * FROM peers WHERE next_dial_ms <= ? ORDER BY last_connected_ms DESC",
+                                  (now_ms,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, peer_id: str) -> PeerRow | None:
+        row = self._conn.execute("SELECT * FROM peers WHERE peer_id = ?", (peer_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def all(self) -> list[PeerRow]:
+        return [self._row(r) for r in self._conn.execute("SELECT * FROM peers ORDER BY last_connected_ms DESC")]
+
+    @staticmethod
+    def _row(row) -> PeerRow:
+        return PeerRow(row[0], json.loads(row[1]), *row[2:])
