@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import filecmp
-import os
-import select
-import signal
 import sqlite3
-import subprocess
-import time
 
 import pytest
 
@@ -16,49 +11,10 @@ from protocol.car import encode_header, encode_section
 from protocol.cid import RAW, make_cid
 from protocol.fetch import FetchRequest, FetchSession, RemoteProtocolError
 
-from .conftest import FABNODE, ROOT, Cli, _env
+from .conftest import ROOT, Cli
+from .daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
-
-
-class Daemon:
-    """`fabnode run` as a separate process; waits (with a deadline) for its listening line."""
-
-    def __init__(self, cli: Cli) -> None:
-        self.proc = subprocess.Popen([str(FABNODE), "run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"], env=_env(cli.home),
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.lines: list[str] = []
-        self._pending = b""
-        self._read = 0
-        self.addr = self.wait_for("listening on ").split("listening on ", 1)[1]
-
-    def wait_for(self, text: str, timeout: float = 30) -> str:
-        """The first line (not seen by an earlier wait) containing ``text``, within a deadline."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while True:
-            while b"\n" in self._pending:
-                line, self._pending = self._pending.split(b"\n", 1)
-                self.lines.append(line.decode())
-            for i in range(self._read, len(self.lines)):
-                if text in self.lines[i]:
-                    self._read = i + 1
-                    return self.lines[i].strip()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"daemon never said {text!r}; it said {self.lines}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise AssertionError(f"daemon exited before saying {text!r}; it said {self.lines}")
-                self._pending += chunk
-
-    def stop(self) -> float:
-        start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=10)
-        return time.monotonic() - start
 
 
 @pytest.fixture

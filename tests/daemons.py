@@ -1,0 +1,119 @@
+"""`fabnode run` as separate processes on 127.0.0.1, and ways to wait for what they say.
+
+Every wait has a deadline; nothing sleeps a fixed time hoping something happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import FABNODE, Cli, _env
+
+
+class Daemon:
+    """A daemon process; waits (with a deadline) for its listening line."""
+
+    def __init__(self, cli: Cli, *args: str, listen: str = "/ip4/127.0.0.1/tcp/0") -> None:
+        self.cli = cli
+        self.proc = subprocess.Popen([str(FABNODE), "run", "--listen", listen, "--no-mdns", *args],
+                                     env=_env(cli.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self._pending = b""
+        self._read = 0
+        self.addr = self.wait_for("listening on ").split("listening on ", 1)[1]
+        self.peer_id = self.addr.rsplit("/", 1)[1]
+        self.port = int(self.addr.split("/tcp/", 1)[1].split("/", 1)[0])
+
+    def _pump(self, timeout: float) -> None:
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(timeout, 0))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
+                raise AssertionError(f"daemon exited; it said {self.lines} {err}")
+            self._pending += chunk
+            while b"\n" in self._pending:
+                line, self._pending = self._pending.split(b"\n", 1)
+                self.lines.append(line.decode())
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first line (not taken by an earlier wait) containing ``text``, within a deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(self._read, len(self.lines)):
+                if text in self.lines[i]:
+                    self._read = i + 1
+                    return self.lines[i].strip()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"daemon never said {text!r}; it said {self.lines}")
+            self._pump(left)
+
+    def said(self, text: str) -> list[str]:
+        """Every line so far containing ``text`` (reads what is waiting, without blocking)."""
+        try:
+            while True:
+                before = len(self.lines) + len(self._pending)
+                self._pump(0)
+                if len(self.lines) + len(self._pending) == before:
+                    break
+        except AssertionError:
+            pass
+        return [line for line in self.lines if text in line]
+
+    def stop(self) -> float:
+        """SIGTERM, as systemd or Ctrl-C would; returns the seconds it took to exit."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        took = time.monotonic() - start
+        self.said("")
+        return took
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def wait_until(check: Callable[[], object], timeout: float = 30, what: str = "condition"):
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def record_count(home: Path, where: str = "1") -> int:
+    """Rows in a node's records table, read straight from its SQLite file."""
+    conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(f"SELECT count(*) FROM records WHERE {where}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def has_record(home: Path, cid: str) -> bool:
+    from protocol.cid import parse_cid
+
+    conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT 1 FROM records WHERE cid = ?", (parse_cid(cid),)).fetchone() is not None
+    finally:
+        conn.close()
+
+
+def daemon_state(home: Path) -> dict:
+    return json.loads((home / "daemon.json").read_text())
