@@ -370,6 +370,9 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
         fetched = fetch(_home(ctx).require(), cid_path, list(peers))
         echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
              f"({fetched['already_held']} already here)", err=True)
+        if len(fetched["attempts"]) > 1:
+            for attempt in fetched["attempts"]:
+                echo(f"  {attempt}", err=True)
     out, tree, total = plan_get(store, root, segments, output)
     written = _run_with_progress(total, "writing", lambda progress: get_path(store, out, tree, progress))
     if as_json:

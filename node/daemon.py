@@ -206,7 +206,8 @@ class Daemon:
             verify_record(bytes(msg.data), now_ms())
         except RecordRejected as exc:
             if forwarder != self.host.get_id():
-                self.log(f"rejected a record from {_short(forwarder)}: {exc}")
+                reason = str(exc).removeprefix("record rejected: ")
+                self.log(f"rejected a record from {_short(forwarder)}: {reason}")
             return False
         except Exception as exc:  # anything a malformed block trips
             self.log(f"rejected a record from {_short(forwarder)}: not a record ({type(exc).__name__})")

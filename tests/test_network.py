@@ -159,3 +159,121 @@ def test_records_made_while_offline_wait_in_the_outbox_and_go_out_on_connect(tmp
     db = start(daemons, b, "--bootstrap", da.addr)
     db.wait_for(f"record received: vouch {made[0]}", timeout=10)
     assert a.json("status")["outbox"] == 0
+
+
+def _signing_key(seed: int):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from protocol.identity import did_from_ed25519
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key, did_from_ed25519(public)
+
+
+def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arrive(tmp_path, daemons):
+    """Line A — B — C, and a hostile peer H connected to B only. H sends a forged record (signed by
+    the wrong key), an oversized one, one dated an hour ahead, bytes that are not a record, and
+    repeats; meanwhile A publishes honest records. B rejects each bad one with a reason and
+    stores none; C never even sees them (B did not forward them); A's records reach C."""
+    import subprocess
+    import sys
+    import time
+
+    import msgpack
+
+    from protocol.cid import DAG_CBOR, cid_str, make_cid
+    from protocol.dagcbor import encode
+    from protocol.records import make_record
+
+    a, b, c = make_labs(tmp_path, 3)
+    da, db, dc = connect_line(daemons, [a, b, c])
+    now = int(time.time() * 1000)
+    victim_key, victim = _signing_key(1)
+    forger_key, _ = _signing_key(2)
+    subject = _signing_key(3)[1]
+    forged = make_record("vouch", {"subject": subject, "trust": "trusted"}, author=victim, ts=now,
+                         sign=forger_key.sign).raw
+    oversized = encode({"fabnode": 1, "type": "vouch", "author": victim, "ts": now, "sig": b"\0" * 64,
+                        "body": {"subject": subject, "trust": "trusted", "note": "x" * 70_000}})
+    future = make_record("vouch", {"subject": subject, "trust": "distrusted"}, author=victim, ts=now + 3600_000,
+                         sign=victim_key.sign).raw
+    garbage = b"\xa1\x63not a record"
+    bad = [forged, oversized, future, garbage]
+    messages = tmp_path / "hostile.msgpack"
+    messages.write_bytes(msgpack.packb(bad * 3))
+    hostile = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hostile_peer.py"), db.addr, str(messages)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        honest = [a.out("vouch", _signing_key(10 + i)[1], "-m", f"honest {i}") for i in range(3)]
+        line = hostile.stdout.readline().decode()
+        assert line.startswith("published 12"), (line, hostile.stderr.read().decode() if hostile.poll() else "")
+        for cid in honest:
+            dc.wait_for(f"record received: vouch {cid}", timeout=15)
+        reasons = [db.wait_for("rejected a record from", timeout=10) for _ in range(4)]
+    finally:
+        hostile.stdin.close()
+        hostile.wait(timeout=10)
+    joined = "\n".join(reasons)
+    assert "the signature does not verify" in joined
+    assert "over the 65536-byte limit" in joined
+    assert "s in the future" in joined
+    assert "not a record" in joined or "DAG-CBOR" in joined or "missing top-level" in joined
+    for raw in (forged, oversized, future):
+        cid = cid_str(make_cid(DAG_CBOR, raw))
+        assert not has_record(b.home, cid) and not has_record(c.home, cid)
+    assert dc.said("rejected") == []  # B forwarded none of it
+    assert record_count(c.home) == record_count(b.home) == record_count(a.home) == 3
+
+
+def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path, daemons):
+    """A and C hold the same 24 MiB design; A's uplink is capped at 4 MiB/s (config
+    limits.upload_bytes_per_second). B asks A, then C. Once B has committed a first batch, A is
+    killed (SIGKILL); B goes on with C, which sends only what B still lacks."""
+    import signal
+    import sqlite3
+    import subprocess
+
+    from .conftest import FABNODE, _env, write_random_file
+
+    a, b, c = make_labs(tmp_path, 3)
+    tree = tmp_path / "design"
+    write_random_file(tree / "frame.step", 20 << 20, seed=5)
+    write_random_file(tree / "notes.md", 4 << 20, seed=6)
+    with open(a.home / "config.toml", "a") as f:
+        f.write("[limits]\nupload_bytes_per_second = 4194304\n")
+    bundle = a.out("add", str(tree))
+    assert c.out("add", str(tree)) == bundle
+    da, dc = start(daemons, a), start(daemons, c)
+    out = tmp_path / "copy"
+    get = subprocess.Popen([str(FABNODE), "get", bundle, "--peer", da.addr, "--peer", dc.addr, "-o", str(out)],
+                           env=_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def blocks_on_b() -> int:
+        try:
+            conn = sqlite3.connect(f"file:{b.home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+            try:
+                return conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            return 0
+
+    try:
+        wait_until(lambda: blocks_on_b() >= 8, timeout=20, what="B to commit its first batch from A")
+        da.proc.send_signal(signal.SIGKILL)
+        da.proc.wait(timeout=10)
+        stdout, stderr = get.communicate(timeout=60)
+    finally:
+        if get.poll() is None:
+            get.kill()
+    assert get.returncode == 0, stderr.decode()
+    assert stdout.decode().strip() == str(out)
+    for name in ["frame.step", "notes.md"]:
+        assert (out / name).read_bytes() == (tree / name).read_bytes()
+    attempts = [line.strip() for line in stderr.decode().splitlines() if line.startswith("  ")]
+    assert len(attempts) == 2 and attempts[0].startswith(da.peer_id[:16]) and "missing" in attempts[0]
+    assert attempts[1].startswith(dc.peer_id[:16])
+    served = int(dc.wait_for(f"served {bundle}").rsplit(": ", 1)[1].split()[0])
+    assert 0 < served <= (16 << 20) + (64 << 10)  # C did not resend the 8 MiB A had delivered
