@@ -425,11 +425,15 @@ class Daemon:
                 self._provided.clear()
                 last_round = trio.current_time()
             if self._connected:
+                added = 0
                 for pin in self.store.pins():
                     if pin.cid not in self._provided:
                         with trio.move_on_after(10):
                             if await self.dht.provide(cid_str(pin.cid)):
                                 self._provided.add(pin.cid)
+                                added += 1
+                if added:
+                    self.log(f"announced {added} bundle(s) as provider in the DHT")
             await trio.sleep(2)
 
     async def _find_providers(self, root: bytes) -> list:

@@ -277,3 +277,20 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     assert attempts[1].startswith(dc.peer_id[:16])
     served = int(dc.wait_for(f"served {bundle}").rsplit(": ", 1)[1].split()[0])
     assert 0 < served <= (16 << 20) + (64 << 10)  # C did not resend the 8 MiB A had delivered
+
+
+def test_get_finds_a_provider_beyond_the_connected_peers_through_the_dht(tmp_path, daemons):
+    """C holds a design and announces it in the DHT while connected to B only. Then A joins,
+    knowing only B. B does not have the design, so A's daemon looks the bundle up in the
+    Kademlia DHT, finds C's provider record, dials C and fetches from it."""
+    a, b, c = make_labs(tmp_path, 3)
+    bundle = c.out("add", str(EXAMPLE))
+    db, dc = connect_line(daemons, [b, c])
+    dc.wait_for("announced 1 bundle(s) as provider in the DHT")
+    da = start(daemons, a, "--bootstrap", db.addr)
+    da.wait_for(f"peer connected: {db.peer_id}")
+    out = tmp_path / "pump"
+    assert a.out("get", bundle, "-o", str(out)) == str(out)
+    assert (out / "okh.toml").read_bytes() == (EXAMPLE / "okh.toml").read_bytes()
+    assert da.wait_for(f"fetching {bundle}: asking 1 provider(s) found in the DHT")
+    assert da.wait_for(f"fetch finished: {bundle}").endswith(f"from {dc.peer_id[:16]}…")
