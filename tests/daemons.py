@@ -21,9 +21,14 @@ from .conftest import FABNODE, Cli, _env
 class Daemon:
     """A daemon process; waits (with a deadline) for its listening line."""
 
-    def __init__(self, cli: Cli, *args: str, listen: str = "/ip4/127.0.0.1/tcp/0") -> None:
+    def __init__(self, cli: Cli, *args: str, listen: str = "/ip4/127.0.0.1/tcp/0", mdns: bool = False,
+                 prefix: tuple[str, ...] = ()) -> None:
+        """``mdns`` only inside a network namespace of the test's own (``prefix`` enters it):
+        tests never send anything beyond this machine's loopback."""
+        assert prefix or not mdns, "mDNS multicasts: only inside a private network namespace"
         self.cli = cli
-        self.proc = subprocess.Popen([str(FABNODE), "run", "--listen", listen, "--no-mdns", *args],
+        flags = [] if mdns else ["--no-mdns"]
+        self.proc = subprocess.Popen([*prefix, str(FABNODE), "run", "--listen", listen, *flags, *args],
                                      env=_env(cli.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[str] = []
         self._pending = b""

@@ -294,3 +294,52 @@ def test_get_finds_a_provider_beyond_the_connected_peers_through_the_dht(tmp_pat
     assert (out / "okh.toml").read_bytes() == (EXAMPLE / "okh.toml").read_bytes()
     assert da.wait_for(f"fetching {bundle}: asking 1 provider(s) found in the DHT")
     assert da.wait_for(f"fetch finished: {bundle}").endswith(f"from {dc.peer_id[:16]}…")
+
+
+@pytest.fixture
+def private_lan():
+    """A network namespace of our own with only a loopback that carries multicast: mDNS can be
+    tested for real without a packet leaving this process tree. Yields the nsenter prefix."""
+    import shutil
+    import subprocess
+
+    if not (shutil.which("unshare") and shutil.which("nsenter") and shutil.which("ip")):
+        pytest.skip("needs unshare, nsenter and ip (util-linux, iproute2)")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "600"], stderr=subprocess.PIPE)
+    try:
+        prefix = ("nsenter", "-t", str(holder.pid), "-n")
+
+        def in_ns(*cmd):
+            return subprocess.run([*prefix, *cmd], capture_output=True, timeout=10)
+
+        own_ns = subprocess.run(["readlink", "/proc/self/ns/net"], capture_output=True).stdout
+
+        def entered() -> bool:  # unshare may not have switched yet when nsenter first runs
+            return holder.poll() is not None or in_ns("readlink", "/proc/self/ns/net").stdout not in (b"", own_ns)
+
+        wait_until(entered, timeout=10, what="the private namespace")
+        if holder.poll() is not None:
+            pytest.skip(f"cannot create a network namespace here: {holder.stderr.read().decode().strip()}")
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", "lo", "multicast", "on"],
+                    ["ip", "route", "add", "224.0.0.0/4", "dev", "lo"]):
+            result = in_ns(*cmd)
+            assert result.returncode == 0, result.stderr.decode()
+        yield prefix
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_nodes_on_the_same_lan_find_each_other_by_mdns(tmp_path, daemons, private_lan):
+    """No bootstrap address at all: two nodes on one (private) LAN find each other by mDNS,
+    connect, and a record published on one reaches the other. Stopping stays under 2 s."""
+    a, b = make_labs(tmp_path, 2)
+    da = start(daemons, a, mdns=True, prefix=private_lan)
+    db = start(daemons, b, mdns=True, prefix=private_lan)
+    da.wait_for(f"peer found on the LAN: {db.peer_id}", timeout=20)
+    da.wait_for(f"peer connected: {db.peer_id}", timeout=10)
+    db.wait_for(f"peer connected: {da.peer_id}", timeout=10)
+    version = a.json("publish", str(EXAMPLE), "-m", "found by mDNS")["version"]
+    db.wait_for(f"record received: version {version}", timeout=10)
+    assert {p["peer_id"]: p["source"] for p in b.json("peers")}.get(da.peer_id) in ("mdns", "inbound")
+    assert da.stop() < 2.0 and db.stop() < 2.0
