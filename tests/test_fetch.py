@@ -81,3 +81,52 @@ def test_a_session_refuses_a_forged_block():
     complete = FetchSession(FetchRequest(want), set())
     assert [b.data for b in complete.receive(encode_header([want]) + encode_section(want, b"wanted"))] == [b"wanted"]
     assert complete.receive(b"") == [] and complete.missing() == set()
+
+
+async def test_a_peer_gets_at_most_its_share_of_fetch_streams(tmp_path):
+    """limits.fetch_streams_per_peer = 2: a third concurrent request from the same peer is
+    refused at once, while the first two go on being served."""
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from node.host import quiet_library_logs, running_host
+    from protocol.cid import parse_cid
+    from protocol.fetch import PROTOCOL, encode_request
+
+    from .conftest import write_random_file
+
+    a = Cli(tmp_path / "a")
+    a.run("init")
+    write_random_file(tmp_path / "big.bin", 6 << 20, seed=3)
+    with open(a.home / "config.toml", "a") as f:
+        f.write("[limits]\nfetch_streams_per_peer = 2\nupload_bytes_per_second = 1048576\n")
+    root = parse_cid(a.out("add", str(tmp_path / "big.bin")))
+    daemon = Daemon(a)
+    quiet_library_logs()
+    try:
+        info = info_from_p2p_addr(Multiaddr(daemon.addr))
+        async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+            with trio.fail_after(20):
+                await host.connect(info)
+                streams = []
+                for _ in range(3):
+                    stream = await host.new_stream(info.peer_id, [PROTOCOL])
+                    await stream.write(encode_request(FetchRequest(root)))
+                    streams.append(stream)
+
+                async def first_bytes(stream) -> bytes:
+                    try:
+                        return await stream.read(1 << 16)
+                    except Exception:
+                        return b""
+
+                got = [await first_bytes(s) for s in streams]
+            assert got[0] and got[1], "the first two streams are served"
+            assert got[2] == b"", "the third is refused before any byte"
+            for s in streams:
+                await s.reset()
+    finally:
+        daemon.stop()
+    assert daemon.said("refused: too many streams at once")

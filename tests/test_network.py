@@ -343,3 +343,31 @@ def test_nodes_on_the_same_lan_find_each_other_by_mdns(tmp_path, daemons, privat
     db.wait_for(f"record received: version {version}", timeout=10)
     assert {p["peer_id"]: p["source"] for p in b.json("peers")}.get(da.peer_id) in ("mdns", "inbound")
     assert da.stop() < 2.0 and db.stop() < 2.0
+
+
+def test_status_shows_what_is_being_fetched_and_served(tmp_path, daemons):
+    import subprocess
+
+    from .conftest import FABNODE, _env, write_random_file
+
+    a, b = make_labs(tmp_path, 2)
+    tree = tmp_path / "design"
+    write_random_file(tree / "frame.step", 12 << 20, seed=9)
+    with open(a.home / "config.toml", "a") as f:
+        f.write("[limits]\nupload_bytes_per_second = 2097152\n")
+    bundle = a.out("add", str(tree))
+    da, db = connect_line(daemons, [a, b])
+    get = subprocess.Popen([str(FABNODE), "get", bundle, "-o", str(tmp_path / "copy")], env=_env(b.home),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        fetching = wait_until(lambda: [t for t in b.json("status")["fetching"] if t["blocks"] > 0], timeout=20,
+                              what="B's status to show the transfer")
+        assert fetching[0]["root"] == bundle and fetching[0]["from"] == da.peer_id
+        serving = a.json("status")["serving"]
+        assert serving and serving[0]["root"] == bundle and serving[0]["peer"] == db.peer_id
+        assert f"fetching  {bundle} from {da.peer_id[:16]}…" in b.out("status")
+        assert get.wait(timeout=60) == 0
+    finally:
+        if get.poll() is None:
+            get.kill()
+    assert b.json("status")["fetching"] == [] and a.json("status")["serving"] == []

@@ -110,3 +110,25 @@ def test_roundtrip_any_blocks(blobs):
     for data in blobs:
         assert store.get(make_cid(RAW, data)) == data
     assert store.count()[0] == len(set(blobs))
+
+
+def test_peers_are_remembered_with_exponential_backoff(tmp_path):
+    from storage import PeerStore
+    from storage.peers import MAX_BACKOFF_MS, backoff_ms
+
+    assert [backoff_ms(n) for n in range(1, 6)] == [1000, 2000, 4000, 8000, 16000]
+    assert backoff_ms(40) == MAX_BACKOFF_MS == 300_000
+    db = open_db(tmp_path / "fabnode.db")
+    peers = PeerStore(db.conn)
+    assert peers.remember("12D3KooWA", ["/ip4/127.0.0.1/tcp/4001"], "mdns", now_ms=1000)
+    assert not peers.remember("12D3KooWA", ["/ip4/127.0.0.1/tcp/4001"], "bootstrap", now_ms=2000)
+    assert peers.get("12D3KooWA").source == "bootstrap"  # a bootstrap entry is never demoted
+    assert peers.dial_failed("12D3KooWA", now_ms=10_000) == 1000
+    assert peers.dial_failed("12D3KooWA", now_ms=11_000) == 2000
+    assert peers.due(12_000) == [] and [p.peer_id for p in peers.due(13_000)] == ["12D3KooWA"]
+    # a new address makes it worth trying at once; a success resets the count
+    peers.remember("12D3KooWA", ["/ip4/127.0.0.1/tcp/4002"], "inbound", now_ms=12_000)
+    assert [p.peer_id for p in peers.due(12_000)] == ["12D3KooWA"]
+    peers.connected("12D3KooWA", now_ms=12_500)
+    row = open_db(tmp_path / "fabnode.db").conn.execute("SELECT failures, last_connected_ms FROM peers").fetchone()
+    assert row == (0, 12_500)  # on disk, for the next start
