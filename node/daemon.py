@@ -29,6 +29,7 @@ lookups, batches of at most 8 MiB), and WAL lets the CLI read and write meanwhil
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -52,6 +53,7 @@ DIAL_TIMEOUT = 5
 STORE_BATCH = 200
 MDNS_SERVICE = "_p2p-fabnode._udp.local."
 PROVIDE_INTERVAL_S = 600
+REJECTIONS_LOGGED = 20
 
 
 @dataclass
@@ -127,6 +129,7 @@ class Daemon:
         self._fabnode_peers: set[str] = set()
         self._to_store_send, self._to_store = trio.open_memory_channel(10_000)
         self._provided: set[bytes] = set()
+        self._rejections: dict[str, tuple[float, int]] = {}
         self.host = self.pubsub = self.gossipsub = self.dht = None
 
     @staticmethod
@@ -163,19 +166,17 @@ class Daemon:
                     subscription = await self.pubsub.subscribe(TOPIC)
                     async with trio.open_nursery() as nursery:
                         control_port = await nursery.start(self._serve_control)
-                        nursery.start_soon(self._receive_gossip, subscription)
-                        nursery.start_soon(self._store_received)
-                        nursery.start_soon(self._announce_outbox)
-                        nursery.start_soon(self._watch_connections)
-                        nursery.start_soon(self._dial_peers)
-                        nursery.start_soon(self._provide_bundles)
+                        for task in (functools.partial(self._receive_gossip, subscription), self._store_received,
+                                     self._announce_outbox, self._watch_connections, self._dial_peers,
+                                     self._provide_bundles):
+                            nursery.start_soon(self._keep_running, task)
                         self._remember_bootstrap()
                         addrs = self._addresses()
                         self._write_state(addrs, control_port)
                         for addr in addrs:
                             self.log(f"listening on {addr}")
                         if self.options.mdns:
-                            nursery.start_soon(self._mdns)
+                            nursery.start_soon(self._mdns_or_explain)
                         if self.options.http != "off":
                             self.log(f"web interface: not in this version (http = {self.options.http} ignored)")
                         async for sig in signals:
@@ -183,6 +184,24 @@ class Daemon:
                             break
                         nursery.cancel_scope.cancel()
         (self.home.path / "daemon.json").unlink(missing_ok=True)
+
+    async def _keep_running(self, task) -> None:
+        """Run a daemon task for good: a bug or a surprise from the library in one task is
+        logged in one line and the task restarted, instead of taking the whole node down."""
+        name = getattr(task, "__name__", None) or getattr(getattr(task, "func", None), "__name__", "task")
+        while True:
+            try:
+                await task()
+                return
+            except Exception as exc:
+                self.log(f"internal error in {name.strip('_')}: {type(exc).__name__}: {exc}; restarting it")
+                await trio.sleep(1)
+
+    async def _mdns_or_explain(self) -> None:
+        try:
+            await self._mdns()
+        except Exception as exc:  # no multicast on this network, a firewall, …
+            self.log(f"mDNS is not available here ({type(exc).__name__}: {exc}); use bootstrap peers")
 
     def _addresses(self) -> list[str]:
         out = []
@@ -206,13 +225,28 @@ class Daemon:
             verify_record(bytes(msg.data), now_ms())
         except RecordRejected as exc:
             if forwarder != self.host.get_id():
-                reason = str(exc).removeprefix("record rejected: ")
-                self.log(f"rejected a record from {_short(forwarder)}: {reason}")
+                self._log_rejection(forwarder, str(exc).removeprefix("record rejected: "))
             return False
         except Exception as exc:  # anything a malformed block trips
-            self.log(f"rejected a record from {_short(forwarder)}: not a record ({type(exc).__name__})")
+            self._log_rejection(forwarder, f"not a record ({type(exc).__name__})")
             return False
         return True
+
+    def _log_rejection(self, forwarder, reason: str) -> None:
+        """One line per rejected record, but at most REJECTIONS_LOGGED per peer per minute: a
+        hostile peer must not be able to flood the operator's log."""
+        key = str(forwarder)
+        window, count = self._rejections.get(key, (trio.current_time(), 0))
+        if trio.current_time() - window > 60:
+            if count > REJECTIONS_LOGGED:
+                self.log(f"… {count - REJECTIONS_LOGGED} more records from {_short(key)} were rejected in that minute")
+            window, count = trio.current_time(), 0
+        count += 1
+        self._rejections[key] = (window, count)
+        if count <= REJECTIONS_LOGGED:
+            self.log(f"rejected a record from {_short(forwarder)}: {reason}")
+        elif count == REJECTIONS_LOGGED + 1:
+            self.log(f"rejected more records from {_short(forwarder)}; not logging the rest for a minute")
 
     async def _receive_gossip(self, subscription) -> None:
         """Drain the library's 32-slot delivery queue at once, into our own larger one."""
@@ -351,10 +385,10 @@ class Daemon:
         from multiaddr import Multiaddr
 
         try:
-            peer_id = ID.from_base58(row.peer_id)
-            info = PeerInfo(peer_id, [Multiaddr(a) for a in row.addrs])
-            self.host.get_network().unblock_peer(peer_id)  # pitfall 4: the 60 s negative cache
             try:
+                peer_id = ID.from_base58(row.peer_id)
+                info = PeerInfo(peer_id, [Multiaddr(a) for a in row.addrs])
+                self.host.get_network().unblock_peer(peer_id)  # pitfall 4: the 60 s negative cache
                 with trio.fail_after(DIAL_TIMEOUT):
                     await self.host.connect(info)
             except Exception as exc:
@@ -429,7 +463,11 @@ class Daemon:
                 for pin in self.store.pins():
                     if pin.cid not in self._provided:
                         with trio.move_on_after(10):
-                            if await self.dht.provide(cid_str(pin.cid)):
+                            try:
+                                ok = await self.dht.provide(cid_str(pin.cid))
+                            except Exception:
+                                ok = False  # retried on the next round
+                            if ok:
                                 self._provided.add(pin.cid)
                                 added += 1
                 if added:
@@ -511,6 +549,9 @@ class Daemon:
                 reply = {"ok": False, "error": str(exc)}
             except (ValueError, AttributeError):
                 reply = {"ok": False, "error": "malformed control request"}
+            except Exception as exc:
+                self.log(f"internal error answering a local command: {type(exc).__name__}: {exc}")
+                reply = {"ok": False, "error": f"the daemon failed: {type(exc).__name__}: {exc}"}
             try:
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
             except trio.BrokenResourceError:

@@ -174,8 +174,8 @@ def _signing_key(seed: int):
 
 def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arrive(tmp_path, daemons):
     """Line A — B — C, and a hostile peer H connected to B only. H sends a forged record (signed by
-    the wrong key), an oversized one, one dated an hour ahead, bytes that are not a record, and
-    repeats; meanwhile A publishes honest records. B rejects each bad one with a reason and
+    the wrong key), an oversized one, one dated an hour ahead, bytes that are not a record,
+    repeats them, then floods 25 more; meanwhile A publishes honest records. B rejects each bad one with a reason and
     stores none; C never even sees them (B did not forward them); A's records reach C."""
     import subprocess
     import sys
@@ -202,13 +202,14 @@ def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arriv
     garbage = b"\xa1\x63not a record"
     bad = [forged, oversized, future, garbage]
     messages = tmp_path / "hostile.msgpack"
-    messages.write_bytes(msgpack.packb(bad * 3))
+    flood = [b"\xa1garbage %d" % i for i in range(25)]  # distinct, so each is validated
+    messages.write_bytes(msgpack.packb(bad * 3 + flood))
     hostile = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hostile_peer.py"), db.addr, str(messages)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         honest = [a.out("vouch", _signing_key(10 + i)[1], "-m", f"honest {i}") for i in range(3)]
         line = hostile.stdout.readline().decode()
-        assert line.startswith("published 12"), (line, hostile.stderr.read().decode() if hostile.poll() else "")
+        assert line.startswith("published 37"), (line, hostile.stderr.read().decode() if hostile.poll() else "")
         for cid in honest:
             dc.wait_for(f"record received: vouch {cid}", timeout=15)
         reasons = [db.wait_for("rejected a record from", timeout=10) for _ in range(4)]
@@ -224,6 +225,9 @@ def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arriv
         cid = cid_str(make_cid(DAG_CBOR, raw))
         assert not has_record(b.home, cid) and not has_record(c.home, cid)
     assert dc.said("rejected") == []  # B forwarded none of it
+    # the flood is logged up to 20 lines a minute per peer, then one line says the rest is not
+    db.wait_for("not logging the rest for a minute", timeout=10)
+    assert len(db.said("rejected a record from")) == 20
     assert record_count(c.home) == record_count(b.home) == record_count(a.home) == 3
 
 
