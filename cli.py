@@ -620,9 +620,9 @@ def reputation(ctx, target, as_json):
 
 
 def _held_completely(store, root: bytes, segments: list[str]) -> bool:
-    from node.fetch import held_completely
+    from node.fetch import missing_here
 
-    return held_completely(store, root, segments)
+    return missing_here(store, root, segments) is None
 
 
 # ------------------------------------------------------------------ the daemon

@@ -53,6 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 LOOPBACK = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOGS = WORK / "network-logs"
+"""Each daemon's log lines, kept after the run (one file per home) to look for anything odd."""
 STARTED: list[subprocess.Popen] = []
 """Every long-running process this script started (daemons, rsyncd): stopped by cleanup()."""
 
@@ -182,6 +184,12 @@ class Daemon:
 
     def stop(self) -> None:
         stop(self.proc)
+        time.sleep(0.1)  # the reader thread takes the last lines ("stopping …")
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with self._cond, open(LOGS / f"{self.home.name}.log", "a") as f:
+            f.write(f"--- {self.home.name} pid {self.pid}, exit {self.proc.returncode}\n")
+            f.writelines(f"{line}\n" for _, line in self.lines)
+            f.writelines(f"stderr: {line}\n" for line in self.errors)
 
 
 def wait_until(check, timeout: float, what: str):
@@ -235,6 +243,79 @@ def timed_get(args: list[str], env: dict) -> dict:
 
 # ------------------------------------------------------------------ 1. fetch
 
+RAW_PROTOCOL = "/fabnode-bench/raw/1"
+
+
+def libp2p_serve(nbytes: int) -> None:
+    """Transport-only anchor, server side: a host configured as fabnode's (node/host.py: TCP,
+    Noise, Yamux) that answers each stream with ``nbytes`` random bytes in 1 MiB writes."""
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    from node.host import dial_address, quiet_library_logs, running_host
+
+    async def main() -> None:
+        quiet_library_logs()
+        async with running_host(create_new_key_pair(), [f"/ip4/{LOOPBACK}/tcp/0"]) as host:
+            payload = os.urandom(MiB)
+
+            async def handle(stream) -> None:
+                sent = 0
+                while sent < nbytes:
+                    n = min(MiB, nbytes - sent)
+                    await stream.write(payload[:n])
+                    sent += n
+                await stream.close()
+
+            host.set_stream_handler(RAW_PROTOCOL, handle)
+            print(dial_address(host), flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+
+    trio.run(main)
+
+
+def libp2p_fetch(addr: str) -> None:
+    """Transport-only anchor, asking side: dial, open one stream, read it to the end, discard."""
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.network.stream.exceptions import StreamEOF
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from node.host import quiet_library_logs, running_host
+
+    async def main() -> None:
+        quiet_library_logs()
+        async with running_host(create_new_key_pair(), [f"/ip4/{LOOPBACK}/tcp/0"]) as host:
+            info = info_from_p2p_addr(Multiaddr(addr))
+            await host.connect(info)
+            start = time.perf_counter()
+            stream = await host.new_stream(info.peer_id, [RAW_PROTOCOL])
+            got = 0
+            while True:
+                try:
+                    data = await stream.read(MiB)
+                except StreamEOF:
+                    break
+                if not data:
+                    break
+                got += len(data)
+            print(json.dumps({"bytes": got, "transfer": time.perf_counter() - start}), flush=True)
+
+    trio.run(main)
+
+
+def start_libp2p_server(nbytes: int) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--libp2p-serve", str(nbytes)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    STARTED.append(proc)
+    line = proc.stdout.readline().decode().strip()
+    if "/p2p/" not in line:
+        raise RuntimeError(f"the libp2p anchor server did not start: {line!r}")
+    return proc, line
+
 
 def start_rsyncd(tree: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
@@ -266,18 +347,30 @@ def bench_fetch(tree: Path, nbytes: int, runs: int, base: Path) -> dict:
     bundle = published["bundle"]
     tmp = Path(tempfile.mkdtemp(prefix="rsyncd-", dir=base))
     rsyncd, url = start_rsyncd(tree, tmp)
+    raw_server, raw_addr = start_libp2p_server(nbytes)
     da = Daemon(lab_a)
-    rows: dict[str, list[dict]] = {"rsync": [], "fabnode get (via daemon)": [], "fabnode get --peer": []}
-    extra = {"connect": [], "daemon_fetch": [], "b_hwm": [], "b_cpu": []}
+    rows: dict[str, list[dict]] = {"rsync": [], "libp2p stream only": [], "fabnode get (via daemon)": [],
+                                   "fabnode get --peer": []}
+    extra = {"connect": [], "daemon_fetch": [], "b_hwm": [], "b_rss": [], "b_cpu": [], "raw_transfer": []}
     out = base / "out"
     try:
         for r in range(runs):
             # rsync (the anchor): a fresh destination each run
             shutil.rmtree(out, ignore_errors=True)
+            os.sync()  # start each timed step with no dirty pages left by the one before
             t, rss, _ = run(["rsync", "-a", url, f"{out}/"])
             assert r or same_tree(tree, out), "rsync output differs from the input"
             rows["rsync"].append({"total": t, "fetched": t, "rss": rss})
             shutil.rmtree(out)
+
+            # the transport alone, as fabnode configures it (no store, no CAR, nothing written)
+            os.sync()
+            t, rss, said = run([sys.executable, __file__, "--libp2p-fetch", raw_addr], stdout=subprocess.PIPE)
+            raw = json.loads(said)
+            if raw["bytes"] != nbytes:
+                raise RuntimeError(f"the libp2p anchor received {raw['bytes']} of {nbytes} bytes")
+            rows["libp2p stream only"].append({"total": t, "fetched": t, "rss": rss})
+            extra["raw_transfer"].append(raw["transfer"])
 
             # through lab B's daemon, bootstrapped to A; B's home is fresh so it holds nothing
             lab_b = base / "lab-b"
@@ -288,6 +381,7 @@ def bench_fetch(tree: Path, nbytes: int, runs: int, base: Path) -> dict:
                 extra["connect"].append(connected_at - db.started)
                 da.wait_for(f"peer connected: {db.peer_id}")
                 cpu0 = proc_cpu_seconds(db.pid)
+                os.sync()
                 start = time.monotonic()
                 got = timed_get([bundle, "-o", str(out)], env_for(lab_b))
                 if got["out"] != str(out):
@@ -295,7 +389,9 @@ def bench_fetch(tree: Path, nbytes: int, runs: int, base: Path) -> dict:
                 finished_at, _ = db.wait_for(f"fetch finished: {bundle}")
                 extra["daemon_fetch"].append(finished_at - start)
                 extra["b_cpu"].append(proc_cpu_seconds(db.pid) - cpu0)
-                extra["b_hwm"].append(proc_memory(db.pid)["VmHWM"])
+                memory = proc_memory(db.pid)
+                extra["b_hwm"].append(memory["VmHWM"])
+                extra["b_rss"].append(memory["VmRSS"])
             finally:
                 db.stop()
             if not same_tree(tree, out):
@@ -307,6 +403,7 @@ def bench_fetch(tree: Path, nbytes: int, runs: int, base: Path) -> dict:
             # no daemon on the asking side: its own short-lived host dials A
             lab_c = base / "lab-c"
             init_home(lab_c, "Lab C")
+            os.sync()
             got = timed_get([bundle, "--peer", da.addr, "-o", str(out)], env_for(lab_c))
             if not same_tree(tree, out):
                 raise RuntimeError("fabnode get --peer output differs from the input")
@@ -320,6 +417,7 @@ def bench_fetch(tree: Path, nbytes: int, runs: int, base: Path) -> dict:
     finally:
         da.stop()
         stop(rsyncd)
+        stop(raw_server)
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": rows, "extra": extra, "bytes": nbytes, "files": len(files_under(tree)), "bundle": bundle,
             "a_memory": a_memory, "served": served, "lab_a": lab_a, "a_peer": da.peer_id}
@@ -336,7 +434,7 @@ def report_fetch(res: dict) -> list[str]:
     for tool, values in rows.items():
         t = median(v["total"] for v in values)
         f = median(v["fetched"] for v in values)
-        fetch_cell, write_cell = ("", "") if tool == "rsync" else (f"{f:.2f}", f"{t - f:.2f}")
+        fetch_cell, write_cell = ("", "") if not tool.startswith("fabnode") else (f"{f:.2f}", f"{t - f:.2f}")
         out.append(f"| {tool} | {t:.2f} | {mb / t:.0f} | {fetch_cell} | {write_cell} | "
                    f"{max(v['rss'] for v in values) / 1e6:.0f} | {t / anchor:.2f} |")
     out.append("")
@@ -347,9 +445,13 @@ def report_fetch(res: dict) -> list[str]:
                f"(goal <= 2x: {'met' if via <= 2 * anchor else 'NOT met'}); rsync {mb / anchor:.0f} MB/s")
     out.append(f"- fetch with --peer (no daemon): {mb / peer:.0f} MB/s, {peer / anchor:.2f}x rsync's time "
                f"(goal <= 2x: {'met' if peer <= 2 * anchor else 'NOT met'})")
+    raw = median(v["total"] for v in rows["libp2p stream only"])
+    out.append(f"- the transport alone (py-libp2p as fabnode configures it: TCP, Noise, Yamux; one stream, "
+               f"nothing stored): {raw / anchor:.2f}x rsync's time; the transfer itself (stream open to end) "
+               f"median {median(ex['raw_transfer']):.2f} s = {mb / median(ex['raw_transfer']):.0f} MB/s")
     out.append(f"- inside the via-daemon runs: the daemon's fetch (control request to its 'fetch finished' line) "
                f"median {median(ex['daemon_fetch']):.2f} s, using {median(ex['b_cpu']):.1f} s of CPU; the asking "
-               f"daemon's peak RSS {max(ex['b_hwm']) / 1e6:.0f} MB; its start until connected to A median "
+               f"daemon's peak RSS (VmHWM) {max(ex['b_hwm']) / 1e6:.0f} MB, {median(ex['b_rss']) / 1e6:.0f} MB right after; its start until connected to A median "
                f"{median(ex['connect']):.2f} s (not in the timings)")
     out.append(f"- lab A's daemon after serving {res['served']} fetches: VmRSS {res['a_memory']['VmRSS'] / 1e6:.0f} MB, "
                f"VmHWM {res['a_memory']['VmHWM'] / 1e6:.0f} MB")
@@ -560,7 +662,13 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--only", choices=["fetch", "announce", "idle"], action="append",
                         help="run only these parts (repeat; idle needs fetch's lab A)")
+    parser.add_argument("--libp2p-serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--libp2p-fetch", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.libp2p_serve is not None:
+        return libp2p_serve(args.libp2p_serve)
+    if args.libp2p_fetch is not None:
+        return libp2p_fetch(args.libp2p_fetch)
     parts = set(args.only or ["fetch", "announce", "idle"])
     if "idle" in parts:
         parts.add("fetch")
@@ -579,6 +687,7 @@ def main() -> None:
         (inputs / "complete").touch()
     base = WORK / "network"
     shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(LOGS, ignore_errors=True)
     base.mkdir()
     began = time.monotonic()
     out = [f"Machine: {machine()}", ""]

@@ -511,7 +511,7 @@ class Daemon:
                 providers = [p for p in await self._find_providers(root)
                              if str(p.peer_id) not in {str(c.peer_id) for c in candidates}]
                 if not providers:
-                    raise first
+                    raise FabnodeError(f"{first}; the DHT knows no other provider") from None
                 self.log(f"fetching {cid_str(root)}: asking {len(providers)} provider(s) found in the DHT")
                 result = await fetch_from_peers(self.host, self.store, root, path, providers, self.log, progress)
             pin_fetched(self.store, result["root"])

@@ -270,8 +270,10 @@ async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str]
         fetched = len(_held_part(store, root)) - held_before if not path else result["fetched"]
         return {"root": result["root"], "fetched": fetched, "held": held_before if not path else result["held"],
                 "from": result["from"], "attempts": attempts}
-    tried = "; ".join(attempts) or "no peers to ask"
-    raise FabnodeError(f"could not fetch {cid_str(root)}: {tried}; what arrived is kept, run again to resume")
+    tried = "; ".join(attempts) or "no peer to ask"
+    progressed = not path and len(_held_part(store, root)) > held_before
+    hint = "; what arrived is kept, run again to resume" if progressed else ""
+    raise FabnodeError(f"could not fetch {cid_str(root)}: {tried}{hint}")
 
 
 async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], peer_addrs: list[str]) -> dict:
@@ -311,7 +313,8 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
 
         reply = ask_daemon(home.path, "fetch", timeout=None, cid=cid_path)
         if reply is None:
-            raise FabnodeError(f"{cid_path} is not held here, and no daemon is running to find it on the network: "
+            what = missing_here(store, root, path) or "is not held here"
+            raise FabnodeError(f"{cid_path} {what}, and no daemon is running to fetch it: "
                                "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
         return reply
     try:
@@ -333,14 +336,20 @@ def _first_fabnode_error(exc: BaseException) -> FabnodeError | None:
     return None
 
 
-def held_completely(store: BlockStore, root: bytes, path: list[str]) -> bool:
-    """Whether every block of the DAG at root/path is here (no need to ask the network)."""
+def missing_here(store: BlockStore, root: bytes, path: list[str]) -> str | None:
+    """None if every block of the DAG at root/path is here; else what is missing, in words."""
     from protocol.errors import MissingBlock
 
     try:
         resolved = resolve(store.get, root, list(path))
-    except MissingBlock:
-        return False
+    except MissingBlock as exc:
+        return "is not held here" if not store.has(root) else f"is not completely held here ({exc})"
     except FabnodeError:
-        return True  # a bad path in a DAG we hold: `get` itself says what is wrong
-    return dag_cids(store, resolved)[1]
+        return None  # a bad path in a DAG we hold: `get` itself says what is wrong
+    cids, complete = dag_cids(store, resolved)
+    if complete:
+        return None
+    if not store.has(resolved):
+        return "is not held here"
+    absent = next((c for c in sorted(cids) if not store.has(c)), None)
+    return f"is not completely held here (block {cid_str(absent)} is missing)" if absent else "is not completely held here"

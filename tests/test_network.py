@@ -77,6 +77,10 @@ def test_publish_on_one_node_is_visible_on_the_other_and_get_is_byte_identical(t
         assert (out / name).read_bytes() == (EXAMPLE / name).read_bytes()
     db.wait_for(f"fetch finished: {published['bundle']}")
     assert b.json("fsck")["ok"]
+    nobody = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyka"
+    line = b.fails("get", nobody, "-o", str(tmp_path / "nothing"))
+    assert line.startswith(f"error: could not fetch {nobody}: {da.peer_id[:16]}…: does not have {nobody}")
+    assert line.endswith("the DHT knows no other provider") and not (tmp_path / "nothing").exists()
 
     # status and peers show the connection, from either side
     status = b.json("status")
@@ -90,6 +94,7 @@ def test_publish_on_one_node_is_visible_on_the_other_and_get_is_byte_identical(t
     # SIGTERM: A exits within two seconds and leaves no connection behind (B sees it go)
     assert da.stop() < 2.0 and da.proc.returncode == 0
     db.wait_for(f"peer disconnected: {da.peer_id}", timeout=2)
+    assert da.proc.stderr.read() == b""  # no library noise, no traceback
     assert not (a.home / "daemon.json").exists()
     assert a.json("status")["running"] is False
 
