@@ -88,10 +88,10 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 def cleanup() -> None:
-    for proc in list(STARTED):
+    for proc in STARTED.copy():
         try:
             stop(proc, timeout=5)
-        except Exception:
+        except (OSError, subprocess.TimeoutExpired):
             proc.kill()
 
 
@@ -427,8 +427,8 @@ def report_fetch(res: dict) -> list[str]:
     mb = res["bytes"] / 1e6
     rows = res["rows"]
     anchor = median(r["total"] for r in rows["rsync"])
-    out = [f"Fetch: {res['files']} files, {mb:.0f} MB (bundle {res['bundle']}), {len(rows['rsync'])} runs, all "
-           f"outputs byte-identical to the input", "",
+    out = [(f"Fetch: {res['files']} files, {mb:.0f} MB (bundle {res['bundle']}), {len(rows['rsync'])} runs, all "
+            f"outputs byte-identical to the input"), "",
            "| tool | median s | MB/s | start → fetched s | writing the tree s | peak RSS MB | time / rsync time |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for tool, values in rows.items():
@@ -534,7 +534,7 @@ def bench_announce(kind: str, n: int, records: int, base: Path) -> dict:
             start = time.monotonic()
             start_ms = time.time_ns() // 1_000_000
             proc = subprocess.run([str(FABNODE), "vouch", did, "-m", f"bench {k}"], env=env_for(homes[0]),
-                                  capture_output=True)
+                                  capture_output=True, check=False)
             exited = time.monotonic()
             if proc.returncode != 0:
                 raise RuntimeError(f"fabnode vouch failed: {proc.stderr.decode()}")
@@ -564,8 +564,8 @@ def bench_announce(kind: str, n: int, records: int, base: Path) -> dict:
 
 
 def report_announce(results: list[dict]) -> list[str]:
-    out = ["| mesh | records | command start → all stored: median s | p99 s | `fabnode vouch` run: median s | "
-           "record made → all stored (SQLite received_ms): median s | p99 s | announced → all stored: median s |",
+    out = [("| mesh | records | command start → all stored: median s | p99 s | `fabnode vouch` run: median s | "
+            "record made → all stored (SQLite received_ms): median s | p99 s | announced → all stored: median s |"),
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     names = {r["kind"]: (f"ring of {r['n']} with chords" if r["kind"] == "ring" else f"line of {r['n']}")
              + f" ({r['hops']} hops at most)" for r in results}
@@ -637,16 +637,16 @@ def report_idle(res: dict) -> list[str]:
     return [
         "| daemon | idle s | VmRSS MB | VmHWM MB | CPU % of one core |",
         "|---|---:|---:|---:|---:|",
-        f"| lab A (holds the bundle), {res['connected']} peers connected | {res['seconds']:.0f} | "
-        f"{m['VmRSS'] / 1e6:.0f} | {m['VmHWM'] / 1e6:.0f} | {cpu[0] * 100:.2f} |",
+        (f"| lab A (holds the bundle), {res['connected']} peers connected | {res['seconds']:.0f} | "
+         f"{m['VmRSS'] / 1e6:.0f} | {m['VmHWM'] / 1e6:.0f} | {cpu[0] * 100:.2f} |"),
         f"| its two peers (fresh homes) | {res['seconds']:.0f} | | | {cpu[1] * 100:.2f}, {cpu[2] * 100:.2f} |",
         "",
-        f"- idle daemon with two peers: VmRSS {m['VmRSS'] / 1e6:.0f} MB, VmHWM {m['VmHWM'] / 1e6:.0f} MB (goal < 150 MB: "
+        (f"- idle daemon with two peers: VmRSS {m['VmRSS'] / 1e6:.0f} MB, VmHWM {m['VmHWM'] / 1e6:.0f} MB (goal < 150 MB: "
         f"{'met' if m['VmHWM'] < 150e6 else 'NOT met'}); RSS over the idle period "
         f"{min(res['rss_samples']) / 1e6:.0f}–{max(res['rss_samples']) / 1e6:.0f} MB "
         f"({res['after_start']['VmRSS'] / 1e6:.0f} MB 5 s after the peers connected); CPU "
         f"{cpu[0] * 100:.2f} % of one core ({cpu[0] * res['seconds']:.2f} s over {res['seconds']:.0f} s); "
-        f"{res['log_lines']} log lines in all",
+        f"{res['log_lines']} log lines in all"),
     ]
 
 
@@ -690,6 +690,7 @@ def main() -> None:
     shutil.rmtree(LOGS, ignore_errors=True)
     base.mkdir()
     began = time.monotonic()
+    load_before = os.getloadavg()
     out = [f"Machine: {machine()}", ""]
     try:
         if "fetch" in parts:
@@ -707,7 +708,10 @@ def main() -> None:
     finally:
         cleanup()
     shutil.rmtree(base, ignore_errors=True)
-    out.append(f"(whole benchmark: {time.monotonic() - began:.0f} s)")
+    load = os.getloadavg()
+    out.append(f"(whole benchmark: {time.monotonic() - began:.0f} s; load average (1, 5, 15 min) before "
+               f"{load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, after {load[0]:.2f} {load[1]:.2f} "
+               f"{load[2]:.2f}; daemon logs in {LOGS.relative_to(ROOT)})")
     print("\n".join(out))
 
 
