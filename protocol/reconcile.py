@@ -238,7 +238,7 @@ class Reconciler:
         if n <= self.idlist_threshold:
             ranges = [Range(INFINITY, IDLIST, [short_id(i) for _, i in self.items.items])]
         else:
-            ranges = self._split(0, n, INFINITY, self.initial_branches)
+            ranges = self._split(0, n, INFINITY, max(1, min(self.initial_branches, self.frame_limit // 16)))
         return encode_message(ranges)
 
     def respond(self, message: bytes) -> Outcome:
