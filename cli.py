@@ -695,7 +695,13 @@ def status(ctx: Context, as_json: bool) -> None:
             echo(f"fetching  {t['root']} from {t['from'][:16]}…: {t['blocks']} blocks, {t['bytes']} bytes")
         for t in info["serving"]:
             echo(f"serving   {t['root']} to {t['peer'][:16]}…: {t['sent_bytes']} bytes")
-    echo(f"records   {info['records']} ({info['outbox']} waiting to be announced)")
+        for sync in info["last_syncs"]:
+            if sync.get("error"):
+                echo(f"sync      {sync['peer'][:16]}…: failed: {sync['error']}")
+            else:
+                echo(f"sync      {sync['peer'][:16]}…: sent {sync['sent']}, received {sync['new']} new record(s), "
+                     f"{sync['round_trips']} round trip(s), {sync['bytes_out'] + sync['bytes_in']} bytes")
+    echo(f"records   {info['records']} ({info['outbox']} waiting to be announced), digest {info['records_digest']}")
 
 
 # ------------------------------------------------------------------ sneakernet

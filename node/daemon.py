@@ -37,7 +37,7 @@ import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -67,7 +67,7 @@ class DaemonOptions:
     upload_rate: int = 0
     gossip_rate: int = 100
     max_connections: int = 50
-    extra: dict = field(default_factory=dict)
+    sync_interval: int = 60
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
@@ -83,6 +83,7 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         upload_rate=home.setting("limits.upload_bytes_per_second", 0),
         gossip_rate=max(1, home.setting("limits.gossip_messages_per_second", 100)),
         max_connections=max(1, home.setting("limits.max_connections", 50)),
+        sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
     )
 
 
@@ -112,6 +113,7 @@ class Daemon:
         from storage.records import RecordStore
 
         from .fetch import FetchServer
+        from .sync import ItemCache
 
         self.home = home
         self.options = options
@@ -130,6 +132,10 @@ class Daemon:
         self._to_store_send, self._to_store = trio.open_memory_channel(10_000)
         self._provided: set[bytes] = set()
         self._rejections: dict[str, tuple[float, int]] = {}
+        self.items = ItemCache(self.records)
+        self.last_syncs: dict[str, dict] = {}
+        self._syncing: set[str] = set()
+        self._sync_send, self._sync_requests = trio.open_memory_channel(1000)
         self.host = self.pubsub = self.gossipsub = self.dht = None
 
     @staticmethod
@@ -144,6 +150,8 @@ class Daemon:
         from libp2p.pubsub.pubsub import Pubsub
         from libp2p.tools.anyio_service import background_trio_service
 
+        from protocol.sync import PROTOCOL as SYNC
+
         from .fetch import PROTOCOL as FETCH
         from .host import node_key_pair, quiet_library_logs, running_host
 
@@ -152,6 +160,7 @@ class Daemon:
             async with running_host(node_key_pair(self.home), self.options.listen) as host:
                 self.host = host
                 host.set_stream_handler(FETCH, self.server.handle)
+                host.set_stream_handler(SYNC, self._handle_sync)
                 self.gossipsub = GossipSub(
                     protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID], degree=4, degree_low=2, degree_high=8,
                     heartbeat_interval=1, eclipse_protection_enabled=False, spam_protection_enabled=True,
@@ -168,7 +177,7 @@ class Daemon:
                         control_port = await nursery.start(self._serve_control)
                         for task in (functools.partial(self._receive_gossip, subscription), self._store_received,
                                      self._announce_outbox, self._watch_connections, self._dial_peers,
-                                     self._provide_bundles):
+                                     self._provide_bundles, self._sync_scheduler, self._sync_periodically):
                             nursery.start_soon(self._keep_running, task)
                         self._remember_bootstrap()
                         addrs = self._addresses()
@@ -350,6 +359,8 @@ class Daemon:
                         speaks = False
                     if speaks:
                         self._fabnode_peers.add(key)
+                        if key > str(self.host.get_id()):  # the smaller peer id starts the sync
+                            self._request_sync(key)
                         addrs = [str(a) for a in store.addrs(peer_id) if "/tcp/" in str(a)]
                         with self.store.write_transaction():
                             self.peers.remember(key, addrs, "inbound", now_ms())
@@ -447,6 +458,83 @@ class Daemon:
 
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(stop)
+
+    # -------------------------------------------------------------- sync
+
+    def _request_sync(self, peer: str) -> None:
+        try:
+            self._sync_send.send_nowait(peer)
+        except trio.WouldBlock:
+            pass  # a thousand requests already wait; the periodic sync covers this one
+
+    async def _sync_scheduler(self) -> None:
+        """Run the syncs asked for (on meeting a peer, periodically, after news), one per peer."""
+        async with trio.open_nursery() as nursery:
+            async for peer in self._sync_requests:
+                if peer not in self._syncing and peer in self._connected:
+                    self._syncing.add(peer)
+                    nursery.start_soon(self._sync_with, peer)
+
+    async def _sync_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.options.sync_interval)
+            for peer in sorted(self._fabnode_peers & self._connected.keys()):
+                self._request_sync(peer)
+
+    async def _sync_with(self, peer: str) -> None:
+        from libp2p.peer.id import ID
+        from protocol.sync import PROTOCOL as SYNC
+
+        try:
+            peer_id = ID.from_base58(peer)
+            try:
+                with trio.fail_after(DIAL_TIMEOUT):
+                    stream = await self.host.new_stream(peer_id, [SYNC])
+            except Exception as exc:
+                self.log(f"sync with {_short(peer)} could not start: {type(exc).__name__}")
+                return
+            await self._run_sync(stream, peer, initiator=True)
+        finally:
+            self._syncing.discard(peer)
+
+    async def _handle_sync(self, stream) -> None:
+        peer = str(stream.muxed_conn.peer_id)
+        await self._run_sync(stream, peer, initiator=False)
+
+    async def _run_sync(self, stream, peer: str, *, initiator: bool) -> None:
+        from protocol.reconcile import ReconcileError
+        from protocol.sync import SyncProtocolError
+
+        from .sync import sync_over_stream
+
+        outbox_before = {cid for cid, _ in self.records.outbox(limit=100_000)}
+        try:
+            report = await sync_over_stream(stream, initiator=initiator, peer=peer, items=self.items,
+                                            records=self.records, store=self.store, now_ms=now_ms)
+        except (SyncProtocolError, ReconcileError, RecordRejected) as exc:
+            self.log(f"sync with {_short(peer)} failed: {exc}; disconnecting it")
+            self.last_syncs[peer] = {"peer": peer, "error": str(exc), "started_ms": now_ms()}
+            with trio.move_on_after(2):
+                await stream.reset()
+                await self.host.disconnect(stream.muxed_conn.peer_id)
+            return
+        except Exception as exc:  # the peer went away, a timeout: the next sync resumes
+            self.log(f"sync with {_short(peer)} interrupted ({type(exc).__name__}); the next one resumes")
+            with trio.move_on_after(1):
+                await stream.reset()
+            return
+        with trio.move_on_after(1):
+            await stream.close()
+        self.last_syncs[peer] = report.as_json()
+        if outbox_before:  # the peer now holds everything we had: nothing left to announce to it
+            with self.store.write_transaction():
+                self.records.announced(outbox_before)
+        if report.sent or report.new:
+            self.log(f"synced with {_short(peer)}: sent {report.sent}, received {report.new} new record(s) "
+                     f"in {report.round_trips} round trip(s), {report.bytes_out + report.bytes_in} bytes")
+        if report.new:  # pass the news on to everyone else at once
+            for other in sorted(self._fabnode_peers & self._connected.keys() - {peer}):
+                self._request_sync(other)
 
     # -------------------------------------------------------------- DHT
 
@@ -577,6 +665,7 @@ class Daemon:
             "fetching": [dict(t) for t in self.fetching.values()],
             "serving": [dict(t) for t in self.server.active.values()],
             "mdns": self.options.mdns, "http": self.options.http,
+            "last_syncs": list(self.last_syncs.values()),
         }
 
 

@@ -16,17 +16,30 @@ def _stores(home: Home):
     return RecordStore(store.db.conn), PeerStore(store.db.conn)
 
 
+def records_digest(records) -> str:
+    """SHA-256 over the sorted ids of every record: two nodes holding the same records show the
+    same digest (compare them to see whether two labs are in sync)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for digest in records.record_digests():
+        h.update(digest)
+    return h.hexdigest()[:32]
+
+
 def status(home: Home) -> dict:
     """Identity, whether the daemon runs, its addresses, peers, transfers, and the outbox."""
     records, peers = _stores(home)
     ident = home.identity()
     info = {"name": ident.name, "did": ident.did, "peer_id": ident.peer_id, "running": False,
-            "records": records.count(), "outbox": records.outbox_size(), "known_peers": len(peers.all())}
+            "records": records.count(), "records_digest": records_digest(records),
+            "outbox": records.outbox_size(), "known_peers": len(peers.all())}
     live = ask_daemon(home.path, "status", timeout=5) if read_state(home.path) else None
     if live is not None:
         info.update(running=True, pid=live["pid"], uptime_s=live["uptime_s"], addrs=live["addrs"],
                     connected=len(live["connected"]), peers=live["connected"], mesh_peers=live["mesh_peers"],
-                    fetching=live["fetching"], serving=live["serving"], mdns=live["mdns"], http=live["http"])
+                    fetching=live["fetching"], serving=live["serving"], mdns=live["mdns"], http=live["http"],
+                    last_syncs=live["last_syncs"])
     return info
 
 

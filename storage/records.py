@@ -238,6 +238,14 @@ class RecordStore:
     def vouches(self) -> list[VouchRow]:
         return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
 
+    def sync_items(self) -> list[tuple[int, bytes]]:
+        """(ts, id digest) of every record: what set reconciliation works over."""
+        return [(ts, cid[4:]) for ts, cid in self._conn.execute("SELECT ts, cid FROM records")]
+
+    def change_marker(self) -> tuple[int, int]:
+        """Changes whenever a record is added (count, last rowid): for caching derived sets."""
+        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0) FROM records").fetchone())
+
     def record_digests(self) -> list[bytes]:
         """The sha2-256 digest of every record id, sorted (what a `have` file lists)."""
         return sorted(row[0][4:] for row in self._conn.execute("SELECT cid FROM records"))

@@ -1,0 +1,163 @@
+"""Running ``/fabnode/sync/1.0.0`` over a libp2p stream (the frames: :mod:`protocol.sync`).
+
+One :func:`sync_over_stream` serves both roles. Records received are verified and stored frame
+by frame, each frame in its own transaction, so a sync cut off half-way keeps what arrived and
+the next sync (reconciling again from the stores as they now are) fetches only the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import trio
+
+from protocol.cid import DAG_CBOR
+from protocol.reconcile import MAX_TS, ItemSet, Reconciler
+from protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
+from storage.records import RecordStore
+
+from .fetch import _read_frame
+
+FRAME_TIMEOUT = 30
+CID_PREFIX = bytes([0x01, DAG_CBOR, 0x12, 0x20])
+
+
+@dataclass
+class SyncReport:
+    """What one sync did, for the log and `fabnode status`."""
+
+    peer: str
+    role: str
+    started_ms: int = 0
+    took_ms: int = 0
+    round_trips: int = 0
+    sent: int = 0
+    received: int = 0
+    new: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    error: str = ""
+    new_ids: list = field(default_factory=list, repr=False)
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        del out["new_ids"]
+        return out
+
+
+class ItemCache:
+    """The record set as reconciliation items, rebuilt only when records were added."""
+
+    def __init__(self, records: RecordStore) -> None:
+        self.records = records
+        self._marker = None
+        self._items: ItemSet | None = None
+
+    def get(self) -> ItemSet:
+        marker = self.records.change_marker()
+        if marker != self._marker or self._items is None:
+            self._items = ItemSet((min(ts, MAX_TS), digest) for ts, digest in self.records.sync_items())
+            self._marker = marker
+        return self._items
+
+
+class _Channel:
+    """Frames over one stream, counting bytes."""
+
+    def __init__(self, stream, report: SyncReport) -> None:
+        self.stream = stream
+        self.report = report
+
+    async def send(self, frame: bytes) -> None:
+        self.report.bytes_out += len(frame)
+        await self.stream.write(frame)
+
+    async def receive(self, expect: set[str]) -> dict:
+        with trio.fail_after(FRAME_TIMEOUT):
+            body = await _read_frame(self.stream, MAX_FRAME)
+        self.report.bytes_in += len(body) + 1
+        return decode_frame(body, expect)
+
+
+async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCache, records: RecordStore,
+                           store, now_ms) -> SyncReport:
+    """Reconcile with the peer on ``stream`` and exchange exactly the missing records.
+
+    Raises SyncProtocolError / ReconcileError (after keeping the valid records that arrived) if
+    the peer misbehaves; the caller disconnects it.
+    """
+    report = SyncReport(peer, "initiator" if initiator else "responder", started_ms=now_ms())
+    start = time.monotonic()
+    channel = _Channel(stream, report)
+    item_set = items.get()
+    reconciler = Reconciler(item_set)
+    send: list[bytes] = []
+    ask: list[bytes] = []
+
+    # 1. reconcile until one side has nothing more to say
+    if initiator:
+        await channel.send(encode_frame({"type": "reconcile", "msg": reconciler.initiate()}))
+    while True:
+        frame = await channel.receive({"reconcile"})
+        report.round_trips += 1
+        if frame["msg"] is None:
+            break
+        outcome = reconciler.respond(frame["msg"])
+        send.extend(outcome.send)
+        ask.extend(outcome.ask)
+        await channel.send(encode_frame({"type": "reconcile", "msg": outcome.reply}))
+        if outcome.reply is None:
+            break
+
+    # 2. exchange: initiator, responder, initiator
+    def blocks_for(ids: list[bytes]) -> list[bytes]:
+        out = []
+        for digest in ids:
+            raw = records.raw(CID_PREFIX + digest)
+            if raw is not None:
+                out.append(raw)
+        return out
+
+    def answers(want: list[bytes]) -> list[bytes]:
+        return [d for short in want for d in item_set.ids_for_short(short)]
+
+    async def send_part(want: list[bytes], digests: list[bytes]) -> None:
+        await channel.send(encode_frame({"type": "want", "ids": want}))
+        blocks = blocks_for(list(dict.fromkeys(digests)))
+        for frame_bytes in record_frames(blocks):
+            await channel.send(frame_bytes)
+        await channel.send(encode_frame({"type": "end"}))
+        report.sent += len(blocks)
+
+    async def receive_part() -> list[bytes]:
+        want = (await channel.receive({"want"}))["ids"]
+        while True:
+            frame = await channel.receive({"records", "end"})
+            if frame["type"] == "end":
+                return want
+            _store(frame["records"], records, store, report, now_ms)
+
+    if initiator:
+        await send_part(ask, send)
+        their_want = await receive_part()
+        await send_part([], answers(their_want))
+    else:
+        their_want = await receive_part()
+        await send_part(ask, send + answers(their_want))
+        await receive_part()
+    report.took_ms = int((time.monotonic() - start) * 1000)
+    return report
+
+
+def _store(blocks: list[bytes], records: RecordStore, store, report: SyncReport, now_ms) -> None:
+    from .commons import receive_records
+
+    with store.write_transaction():
+        result = receive_records(records, [(None, b) for b in blocks], now=now_ms(), all_or_nothing=False)
+    report.received += len(blocks)
+    report.new += len(result.new)
+    report.new_ids.extend(result.new)
+    if result.rejected:
+        where, why = result.rejected[0]
+        raise SyncProtocolError(f"the peer sent {len(result.rejected)} invalid record(s), e.g. {why}")

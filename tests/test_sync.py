@@ -1,0 +1,154 @@
+"""Offline-first: range-based sync between real daemons on 127.0.0.1 (issue 6)."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import sqlite3
+import time
+
+from .conftest import ROOT, Cli
+from .daemons import Daemon, record_count, wait_until
+from .test_network import connect_line, daemons, make_labs, start  # noqa: F401  (fixture)
+
+EXAMPLE = ROOT / "examples" / "hand-pump"
+
+
+def digest(home) -> str:
+    """The same set digest `fabnode status` shows, read straight from the node's database."""
+    conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        h = hashlib.sha256()
+        for (cid,) in sorted(conn.execute("SELECT substr(cid, 5) FROM records")):
+            h.update(cid)
+        return h.hexdigest()[:32]
+    finally:
+        conn.close()
+
+
+def publish_many(lab: Cli, versions: int, attestations: int) -> None:
+    """Many records made quickly, in-process, as a busy lab would over days."""
+    from node.commons import attest, publish
+    from node.home import Home
+
+    home = Home(lab.home)
+    first = publish(home, EXAMPLE, message="version 0")
+    made = [first.version]
+    for i in range(1, versions):
+        made.append(publish(home, EXAMPLE, message=f"version {i}", design=first.design, label=f"1.{i}").version)
+    for i in range(attestations):
+        attest(home, made[i % len(made)], result=("passed", "warned", "failed")[i % 3], notes=f"build {i}")
+
+
+def test_a_node_that_was_stopped_catches_up_by_sync(tmp_path, daemons):
+    """B is stopped while A publishes 50 versions and 100 attestations (announced by gossip to
+    C, so A's outbox is empty: only sync can bring them to B). B restarts and catches up."""
+    a, b, c = make_labs(tmp_path, 3)
+    da, db = connect_line(daemons, [a, b])
+    dc = start(daemons, c, "--bootstrap", da.addr)
+    dc.wait_for(f"peer connected: {da.peer_id}")
+    db.stop()
+    publish_many(a, 50, 100)
+    wait_until(lambda: record_count(a.home, "outbox = 1") == 0 and record_count(c.home) == 150, timeout=30,
+               what="A to announce everything to C")
+    assert record_count(b.home) == 0
+    db = start(daemons, b)  # no --bootstrap: it remembers A
+    line = db.wait_for("synced with", timeout=20)
+    # gossip may hand over the last few seconds' records too (its IHAVE/IWANT cache): together
+    # they deliver everything, and most of it comes by sync
+    assert int(line.split("received ", 1)[1].split()[0]) >= 100, line
+    wait_until(lambda: digest(b.home) == digest(a.home), timeout=20, what="B to hold all 150 records")
+    assert digest(b.home) == digest(a.home) == digest(c.home)
+    status = b.json("status")
+    assert status["records"] == 150 and status["records_digest"] == digest(a.home)
+    assert status["last_syncs"] and status["last_syncs"][0]["new"] >= 100
+    assert b.json("fsck")["ok"]
+
+
+def test_two_partitioned_groups_converge_when_joined(tmp_path, daemons):
+    """Two lines of three nodes, not connected to each other, each publishing; then one node of
+    the second group restarts knowing one of the first. All six converge to the same set."""
+    labs = make_labs(tmp_path, 6)
+    west = connect_line(daemons, labs[:3])
+    east = connect_line(daemons, labs[3:])
+    for i, lab in enumerate(labs):
+        lab.run("vouch", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "-m", f"from lab {i}")
+    publish_many(labs[0], 5, 5)
+    publish_many(labs[5], 5, 5)
+    for group in (labs[:3], labs[3:]):
+        wait_until(lambda g=group: len({digest(lab.home) for lab in g}) == 1 and record_count(g[0].home) == 13,
+                   timeout=30, what="each group to agree within itself")
+    assert digest(labs[0].home) != digest(labs[3].home)
+
+    east[0].stop()
+    east[0] = start(daemons, labs[3], "--bootstrap", west[2].addr)
+    wait_until(lambda: len({digest(lab.home) for lab in labs}) == 1, timeout=60, what="all six to converge")
+    assert record_count(labs[0].home) == record_count(labs[5].home) == 26
+
+
+def test_a_restart_in_the_middle_of_a_sync_loses_nothing(tmp_path, daemons):
+    """A holds 12,000 records; B starts empty and syncs. B is killed (SIGKILL) as soon as the
+    first batch is in; after its restart the sync resumes, B ends with exactly A's set, and
+    every record on B verifies."""
+    from node.home import Home
+    from protocol.identity import did_from_ed25519
+    from protocol.records import make_record
+    from storage import open_db
+    from storage.records import RecordStore
+
+    from .test_network import _signing_key
+
+    a, b = make_labs(tmp_path, 2)
+    key, author = _signing_key(42)
+    now = int(time.time() * 1000)
+    db_a = open_db(Home(a.home).db_path)
+    store = RecordStore(db_a.conn)
+    db_a.conn.execute("BEGIN IMMEDIATE")
+    for i in range(12_000):
+        record = make_record("vouch", {"subject": did_from_ed25519(i.to_bytes(32, "big")), "trust": "trusted"},
+                             author=author, ts=now - i, sign=key.sign)
+        store.ingest(record, received_ms=now)
+    db_a.conn.execute("COMMIT")
+    db_a.close()
+    before = digest(a.home)
+
+    da = start(daemons, a)
+    db = start(daemons, b, "--bootstrap", da.addr)
+    wait_until(lambda: record_count(b.home) > 0, timeout=30, what="B's first batch")
+    db.proc.send_signal(signal.SIGKILL)
+    db.proc.wait(timeout=10)
+    partial = record_count(b.home)
+    assert 0 < partial <= 12_000
+
+    db = start(daemons, b)
+    wait_until(lambda: digest(b.home) == before, timeout=60, what="B to finish the sync")
+    assert digest(a.home) == before
+    report = b.json("fsck")
+    assert report["ok"] and report.get("records", 12_000) == 12_000
+
+
+def test_a_peer_sending_invalid_records_in_a_sync_is_cut_off(tmp_path):
+    """A hostile responder answers the sync with a forged record: B stores none of it, keeps
+    what it had, and disconnects that peer."""
+    import subprocess
+    import sys
+
+    b = make_labs(tmp_path, 1)[0]
+    b.run("vouch", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK", "-m", "mine")
+    before = digest(b.home)
+    hostile = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hostile_sync.py"), b.json("id")["peer_id"]],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        addr = hostile.stdout.readline().decode().strip()
+        assert addr.startswith("/ip4/127.0.0.1/"), hostile.stderr.read().decode() if hostile.poll() else addr
+        db = Daemon(b, "--bootstrap", addr)
+        try:
+            line = db.wait_for("sync with", timeout=20)
+            assert "failed" in line and "invalid record" in line and "disconnecting it" in line
+            db.wait_for(f"peer disconnected: {addr.rsplit('/', 1)[1]}", timeout=5)
+        finally:
+            db.stop()
+    finally:
+        hostile.stdin.close()
+        hostile.wait(timeout=10)
+    assert digest(b.home) == before and record_count(b.home) == 1
