@@ -91,3 +91,13 @@ def write_random_file(path: Path, size: int, seed: int) -> Path:
             f.write(rng.randbytes(n))
             remaining -= n
     return path
+
+
+@pytest.fixture
+def daemons():
+    """Daemons started in a test; whatever is still running at the end is killed."""
+    started: list = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.kill()

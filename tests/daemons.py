@@ -122,3 +122,29 @@ def has_record(home: Path, cid: str) -> bool:
 
 def daemon_state(home: Path) -> dict:
     return json.loads((home / "daemon.json").read_text())
+
+
+def make_labs(tmp_path, n: int) -> list[Cli]:
+    labs = []
+    for i in range(n):
+        lab = Cli(tmp_path / f"lab{i}")
+        lab.run("init", "--name", f"Lab {i}")
+        labs.append(lab)
+    return labs
+
+
+def start(daemons: list, lab: Cli, *args: str, **kw) -> Daemon:
+    d = Daemon(lab, *args, **kw)
+    daemons.append(d)
+    return d
+
+
+def connect_line(daemons: list, labs: list[Cli]) -> list[Daemon]:
+    """Start one daemon per lab, each bootstrapping from the one before: a line."""
+    line = [start(daemons, labs[0])]
+    for lab in labs[1:]:
+        line.append(start(daemons, lab, "--bootstrap", line[-1].addr))
+    for left, right in zip(line, line[1:]):
+        right.wait_for(f"peer connected: {left.peer_id}")
+        left.wait_for(f"peer connected: {right.peer_id}")
+    return line

@@ -11,46 +11,10 @@ import json
 
 import pytest
 
-from .conftest import ROOT, Cli
-from .daemons import Daemon, daemon_state, has_record, record_count, wait_until
+from .conftest import ROOT
+from .daemons import connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
-
-
-def make_labs(tmp_path, n: int) -> list[Cli]:
-    labs = []
-    for i in range(n):
-        lab = Cli(tmp_path / f"lab{i}")
-        lab.run("init", "--name", f"Lab {i}")
-        labs.append(lab)
-    return labs
-
-
-@pytest.fixture
-def daemons():
-    """Daemons started in a test; whatever is still running at the end is killed."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        if d.proc.poll() is None:
-            d.kill()
-
-
-def start(daemons: list, lab: Cli, *args: str, **kw) -> Daemon:
-    d = Daemon(lab, *args, **kw)
-    daemons.append(d)
-    return d
-
-
-def connect_line(daemons: list, labs: list[Cli]) -> list[Daemon]:
-    """Start one daemon per lab, each bootstrapping from the one before: a line."""
-    line = [start(daemons, labs[0])]
-    for lab in labs[1:]:
-        line.append(start(daemons, lab, "--bootstrap", line[-1].addr))
-    for left, right in zip(line, line[1:]):
-        right.wait_for(f"peer connected: {left.peer_id}")
-        left.wait_for(f"peer connected: {right.peer_id}")
-    return line
 
 
 def test_publish_on_one_node_is_visible_on_the_other_and_get_is_byte_identical(tmp_path, daemons):
