@@ -565,6 +565,40 @@ def attest(ctx, version, result, predicate, notes, lab, tests, evidence, as_json
 
 
 @command()
+@argument("design", metavar="DESIGN", required=False)
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def follow(ctx: Context, design: str | None, as_json: bool) -> None:
+    """Follow a design: the running node then fetches its versions' files on its own (within
+    the seeding budget of config.toml). Without DESIGN, list the designs followed.
+
+    Usage:  fabnode follow bafyrei…
+    """
+    from node.commons import follow as follow_design
+
+    rows = follow_design(_home(ctx).require(), design)
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        echo(f"{row['design']}  {row['title']}  ({row['versions']} version(s) known)")
+
+
+@command()
+@argument("design", metavar="DESIGN")
+def unfollow(ctx: Context, design: str) -> None:
+    """Stop following a design (what was fetched stays; nothing more is fetched on its own).
+
+    Usage:  fabnode unfollow bafyrei…
+    """
+    from node.commons import unfollow as unfollow_design
+    from protocol.errors import FabnodeError
+
+    if not unfollow_design(_home(ctx).require(), design):
+        raise FabnodeError(f"{design} was not followed")
+    echo(f"no longer following {design}")
+
+
+@command()
 @argument("did")
 @option("--distrust", is_flag=True, help="Say this key is not to be trusted.")
 @option("-m", "--message", "note", default="", help="Why.")
@@ -695,6 +729,9 @@ def status(ctx: Context, as_json: bool) -> None:
             echo(f"fetching  {t['root']} from {t['from'][:16]}…: {t['blocks']} blocks, {t['bytes']} bytes")
         for t in info["serving"]:
             echo(f"serving   {t['root']} to {t['peer'][:16]}…: {t['sent_bytes']} bytes")
+        seeding = info["seeding"]
+        echo(f"seeding   {seeding['wanted']} bundle(s) wanted, {seeding['used_bytes'] >> 20} of "
+             f"{seeding['budget_bytes'] >> 20} MiB used")
         for sync in info["last_syncs"]:
             if sync.get("error"):
                 echo(f"sync      {sync['peer'][:16]}…: failed: {sync['error']}")

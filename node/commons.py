@@ -324,6 +324,31 @@ def search(home: Home, text: str, limit: int = 50) -> list[dict]:
     return [_design_json(d) for d in records.search(text, limit)]
 
 
+# ------------------------------------------------------------------ following designs
+
+
+def follow(home: Home, design_text: str | None) -> list[dict]:
+    """Follow a design (its bundles are then fetched by the daemon on its own); list followed."""
+    store, records = _open(home)
+    if design_text is not None:
+        design, _ = _resolve_design(records, design_text)
+        with store.write_transaction():
+            records.follow(design, now_ms())
+    out = []
+    for design in records.follows():
+        row = records.design(design)
+        out.append({"design": cid_str(design), "title": row.title if row else "",
+                    "versions": row.versions if row else 0})
+    return out
+
+
+def unfollow(home: Home, design_text: str) -> bool:
+    store, records = _open(home)
+    design, _ = _resolve_design(records, design_text)
+    with store.write_transaction():
+        return records.unfollow(design)
+
+
 # ------------------------------------------------------------------ trust and reputation
 
 

@@ -68,6 +68,8 @@ class DaemonOptions:
     gossip_rate: int = 100
     max_connections: int = 50
     sync_interval: int = 60
+    follow_trusted: bool = True
+    seeding_budget: int = 2048 << 20
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
@@ -84,6 +86,8 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         gossip_rate=max(1, home.setting("limits.gossip_messages_per_second", 100)),
         max_connections=max(1, home.setting("limits.max_connections", 50)),
         sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
+        follow_trusted=home.setting("seeding.follow_trusted_authors", True),
+        seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
     )
 
 
@@ -134,6 +138,7 @@ class Daemon:
         self._rejections: dict[str, tuple[float, int]] = {}
         self.items = ItemCache(self.records)
         self.last_syncs: dict[str, dict] = {}
+        self.seeding: dict = {"wanted": 0, "used_bytes": 0, "budget_bytes": options.seeding_budget}
         self._syncing: set[str] = set()
         self._sync_send, self._sync_requests = trio.open_memory_channel(1000)
         self.host = self.pubsub = self.gossipsub = self.dht = None
@@ -177,7 +182,8 @@ class Daemon:
                         control_port = await nursery.start(self._serve_control)
                         for task in (functools.partial(self._receive_gossip, subscription), self._store_received,
                                      self._announce_outbox, self._watch_connections, self._dial_peers,
-                                     self._provide_bundles, self._sync_scheduler, self._sync_periodically):
+                                     self._provide_bundles, self._sync_scheduler, self._sync_periodically,
+                                     self._seed):
                             nursery.start_soon(self._keep_running, task)
                         self._remember_bootstrap()
                         addrs = self._addresses()
@@ -578,7 +584,40 @@ class Daemon:
 
     # -------------------------------------------------------------- fetching
 
-    async def fetch(self, cid_path: str) -> dict:
+    async def _seed(self) -> None:
+        """Fetch, one at a time, the bundles the seeding policy wants (node/seeding.py); a
+        bundle that no peer could send is tried again a minute later."""
+        from .seeding import SOURCE_PREFIX, describe, seeded_bytes, wanted_bundles
+
+        retry_at: dict[bytes, float] = {}
+        over_budget_said = False
+        me = self.home.identity().did
+        while True:
+            await trio.sleep(1)
+            if not self._connected:
+                continue
+            wanted = [(b, d) for b, d in wanted_bundles(self.records, self.store, me, self.options.follow_trusted)
+                      if retry_at.get(b, 0) <= trio.current_time()]
+            used = seeded_bytes(self.store)
+            self.seeding = {"wanted": len(wanted), "used_bytes": used, "budget_bytes": self.options.seeding_budget}
+            if not wanted:
+                continue
+            if used >= self.options.seeding_budget:
+                if not over_budget_said:
+                    self.log(f"seeding budget of {self.options.seeding_budget >> 20} MiB reached: "
+                             f"{len(wanted)} bundle(s) not fetched (raise seeding.budget_mib to fetch them)")
+                    over_budget_said = True
+                continue
+            over_budget_said = False
+            bundle, design = wanted[0]
+            self.log(f"seeding: fetching {describe(bundle, design)}")
+            try:
+                await self.fetch(cid_str(bundle), source=f"{SOURCE_PREFIX}{cid_str(design)}")
+            except FabnodeError as exc:
+                retry_at[bundle] = trio.current_time() + 60
+                self.log(f"seeding: {cid_str(bundle)} not fetched for now ({exc})")
+
+    async def fetch(self, cid_path: str, source: str = "") -> dict:
         """Fetch a DAG for `fabnode get`: connected fabnode peers first, then DHT providers."""
         from libp2p.peer.id import ID
         from libp2p.peer.peerinfo import PeerInfo
@@ -602,7 +641,7 @@ class Daemon:
                     raise FabnodeError(f"{first}; the DHT knows no other provider") from None
                 self.log(f"fetching {cid_str(root)}: asking {len(providers)} provider(s) found in the DHT")
                 result = await fetch_from_peers(self.host, self.store, root, path, providers, self.log, progress)
-            pin_fetched(self.store, result["root"])
+            pin_fetched(self.store, result["root"], source)
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "
                      f"from {_short(result['from'])}")
             return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"],
@@ -665,7 +704,7 @@ class Daemon:
             "fetching": [dict(t) for t in self.fetching.values()],
             "serving": [dict(t) for t in self.server.active.values()],
             "mdns": self.options.mdns, "http": self.options.http,
-            "last_syncs": list(self.last_syncs.values()),
+            "last_syncs": list(self.last_syncs.values()), "seeding": dict(self.seeding),
         }
 
 

@@ -294,10 +294,18 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
         return await fetch_from_peers(host, store, root, path, infos)
 
 
-def pin_fetched(store: BlockStore, root: bytes) -> None:
+def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
+    """Keep a fetched DAG. A pin's size is the file content for a file, and the bytes of every
+    block for a folder (what the seeding budget counts)."""
     node = decode_unixfs(root, store.get(root))
+    size = node.filesize
+    if node.kind == "directory":
+        cids = list(dag_cids(store, root)[0])
+        size = sum(store.db.conn.execute(
+            f"SELECT coalesce(sum(size), 0) FROM blocks WHERE cid IN ({','.join('?' * len(chunk))})", chunk
+        ).fetchone()[0] for chunk in (cids[i:i + 500] for i in range(0, len(cids), 500)))
     with store.write_transaction():
-        store.pin(Pin(root, node.kind, node.filesize, 0, f"fetched:{cid_str(root)}",
+        store.pin(Pin(root, node.kind, size, 0, source or f"fetched:{cid_str(root)}",
                       time.time_ns() // 1_000_000), replace=False)
 
 

@@ -37,6 +37,8 @@ CONFIG_KEYS: dict[str, type | tuple[type, type]] = {
     "limits.gossip_messages_per_second": int,
     "limits.max_connections": int,
     "sync.interval_seconds": int,
+    "seeding.follow_trusted_authors": bool,
+    "seeding.budget_mib": int,
 }
 """Every key fabnode reads from config.toml, with its type (a list type is (list, item type));
 dotted names are keys inside a table. A test checks config.example.toml documents each."""

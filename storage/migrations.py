@@ -145,3 +145,9 @@ def peers(db: Database) -> None:
         CREATE INDEX records_outbox ON records (outbox) WHERE outbox = 1;
         """
     )
+
+
+@migrations(name="005_follows")
+def follows(db: Database) -> None:
+    # Designs this lab follows: the daemon fetches their bundles on its own (seeding policy).
+    db.execute("CREATE TABLE follows (design BLOB PRIMARY KEY NOT NULL, since_ms INTEGER NOT NULL)")

@@ -238,6 +238,28 @@ class RecordStore:
     def vouches(self) -> list[VouchRow]:
         return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
 
+    # ------------------------------------------------------------ seeding policy
+
+    def follow(self, design: bytes, now_ms: int) -> bool:
+        return self._conn.execute("INSERT OR IGNORE INTO follows (design, since_ms) VALUES (?, ?)",
+                                  (design, now_ms)).rowcount == 1
+
+    def unfollow(self, design: bytes) -> bool:
+        return self._conn.execute("DELETE FROM follows WHERE design = ?", (design,)).rowcount == 1
+
+    def follows(self) -> list[bytes]:
+        return [row[0] for row in self._conn.execute("SELECT design FROM follows ORDER BY since_ms, design")]
+
+    def seed_candidates(self, trusted_authors: Iterable[str]) -> list[tuple[bytes, bytes, bytes]]:
+        """(bundle, design, version) of every version in a followed design or by a trusted
+        author, newest first: what the seeding policy would like to hold."""
+        trusted = list(trusted_authors)
+        marks = ",".join("?" * len(trusted)) or "NULL"
+        rows = self._conn.execute(
+            f"SELECT bundle, design, cid FROM versions WHERE design IN (SELECT design FROM follows)"
+            f" OR author IN ({marks}) ORDER BY ts DESC, cid", trusted)
+        return [tuple(row) for row in rows]
+
     def sync_items(self) -> list[tuple[int, bytes]]:
         """(ts, id digest) of every record: what set reconciliation works over."""
         return [(ts, cid[4:]) for ts, cid in self._conn.execute("SELECT ts, cid FROM records")]

@@ -153,3 +153,41 @@ def test_a_peer_sending_invalid_records_in_a_sync_is_cut_off(tmp_path):
         hostile.stdin.close()
         hostile.wait(timeout=10)
     assert digest(b.home) == before and record_count(b.home) == 1
+
+
+def test_the_seeding_policy_fetches_followed_and_trusted_designs_within_the_budget(tmp_path, daemons):
+    """A publishes two designs, C one. B (budget 3 MiB) fetches nothing on its own at first.
+    B vouches for C's key: C's design arrives by itself. B follows A's big design: it arrives
+    (and fills the budget). B follows A's other design: the budget is used up, so it is not
+    fetched, and the log and status say so."""
+    from .conftest import write_random_file
+
+    a, b, c = make_labs(tmp_path, 3)
+    write_random_file(tmp_path / "frame" / "frame.step", 3 << 20, seed=11)
+    write_random_file(tmp_path / "clamp" / "clamp.scad", 20_000, seed=12)
+    pump = a.json("publish", str(EXAMPLE), "-m", "hand pump")
+    frame = a.json("publish", str(tmp_path / "frame"), "-m", "a welded frame", "--license", "CERN-OHL-P-2.0")
+    clamp = c.json("publish", str(tmp_path / "clamp"), "-m", "a pipe clamp", "--license", "CERN-OHL-P-2.0")
+    with open(b.home / "config.toml", "a") as f:
+        f.write("[seeding]\nbudget_mib = 3\n")
+    da = start(daemons, a)
+    dc = start(daemons, c, "--bootstrap", da.addr)
+    db = start(daemons, b, "--bootstrap", da.addr, "--bootstrap", dc.addr)
+    wait_until(lambda: record_count(b.home) == 3, timeout=20, what="B to have the three versions")
+    assert b.json("status")["seeding"]["wanted"] == 0 and not db.said("seeding:")
+
+    b.run("vouch", c.json("id")["did"], "-m", "we built their clamp")
+    db.wait_for(f"fetch finished: {clamp['bundle']}", timeout=20)
+
+    assert b.out("follow", frame["design"]).startswith(frame["design"])
+    db.wait_for(f"fetch finished: {frame['bundle']}", timeout=20)
+    assert [f["design"] for f in b.json("follow")] == [frame["design"]]
+    assert (tmp_path / "frame" / "frame.step").read_bytes() == b.run("cat", frame["bundle"] + "/frame.step").stdout
+
+    b.run("follow", pump["design"])
+    db.wait_for("seeding budget of 3 MiB reached: 1 bundle(s) not fetched", timeout=20)
+    status = b.json("status")
+    assert status["seeding"]["wanted"] == 1 and status["seeding"]["used_bytes"] >= 3 << 20
+    assert not db.said(f"fetch finished: {pump['bundle']}")
+    assert "is not in this store" in b.fails("cat", pump["bundle"] + "/okh.toml")
+    assert b.out("unfollow", pump["design"]) == f"no longer following {pump['design']}"

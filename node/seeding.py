@@ -1,0 +1,47 @@
+"""The seeding policy (DESIGN §3): which bundles the daemon fetches without being asked.
+
+Records are always replicated. Bundles are fetched on their own when they belong to a design
+the lab follows (`fabnode follow`), or — with ``seeding.follow_trusted_authors`` — when a
+version's author is this lab or one it vouched for as trusted. Newest versions come first, and
+nothing more is started once the bundles fetched this way take ``seeding.budget_mib``.
+"""
+
+from __future__ import annotations
+
+from protocol.cid import cid_str
+from storage import BlockStore
+from storage.records import RecordStore
+
+SOURCE_PREFIX = "seeded:"
+
+
+def trusted_authors(records: RecordStore, me: str) -> set[str]:
+    """This lab, and the keys it vouched for (its latest vouch for each key decides)."""
+    latest: dict[str, tuple[int, str]] = {}
+    for v in records.vouches():
+        if v.author == me and (v.subject not in latest or v.ts >= latest[v.subject][0]):
+            latest[v.subject] = (v.ts, v.trust)
+    return {me} | {subject for subject, (_, trust) in latest.items() if trust == "trusted"}
+
+
+def seeded_bytes(store: BlockStore) -> int:
+    return sum(p.size for p in store.pins() if p.source.startswith(SOURCE_PREFIX))
+
+
+def wanted_bundles(records: RecordStore, store: BlockStore, me: str, follow_trusted: bool) -> list[tuple[bytes, bytes]]:
+    """(bundle, design) the policy wants and this node does not hold completely, newest first."""
+    from .fetch import missing_here
+
+    authors = trusted_authors(records, me) if follow_trusted else set()
+    out, seen = [], {p.cid for p in store.pins()}  # a pinned DAG is complete
+    for bundle, design, _version in records.seed_candidates(authors):
+        if bundle in seen:
+            continue
+        seen.add(bundle)
+        if missing_here(store, bundle, []) is not None:
+            out.append((bundle, design))
+    return out
+
+
+def describe(bundle: bytes, design: bytes) -> str:
+    return f"bundle {cid_str(bundle)} of design {cid_str(design)}"
