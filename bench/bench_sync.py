@@ -35,8 +35,11 @@ from bench_add import FABNODE, WORK, machine  # noqa: E402
 DIFFERENCES = (1, 100, 10_000)
 
 
-def make_records(db_path: Path, seed: int, count: int, start_ts: int) -> None:
-    """Insert ``count`` signed vouch records into the store at ``db_path`` in one transaction."""
+def make_records(db_path: Path, seed: int, count: int, start_ts: int, spread: int = 0) -> None:
+    """Insert ``count`` signed vouch records into the store at ``db_path`` in one transaction;
+    with ``spread``, their timestamps are scattered (seeded) over [start_ts, start_ts + spread)."""
+    import random
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives import serialization
 
@@ -49,11 +52,12 @@ def make_records(db_path: Path, seed: int, count: int, start_ts: int) -> None:
     author = did_from_ed25519(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
     db = open_db(db_path)
     store = RecordStore(db.conn)
+    rng = random.Random(seed)
     db.conn.execute("BEGIN IMMEDIATE")
     for i in range(count):
         subject = did_from_ed25519((seed * 10_000_000 + i).to_bytes(32, "big"))
-        record = make_record("vouch", {"subject": subject, "trust": "trusted"}, author=author, ts=start_ts + i,
-                             sign=key.sign)
+        ts = start_ts + (rng.randrange(spread) if spread else i)
+        record = make_record("vouch", {"subject": subject, "trust": "trusted"}, author=author, ts=ts, sign=key.sign)
         store.ingest(record, received_ms=start_ts)
     db.conn.execute("COMMIT")
     db.close()
@@ -143,6 +147,34 @@ def real_sync(a_home: Path, b_home: Path, expected: int) -> dict:
         pa.wait(timeout=20)
 
 
+def measure(base: Path, args, layout: str, difference: int) -> dict:
+    """``recent``: the differing records are newer than all shared ones (a lab back from a week
+    offline); ``scattered``: their timestamps fall anywhere among the shared ones."""
+    recon, real = [], []
+    for run in range(args.runs):
+        a_home, b_home = WORK / "sync-a", WORK / "sync-b"
+        fresh_home(a_home, base)
+        fresh_home(b_home, base)
+        start, spread = (1_765_000_000_000, 0) if layout == "recent" else (1_764_000_000_000, args.records)
+        make_records(a_home / "fabnode.db", seed=100 + run, count=difference // 2, start_ts=start, spread=spread)
+        make_records(b_home / "fabnode.db", seed=200 + run, count=difference - difference // 2, start_ts=start,
+                     spread=spread)
+        recon.append(reconcile_only(a_home / "fabnode.db", b_home / "fabnode.db"))
+        real.append(real_sync(a_home, b_home, difference))
+    med = lambda key, xs: statistics.median(x.get(key, 0) for x in xs)  # noqa: E731
+    return {
+        "layout": layout, "difference": difference,
+        "round_trips": med("round_trips", recon),
+        "bytes_a_to_b": med("bytes_a_to_b", recon), "bytes_b_to_a": med("bytes_b_to_a", recon),
+        "naive_each_way": recon[0]["naive_bytes_each_way"],
+        "cpu_s": med("cpu_s", recon), "named": recon[0]["named"],
+        "sync_wall_s": med("wall_s", real), "sync_round_trips": med("round_trips", real),
+        "sync_bytes": statistics.median(r.get("bytes_out", 0) + r.get("bytes_in", 0) for r in real),
+        "sync_moved": statistics.median(r.get("sent", 0) + r.get("new", 0) for r in real),
+        "lines": [r["line"] for r in real],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -163,42 +195,21 @@ def main() -> None:
         shutil.copy(tmp / "fabnode.db", base)
         shutil.rmtree(tmp)
     rows = []
-    for difference in DIFFERENCES:
-        recon, real = [], []
-        for run in range(args.runs):
-            a_home, b_home = WORK / "sync-a", WORK / "sync-b"
-            # both start from the same base minus nothing; then each side gets its own new records
-            fresh_home(a_home, base)
-            fresh_home(b_home, base)
-            make_records(a_home / "fabnode.db", seed=100 + run, count=difference // 2, start_ts=1_765_000_000_000)
-            make_records(b_home / "fabnode.db", seed=200 + run, count=difference - difference // 2,
-                         start_ts=1_765_000_000_000)
-            recon.append(reconcile_only(a_home / "fabnode.db", b_home / "fabnode.db"))
-            real.append(real_sync(a_home, b_home, difference))
-        med = lambda key, xs: statistics.median(x.get(key, 0) for x in xs)  # noqa: E731
-        rows.append({
-            "difference": difference,
-            "round_trips": med("round_trips", recon),
-            "bytes_a_to_b": med("bytes_a_to_b", recon), "bytes_b_to_a": med("bytes_b_to_a", recon),
-            "naive_each_way": recon[0]["naive_bytes_each_way"],
-            "cpu_s": med("cpu_s", recon), "named": recon[0]["named"],
-            "sync_wall_s": med("wall_s", real), "sync_round_trips": med("round_trips", real),
-            "sync_bytes": statistics.median(r.get("bytes_out", 0) + r.get("bytes_in", 0) for r in real),
-            "sync_moved": statistics.median(r.get("sent", 0) + r.get("new", 0) for r in real),
-            "lines": [r["line"] for r in real],
-        })
+    for layout in ("recent", "scattered"):
+        for difference in DIFFERENCES:
+            rows.append(measure(base, args, layout, difference))
     print(f"Machine: {machine()}\n")
     print(f"{args.records} records on each side; medians of {args.runs} runs.\n")
-    print("| differing records | reconciliation round trips | reconciliation bytes A→B / B→A | naive ids each way | "
+    print("| layout | differing records | reconciliation round trips | reconciliation bytes A→B / B→A | naive ids each way | "
           "reconciliation CPU s | real sync: wall s | real sync: round trips (incl. exchange) | real sync: all bytes | records moved |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['difference']} | {r['round_trips']:.0f} | {r['bytes_a_to_b']:,.0f} / {r['bytes_b_to_a']:,.0f} | "
+        print(f"| {r['layout']} | {r['difference']} | {r['round_trips']:.0f} | {r['bytes_a_to_b']:,.0f} / {r['bytes_b_to_a']:,.0f} | "
               f"{r['naive_each_way']:,} | {r['cpu_s']:.2f} | {r['sync_wall_s']:.2f} | {r['sync_round_trips']:.0f} | "
               f"{r['sync_bytes']:,.0f} | {r['sync_moved']:.0f} |")
     for r in rows:
         total = r["bytes_a_to_b"] + r["bytes_b_to_a"]
-        print(f"- {r['difference']} differences: reconciliation named {r['named']} records; "
+        print(f"- {r['layout']}, {r['difference']} differences: reconciliation named {r['named']} records; "
               f"{total:,.0f} bytes in all vs {2 * r['naive_each_way']:,} for the naive exchange "
               f"({2 * r['naive_each_way'] / max(total, 1):.0f}x less)")
         print(f"  daemon said: {r['lines'][0]}")

@@ -69,6 +69,7 @@ class DaemonOptions:
     max_connections: int = 50
     sync_interval: int = 60
     follow_trusted: bool = True
+    http_explicit: bool = False
     seeding_budget: int = 2048 << 20
 
 
@@ -87,6 +88,7 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         max_connections=max(1, home.setting("limits.max_connections", 50)),
         sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
         follow_trusted=home.setting("seeding.follow_trusted_authors", True),
+        http_explicit=http is not None or home.setting("http", None) is not None,
         seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
     )
 
@@ -192,7 +194,7 @@ class Daemon:
                             self.log(f"listening on {addr}")
                         if self.options.mdns:
                             nursery.start_soon(self._mdns_or_explain)
-                        if self.options.http != "off":
+                        if self.options.http_explicit and self.options.http != "off":
                             self.log(f"web interface: not in this version (http = {self.options.http} ignored)")
                         async for sig in signals:
                             self.log(f"stopping ({signal.Signals(sig).name})")
@@ -411,7 +413,9 @@ class Daemon:
             except Exception as exc:
                 with self.store.write_transaction():
                     wait = self.peers.dial_failed(row.peer_id, now_ms())
-                if row.failures == 0 or wait >= 60_000:
+                if wait is None:
+                    self.log(f"forgetting {_short(row.peer_id)}: unreachable for 30 days")
+                elif row.failures == 0 or wait >= 60_000:
                     self.log(f"cannot reach {_short(row.peer_id)} ({type(exc).__name__}); retrying in {wait // 1000} s")
                 return
             with self.store.write_transaction():

@@ -147,19 +147,24 @@ class FetchServer:
 
 
 def _held_part(store: BlockStore, root: bytes) -> list[tuple[bytes, bytes]]:
-    """The blocks of root's DAG already here (from an earlier, interrupted fetch)."""
+    """The blocks of root's DAG already here (from an earlier, interrupted fetch), as (cid,
+    data): data only for dag-pb nodes, whose links matter; raw leaves are only checked for
+    presence, so memory stays small whatever the size of the bundle."""
     out, seen, stack = [], set(), [root]
     while stack:
         cid = stack.pop()
         if cid in seen:
             continue
         seen.add(cid)
+        if cid_codec(cid) != DAG_PB:
+            if store.has(cid):
+                out.append((cid, b""))
+            continue
         data = store.get_unverified(cid)
         if data is None:
             continue
         out.append((cid, data))
-        if cid_codec(cid) == DAG_PB:
-            stack.extend(link.cid for link in decode_node(data).links)
+        stack.extend(link.cid for link in decode_node(data).links)
     return out
 
 

@@ -7,6 +7,7 @@
 * ``connect()`` no longer waits out a fixed 250 ms "happy eyeballs" delay after a dial that has
   already succeeded (pitfall 3): the private constant is set to 0 here, which is why libp2p is
   pinned to 0.8.1 exactly.
+* Yamux frames are sized to fit one Noise message (see below).
 * :func:`running_host` always calls ``host.close()`` on the way out: leaving ``host.run()`` alone
   leaks every connection, and peers go on seeing us as connected (pitfall 1).
 
@@ -19,10 +20,12 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import libp2p.network.swarm as _swarm
+import libp2p.stream_muxer.yamux.yamux as _yamux
 from libp2p import new_host
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_pair
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as _NOISE_MAX_PLAINTEXT
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
@@ -32,6 +35,10 @@ from multiaddr import Multiaddr
 from .home import NODE_KEY, Home
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0
+# A Yamux frame of 64 KiB (header included) is 17 bytes over what one Noise message can carry,
+# so every full frame left as two encrypted messages; frames sized to fit halve that work. A
+# smaller frame is always valid Yamux, so this changes nothing for other implementations.
+_yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
 
 
 def quiet_library_logs() -> None:

@@ -8,6 +8,9 @@ from typing import NamedTuple
 
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 5 * 60_000
+FORGET_AFTER_MS = 30 * 24 * 3600_000
+"""A peer found by mDNS or that dialled us, unreachable this long since we last saw it, is
+forgotten (bootstrap peers never are: the operator listed them)."""
 
 
 def backoff_ms(failures: int) -> int:
@@ -50,9 +53,13 @@ class PeerStore:
         self._conn.execute("UPDATE peers SET last_connected_ms = ?, failures = 0, next_dial_ms = 0 WHERE peer_id = ?",
                            (now_ms, peer_id))
 
-    def dial_failed(self, peer_id: str, now_ms: int) -> int:
-        """Record a failed dial; returns the milliseconds until the next attempt."""
+    def dial_failed(self, peer_id: str, now_ms: int) -> int | None:
+        """Record a failed dial; returns the milliseconds until the next attempt, or None if the
+        peer was forgotten (see FORGET_AFTER_MS)."""
         row = self.get(peer_id)
+        if row and row.source != "bootstrap" and now_ms - max(row.last_connected_ms, row.first_seen_ms) > FORGET_AFTER_MS:
+            self._conn.execute("DELETE FROM peers WHERE peer_id = ?", (peer_id,))
+            return None
         failures = (row.failures if row else 0) + 1
         wait = backoff_ms(failures)
         self._conn.execute("UPDATE peers SET failures = ?, next_dial_ms = ? WHERE peer_id = ?",

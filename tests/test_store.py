@@ -132,3 +132,17 @@ def test_peers_are_remembered_with_exponential_backoff(tmp_path):
     peers.connected("12D3KooWA", now_ms=12_500)
     row = open_db(tmp_path / "fabnode.db").conn.execute("SELECT failures, last_connected_ms FROM peers").fetchone()
     assert row == (0, 12_500)  # on disk, for the next start
+
+
+def test_peers_met_by_chance_are_forgotten_after_a_month_away(tmp_path):
+    from storage import PeerStore
+    from storage.peers import FORGET_AFTER_MS
+
+    peers = PeerStore(open_db(tmp_path / "fabnode.db").conn)
+    peers.remember("12D3KooWlan", ["/ip4/127.0.0.1/tcp/4001"], "mdns", now_ms=0)
+    peers.remember("12D3KooWhub", ["/ip4/127.0.0.1/tcp/4002"], "bootstrap", now_ms=0)
+    peers.connected("12D3KooWlan", now_ms=1000)
+    assert peers.dial_failed("12D3KooWlan", now_ms=FORGET_AFTER_MS) == 1000  # a month minus a second
+    assert peers.dial_failed("12D3KooWlan", now_ms=FORGET_AFTER_MS + 2000) is None
+    assert peers.get("12D3KooWlan") is None
+    assert peers.dial_failed("12D3KooWhub", now_ms=10 * FORGET_AFTER_MS) == 1000  # listed by the operator
