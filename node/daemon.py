@@ -488,8 +488,10 @@ class Daemon:
     async def _sync_periodically(self) -> None:
         while True:
             await trio.sleep(self.options.sync_interval)
+            me = str(self.host.get_id())
             for peer in sorted(self._fabnode_peers & self._connected.keys()):
-                self._request_sync(peer)
+                if peer > me:  # as on meeting: the smaller peer id starts, so one sync, not two
+                    self._request_sync(peer)
 
     async def _sync_with(self, peer: str) -> None:
         from libp2p.peer.id import ID

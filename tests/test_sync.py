@@ -191,3 +191,31 @@ def test_the_seeding_policy_fetches_followed_and_trusted_designs_within_the_budg
     assert not db.said(f"fetch finished: {pump['bundle']}")
     assert "is not in this store" in b.fails("cat", pump["bundle"] + "/okh.toml")
     assert b.out("unfollow", pump["design"]) == f"no longer following {pump['design']}"
+
+
+def test_connected_nodes_also_sync_periodically(tmp_path, daemons):
+    """A record that reaches a store without gossip (written while the daemon runs, e.g. by an
+    import) still reaches the connected peer: the periodic sync (sync.interval_seconds) finds it."""
+    from node.home import Home
+    from protocol.records import make_record
+    from storage import open_db
+    from storage.records import RecordStore
+
+    from .test_network import _signing_key
+
+    a, b = make_labs(tmp_path, 2)
+    for lab in (a, b):
+        with open(lab.home / "config.toml", "a") as f:
+            f.write("[sync]\ninterval_seconds = 2\n")
+    da, db = connect_line(daemons, [a, b])
+    key, author = _signing_key(7)
+    record = make_record("vouch", {"subject": _signing_key(8)[1], "trust": "trusted"}, author=author,
+                         ts=int(time.time() * 1000), sign=key.sign)
+    conn = open_db(Home(a.home).db_path).conn
+    conn.execute("BEGIN IMMEDIATE")
+    RecordStore(conn).ingest(record, received_ms=0)  # not in the outbox: gossip never carries it
+    conn.execute("COMMIT")
+    conn.close()
+    line = (da if da.peer_id < db.peer_id else db).wait_for("synced with", timeout=15)
+    assert "sent 1" in line or "received 1 new" in line
+    wait_until(lambda: digest(b.home) == digest(a.home), timeout=5, what="B to have the record")
