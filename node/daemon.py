@@ -69,7 +69,6 @@ class DaemonOptions:
     max_connections: int = 50
     sync_interval: int = 60
     follow_trusted: bool = True
-    http_explicit: bool = False
     seeding_budget: int = 2048 << 20
 
 
@@ -88,7 +87,6 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         max_connections=max(1, home.setting("limits.max_connections", 50)),
         sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
         follow_trusted=home.setting("seeding.follow_trusted_authors", True),
-        http_explicit=http is not None or home.setting("http", None) is not None,
         seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
     )
 
@@ -188,14 +186,20 @@ class Daemon:
                                      self._seed):
                             nursery.start_soon(self._keep_running, task)
                         self._remember_bootstrap()
+                        http = None
+                        if self.options.http != "off":
+                            from .web import http_token, make_app, serve_http
+
+                            app = make_app(self.store, token=http_token(self.home.path))
+                            http = await nursery.start(serve_http, app, self.options.http, self.log)
                         addrs = self._addresses()
-                        self._write_state(addrs, control_port)
+                        self._write_state(addrs, control_port, http)
                         for addr in addrs:
                             self.log(f"listening on {addr}")
+                        if http:
+                            self.log(f"web interface on http://{http}/")
                         if self.options.mdns:
                             nursery.start_soon(self._mdns_or_explain)
-                        if self.options.http_explicit and self.options.http != "off":
-                            self.log(f"web interface: not in this version (http = {self.options.http} ignored)")
                         async for sig in signals:
                             self.log(f"stopping ({signal.Signals(sig).name})")
                             break
@@ -227,12 +231,13 @@ class Daemon:
             out.append(text if "/p2p/" in text else f"{text}/p2p/{self.host.get_id()}")
         return out
 
-    def _write_state(self, addrs: list[str], control_port: int) -> None:
+    def _write_state(self, addrs: list[str], control_port: int, http: str | None) -> None:
         from .control import write_state
 
         self.token = secrets.token_hex(16)
+        self.http = http
         write_state(self.home.path, {"pid": os.getpid(), "addrs": addrs, "control": control_port,
-                                     "token": self.token, "started": self.started})
+                                     "token": self.token, "started": self.started, "http": http})
 
     # -------------------------------------------------------------- gossip in
 
@@ -709,7 +714,7 @@ class Daemon:
             "connected": dict(self._connected), "mesh_peers": self._mesh_peers(),
             "fetching": [dict(t) for t in self.fetching.values()],
             "serving": [dict(t) for t in self.server.active.values()],
-            "mdns": self.options.mdns, "http": self.options.http,
+            "mdns": self.options.mdns, "http": self.http or "off",
             "last_syncs": list(self.last_syncs.values()), "seeding": dict(self.seeding),
         }
 

@@ -28,6 +28,8 @@ class Daemon:
         assert prefix or not mdns, "mDNS multicasts: only inside a private network namespace"
         self.cli = cli
         flags = [] if mdns else ["--no-mdns"]
+        if "--http" not in args:
+            flags += ["--http", "127.0.0.1:0"]  # never the shared default port 8080
         self.proc = subprocess.Popen([*prefix, str(FABNODE), "run", "--listen", listen, *flags, *args],
                                      env=_env(cli.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[str] = []

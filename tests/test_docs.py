@@ -86,7 +86,7 @@ def _make_run(demo, timeout: float = 600) -> str:
     import signal
     import time
 
-    proc = subprocess.Popen(["make", "-s", "run", f"DEMO_HOME={demo}", "LISTEN=/ip4/127.0.0.1/tcp/0", "RUN_FLAGS=--no-mdns"], cwd=ROOT,
+    proc = subprocess.Popen(["make", "-s", "run", f"DEMO_HOME={demo}", "LISTEN=/ip4/127.0.0.1/tcp/0", "RUN_FLAGS=--no-mdns --http 127.0.0.1:0"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     out = b""
     deadline = time.monotonic() + timeout
