@@ -142,6 +142,7 @@ class Daemon:
         self._syncing: set[str] = set()
         self._sync_send, self._sync_requests = trio.open_memory_channel(1000)
         self.host = self.pubsub = self.gossipsub = self.dht = None
+        self.http = None
 
     @staticmethod
     def _print(line: str) -> None:
@@ -190,7 +191,10 @@ class Daemon:
                         if self.options.http != "off":
                             from .web import http_token, make_app, serve_http
 
-                            app = make_app(self.store, token=http_token(self.home.path))
+                            from .pages import Pages
+
+                            pages = Pages(self.home, self.store, status=self.status)
+                            app = make_app(self.store, token=http_token(self.home.path), pages=pages)
                             http = await nursery.start(serve_http, app, self.options.http, self.log)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)

@@ -126,7 +126,8 @@ def _wanted_format(request) -> str | None:
     return None
 
 
-def make_app(store, *, token: str):
+def make_app(store, *, token: str, pages=None):
+    """The ASGI app: ``pages`` (:class:`node.pages.Pages`) serves the lab's web pages."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
@@ -189,8 +190,25 @@ def make_app(store, *, token: str):
         except FabnodeError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=502, headers=safe_headers())
 
-    async def index(request):
-        return PlainTextResponse("fabnode: see /ipfs/CID for content this node holds\n")
+    page_headers = {"Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+                                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+    def page(render):
+        async def handler(request):
+            if pages is None:
+                return PlainTextResponse("fabnode: see /ipfs/CID for content this node holds\n")
+            try:
+                return HTMLResponse(render(request), headers=page_headers)
+            except (FabnodeError, ValueError) as exc:
+                return HTMLResponse(f"<!doctype html><meta charset=utf-8><title>Not found</title><p>{html.escape(str(exc))}"
+                                    '</p><p><a href="/">Home</a></p>', status_code=404, headers=page_headers)
+        return handler
+
+    index = page(lambda r: pages.home_page())
+    designs_page = page(lambda r: pages.designs_page(r.query_params.get("q") or None))
+    design_page = page(lambda r: pages.design_page(r.path_params["cid"]))
+    version_page = page(lambda r: pages.version_page(r.path_params["cid"]))
 
     class TokenForChanges(BaseHTTPMiddleware):
         """Whatever is not a read needs the home's token."""
@@ -202,7 +220,8 @@ def make_app(store, *, token: str):
                     return PlainTextResponse("this needs the token from the node's home folder\n", status_code=403)
             return await call_next(request)
 
-    return Starlette(routes=[Route("/", index), Route("/ipfs/{cid_path:path}", ipfs)],
+    return Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
+                             Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],
                      middleware=[Middleware(TokenForChanges)])
 
 

@@ -280,6 +280,11 @@ class RecordStore:
             rows = self._conn.execute("SELECT bundle FROM versions WHERE design = ? ORDER BY ts, cid", (design,))
         return list(dict.fromkeys(r[0] for r in rows))
 
+    def recent_attestations(self, limit: int = 20) -> list[AttestationRow]:
+        rows = self._conn.execute("SELECT cid, subject, author, predicate, result, lab, ts FROM attestations"
+                                  " ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()
+        return [AttestationRow(*r) for r in rows]
+
     def recent_versions(self, limit: int = 50) -> list[VersionRow]:
         rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
                                   " FROM versions ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()

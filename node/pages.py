@@ -1,0 +1,244 @@
+"""The lab's web pages (DESIGN §5): server-rendered with Jinja2, no JavaScript.
+
+Every page reads the home's database through the same functions the command line uses
+(:mod:`node.commons`), so the browser and the terminal always agree. Everything that comes
+from other labs (titles, messages, file names, READMEs) is escaped by the templates; READMEs are
+rendered from Markdown with raw HTML turned off and unsafe links refused (markdown-it's
+defaults), and pictures are shown from ``/ipfs/`` URLs, which carry a sandbox CSP.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from protocol.cid import cid_str, parse_cid
+from protocol.errors import FabnodeError, MissingBlock
+from protocol.unixfs import decode as decode_unixfs
+
+TEMPLATES = Path(__file__).parent / "templates"
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
+MAX_README = 256 * 1024
+MAX_FILES_LISTED = 2000
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
+def bundle_files(store, root: bytes) -> dict[str, tuple[bytes, int]] | None:
+    """path -> (cid, size) of every file in a bundle held here, or None if it is not held whole."""
+    out: dict[str, tuple[bytes, int]] = {}
+    stack = [("", root)]
+    try:
+        while stack and len(out) < MAX_FILES_LISTED:
+            prefix, cid = stack.pop()
+            node = decode_unixfs(cid, store.get(cid))
+            if node.kind == "directory":
+                stack.extend((f"{prefix}{link.name}/", link.cid) for link in reversed(node.links))
+            else:
+                out[prefix.rstrip("/") or cid_str(cid)] = (cid, node.filesize)
+    except MissingBlock:
+        return None
+    return out
+
+
+def bundle_diff(store, old: bytes, new: bytes) -> dict | None:
+    """Files added, removed and changed from one bundle to another (None if either is not here)."""
+    before, after = bundle_files(store, old), bundle_files(store, new)
+    if before is None or after is None:
+        return None
+    return {"added": sorted(after.keys() - before.keys()), "removed": sorted(before.keys() - after.keys()),
+            "changed": sorted(p for p in before.keys() & after.keys() if before[p][0] != after[p][0])}
+
+
+def render_markdown(text: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
+def read_small_file(store, cid: bytes, limit: int = MAX_README) -> str | None:
+    from protocol.unixfs import iter_file
+
+    chunks, size = [], 0
+    for piece in iter_file(store.get, cid):
+        chunks.append(piece)
+        size += len(piece)
+        if size > limit:
+            return None
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+# ------------------------------------------------------------------ lineage drawing
+
+
+def lineage_svg(records, design: bytes, log: dict) -> str:
+    """The design's versions, where it came from and what was adapted from it, as one SVG:
+    a column per design, time downwards, parent → child arrows; canonical versions filled,
+    proposals hollow; a green tick for versions a lab attested as passed."""
+    versions: dict[str, dict] = {v["version"]: v for v in log["versions"]}
+    columns: list[str] = []
+    nodes: dict[str, dict] = {}
+
+    def add(vid: str, info: dict, column: str) -> None:
+        if column not in columns:
+            columns.append(column)
+        nodes.setdefault(vid, {**info, "column": column})
+
+    for up in log["upstream"]:
+        row = records.version(parse_cid(up))
+        if row is not None:
+            add(up, {"title": row.title, "label": row.label, "ts": row.ts, "parents": [], "canonical": True,
+                     "passed": 0, "design": cid_str(row.design)}, cid_str(row.design))
+    for vid, v in versions.items():
+        passed = sum(n for k, n in v["attestations"].items() if k.endswith("passed"))
+        add(vid, {"title": v["title"], "label": v["label"], "ts": v["ts"], "parents": v["parents"],
+                  "canonical": v.get("canonical") is not False, "passed": passed, "design": v["design"]},
+            log["design"])
+    for a in log["adaptations"]:
+        row = records.version(parse_cid(a["design"]))
+        if row is not None:
+            add(a["design"], {"title": row.title, "label": row.label, "ts": row.ts, "parents": a["from"],
+                              "canonical": True, "passed": 0, "design": a["design"]}, a["design"])
+    order = sorted(nodes, key=lambda k: (nodes[k]["ts"], k))
+    col_w, row_h, pad = 260, 64, 34
+    width = pad * 2 + col_w * max(1, len(columns))
+    height = pad * 2 + row_h * max(1, len(order))
+    pos = {k: (pad + col_w * columns.index(nodes[k]["column"]) + 16, pad + row_h * i + 20) for i, k in enumerate(order)}
+    e = html.escape
+    parts = [f'<svg class="lineage" id="lineage" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" aria-label="Lineage of {e(log["title"])}">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#888"/></marker></defs>']
+    for i, column in enumerate(columns):
+        title = next((nodes[k]["title"] for k in order if nodes[k]["column"] == column), "")
+        short = title if len(title) <= 26 else title[:25] + "…"
+        parts.append(f'<text x="{pad + col_w * i}" y="{pad - 12}" font-size="12" fill="#555">{e(short)}'
+                     + ('<tspan font-style="italic"> · this design</tspan>' if column == log["design"] and len(columns) > 1
+                        else "") + "</text>")
+    for k in order:
+        for parent in nodes[k]["parents"]:
+            if parent in pos:
+                (x1, y1), (x2, y2) = pos[parent], pos[k]
+                cross = nodes[parent]["column"] != nodes[k]["column"]
+                style = 'class="edge adaptation" stroke="#c77d12" stroke-dasharray="5 3"' if cross else \
+                    'class="edge" stroke="#888"'
+                parts.append(f'<line {style} x1="{x1}" y1="{y1 + 9}" x2="{x2}" y2="{y2 - 11}" stroke-width="1.6" '
+                             'marker-end="url(#arrow)"/>')
+    for k in order:
+        n, (x, y) = nodes[k], pos[k]
+        kind = "canonical" if n["canonical"] else "proposal"
+        fill = "#2a7f62" if n["canonical"] else "#fff"
+        label = n["label"] or k[-8:]
+        parts.append(f'<a href="/version/{e(k)}"><g class="version {kind}" data-version="{e(k)}" '
+                     f'data-design="{e(n["design"])}">'
+                     f'<circle cx="{x}" cy="{y}" r="9" fill="{fill}" stroke="#2a7f62" stroke-width="2"/>'
+                     f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
+        if n["passed"]:
+            parts.append(f'<text class="badge-built" x="{x + 16}" y="{y + 20}" font-size="11" fill="#1c7c3c">'
+                         f'✓ built/tested ×{n["passed"]}</text>')
+        parts.append("</g></a>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------ pages
+
+
+class Pages:
+    def __init__(self, home, store, status=None) -> None:
+        from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+        self.home = home
+        self.store = store
+        self.status = status or (lambda: {})
+        self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+        self.identity = home.identity()
+
+    def _render(self, name: str, **context) -> str:
+        return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
+
+    def home_page(self) -> str:
+        from storage.records import RecordStore
+
+        from .commons import log
+
+        records = RecordStore(self.store.db.conn)
+        versions = log(self.home, None, limit=15)["versions"]
+        for v in versions:
+            v["when"] = _when(v["ts"])
+        attestations = []
+        for a in records.recent_attestations(15):
+            subject = records.version(a.subject)
+            attestations.append({"result": a.result, "predicate": a.predicate, "lab": a.lab, "when": _when(a.ts),
+                                 "subject": cid_str(a.subject), "subject_title": subject.title if subject else ""})
+        return self._render("home.html", identity=self.identity, peers=self.status().get("connected", {}),
+                            versions=versions, attestations=attestations)
+
+    def designs_page(self, query: str | None, limit: int = 200) -> str:
+        from .commons import designs, search
+
+        rows = search(self.home, query, limit + 1) if query else designs(self.home, limit + 1)
+        for d in rows:
+            d["when"] = _when(d["updated_ts"])
+        return self._render("designs.html", designs=rows[:limit], more=len(rows) > limit, query=query)
+
+    def design_page(self, text: str) -> str:
+        from protocol.okh import parse_manifest
+        from storage.records import RecordStore
+
+        from .commons import log
+
+        records = RecordStore(self.store.db.conn)
+        history = log(self.home, text)
+        for v in history["versions"]:
+            v["when"] = _when(v["ts"])
+        head = next((v for v in history["versions"] if v.get("head")), history["versions"][0] if history["versions"] else None)
+        files = pictures = readme = readme_name = manifest = None
+        if head is not None:
+            found = bundle_files(self.store, parse_cid(head["bundle"]))
+            if found is not None:
+                files = [{"path": p, "size": size} for p, (_, size) in sorted(found.items())]
+                pictures = [p for p in sorted(found) if p.lower().endswith(PICTURE_SUFFIXES)][:12]
+                for name in ("README.md", "readme.md", "manufacturing-instructions.md"):
+                    if name in found:
+                        text_ = read_small_file(self.store, found[name][0])
+                        if text_ is not None:
+                            readme, readme_name = render_markdown(text_), name
+                            break
+                if "okh.toml" in found:
+                    raw = read_small_file(self.store, found["okh.toml"][0])
+                    try:
+                        parsed = parse_manifest(raw or "")
+                        manifest = [(k, v if isinstance(v, (str, int, float)) else ", ".join(map(str, v))
+                                     if isinstance(v, list) else "…")
+                                    for k, v in parsed.items() if not isinstance(v, dict)][:20]
+                    except FabnodeError:
+                        manifest = None
+        return self._render("design.html", log=history, head=head, files=files, pictures=pictures, readme=readme,
+                            readme_name=readme_name, manifest=manifest,
+                            lineage=lineage_svg(records, parse_cid(history["design"]), history))
+
+    def version_page(self, text: str) -> str:
+        from storage.records import RecordStore
+
+        from .commons import _version_json, reputation
+
+        records = RecordStore(self.store.db.conn)
+        row = records.version(parse_cid(text))
+        if row is None:
+            raise FabnodeError(f"no version {text} is known here")
+        v = _version_json(row, None, records)
+        v["when"] = _when(v["ts"])
+        diff = bundle_diff(self.store, records.version(row.parents[0]).bundle, row.bundle) \
+            if row.parents and records.version(row.parents[0]) is not None else None
+        attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
+                         "when": _when(a.ts)} for a in records.attestations_on([row.cid])]
+        try:
+            score, score_error = reputation(self.home, text), ""
+        except FabnodeError as exc:
+            score, score_error = None, str(exc)
+        return self._render("version.html", v=v, diff=diff, attestations=attestations, reputation=score,
+                            reputation_error=score_error)
