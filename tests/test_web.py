@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 
@@ -42,10 +43,37 @@ def lab(tmp_path_factory):
     (hostile / "README.md").write_text("# Hi\n\n<script>alert('readme')</script>\n\n[x](javascript:alert(1))\n")
     evil = lab.json("publish", str(hostile), "-m", "<img src=x onerror=alert(1)>", "--title",
                     "<script>alert('title')</script>", "--license", "CC0-1.0")
+    proposal = _propose(lab, first, second)
     daemon = Daemon(lab)
     base = "http://" + json.loads((lab.home / "daemon.json").read_text())["http"]
-    yield {"cli": lab, "first": first, "second": second, "adapted": adapted, "evil": evil, "base": base}
+    yield {"cli": lab, "first": first, "second": second, "adapted": adapted, "evil": evil, "base": base,
+           "proposal": proposal}
     daemon.stop()
+
+
+def _propose(lab: Cli, first: dict, second: dict) -> str:
+    """A version of Nairobi's design signed by another lab (not a maintainer): a proposal."""
+    from node.home import Home
+    from protocol.cid import cid_str, parse_cid
+    from protocol.dagcbor import Link
+    from protocol.records import make_record
+    from storage import open_db
+    from storage.records import RecordStore
+
+    from .test_network import _signing_key
+
+    key, author = _signing_key(33)
+    record = make_record("version", {"bundle": Link(parse_cid(second["bundle"])), "parents": [Link(parse_cid(second["version"]))],
+                                     "design": Link(parse_cid(first["design"])), "title": "Direct-action PVC hand pump",
+                                     "label": "1.2.0-rc", "message": "longer handle, proposed by Pune",
+                                     "license": "CERN-OHL-S-2.0"},
+                         author=author, ts=int(time.time() * 1000), sign=key.sign)
+    db = open_db(Home(lab.home).db_path)
+    db.conn.execute("BEGIN IMMEDIATE")
+    RecordStore(db.conn).ingest(record, received_ms=0)
+    db.conn.execute("COMMIT")
+    db.close()
+    return cid_str(record.cid)
 
 
 def fetch(lab, path: str) -> tuple[int, dict, str]:
@@ -77,6 +105,9 @@ def test_design_page_shows_manifest_readme_pictures_files_and_lineage(lab):
     assert f'src="/ipfs/{bundle}/images/hand-pump.svg"' in body
     # lineage: both versions in this design's column, the adaptation in its own, joined by an arrow
     assert body.count('class="version canonical"') == 3 and 'class="edge adaptation"' in body
+    # Pune's version is a proposal: drawn hollow, and said so in the table
+    assert f'class="version proposal" data-version="{lab["proposal"]}"' in body
+    assert '<span class="proposal">proposal</span>' in body
     assert f'data-version="{lab["adapted"]["version"]}"' in body and "✓ built/tested ×1" in body
 
 
