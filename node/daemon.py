@@ -276,14 +276,14 @@ class Daemon:
 
     async def _receive_gossip(self, subscription) -> None:
         """Drain the library's 32-slot delivery queue at once, into our own larger one."""
+        from libp2p.peer.id import ID
+
         me = self.host.get_id().to_bytes()
         while True:
             msg = await subscription.get()
             if msg.from_id == me:
                 continue
             try:
-                from libp2p.peer.id import ID
-
                 origin = _short(ID(msg.from_id))
             except Exception:
                 origin = "?"
@@ -528,7 +528,7 @@ class Daemon:
 
         from .sync import sync_over_stream
 
-        outbox_before = {cid for cid, _ in self.records.outbox(limit=100_000)}
+        outbox_before = self.records.outbox_cids()
         try:
             report = await sync_over_stream(stream, initiator=initiator, peer=peer, items=self.items,
                                             records=self.records, store=self.store, now_ms=now_ms)
@@ -607,17 +607,27 @@ class Daemon:
         retry_at: dict[bytes, float] = {}
         over_budget_said = False
         me = self.home.identity().did
+        last_state, idle_until = None, 0.0
         while True:
             await trio.sleep(1)
             if not self._connected:
                 continue
+            # the policy's answer only changes with the records, the follows or the pins (or when
+            # a retry falls due): while none has, a policy that found nothing to do is not re-run
+            state = (self.records.change_marker(), tuple(self.records.follows()), len(self.store.pins()))
+            if state == last_state and trio.current_time() < idle_until:
+                continue
+            last_state, idle_until = state, 0.0
+            now = trio.current_time()
             wanted = [(b, d) for b, d in wanted_bundles(self.records, self.store, me, self.options.follow_trusted)
-                      if retry_at.get(b, 0) <= trio.current_time()]
+                      if retry_at.get(b, 0) <= now]
             used = seeded_bytes(self.store)
             self.seeding = {"wanted": len(wanted), "used_bytes": used, "budget_bytes": self.options.seeding_budget}
             if not wanted:
+                idle_until = min((t for t in retry_at.values() if t > now), default=float("inf"))
                 continue
             if used >= self.options.seeding_budget:
+                idle_until = float("inf")
                 if not over_budget_said:
                     self.log(f"seeding budget of {self.options.seeding_budget >> 20} MiB reached: "
                              f"{len(wanted)} bundle(s) not fetched (raise seeding.budget_mib to fetch them)")

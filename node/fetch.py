@@ -68,8 +68,9 @@ async def _read_frame(stream, limit: int) -> bytes:
 # ------------------------------------------------------------------ serving
 
 
-def _dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
-    """(cid, data) to send, depth-first; held-by-asker blocks are walked through, not sent."""
+def dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
+    """(cid, data) of root's DAG depth-first, each once, every block verified; blocks in
+    ``skip`` are walked through, not yielded (the asker holds them, or they were sent already)."""
     seen: set[bytes] = set()
     stack = [(root, 0)]
     while stack:
@@ -127,7 +128,7 @@ class FetchServer:
             if not dag_cids(self.store, root)[1]:  # serve only what we hold whole
                 raise FabnodeError(f"{cid_str(root)} is not (completely) held here")
             await stream.write(encode_header([root]))
-            for cid, data in _dag_in_order(self.store, root, set(request.have)):
+            for cid, data in dag_in_order(self.store, root, set(request.have)):
                 await self._pace(len(data))
                 await stream.write(encode_section(cid, data))
                 transfer["sent_bytes"] += len(data)

@@ -232,8 +232,8 @@ class Pages:
             raise FabnodeError(f"no version {text} is known here")
         v = _version_json(row, None, records)
         v["when"] = _when(v["ts"])
-        diff = bundle_diff(self.store, records.version(row.parents[0]).bundle, row.bundle) \
-            if row.parents and records.version(row.parents[0]) is not None else None
+        parent = records.version(row.parents[0]) if row.parents else None
+        diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None
         attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
                          "when": _when(a.ts)} for a in records.attestations_on([row.cid])]
         try:

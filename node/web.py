@@ -27,11 +27,12 @@ import secrets
 from pathlib import Path
 
 from protocol.car import encode_header, encode_section
-from protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid
-from protocol.dagpb import decode_node
-from protocol.errors import FabnodeError, InvalidCID, MissingBlock
+from protocol.cid import cid_str, parse_cid
+from protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
 from protocol.paths import segment_problem
-from protocol.unixfs import MAX_DEPTH, decode as decode_unixfs, iter_file
+from protocol.unixfs import decode as decode_unixfs, iter_file, resolve_crossing
+
+from .fetch import dag_in_order
 
 TOKEN_FILE = "http.token"
 RAW = "application/vnd.ipld.raw"
@@ -80,36 +81,10 @@ def _parse(cid_path: str) -> tuple[bytes, list[str]]:
 
 def _walk(store, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
     """(CID the path names, CIDs of the blocks crossed from root to it) — DAG links only."""
-    crossed, cid = [], root
-    for segment in segments:
-        node = decode_unixfs(cid, store.get(cid))
-        crossed.append(cid)
-        if node.kind != "directory":
-            raise GatewayError(404, f"{cid_str(cid)} is a file: it has no {segment!r}")
-        for link in node.links:
-            if link.name == segment:
-                cid = link.cid
-                break
-        else:
-            raise GatewayError(404, f"no {segment!r} in {cid_str(cid)}")
-    return cid, crossed
-
-
-def _dag_blocks(store, root: bytes):
-    """(cid, data) of the DAG at root, depth-first, each once, every block verified."""
-    seen: set[bytes] = set()
-    stack = [(root, 0)]
-    while stack:
-        cid, depth = stack.pop()
-        if cid in seen:
-            continue
-        if depth > MAX_DEPTH:
-            raise GatewayError(500, "DAG too deep")
-        seen.add(cid)
-        data = store.get(cid)
-        yield cid, data
-        if cid_codec(cid) == DAG_PB:
-            stack.extend((link.cid, depth + 1) for link in reversed(decode_node(data).links))
+    try:
+        return resolve_crossing(store.get, root, segments)
+    except PathNotFound as exc:
+        raise GatewayError(404, str(exc)) from None
 
 
 def _wanted_format(request) -> str | None:
@@ -157,9 +132,8 @@ def make_app(store, *, token: str, pages=None):
                     yield encode_header([root])
                     for cid in crossed:
                         yield encode_section(cid, store.get(cid))
-                    for cid, data in _dag_blocks(store, target):
-                        if cid not in crossed:
-                            yield encode_section(cid, data)
+                    for cid, data in dag_in_order(store, target, set(crossed)):
+                        yield encode_section(cid, data)
 
                 return StreamingResponse(car(), media_type=f"{CAR}; version=1; order=dfs; dups=n", headers=safe_headers({
                     **common, "Etag": f'"{cid_str(target)}.car"',

@@ -236,10 +236,18 @@ def decode(cid: bytes, block: bytes) -> UnixFSNode:
 
 def resolve(get: Get, root: bytes, segments: list[str]) -> bytes:
     """Follow directory names from ``root``; return the CID the path names."""
+    return resolve_crossing(get, root, segments)[0]
+
+
+def resolve_crossing(get: Get, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
+    """Like :func:`resolve`, and also the CIDs of the directories crossed on the way (what a
+    verifier needs, besides the target's DAG, to check the path from ``root``)."""
     cid = root
     walked: list[str] = []
+    crossed: list[bytes] = []
     for segment in segments:
         node = decode(cid, get(cid))
+        crossed.append(cid)
         if node.kind != "directory":
             raise PathNotFound(f"{cid_str(root)}/{'/'.join(walked)} is a file, not a directory")
         for link in node.links:
@@ -249,7 +257,7 @@ def resolve(get: Get, root: bytes, segments: list[str]) -> bytes:
         else:
             raise PathNotFound(f"no entry {segment!r} in {cid_str(root)}/{'/'.join(walked)}".rstrip("/"))
         walked.append(segment)
-    return cid
+    return cid, crossed
 
 
 def iter_file(get: Get, cid: bytes) -> Iterator[bytes]:

@@ -166,6 +166,9 @@ class RecordStore:
         return self._conn.execute("SELECT cid, data FROM records WHERE outbox = 1 ORDER BY received_ms, cid LIMIT ?",
                                   (limit,)).fetchall()
 
+    def outbox_cids(self) -> set[bytes]:
+        return {row[0] for row in self._conn.execute("SELECT cid FROM records WHERE outbox = 1")}
+
     def outbox_size(self) -> int:
         return self._conn.execute("SELECT count(*) FROM records WHERE outbox = 1").fetchone()[0]
 

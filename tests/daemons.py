@@ -150,3 +150,15 @@ def connect_line(daemons: list, labs: list[Cli]) -> list[Daemon]:
         right.wait_for(f"peer connected: {left.peer_id}")
         left.wait_for(f"peer connected: {right.peer_id}")
     return line
+
+
+def _signing_key(seed: int):
+    """A fixed Ed25519 key (seed byte repeated) and its did:key, for records made in tests."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from protocol.identity import did_from_ed25519
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key, did_from_ed25519(public)

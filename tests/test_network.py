@@ -12,7 +12,7 @@ import json
 import pytest
 
 from .conftest import ROOT
-from .daemons import connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
+from .daemons import _signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -128,17 +128,6 @@ def test_records_made_while_offline_wait_in_the_outbox_and_go_out_on_connect(tmp
     db = start(daemons, b, "--bootstrap", da.addr)
     db.wait_for(f"record received: vouch {made[0]}", timeout=10)
     assert a.json("status")["outbox"] == 0
-
-
-def _signing_key(seed: int):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from protocol.identity import did_from_ed25519
-
-    key = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
-    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return key, did_from_ed25519(public)
 
 
 def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arrive(tmp_path, daemons):

@@ -97,7 +97,7 @@ def test_a_restart_in_the_middle_of_a_sync_loses_nothing(tmp_path, daemons):
     from storage import open_db
     from storage.records import RecordStore
 
-    from .test_network import _signing_key
+    from .daemons import _signing_key
 
     a, b = make_labs(tmp_path, 2)
     key, author = _signing_key(42)
@@ -201,7 +201,7 @@ def test_connected_nodes_also_sync_periodically(tmp_path, daemons):
     from storage import open_db
     from storage.records import RecordStore
 
-    from .test_network import _signing_key
+    from .daemons import _signing_key
 
     a, b = make_labs(tmp_path, 2)
     for lab in (a, b):

@@ -60,7 +60,7 @@ def _propose(lab: Cli, first: dict, second: dict) -> str:
     from storage import open_db
     from storage.records import RecordStore
 
-    from .test_network import _signing_key
+    from .daemons import _signing_key
 
     key, author = _signing_key(33)
     record = make_record("version", {"bundle": Link(parse_cid(second["bundle"])), "parents": [Link(parse_cid(second["version"]))],
