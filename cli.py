@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     spec: _Spec = args._spec
-    from protocol.errors import FabnodeError
+    from fabnode.protocol.errors import FabnodeError
 
     try:
         spec.fn(Context(args.home), **{dest: getattr(args, dest) for dest in args._dests})
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _home(ctx: Context):
-    from node.home import Home, default_home
+    from fabnode.node.home import Home, default_home
 
     return Home(ctx.obj["home"] or default_home())
 
@@ -244,7 +244,7 @@ def init(ctx: Context, name: str | None, as_json: bool) -> None:
 
     Usage:  fabnode init --name "Fab Lab Nairobi"
     """
-    from node.home import init_home
+    from fabnode.node.home import init_home
 
     _print_identity(init_home(_home(ctx).path, name), as_json)
 
@@ -269,7 +269,7 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
 
     Usage:  fabnode add ./hand-pump
     """
-    from node.files import add_path, plan_add
+    from fabnode.node.files import add_path, plan_add
 
     store = _home(ctx).open_store()
     plan = plan_add(path, hidden)
@@ -306,8 +306,8 @@ def ls(ctx: Context, cid_path: str | None, as_json: bool) -> None:
 
     Usage:  fabnode ls bafy…/cad
     """
-    from node.files import list_path, list_pins
-    from protocol.cid import parse_cid_path
+    from fabnode.node.files import list_path, list_pins
+    from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
     if cid_path is None:
@@ -331,8 +331,8 @@ def cat(ctx: Context, cid_path: str) -> None:
 
     Usage:  fabnode cat bafy…/README.md
     """
-    from node.files import cat_path
-    from protocol.cid import parse_cid_path
+    from fabnode.node.files import cat_path
+    from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
     root, segments = parse_cid_path(cid_path)
@@ -359,13 +359,13 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
 
     Usage:  fabnode get bafy… -o hand-pump
     """
-    from node.files import get_path, plan_get
-    from protocol.cid import parse_cid_path
+    from fabnode.node.files import get_path, plan_get
+    from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
     root, segments = parse_cid_path(cid_path)
     if peers or not _held_completely(store, root, segments):
-        from node.fetch import fetch
+        from fabnode.node.fetch import fetch
 
         fetched = fetch(_home(ctx).require(), cid_path, list(peers))
         echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
@@ -388,7 +388,7 @@ def fsck(ctx: Context, as_json: bool) -> None:
 
     Exits 1 and names each damaged or missing block if the store is not sound.
     """
-    from node.files import fsck as run_fsck
+    from fabnode.node.files import fsck as run_fsck
 
     store = _home(ctx).open_store()
     _, total = store.count()
@@ -440,7 +440,7 @@ def publish(ctx, path, message, design, parents, title, label, license_, hidden,
 
     Usage:  fabnode publish ./hand-pump -m "first design"
     """
-    from node.commons import publish as run_publish
+    from fabnode.node.commons import publish as run_publish
 
     home = _home(ctx).require()
     result = run_publish(home, path, message=message, design=design, parents=list(parents), title=title,
@@ -463,7 +463,7 @@ def log(ctx, target, as_json):
 
     Usage:  fabnode log bafyrei…
     """
-    from node.commons import log as run_log
+    from fabnode.node.commons import log as run_log
 
     result = run_log(_home(ctx).require(), target)
     if as_json:
@@ -494,7 +494,7 @@ def show(ctx, cid, as_json):
 
     Usage:  fabnode show bafyrei…
     """
-    from node.commons import show as run_show
+    from fabnode.node.commons import show as run_show
 
     result = run_show(_home(ctx).require(), cid)
     if as_json:
@@ -523,7 +523,7 @@ def _print_designs(rows, as_json: bool) -> None:
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def designs(ctx, limit, as_json):
     """List the designs this node knows, most recently changed first."""
-    from node.commons import designs as run_designs
+    from fabnode.node.commons import designs as run_designs
 
     _print_designs(run_designs(_home(ctx).require(), limit), as_json)
 
@@ -537,7 +537,7 @@ def search(ctx, text, limit, as_json):
 
     Usage:  fabnode search "water pump"
     """
-    from node.commons import search as run_search
+    from fabnode.node.commons import search as run_search
 
     _print_designs(run_search(_home(ctx).require(), text, limit), as_json)
 
@@ -557,7 +557,7 @@ def attest(ctx, version, result, predicate, notes, lab, tests, evidence, as_json
 
     Usage:  fabnode attest bafyrei… --result passed -m "built with 32 mm PVC" --evidence photo.jpg
     """
-    from node.commons import attest as run_attest
+    from fabnode.node.commons import attest as run_attest
 
     cid = run_attest(_home(ctx).require(), version, result=result, predicate=predicate, notes=notes, lab=lab,
                      tests=list(tests), evidence=list(evidence))
@@ -573,7 +573,7 @@ def follow(ctx: Context, design: str | None, as_json: bool) -> None:
 
     Usage:  fabnode follow bafyrei…
     """
-    from node.commons import follow as follow_design
+    from fabnode.node.commons import follow as follow_design
 
     rows = follow_design(_home(ctx).require(), design)
     if as_json:
@@ -590,8 +590,8 @@ def unfollow(ctx: Context, design: str) -> None:
 
     Usage:  fabnode unfollow bafyrei…
     """
-    from node.commons import unfollow as unfollow_design
-    from protocol.errors import FabnodeError
+    from fabnode.node.commons import unfollow as unfollow_design
+    from fabnode.protocol.errors import FabnodeError
 
     if not unfollow_design(_home(ctx).require(), design):
         raise FabnodeError(f"{design} was not followed")
@@ -608,7 +608,7 @@ def vouch(ctx, did, distrust, note, as_json):
 
     Usage:  fabnode vouch did:key:z6Mk… -m "we built their pump together"
     """
-    from node.commons import vouch as run_vouch
+    from fabnode.node.commons import vouch as run_vouch
 
     cid = run_vouch(_home(ctx).require(), did, distrust=distrust, note=note)
     _print_json({"vouch": cid}) if as_json else echo(cid)
@@ -618,7 +618,7 @@ def vouch(ctx, did, distrust, note, as_json):
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def trust_(ctx, as_json):
     """List whom this lab vouched for, and every key its trust reaches, with the path."""
-    from node.commons import trust as run_trust
+    from fabnode.node.commons import trust as run_trust
 
     result = run_trust(_home(ctx).require())
     if as_json:
@@ -642,7 +642,7 @@ def reputation(ctx, target, as_json):
 
     Usage:  fabnode reputation bafyrei…
     """
-    from node.commons import reputation as run_reputation
+    from fabnode.node.commons import reputation as run_reputation
 
     result = run_reputation(_home(ctx).require(), target)
     if as_json:
@@ -654,7 +654,7 @@ def reputation(ctx, target, as_json):
 
 
 def _held_completely(store, root: bytes, segments: list[str]) -> bool:
-    from node.fetch import missing_here
+    from fabnode.node.fetch import missing_here
 
     return missing_here(store, root, segments) is None
 
@@ -675,7 +675,7 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
 
     Usage:  fabnode run --listen /ip4/0.0.0.0/tcp/4001
     """
-    from node.daemon import daemon_options, run_daemon
+    from fabnode.node.daemon import daemon_options, run_daemon
 
     home = _home(ctx).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,
@@ -689,7 +689,7 @@ def peers(ctx: Context, as_json: bool) -> None:
 
     Usage:  fabnode peers
     """
-    from node.status import peers as list_peers
+    from fabnode.node.status import peers as list_peers
 
     rows = list_peers(_home(ctx).require())
     if as_json:
@@ -711,7 +711,7 @@ def status(ctx: Context, as_json: bool) -> None:
 
     Usage:  fabnode status
     """
-    from node.status import status as node_status
+    from fabnode.node.status import status as node_status
 
     info = node_status(_home(ctx).require())
     if as_json:
@@ -757,8 +757,8 @@ def export(ctx, out, designs, for_have, records_only, bundle, as_json):
 
     Usage:  fabnode export /media/stick/lab-a.car --for /media/stick/lab-b.have
     """
-    from node.sneakernet import export as run_export, export_size_estimate
-    from protocol.errors import FabnodeError
+    from fabnode.node.sneakernet import export as run_export, export_size_estimate
+    from fabnode.protocol.errors import FabnodeError
 
     home = _home(ctx).require()
     if os.path.lexists(out):
@@ -781,7 +781,7 @@ def have(ctx, out, as_json):
 
     Usage:  fabnode have /media/stick/lab-b.have
     """
-    from node.sneakernet import write_have
+    from fabnode.node.sneakernet import write_have
 
     result = write_have(_home(ctx).require(), out)
     _print_json(result) if as_json else echo(result["path"])
@@ -797,7 +797,7 @@ def import_(ctx, path, as_json):
 
     Usage:  fabnode import /media/stick/lab-a.car
     """
-    from node.sneakernet import import_car
+    from fabnode.node.sneakernet import import_car
 
     home = _home(ctx).require()
     size = path.stat().st_size if path.is_file() else 0

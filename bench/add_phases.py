@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from node.files import add_path
-from node.home import Home, default_home
+from fabnode.node.files import add_path
+from fabnode.node.home import Home, default_home
 
 start = time.perf_counter()
 store = Home(default_home()).open_store()

@@ -54,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_add import FABNODE, ROOT, WORK, MiB, files_under, machine, make_file, make_tree, run  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 
 LOOPBACK = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -259,7 +258,7 @@ def libp2p_serve(nbytes: int) -> None:
     import trio
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from node.host import dial_address, quiet_library_logs, running_host
+    from fabnode.node.host import dial_address, quiet_library_logs, running_host
 
     async def main() -> None:
         quiet_library_logs()
@@ -291,7 +290,7 @@ def libp2p_fetch(addr: str) -> None:
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from node.host import quiet_library_logs, running_host
+    from fabnode.node.host import quiet_library_logs, running_host
 
     async def main() -> None:
         quiet_library_logs()
@@ -493,7 +492,7 @@ def hops(neighbours: dict[int, set[int]]) -> int:
 def did_keys(count: int, seed: int) -> list[str]:
     from nacl.signing import SigningKey
 
-    from protocol.identity import did_from_ed25519
+    from fabnode.protocol.identity import did_from_ed25519
 
     rng = random.Random(seed)
     return [did_from_ed25519(SigningKey(rng.randbytes(32)).verify_key.encode()) for _ in range(count)]
@@ -501,7 +500,7 @@ def did_keys(count: int, seed: int) -> list[str]:
 
 def stored_ms(home: Path, cid: str) -> int | None:
     """``received_ms`` of a record in a node's database (read-only), or None."""
-    from protocol.cid import parse_cid
+    from fabnode.protocol.cid import parse_cid
 
     conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
     try:

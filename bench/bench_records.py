@@ -26,16 +26,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from nacl.signing import SigningKey  # noqa: E402
 
-from protocol.cid import DAG_PB, make_cid  # noqa: E402
-from protocol.dagcbor import Link  # noqa: E402
-from protocol.identity import did_from_ed25519  # noqa: E402
-from protocol.records import make_record  # noqa: E402
-from storage import BlockStore, open_db  # noqa: E402
-from storage.records import RecordStore  # noqa: E402
+from fabnode.protocol.cid import DAG_PB, make_cid  # noqa: E402
+from fabnode.protocol.dagcbor import Link  # noqa: E402
+from fabnode.protocol.identity import did_from_ed25519  # noqa: E402
+from fabnode.protocol.records import make_record  # noqa: E402
+from fabnode.storage import BlockStore, open_db  # noqa: E402
+from fabnode.storage.records import RecordStore  # noqa: E402
 
 WORK = ROOT / "bench" / "work"
 FABNODE = Path(sys.executable).parent / "fabnode"
@@ -125,7 +124,7 @@ def median_run(cmd: list[str], env: dict, runs: int) -> float:
 
 
 def verification_rate(home: Path, n: int, workers: int) -> float:
-    from node.verify import verify_blocks
+    from fabnode.node.verify import verify_blocks
 
     db = open_db(home / "fabnode.db")
     rows = db.conn.execute("SELECT cid, data FROM records ORDER BY rowid LIMIT ?", (n,)).fetchall()

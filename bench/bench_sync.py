@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_add import FABNODE, WORK, machine  # noqa: E402
 
@@ -43,10 +42,10 @@ def make_records(db_path: Path, seed: int, count: int, start_ts: int, spread: in
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives import serialization
 
-    from protocol.identity import did_from_ed25519
-    from protocol.records import make_record
-    from storage import open_db
-    from storage.records import RecordStore
+    from fabnode.protocol.identity import did_from_ed25519
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
 
     key = Ed25519PrivateKey.from_private_bytes(seed.to_bytes(32, "big"))
     author = did_from_ed25519(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
@@ -73,7 +72,7 @@ def fresh_home(path: Path, base_db: Path) -> None:
 
 
 def item_set(db_path: Path):
-    from protocol.reconcile import MAX_TS, ItemSet
+    from fabnode.protocol.reconcile import MAX_TS, ItemSet
 
     conn = sqlite3.connect(db_path)
     rows = conn.execute("SELECT ts, cid FROM records").fetchall()
@@ -82,7 +81,7 @@ def item_set(db_path: Path):
 
 
 def reconcile_only(a_db: Path, b_db: Path) -> dict:
-    from protocol.reconcile import Reconciler
+    from fabnode.protocol.reconcile import Reconciler
 
     a, b = item_set(a_db), item_set(b_db)
     start = time.process_time()

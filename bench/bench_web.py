@@ -27,7 +27,6 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_add import FABNODE, ROOT, WORK, machine  # noqa: E402
 
@@ -38,13 +37,13 @@ WORDS = ("pump water solar dryer loom press mill kiln oven filter bike cart fram
 def build(home: Path, designs: int) -> dict:
     from cryptography.hazmat.primitives import serialization
 
-    from node.commons import publish
-    from node.home import Home
-    from protocol.cid import RAW, make_cid
-    from protocol.dagcbor import Link
-    from protocol.records import make_record
-    from storage import open_db
-    from storage.records import RecordStore
+    from fabnode.node.commons import publish
+    from fabnode.node.home import Home
+    from fabnode.protocol.cid import RAW, make_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
 
     shutil.rmtree(home, ignore_errors=True)
     subprocess.run([str(FABNODE), "init", "--name", "Bench Lab"], env={**os.environ, "FABNODE_HOME": str(home)},
@@ -81,7 +80,7 @@ def build(home: Path, designs: int) -> dict:
             records.ingest(att, received_ms=now)
     db.conn.execute("COMMIT")
     db.close()
-    from protocol.cid import cid_str
+    from fabnode.protocol.cid import cid_str
 
     return {"real": real.design, "busy": cid_str(firsts[0]), "version": cid_str(firsts[10]),
             "query": "solar pump"}
@@ -102,8 +101,8 @@ def main() -> None:
     ids = build(home, args.designs)
     print(f"store with {args.designs} designs built in {time.monotonic() - start:.1f} s", file=sys.stderr)
 
-    from node.home import Home
-    from node.pages import Pages
+    from fabnode.node.home import Home
+    from fabnode.node.pages import Pages
 
     h = Home(home)
     pages = Pages(h, h.open_store())

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from protocol.cid import cid_str, parse_cid
+from fabnode.protocol.cid import cid_str, parse_cid
 from typing import TYPE_CHECKING, NamedTuple
 
-from protocol.errors import FabnodeError
-from protocol.lineage import VersionNode, canonical_and_heads
-from storage.records import RecordStore, VersionRow
+from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.lineage import VersionNode, canonical_and_heads
+from fabnode.storage.records import RecordStore, VersionRow
 
 if TYPE_CHECKING:
-    from protocol.records import Record
+    from fabnode.protocol.records import Record
 
 # protocol.records (signing, verification) and protocol.dagcbor are imported by the commands
 # that write or check records: the reading commands must start fast.
@@ -51,7 +51,7 @@ def _announce(home: Home) -> None:
 
 
 def _record(home: Home, rtype: str, body: dict, ts: int) -> "Record":
-    from protocol.records import make_record, verify_record
+    from fabnode.protocol.records import make_record, verify_record
 
     identity = home.identity()
     record = make_record(rtype, body, author=identity.did, ts=ts, sign=_signer(home))
@@ -109,10 +109,10 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
             title: str | None = None, label: str | None = None, license_: str | None = None,
             include_hidden: bool = False, progress=lambda n: None) -> Published:
     """Store a bundle and a signed version of it (DESIGN §6 ``publish``)."""
-    from protocol.licenses import check_spdx, share_alike_problem
-    from protocol.okh import lint_manifest, manifest_summary, parse_manifest
+    from fabnode.protocol.licenses import check_spdx, share_alike_problem
+    from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
-    from protocol.dagcbor import Link
+    from fabnode.protocol.dagcbor import Link
 
     from .files import plan_add, planned_paths, store_planned
 
@@ -184,7 +184,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
 
 def attest(home: Home, version: str, *, result: str, predicate: str = "built", notes: str = "",
            lab: str | None = None, tests: list[str] = (), evidence: list[Path] = ()) -> str:
-    from protocol.dagcbor import Link
+    from fabnode.protocol.dagcbor import Link
 
     from .files import plan_add, store_planned
 
@@ -213,7 +213,7 @@ def attest(home: Home, version: str, *, result: str, predicate: str = "built", n
 
 
 def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> str:
-    from protocol.identity import ed25519_from_did
+    from fabnode.protocol.identity import ed25519_from_did
 
     ed25519_from_did(did)  # a clear error for a malformed did:key before anything else
     me = home.identity().did
@@ -235,7 +235,7 @@ def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> st
 
 
 def _link_json(value):
-    from protocol.dagcbor import Link
+    from fabnode.protocol.dagcbor import Link
 
     if isinstance(value, Link):
         return {"/": cid_str(value.cid)}
@@ -246,7 +246,7 @@ def _link_json(value):
 
 def show(home: Home, text: str) -> dict:
     """Decode and re-check any stored record; ``valid`` is False with the reason if it fails."""
-    from protocol.records import RecordRejected, verify_record
+    from fabnode.protocol.records import RecordRejected, verify_record
 
     _, records = _open(home)
     cid = parse_cid(text)
@@ -256,7 +256,7 @@ def show(home: Home, text: str) -> dict:
     try:
         record = verify_record(raw, now_ms=now_ms(), cid=cid)
     except RecordRejected as exc:
-        from protocol.dagcbor import decode
+        from fabnode.protocol.dagcbor import decode
 
         value = decode(raw)
         return {"cid": cid_str(cid), "type": value.get("type"), "author": value.get("author"), "ts": value.get("ts"),
@@ -353,7 +353,7 @@ def unfollow(home: Home, design_text: str) -> bool:
 
 
 def _trust_map(home: Home, records: RecordStore):
-    from protocol.reputation import Vouch, compute_trust
+    from fabnode.protocol.reputation import Vouch, compute_trust
 
     me = home.identity().did
     vouches = [Vouch(v.author, v.subject, v.trust, v.ts) for v in records.vouches()]
@@ -378,7 +378,7 @@ def trust(home: Home) -> dict:
 
 def reputation(home: Home, target: str) -> dict:
     """Should we build this? The personal score of a version (for a design: its newest head)."""
-    from protocol.reputation import Attestation, explain, score_version
+    from fabnode.protocol.reputation import Attestation, explain, score_version
 
     _, records = _open(home)
     design, version = _resolve_design(records, target)

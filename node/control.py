@@ -17,7 +17,7 @@ import os
 import socket
 from pathlib import Path
 
-from protocol.errors import FabnodeError
+from fabnode.protocol.errors import FabnodeError
 
 STATE_FILE = "daemon.json"
 MAX_LINE = 1 << 20

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import trio
 
-from protocol.cid import DAG_CBOR, cid_str, make_cid, parse_cid_path
-from protocol.errors import FabnodeError
-from protocol.records import RecordRejected, verify_record
+from fabnode.protocol.cid import DAG_CBOR, cid_str, make_cid, parse_cid_path
+from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.records import RecordRejected, verify_record
 
 from .home import Home
 
@@ -113,8 +113,8 @@ def describe_record(record) -> str:
 
 class Daemon:
     def __init__(self, home: Home, options: DaemonOptions, log=None) -> None:
-        from storage import PeerStore
-        from storage.records import RecordStore
+        from fabnode.storage import PeerStore
+        from fabnode.storage.records import RecordStore
 
         from .fetch import FetchServer
         from .sync import ItemCache
@@ -156,7 +156,7 @@ class Daemon:
         from libp2p.pubsub.pubsub import Pubsub
         from libp2p.tools.anyio_service import background_trio_service
 
-        from protocol.sync import PROTOCOL as SYNC
+        from fabnode.protocol.sync import PROTOCOL as SYNC
 
         from .fetch import PROTOCOL as FETCH
         from .host import node_key_pair, quiet_library_logs, running_host
@@ -504,7 +504,7 @@ class Daemon:
 
     async def _sync_with(self, peer: str) -> None:
         from libp2p.peer.id import ID
-        from protocol.sync import PROTOCOL as SYNC
+        from fabnode.protocol.sync import PROTOCOL as SYNC
 
         try:
             peer_id = ID.from_base58(peer)
@@ -523,8 +523,8 @@ class Daemon:
         await self._run_sync(stream, peer, initiator=False)
 
     async def _run_sync(self, stream, peer: str, *, initiator: bool) -> None:
-        from protocol.reconcile import ReconcileError
-        from protocol.sync import SyncProtocolError
+        from fabnode.protocol.reconcile import ReconcileError
+        from fabnode.protocol.sync import SyncProtocolError
 
         from .sync import sync_over_stream
 

@@ -13,11 +13,11 @@ import time
 
 import trio
 
-from protocol.car import encode_header, encode_section
-from protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
-from protocol.dagpb import decode_node
-from protocol.errors import FabnodeError
-from protocol.fetch import (
+from fabnode.protocol.car import encode_header, encode_section
+from fabnode.protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
+from fabnode.protocol.dagpb import decode_node
+from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.fetch import (
     MAX_REQUEST_BYTES,
     PROTOCOL,
     FetchRequest,
@@ -26,9 +26,9 @@ from protocol.fetch import (
     decode_request,
     encode_request,
 )
-from protocol.unixfs import MAX_DEPTH, decode as decode_unixfs, resolve
-from protocol.varint import MAX_VARINT_BYTES
-from storage import BlockStore, Pin
+from fabnode.protocol.unixfs import MAX_DEPTH, decode as decode_unixfs, resolve
+from fabnode.protocol.varint import MAX_VARINT_BYTES
+from fabnode.storage import BlockStore, Pin
 
 from .home import Home
 from .sneakernet import dag_cids
@@ -352,7 +352,7 @@ def _first_fabnode_error(exc: BaseException) -> FabnodeError | None:
 
 def missing_here(store: BlockStore, root: bytes, path: list[str]) -> str | None:
     """None if every block of the DAG at root/path is here; else what is missing, in words."""
-    from protocol.errors import MissingBlock
+    from fabnode.protocol.errors import MissingBlock
 
     try:
         resolved = resolve(store.get, root, list(path))

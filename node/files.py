@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from protocol.cid import cid_str
-from protocol.errors import FabnodeError, InvalidBlock
-from protocol.paths import directory_problem, segment_problem
-from protocol.unixfs import (
+from fabnode.protocol.cid import cid_str
+from fabnode.protocol.errors import FabnodeError, InvalidBlock
+from fabnode.protocol.paths import directory_problem, segment_problem
+from fabnode.protocol.unixfs import (
     CHUNK_SIZE,
     MAX_DEPTH,
     MAX_PLAIN_DIRECTORY_ENTRIES,
@@ -43,7 +43,7 @@ from protocol.unixfs import (
     iter_file,
     resolve,
 )
-from storage import BlockStore, Pin
+from fabnode.storage import BlockStore, Pin
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -473,8 +473,8 @@ class FsckReport:
 
 def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
     """Re-hash every block, then check that every pinned DAG is complete and readable."""
-    from protocol.cid import block_matches
-    from protocol.unixfs import links_of
+    from fabnode.protocol.cid import block_matches
+    from fabnode.protocol.unixfs import links_of
 
     report = FsckReport()
     damaged: set[bytes] = set()
@@ -509,8 +509,8 @@ def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
 
 def _check_records(store: BlockStore, report: FsckReport) -> None:
     """Re-verify every stored record by the rules it was accepted under (time = its arrival)."""
-    from protocol.records import RecordRejected, verify_record
-    from storage.records import RecordStore
+    from fabnode.protocol.records import RecordRejected, verify_record
+    from fabnode.storage.records import RecordStore
 
     for cid, data, received_ms in RecordStore(store.db.conn).iter_raw():
         report.records += 1

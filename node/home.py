@@ -21,8 +21,8 @@ from typing import NamedTuple
 from functools import cached_property
 from pathlib import Path
 
-from protocol.errors import FabnodeError
-from protocol.identity import did_from_ed25519, peer_id_from_ed25519
+from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.identity import did_from_ed25519, peer_id_from_ed25519
 
 CONFIG_NAME = "config.toml"
 CONFIG_KEYS: dict[str, type | tuple[type, type]] = {
@@ -155,7 +155,7 @@ class Home:
 
     def open_store(self):
         """The block store, with the database opened and migrated."""
-        from storage import BlockStore, open_db
+        from fabnode.storage import BlockStore, open_db
 
         self.require()
         return BlockStore(open_db(self.db_path))

@@ -13,9 +13,9 @@ import html
 import time
 from pathlib import Path
 
-from protocol.cid import cid_str, parse_cid
-from protocol.errors import FabnodeError, MissingBlock
-from protocol.unixfs import decode as decode_unixfs
+from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.errors import FabnodeError, MissingBlock
+from fabnode.protocol.unixfs import decode as decode_unixfs
 
 TEMPLATES = Path(__file__).parent / "templates"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
@@ -60,7 +60,7 @@ def render_markdown(text: str) -> str:
 
 
 def read_small_file(store, cid: bytes, limit: int = MAX_README) -> str | None:
-    from protocol.unixfs import iter_file
+    from fabnode.protocol.unixfs import iter_file
 
     chunks, size = [], 0
     for piece in iter_file(store.get, cid):
@@ -161,7 +161,7 @@ class Pages:
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
 
     def home_page(self) -> str:
-        from storage.records import RecordStore
+        from fabnode.storage.records import RecordStore
 
         from .commons import log
 
@@ -186,8 +186,8 @@ class Pages:
         return self._render("designs.html", designs=rows[:limit], more=len(rows) > limit, query=query)
 
     def design_page(self, text: str) -> str:
-        from protocol.okh import parse_manifest
-        from storage.records import RecordStore
+        from fabnode.protocol.okh import parse_manifest
+        from fabnode.storage.records import RecordStore
 
         from .commons import log
 
@@ -222,7 +222,7 @@ class Pages:
                             lineage=lineage_svg(records, parse_cid(history["design"]), history))
 
     def version_page(self, text: str) -> str:
-        from storage.records import RecordStore
+        from fabnode.storage.records import RecordStore
 
         from .commons import _version_json, reputation
 

@@ -8,9 +8,9 @@ nothing more is started once the bundles fetched this way take ``seeding.budget_
 
 from __future__ import annotations
 
-from protocol.cid import cid_str
-from storage import BlockStore
-from storage.records import RecordStore
+from fabnode.protocol.cid import cid_str
+from fabnode.storage import BlockStore
+from fabnode.storage.records import RecordStore
 
 SOURCE_PREFIX = "seeded:"
 

@@ -32,14 +32,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.car import CarError, Header, encode_header, encode_section, read_car
-from protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
-from protocol.dagcbor import Link, decode, encode
-from protocol.errors import FabnodeError, InvalidBlock, MissingBlock
-from protocol.paths import directory_problem
-from protocol.unixfs import MAX_DEPTH, decode as decode_unixfs
-from storage import BlockStore, Pin
-from storage.records import RecordStore, records_query
+from fabnode.protocol.car import CarError, Header, encode_header, encode_section, read_car
+from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
+from fabnode.protocol.dagcbor import Link, decode, encode
+from fabnode.protocol.errors import FabnodeError, InvalidBlock, MissingBlock
+from fabnode.protocol.paths import directory_problem
+from fabnode.protocol.unixfs import MAX_DEPTH, decode as decode_unixfs
+from fabnode.storage import BlockStore, Pin
+from fabnode.storage.records import RecordStore, records_query
 
 from .home import Home
 
@@ -80,7 +80,7 @@ def walk_dag(store: BlockStore, root: bytes, *, skip: set[bytes] = frozenset()) 
         data = store.get(cid)
         yield cid, data
         if cid_codec(cid) == DAG_PB:
-            from protocol.dagpb import decode_node
+            from fabnode.protocol.dagpb import decode_node
 
             children = [link.cid for link in decode_node(data).links]
             stack.extend((c, depth + 1) for c in reversed(children))
@@ -88,7 +88,7 @@ def walk_dag(store: BlockStore, root: bytes, *, skip: set[bytes] = frozenset()) 
 
 def dag_cids(store: BlockStore, root: bytes) -> tuple[set[bytes], bool]:
     """(every CID of the DAG this store can see, whether the DAG is complete) without reading leaves."""
-    from protocol.dagpb import decode_node
+    from fabnode.protocol.dagpb import decode_node
 
     out: set[bytes] = set()
     complete = True

@@ -9,8 +9,8 @@ from .home import Home
 
 
 def _stores(home: Home):
-    from storage import PeerStore
-    from storage.records import RecordStore
+    from fabnode.storage import PeerStore
+    from fabnode.storage.records import RecordStore
 
     store = home.open_store()
     return RecordStore(store.db.conn), PeerStore(store.db.conn)

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 
 import trio
 
-from protocol.cid import DAG_CBOR
-from protocol.reconcile import MAX_TS, ItemSet, Reconciler
-from protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
-from storage.records import RecordStore
+from fabnode.protocol.cid import DAG_CBOR
+from fabnode.protocol.reconcile import MAX_TS, ItemSet, Reconciler
+from fabnode.protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
+from fabnode.storage.records import RecordStore
 
 from .fetch import _read_frame
 

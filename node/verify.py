@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from protocol.records import Record, RecordRejected, verify_record
+from fabnode.protocol.records import Record, RecordRejected, verify_record
 
 PARALLEL_FROM = 5000
 """Batches at least this large are verified in worker processes."""

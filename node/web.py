@@ -26,11 +26,11 @@ import mimetypes
 import secrets
 from pathlib import Path
 
-from protocol.car import encode_header, encode_section
-from protocol.cid import cid_str, parse_cid
-from protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
-from protocol.paths import segment_problem
-from protocol.unixfs import decode as decode_unixfs, iter_file, resolve_crossing
+from fabnode.protocol.car import encode_header, encode_section
+from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
+from fabnode.protocol.paths import segment_problem
+from fabnode.protocol.unixfs import decode as decode_unixfs, iter_file, resolve_crossing
 
 from .fetch import dag_in_order
 

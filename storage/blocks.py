@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from protocol.cid import block_matches, cid_str
-from protocol.errors import DamagedBlock, MissingBlock
+from fabnode.protocol.cid import block_matches, cid_str
+from fabnode.protocol.errors import DamagedBlock, MissingBlock
 
 from .db import Database
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 
 if TYPE_CHECKING:
-    from protocol.records import Record
+    from fabnode.protocol.records import Record
 
 
 class VersionRow(NamedTuple):

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import FABNODE, Cli, _env
+from conftest import FABNODE, Cli, _env
 
 
 class Daemon:
@@ -113,7 +113,7 @@ def record_count(home: Path, where: str = "1") -> int:
 
 
 def has_record(home: Path, cid: str) -> bool:
-    from protocol.cid import parse_cid
+    from fabnode.protocol.cid import parse_cid
 
     conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
     try:
@@ -157,7 +157,7 @@ def _signing_key(seed: int):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from protocol.identity import did_from_ed25519
+    from fabnode.protocol.identity import did_from_ed25519
 
     key = Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

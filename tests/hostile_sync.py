@@ -14,7 +14,6 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 async def main(victim: str) -> None:
@@ -22,15 +21,15 @@ async def main(victim: str) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.id import ID
 
-    from node.host import dial_address, quiet_library_logs, running_host
-    from node.sync import ItemCache, sync_over_stream
-    from protocol.cid import DAG_CBOR, make_cid
-    from protocol.fetch import PROTOCOL as FETCH
-    from protocol.identity import did_from_ed25519
-    from protocol.records import make_record
-    from protocol.sync import PROTOCOL as SYNC
-    from storage import BlockStore, open_db
-    from storage.records import RecordStore
+    from fabnode.node.host import dial_address, quiet_library_logs, running_host
+    from fabnode.node.sync import ItemCache, sync_over_stream
+    from fabnode.protocol.cid import DAG_CBOR, make_cid
+    from fabnode.protocol.fetch import PROTOCOL as FETCH
+    from fabnode.protocol.identity import did_from_ed25519
+    from fabnode.protocol.records import make_record
+    from fabnode.protocol.sync import PROTOCOL as SYNC
+    from fabnode.storage import BlockStore, open_db
+    from fabnode.storage.records import RecordStore
 
     quiet_library_logs()
     db = open_db(memory=True)

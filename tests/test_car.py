@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import dagcbor
-from protocol.car import (
+from fabnode.protocol import dagcbor
+from fabnode.protocol.car import (
     MAX_BLOCK_BYTES,
     MAX_BUFFERED_BYTES,
     MAX_HEADER_BYTES,
@@ -34,10 +34,10 @@ from protocol.car import (
     encode_section,
     read_car,
 )
-from protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_str, make_cid, parse_cid
-from protocol.dagcbor import Link
-from protocol.errors import InvalidBlock
-from protocol.varint import encode_varint
+from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_str, make_cid, parse_cid
+from fabnode.protocol.dagcbor import Link
+from fabnode.protocol.errors import InvalidBlock
+from fabnode.protocol.varint import encode_varint
 
 TOOLS = Path(__file__).resolve().parents[1] / "test-tools"
 NODE_MODULES = TOOLS / "node_modules"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from protocol.identity import ed25519_from_did
+from fabnode.protocol.identity import ed25519_from_did
 
-from .conftest import FABNODE, ROOT, Cli, _env, write_random_file
+from conftest import FABNODE, ROOT, Cli, _env, write_random_file
 
 
 def _raw_public(path: Path) -> bytes:

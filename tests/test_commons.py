@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from protocol.records import verify_record
-from storage import BlockStore, open_db
-from storage.records import RecordStore
+from fabnode.protocol.records import verify_record
+from fabnode.storage import BlockStore, open_db
+from fabnode.storage.records import RecordStore
 
-from .conftest import ROOT, Cli
+from conftest import ROOT, Cli
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -179,7 +179,7 @@ def test_versions_arriving_before_their_design_are_shown_then_linked(labs, tmp_p
     src = sqlite3.connect(nairobi.home / "fabnode.db")
     rows = dict(src.execute("SELECT cid, data FROM records").fetchall())
     src.close()
-    from protocol.cid import parse_cid
+    from fabnode.protocol.cid import parse_cid
 
     store = BlockStore(open_db(cusco.home / "fabnode.db"))
     records = RecordStore(store.db.conn)
@@ -199,12 +199,12 @@ def test_versions_arriving_before_their_design_are_shown_then_linked(labs, tmp_p
     assert all(v["canonical"] for v in log["versions"])
 
 
-from .test_records import _hostile_cases, golden_records  # noqa: E402
+from test_records import _hostile_cases, golden_records  # noqa: E402
 
 
 @pytest.mark.parametrize("name, raw, reason", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
 def test_hostile_records_from_elsewhere_store_nothing(labs, name, raw, reason):
-    from node.commons import receive_records
+    from fabnode.node.commons import receive_records
 
     lab = labs["nairobi"]
     lab.json("vouch", labs["cusco"].json("id")["did"])
@@ -221,7 +221,7 @@ def test_hostile_records_from_elsewhere_store_nothing(labs, name, raw, reason):
 
 
 def test_records_from_elsewhere_are_idempotent(labs):
-    from node.commons import receive_records
+    from fabnode.node.commons import receive_records
 
     lab = labs["pune"]
     store = BlockStore(open_db(lab.home / "fabnode.db"))
@@ -275,11 +275,11 @@ def test_a_sybil_swarm_does_not_move_the_score_through_the_real_store(labs):
 
     from nacl.signing import SigningKey
 
-    from node.commons import receive_records
-    from protocol.cid import parse_cid
-    from protocol.dagcbor import Link
-    from protocol.identity import did_from_ed25519
-    from protocol.records import make_record
+    from fabnode.node.commons import receive_records
+    from fabnode.protocol.cid import parse_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.identity import did_from_ed25519
+    from fabnode.protocol.records import make_record
 
     nairobi, pune = labs["nairobi"], labs["pune"]
     bad = nairobi.json("publish", str(EXAMPLE), "-m", "first design")["version"]

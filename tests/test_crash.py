@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import FABNODE, Cli, _env, write_random_file
+from conftest import FABNODE, Cli, _env, write_random_file
 
 
 @pytest.mark.slow

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.cid import DAG_PB, RAW, cid_str, make_cid, parse_cid, parse_cid_path
-from protocol.dagpb import PBLink, decode_node, encode_node
-from protocol.errors import InvalidBlock, InvalidCID
-from protocol.unixfs import FileBuilder, build_directory, decode
-from protocol.varint import decode_varint, encode_varint
+from fabnode.protocol.cid import DAG_PB, RAW, cid_str, make_cid, parse_cid, parse_cid_path
+from fabnode.protocol.dagpb import PBLink, decode_node, encode_node
+from fabnode.protocol.errors import InvalidBlock, InvalidCID
+from fabnode.protocol.unixfs import FileBuilder, build_directory, decode
+from fabnode.protocol.varint import decode_varint, encode_varint
 
 # The folder {a.txt: "hello\n", sub/b: "x\n"} as ipfs-car 3.1.0 packs it (checked by hand with
 # `ipfs-car pack` and `ipfs-car ls --verbose`); pins the whole encoding path without node.

@@ -9,10 +9,10 @@ import tomllib
 
 import pytest
 
-import cli
-from node.home import CONFIG_KEYS
+from fabnode import cli
+from fabnode.node.home import CONFIG_KEYS
 
-from .conftest import ROOT
+from conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -22,7 +22,7 @@ def test_command_is_in_readme_and_has_help(command):
     assert f"fabnode {command}" in README
     doc = cli.COMMANDS[command].fn.__doc__
     assert doc and len(doc.strip()) > 20
-    shown = subprocess.run([sys.executable, "-c", "import cli, sys; sys.exit(cli.main(sys.argv[1:]))", command, "--help"],
+    shown = subprocess.run([sys.executable, "-c", "from fabnode import cli; import sys; sys.exit(cli.main(sys.argv[1:]))", command, "--help"],
                            capture_output=True, cwd=ROOT)
     assert shown.returncode == 0 and doc.strip().splitlines()[0] in shown.stdout.decode()
 
@@ -43,7 +43,7 @@ def test_every_configuration_key_is_documented(tmp_path):
     import re
     import shutil
 
-    from node.home import Home
+    from fabnode.node.home import Home
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     example = _flatten(tomllib.loads(text))
@@ -64,8 +64,8 @@ def test_every_configuration_key_is_documented(tmp_path):
 
 
 def test_a_mistyped_configuration_value_is_one_clear_error(tmp_path):
-    from node.home import Home
-    from protocol.errors import FabnodeError
+    from fabnode.node.home import Home
+    from fabnode.protocol.errors import FabnodeError
 
     (tmp_path / "config.toml").write_text('bootstrap = "/ip4/1.2.3.4/tcp/1"\n[limits]\nmax_connections = -1\n')
     home = Home(tmp_path)
@@ -105,7 +105,7 @@ def _make_run(demo, timeout: float = 600) -> str:
 
 
 def test_make_run_stores_the_example_and_starts_the_node(tmp_path, ipfs_car):
-    from .conftest import ipfs_car_cid
+    from conftest import ipfs_car_cid
 
     demo = tmp_path / "demo-home"
     out = _make_run(demo)

@@ -3,14 +3,14 @@ a bundle whose CID any IPFS tool computes the same."""
 
 from __future__ import annotations
 
-from .conftest import ROOT, Cli, ipfs_car_cid
+from conftest import ROOT, Cli, ipfs_car_cid
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 REQUIRED = ("okhv", "name", "repo", "version", "license", "licensor", "documentation-language", "function")
 
 
 def test_manifest_is_complete_and_its_paths_exist():
-    from protocol.okh import lint_manifest, parse_manifest
+    from fabnode.protocol.okh import lint_manifest, parse_manifest
 
     manifest = parse_manifest((EXAMPLE / "okh.toml").read_text(encoding="utf-8"))
     for key in REQUIRED:

@@ -7,12 +7,12 @@ import sqlite3
 
 import pytest
 
-from protocol.car import encode_header, encode_section
-from protocol.cid import RAW, make_cid
-from protocol.fetch import FetchRequest, FetchSession, RemoteProtocolError
+from fabnode.protocol.car import encode_header, encode_section
+from fabnode.protocol.cid import RAW, make_cid
+from fabnode.protocol.fetch import FetchRequest, FetchSession, RemoteProtocolError
 
-from .conftest import ROOT, Cli
-from .daemons import Daemon
+from conftest import ROOT, Cli
+from daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -91,11 +91,11 @@ async def test_a_peer_gets_at_most_its_share_of_fetch_streams(tmp_path):
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from node.host import quiet_library_logs, running_host
-    from protocol.cid import parse_cid
-    from protocol.fetch import PROTOCOL, encode_request
+    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.protocol.cid import parse_cid
+    from fabnode.protocol.fetch import PROTOCOL, encode_request
 
-    from .conftest import write_random_file
+    from conftest import write_random_file
 
     a = Cli(tmp_path / "a")
     a.run("init")

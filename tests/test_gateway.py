@@ -12,10 +12,10 @@ import urllib.request
 
 import pytest
 
-from protocol.cid import DAG_PB, RAW, cid_codec, make_cid, parse_cid
+from fabnode.protocol.cid import DAG_PB, RAW, cid_codec, make_cid, parse_cid
 
-from .conftest import ROOT, TOOLS, Cli
-from .daemons import Daemon
+from conftest import ROOT, TOOLS, Cli
+from daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -138,7 +138,7 @@ def test_paths_cannot_leave_their_dag_and_errors_are_plain(node, raw_path, statu
 
 
 def test_changes_need_the_token_and_reads_change_nothing(node):
-    from node.web import TOKEN_FILE
+    from fabnode.node.web import TOKEN_FILE
 
     before = hashlib.sha256((node["lab"].home / "fabnode.db").read_bytes()).hexdigest()
     for method in ("POST", "PUT", "DELETE", "PATCH"):

@@ -8,12 +8,12 @@ import subprocess
 
 import pytest
 
-from protocol.cid import DAG_PB, RAW, cid_str, make_cid
-from protocol.dagpb import PBLink, encode_node
-from protocol.unixfs import DIRECTORY_DATA
-from storage import BlockStore, open_db
+from fabnode.protocol.cid import DAG_PB, RAW, cid_str, make_cid
+from fabnode.protocol.dagpb import PBLink, encode_node
+from fabnode.protocol.unixfs import DIRECTORY_DATA
+from fabnode.storage import BlockStore, open_db
 
-from .conftest import FABNODE, Cli, _env, write_random_file
+from conftest import FABNODE, Cli, _env, write_random_file
 
 
 def _store_state(cli: Cli) -> list[tuple]:

@@ -8,17 +8,17 @@ import time
 import pytest
 from nacl.signing import SigningKey
 
-from protocol.car import encode_header, encode_section
-from protocol.cid import DAG_CBOR, DAG_PB, RAW, make_cid
-from protocol.dagcbor import Link, encode
-from protocol.dagpb import PBLink, encode_node
-from protocol.identity import did_from_ed25519
-from protocol.records import make_record
-from protocol.unixfs import DIRECTORY_DATA
-from protocol.varint import encode_varint
+from fabnode.protocol.car import encode_header, encode_section
+from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, make_cid
+from fabnode.protocol.dagcbor import Link, encode
+from fabnode.protocol.dagpb import PBLink, encode_node
+from fabnode.protocol.identity import did_from_ed25519
+from fabnode.protocol.records import make_record
+from fabnode.protocol.unixfs import DIRECTORY_DATA
+from fabnode.protocol.varint import encode_varint
 
-from .conftest import Cli, write_random_file
-from .test_sneakernet import state
+from conftest import Cli, write_random_file
+from test_sneakernet import state
 
 KEY = SigningKey(bytes(range(1, 33)))
 DID = did_from_ed25519(bytes(KEY.verify_key))
@@ -186,4 +186,4 @@ def test_duplicated_blocks_are_stored_once(seeded: Cli, tmp_path):
     path.write_bytes(car([d[0]], blocks + blocks + [hello]))
     result = seeded.json("import", str(path))
     assert result["blocks"]["duplicates"] == 3 and result["blocks"]["new"] == 2
-    assert seeded.run("cat", f"{__import__('protocol.cid', fromlist=['cid_str']).cid_str(d[0])}/a.txt").stdout == b"hello duplicate\n"
+    assert seeded.run("cat", f"{__import__('fabnode.protocol.cid', fromlist=['cid_str']).cid_str(d[0])}/a.txt").stdout == b"hello duplicate\n"

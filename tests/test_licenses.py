@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import FabnodeError
-from protocol.licenses import check_spdx, is_share_alike, share_alike_problem
+from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.licenses import check_spdx, is_share_alike, share_alike_problem
 
 
 @pytest.mark.parametrize("written, canonical", [

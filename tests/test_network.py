@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from .conftest import ROOT
-from .daemons import _signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
+from conftest import ROOT
+from daemons import _signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -68,9 +68,9 @@ def test_thirty_records_published_in_one_second_all_arrive(tmp_path, daemons):
     that none is lost. The records are made in-process, all within well under a second."""
     import time
 
-    from node.commons import vouch
-    from node.home import Home
-    from protocol.identity import did_from_ed25519
+    from fabnode.node.commons import vouch
+    from fabnode.node.home import Home
+    from fabnode.protocol.identity import did_from_ed25519
 
     a, b = make_labs(tmp_path, 2)
     da, db = connect_line(daemons, [a, b])
@@ -141,9 +141,9 @@ def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arriv
 
     import msgpack
 
-    from protocol.cid import DAG_CBOR, cid_str, make_cid
-    from protocol.dagcbor import encode
-    from protocol.records import make_record
+    from fabnode.protocol.cid import DAG_CBOR, cid_str, make_cid
+    from fabnode.protocol.dagcbor import encode
+    from fabnode.protocol.records import make_record
 
     a, b, c = make_labs(tmp_path, 3)
     da, db, dc = connect_line(daemons, [a, b, c])
@@ -197,7 +197,7 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     import sqlite3
     import subprocess
 
-    from .conftest import FABNODE, _env, write_random_file
+    from conftest import FABNODE, _env, write_random_file
 
     a, b, c = make_labs(tmp_path, 3)
     tree = tmp_path / "design"
@@ -310,7 +310,7 @@ def test_nodes_on_the_same_lan_find_each_other_by_mdns(tmp_path, daemons, privat
 def test_status_shows_what_is_being_fetched_and_served(tmp_path, daemons):
     import subprocess
 
-    from .conftest import FABNODE, _env, write_random_file
+    from conftest import FABNODE, _env, write_random_file
 
     a, b = make_labs(tmp_path, 2)
     tree = tmp_path / "design"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import FabnodeError
-from protocol.okh import lint_manifest, manifest_summary, parse_manifest
+from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
 HAND_PUMP = Path(__file__).resolve().parent.parent / "examples" / "hand-pump"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol.unixfs import CHUNK_SIZE, FileBuilder
+from fabnode.protocol.unixfs import CHUNK_SIZE, FileBuilder
 
-from .conftest import TOOLS, Cli, ipfs_car_cid, write_random_file
+from conftest import TOOLS, Cli, ipfs_car_cid, write_random_file
 
 MiB = 1 << 20
 
@@ -104,7 +104,7 @@ def _oracle_file_cid(path: Path, chunk_size: int, width: int) -> str:
 
 
 def _builder_cid(data: bytes, chunk_size: int, width: int) -> str:
-    from protocol.cid import cid_str
+    from fabnode.protocol.cid import cid_str
 
     builder = FileBuilder(width=width, chunk_size=chunk_size)
     for i in range(0, len(data), chunk_size):

@@ -7,7 +7,7 @@ import pty
 import select
 import subprocess
 
-from .conftest import FABNODE, Cli, _env, write_random_file
+from conftest import FABNODE, Cli, _env, write_random_file
 
 
 def _run_on_terminal(cli: Cli, *args: str) -> tuple[int, bytes]:

@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from protocol.reconcile import (
+from fabnode.protocol.reconcile import (
     FINGERPRINT,
     INFINITY,
     SKIP,

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from protocol.cid import DAG_CBOR, DAG_PB, RAW, make_cid
-from protocol.dagcbor import Link, encode
-from protocol.identity import did_from_ed25519, ed25519_from_did
-from protocol.records import (
+from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, make_cid
+from fabnode.protocol.dagcbor import Link, encode
+from fabnode.protocol.identity import did_from_ed25519, ed25519_from_did
+from fabnode.protocol.records import (
     MAX_RECORD_BYTES,
     PREDICATES,
     RESULTS,
@@ -23,7 +23,7 @@ from protocol.records import (
     verify_record,
 )
 
-from .conftest import TOOLS
+from conftest import TOOLS
 
 KEY = SigningKey(bytes(range(32)))
 DID = did_from_ed25519(bytes(KEY.verify_key))
@@ -198,7 +198,7 @@ def test_size_limit_is_exact():
     ("did:key:z0OIl", "not valid base58btc"),
 ])
 def test_did_key_checks(did, reason):
-    from protocol.errors import FabnodeError
+    from fabnode.protocol.errors import FabnodeError
 
     with pytest.raises(FabnodeError, match=re.escape(reason)):
         ed25519_from_did(did)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.reputation import (
+from fabnode.protocol.reputation import (
     COUNTED,
     MIXED,
     NOT_RECOMMENDED,

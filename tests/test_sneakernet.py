@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, TOOLS, Cli, write_random_file
+from conftest import ROOT, TOOLS, Cli, write_random_file
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -47,8 +47,8 @@ def design_state(cli: Cli, design: str) -> tuple:
 
 
 def _dag(conn, root: str) -> set:
-    from protocol.cid import cid_str, parse_cid
-    from protocol.unixfs import links_of
+    from fabnode.protocol.cid import cid_str, parse_cid
+    from fabnode.protocol.unixfs import links_of
 
     out, stack = set(), [parse_cid(root)]
     while stack:
@@ -174,7 +174,7 @@ def test_incremental_export_sends_only_what_is_new(two_labs, tmp_path):
     ("bad-records", "malformed have file"),
 ])
 def test_a_broken_have_file_is_refused(two_labs, tmp_path, content, reason):
-    from protocol.dagcbor import encode
+    from fabnode.protocol.dagcbor import encode
 
     a, _ = two_labs
     a.json("publish", str(EXAMPLE), "-m", "first design")
@@ -192,7 +192,7 @@ def test_a_broken_have_file_is_refused(two_labs, tmp_path, content, reason):
 
 
 def test_have_file_format(two_labs, tmp_path):
-    from protocol.dagcbor import decode
+    from fabnode.protocol.dagcbor import decode
 
     a, _ = two_labs
     published = a.json("publish", str(EXAMPLE), "-m", "first design")
@@ -200,7 +200,7 @@ def test_have_file_format(two_labs, tmp_path):
     assert a.json("have", str(have))["records"] == 1
     value = decode(have.read_bytes())
     assert value["type"] == "fabnode-have" and value["version"] == 1 and value["node"] == a.json("id")["did"]
-    from protocol.cid import parse_cid
+    from fabnode.protocol.cid import parse_cid
 
     assert value["records"] == parse_cid(published["version"])[4:]  # one 32-byte digest
     assert value["bundles"] == [parse_cid(published["bundle"])]

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.cid import RAW, make_cid
-from protocol.errors import DamagedBlock, MissingBlock
-from storage import BlockStore, open_db
-from storage.db import SCHEMA_VERSION
+from fabnode.protocol.cid import RAW, make_cid
+from fabnode.protocol.errors import DamagedBlock, MissingBlock
+from fabnode.storage import BlockStore, open_db
+from fabnode.storage.db import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_database_is_wal_with_recorded_migrations(tmp_path):
 
 
 def test_schema_version_counts_the_migrations():
-    from storage.migrations import migrations
+    from fabnode.storage.migrations import migrations
 
     assert len(migrations._migrations) == SCHEMA_VERSION
 
@@ -40,7 +40,7 @@ def test_a_database_from_an_older_fabnode_is_migrated(tmp_path):
     """A database at schema 2 (before records) gains the record tables on open, keeping its blocks."""
     from sqlite_utils import Database as UtilsDatabase
 
-    from storage.migrations import migrations
+    from fabnode.storage.migrations import migrations
 
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     migrations.apply(UtilsDatabase(conn), stop_before="003_records")
@@ -113,8 +113,8 @@ def test_roundtrip_any_blocks(blobs):
 
 
 def test_peers_are_remembered_with_exponential_backoff(tmp_path):
-    from storage import PeerStore
-    from storage.peers import MAX_BACKOFF_MS, backoff_ms
+    from fabnode.storage import PeerStore
+    from fabnode.storage.peers import MAX_BACKOFF_MS, backoff_ms
 
     assert [backoff_ms(n) for n in range(1, 6)] == [1000, 2000, 4000, 8000, 16000]
     assert backoff_ms(40) == MAX_BACKOFF_MS == 300_000
@@ -135,8 +135,8 @@ def test_peers_are_remembered_with_exponential_backoff(tmp_path):
 
 
 def test_peers_met_by_chance_are_forgotten_after_a_month_away(tmp_path):
-    from storage import PeerStore
-    from storage.peers import FORGET_AFTER_MS
+    from fabnode.storage import PeerStore
+    from fabnode.storage.peers import FORGET_AFTER_MS
 
     peers = PeerStore(open_db(tmp_path / "fabnode.db").conn)
     peers.remember("12D3KooWlan", ["/ip4/127.0.0.1/tcp/4001"], "mdns", now_ms=0)

@@ -7,8 +7,8 @@ import signal
 import sqlite3
 import time
 
-from .conftest import ROOT, Cli
-from .daemons import Daemon, connect_line, make_labs, record_count, start, wait_until
+from conftest import ROOT, Cli
+from daemons import Daemon, connect_line, make_labs, record_count, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -27,8 +27,8 @@ def digest(home) -> str:
 
 def publish_many(lab: Cli, versions: int, attestations: int) -> None:
     """Many records made quickly, in-process, as a busy lab would over days."""
-    from node.commons import attest, publish
-    from node.home import Home
+    from fabnode.node.commons import attest, publish
+    from fabnode.node.home import Home
 
     home = Home(lab.home)
     first = publish(home, EXAMPLE, message="version 0")
@@ -91,13 +91,13 @@ def test_a_restart_in_the_middle_of_a_sync_loses_nothing(tmp_path, daemons):
     """A holds 12,000 records; B starts empty and syncs. B is killed (SIGKILL) as soon as the
     first batch is in; after its restart the sync resumes, B ends with exactly A's set, and
     every record on B verifies."""
-    from node.home import Home
-    from protocol.identity import did_from_ed25519
-    from protocol.records import make_record
-    from storage import open_db
-    from storage.records import RecordStore
+    from fabnode.node.home import Home
+    from fabnode.protocol.identity import did_from_ed25519
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
 
-    from .daemons import _signing_key
+    from daemons import _signing_key
 
     a, b = make_labs(tmp_path, 2)
     key, author = _signing_key(42)
@@ -160,7 +160,7 @@ def test_the_seeding_policy_fetches_followed_and_trusted_designs_within_the_budg
     B vouches for C's key: C's design arrives by itself. B follows A's big design: it arrives
     (and fills the budget). B follows A's other design: the budget is used up, so it is not
     fetched, and the log and status say so."""
-    from .conftest import write_random_file
+    from conftest import write_random_file
 
     a, b, c = make_labs(tmp_path, 3)
     write_random_file(tmp_path / "frame" / "frame.step", 3 << 20, seed=11)
@@ -196,12 +196,12 @@ def test_the_seeding_policy_fetches_followed_and_trusted_designs_within_the_budg
 def test_connected_nodes_also_sync_periodically(tmp_path, daemons):
     """A record that reaches a store without gossip (written while the daemon runs, e.g. by an
     import) still reaches the connected peer: the periodic sync (sync.interval_seconds) finds it."""
-    from node.home import Home
-    from protocol.records import make_record
-    from storage import open_db
-    from storage.records import RecordStore
+    from fabnode.node.home import Home
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
 
-    from .daemons import _signing_key
+    from daemons import _signing_key
 
     a, b = make_labs(tmp_path, 2)
     for lab in (a, b):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from node import verify
-from node.verify import verify_blocks
+from fabnode.node import verify
+from fabnode.node.verify import verify_blocks
 
-from .test_records import _hostile_cases, golden_records
+from test_records import _hostile_cases, golden_records
 
 
 def test_parallel_and_serial_agree(monkeypatch):

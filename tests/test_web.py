@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from .conftest import ROOT, Cli
-from .daemons import Daemon
+from conftest import ROOT, Cli
+from daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,14 +53,14 @@ def lab(tmp_path_factory):
 
 def _propose(lab: Cli, first: dict, second: dict) -> str:
     """A version of Nairobi's design signed by another lab (not a maintainer): a proposal."""
-    from node.home import Home
-    from protocol.cid import cid_str, parse_cid
-    from protocol.dagcbor import Link
-    from protocol.records import make_record
-    from storage import open_db
-    from storage.records import RecordStore
+    from fabnode.node.home import Home
+    from fabnode.protocol.cid import cid_str, parse_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
 
-    from .daemons import _signing_key
+    from daemons import _signing_key
 
     key, author = _signing_key(33)
     record = make_record("version", {"bundle": Link(parse_cid(second["bundle"])), "parents": [Link(parse_cid(second["version"]))],
