@@ -8,7 +8,7 @@ FABNODE := $(BIN)/fabnode --home $(DEMO_HOME)
 LISTEN ?= /ip4/0.0.0.0/tcp/4001
 RUN_FLAGS ?=
 
-.PHONY: run test test-fast bench install tools clean
+.PHONY: run test test-fast bench install tools wheel clean
 
 install: $(VENV)/.installed
 
@@ -39,8 +39,17 @@ run: install
 	@echo "--- starting the node (Ctrl-C stops it)"
 	$(FABNODE) run --listen $(LISTEN) $(RUN_FLAGS)
 
-test: install tools
-	$(BIN)/python -m pytest -q
+# The wheel a lab would install, in a fresh virtual environment; tests/test_wheel.py runs it
+# from outside the checkout.
+WHEEL_VENV := build/wheel-venv
+wheel: install
+	rm -rf build/wheel $(WHEEL_VENV)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir build/wheel .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install --quiet build/wheel/fabnode-*.whl
+
+test: install tools wheel
+	FABNODE_WHEEL_VENV=$(WHEEL_VENV) $(BIN)/python -m pytest -q
 
 test-fast: install tools
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -49,4 +58,4 @@ bench: install tools
 	$(BIN)/python bench/bench_add.py
 
 clean:
-	rm -rf $(VENV) test-tools/node_modules $(DEMO_HOME) bench/work
+	rm -rf $(VENV) build test-tools/node_modules $(DEMO_HOME) bench/work

@@ -194,7 +194,7 @@ class Daemon:
                             from .pages import Pages
 
                             pages = Pages(self.home, self.store, status=self.status)
-                            app = make_app(self.store, token=http_token(self.home.path), pages=pages)
+                            app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log)
                             http = await nursery.start(serve_http, app, self.options.http, self.log)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)

@@ -101,8 +101,53 @@ def _wanted_format(request) -> str | None:
     return None
 
 
-def make_app(store, *, token: str, pages=None):
-    """The ASGI app: ``pages`` (:class:`node.pages.Pages`) serves the lab's web pages."""
+INTERNAL_ERROR = "internal error"
+"""What a request that hit a bug answers, and the phrase its log line carries (the test suite
+fails any test in which a daemon logged it)."""
+
+
+class LogInternalErrors:
+    """ASGI middleware: a request that raises is logged in one line (method, path, exception and
+    where it was raised) and answered ``500 internal error`` in one line, never a traceback.
+
+    Hypercorn would otherwise swallow the exception into its own (silenced) error log, and the
+    operator would see a blank 500 with no trace of why (issue 11)."""
+
+    def __init__(self, app, log) -> None:
+        self.app, self.log = app, log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            import traceback
+
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = scope.get("path", "") + (f"?{query}" if query else "")
+            self.log(f"http {INTERNAL_ERROR}: {scope.get('method')} {target[:200]}: {type(exc).__name__}: "
+                     f"{str(exc)[:200]} (at {Path(frame.filename).name}:{frame.lineno})")
+            if not started:
+                body = f"{INTERNAL_ERROR}\n".encode()
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+
+
+def make_app(store, *, token: str, pages=None, log=print):
+    """The ASGI app: ``pages`` (:class:`fabnode.node.pages.Pages`) serves the lab's web pages;
+    ``log`` takes one line per request that failed with a bug."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
@@ -194,9 +239,11 @@ def make_app(store, *, token: str, pages=None):
                     return PlainTextResponse("this needs the token from the node's home folder\n", status_code=403)
             return await call_next(request)
 
-    return Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
-                             Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],
-                     middleware=[Middleware(TokenForChanges)])
+    app = Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
+                            Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],
+                    middleware=[Middleware(TokenForChanges)],
+                    exception_handlers={Exception: lambda request, exc: PlainTextResponse(f"{INTERNAL_ERROR}\n", 500)})
+    return LogInternalErrors(app, log)
 
 
 async def serve_http(app, address: str, log, task_status) -> None:

@@ -96,8 +96,13 @@ def write_random_file(path: Path, size: int, seed: int) -> Path:
 @pytest.fixture
 def daemons():
     """Daemons started in a test; whatever is still running at the end is killed."""
+    from fabnode.node.web import INTERNAL_ERROR
+
     started: list = []
     yield started
+    failed = []
     for d in started:
+        failed += d.said(f"http {INTERNAL_ERROR}")  # a page answering 500 fails the test that caused it
         if d.proc.poll() is None:
             d.kill()
+    assert not failed, f"a daemon answered HTTP 500: {failed}"

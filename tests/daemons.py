@@ -83,7 +83,8 @@ class Daemon:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=10)
         took = time.monotonic() - start
-        self.said("")
+        internal_errors = self.said("http internal error")
+        assert not internal_errors, f"the daemon answered HTTP 500: {internal_errors}"
         return took
 
     def kill(self) -> None:
