@@ -26,7 +26,7 @@ from fabnode.protocol.fetch import (
     decode_request,
     encode_request,
 )
-from fabnode.protocol.unixfs import MAX_DEPTH, decode as decode_unixfs, resolve
+from fabnode.protocol.unixfs import MAX_DEPTH, decode as decode_unixfs, resolve, resolve_crossing
 from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
@@ -123,12 +123,16 @@ class FetchServer:
         try:
             with trio.fail_after(READ_TIMEOUT):
                 request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
-            root = resolve(self.store.get, request.root, list(request.path))
+            root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
             transfer["root"] = cid_str(root)
             if not dag_cids(self.store, root)[1]:  # serve only what we hold whole
                 raise FabnodeError(f"{cid_str(root)} is not (completely) held here")
-            await stream.write(encode_header([root]))
-            for cid, data in dag_in_order(self.store, root, set(request.have)):
+            # the requested root names the stream; a path's directories come first, so the asker
+            # can check each step from the root it asked for (protocol.fetch)
+            await stream.write(encode_header([request.root]))
+            for cid in crossed:
+                await stream.write(encode_section(cid, self.store.get(cid)))
+            for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
                 await self._pace(len(data))
                 await stream.write(encode_section(cid, data))
                 transfer["sent_bytes"] += len(data)

@@ -56,12 +56,18 @@ def check_cid_bytes(cid: bytes) -> bytes:
     return cid
 
 
+MAX_CID_TEXT = 320
+"""Longest CID text accepted: a 36-byte CID is 59 characters in base32 and 289 even in base2."""
+
+
 def parse_cid(text: str) -> bytes:
     """Parse a CID in any multibase (or CIDv0 ``Qm…``) into fabnode's binary CIDv1.
 
     Raises :class:`InvalidCID` with a one-line reason for anything else.
     """
     shown = text if len(text) <= 80 else text[:77] + "..."
+    if len(text) > MAX_CID_TEXT:  # before any decoding: base58 decoding is quadratic in its length
+        raise InvalidCID(f"not a valid CID: {shown!r} is {len(text)} characters long (at most {MAX_CID_TEXT})")
     if text.startswith("b") and text == text.lower() and len(text) == 59:
         # fabnode's own form (CIDv1, 36 bytes, base32): decoded here without importing the
         # multiformats tables (~80 ms), since every command line call parses one.

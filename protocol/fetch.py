@@ -3,12 +3,19 @@
 Theory of operation: the asker opens a stream and sends one request frame — varint length, then
 msgpack ``{"root": CID bytes, "path": [segments], "have": [CID bytes…]}`` — naming a DAG and the
 blocks of it that it already holds (so an interrupted fetch resumes). The server answers with a
-CAR stream whose header root is the CID the path resolves to, and then every block of that DAG
-depth-first, leaving out the ones in ``have``, and closes the stream. The asker feeds the bytes
-to :class:`FetchSession`, which verifies each block against its CID (through the CAR reader) and
-accepts only blocks the DAG actually needs: the root, then children of dag-pb nodes it has seen
-(or already held). Anything else, a frame over the limits, or a stream that ends before the DAG
-is complete, is the peer's fault (:class:`RemoteProtocolError`).
+CAR stream whose header root is the requested root; then, for a path, the directory blocks from
+the root along the path, in order (each names the next by a link of the path's next name); then
+every block of the DAG the path resolves to (the *target*: the root itself without a path),
+depth-first, leaving out the ones in ``have``; and closes the stream. This is the layout of the
+trustless gateway's ``?format=car`` answer.
+
+The asker feeds the bytes to :class:`FetchSession`, which verifies each block against its CID
+(through the CAR reader) and accepts only blocks it can prove it asked for: the requested root,
+each directory of the path resolved from the last, then the target and the children of dag-pb
+nodes it has seen (or already held). So a peer cannot make the asker store a DAG it did not ask
+for by naming another root (issue 12). Anything else, a frame over the limits, or a stream that
+ends before the DAG is complete, is the peer's fault (:class:`RemoteProtocolError`), raised before
+the offending block is handed back to be stored.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ MAX_REQUEST_BYTES = 4 << 20
 """A request frame (DESIGN §7: stream frames at most 4 MiB)."""
 MAX_HAVE = 100_000
 MAX_PATH = 64
+MAX_SEGMENT_BYTES = 255
+"""Longest name in a requested path (a file name on any common file system)."""
 
 
 class RemoteProtocolError(FabnodeError):
@@ -59,8 +68,10 @@ def decode_request(body: bytes) -> FetchRequest:
     if not isinstance(value, dict) or set(value) != {"root", "path", "have"}:
         raise RemoteProtocolError("fetch request must be a map of exactly root, path and have")
     root, path, have = value["root"], value["path"], value["have"]
-    if not isinstance(path, list) or len(path) > MAX_PATH or not all(isinstance(p, str) for p in path):
-        raise RemoteProtocolError(f"fetch request path must be at most {MAX_PATH} names")
+    if not isinstance(path, list) or len(path) > MAX_PATH or not all(isinstance(p, str) for p in path) \
+            or any(len(p.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for p in path):
+        raise RemoteProtocolError(f"fetch request path must be at most {MAX_PATH} names of at most "
+                                  f"{MAX_SEGMENT_BYTES} bytes")
     if not isinstance(have, list) or len(have) > MAX_HAVE:
         raise RemoteProtocolError(f"fetch request may list at most {MAX_HAVE} held blocks")
     try:
@@ -77,10 +88,15 @@ class FetchSession:
 
     def __init__(self, request: FetchRequest, held: frozenset[bytes] | set[bytes]) -> None:
         self._reader = CarReader()
+        self._request = request
         self._held = set(held)
         self._expected: set[bytes] = set()
         self._seen: set[bytes] = set()
+        self._path_left = list(request.path)
+        self._next_on_path: bytes | None = None
+        """While the path is being resolved: the one block the stream must carry next."""
         self.root: bytes | None = None
+        """The DAG the request resolves to (the target), once the stream has proven it."""
         self.blocks = 0
 
     def _expect_children(self, cid: bytes, data: bytes) -> None:
@@ -94,6 +110,34 @@ class FetchSession:
         self._seen.add(cid)
         self._expected.discard(cid)
         self._expect_children(cid, data)
+
+    def _target_known(self, target: bytes) -> None:
+        self.root = target
+        if target not in self._seen:
+            self._expected.add(target)
+
+    def _path_block(self, block: Block) -> None:
+        """One directory on the way to the target: it must be the one expected, and name the next."""
+        from .unixfs import decode as decode_unixfs
+
+        if block.cid != self._next_on_path:
+            raise RemoteProtocolError(f"the peer sent block {cid_str(block.cid)} where the path needs "
+                                      f"{cid_str(self._next_on_path)}")
+        try:
+            node = decode_unixfs(block.cid, block.data)
+        except InvalidBlock as exc:
+            raise RemoteProtocolError(f"the peer sent a bad node {cid_str(block.cid)}: {exc}") from None
+        name = self._path_left.pop(0)
+        if node.kind != "directory":
+            raise RemoteProtocolError(f"{cid_str(block.cid)} is a file: the path has no {name!r} there")
+        following = next((link.cid for link in node.links if link.name == name), None)
+        if following is None:
+            raise RemoteProtocolError(f"no {name!r} in {cid_str(block.cid)}")
+        if self._path_left:
+            self._next_on_path = following
+        else:
+            self._next_on_path = None
+            self._target_known(following)
 
     def receive(self, data: bytes) -> list[Block]:
         """Verified, wanted blocks contained in ``data`` (b"" means the stream ended)."""
@@ -112,11 +156,20 @@ class FetchSession:
             if isinstance(event, Header):
                 if len(event.roots) != 1:
                     raise RemoteProtocolError("the peer's CAR stream must name exactly one root")
-                self.root = event.roots[0]
-                if self.root not in self._seen:
-                    self._expected.add(self.root)
+                if event.roots[0] != self._request.root:
+                    raise RemoteProtocolError(f"the peer answered with {cid_str(event.roots[0])}, "
+                                              f"not the requested {cid_str(self._request.root)}")
+                if self._path_left:
+                    self._next_on_path = self._request.root
+                else:
+                    self._target_known(self._request.root)
                 continue
             assert isinstance(event, Block)
+            if self._next_on_path is not None:
+                self._path_block(event)
+                self.blocks += 1
+                out.append(event)
+                continue
             if event.cid not in self._expected:
                 raise RemoteProtocolError(f"the peer sent block {cid_str(event.cid)}, which the DAG does not need")
             self._expected.discard(event.cid)

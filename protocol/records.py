@@ -39,6 +39,8 @@ MAX_FUTURE_MS = 10 * 60 * 1000
 TOP_LEVEL_KEYS = frozenset({"fabnode", "type", "author", "ts", "body", "sig"})
 MAX_TEXT = 16 * 1024
 MAX_LIST = 256
+MAX_LIST_TEXT = 1024
+"""An entry of a list of texts (an attestation's test names) is a name, not a document."""
 
 PREDICATES = ("built", "tested", "reviewed", "defect")
 RESULTS = ("passed", "warned", "failed")
@@ -145,6 +147,8 @@ def _typed_field(kind, name: str, value):
             raise _reject(f"body.{name} must be a list of texts")
         if len(value) > MAX_LIST:
             raise _reject(f"body.{name} has more than {MAX_LIST} entries")
+        if any(len(v) > MAX_LIST_TEXT for v in value):
+            raise _reject(f"body.{name} has an entry longer than {MAX_LIST_TEXT} characters")
         return value
     # a tuple of allowed words
     if value not in kind:

@@ -288,3 +288,70 @@ def links_of(cid: bytes, block: bytes) -> list[bytes]:
     if codec == DAG_PB:
         return [link.cid for link in decode_node(block).links]
     return []
+
+
+MAX_EXPANSION = 64
+"""A DAG may repeat blocks (two identical files, a file of zeros), but the content it expands to
+may be at most this many times its unique bytes, plus :data:`EXPANSION_SLACK`. Beyond that it is
+a decompression bomb: issue 12 saw a 1.1 MB bundle declare a 1 TiB file (a node linking 1,024
+times to a node linking 1,024 times to one 1 MiB block), which filled a disk on `get`."""
+EXPANSION_SLACK = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class DagSizes:
+    unique_bytes: int
+    """Bytes of the distinct blocks: what storing or sending the DAG costs."""
+    content_bytes: int
+    """Bytes of file content the DAG expands to, every repetition counted: what `get` writes."""
+
+
+def dag_sizes(get: Get, root: bytes) -> DagSizes:
+    """Measure a UnixFS DAG and check every file node's sizes against its children's.
+
+    Linear in the number of distinct blocks: each node's content size is computed once (children
+    before parents, without recursion) and reused wherever the node is linked again. A file node
+    whose blocksizes differ from its children's real sizes is refused, as is a DAG deeper than
+    :data:`MAX_DEPTH` or expanding beyond :data:`MAX_EXPANSION` (:func:`check_expansion`).
+    """
+    size_of: dict[bytes, int] = {}
+    unique = 0
+    stack: list[tuple[bytes, int, bool]] = [(root, 0, False)]
+    nodes: dict[bytes, UnixFSNode] = {}
+    while stack:
+        cid, depth, children_done = stack.pop()
+        if cid in size_of:
+            continue
+        if depth > MAX_DEPTH:
+            raise InvalidBlock(f"DAG under {cid_str(root)} is deeper than {MAX_DEPTH}")
+        if not children_done:
+            if cid in nodes:  # already waiting for its children: a link back up the path cannot be (hashes)
+                continue
+            block = get(cid)
+            unique += len(block)
+            node = decode(cid, block)
+            nodes[cid] = node
+            stack.append((cid, depth, True))
+            stack.extend((link.cid, depth + 1, False) for link in node.links if link.cid not in size_of)
+            continue
+        node = nodes.pop(cid)
+        children = [size_of[link.cid] for link in node.links]
+        if node.kind == "file":
+            for link, declared, actual in zip(node.links, node.blocksizes, children):
+                if declared != actual:
+                    raise InvalidBlock(f"{cid_str(cid)} declares {declared} bytes under {cid_str(link.cid)}, "
+                                       f"which holds {actual}")
+            size_of[cid] = len(node.data) + sum(children)
+        else:
+            size_of[cid] = sum(children)
+    sizes = DagSizes(unique, size_of[root])
+    check_expansion(root, sizes)
+    return sizes
+
+
+def check_expansion(root: bytes, sizes: DagSizes) -> None:
+    limit = MAX_EXPANSION * sizes.unique_bytes + EXPANSION_SLACK
+    if sizes.content_bytes > limit:
+        raise InvalidBlock(f"{cid_str(root)} expands to {sizes.content_bytes} bytes of files from only "
+                           f"{sizes.unique_bytes} distinct bytes (more than {MAX_EXPANSION}x + "
+                           f"{EXPANSION_SLACK >> 20} MiB): refused as a decompression bomb")

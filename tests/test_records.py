@@ -155,7 +155,11 @@ def _hostile_cases():
         ("unknown type", _resign(_value(w) | {"type": "like"}), "unknown record type 'like'"),
         ("format version 2", _resign(_value(w) | {"fabnode": 2}), "unsupported record format version 2"),
         ("author did too short", _resign(_value(w) | {"author": "did:key:z6MkehRgf7yJbgaGfYsdoAsKdBPE3dj2CYhowQdcjqSJgv"}),
-         "does not hold 0xed01 + 32 bytes"),
+         "is 54 characters long, not 56"),
+        ("author did of the right length but not Ed25519",
+         _resign(_value(w) | {"author": "did:key:z" + "1" * 47}), "does not hold 0xed01 + 32 bytes"),
+        ("author did of 60,000 characters (refused before decoding)",
+         _resign(_value(w) | {"author": "did:key:z6Mk" + "Z" * 59_988}), "is 60000 characters long, not 56"),
         ("vouch subject not a did", _resign(_value(w) | {"body": {"subject": "alice", "trust": "trusted"}}),
          "must start with 'did:key:z6Mk'"),
         ("first version without the author as maintainer", _resign(_value(v) | {"body": v.body | {"maintainers": [OTHER]}}),
@@ -191,11 +195,12 @@ def test_size_limit_is_exact():
 
 
 @pytest.mark.parametrize("did, reason", [
-    ("did:key:z6MkehRgf7yJbgaGfYsdoAsKdBPE3dj2CYhowQdcjqSJgvVdX", "does not hold 0xed01 + 32 bytes"),
-    ("did:key:z6Mk", "does not hold"),
+    ("did:key:z6MkehRgf7yJbgaGfYsdoAsKdBPE3dj2CYhowQdcjqSJgvVdX", "is 57 characters long, not 56"),
+    ("did:key:z6Mk", "is 12 characters long, not 56"),
     ("did:web:example.org", "must start with 'did:key:z6Mk'"),
-    ("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme", "does not hold 0xed01"),  # secp256k1
-    ("did:key:z0OIl", "not valid base58btc"),
+    ("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBm", "does not hold 0xed01"),  # secp256k1, cut to 56
+    ("did:key:z0OIl" + "1" * 43, "not valid base58btc"),
+    ("did:key:z" + "1" * 47, "does not hold 0xed01 + 32 bytes"),
 ])
 def test_did_key_checks(did, reason):
     from fabnode.protocol.errors import FabnodeError
