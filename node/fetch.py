@@ -35,6 +35,13 @@ from .sneakernet import dag_cids
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 30
+"""The asker waits this long for the server's next bytes."""
+REQUEST_TIMEOUT = 5
+"""A serving stream must deliver its request frame within this (a slot is not a parking place)."""
+SEND_TIMEOUT = 30
+"""The asker must take each block within this, or its stream is cut."""
+STALL_SECONDS = 5
+"""A serving stream whose asker took nothing for this long may lose its slot to a newcomer."""
 BATCH_BYTES = 8 << 20
 """Blocks are committed in batches of this size, so an interrupted fetch keeps its progress."""
 MAX_STREAMS_PER_PEER = 4
@@ -85,12 +92,30 @@ def dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
             stack.extend((link.cid, depth + 1) for link in reversed(decode_node(data).links))
 
 
+class _Slot:
+    """One serving stream: whose, since when, and whether it is still earning its place."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.scope = trio.CancelScope()
+        self.has_request = False
+        self.last_progress = trio.current_time()
+
+
 class FetchServer:
     """Serves DAGs this node holds completely, within limits on streams and upload speed.
 
-    ``streams_per_peer`` and ``streams_total`` bound concurrent requests (more are reset at
-    once); ``upload_rate`` (bytes/s, 0 = no cap) paces every stream together. ``active`` lists
-    the transfers in progress for ``fabnode status``.
+    ``streams_per_peer`` and ``streams_total`` bound concurrent requests; ``upload_rate``
+    (bytes/s, 0 = no cap) paces every stream together. ``active`` lists the transfers in
+    progress for ``fabnode status``.
+
+    Slots go to streams that make progress (issue 12: four throwaway peer ids holding all 16 slots
+    with streams that never sent a request shut serving off for everyone). A stream must send its
+    request within :data:`REQUEST_TIMEOUT` and the asker must take each block within
+    :data:`SEND_TIMEOUT`. When every slot is taken, a newcomer may take the slot of an *idle* stream
+    (no request yet, or no block taken for :data:`STALL_SECONDS`) of a peer that holds more slots
+    than the newcomer does: the greediest idle peer loses first, and a transfer that is moving is
+    never cut for another.
     """
 
     def __init__(self, store: BlockStore, log=print, *, streams_per_peer: int = MAX_STREAMS_PER_PEER,
@@ -100,9 +125,32 @@ class FetchServer:
         self.streams_per_peer = streams_per_peer
         self.streams_total = streams_total
         self.upload_rate = upload_rate
-        self._busy: dict[str, int] = {}
+        self._slots: list[_Slot] = []
         self._next_send = 0.0
         self.active: dict[int, dict] = {}
+
+    def _held_by(self, peer: str) -> int:
+        return sum(1 for s in self._slots if s.peer == peer)
+
+    def _take_slot(self, peer: str) -> _Slot | None:
+        """A slot for a new stream from ``peer``, evicting an idle greedier one if need be."""
+        mine = self._held_by(peer)
+        if mine >= self.streams_per_peer:
+            return None
+        if len(self._slots) >= self.streams_total:
+            now = trio.current_time()
+            idle = [s for s in self._slots if s.peer != peer and self._held_by(s.peer) > mine
+                    and (not s.has_request or now - s.last_progress > STALL_SECONDS)]
+            if not idle:
+                return None
+            victim = max(idle, key=lambda s: (self._held_by(s.peer), not s.has_request, -s.last_progress))
+            victim.scope.cancel()
+            self._slots.remove(victim)
+            self.log(f"fetch from {victim.peer[:16]}… cut: its slot went to {peer[:16]}… "
+                     f"({'no request yet' if not victim.has_request else 'stalled'})")
+        slot = _Slot(peer)
+        self._slots.append(slot)
+        return slot
 
     async def _pace(self, nbytes: int) -> None:
         if not self.upload_rate:
@@ -113,39 +161,58 @@ class FetchServer:
 
     async def handle(self, stream) -> None:
         peer = str(stream.muxed_conn.peer_id)
-        if self._busy.get(peer, 0) >= self.streams_per_peer or sum(self._busy.values()) >= self.streams_total:
+        slot = self._take_slot(peer)
+        if slot is None:
             self.log(f"fetch from {peer[:16]}… refused: too many streams at once")
             await stream.reset()
             return
-        self._busy[peer] = self._busy.get(peer, 0) + 1
         transfer = {"peer": peer, "root": "", "sent_bytes": 0}
         self.active[id(transfer)] = transfer
         try:
-            with trio.fail_after(READ_TIMEOUT):
-                request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
-            root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
-            transfer["root"] = cid_str(root)
-            if not dag_cids(self.store, root)[1]:  # serve only what we hold whole
-                raise FabnodeError(f"{cid_str(root)} is not (completely) held here")
-            # the requested root names the stream; a path's directories come first, so the asker
-            # can check each step from the root it asked for (protocol.fetch)
-            await stream.write(encode_header([request.root]))
-            for cid in crossed:
-                await stream.write(encode_section(cid, self.store.get(cid)))
-            for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
-                await self._pace(len(data))
-                await stream.write(encode_section(cid, data))
-                transfer["sent_bytes"] += len(data)
-            await stream.close()
-            self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
+            with slot.scope:
+                await self._serve(stream, slot, transfer)
+            if slot.scope.cancelled_caught:
+                with trio.move_on_after(1) as cleanup:
+                    cleanup.shield = True
+                    await stream.reset()
         except (FabnodeError, trio.TooSlowError) as exc:
             self.log(f"fetch from {peer[:16]}… refused: {exc}")
-            await stream.reset()
+            with trio.move_on_after(1):
+                await stream.reset()
         except Exception as exc:  # a peer that went away mid-stream
             self.log(f"fetch from {peer[:16]}… ended: {type(exc).__name__}")
         finally:
-            self._busy[peer] -= 1
+            if slot in self._slots:
+                self._slots.remove(slot)
             del self.active[id(transfer)]
+
+    async def _serve(self, stream, slot: _Slot, transfer: dict) -> None:
+        peer = slot.peer
+        with trio.fail_after(REQUEST_TIMEOUT):
+            request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
+        slot.has_request = True
+        slot.last_progress = trio.current_time()
+        root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
+        transfer["root"] = cid_str(root)
+        if not dag_cids(self.store, root)[1]:  # serve only what we hold whole
+            raise FabnodeError(f"{cid_str(root)} is not (completely) held here")
+
+        async def send(data: bytes) -> None:
+            with trio.fail_after(SEND_TIMEOUT):
+                await stream.write(data)
+            slot.last_progress = trio.current_time()
+
+        # the requested root names the stream; a path's directories come first, so the asker
+        # can check each step from the root it asked for (protocol.fetch)
+        await send(encode_header([request.root]))
+        for cid in crossed:
+            await send(encode_section(cid, self.store.get(cid)))
+        for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
+            await self._pace(len(data))
+            await send(encode_section(cid, data))
+            transfer["sent_bytes"] += len(data)
+        await stream.close()
+        self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
 
 
 # ------------------------------------------------------------------ asking

@@ -1,0 +1,103 @@
+"""Hostile libp2p peers for the hardening tests (issue 12), each a separate process.
+
+Usage:
+  python tests/attacker.py serve-car CAR_FILE
+      Answer every /fabnode/car/1.0.0 request with the bytes of CAR_FILE, whatever was asked
+      (a valid CAR of some other DAG: "get trusts the root the server names").
+  python tests/attacker.py hog-fetch TARGET_ADDR PEERS STREAMS
+      From PEERS throwaway peer ids, keep STREAMS fetch streams each open on TARGET, sending only
+      a length prefix and never the request; a stream the target cuts is opened again at once.
+
+Each prints one line when ready ("ready ADDR" or "ready"), then runs until its stdin closes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import trio
+
+
+async def serve_car(car_file: str) -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    from fabnode.node.fetch import _read_frame
+    from fabnode.node.host import dial_address, quiet_library_logs, running_host
+    from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL
+
+    quiet_library_logs()
+    answer = Path(car_file).read_bytes()
+
+    async def handle(stream) -> None:
+        try:
+            await _read_frame(stream, MAX_REQUEST_BYTES)
+            await stream.write(answer)
+            await stream.close()
+        except Exception:
+            pass
+
+    async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+        host.set_stream_handler(PROTOCOL, handle)
+        print(f"ready {dial_address(host)}", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
+async def hog_fetch(target: str, peers: int, streams: int) -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.protocol.fetch import PROTOCOL
+
+    quiet_library_logs()
+    info = info_from_p2p_addr(Multiaddr(target))
+    opened = trio.Semaphore(0)
+
+    async def hog(host, first: list) -> None:
+        while True:
+            try:
+                stream = await host.new_stream(info.peer_id, [PROTOCOL])
+                await stream.write(b"\xe8\x07")  # "a 1000-byte request follows" ... and nothing does
+                if first:
+                    first.pop()
+                    opened.release()
+                await stream.read(1)  # returns (or raises) once the target cuts the stream
+            except Exception:
+                await trio.sleep(0.05)
+
+    async def one_peer(nursery) -> None:
+        host_cm = running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
+        host = await nursery_enter(host_cm)
+        await host.connect(info)
+        for _ in range(streams):
+            nursery.start_soon(hog, host, [True])
+
+    cms = []
+
+    async def nursery_enter(cm):
+        cms.append(cm)
+        return await cm.__aenter__()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(peers):
+            await one_peer(nursery)
+        for _ in range(peers * streams):
+            await opened.acquire()
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+        nursery.cancel_scope.cancel()
+    for cm in cms:
+        with trio.CancelScope(shield=True):
+            await cm.__aexit__(None, None, None)
+
+
+if __name__ == "__main__":
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "serve-car":
+        trio.run(serve_car, args[0])
+    elif mode == "hog-fetch":
+        trio.run(hog_fetch, args[0], int(args[1]), int(args[2]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")

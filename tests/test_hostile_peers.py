@@ -1,0 +1,119 @@
+"""Hostile peers against real daemons on 127.0.0.1 (issue 12): each attack is a separate process
+(tests/attacker.py), bounded in count and time; each test asserts the node keeps serving honest
+peers and stores nothing it did not ask for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Cli, write_random_file
+from daemons import make_labs, start
+
+EXAMPLE = ROOT / "examples" / "hand-pump"
+ATTACKER = ROOT / "tests" / "attacker.py"
+
+
+class Attacker:
+    """tests/attacker.py in its own process; stops when its stdin closes."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ATTACKER), *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode().strip()  # bounded: the process prints or dies
+        if not line.startswith("ready"):
+            self.stop()
+            raise AssertionError(f"attacker did not start: {line!r} {self.proc.stderr.read().decode()}")
+        self.addr = line.removeprefix("ready").strip()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def attackers():
+    started: list[Attacker] = []
+    yield started
+    for a in started:
+        a.stop()
+
+
+def _held(lab: Cli) -> tuple[int, list]:
+    return lab.json("fsck")["blocks"], lab.json("ls")
+
+
+def _unrelated_car(lab: Cli, tmp_path: Path) -> tuple[str, Path]:
+    other = tmp_path / "other-design"
+    (other / "cad").mkdir(parents=True)
+    (other / "cad" / "frame.scad").write_text("cube([10, 20, 30]);\n")
+    (other / "README.md").write_text("# Not what you asked for\n")
+    x = lab.out("add", str(other))
+    car = tmp_path / "x.car"
+    lab.run("export", str(car), "--bundle", x)
+    return x, car
+
+
+def test_get_refuses_a_stream_rooted_elsewhere_and_stores_nothing(tmp_path, attackers):
+    """A peer answering `get R` with a valid CAR of an unrelated DAG X: refused before a block of
+    X is stored, with a line naming both; `get R/path` likewise."""
+    a, b = make_labs(tmp_path, 2)
+    r = a.out("add", str(EXAMPLE))
+    x, car = _unrelated_car(a, tmp_path)
+    liar = Attacker("serve-car", str(car))
+    attackers.append(liar)
+    before = _held(b)
+    for target in (r, f"{r}/okh.toml"):
+        line = b.fails("get", target, "--peer", liar.addr, "-o", str(tmp_path / "out"))
+        assert f"answered with {x}, not the requested {r}" in line, line
+        assert _held(b) == before
+        assert not (tmp_path / "out").exists()
+    assert b.json("fsck")["ok"]
+
+
+def test_the_daemon_refuses_a_stream_rooted_elsewhere_too(tmp_path, daemons, attackers):
+    a, b = make_labs(tmp_path, 2)
+    r = a.out("add", str(EXAMPLE))
+    x, car = _unrelated_car(a, tmp_path)
+    liar = Attacker("serve-car", str(car))
+    attackers.append(liar)
+    peer_id = liar.addr.rsplit("/", 1)[1]
+    node = start(daemons, b, "--bootstrap", liar.addr)
+    node.wait_for(f"peer connected: {peer_id}")
+    before = _held(b)
+    result = b.run("get", r, "-o", str(tmp_path / "out"), check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert node.wait_for(f"answered with {x}, not the requested {r}")
+    assert _held(b) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetch_serving_stays_available_while_throwaway_peers_hog_every_slot(tmp_path, daemons, attackers):
+    """Four throwaway peer ids, each holding its four fetch streams open without ever sending a
+    request (and reopening any stream cut): an honest `get --peer` still gets the bundle, within
+    the stated bound of 15 s (it used to wait 30 s for a slot and fail)."""
+    a, b = make_labs(tmp_path, 2)
+    write_random_file(tmp_path / "design" / "part.bin", 3 << 20, seed=12)
+    bundle = a.out("add", str(tmp_path / "design"))
+    server = start(daemons, a)
+    hogs = Attacker("hog-fetch", server.addr, "4", "4")
+    attackers.append(hogs)
+    started = time.monotonic()
+    got = b.run("get", bundle, "--peer", server.addr, "-o", str(tmp_path / "out"), timeout=60)
+    took = time.monotonic() - started
+    assert got.returncode == 0
+    assert (tmp_path / "out" / "part.bin").read_bytes() == (tmp_path / "design" / "part.bin").read_bytes()
+    assert took < 15, f"an honest get took {took:.1f} s during the attack"
+    assert server.said("its slot went to")  # the honest stream took an idle hog's slot
+    assert server.proc.poll() is None
