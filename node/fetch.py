@@ -16,7 +16,7 @@ import trio
 from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
 from fabnode.protocol.dagpb import decode_node
-from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.errors import FabnodeError, InvalidBlock
 from fabnode.protocol.fetch import (
     MAX_REQUEST_BYTES,
     PROTOCOL,
@@ -26,7 +26,7 @@ from fabnode.protocol.fetch import (
     decode_request,
     encode_request,
 )
-from fabnode.protocol.unixfs import MAX_DEPTH, decode as decode_unixfs, resolve, resolve_crossing
+from fabnode.protocol.unixfs import MAX_DEPTH, dag_sizes, decode as decode_unixfs, resolve, resolve_crossing
 from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
@@ -373,7 +373,12 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
 
 def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
     """Keep a fetched DAG. A pin's size is the file content for a file, and the bytes of every
-    block for a folder (what the seeding budget counts)."""
+    block for a folder (what the seeding budget counts). A DAG whose sizes disagree with its
+    children's, or that expands far beyond its unique bytes, is refused unpinned."""
+    try:
+        dag_sizes(store.get, root, raw_size=store.size)
+    except InvalidBlock as exc:
+        raise FabnodeError(f"fetched {cid_str(root)} but refused to keep it: {exc}") from None
     node = decode_unixfs(root, store.get(root))
     size = node.filesize
     if node.kind == "directory":

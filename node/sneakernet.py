@@ -37,7 +37,7 @@ from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make
 from fabnode.protocol.dagcbor import Link, decode, encode
 from fabnode.protocol.errors import FabnodeError, InvalidBlock, MissingBlock
 from fabnode.protocol.paths import directory_problem
-from fabnode.protocol.unixfs import MAX_DEPTH, decode as decode_unixfs
+from fabnode.protocol.unixfs import MAX_DEPTH, dag_sizes, decode as decode_unixfs
 from fabnode.storage import BlockStore, Pin
 from fabnode.storage.records import RecordStore, records_query
 
@@ -323,6 +323,10 @@ def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
                 raise ImportRejected(f"{path}: the bundle contains {problem}")
         for link in node.links:
             stack.append((link.cid, depth + 1, f"{path}/{link.name}" if link.name else path))
+    try:  # sizes that agree with the children, and no decompression bomb
+        dag_sizes(store.get_unverified, root, raw_size=store.size)
+    except InvalidBlock as exc:
+        raise ImportRejected(f"{where}: {exc}") from None
     return seen
 
 

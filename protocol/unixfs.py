@@ -306,13 +306,14 @@ class DagSizes:
     """Bytes of file content the DAG expands to, every repetition counted: what `get` writes."""
 
 
-def dag_sizes(get: Get, root: bytes) -> DagSizes:
+def dag_sizes(get: Get, root: bytes, raw_size: Callable[[bytes], int] | None = None) -> DagSizes:
     """Measure a UnixFS DAG and check every file node's sizes against its children's.
 
     Linear in the number of distinct blocks: each node's content size is computed once (children
     before parents, without recursion) and reused wherever the node is linked again. A file node
     whose blocksizes differ from its children's real sizes is refused, as is a DAG deeper than
     :data:`MAX_DEPTH` or expanding beyond :data:`MAX_EXPANSION` (:func:`check_expansion`).
+    ``raw_size``, when given, tells a raw leaf's length without reading it (a store's index).
     """
     size_of: dict[bytes, int] = {}
     unique = 0
@@ -326,6 +327,10 @@ def dag_sizes(get: Get, root: bytes) -> DagSizes:
             raise InvalidBlock(f"DAG under {cid_str(root)} is deeper than {MAX_DEPTH}")
         if not children_done:
             if cid in nodes:  # already waiting for its children: a link back up the path cannot be (hashes)
+                continue
+            if raw_size is not None and cid_codec(cid) == RAW:
+                size_of[cid] = raw_size(cid)
+                unique += size_of[cid]
                 continue
             block = get(cid)
             unique += len(block)

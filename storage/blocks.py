@@ -67,6 +67,11 @@ class BlockStore:
             raise DamagedBlock(f"block {cid_str(cid)} is damaged: its bytes no longer hash to its CID (run 'fabnode fsck')")
         return data
 
+    def size(self, cid: bytes) -> int | None:
+        """A stored block's length, without reading it (None if absent)."""
+        row = self.db.conn.execute("SELECT size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else row[0]
+
     def has(self, cid: bytes) -> bool:
         return self._conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid,)).fetchone() is not None
 

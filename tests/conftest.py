@@ -106,3 +106,12 @@ def daemons():
         if d.proc.poll() is None:
             d.kill()
     assert not failed, f"a daemon answered HTTP 500: {failed}"
+
+
+@pytest.fixture
+def attackers():
+    """Hostile peer processes (tests/test_hostile_peers.py's Attacker) stopped after the test."""
+    started: list = []
+    yield started
+    for a in started:
+        a.stop()

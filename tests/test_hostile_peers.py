@@ -41,14 +41,6 @@ class Attacker:
                 self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def attackers():
-    started: list[Attacker] = []
-    yield started
-    for a in started:
-        a.stop()
-
-
 def _held(lab: Cli) -> tuple[int, list]:
     return lab.json("fsck")["blocks"], lab.json("ls")
 
