@@ -698,7 +698,8 @@ def peers(ctx: Context, as_json: bool) -> None:
     if not rows:
         echo("no peers yet")
     for row in rows:
-        state = f"connected via {row['address']}" if row["connected"] else (
+        state = f"cut off for {row['cut_off']['for_s']} s more: {row['cut_off']['reason']}" if row.get("cut_off") else \
+            f"connected via {row['address']}" if row["connected"] else (
             f"not connected ({row['failures']} failed dials, next in {row['next_dial_in_s']} s)"
             if row["failures"] else "not connected")
         echo(f"{row['peer_id']}  {row['source']:<9}  {state}")

@@ -43,6 +43,7 @@ import trio
 
 from fabnode.protocol.cid import DAG_CBOR, cid_str, make_cid, parse_cid_path
 from fabnode.protocol.errors import FabnodeError
+from fabnode.protocol.penalties import Penalties
 from fabnode.protocol.records import RecordRejected, verify_record
 
 from .home import Home
@@ -54,6 +55,8 @@ STORE_BATCH = 200
 MDNS_SERVICE = "_p2p-fabnode._udp.local."
 PROVIDE_INTERVAL_S = 600
 REJECTIONS_LOGGED = 20
+MAX_SYNCS = 8
+"""Sync sessions at once, both directions together (one per peer)."""
 
 
 @dataclass
@@ -140,6 +143,8 @@ class Daemon:
         self.last_syncs: dict[str, dict] = {}
         self.seeding: dict = {"wanted": 0, "used_bytes": 0, "budget_bytes": options.seeding_budget}
         self._syncing: set[str] = set()
+        self._inbound_syncs: set[str] = set()
+        self.penalties = Penalties()
         self._sync_send, self._sync_requests = trio.open_memory_channel(1000)
         self.host = self.pubsub = self.gossipsub = self.dht = None
         self.http = None
@@ -258,7 +263,7 @@ class Daemon:
             return False
         return True
 
-    def _log_rejection(self, forwarder, reason: str) -> None:
+    def _log_rejection(self, forwarder, reason: str, what: str = "a record") -> None:
         """One line per rejected record, but at most REJECTIONS_LOGGED per peer per minute: a
         hostile peer must not be able to flood the operator's log."""
         key = str(forwarder)
@@ -270,7 +275,7 @@ class Daemon:
         count += 1
         self._rejections[key] = (window, count)
         if count <= REJECTIONS_LOGGED:
-            self.log(f"rejected a record from {_short(forwarder)}: {reason}")
+            self.log(f"rejected {what} from {_short(forwarder)}: {reason}")
         elif count == REJECTIONS_LOGGED + 1:
             self.log(f"rejected more records from {_short(forwarder)}; not logging the rest for a minute")
 
@@ -356,6 +361,8 @@ class Daemon:
         """Log connections as they come and go; remember inbound fabnode peers for redialling."""
         from .fetch import PROTOCOL as FETCH
 
+        from libp2p.peer.id import ID
+
         network = self.host.get_network()
         store = self.host.get_peerstore()
         while True:
@@ -382,7 +389,15 @@ class Daemon:
                         with self.store.write_transaction():
                             self.peers.remember(key, addrs, "inbound", now_ms())
                             self.peers.connected(key, now_ms())
-            for key in current.keys() - self._connected.keys():
+            for key in sorted(current.keys() - self._connected.keys()):
+                offence = self.penalties.cut_off(key, now_ms())
+                if offence is not None:
+                    del current[key]
+                    self.log(f"connection from {_short(key)} dropped: cut off for "
+                             f"{(offence.until_ms - now_ms()) // 1000} s more ({offence.reason})")
+                    with trio.move_on_after(2):
+                        await network.close_peer(ID.from_base58(key))
+                    continue
                 self.log(f"peer connected: {key} via {current[key]}")
                 self.announce_now.set()
                 if self.peers.get(key) is not None:
@@ -402,6 +417,8 @@ class Daemon:
                         if row.peer_id in self._connected or row.peer_id in self._dialing or not row.addrs:
                             continue
                         if row.peer_id == str(self.host.get_id()):
+                            continue
+                        if self.penalties.cut_off(row.peer_id, now_ms()):
                             continue
                         self._dialing.add(row.peer_id)
                         nursery.start_soon(self._dial, row)
@@ -490,7 +507,8 @@ class Daemon:
         """Run the syncs asked for (on meeting a peer, periodically, after news), one per peer."""
         async with trio.open_nursery() as nursery:
             async for peer in self._sync_requests:
-                if peer not in self._syncing and peer in self._connected:
+                if peer not in self._syncing and peer not in self._inbound_syncs and peer in self._connected \
+                        and len(self._syncing) + len(self._inbound_syncs) < MAX_SYNCS:
                     self._syncing.add(peer)
                     nursery.start_soon(self._sync_with, peer)
 
@@ -519,8 +537,22 @@ class Daemon:
             self._syncing.discard(peer)
 
     async def _handle_sync(self, stream) -> None:
+        """A peer starts a sync: one session per peer at a time, :data:`MAX_SYNCS` in all."""
         peer = str(stream.muxed_conn.peer_id)
-        await self._run_sync(stream, peer, initiator=False)
+        busy = peer in self._inbound_syncs or peer in self._syncing
+        if busy or self.penalties.cut_off(peer, now_ms()) or \
+                len(self._syncing) + len(self._inbound_syncs) >= MAX_SYNCS:
+            self._log_rejection(peer, what="a sync stream", reason=("one session per peer at a time" if busy else
+                                                           "cut off" if self.penalties.cut_off(peer, now_ms())
+                                                           else f"{MAX_SYNCS} sessions already running"))
+            with trio.move_on_after(1):
+                await stream.reset()
+            return
+        self._inbound_syncs.add(peer)
+        try:
+            await self._run_sync(stream, peer, initiator=False)
+        finally:
+            self._inbound_syncs.discard(peer)
 
     async def _run_sync(self, stream, peer: str, *, initiator: bool) -> None:
         from fabnode.protocol.reconcile import ReconcileError
@@ -533,10 +565,12 @@ class Daemon:
             report = await sync_over_stream(stream, initiator=initiator, peer=peer, items=self.items,
                                             records=self.records, store=self.store, now_ms=now_ms)
         except (SyncProtocolError, ReconcileError, RecordRejected) as exc:
-            self.log(f"sync with {_short(peer)} failed: {exc}; disconnecting it")
+            wait = self.penalties.strike(peer, f"sync: {exc}", now_ms())
+            self.log(f"sync with {_short(peer)} failed: {exc}; cutting it off for {wait // 1000} s")
             self.last_syncs[peer] = {"peer": peer, "error": str(exc), "started_ms": now_ms()}
             with trio.move_on_after(2):
                 await stream.reset()
+            with trio.move_on_after(2):
                 await self.host.disconnect(stream.muxed_conn.peer_id)
             return
         except Exception as exc:  # the peer went away, a timeout: the next sync resumes
@@ -717,7 +751,10 @@ class Daemon:
         if cmd == "status":
             return self.status()
         if cmd == "peers":
-            return {"connected": dict(self._connected)}
+            now = now_ms()
+            return {"connected": dict(self._connected),
+                    "cut_off": {p: {"reason": o.reason, "for_s": (o.until_ms - now) // 1000, "strikes": o.strikes}
+                                for p, o in self.penalties.current(now).items()}}
         if cmd == "fetch":
             return await self.fetch(str(request.get("cid", "")))
         raise FabnodeError(f"unknown control command {cmd!r}")

@@ -47,12 +47,16 @@ BATCH_BYTES = 8 << 20
 MAX_STREAMS_PER_PEER = 4
 
 
+class StreamEnded(RemoteProtocolError):
+    """The peer closed the stream mid-frame: it went away, which is not an offence."""
+
+
 async def _read_exact(stream, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = await stream.read(n - len(buf))
         if not chunk:
-            raise RemoteProtocolError(f"stream ended after {len(buf)} of {n} bytes")
+            raise StreamEnded(f"stream ended after {len(buf)} of {n} bytes")
         buf += chunk
     return bytes(buf)
 

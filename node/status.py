@@ -48,16 +48,23 @@ def peers(home: Home) -> list[dict]:
     _, store = _stores(home)
     live = ask_daemon(home.path, "peers", timeout=5) if read_state(home.path) else None
     connected: dict[str, str] = live["connected"] if live else {}
+    cut_off: dict[str, dict] = live.get("cut_off", {}) if live else {}
     now = time.time_ns() // 1_000_000
     rows = []
     for row in store.all():
         rows.append({"peer_id": row.peer_id, "source": row.source, "addrs": row.addrs,
                      "connected": row.peer_id in connected, "address": connected.get(row.peer_id, ""),
                      "last_connected_ms": row.last_connected_ms, "failures": row.failures,
-                     "next_dial_in_s": max(0, (row.next_dial_ms - now) // 1000)})
+                     "next_dial_in_s": max(0, (row.next_dial_ms - now) // 1000),
+                     "cut_off": cut_off.get(row.peer_id)})
     known = {r["peer_id"] for r in rows}
     for peer_id, addr in connected.items():
         if peer_id not in known:  # connected, but not (yet) known to speak fabnode
             rows.append({"peer_id": peer_id, "source": "inbound", "addrs": [], "connected": True, "address": addr,
-                         "last_connected_ms": now, "failures": 0, "next_dial_in_s": 0})
+                         "last_connected_ms": now, "failures": 0, "next_dial_in_s": 0, "cut_off": cut_off.get(peer_id)})
+    known = {r["peer_id"] for r in rows}
+    for peer_id, offence in cut_off.items():
+        if peer_id not in known:  # a stranger that broke a rule: shown while it is kept away
+            rows.append({"peer_id": peer_id, "source": "inbound", "addrs": [], "connected": False, "address": "",
+                         "last_connected_ms": 0, "failures": 0, "next_dial_in_s": 0, "cut_off": offence})
     return rows

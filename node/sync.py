@@ -17,10 +17,25 @@ from fabnode.protocol.reconcile import MAX_TS, ItemSet, Reconciler
 from fabnode.protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
 from fabnode.storage.records import RecordStore
 
-from .fetch import _read_frame
+from .fetch import RemoteProtocolError, StreamEnded, _read_frame
 
 FRAME_TIMEOUT = 30
 CID_PREFIX = bytes([0x01, DAG_CBOR, 0x12, 0x20])
+
+# Budgets of one sync session (issue 12: a peer once grew a daemon from 92 to 560 MB in 10 s with
+# reconcile frames). Breaking one is a protocol error: the session stops, the peer is cut off.
+MAX_ROUNDS = 48
+"""Reconcile rounds: 100,000 records against 100,000 with 10,000 differences take 6."""
+MAX_RECONCILE_FRAME = 512 << 10
+"""A reconcile frame: our reconciler writes at most 256 KiB (protocol.reconcile)."""
+MAX_RECONCILE_BYTES = 16 << 20
+"""All reconcile frames of a session together."""
+MAX_ASK = 200_000
+"""Short ids we ask for in one session (1.6 MB of ids); more differences wait for the next sync."""
+MAX_SESSION_BYTES = 512 << 20
+"""Everything received in one session (a catch-up of 100,000 records is about 100 MB)."""
+MAX_SESSION_SECONDS = 900
+"""Wall time of one session."""
 
 
 @dataclass
@@ -73,10 +88,17 @@ class _Channel:
         self.report.bytes_out += len(frame)
         await self.stream.write(frame)
 
-    async def receive(self, expect: set[str]) -> dict:
-        with trio.fail_after(FRAME_TIMEOUT):
-            body = await _read_frame(self.stream, MAX_FRAME)
+    async def receive(self, expect: set[str], limit: int = MAX_FRAME) -> dict:
+        try:
+            with trio.fail_after(FRAME_TIMEOUT):
+                body = await _read_frame(self.stream, limit)
+        except StreamEnded:
+            raise
+        except RemoteProtocolError as exc:  # over the frame limit: an offence
+            raise SyncProtocolError(f"sync: {exc}") from None
         self.report.bytes_in += len(body) + 1
+        if self.report.bytes_in > MAX_SESSION_BYTES:
+            raise SyncProtocolError(f"sync: the peer sent more than {MAX_SESSION_BYTES >> 20} MiB in one session")
         return decode_frame(body, expect)
 
 
@@ -87,28 +109,43 @@ async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCac
     Raises SyncProtocolError / ReconcileError (after keeping the valid records that arrived) if
     the peer misbehaves; the caller disconnects it.
     """
+    with trio.fail_after(MAX_SESSION_SECONDS):
+        return await _sync_session(stream, initiator=initiator, peer=peer, items=items, records=records,
+                                   store=store, now_ms=now_ms)
+
+
+async def _sync_session(stream, *, initiator: bool, peer: str, items: ItemCache, records: RecordStore,
+                        store, now_ms) -> SyncReport:
     report = SyncReport(peer, "initiator" if initiator else "responder", started_ms=now_ms())
     start = time.monotonic()
     channel = _Channel(stream, report)
     item_set = items.get()
     reconciler = Reconciler(item_set)
-    send: list[bytes] = []
-    ask: list[bytes] = []
+    send: dict[bytes, None] = {}  # ordered sets: a peer asking twice for a range costs nothing twice
+    ask: dict[bytes, None] = {}
 
-    # 1. reconcile until one side has nothing more to say
+    # 1. reconcile until one side has nothing more to say, within the session's budgets
     if initiator:
         await channel.send(encode_frame({"type": "reconcile", "msg": reconciler.initiate()}))
     while True:
-        frame = await channel.receive({"reconcile"})
+        frame = await channel.receive({"reconcile"}, MAX_RECONCILE_FRAME)
         report.round_trips += 1
+        if report.round_trips > MAX_ROUNDS:
+            raise SyncProtocolError(f"sync: more than {MAX_ROUNDS} reconcile rounds")
+        if report.bytes_in > MAX_RECONCILE_BYTES:
+            raise SyncProtocolError(f"sync: more than {MAX_RECONCILE_BYTES >> 20} MiB of reconcile frames")
         if frame["msg"] is None:
             break
         outcome = reconciler.respond(frame["msg"])
-        send.extend(outcome.send)
-        ask.extend(outcome.ask)
+        send.update(dict.fromkeys(outcome.send))
+        for short in outcome.ask:
+            if len(ask) >= MAX_ASK:
+                break  # the rest of the difference waits for the next sync
+            ask[short] = None
         await channel.send(encode_frame({"type": "reconcile", "msg": outcome.reply}))
         if outcome.reply is None:
             break
+    send, ask = list(send), list(ask)
 
     # 2. exchange: initiator, responder, initiator
     def blocks_for(ids: list[bytes]) -> list[bytes]:

@@ -8,6 +8,13 @@ Usage:
       From PEERS throwaway peer ids, keep STREAMS fetch streams each open on TARGET, sending only
       a length prefix and never the request; a stream the target cuts is opened again at once.
 
+  python tests/attacker.py sync-rounds TARGET_ADDR
+      Open a /fabnode/sync/1.0.0 stream and send valid reconcile frames without end.
+  python tests/attacker.py sync-junk TARGET_ADDR
+      Open a sync stream and send one 4 MiB frame (the old limit) of junk short ids.
+  python tests/attacker.py sync-streams TARGET_ADDR N
+      Open N sync streams at once, each stalled one byte short of a 4 MiB frame.
+
 Each prints one line when ready ("ready ADDR" or "ready"), then runs until its stdin closes.
 """
 
@@ -93,11 +100,77 @@ async def hog_fetch(target: str, peers: int, streams: int) -> None:
             await cm.__aexit__(None, None, None)
 
 
+async def sync_attack(mode: str, target: str, streams: int = 1) -> None:
+    import random
+
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.protocol.reconcile import ItemSet, Reconciler
+    from fabnode.protocol.sync import PROTOCOL, encode_frame
+    from fabnode.protocol.varint import encode_varint
+
+    quiet_library_logs()
+    info = info_from_p2p_addr(Multiaddr(target))
+    rng = random.Random(7)
+    items = ItemSet((rng.randrange(1 << 40), rng.randbytes(32)) for _ in range(5000))
+
+    async def drain(stream) -> None:
+        try:
+            while await stream.read(65536):
+                pass
+        except Exception:
+            pass
+
+    async def attack(host, nursery) -> None:
+        stream = await host.new_stream(info.peer_id, [PROTOCOL])
+        nursery.start_soon(drain, stream)
+        if mode == "sync-rounds":
+            message = encode_frame({"type": "reconcile", "msg": Reconciler(items).initiate()})
+            for _ in range(10_000):
+                await stream.write(message)
+        elif mode == "sync-junk":
+            body = b"\x82\xa4type\xa9reconcile\xa3msg\xc6" + (4 << 20).to_bytes(4, "big")
+            await stream.write(encode_varint(len(body) + (4 << 20)) + body)
+            await stream.write(rng.randbytes(4 << 20))
+        else:  # sync-streams: a frame announced, all but its last byte sent, then nothing
+            await stream.write(encode_varint(4 << 20) + bytes((4 << 20) - 1))
+
+    async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+        await host.connect(info)
+        print(f"ready {host.get_id()}", flush=True)
+        async def come_back() -> None:  # once cut off, dial again every second
+            while True:
+                await trio.sleep(1)
+                if not host.get_network().get_connections(info.peer_id):
+                    await _quietly(host.connect, info)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(_quietly, attack, host, nursery)
+            nursery.start_soon(come_back)
+            await trio.to_thread.run_sync(sys.stdin.read)
+            nursery.cancel_scope.cancel()
+
+
+async def _quietly(fn, *args) -> None:
+    try:
+        await fn(*args)
+    except Exception:
+        pass  # the target cut us off: that is the point
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve-car":
         trio.run(serve_car, args[0])
     elif mode == "hog-fetch":
         trio.run(hog_fetch, args[0], int(args[1]), int(args[2]))
+    elif mode in ("sync-rounds", "sync-junk"):
+        trio.run(sync_attack, mode, args[0])
+    elif mode == "sync-streams":
+        trio.run(sync_attack, mode, args[0], int(args[1]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -109,3 +109,52 @@ def test_fetch_serving_stays_available_while_throwaway_peers_hog_every_slot(tmp_
     assert took < 15, f"an honest get took {took:.1f} s during the attack"
     assert server.said("its slot went to")  # the honest stream took an idle hog's slot
     assert server.proc.poll() is None
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _page_answers(node) -> bool:
+    import urllib.request
+
+    base = "http://" + json.loads((node.cli.home / "daemon.json").read_text())["http"]
+    with urllib.request.urlopen(base + "/", timeout=5) as response:
+        return response.status == 200
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("sync-rounds", "more than 48 reconcile rounds"),
+    ("sync-junk", "over the 524288-byte limit"),
+])
+def test_a_sync_peer_that_breaks_a_budget_is_cut_off_and_kept_away(tmp_path, daemons, attackers, mode, reason):
+    """Memory stays within 60 MB of idle, the web page answers, the peer is disconnected, shown as
+    cut off in `fabnode peers`, and its next connection is dropped."""
+    (lab,) = make_labs(tmp_path, 1)
+    node = start(daemons, lab)
+    idle = _rss_kb(node.proc.pid)
+    attacker = Attacker(mode, node.addr)
+    attackers.append(attacker)
+    line = node.wait_for(f"sync with {attacker.addr[:16]}")
+    assert reason in line and "cutting it off for 60 s" in line, line
+    assert _rss_kb(node.proc.pid) - idle < 60_000
+    assert _page_answers(node)
+    rows = {r["peer_id"]: r for r in lab.json("peers")}
+    assert reason in rows[attacker.addr]["cut_off"]["reason"]
+    assert "cut off for" in lab.out("peers")
+    node.wait_for(f"connection from {attacker.addr[:16]}… dropped: cut off")  # it dials again: refused
+    assert node.proc.poll() is None
+
+
+def test_sixty_stalled_sync_streams_hold_one_session(tmp_path, daemons, attackers):
+    (lab,) = make_labs(tmp_path, 1)
+    node = start(daemons, lab)
+    idle = _rss_kb(node.proc.pid)
+    attacker = Attacker("sync-streams", node.addr, "60")
+    attackers.append(attacker)
+    node.wait_for(f"rejected a sync stream from {attacker.addr[:16]}")
+    assert _page_answers(node)
+    assert _rss_kb(node.proc.pid) - idle < 60_000
