@@ -21,6 +21,7 @@ One libp2p host (TCP, Noise, Yamux; :mod:`node.host`) carries four protocols:
   ``peers`` table; a dialler redials the unconnected ones with exponential backoff (1 s … 5 min)
   and clears libp2p's 60 s negative dial cache first (pitfall 4), so either side may restart.
 
+Before anything else the daemon takes the home's lock (:mod:`node.lock`): one node per home.
 Local commands reach the daemon through :mod:`node.control` (status, peers, fetch, announce).
 SIGINT or SIGTERM cancel the nursery; the host is then closed explicitly (pitfall 1), and the
 state file removed. SQLite calls are made from the trio thread: they are short (indexed
@@ -734,12 +735,21 @@ class Daemon:
 
 
 def run_daemon(home: Home, options: DaemonOptions) -> None:
-    """Run until SIGINT or SIGTERM; print one line per meaningful event."""
-    daemon = Daemon(home, options)
-    try:
-        trio.run(daemon.run)
-    except BaseExceptionGroup as group:
-        from .fetch import _first_fabnode_error
+    """Run until SIGINT or SIGTERM; print one line per meaningful event.
 
-        raise _first_fabnode_error(group) or group from None
-    sys.stdout.flush()
+    The home's lock comes first (node/lock.py): a second node of the same home is refused before
+    it opens anything, so it cannot disturb the first one's daemon.json."""
+    from .lock import lock_home
+
+    lock = lock_home(home.path)
+    try:
+        daemon = Daemon(home, options)
+        try:
+            trio.run(daemon.run)
+        except BaseExceptionGroup as group:
+            from .fetch import _first_fabnode_error
+
+            raise _first_fabnode_error(group) or group from None
+        sys.stdout.flush()
+    finally:
+        os.close(lock)
