@@ -9,13 +9,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import Cli
+from conftest import FABNODE, Cli
 from daemons import daemon_state, make_labs, start
 
 QUIET = ("--no-mdns", "--http", "127.0.0.1:0")
@@ -235,3 +237,63 @@ def test_a_port_alone_serves_the_web_interface_on_loopback_only(cli, daemons):
     assert node.wait_for("web interface on ").endswith(f"web interface on http://127.0.0.1:{port}/")
     assert cli.json("status")["http"] == f"127.0.0.1:{port}"
     assert daemon_state(cli.home)["http"] == f"127.0.0.1:{port}"
+
+
+# ------------------------------------------------------------------ options anywhere
+
+
+def fabnode(tmp_path: Path, *args: str, env_home: Path | None = None) -> subprocess.CompletedProcess:
+    """`fabnode ARGS` with no FABNODE_HOME (or the one given) and an empty default home."""
+    env = {k: v for k, v in os.environ.items() if k != "FABNODE_HOME"}
+    env["XDG_DATA_HOME"] = str(tmp_path / "empty-xdg")
+    if env_home is not None:
+        env["FABNODE_HOME"] = str(env_home)
+    return subprocess.run([str(FABNODE), *args], env=env, capture_output=True, timeout=60)
+
+
+def test_home_and_json_are_accepted_before_or_after_the_command(tmp_path, cli):
+    home = str(cli.home)
+    text, as_json = cli.out("id"), cli.json("id")
+    for args in (["--home", home, "id"], ["id", "--home", home]):
+        done = fabnode(tmp_path, *args)
+        assert done.returncode == 0 and done.stdout.decode().strip() == text, done.stderr
+    for args in (["--json", "--home", home, "id"], ["--home", home, "--json", "id"], ["--json", "id", "--home", home],
+                 ["id", "--json", "--home", home], ["id", "--home", home, "--json"]):
+        done = fabnode(tmp_path, *args)
+        assert done.returncode == 0 and json.loads(done.stdout) == as_json, (args, done.stderr)
+    # after the command it wins over FABNODE_HOME, as before it does
+    other = tmp_path / "other"
+    assert fabnode(tmp_path, "id", "--json", "--home", home, env_home=other).stdout == \
+        fabnode(tmp_path, "--home", home, "--json", "id", env_home=other).stdout
+    # a command with an optional argument, and `init` creating a home named after the command
+    assert fabnode(tmp_path, "ls", "--home", home).returncode == 0
+    new = tmp_path / "new-home"
+    made = fabnode(tmp_path, "init", "--name", "Late Option Lab", "--json", "--home", str(new))
+    assert made.returncode == 0 and json.loads(made.stdout)["name"] == "Late Option Lab"
+    assert (new / "config.toml").is_file()
+    # no --home and no FABNODE_HOME: the default home, as before
+    missing = fabnode(tmp_path, "id")
+    assert missing.returncode == 1 and missing.stderr.decode() == (
+        f"error: no fabnode home at {tmp_path / 'empty-xdg' / 'fabnode'}: run 'fabnode init' (or pass --home)\n")
+
+
+def test_json_before_a_command_that_cannot_print_it_is_a_usage_error(tmp_path, cli):
+    done = fabnode(tmp_path, "--json", "cat", "bafkqaaa", "--home", str(cli.home))
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.decode().splitlines()[-1] == "fabnode cat: error: 'cat' does not print JSON"
+
+
+def test_help_shows_the_global_options_on_every_command(tmp_path):
+    main = fabnode(tmp_path, "--help")
+    assert main.returncode == 0
+    shown = main.stdout.decode()
+    assert "--home HOME" in shown and "--json" in shown
+    assert "--home, --version and --json may also come after the command" in shown
+    for name in ("init", "id", "run", "status", "import"):
+        assert f"\n    {name} " in shown
+    for name in ("id", "run", "cat"):
+        sub = fabnode(tmp_path, name, "--help")
+        assert sub.returncode == 0
+        text = sub.stdout.decode()
+        assert "global options (also accepted before the command):\n  --home HOME" in text
+        assert text.startswith(f"usage: fabnode {name} ")
