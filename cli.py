@@ -108,19 +108,34 @@ def _add_params(parser: argparse.ArgumentParser, spec: _Spec) -> list[str]:
     return dests
 
 
+def _global_options(parser, default) -> None:
+    """The options every command takes, before or after its name (``fabnode --home X id`` and
+    ``fabnode id --home X``). On the commands their default is SUPPRESS: argparse copies every
+    attribute a subcommand's parser sets over the main parser's, so a default there would undo
+    a ``--home`` given before the command."""
+    parser.add_argument("--home", type=Path, default=default,
+                        help="The node's home directory (env FABNODE_HOME; default ~/.local/share/fabnode).")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, default=argparse.SUPPRESS,
+                        help="Show the version and exit.")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fabnode", description=_cleandoc(main.__doc__),
+        epilog="--home, --version and --json may also come after the command: fabnode id --home DIR --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--home", type=Path, default=os.environ.get("FABNODE_HOME") or None,
-                        help="The node's home directory (env FABNODE_HOME; default ~/.local/share/fabnode).")
-    parser.add_argument("--version", action=_VersionAction, nargs=0, help="Show the version and exit.")
+    _global_options(parser, os.environ.get("FABNODE_HOME") or None)
+    # --json before the command: a separate name, applied in main() to commands that have --json
+    parser.add_argument("--json", dest="_json_first", action="store_true",
+                        help="Print JSON (for the commands that can; also accepted after the command).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for spec in _COMMANDS.values():
         doc = _cleandoc(spec.fn.__doc__)
         sub = commands.add_parser(spec.name, help=doc.splitlines()[0] if doc else None, description=doc,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.set_defaults(_spec=spec, _dests=_add_params(sub, spec))
+        sub.set_defaults(_spec=spec, _dests=_add_params(sub, spec), _sub=sub)
+        _global_options(sub.add_argument_group("global options (also accepted before the command)"),
+                        argparse.SUPPRESS)
     return parser
 
 
@@ -152,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     spec: _Spec = args._spec
+    if args._json_first:
+        if "as_json" not in args._dests:
+            args._sub.error(f"'{spec.name}' does not print JSON")  # exits 2, as any misuse
+        args.as_json = True
     from fabnode.protocol.errors import FabnodeError
 
     try:
@@ -667,7 +686,9 @@ def _held_completely(store, root: bytes, segments: list[str]) -> bool:
         help="Multiaddr to listen on (repeat; default: config 'listen', else /ip4/0.0.0.0/tcp/4001).")
 @option("--bootstrap", "bootstrap", metavar="ADDR", multiple=True,
         help="Peer to dial and keep in touch with (repeat; added to config 'bootstrap').")
-@option("--http", metavar="HOST:PORT", help="Web interface address, or 'off' (default: config 'http').")
+@option("--http", metavar="HOST:PORT",
+        help="Web interface address; a port alone means 127.0.0.1:PORT; 'off' for none "
+             "(default: config 'http', else 127.0.0.1:8080).")
 @option("--no-mdns", is_flag=True, help="Do not look for peers on the LAN by multicast DNS.")
 def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None, no_mdns: bool) -> None:
     """Run the node until stopped (Ctrl-C or SIGTERM): find peers, announce and receive records,

@@ -21,6 +21,7 @@ One libp2p host (TCP, Noise, Yamux; :mod:`node.host`) carries four protocols:
   ``peers`` table; a dialler redials the unconnected ones with exponential backoff (1 s … 5 min)
   and clears libp2p's 60 s negative dial cache first (pitfall 4), so either side may restart.
 
+Before anything else the daemon takes the home's lock (:mod:`node.lock`): one node per home.
 Local commands reach the daemon through :mod:`node.control` (status, peers, fetch, announce).
 SIGINT or SIGTERM cancel the nursery; the host is then closed explicitly (pitfall 1), and the
 state file removed. SQLite calls are made from the trio thread: they are short (indexed
@@ -50,6 +51,7 @@ from .home import Home
 
 TOPIC = "/fabnode/records/1"
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+DEFAULT_HTTP = "127.0.0.1:8080"
 DIAL_TIMEOUT = 5
 STORE_BATCH = 200
 MDNS_SERVICE = "_p2p-fabnode._udp.local."
@@ -73,16 +75,42 @@ class DaemonOptions:
     sync_interval: int = 60
     follow_trusted: bool = True
     seeding_budget: int = 2048 << 20
+    listen_change: str = "with --listen"
+    """How the operator picks another listen address (said when one cannot be bound)."""
+    http_change: str = "with --http, or --http off"
+    http_required: bool = True
+    """False for the default address: the node then runs without its page if the port is taken."""
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
                    mdns: bool | None) -> DaemonOptions:
-    """Command-line options over config.toml over defaults."""
+    """Command-line options over config.toml over defaults. The addresses are checked here,
+    before anything starts, and a mistake names where it was made (node/addresses.py)."""
+    from .addresses import http_address, listen_address
+    from .home import CONFIG_NAME
+
+    config = home.path / CONFIG_NAME
+    listen_change, http_change, http_required = "with --listen", "with --http, or --http off", True
+    if listen:
+        listen = [listen_address(a, "--listen") for a in listen]
+    elif home.setting("listen", None) is not None:
+        listen = [listen_address(a, f"{config}: listen") for a in home.setting("listen", [])]
+        listen_change = f"for 'listen' in {config}, or with --listen"
+    else:
+        listen, listen_change = [DEFAULT_LISTEN], f"with --listen, or 'listen' in {config}"
+    if http:
+        http = http_address(http, "--http")
+    elif home.setting("http", None) is not None:
+        http = http_address(home.setting("http", ""), f"{config}: http")
+        http_change = f"for 'http' in {config}, or run with --http off"
+    else:
+        http, http_required = DEFAULT_HTTP, False
+        http_change = f"with --http or 'http' in {config}, or turn it off"
     return DaemonOptions(
-        listen=listen or home.setting("listen", [DEFAULT_LISTEN]),
+        listen=listen,
         bootstrap=list(dict.fromkeys(home.setting("bootstrap", []) + bootstrap)),
         mdns=home.setting("mdns", True) if mdns is None else mdns,
-        http=http or home.setting("http", "127.0.0.1:8080"),
+        http=http, listen_change=listen_change, http_change=http_change, http_required=http_required,
         streams_per_peer=max(1, home.setting("limits.fetch_streams_per_peer", 4)),
         streams_total=max(1, home.setting("limits.fetch_streams_total", 16)),
         upload_rate=home.setting("limits.upload_bytes_per_second", 0),
@@ -115,7 +143,7 @@ def describe_record(record) -> str:
 
 
 class Daemon:
-    def __init__(self, home: Home, options: DaemonOptions, log=None) -> None:
+    def __init__(self, home: Home, options: DaemonOptions, log=None, http_socket=None) -> None:
         from fabnode.storage import PeerStore
         from fabnode.storage.records import RecordStore
 
@@ -148,6 +176,7 @@ class Daemon:
         self._sync_send, self._sync_requests = trio.open_memory_channel(1000)
         self.host = self.pubsub = self.gossipsub = self.dht = None
         self.http = None
+        self.http_socket = http_socket  # bound by run_daemon before the start; None: no web interface
 
     @staticmethod
     def _print(line: str) -> None:
@@ -168,7 +197,8 @@ class Daemon:
 
         quiet_library_logs()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with running_host(node_key_pair(self.home), self.options.listen) as host:
+            async with running_host(node_key_pair(self.home), self.options.listen,
+                                    change=self.options.listen_change) as host:
                 self.host = host
                 host.set_stream_handler(FETCH, self.server.handle)
                 host.set_stream_handler(SYNC, self._handle_sync)
@@ -193,14 +223,14 @@ class Daemon:
                             nursery.start_soon(self._keep_running, task)
                         self._remember_bootstrap()
                         http = None
-                        if self.options.http != "off":
+                        if self.http_socket is not None:
                             from .web import http_token, make_app, serve_http
 
                             from .pages import Pages
 
                             pages = Pages(self.home, self.store, status=self.status)
                             app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log)
-                            http = await nursery.start(serve_http, app, self.options.http, self.log)
+                            http = await nursery.start(serve_http, app, self.http_socket)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)
                         for addr in addrs:
@@ -771,12 +801,33 @@ class Daemon:
 
 
 def run_daemon(home: Home, options: DaemonOptions) -> None:
-    """Run until SIGINT or SIGTERM; print one line per meaningful event."""
-    daemon = Daemon(home, options)
-    try:
-        trio.run(daemon.run)
-    except BaseExceptionGroup as group:
-        from .fetch import _first_fabnode_error
+    """Run until SIGINT or SIGTERM; print one line per meaningful event.
 
-        raise _first_fabnode_error(group) or group from None
-    sys.stdout.flush()
+    The home's lock comes first (node/lock.py): a second node of the same home is refused before
+    it opens anything, so it cannot disturb the first one's daemon.json."""
+    from .addresses import bind_http, check_listen
+    from .lock import lock_home
+
+    lock = lock_home(home.path)
+    http_socket = None
+    try:
+        check_listen(options.listen, options.listen_change)
+        if options.http != "off":
+            try:
+                http_socket = bind_http(options.http, options.http_change)
+            except FabnodeError as exc:
+                if options.http_required:
+                    raise
+                Daemon._print(f"{exc}; the node runs without it")
+        daemon = Daemon(home, options, http_socket=http_socket)
+        try:
+            trio.run(daemon.run)
+        except BaseExceptionGroup as group:
+            from .fetch import _first_fabnode_error
+
+            raise _first_fabnode_error(group) or group from None
+        sys.stdout.flush()
+    finally:
+        if http_socket is not None and http_socket.fileno() != -1:
+            http_socket.close()  # never handed to Hypercorn (which closes it otherwise)
+        os.close(lock)

@@ -8,6 +8,12 @@
   already succeeded (pitfall 3): the private constant is set to 0 here, which is why libp2p is
   pinned to 0.8.1 exactly.
 * Yamux frames are sized to fit one Noise message (see below).
+* **Listeners do not share their port.** 0.8.1 sets SO_REUSEPORT on every listening socket (for
+  TCP hole punching, which fabnode does not use), so a second node, or any program of the same
+  user that also sets it, could listen on the node's port and the kernel would share the
+  incoming connections between them. Its private ``_open_reuseport_listeners`` is replaced by
+  :func:`_open_listeners` (SO_REUSEADDR only), and :func:`running_host` refuses, in one line, an
+  address that did not become a listener (another reason for the exact pin).
 * :func:`running_host` always calls ``host.close()`` on the way out: leaving ``host.run()`` alone
   leaks every connection, and peers go on seeing us as connected (pitfall 1).
 
@@ -21,6 +27,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import libp2p.network.swarm as _swarm
 import libp2p.stream_muxer.yamux.yamux as _yamux
+import libp2p.transport.tcp.tcp as _tcp
+import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
@@ -30,8 +38,12 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.exceptions import OpenConnectionError
 from multiaddr import Multiaddr
 
+from fabnode.protocol.errors import FabnodeError
+
+from .addresses import listen_host_port, why_not
 from .home import NODE_KEY, Home
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0
@@ -39,6 +51,29 @@ _swarm._HAPPY_EYEBALLS_DELAY = 0.0
 # so every full frame left as two encrypted messages; frames sized to fit halve that work. A
 # smaller frame is always valid Yamux, so this changes nothing for other implementations.
 _yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
+
+_listen_errors: dict[tuple[str, int], OSError] = {}
+"""Why each (host, port) last failed to listen: the swarm only logs it, at debug level."""
+
+
+async def _open_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
+    """libp2p's ``_open_reuseport_listeners`` without SO_REUSEPORT: a port in use is refused."""
+    import socket
+
+    host = host or "0.0.0.0"
+    sock = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # reuse a port in TIME_WAIT
+        await sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        _listen_errors[(host, port)] = exc
+        raise OpenConnectionError(f"Failed to listen on {host}:{port}: {exc}") from exc
+    return [trio.SocketListener(sock)]
+
+
+_tcp._open_reuseport_listeners = _open_listeners
 
 
 def quiet_library_logs() -> None:
@@ -73,11 +108,19 @@ def make_host(key_pair: KeyPair):
 
 
 @contextlib.asynccontextmanager
-async def running_host(key_pair: KeyPair, listen: Sequence[str]) -> AsyncIterator:
-    """Listen on ``listen`` (multiaddrs), yield the host, and close every connection on exit."""
+async def running_host(key_pair: KeyPair, listen: Sequence[str], *, change: str = "with --listen") -> AsyncIterator:
+    """Listen on ``listen`` (multiaddrs), yield the host, and close every connection on exit.
+
+    An address that did not become a listener is a FabnodeError (the library would run on,
+    listening elsewhere or nowhere); ``change`` says how the operator picks another one."""
     host = make_host(key_pair)
-    async with host.run([Multiaddr(a) for a in listen]):
+    addrs = [Multiaddr(a) for a in listen]
+    async with host.run(addrs):
         try:
+            for addr in addrs:
+                if str(addr) not in host.get_network().listeners:
+                    why = why_not(_listen_errors.get(listen_host_port(str(addr))), change)
+                    raise FabnodeError(f"cannot listen on {addr}: {why}")
             yield host
         finally:
             await host.close()

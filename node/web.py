@@ -246,28 +246,18 @@ def make_app(store, *, token: str, pages=None, log=print):
     return LogInternalErrors(app, log)
 
 
-async def serve_http(app, address: str, log, task_status) -> None:
-    """Serve ``app`` on ``address`` (HOST:PORT; port 0 picks one) until cancelled; reports the
-    actual address through ``task_status``."""
+async def serve_http(app, sock, task_status) -> None:
+    """Serve ``app`` on ``sock`` (bound and listening, node/addresses.py) until cancelled; reports
+    the address through ``task_status``. The daemon binds the socket before it starts, so an
+    address in use is refused in one line at once, and port 0 works."""
     import logging
-    import socket
 
     import trio
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
-    host, _, port = address.rpartition(":")
-    sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), int(port)))
-    except (OSError, ValueError) as exc:
-        sock.close()
-        log(f"web interface not started: cannot listen on {address} ({exc})")
-        task_status.started(None)
-        return
-    sock.listen(128)
-    bound = f"{host}:{sock.getsockname()[1]}"
+    host, port = sock.getsockname()[:2]
+    bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the listening socket
     config.graceful_timeout = 1  # the daemon must stop within 2 s
