@@ -444,7 +444,7 @@ class Daemon:
             try:
                 peer_id = ID.from_base58(row.peer_id)
                 info = PeerInfo(peer_id, [Multiaddr(a) for a in row.addrs])
-                self.host.get_network().unblock_peer(peer_id)  # pitfall 4: the 60 s negative cache
+                self.host.get_network().unblock_peer(peer_id)  # docs/libp2p.md pitfall 4: the 60 s negative cache
                 with trio.fail_after(DIAL_TIMEOUT):
                     await self.host.connect(info)
             except Exception as exc:
@@ -461,8 +461,9 @@ class Daemon:
             self._dialing.discard(row.peer_id)
 
     async def _mdns(self) -> None:
-        """mDNS on the LAN. zeroconf blocks for ~1.7 s at registration (pitfall 5), so it is set
-        up in a worker thread; its discoveries arrive on zeroconf's thread and are handed over."""
+        """mDNS on the LAN. zeroconf blocks for ~1.7 s at registration (docs/libp2p.md pitfall 5), so
+        it is set up in a worker thread; its discoveries arrive on zeroconf's thread and are handed
+        over."""
         from libp2p.discovery.events.peerDiscovery import peerDiscovery
         from libp2p.discovery.mdns.mdns import MDNSDiscovery
 
@@ -616,7 +617,7 @@ class Daemon:
             with trio.move_on_after(10):
                 found = await self.dht.find_providers(cid_str(root))
                 seen, out = set(), []
-                for info in found:  # the library returns duplicates (pitfall 7)
+                for info in found:  # the library returns duplicates (docs/libp2p.md pitfall 7)
                     if info.peer_id not in seen and info.peer_id != self.host.get_id():
                         seen.add(info.peer_id)
                         out.append(info)

@@ -1,15 +1,15 @@
-"""The libp2p host, configured the one way fabnode runs it (DESIGN §3, notes/libp2p.md).
+"""The libp2p host, configured the one way fabnode runs it (docs/protocol.md §6, docs/libp2p.md).
 
 * TCP only, **Noise only** and **Yamux only**: py-libp2p's defaults also accept /plaintext and
-  /secio connections (pitfall 2), so the security and muxer options are given explicitly.
+  /secio connections (docs/libp2p.md pitfall 2), so the security and muxer options are given explicitly.
 * The peer ID is the node key in the home (``node.key``), so it is the same across restarts and
   the one ``fabnode id`` shows.
 * ``connect()`` no longer waits out a fixed 250 ms "happy eyeballs" delay after a dial that has
-  already succeeded (pitfall 3): the private constant is set to 0 here, which is why libp2p is
-  pinned to 0.8.1 exactly.
+  already succeeded (docs/libp2p.md pitfall 3): the private constant is set to 0 here, which
+  is why libp2p is pinned to 0.8.1 exactly.
 * Yamux frames are sized to fit one Noise message (see below).
 * :func:`running_host` always calls ``host.close()`` on the way out: leaving ``host.run()`` alone
-  leaks every connection, and peers go on seeing us as connected (pitfall 1).
+  leaks every connection, and peers go on seeing us as connected (docs/libp2p.md pitfall 1).
 
 Importing this module imports libp2p (~0.8 s): only the daemon and network commands do.
 """
@@ -43,7 +43,7 @@ _yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
 
 def quiet_library_logs() -> None:
     """py-libp2p logs normal events (a refused dial, a closed stream) at WARNING and ERROR
-    (pitfall 9); fabnode says what matters itself, in one line."""
+    (docs/libp2p.md pitfall 9); fabnode says what matters itself, in one line."""
     import logging
 
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
