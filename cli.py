@@ -403,9 +403,9 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
 @command()
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fsck(ctx: Context, as_json: bool) -> None:
-    """Re-hash every stored block and check every added DAG is complete.
+    """Re-hash every stored block, check every kept DAG is complete, and re-verify every record.
 
-    Exits 1 and names each damaged or missing block if the store is not sound.
+    Exits 1 and names each damaged or missing block and invalid record if the store is not sound.
     """
     from fabnode.node.files import fsck as run_fsck
 

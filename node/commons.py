@@ -108,7 +108,7 @@ class Published(NamedTuple):
 def publish(home: Home, path: Path, *, message: str, design: str | None = None, parents: list[str] = (),
             title: str | None = None, label: str | None = None, license_: str | None = None,
             include_hidden: bool = False, progress=lambda n: None) -> Published:
-    """Store a bundle and a signed version of it (DESIGN §6 ``publish``)."""
+    """Store a bundle and a signed version of it (``fabnode publish``; docs/protocol.md §4.2)."""
     from fabnode.protocol.licenses import check_spdx, share_alike_problem
     from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 

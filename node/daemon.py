@@ -2,30 +2,61 @@
 
 Theory of operation
 -------------------
-One libp2p host (TCP, Noise, Yamux; :mod:`node.host`) carries four protocols:
+:meth:`Daemon.run` starts one libp2p host (TCP, Noise only, Yamux only; :mod:`node.host`) and,
+as library services on it, gossipsub, pubsub and a Kademlia DHT in server mode with values
+disabled. It registers two stream handlers — fetch ``/fabnode/car/1.0.0``
+(:class:`node.fetch.FetchServer`) and sync ``/fabnode/sync/1.0.0`` (:meth:`Daemon._handle_sync`)
+— and a topic validator on ``/fabnode/records/1`` that applies every record rule
+(:func:`protocol.records.verify_record`), so an invalid record is neither delivered nor
+forwarded. Then one nursery runs these tasks, each restarted a second after an unexpected error
+(:meth:`Daemon._keep_running`) so one failing task never takes the node down:
 
-* **gossip** on ``/fabnode/records/1``: a message is one record block. A topic validator runs
-  :func:`protocol.records.verify_record` (every rule of DESIGN §1), so an invalid record is
-  neither delivered nor forwarded; valid ones are queued to a storing task that writes them in
-  batches. Message ids are the hash of the record, so one record announced by two nodes
-  travels once. The library's rate limit and queues drop bursts silently (notes/libp2p.md
-  pitfall 6): the per-peer limit is raised to ``limits.gossip_messages_per_second`` and our own
-  announcements are paced under it.
-* **announce**: records made here (the CLI marks them ``outbox = 1``) are published when at
-  least one peer is in the topic's mesh, then leave the outbox. The CLI pokes the daemon after
-  each publish; the daemon also looks every second, so nothing depends on the poke.
-* **fetch** ``/fabnode/car/1.0.0`` (:mod:`node.fetch`): serving what we hold, and fetching for
-  ``fabnode get`` — connected peers first, then providers found in the Kademlia DHT, each
-  attempt resuming the last. Every pinned bundle is announced as a DHT provider record.
-* **peers**: bootstrap addresses, mDNS finds and inbound fabnode peers are remembered in the
-  ``peers`` table; a dialler redials the unconnected ones with exponential backoff (1 s … 5 min)
-  and clears libp2p's 60 s negative dial cache first (pitfall 4), so either side may restart.
+* **control** (:meth:`_serve_control`): 127.0.0.1 at a free port; one JSON line in, one out,
+  carrying the token from ``HOME/daemon.json`` (see :mod:`node.control`). Commands: ``announce``
+  (look at the outbox now), ``status``, ``peers`` and ``fetch`` (for ``fabnode get``).
+* **gossip in** (:meth:`_receive_gossip`, :meth:`_store_received`): the library's 32-slot
+  delivery queue is drained at once into our own queue of 10,000; a second task stores what has
+  arrived in one transaction (at most 200 records) and logs each new record. Message ids are the
+  SHA-256 of the record, so one record announced by two nodes travels once.
+* **gossip out** (:meth:`_announce_outbox`): records made here (the CLI marks them ``outbox =
+  1``) are published once a peer is in the topic's mesh, paced at
+  ``limits.gossip_messages_per_second``, then leave the outbox. The CLI pokes the daemon after
+  each record; the task also looks every second, so nothing depends on the poke.
+* **connections** (:meth:`_watch_connections`): every 0.2 s, logs peers connecting and leaving;
+  a peer whose identify lists the fetch protocol is a fabnode peer: it is remembered in the
+  ``peers`` table and, if its peer ID is larger than ours, synced with at once.
+* **dialler** (:meth:`_dial_peers`, :meth:`_dial`): every 0.5 s, while fewer than
+  ``limits.max_connections`` are open, dials the remembered peers that are due (bootstrap,
+  mDNS, inbound), with backoff 1 s … 5 min, clearing libp2p's 60 s negative dial cache first.
+* **DHT provider** (:meth:`_provide_bundles`): announces every pinned root as provided once a
+  peer is connected, and again every 10 minutes.
+* **sync** (:meth:`_sync_scheduler`, :meth:`_sync_periodically`, :func:`node.sync.sync_over_stream`):
+  syncs are requested on meeting a peer, every ``sync.interval_seconds`` (by the side with the
+  smaller peer ID) and, after a sync that brought news, with every other fabnode peer; the
+  scheduler runs at most one per peer. A peer that breaks the protocol or sends an invalid record
+  is cut off (see below); after a successful sync the outbox is cleared (the peer holds it all).
+* **seeding** (:meth:`_seed`, :mod:`node.seeding`): every second while connected, fetches one
+  at a time the bundles the seeding policy wants (followed designs, trusted authors) within
+  ``seeding.budget_mib``, through the same path as ``get``; a bundle nobody sent is retried a
+  minute later.
+* **HTTP** (:func:`node.web.serve_http`), unless ``http = "off"``: the lab's pages and the
+  trustless-gateway subset, on Hypercorn's trio worker.
+* **mDNS** (:meth:`_mdns`), unless disabled: registration in a worker thread, discoveries handed
+  over from zeroconf's thread into the peers table; without multicast, one line says so.
 
 Before anything else the daemon takes the home's lock (:mod:`node.lock`): one node per home.
-Local commands reach the daemon through :mod:`node.control` (status, peers, fetch, announce).
-SIGINT or SIGTERM cancel the nursery; the host is then closed explicitly (pitfall 1), and the
-state file removed. SQLite calls are made from the trio thread: they are short (indexed
-lookups, batches of at most 8 MiB), and WAL lets the CLI read and write meanwhile.
+Fetching for ``fabnode get`` (:meth:`Daemon.fetch`) asks the connected fabnode peers first, then
+providers found in the DHT, each attempt resuming the last, and pins what arrived.
+
+Once everything is started the daemon writes ``HOME/daemon.json`` (pid, listen addresses,
+control port, token, web address) and logs its addresses. SIGINT or SIGTERM cancel the
+nursery; the host is then closed explicitly and ``daemon.json`` removed. SQLite calls are made
+from the trio thread: they are short (indexed lookups, batches of at most 8 MiB), and WAL lets
+the CLI read and write meanwhile. The py-libp2p pitfalls handled here (gossip bursts, the
+negative dial cache, mDNS, DHT duplicates, shutdown) are described in docs/libp2p.md.
+
+Peers that break a protocol rule are cut off for a while (:mod:`protocol.penalties`): their
+connections are dropped and they are not dialled; every budget is listed in docs/design.md.
 """
 
 from __future__ import annotations
@@ -463,7 +494,7 @@ class Daemon:
             try:
                 peer_id = ID.from_base58(row.peer_id)
                 info = PeerInfo(peer_id, [Multiaddr(a) for a in row.addrs])
-                self.host.get_network().unblock_peer(peer_id)  # pitfall 4: the 60 s negative cache
+                self.host.get_network().unblock_peer(peer_id)  # docs/libp2p.md pitfall 4: the 60 s negative cache
                 with trio.fail_after(DIAL_TIMEOUT):
                     await self.host.connect(info)
             except Exception as exc:
@@ -480,8 +511,9 @@ class Daemon:
             self._dialing.discard(row.peer_id)
 
     async def _mdns(self) -> None:
-        """mDNS on the LAN. zeroconf blocks for ~1.7 s at registration (pitfall 5), so it is set
-        up in a worker thread; its discoveries arrive on zeroconf's thread and are handed over."""
+        """mDNS on the LAN. zeroconf blocks for ~1.7 s at registration (docs/libp2p.md pitfall 5), so
+        it is set up in a worker thread; its discoveries arrive on zeroconf's thread and are handed
+        over."""
         from libp2p.discovery.events.peerDiscovery import peerDiscovery
         from libp2p.discovery.mdns.mdns import MDNSDiscovery
 
@@ -652,7 +684,7 @@ class Daemon:
             with trio.move_on_after(10):
                 found = await self.dht.find_providers(cid_str(root))
                 seen, out = set(), []
-                for info in found:  # the library returns duplicates (pitfall 7)
+                for info in found:  # the library returns duplicates (docs/libp2p.md pitfall 7)
                     if info.peer_id not in seen and info.peer_id != self.host.get_id():
                         seen.add(info.peer_id)
                         out.append(info)

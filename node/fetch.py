@@ -1,4 +1,4 @@
-"""Fetching a DAG from a peer over ``/fabnode/car/1.0.0``, and serving ours (DESIGN §3).
+"""Fetching a DAG from a peer over ``/fabnode/car/1.0.0``, and serving ours (docs/protocol.md §9).
 
 The protocol core is :mod:`protocol.fetch`; this module moves its frames over libp2p streams
 under trio. The asker stores verified blocks in batches, each in its own transaction, so a
@@ -332,7 +332,8 @@ async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str]
     for info in peers:
         short = str(info.peer_id)[:16] + "…"
         try:
-            host.get_network().unblock_peer(info.peer_id)  # a failed dial blocks a peer for 60 s (pitfall 4)
+            # a failed dial blocks a peer for 60 s (docs/libp2p.md pitfall 4)
+            host.get_network().unblock_peer(info.peer_id)
             with trio.fail_after(CONNECT_TIMEOUT):
                 await host.connect(info)
         except Exception as exc:

@@ -1,11 +1,17 @@
 """The node's home directory: configuration, keys and the database.
 
-Layout::
+Layout (the home itself is mode 0700)::
 
     HOME/config.toml    the operator's settings (see config.example.toml)
     HOME/author.key     the lab's signing key (Ed25519, PKCS#8 PEM, mode 0600)
     HOME/node.key       this node's libp2p key (Ed25519, PKCS#8 PEM, mode 0600)
-    HOME/fabnode.db     SQLite, WAL mode: blocks, pins (and later records, peers, trust)
+    HOME/fabnode.db     SQLite, WAL mode (with its -wal and -shm files): blocks, pins, every
+                        record with its index (versions, designs, attestations, vouches, search)
+                        and the outbox mark, peers met, followed designs (storage/migrations.py)
+    HOME/daemon.json    written by a running daemon, removed when it stops: pid, addresses,
+                        control port and token (mode 0600; node/control.py)
+    HOME/http.token     the token for any HTTP request that is not a read (mode 0600, made on
+                        the daemon's first start with HTTP on; node/web.py)
 
 The author key is the lab's identity and may be copied to a second node; the node key is this
 machine's. :func:`init_home` never overwrites an existing key.

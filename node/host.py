@@ -1,12 +1,12 @@
-"""The libp2p host, configured the one way fabnode runs it (DESIGN §3, notes/libp2p.md).
+"""The libp2p host, configured the one way fabnode runs it (docs/protocol.md §6, docs/libp2p.md).
 
 * TCP only, **Noise only** and **Yamux only**: py-libp2p's defaults also accept /plaintext and
-  /secio connections (pitfall 2), so the security and muxer options are given explicitly.
+  /secio connections (docs/libp2p.md pitfall 2), so the security and muxer options are given explicitly.
 * The peer ID is the node key in the home (``node.key``), so it is the same across restarts and
   the one ``fabnode id`` shows.
 * ``connect()`` no longer waits out a fixed 250 ms "happy eyeballs" delay after a dial that has
-  already succeeded (pitfall 3): the private constant is set to 0 here, which is why libp2p is
-  pinned to 0.8.1 exactly.
+  already succeeded (docs/libp2p.md pitfall 3): the private constant is set to 0 here, which
+  is why libp2p is pinned to 0.8.1 exactly.
 * Yamux frames are sized to fit one Noise message (see below).
 * **Listeners do not share their port.** 0.8.1 sets SO_REUSEPORT on every listening socket (for
   TCP hole punching, which fabnode does not use), so a second node, or any program of the same
@@ -15,7 +15,7 @@
   :func:`_open_listeners` (SO_REUSEADDR only), and :func:`running_host` refuses, in one line, an
   address that did not become a listener (another reason for the exact pin).
 * :func:`running_host` always calls ``host.close()`` on the way out: leaving ``host.run()`` alone
-  leaks every connection, and peers go on seeing us as connected (pitfall 1).
+  leaks every connection, and peers go on seeing us as connected (docs/libp2p.md pitfall 1).
 
 Importing this module imports libp2p (~0.8 s): only the daemon and network commands do.
 """
@@ -78,7 +78,7 @@ _tcp._open_reuseport_listeners = _open_listeners
 
 def quiet_library_logs() -> None:
     """py-libp2p logs normal events (a refused dial, a closed stream) at WARNING and ERROR
-    (pitfall 9); fabnode says what matters itself, in one line."""
+    (docs/libp2p.md pitfall 9); fabnode says what matters itself, in one line."""
     import logging
 
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)

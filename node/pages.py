@@ -1,4 +1,4 @@
-"""The lab's web pages (DESIGN §5): server-rendered with Jinja2, no JavaScript.
+"""The lab's web pages (docs/protocol.md §11): server-rendered with Jinja2, no JavaScript.
 
 Every page reads the home's database through the same functions the command line uses
 (:mod:`node.commons`), so the browser and the terminal always agree. Everything that comes

@@ -1,4 +1,5 @@
-"""The seeding policy (DESIGN §3): which bundles the daemon fetches without being asked.
+"""The seeding policy (docs/design.md#offline-first-sync-and-seeding): which bundles the daemon
+fetches without being asked.
 
 Records are always replicated. Bundles are fetched on their own when they belong to a design
 the lab follows (`fabnode follow`), or — with ``seeding.follow_trusted_authors`` — when a

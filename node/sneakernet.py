@@ -1,4 +1,4 @@
-"""Carrying designs without a network: ``export``, ``have`` and ``import`` (DESIGN §4).
+"""Carrying designs without a network: ``export``, ``have`` and ``import`` (docs/protocol.md §10).
 
 An export is a CARv1 file whose single root is an *export index* block (DAG-CBOR)::
 
@@ -186,7 +186,7 @@ def _write_atomically(out: Path, pieces) -> int:
 
 def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool = False, bundle: str | None = None,
            for_have: Path | None = None, progress: Progress = lambda n: None) -> ExportSummary:
-    """Write a CAR for another lab (DESIGN §4); see the module docstring for its layout."""
+    """Write a CAR for another lab (docs/protocol.md §10.1); see the module docstring for its layout."""
     store, records = _open(home)
     summary = ExportSummary(str(out))
     have = read_have(for_have) if for_have is not None else None

@@ -1,4 +1,4 @@
-"""The daemon's HTTP side (DESIGN §5): an IPFS trustless-gateway subset, safely.
+"""The daemon's HTTP side (docs/protocol.md §11): an IPFS trustless-gateway subset, safely.
 
 Served by Hypercorn's trio worker inside the daemon's nursery (:func:`serve_http`), as a
 Starlette app (:func:`make_app`). What it answers:

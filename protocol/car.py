@@ -45,12 +45,12 @@ The reader is a small state machine over one buffer:
 
 Bounds, and why each exists
 ---------------------------
-* :data:`MAX_HEADER_BYTES` (1 MiB, DESIGN §7): the header is buffered whole before it can be
+* :data:`MAX_HEADER_BYTES` (1 MiB, docs/protocol.md §12): the header is buffered whole before it can be
   decoded; without a bound a 9-byte varint could make the reader wait for, and buffer, exabytes.
 * :data:`MAX_ROOTS`: real CARs name one root (fabnode exports) or a handful; a bound keeps root
   checks and messages small.
-* :data:`MAX_BLOCK_BYTES` (2 MiB, DESIGN §7) and :data:`MAX_SECTION_BYTES` (that plus the 36-byte
-  CID): a section is buffered whole before it is verified, and no acceptable block is larger.
+* :data:`MAX_BLOCK_BYTES` (2 MiB, docs/protocol.md §12) and :data:`MAX_SECTION_BYTES` (that plus
+  the 36-byte CID): a section is buffered whole before it is verified, and no acceptable block is larger.
 * varints are at most 9 bytes and minimally encoded: over-long or padded varints are either an
   attack on the bound checks or a different encoding of the same file.
 * buffered memory: the reader holds at most the section it is assembling plus whatever the last
@@ -86,9 +86,9 @@ __all__ = [
 ]
 
 MAX_HEADER_BYTES = 1 << 20
-"""Largest header (after its length varint) a reader accepts: 1 MiB (DESIGN §7)."""
+"""Largest header (after its length varint) a reader accepts: 1 MiB (docs/protocol.md §12)."""
 MAX_BLOCK_BYTES = 2 << 20
-"""Largest block: 2 MiB (DESIGN §7)."""
+"""Largest block: 2 MiB (docs/protocol.md §2)."""
 MAX_SECTION_BYTES = MAX_BLOCK_BYTES + CID_LENGTH
 """Largest section (CID + block) after its length varint."""
 MAX_ROOTS = 64

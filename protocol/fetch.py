@@ -1,4 +1,4 @@
-"""The fetch protocol ``/fabnode/car/1.0.0`` (DESIGN §3), without I/O.
+"""The fetch protocol ``/fabnode/car/1.0.0`` (docs/protocol.md §9), without I/O.
 
 Theory of operation: the asker opens a stream and sends one request frame — varint length, then
 msgpack ``{"root": CID bytes, "path": [segments], "have": [CID bytes…]}`` — naming a DAG and the
@@ -31,7 +31,7 @@ from .errors import FabnodeError, InvalidBlock, InvalidCID
 
 PROTOCOL = "/fabnode/car/1.0.0"
 MAX_REQUEST_BYTES = 4 << 20
-"""A request frame (DESIGN §7: stream frames at most 4 MiB)."""
+"""A request frame (docs/protocol.md §12: stream frames at most 4 MiB)."""
 MAX_HAVE = 100_000
 MAX_PATH = 64
 MAX_SEGMENT_BYTES = 255

@@ -1,4 +1,4 @@
-"""SPDX licence expressions and the share-alike question (notes/formats.md, "Open Know-How manifests").
+"""SPDX licence expressions and the share-alike question (docs/protocol.md §3.6).
 
 An OKH manifest's ``license`` is an SPDX expression written by hand, and a design derived from a
 share-alike design must stay share-alike, so fabnode checks both before it publishes a version.

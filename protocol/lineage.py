@@ -1,4 +1,4 @@
-"""Which versions of a design are canonical, and which are its heads (DESIGN §1).
+"""Which versions of a design are canonical, and which are its heads (docs/protocol.md §4.6).
 
 A version of design D signed by one of D's maintainers (named on D's first version) is
 *canonical*; anyone else's is a *proposal*. D's heads are its canonical versions with no

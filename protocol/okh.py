@@ -1,7 +1,7 @@
 """OKH-LOSH manifests (``okh.toml``): parse, lint against the bundle, summarise for the index.
 
 Linting only warns: real manifests carry extra keys and small mistakes, and a bundle is still
-worth sharing (notes/formats.md, "Open Know-How manifests"). Everything here works on values, so
+worth sharing (docs/protocol.md §3.6). Everything here works on values, so
 the caller decides where the text and the bundle's file list come from.
 """
 

@@ -1,4 +1,4 @@
-"""Which names may become files on disk (DESIGN §7, notes/formats.md "Importing archives safely").
+"""Which names may become files on disk (docs/protocol.md §3.5).
 
 A name in a DAG is written by someone else. ``ipfs get`` once wrote outside its output directory
 through ``..`` names (CVE-2020-26279), so every segment is checked before it reaches the

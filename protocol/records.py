@@ -1,4 +1,4 @@
-"""Signed records: everything said *about* designs (DESIGN §1 "Records").
+"""Signed records: everything said *about* designs (docs/protocol.md §4).
 
 A record is one strict DAG-CBOR block (codec 0x71)::
 
@@ -211,7 +211,7 @@ def make_record(rtype: str, body: dict, *, author: str, ts: int, sign: Callable[
 
 
 def verify_record(raw: bytes, now_ms: int, cid: bytes | None = None) -> Record:
-    """Apply every rule of DESIGN §1 to a block claimed to be a record.
+    """Apply every rule of docs/protocol.md §4.5 to a block claimed to be a record.
 
     ``cid``, when given, is the id the block arrived under; it must be the block's own.
     """

@@ -1,4 +1,5 @@
-"""Personal reputation: how much *I* trust each key, and what that says about a version (DESIGN §1).
+"""Personal reputation: how much *I* trust each key, and what that says about a version
+(docs/protocol.md §4.6).
 
 Theory of operation
 ===================

@@ -1,4 +1,4 @@
-"""The sync protocol ``/fabnode/sync/1.0.0`` (DESIGN §3 "Sync"): its frames, without I/O.
+"""The sync protocol ``/fabnode/sync/1.0.0`` (docs/protocol.md §8): its frames, without I/O.
 
 Theory of operation: when two nodes meet, one (the *initiator*) opens a stream. Both run
 :class:`protocol.reconcile.Reconciler` over their record sets, passing ``reconcile`` frames back
@@ -7,10 +7,10 @@ and forth (initiator first) until one side's step returns no reply; that side se
 (*send*) and which short ids of the other's it lacks (*ask*). Then, in turn — initiator, then
 responder, then initiator — each sends its ``want`` (short ids), then ``records`` frames (its
 *send* list, and the answers to the other's ``want``), then ``end``. Every record received is
-verified against every rule of DESIGN §1 before it is stored; a peer that sends anything
+verified against every rule of docs/protocol.md §4.5 before it is stored; a peer that sends anything
 malformed or invalid is cut off.
 
-Frames are varint-length-prefixed msgpack maps of at most 4 MiB (DESIGN §7)::
+Frames are varint-length-prefixed msgpack maps of at most 4 MiB (docs/protocol.md §8.1)::
 
     {"type": "reconcile", "msg": bytes | None}
     {"type": "want", "ids": [8-byte short ids]}

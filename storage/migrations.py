@@ -28,7 +28,7 @@ def blocks(db: Database) -> None:
 
 @migrations(name="002_pins")
 def pins(db: Database) -> None:
-    # A pin is a root this node keeps on purpose (an `add` today; a published bundle later).
+    # A pin is a root this node keeps on purpose: added, published, fetched, imported or seeded.
     db.execute(
         """CREATE TABLE pins (
                cid BLOB PRIMARY KEY NOT NULL,

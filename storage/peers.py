@@ -1,4 +1,4 @@
-"""The peers table: whom the daemon has met and when to dial them again (DESIGN §2, §3)."""
+"""The peers table: whom the daemon has met and when to dial them again (docs/protocol.md §6)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 The story of the README: Fab Lab Nairobi publishes a hand pump and improves it; a workshop in
 Cusco adapts it; a lab in Pune builds the adaptation and attests it. Records travel between the
 homes through :func:`carry`, which verifies each one as a peer would (the network and the
-sneakernet replace it later).
+sneakernet carry them for real in tests/test_network.py, tests/test_sync.py and
+tests/test_sneakernet.py).
 """
 
 from __future__ import annotations

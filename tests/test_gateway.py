@@ -1,4 +1,4 @@
-"""The daemon's trustless-gateway subset over HTTP on 127.0.0.1 (DESIGN §5, issue 7)."""
+"""The daemon's trustless-gateway subset over HTTP on 127.0.0.1 (docs/protocol.md §11, issue 7)."""
 
 from __future__ import annotations
 

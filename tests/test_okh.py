@@ -13,7 +13,7 @@ from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
 HAND_PUMP = Path(__file__).resolve().parent.parent / "examples" / "hand-pump"
 
-# The real PlanktoScope manifest, as quoted in notes/formats.md.
+# A real manifest: PlanktoScope's okh.toml (github.com/PlanktoScope/PlanktoScope).
 PLANKTOSCOPE = '''\
 okhv = "OKH-LOSHv1.0"
 name = "PlanktoScope"

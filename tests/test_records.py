@@ -1,4 +1,4 @@
-"""The record format of DESIGN §1: golden bytes, an independent decoder, and every rejection."""
+"""The record format of docs/protocol.md §4: golden bytes, an independent decoder, and every rejection."""
 
 from __future__ import annotations
 
