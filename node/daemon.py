@@ -70,6 +70,7 @@ class DaemonOptions:
     sync_interval: int = 60
     follow_trusted: bool = True
     seeding_budget: int = 2048 << 20
+    http_hosts: tuple[str, ...] = ()
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
@@ -88,6 +89,7 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
         follow_trusted=home.setting("seeding.follow_trusted_authors", True),
         seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
+        http_hosts=tuple(home.setting("http_hosts", [])),
     )
 
 
@@ -189,12 +191,14 @@ class Daemon:
                         self._remember_bootstrap()
                         http = None
                         if self.options.http != "off":
-                            from .web import http_token, make_app, serve_http
+                            from .web import allowed_hosts, http_token, make_app, serve_http
 
                             from .pages import Pages
 
                             pages = Pages(self.home, self.store, status=self.status)
-                            app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log)
+                            hosts = allowed_hosts(self.options.http, self.options.http_hosts)
+                            app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log,
+                                           hosts=hosts)
                             http = await nursery.start(serve_http, app, self.options.http, self.log)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)

@@ -31,6 +31,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, type]] = {
     "bootstrap": (list, str),
     "mdns": bool,
     "http": str,
+    "http_hosts": (list, str),
     "limits.fetch_streams_per_peer": int,
     "limits.fetch_streams_total": int,
     "limits.upload_bytes_per_second": int,
