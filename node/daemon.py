@@ -53,7 +53,6 @@ DIAL_TIMEOUT = 5
 STORE_BATCH = 200
 MDNS_SERVICE = "_p2p-fabnode._udp.local."
 PROVIDE_INTERVAL_S = 600
-REJECTIONS_LOGGED = 20
 
 
 @dataclass
@@ -119,6 +118,7 @@ class Daemon:
         from fabnode.storage.records import RecordStore
 
         from .fetch import FetchServer
+        from .loglimit import LogLimiter
         from .sync import ItemCache
 
         self.home = home
@@ -137,7 +137,7 @@ class Daemon:
         self._fabnode_peers: set[str] = set()
         self._to_store_send, self._to_store = trio.open_memory_channel(10_000)
         self._provided: set[bytes] = set()
-        self._rejections: dict[str, tuple[float, int]] = {}
+        self._rejections = LogLimiter(self.log, clock=trio.current_time)
         self.items = ItemCache(self.records)
         self.last_syncs: dict[str, dict] = {}
         self.seeding: dict = {"wanted": 0, "used_bytes": 0, "budget_bytes": options.seeding_budget}
@@ -263,20 +263,12 @@ class Daemon:
         return True
 
     def _log_rejection(self, forwarder, reason: str) -> None:
-        """One line per rejected record, but at most REJECTIONS_LOGGED per peer per minute: a
-        hostile peer must not be able to flood the operator's log."""
-        key = str(forwarder)
-        window, count = self._rejections.get(key, (trio.current_time(), 0))
-        if trio.current_time() - window > 60:
-            if count > REJECTIONS_LOGGED:
-                self.log(f"… {count - REJECTIONS_LOGGED} more records from {_short(key)} were rejected in that minute")
-            window, count = trio.current_time(), 0
-        count += 1
-        self._rejections[key] = (window, count)
-        if count <= REJECTIONS_LOGGED:
-            self.log(f"rejected a record from {_short(forwarder)}: {reason}")
-        elif count == REJECTIONS_LOGGED + 1:
-            self.log(f"rejected more records from {_short(forwarder)}; not logging the rest for a minute")
+        """One line per rejected record, but at most LINES_PER_MINUTE per peer per minute
+        (:mod:`node.loglimit`): a hostile peer must not be able to flood the operator's log."""
+        who = _short(forwarder)
+        self._rejections.say(str(forwarder), f"rejected a record from {who}: {reason}",
+                             stopping=f"rejected more records from {who}; not logging the rest for a minute",
+                             left_out=lambda n: f"… {n} more records from {who} were rejected in that minute")
 
     async def _receive_gossip(self, subscription) -> None:
         """Drain the library's 32-slot delivery queue at once, into our own larger one."""
@@ -687,6 +679,7 @@ class Daemon:
 
     async def _control_connection(self, stream) -> None:
         from .control import MAX_LINE
+        from .web import token_matches
 
         async with stream:
             buf = b""
@@ -698,7 +691,9 @@ class Daemon:
                     buf += chunk
             try:
                 request = json.loads(buf.split(b"\n", 1)[0])
-                if not secrets.compare_digest(str(request.get("token", "")), self.token):
+                token = request.get("token", "")
+                # compared as bytes: compare_digest raises TypeError on non-ASCII text
+                if not isinstance(token, str) or not token_matches(token, self.token):
                     raise FabnodeError("wrong control token")
                 reply = {"ok": True, **await self._control(request)}
             except FabnodeError as exc:

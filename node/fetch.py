@@ -31,6 +31,7 @@ from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
 from .home import Home
+from .loglimit import LogLimiter
 from .sneakernet import dag_cids
 
 CONNECT_TIMEOUT = 10
@@ -103,6 +104,14 @@ class FetchServer:
         self._busy: dict[str, int] = {}
         self._next_send = 0.0
         self.active: dict[int, dict] = {}
+        self._refusals = LogLimiter(log, clock=trio.current_time)
+
+    def _log_refusal(self, peer: str, what: str) -> None:
+        """A refused or broken fetch: at most LINES_PER_MINUTE lines per peer per minute."""
+        who = f"{peer[:16]}…"
+        self._refusals.say(peer, f"fetch from {who} {what}",
+                           stopping=f"more fetches from {who} refused; not logging them for a minute",
+                           left_out=lambda n: f"… {n} more refusals from {who} suppressed in that minute")
 
     async def _pace(self, nbytes: int) -> None:
         if not self.upload_rate:
@@ -114,7 +123,7 @@ class FetchServer:
     async def handle(self, stream) -> None:
         peer = str(stream.muxed_conn.peer_id)
         if self._busy.get(peer, 0) >= self.streams_per_peer or sum(self._busy.values()) >= self.streams_total:
-            self.log(f"fetch from {peer[:16]}… refused: too many streams at once")
+            self._log_refusal(peer, "refused: too many streams at once")
             await stream.reset()
             return
         self._busy[peer] = self._busy.get(peer, 0) + 1
@@ -139,10 +148,10 @@ class FetchServer:
             await stream.close()
             self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
         except (FabnodeError, trio.TooSlowError) as exc:
-            self.log(f"fetch from {peer[:16]}… refused: {exc}")
+            self._log_refusal(peer, f"refused: {exc}")
             await stream.reset()
         except Exception as exc:  # a peer that went away mid-stream
-            self.log(f"fetch from {peer[:16]}… ended: {type(exc).__name__}")
+            self._log_refusal(peer, f"ended: {type(exc).__name__}")
         finally:
             self._busy[peer] -= 1
             del self.active[id(transfer)]

@@ -96,7 +96,8 @@ def content_disposition(name: str) -> str:
     """``attachment`` naming ``name`` per RFC 6266 and RFC 5987: a quoted ASCII fallback in
     which quotes, backslashes, ``%``, control and non-ASCII characters became ``_``, and the
     exact name percent-encoded in UTF-8 as ``filename*`` (what current browsers use)."""
-    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in name) or "download"
+    name = name or "download"
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in name)
     encoded = urllib.parse.quote(name, safe="!#$&+-.^_`|~", encoding="utf-8", errors="replace")
     return f'attachment; filename="{fallback}"; filename*=UTF-8\'\'{encoded}'
 
