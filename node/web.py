@@ -215,17 +215,23 @@ class LogInternalErrors:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
+        started = client_gone = False
 
         async def tracking_send(message):
-            nonlocal started
+            nonlocal started, client_gone
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            try:
+                await send(message)
+            except Exception:
+                client_gone = True  # the server could not send: the client went (or was dropped)
+                raise
 
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
+            if client_gone:
+                return  # not a bug of ours, and nobody left to answer
             import traceback
 
             frame = traceback.extract_tb(exc.__traceback__)[-1]
@@ -284,7 +290,9 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             fmt = _wanted_format(request)
             target, crossed = _walk(store, root, segments)
             roots = " ".join(cid_str(c) for c in crossed + [target])
-            common = {"X-Ipfs-Path": "/ipfs/" + cid_path, "X-Ipfs-Roots": roots, "Cache-Control": IMMUTABLE}
+            # header values are latin-1: the path as it travels in a URL, percent-encoded
+            common = {"X-Ipfs-Path": urllib.parse.quote("/ipfs/" + cid_path, errors="replace"), "X-Ipfs-Roots": roots,
+                      "Cache-Control": IMMUTABLE}
             if fmt == "raw":
                 data = store.get(target)
                 return Response(data, media_type=RAW, headers=safe_headers({
