@@ -87,7 +87,6 @@ DIAL_TIMEOUT = 5
 STORE_BATCH = 200
 MDNS_SERVICE = "_p2p-fabnode._udp.local."
 PROVIDE_INTERVAL_S = 600
-REJECTIONS_LOGGED = 20
 MAX_SYNCS = 8
 """Sync sessions at once, both directions together (one per peer)."""
 
@@ -111,6 +110,7 @@ class DaemonOptions:
     http_change: str = "with --http, or --http off"
     http_required: bool = True
     """False for the default address: the node then runs without its page if the port is taken."""
+    http_hosts: tuple[str, ...] = ()
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
@@ -150,6 +150,7 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
         follow_trusted=home.setting("seeding.follow_trusted_authors", True),
         seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
+        http_hosts=tuple(home.setting("http_hosts", [])),
     )
 
 
@@ -179,6 +180,7 @@ class Daemon:
         from fabnode.storage.records import RecordStore
 
         from .fetch import FetchServer
+        from .loglimit import LogLimiter
         from .sync import ItemCache
 
         self.home = home
@@ -197,7 +199,7 @@ class Daemon:
         self._fabnode_peers: set[str] = set()
         self._to_store_send, self._to_store = trio.open_memory_channel(10_000)
         self._provided: set[bytes] = set()
-        self._rejections: dict[str, tuple[float, int]] = {}
+        self._rejections = LogLimiter(self.log, clock=trio.current_time)
         self.items = ItemCache(self.records)
         self.last_syncs: dict[str, dict] = {}
         self.seeding: dict = {"wanted": 0, "used_bytes": 0, "budget_bytes": options.seeding_budget}
@@ -255,12 +257,14 @@ class Daemon:
                         self._remember_bootstrap()
                         http = None
                         if self.http_socket is not None:
-                            from .web import http_token, make_app, serve_http
+                            from .web import allowed_hosts, http_token, make_app, serve_http
 
                             from .pages import Pages
 
                             pages = Pages(self.home, self.store, status=self.status)
-                            app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log)
+                            hosts = allowed_hosts(self.options.http, self.options.http_hosts)
+                            app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log,
+                                           hosts=hosts)
                             http = await nursery.start(serve_http, app, self.http_socket)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)
@@ -325,20 +329,12 @@ class Daemon:
         return True
 
     def _log_rejection(self, forwarder, reason: str, what: str = "a record") -> None:
-        """One line per rejected record, but at most REJECTIONS_LOGGED per peer per minute: a
-        hostile peer must not be able to flood the operator's log."""
-        key = str(forwarder)
-        window, count = self._rejections.get(key, (trio.current_time(), 0))
-        if trio.current_time() - window > 60:
-            if count > REJECTIONS_LOGGED:
-                self.log(f"… {count - REJECTIONS_LOGGED} more records from {_short(key)} were rejected in that minute")
-            window, count = trio.current_time(), 0
-        count += 1
-        self._rejections[key] = (window, count)
-        if count <= REJECTIONS_LOGGED:
-            self.log(f"rejected {what} from {_short(forwarder)}: {reason}")
-        elif count == REJECTIONS_LOGGED + 1:
-            self.log(f"rejected more records from {_short(forwarder)}; not logging the rest for a minute")
+        """One line per rejected record (or stream), but at most LINES_PER_MINUTE per peer per
+        minute (:mod:`node.loglimit`): a hostile peer must not be able to flood the operator's log."""
+        who = _short(forwarder)
+        self._rejections.say(str(forwarder), f"rejected {what} from {who}: {reason}",
+                             stopping=f"rejected more from {who}; not logging the rest for a minute",
+                             left_out=lambda n: f"… {n} more from {who} were rejected in that minute")
 
     async def _receive_gossip(self, subscription) -> None:
         """Drain the library's 32-slot delivery queue at once, into our own larger one."""
@@ -779,6 +775,7 @@ class Daemon:
 
     async def _control_connection(self, stream) -> None:
         from .control import MAX_LINE
+        from .web import token_matches
 
         async with stream:
             buf = b""
@@ -790,7 +787,9 @@ class Daemon:
                     buf += chunk
             try:
                 request = json.loads(buf.split(b"\n", 1)[0])
-                if not secrets.compare_digest(str(request.get("token", "")), self.token):
+                token = request.get("token", "")
+                # compared as bytes: compare_digest raises TypeError on non-ASCII text
+                if not isinstance(token, str) or not token_matches(token, self.token):
                     raise FabnodeError("wrong control token")
                 reply = {"ok": True, **await self._control(request)}
             except FabnodeError as exc:

@@ -31,6 +31,7 @@ from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
 from .home import Home
+from .loglimit import LogLimiter
 from .sneakernet import dag_cids
 
 CONNECT_TIMEOUT = 10
@@ -132,6 +133,14 @@ class FetchServer:
         self._slots: list[_Slot] = []
         self._next_send = 0.0
         self.active: dict[int, dict] = {}
+        self._refusals = LogLimiter(log, clock=trio.current_time)
+
+    def _log_refusal(self, peer: str, what: str) -> None:
+        """A refused or broken fetch: at most LINES_PER_MINUTE lines per peer per minute."""
+        who = f"{peer[:16]}…"
+        self._refusals.say(peer, f"fetch from {who} {what}",
+                           stopping=f"more fetches from {who} refused; not logging them for a minute",
+                           left_out=lambda n: f"… {n} more refusals from {who} suppressed in that minute")
 
     def _held_by(self, peer: str) -> int:
         return sum(1 for s in self._slots if s.peer == peer)
@@ -167,7 +176,7 @@ class FetchServer:
         peer = str(stream.muxed_conn.peer_id)
         slot = self._take_slot(peer)
         if slot is None:
-            self.log(f"fetch from {peer[:16]}… refused: too many streams at once")
+            self._log_refusal(peer, "refused: too many streams at once")
             await stream.reset()
             return
         transfer = {"peer": peer, "root": "", "sent_bytes": 0}
@@ -180,11 +189,11 @@ class FetchServer:
                     cleanup.shield = True
                     await stream.reset()
         except (FabnodeError, trio.TooSlowError) as exc:
-            self.log(f"fetch from {peer[:16]}… refused: {exc}")
+            self._log_refusal(peer, f"refused: {exc}")
             with trio.move_on_after(1):
                 await stream.reset()
         except Exception as exc:  # a peer that went away mid-stream
-            self.log(f"fetch from {peer[:16]}… ended: {type(exc).__name__}")
+            self._log_refusal(peer, f"ended: {type(exc).__name__}")
         finally:
             if slot in self._slots:
                 self._slots.remove(slot)

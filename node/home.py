@@ -13,6 +13,8 @@ Layout (the home itself is mode 0700)::
     HOME/http.token     the token for any HTTP request that is not a read (mode 0600, made on
                         the daemon's first start with HTTP on; node/web.py)
 
+The home is mode 0700; the keys, config.toml and fabnode.db (with its -wal and -shm) are 0600.
+
 The author key is the lab's identity and may be copied to a second node; the node key is this
 machine's. :func:`init_home` never overwrites an existing key.
 """
@@ -37,6 +39,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, type]] = {
     "bootstrap": (list, str),
     "mdns": bool,
     "http": str,
+    "http_hosts": (list, str),
     "limits.fetch_streams_per_peer": int,
     "limits.fetch_streams_total": int,
     "limits.upload_bytes_per_second": int,
@@ -178,9 +181,16 @@ def init_home(path: Path, name: str | None) -> Identity:
         if not (path / key).exists():
             _write_key(path / key)
     config = path / CONFIG_NAME
-    if not config.exists():
-        config.write_text(_config_text(name or socket.gethostname()), encoding="utf-8")
-    elif name is not None:
+    fresh = not config.exists()
+    if fresh:
+        # mode 0600 (issue 12): the settings name the peers and hosts this lab trusts
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_config_text(name or socket.gethostname()))
+    else:
+        if config.stat().st_mode & 0o077:
+            os.chmod(config, 0o600)  # a home made before issue 12
+    if not fresh and name is not None:
         home = Home(path)
         if home.setting("name", None) != name:
             lines = config.read_text(encoding="utf-8").splitlines(keepends=True)

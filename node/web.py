@@ -17,6 +17,13 @@ through the DAG's own links, and a segment that is empty, ``.``, ``..`` or holds
 or NUL is refused, so a path cannot leave its DAG. Only what this node holds is served; nothing
 is fetched on a browser's behalf. Any request that is not GET or HEAD needs the token in
 ``HOME/http.token`` (``Authorization: Bearer …``); none changes the node yet.
+
+Hostile clients (issue 12). Only requests whose ``Host`` names this node are answered
+(:class:`HostAllowlist`: 127.0.0.1, localhost, [::1], the configured address and the config's
+``http_hosts``), so a DNS-rebinding page cannot read the interface. Connections are capped and
+every send must make progress (:func:`serve_http`), and large bodies stream a few at a time, so
+clients that ask and never read cannot pin the node's memory; the budgets are in
+docs/design.md, "HTTP budgets (issue 12)".
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import html
 import mimetypes
 import secrets
+import urllib.parse
 from pathlib import Path
 
 from fabnode.protocol.car import encode_header, encode_section
@@ -44,6 +52,33 @@ TEXT_TYPES = {".toml": "text/plain; charset=utf-8", ".md": "text/markdown; chars
 ATTACHMENT_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml",
                     "application/javascript", "text/javascript")
 
+# HTTP budgets (docs/design.md, "HTTP budgets (issue 12)")
+MAX_CONNECTIONS = 64
+"""Open HTTP connections at once; further ones wait in the listen backlog until one closes."""
+BACKLOG = 64
+"""The listening socket's backlog: connections the kernel holds while the cap is reached."""
+SEND_PIECE = 64 * 1024
+"""Bodies are cut into pieces of this size, and each piece is sent under SEND_TIMEOUT."""
+SEND_TIMEOUT = 15.0
+"""Seconds a client may take to accept one SEND_PIECE (so at least ~4 KiB/s) before the
+connection is dropped: a client that asks and never reads frees its slot and memory."""
+BIG_BODY = 256 * 1024
+"""Bodies larger than this (files, CARs) are streamed, and count against MAX_BIG_STREAMS."""
+MAX_BIG_STREAMS = 16
+"""Large bodies streamed at once; a further one answers 503 with Retry-After. Each holds at most
+one block (1 MiB) and one piece in memory."""
+KEEP_ALIVE_TIMEOUT = 5.0
+"""Seconds an idle connection stays open, and the most a client may take to send its request
+headers (Hypercorn's idle timer runs until a whole request has arrived)."""
+MAX_HEADER_BYTES = 16 * 1024
+"""Hypercorn's h11_max_incomplete_size: request line and headers larger than this answer 400."""
+MAX_TOKEN_BYTES = 1024
+"""A bearer token longer than this is refused without comparing it."""
+MAX_QUERY_CHARS = 200
+"""A search longer than this answers 400."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+"""Host names always answered; the configured address and ``http_hosts`` are added."""
+
 
 def http_token(home_path: Path) -> str:
     """The token that guards anything that would change the node (created once, mode 0600)."""
@@ -55,6 +90,67 @@ def http_token(home_path: Path) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` naming ``name`` per RFC 6266 and RFC 5987: a quoted ASCII fallback in
+    which quotes, backslashes, ``%``, control and non-ASCII characters became ``_``, and the
+    exact name percent-encoded in UTF-8 as ``filename*`` (what current browsers use)."""
+    name = name or "download"
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in name)
+    encoded = urllib.parse.quote(name, safe="!#$&+-.^_`|~", encoding="utf-8", errors="replace")
+    return f'attachment; filename="{fallback}"; filename*=UTF-8\'\'{encoded}'
+
+
+def token_matches(given: str | bytes, token: str) -> bool:
+    """Constant-time comparison of bytes: any header value or JSON string (non-ASCII, very
+    long, lone surrogates) is simply a wrong token, never an exception."""
+    if isinstance(given, str):
+        given = given.encode("utf-8", "surrogatepass")
+    if len(given) > MAX_TOKEN_BYTES:
+        return False
+    return secrets.compare_digest(given, token.encode())
+
+
+def host_name(host_header: bytes) -> str:
+    """The host part of a Host header, lower-case, without port or trailing dot ("" if absent)."""
+    text = host_header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[: text.find("]") + 1] if "]" in text else text
+    return text.rpartition(":")[0].rstrip(".") if ":" in text else text.rstrip(".")
+
+
+class HostAllowlist:
+    """ASGI middleware: a request whose ``Host`` is not one of this node's names is answered
+    ``421`` in one line. A DNS-rebinding page (a hostile name resolving to 127.0.0.1) sends its
+    own name as Host, so it is refused before reaching the lab's pages."""
+
+    def __init__(self, app, hosts) -> None:
+        self.app = app
+        self.hosts = frozenset(h.strip().lower().rstrip(".") for h in hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = next((v for k, v in scope.get("headers", ()) if k == b"host"), b"")
+            if host_name(host) not in self.hosts:
+                body = b"this node does not answer for that host name (see http_hosts in config.toml)\n"
+                await send({"type": "http.response.start", "status": 421,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def allowed_hosts(address: str | None, extra=()) -> list[str]:
+    """LOCAL_HOSTS, the host of the configured ``address`` (HOST:PORT) and ``extra`` names."""
+    hosts = list(LOCAL_HOSTS) + [h for h in extra if h]
+    if address and address != "off":
+        host = address.rpartition(":")[0] if ":" in address else address
+        hosts.append(host)
+        if ":" in host and not host.startswith("["):
+            hosts.append(f"[{host}]")
+    return hosts
 
 
 class GatewayError(Exception):
@@ -119,17 +215,23 @@ class LogInternalErrors:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
+        started = client_gone = False
 
         async def tracking_send(message):
-            nonlocal started
+            nonlocal started, client_gone
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            try:
+                await send(message)
+            except Exception:
+                client_gone = True  # the server could not send: the client went (or was dropped)
+                raise
 
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
+            if client_gone:
+                return  # not a bug of ours, and nobody left to answer
             import traceback
 
             frame = traceback.extract_tb(exc.__traceback__)[-1]
@@ -145,9 +247,10 @@ class LogInternalErrors:
                 await send({"type": "http.response.body", "body": body})
 
 
-def make_app(store, *, token: str, pages=None, log=print):
+def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     """The ASGI app: ``pages`` (:class:`fabnode.node.pages.Pages`) serves the lab's web pages;
-    ``log`` takes one line per request that failed with a bug."""
+    ``log`` takes one line per request that failed with a bug; only requests whose Host is in
+    ``hosts`` are answered (:func:`allowed_hosts`)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
@@ -157,6 +260,29 @@ def make_app(store, *, token: str, pages=None, log=print):
     def safe_headers(extra: dict | None = None) -> dict:
         return {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox", **(extra or {})}
 
+    big_streams = 0
+
+    class BigStream(StreamingResponse):
+        """A large body: one of at most MAX_BIG_STREAMS at once, else 503 (come back soon)."""
+
+        async def __call__(self, scope, receive, send):
+            nonlocal big_streams
+            if big_streams >= MAX_BIG_STREAMS:
+                busy = PlainTextResponse("too many downloads at once; try again in a few seconds\n", 503,
+                                         headers=safe_headers({"Retry-After": "5"}))
+                return await busy(scope, receive, send)
+            big_streams += 1
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                big_streams -= 1
+
+    def pieces(chunks):
+        """Chunks cut to SEND_PIECE, so each send is small and timed (serve_http)."""
+        for chunk in chunks:
+            for start in range(0, len(chunk), SEND_PIECE):
+                yield chunk[start:start + SEND_PIECE]
+
     async def ipfs(request):
         cid_path = request.path_params["cid_path"]
         try:
@@ -164,25 +290,31 @@ def make_app(store, *, token: str, pages=None, log=print):
             fmt = _wanted_format(request)
             target, crossed = _walk(store, root, segments)
             roots = " ".join(cid_str(c) for c in crossed + [target])
-            common = {"X-Ipfs-Path": "/ipfs/" + cid_path, "X-Ipfs-Roots": roots, "Cache-Control": IMMUTABLE}
+            # header values are latin-1: the path as it travels in a URL, percent-encoded
+            common = {"X-Ipfs-Path": urllib.parse.quote("/ipfs/" + cid_path, errors="replace"), "X-Ipfs-Roots": roots,
+                      "Cache-Control": IMMUTABLE}
             if fmt == "raw":
                 data = store.get(target)
                 return Response(data, media_type=RAW, headers=safe_headers({
                     **common, "Etag": f'"{cid_str(target)}.raw"',
-                    "Content-Disposition": f'attachment; filename="{cid_str(target)}.bin"'}))
+                    "Content-Disposition": content_disposition(f"{cid_str(target)}.bin")}))
             if fmt == "car":
                 store.get(target)  # 404 now rather than a broken stream later
 
-                async def car():  # async: the store's connection belongs to the trio thread
+                def sections():
                     yield encode_header([root])
                     for cid in crossed:
                         yield encode_section(cid, store.get(cid))
                     for cid, data in dag_in_order(store, target, set(crossed)):
                         yield encode_section(cid, data)
 
-                return StreamingResponse(car(), media_type=f"{CAR}; version=1; order=dfs; dups=n", headers=safe_headers({
+                async def car():  # async: the store's connection belongs to the trio thread
+                    for piece in pieces(sections()):
+                        yield piece
+
+                return BigStream(car(), media_type=f"{CAR}; version=1; order=dfs; dups=n", headers=safe_headers({
                     **common, "Etag": f'"{cid_str(target)}.car"',
-                    "Content-Disposition": f'attachment; filename="{cid_str(target)}.car"'}))
+                    "Content-Disposition": content_disposition(f"{cid_str(target)}.car")}))
             node = decode_unixfs(target, store.get(target))
             if node.kind == "directory":
                 base = "/ipfs/" + cid_path.rstrip("/")
@@ -196,12 +328,15 @@ def make_app(store, *, token: str, pages=None, log=print):
                 or "application/octet-stream"
             headers = safe_headers({**common, "Etag": f'"{cid_str(target)}"', "Content-Length": str(node.filesize)})
             if media.split(";")[0] in ATTACHMENT_TYPES:
-                headers["Content-Disposition"] = f'attachment; filename="{name}"'
+                headers["Content-Disposition"] = content_disposition(name)
+            if node.filesize <= BIG_BODY:
+                return Response(b"".join(iter_file(store.get, target)), media_type=media, headers=headers)
+
             async def body():
-                for piece in iter_file(store.get, target):
+                for piece in pieces(iter_file(store.get, target)):
                     yield piece
 
-            return StreamingResponse(body(), media_type=media, headers=headers)
+            return BigStream(body(), media_type=media, headers=headers)
         except GatewayError as exc:
             return PlainTextResponse(str(exc) + "\n", status_code=exc.status, headers=safe_headers())
         except MissingBlock as exc:
@@ -224,8 +359,32 @@ def make_app(store, *, token: str, pages=None, log=print):
                                     '</p><p><a href="/">Home</a></p>', status_code=404, headers=page_headers)
         return handler
 
+    def search_text(request) -> str | None:
+        """``q`` as text, or GatewayError(400): bad UTF-8, control characters, too long."""
+        raw = [v for k, v in urllib.parse.parse_qsl(request.scope.get("query_string", b"").decode("latin-1"),
+                                                    encoding="latin-1") if k == "q"]
+        if not raw or not raw[-1]:
+            return None
+        try:
+            text = raw[-1].encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise GatewayError(400, "the search is not valid UTF-8") from None
+        if len(text) > MAX_QUERY_CHARS:
+            raise GatewayError(400, f"the search is longer than {MAX_QUERY_CHARS} characters")
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+            raise GatewayError(400, "the search holds control characters")
+        return text
+
+    async def designs_page(request):
+        try:
+            query = search_text(request)
+        except GatewayError as exc:
+            return PlainTextResponse(f"{exc}\n", status_code=exc.status)
+        request.state.search = query
+        return await designs_listing(request)
+
     index = page(lambda r: pages.home_page())
-    designs_page = page(lambda r: pages.designs_page(r.query_params.get("q") or None))
+    designs_listing = page(lambda r: pages.designs_page(r.state.search))
     design_page = page(lambda r: pages.design_page(r.path_params["cid"]))
     version_page = page(lambda r: pages.version_page(r.path_params["cid"]))
 
@@ -235,34 +394,119 @@ def make_app(store, *, token: str, pages=None, log=print):
         async def dispatch(self, request, call_next):
             if request.method not in ("GET", "HEAD"):
                 given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                if not secrets.compare_digest(given, token):
-                    return PlainTextResponse("this needs the token from the node's home folder\n", status_code=403)
+                # headers are latin-1 text: back to the bytes that were sent, compared as bytes
+                if not token_matches(given.encode("latin-1"), token):
+                    return PlainTextResponse("this needs the token from the node's home folder\n", status_code=401,
+                                             headers={"WWW-Authenticate": "Bearer"})
             return await call_next(request)
 
     app = Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
                             Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],
                     middleware=[Middleware(TokenForChanges)],
                     exception_handlers={Exception: lambda request, exc: PlainTextResponse(f"{INTERNAL_ERROR}\n", 500)})
-    return LogInternalErrors(app, log)
+    return LogInternalErrors(HostAllowlist(app, hosts), log)
 
 
-async def serve_http(app, sock, task_status) -> None:
+class _TimedStream:
+    """A connection's stream whose sends must make progress: each SEND_PIECE has ``timeout``
+    seconds to go out, else the connection is dropped (BrokenResourceError, which Hypercorn
+    takes as the client gone). Hypercorn shields its sends from cancellation, so the timeout
+    has to live here, inside the shield; :meth:`abort` ends a stuck send at shutdown."""
+
+    def __init__(self, inner, timeout: float) -> None:
+        self.inner, self.timeout = inner, timeout
+        self.socket = inner.socket
+        self._sending = None
+
+    async def send_all(self, data) -> None:
+        import trio
+
+        view = memoryview(data)
+        for start in range(0, max(len(view), 1), SEND_PIECE):
+            with trio.move_on_after(self.timeout) as self._sending:
+                await self.inner.send_all(view[start:start + SEND_PIECE])
+            if self._sending.cancelled_caught:
+                await trio.aclose_forcefully(self.inner)
+                raise trio.BrokenResourceError("the client stopped reading")
+        self._sending = None
+
+    def abort(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None):
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def serve_http(app, sock, task_status, *, max_connections: int = MAX_CONNECTIONS,
+                     send_timeout: float = SEND_TIMEOUT) -> None:
     """Serve ``app`` on ``sock`` (bound and listening, node/addresses.py) until cancelled; reports
     the address through ``task_status``. The daemon binds the socket before it starts, so an
-    address in use is refused in one line at once, and port 0 works."""
+    address in use is refused in one line at once, and port 0 works.
+
+    Hypercorn's own trio server has no connection cap and no send timeout, so this runs its
+    per-connection protocol (``TCPServer``) on a listener of our own: at most
+    ``max_connections`` are accepted at once (the rest wait in the kernel's backlog), and each
+    connection's sends go through :class:`_TimedStream`."""
     import logging
 
     import trio
     from hypercorn.config import Config
-    from hypercorn.trio import serve
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import wrap_app
 
     host, port = sock.getsockname()[:2]
     bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the listening socket
-    config.graceful_timeout = 1  # the daemon must stop within 2 s
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
     config.accesslog = None
     config.errorlog = logging.getLogger("fabnode.http.quiet")
     config.errorlog.setLevel(logging.CRITICAL)
-    task_status.started(bound)
-    await serve(app, config, shutdown_trigger=trio.sleep_forever)
+    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    slots = trio.Semaphore(max_connections)
+    live: set[_TimedStream] = set()
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+    async def connection(stream: _TimedStream) -> None:
+        live.add(stream)
+        try:
+            await TCPServer(asgi, config, context, ConnectionState({}), stream)
+        finally:
+            live.discard(stream)
+            slots.release()
+
+    async def abort_sends_on_shutdown() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:  # the daemon is stopping: stuck sends must not hold it up
+            for stream in list(live):
+                stream.abort()
+
+    async with listener, trio.open_nursery() as nursery:
+        nursery.start_soon(abort_sends_on_shutdown)
+        task_status.started(bound)
+        while True:
+            await slots.acquire()
+            try:
+                stream = await listener.accept()
+            except OSError:  # out of file descriptors, a reset before accept: try again soon
+                slots.release()
+                await trio.sleep(0.1)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            nursery.start_soon(connection, _TimedStream(stream, send_timeout))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def open_db(path: Path | str | None = None, *, memory: bool = False) -> Database
     if memory:
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     else:
+        _private(Path(path))
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         fresh = conn.execute("PRAGMA page_count").fetchone()[0] == 0
         if fresh:
@@ -42,6 +44,26 @@ def open_db(path: Path | str | None = None, *, memory: bool = False) -> Database
     if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
         _migrate(conn)
     return Database(conn)
+
+
+def _private(path: Path) -> None:
+    """The database only its owner can read (issue 12): created mode 0600 before SQLite opens
+    it (SQLite gives the -wal and -shm files the database's mode), and an older file that others
+    could read tightened, with its -wal and -shm."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # a read-only place or a path SQLite will report on: leave that to it
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except OSError:
+            pass
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
