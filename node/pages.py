@@ -208,7 +208,7 @@ class Pages:
         attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
                          "when": _when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject)}
                         for a in trusted]
-        others = [{"predicate": p, "result": r, "count": n, "keys": keys, "when": _when(ts), "subject": cid_str(s),
+        others = [{"predicate": p, "result": r, "count": n, "authors": keys, "when": _when(ts), "subject": cid_str(s),
                    "subject_title": title(s)} for s, p, r, n, keys, ts in unknown]
         return self._render("home.html", identity=self.identity, peers=self.status().get("connected", {}),
                             versions=versions, attestations=attestations, unknown=others)

@@ -137,6 +137,8 @@ def test_home_page_counts_trusted_and_unknown_claims_apart(world):
     assert "not trusted" in sybil and short_did(world["sybil_author"]) in sybil
     assert "not trusted" not in first
     # unknown keys' attestations are summed up, not listed one name per row
+    unknown = text_of(_row(html, "unknown-attestations", f'/version/{world["first"]["version"]}"'))
+    assert re.search(r"built · passed .* 30 by unknown keys \d{4}-", unknown), unknown  # and no stray text
     assert html.count(f'title="{world["sybils"][0]}"') <= 1 and "×30" not in text.split("Latest versions")[0]
 
 
