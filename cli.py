@@ -498,11 +498,32 @@ def log(ctx, target, as_json):
         status = ""
         if "canonical" in v:
             status = "head     " if v["head"] else ("canonical" if v["canonical"] else "proposal ")
-        att = ", ".join(f"{k} x{n}" for k, n in v["attestations"].items()) or "no attestations"
+        att = _claims_text(v["attestations_by_trust"]) or "no attestations"
         label = v["label"] or "-"
-        echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  by {_short(v['author'])}")
+        echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  "
+             f"by {_by(v['author'], v['author_trusted'])}")
     for a in result.get("adaptations", []):
-        echo(f"adapted as {a['design']}  {a['title']}  by {_short(a['author'])}")
+        echo(f"adapted as {a['design']}  {a['title']}  by {_by(a['author'], a['author_trusted'])}")
+
+
+def _by(did: str, trusted: bool) -> str:
+    """A key in a line of text, marked when this node does not trust it."""
+    from fabnode.protocol.reputation import short_did
+
+    return short_did(did) if trusted else f"{short_did(did)} (not trusted)"
+
+
+def _claims_text(by_trust: dict) -> str:
+    """'built/passed x2 by trusted keys, x30 by untrusted keys; …': the two never summed."""
+    parts = []
+    for key in sorted(by_trust["trusted"].keys() | by_trust["untrusted"].keys()):
+        counts = []
+        if by_trust["trusted"].get(key):
+            counts.append(f"x{by_trust['trusted'][key]} by trusted keys")
+        if by_trust["untrusted"].get(key):
+            counts.append(f"x{by_trust['untrusted'][key]} by untrusted keys")
+        parts.append(f"{key} " + ", ".join(counts))
+    return "; ".join(parts)
 
 
 @command()
@@ -519,13 +540,19 @@ def show(ctx, cid, as_json):
     if as_json:
         _print_json(result)
         return
+    from fabnode.protocol.reputation import short_did
+
     echo(f"{result['type']} {result['cid']}")
-    echo(f"author  {result['author']}")
+    trusted = "trusted" if result["trusted"] else "not trusted"
+    echo(f"author  {result['author']} ({trusted} by this node)")
     echo(f"time    {_when(result['ts'])}" if isinstance(result["ts"], int) else f"time    {result['ts']!r}")
     import json
 
     for key, value in (result["body"] or {}).items():
-        echo(f"{key:<12} {json.dumps(value, ensure_ascii=False)}")
+        line = f"{key:<12} {json.dumps(value, ensure_ascii=False)}"
+        if key == "lab" and isinstance(result["author"], str):  # a claimed name, never without its key
+            line += f" ({short_did(result['author'])}, {trusted})"
+        echo(line)
     echo("valid" if result["valid"] else f"NOT VALID: {result['reason']}")
 
 

@@ -245,7 +245,10 @@ def _link_json(value):
 
 
 def show(home: Home, text: str) -> dict:
-    """Decode and re-check any stored record; ``valid`` is False with the reason if it fails."""
+    """Decode and re-check any stored record; ``valid`` is False with the reason if it fails.
+
+    ``trusted`` says whether this node trusts the record's author (its own key, or one its trust
+    reaches), ``trust`` how much: a lab name in the body is only what that key claims."""
     from fabnode.protocol.records import RecordRejected, verify_record
 
     _, records = _open(home)
@@ -253,16 +256,30 @@ def show(home: Home, text: str) -> dict:
     raw = records.raw(cid)
     if raw is None:
         raise FabnodeError(f"no record {cid_str(cid)} here (records are DAG-CBOR blocks: bafyrei…)")
+    _, trust_map = _trust_map(home, records)
     try:
         record = verify_record(raw, now_ms=now_ms(), cid=cid)
     except RecordRejected as exc:
         from fabnode.protocol.dagcbor import decode
 
         value = decode(raw)
-        return {"cid": cid_str(cid), "type": value.get("type"), "author": value.get("author"), "ts": value.get("ts"),
-                "body": None, "valid": False, "reason": str(exc)}
+        author = value.get("author")
+        return {"cid": cid_str(cid), "type": value.get("type"), "author": author, "ts": value.get("ts"),
+                "body": None, "valid": False, "reason": str(exc), **_trust_fields(trust_map, author)}
     return {"cid": record.id, "type": record.type, "author": record.author, "ts": record.ts,
-            "body": {k: _link_json(v) for k, v in record.body.items()}, "valid": True}
+            "body": {k: _link_json(v) for k, v in record.body.items()}, "valid": True,
+            **_trust_fields(trust_map, record.author)}
+
+
+def is_trusted(trust_map, did) -> bool:
+    """Does this node trust ``did`` at all (weight above 0 in its own trust graph)?"""
+    held = trust_map.get(did) if isinstance(did, str) else None
+    return held is not None and held.weight > 0
+
+
+def _trust_fields(trust_map, did) -> dict:
+    return {"trusted": is_trusted(trust_map, did),
+            "trust": round(trust_map[did].weight, 6) if is_trusted(trust_map, did) else 0.0}
 
 
 def _attestation_summary(rows) -> dict[str, int]:
@@ -273,13 +290,26 @@ def _attestation_summary(rows) -> dict[str, int]:
     return dict(sorted(summary.items()))
 
 
-def log(home: Home, target: str | None, limit: int = 50) -> dict:
+def _claims_by_trust(rows, trust_map) -> dict[str, dict[str, int]]:
+    """Attestation counts per predicate/result, by trusted keys and by keys this node does not trust."""
+    rows = list(rows)
+    return {"trusted": _attestation_summary(a for a in rows if is_trusted(trust_map, a.author)),
+            "untrusted": _attestation_summary(a for a in rows if not is_trusted(trust_map, a.author))}
+
+
+def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict:
     """A design's history: versions (canonical or proposal, heads marked), attestation summaries,
-    where it came from and which designs adapted it. Without a target: the latest versions."""
+    where it came from and which designs adapted it. Without a target: the latest versions.
+
+    Each version says whether its author is trusted here (``author_trusted``) and counts its
+    attestations apart by trusted and untrusted keys (``attestations_by_trust``); ``attestations``
+    counts every one, whoever signed it. The trust graph is computed once (or given)."""
     _, records = _open(home)
+    if trust_map is None:
+        _, trust_map = _trust_map(home, records)
     if target is None:
         versions = records.recent_versions(limit)
-        return {"versions": [_version_json(v, None, records) for v in versions]}
+        return {"versions": [_version_json(v, None, records, trust_map) for v in versions]}
     design, _ = _resolve_design(records, target)
     state = design_state(records, design)
     row = records.design(design)
@@ -290,19 +320,23 @@ def log(home: Home, target: str | None, limit: int = 50) -> dict:
         "title": row.title if row else "",
         "maintainers": list(state.maintainers) if state.maintainers is not None else None,
         "heads": [cid_str(h) for h in state.heads],
-        "versions": [_version_json(v, state, records) for v in reversed(state.versions)],
+        "versions": [_version_json(v, state, records, trust_map) for v in reversed(state.versions)],
         "upstream": [cid_str(u) for u in upstream],
         "adaptations": [{"design": cid_str(a.cid), "title": a.title, "author": a.author,
-                         "from": [cid_str(p) for p in a.parents if p in own]}
+                         "author_trusted": is_trusted(trust_map, a.author), "from": [cid_str(p) for p in a.parents if p in own]}
                         for a in records.adaptations_of(own)],
     }
 
 
-def _version_json(v: VersionRow, state: DesignState | None, records: RecordStore) -> dict:
+def _version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
+    attestations = records.attestations_on([v.cid])
     out = {"version": cid_str(v.cid), "design": cid_str(v.design), "author": v.author, "ts": v.ts,
            "title": v.title, "label": v.label, "message": v.message, "license": v.license,
            "bundle": cid_str(v.bundle), "parents": [cid_str(p) for p in v.parents],
-           "attestations": _attestation_summary(records.attestations_on([v.cid]))}
+           "attestations": _attestation_summary(attestations)}
+    if trust_map is not None:
+        out["author_trusted"] = is_trusted(trust_map, v.author)
+        out["attestations_by_trust"] = _claims_by_trust(attestations, trust_map)
     if state is not None:
         out["canonical"] = v.cid in state.canonical if state.maintainers is not None else None
         out["head"] = v.cid in state.heads
@@ -376,7 +410,7 @@ def trust(home: Home) -> dict:
     }
 
 
-def reputation(home: Home, target: str) -> dict:
+def reputation(home: Home, target: str, trust_map=None) -> dict:
     """Should we build this? The personal score of a version (for a design: its newest head)."""
     from fabnode.protocol.reputation import Attestation, explain, score_version
 
@@ -387,7 +421,8 @@ def reputation(home: Home, target: str) -> dict:
         if not state.heads:
             raise FabnodeError(f"design {cid_str(design)} has no known canonical version to judge")
         version = state.heads[0]
-    _, trust_map = _trust_map(home, records)
+    if trust_map is None:
+        _, trust_map = _trust_map(home, records)
     rows = records.attestations_on([version])
     score = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts) for a in rows),
                           trust_map)

@@ -71,13 +71,21 @@ def read_small_file(store, cid: bytes, limit: int = MAX_README) -> str | None:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
+def claim_rows(by_trust: dict) -> list[dict]:
+    """One row per predicate/result with its trusted and untrusted counts, never summed."""
+    keys = sorted(by_trust["trusted"].keys() | by_trust["untrusted"].keys())
+    return [{"predicate": k.split("/")[0], "result": k.split("/")[-1], "trusted": by_trust["trusted"].get(k, 0),
+             "untrusted": by_trust["untrusted"].get(k, 0)} for k in keys]
+
+
 # ------------------------------------------------------------------ lineage drawing
 
 
 def lineage_svg(records, design: bytes, log: dict) -> str:
     """The design's versions, where it came from and what was adapted from it, as one SVG:
     a column per design, time downwards, parent → child arrows; canonical versions filled,
-    proposals hollow; a green tick for versions a lab attested as passed."""
+    proposals hollow; a green tick counting the passes by keys this node trusts, and, apart and
+    grey, how many claims keys it does not trust made (issue 12: they never earn the tick)."""
     versions: dict[str, dict] = {v["version"]: v for v in log["versions"]}
     columns: list[str] = []
     nodes: dict[str, dict] = {}
@@ -91,17 +99,20 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
         row = records.version(parse_cid(up))
         if row is not None:
             add(up, {"title": row.title, "label": row.label, "ts": row.ts, "parents": [], "canonical": True,
-                     "passed": 0, "design": cid_str(row.design)}, cid_str(row.design))
+                     "passed": 0, "unknown": 0, "design": cid_str(row.design)}, cid_str(row.design))
     for vid, v in versions.items():
-        passed = sum(n for k, n in v["attestations"].items() if k.endswith("passed"))
+        by_trust = v["attestations_by_trust"]
+        passed = sum(n for k, n in by_trust["trusted"].items() if k.endswith("passed"))
+        unknown = sum(by_trust["untrusted"].values())
         add(vid, {"title": v["title"], "label": v["label"], "ts": v["ts"], "parents": v["parents"],
-                  "canonical": v.get("canonical") is not False, "passed": passed, "design": v["design"]},
+                  "canonical": v.get("canonical") is not False, "passed": passed, "unknown": unknown,
+                  "design": v["design"]},
             log["design"])
     for a in log["adaptations"]:
         row = records.version(parse_cid(a["design"]))
         if row is not None:
             add(a["design"], {"title": row.title, "label": row.label, "ts": row.ts, "parents": a["from"],
-                              "canonical": True, "passed": 0, "design": a["design"]}, a["design"])
+                              "canonical": True, "passed": 0, "unknown": 0, "design": a["design"]}, a["design"])
     order = sorted(nodes, key=lambda k: (nodes[k]["ts"], k))
     col_w, row_h, pad = 260, 64, 34
     width = pad * 2 + col_w * max(1, len(columns))
@@ -136,9 +147,14 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
                      f'data-design="{e(n["design"])}">'
                      f'<circle cx="{x}" cy="{y}" r="9" fill="{fill}" stroke="#2a7f62" stroke-width="2"/>'
                      f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
+        line = y + 20
         if n["passed"]:
-            parts.append(f'<text class="badge-built" x="{x + 16}" y="{y + 20}" font-size="11" fill="#1c7c3c">'
-                         f'✓ built/tested ×{n["passed"]}</text>')
+            parts.append(f'<text class="badge-built" x="{x + 16}" y="{line}" font-size="11" fill="#1c7c3c">'
+                         f'✓ built/tested ×{n["passed"]} by trusted labs</text>')
+            line += 13
+        if n["unknown"]:
+            parts.append(f'<text class="badge-untrusted" x="{x + 16}" y="{line}" font-size="10" fill="#777">'
+                         f'{n["unknown"]} by unknown keys (not counted)</text>')
         parts.append("</g></a>")
     parts.append("</svg>")
     return "".join(parts)
@@ -154,8 +170,18 @@ class Pages:
         self.home = home
         self.store = store
         self.status = status or (lambda: {})
+        from fabnode.protocol.reputation import short_did
+
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+        self.env.filters["short_did"] = short_did
+        self.env.globals["claim_rows"] = claim_rows
         self.identity = home.identity()
+
+    def _trust(self, records):
+        """This node's trust graph, computed once per page (issue 12: who says it)."""
+        from .commons import _trust_map
+
+        return _trust_map(self.home, records)[1]
 
     def _render(self, name: str, **context) -> str:
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
@@ -166,16 +192,26 @@ class Pages:
         from .commons import log
 
         records = RecordStore(self.store.db.conn)
-        versions = log(self.home, None, limit=15)["versions"]
+        trust_map = self._trust(records)
+        versions = log(self.home, None, limit=15, trust_map=trust_map)["versions"]
         for v in versions:
             v["when"] = _when(v["ts"])
-        attestations = []
-        for a in records.recent_attestations(15):
-            subject = records.version(a.subject)
-            attestations.append({"result": a.result, "predicate": a.predicate, "lab": a.lab, "when": _when(a.ts),
-                                 "subject": cid_str(a.subject), "subject_title": subject.title if subject else ""})
+        trusted, unknown = records.recent_attestations_split(trust_map.keys(), 15)
+        titles: dict[bytes, str] = {}
+
+        def title(cid: bytes) -> str:
+            if cid not in titles:
+                row = records.version(cid)
+                titles[cid] = row.title if row else ""
+            return titles[cid]
+
+        attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
+                         "when": _when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject)}
+                        for a in trusted]
+        others = [{"predicate": p, "result": r, "count": n, "authors": keys, "when": _when(ts), "subject": cid_str(s),
+                   "subject_title": title(s)} for s, p, r, n, keys, ts in unknown]
         return self._render("home.html", identity=self.identity, peers=self.status().get("connected", {}),
-                            versions=versions, attestations=attestations)
+                            versions=versions, attestations=attestations, unknown=others)
 
     def designs_page(self, query: str | None, limit: int = 200) -> str:
         from .commons import designs, search
@@ -192,7 +228,7 @@ class Pages:
         from .commons import log
 
         records = RecordStore(self.store.db.conn)
-        history = log(self.home, text)
+        history = log(self.home, text, trust_map=self._trust(records))
         for v in history["versions"]:
             v["when"] = _when(v["ts"])
         head = next((v for v in history["versions"] if v.get("head")), history["versions"][0] if history["versions"] else None)
@@ -224,21 +260,24 @@ class Pages:
     def version_page(self, text: str) -> str:
         from fabnode.storage.records import RecordStore
 
-        from .commons import _version_json, reputation
+        from .commons import _version_json, is_trusted, reputation
 
         records = RecordStore(self.store.db.conn)
         row = records.version(parse_cid(text))
         if row is None:
             raise FabnodeError(f"no version {text} is known here")
-        v = _version_json(row, None, records)
+        trust_map = self._trust(records)
+        v = _version_json(row, None, records, trust_map)
         v["when"] = _when(v["ts"])
         parent = records.version(row.parents[0]) if row.parents else None
         diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None
         attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                         "when": _when(a.ts)} for a in records.attestations_on([row.cid])]
+                         "trusted": is_trusted(trust_map, a.author), "when": _when(a.ts)}
+                        for a in records.attestations_on([row.cid])]
+        attestations.sort(key=lambda a: not a["trusted"])  # trusted first; stable otherwise
         try:
-            score, score_error = reputation(self.home, text), ""
+            score, score_error = reputation(self.home, text, trust_map), ""
         except FabnodeError as exc:
             score, score_error = None, str(exc)
-        return self._render("version.html", v=v, diff=diff, attestations=attestations, reputation=score,
+        return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations, reputation=score,
                             reputation_error=score_error)

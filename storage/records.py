@@ -288,6 +288,21 @@ class RecordStore:
                                   " ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()
         return [AttestationRow(*r) for r in rows]
 
+    def recent_attestations_split(self, trusted: Iterable[str], limit: int = 20
+                                  ) -> tuple[list[AttestationRow], list[tuple[bytes, str, str, int, int, int]]]:
+        """The newest attestations by ``trusted`` authors, and those by everyone else summed up per
+        (subject, predicate, result) as (subject, predicate, result, count, distinct authors, newest ts),
+        newest first: a flood of attestations from unknown keys cannot push out the trusted ones."""
+        keys = json.dumps(sorted(set(trusted)))
+        mine = self._conn.execute("SELECT cid, subject, author, predicate, result, lab, ts FROM attestations"
+                                  " WHERE author IN (SELECT value FROM json_each(?))"
+                                  " ORDER BY ts DESC, cid LIMIT ?", (keys, limit)).fetchall()
+        others = self._conn.execute("SELECT subject, predicate, result, count(*), count(DISTINCT author), max(ts)"
+                                    " FROM attestations WHERE author NOT IN (SELECT value FROM json_each(?))"
+                                    " GROUP BY subject, predicate, result ORDER BY max(ts) DESC, subject LIMIT ?",
+                                    (keys, limit)).fetchall()
+        return [AttestationRow(*r) for r in mine], [tuple(r) for r in others]
+
     def recent_versions(self, limit: int = 50) -> list[VersionRow]:
         rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
                                   " FROM versions ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()

@@ -112,7 +112,8 @@ def test_the_story_of_a_pump(labs, tmp_path):
     # Nairobi sees the lineage cross designs, and the adaptation's attestation
     log = nairobi.json("log", design)
     assert log["adaptations"] == [{"design": adapted["design"], "title": "Direct-action PVC hand pump",
-                                   "author": cusco.json("id")["did"], "from": [v2["version"]]}]
+                                   "author": cusco.json("id")["did"], "author_trusted": False,
+                                   "from": [v2["version"]]}]
     peru_log = nairobi.json("log", adapted["version"])
     assert peru_log["upstream"] == [v2["version"]]
     assert peru_log["versions"][0]["attestations"] == {"built/passed": 1}
