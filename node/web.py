@@ -224,7 +224,9 @@ class LogInternalErrors:
             try:
                 await send(message)
             except Exception:
-                client_gone = True  # the server could not send: the client went (or was dropped)
+                # a body that could not be sent after the head went out: the client went (or
+                # was dropped); a head the server refuses (bad header) is still our bug
+                client_gone = message["type"] == "http.response.body"
                 raise
 
         try:
