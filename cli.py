@@ -191,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
 # ------------------------------------------------------------------ output helpers
 
 
-def _home(ctx: Context):
+def _home(ctx: Context, warn: bool = True):
+    """The home; ``warn=False`` leaves config.toml warnings to the caller (the daemon's log)."""
     from fabnode.node.home import Home, default_home
 
-    return Home(ctx.obj["home"] or default_home())
+    return Home(ctx.obj["home"] or default_home(), warn=warn)
 
 
 def _print_json(value) -> None:
@@ -725,7 +726,7 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
     """
     from fabnode.node.daemon import daemon_options, run_daemon
 
-    home = _home(ctx).require()
+    home = _home(ctx, warn=False).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,
                                     mdns=False if no_mdns else None))
 

@@ -839,6 +839,8 @@ def run_daemon(home: Home, options: DaemonOptions) -> None:
     from .addresses import bind_http, check_listen
     from .lock import lock_home
 
+    for warning in home.config_warnings:  # in the log, where an operator of a service looks
+        Daemon._print(f"warning: {warning}")
     lock = lock_home(home.path)
     http_socket = None
     try:

@@ -297,3 +297,76 @@ def test_help_shows_the_global_options_on_every_command(tmp_path):
         text = sub.stdout.decode()
         assert "global options (also accepted before the command):\n  --home HOME" in text
         assert text.startswith(f"usage: fabnode {name} ")
+
+
+# ------------------------------------------------------------------ config.toml
+
+
+MISSPELT = """bootstap = ["/ip4/127.0.0.1/tcp/1/p2p/12D3KooWL5XvmYMsPiaQ23hgKUGnmNZmFQMP8zKp7pSwmfDSTMjb"]
+[limit]
+max_connections = 5
+[limits]
+fetch_stream_per_peer = 2
+"""
+
+
+def misspelt_warnings(config: Path) -> list[str]:
+    # init wrote two lines (a comment and the name): the misspelt keys start on line 3
+    return [f"warning: {config} line 3: unknown key 'bootstap' (did you mean 'bootstrap'?)",
+            f"warning: {config} line 4: unknown table 'limit' (did you mean 'limits'?)",
+            f"warning: {config} line 7: unknown key 'limits.fetch_stream_per_peer' "
+            f"(did you mean 'limits.fetch_streams_per_peer'?)"]
+
+
+def test_unknown_config_keys_are_one_line_warnings_and_the_command_runs(cli):
+    identity = cli.out("id")
+    config = configure(cli, MISSPELT)
+    done = cli.run("id")
+    assert done.returncode == 0 and done.stdout.decode().strip() == identity
+    assert done.stderr.decode().splitlines() == misspelt_warnings(config)
+    # init reads the file through two Home objects: still one warning each, once per process
+    renamed = cli.run("init", "--name", "Renamed Lab")
+    assert renamed.returncode == 0 and renamed.stderr.decode().splitlines() == misspelt_warnings(config)
+    assert cli.json("id")["name"] == "Renamed Lab"
+
+
+def test_the_daemon_logs_config_warnings_at_start(cli, daemons):
+    config = configure(cli, MISSPELT)
+    node = start(daemons, cli)
+    logged = [line.split(" ", 1)[1] for line in node.said("warning: ")]
+    assert logged == misspelt_warnings(config)
+    assert node.lines.index(node.said("warning: ")[-1]) < node.lines.index(node.said("listening on ")[0])
+    assert node.stop() < 2.0
+    assert node.proc.stderr.read() == b""  # in the log only, not twice
+
+
+def test_a_wrong_type_in_config_stays_a_one_line_error(cli):
+    config = configure(cli, 'mdns = "yes"\n')
+    before = files(cli.home)
+    assert refused(cli, "run", "--listen", LOOPBACK, "--http", "off") == f"error: {config}: mdns must be a bool"
+    assert files(cli.home) == before and not (cli.home / "daemon.lock").exists()
+    config.write_text(config.read_text().replace('mdns = "yes"\n', '').replace('name = "Test Lab"', 'name = 5'))
+    assert refused(cli, "id") == f"error: {config}: name must be a str"
+
+
+def test_the_example_config_has_no_unknown_key_and_every_key_is_found_on_its_line(tmp_path):
+    from fabnode.node.home import CONFIG_KEYS, Home, _line_of, _names_and_lines
+
+    from conftest import ROOT
+
+    text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
+    assert Home(tmp_path, warn=False).config_warnings == []
+    lines, found = text.splitlines(), _names_and_lines(text)
+    for key in CONFIG_KEYS:
+        assert lines[_line_of(tuple(key.split(".")), found) - 1].startswith(key.rsplit(".", 1)[-1] + " =")
+
+
+def test_lines_inside_multi_line_values_are_not_taken_for_keys(tmp_path):
+    from fabnode.node.home import Home
+
+    (tmp_path / "config.toml").write_text(
+        'name = """\nlistenn = 1\n"""\nbootstrap = [\n  "/ip4/127.0.0.1/tcp/1", # bootstap = 1\n]\n'
+        'mdns = true\nlistenn = ["/ip4/0.0.0.0/tcp/4001"]\n')
+    assert Home(tmp_path, warn=False).config_warnings == [
+        f"{tmp_path / 'config.toml'} line 8: unknown key 'listenn' (did you mean 'listen'?)"]
