@@ -82,6 +82,53 @@ def test_readme_shows_the_two_make_targets():
     assert "make run" in README and "make test" in README
 
 
+def _readme_invocations() -> list[str]:
+    """Every ``fabnode …`` invocation the README shows, in code blocks and inline code."""
+    import shlex
+
+    spans = re.findall(r"```[a-z]*\n(.*?)```", README, re.S)
+    spans = [line for block in spans for line in block.splitlines()]
+    spans += re.findall(r"(?<!`)`([^`]+)`(?!`)", re.sub(r"```.*?```", "", README, flags=re.S))
+    out = []
+    for span in spans:
+        try:
+            tokens = shlex.split(re.sub(r"\$\(|\)", " ", span.replace("\n", " ")), comments=True)
+        except ValueError:
+            continue
+        for i, token in enumerate(tokens):  # a command: first, or after VAR=value
+            if (token == "fabnode" or token.endswith("/fabnode")) and (i == 0 or "=" in tokens[i - 1]):
+                args = []
+                for arg in tokens[i + 1:]:
+                    if arg in ("|", "&&", ";", ">", "2>"):
+                        break
+                    args.append(arg)
+                out.append(args)
+    return out
+
+
+def test_every_command_the_readme_shows_exists_with_those_options():
+    """Each invocation in the README parses: the command exists and takes those options."""
+    import contextlib
+    import io
+
+    parser = cli._parser()
+    checked = 0
+    for args in _readme_invocations():
+        if len(args) <= 1 and not (args and args[0].startswith("-")):
+            # `fabnode` or `fabnode publish` named in a sentence: the command exists
+            assert not args or args[0] in cli.COMMANDS, f"README names 'fabnode {args[0]}', which does not exist"
+            continue
+        if args[:3] == ["--home", "PATH", "COMMAND"]:
+            continue  # the pattern, not an invocation
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            try:
+                parser.parse_args(args)
+            except SystemExit as exc:
+                assert exc.code == 0, f"README shows 'fabnode {' '.join(args)}': {err.getvalue().strip()}"
+        checked += 1
+    assert checked > 25  # the README shows a few dozen; fewer means this test stopped finding them
+
+
 def _make_run(demo, timeout: float = 600) -> str:
     """`make run` until the node says it listens; then stop it as Ctrl-C would. Its output."""
     import os
