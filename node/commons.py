@@ -449,6 +449,8 @@ class Received:
         self.known: list[str] = []
         self.rejected: list[tuple[str, str]] = []
         """(cid or position, one-line reason)"""
+        self.over_quota: list[tuple[str, str]] = []
+        """Valid records by strangers not stored (protocol/quota.py): not the sender's fault."""
 
     def as_json(self) -> dict:
         return {"new": self.new, "known": self.known,
@@ -456,7 +458,7 @@ class Received:
 
 
 def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes]], *, now: int,
-                    all_or_nothing: bool = True) -> Received:
+                    all_or_nothing: bool = True, quota=None, peer: str | None = None) -> Received:
     """Check records that came from a peer or a file, then store the valid ones.
 
     Every record is verified before anything is written. With ``all_or_nothing`` (a file), one
@@ -476,8 +478,18 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
     if result.rejected and all_or_nothing:
         return result
     for record in valid:
+        if records.is_evicted(record.cid):  # evicted over the strangers' quota: not again
+            result.known.append(record.id)
+            continue
+        if quota is not None and not records.has(record.cid):
+            reason = quota.admit(record.author, peer, now, len(record.raw))
+            if reason is not None:
+                result.over_quota.append((record.id, reason))
+                continue
         if records.ingest(record, received_ms=now):
             result.new.append(record.id)
         else:
             result.known.append(record.id)
+    if quota is not None and result.new:
+        quota.enforce_storage(now)
     return result

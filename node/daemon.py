@@ -105,6 +105,9 @@ class DaemonOptions:
     sync_interval: int = 60
     follow_trusted: bool = True
     seeding_budget: int = 2048 << 20
+    stranger_per_author: int = 1000
+    stranger_per_peer: int = 10_000
+    stranger_storage: int = 64 << 20
     listen_change: str = "with --listen"
     """How the operator picks another listen address (said when one cannot be bound)."""
     http_change: str = "with --http, or --http off"
@@ -150,6 +153,9 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
         follow_trusted=home.setting("seeding.follow_trusted_authors", True),
         seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
+        stranger_per_author=home.setting("limits.stranger_records_per_author_per_hour", 1000),
+        stranger_per_peer=home.setting("limits.stranger_records_per_peer_per_hour", 10_000),
+        stranger_storage=home.setting("limits.stranger_storage_mib", 64) << 20,
         http_hosts=tuple(home.setting("http_hosts", [])),
     )
 
@@ -206,6 +212,12 @@ class Daemon:
         self._syncing: set[str] = set()
         self._inbound_syncs: set[str] = set()
         self.penalties = Penalties()
+        from fabnode.protocol.quota import StrangerLimits
+
+        from .quota import StrangerQuota
+
+        self.quota = StrangerQuota(self.records, home.identity().did, StrangerLimits(
+            options.stranger_per_author, options.stranger_per_peer, options.stranger_storage), self.log)
         self._sync_send, self._sync_requests = trio.open_memory_channel(1000)
         self.host = self.pubsub = self.gossipsub = self.dht = None
         self.http = None
@@ -362,10 +374,17 @@ class Daemon:
                 except trio.WouldBlock:
                     break
             now = now_ms()
+            by_origin: dict[str, list[bytes]] = {}
+            for data, origin in batch:
+                by_origin.setdefault(origin, []).append(data)
+            new: set[str] = set()
             with self.store.write_transaction():
-                result = receive_records(self.records, [(None, data) for data, _ in batch], now=now,
-                                         all_or_nothing=False)
-            new = set(result.new)
+                for origin, blocks in by_origin.items():
+                    result = receive_records(self.records, [(None, data) for data in blocks], now=now,
+                                             all_or_nothing=False, quota=self.quota, peer=origin)
+                    new.update(result.new)
+                    if result.over_quota:
+                        self._log_rejection(origin, result.over_quota[0][1], what="records over the strangers' quota")
             for data, origin in batch:
                 cid = make_cid(DAG_CBOR, data)
                 if cid_str(cid) in new:
@@ -621,7 +640,8 @@ class Daemon:
         outbox_before = self.records.outbox_cids()
         try:
             report = await sync_over_stream(stream, initiator=initiator, peer=peer, items=self.items,
-                                            records=self.records, store=self.store, now_ms=now_ms)
+                                            records=self.records, store=self.store, now_ms=now_ms,
+                                            quota=self.quota)
         except (SyncProtocolError, ReconcileError, RecordRejected) as exc:
             wait = self.penalties.strike(peer, f"sync: {exc}", now_ms())
             self.log(f"sync with {_short(peer)} failed: {exc}; cutting it off for {wait // 1000} s")
@@ -642,8 +662,9 @@ class Daemon:
         if outbox_before:  # the peer now holds everything we had: nothing left to announce to it
             with self.store.write_transaction():
                 self.records.announced(outbox_before)
-        if report.sent or report.new:
-            self.log(f"synced with {_short(peer)}: sent {report.sent}, received {report.new} new record(s) "
+        if report.sent or report.new or report.over_quota:
+            over = f" ({report.over_quota} by untrusted keys over the strangers' quota, not kept)" if report.over_quota else ""
+            self.log(f"synced with {_short(peer)}: sent {report.sent}, received {report.new} new record(s){over} "
                      f"in {report.round_trips} round trip(s), {report.bytes_out + report.bytes_in} bytes")
         if report.new:  # pass the news on to everyone else at once
             for other in sorted(self._fabnode_peers & self._connected.keys() - {peer}):

@@ -52,6 +52,7 @@ class SyncReport:
     new: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
+    over_quota: int = 0
     error: str = ""
     new_ids: list = field(default_factory=list, repr=False)
 
@@ -103,7 +104,7 @@ class _Channel:
 
 
 async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCache, records: RecordStore,
-                           store, now_ms) -> SyncReport:
+                           store, now_ms, quota=None) -> SyncReport:
     """Reconcile with the peer on ``stream`` and exchange exactly the missing records.
 
     Raises SyncProtocolError / ReconcileError (after keeping the valid records that arrived) if
@@ -111,11 +112,11 @@ async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCac
     """
     with trio.fail_after(MAX_SESSION_SECONDS):
         return await _sync_session(stream, initiator=initiator, peer=peer, items=items, records=records,
-                                   store=store, now_ms=now_ms)
+                                   store=store, now_ms=now_ms, quota=quota)
 
 
 async def _sync_session(stream, *, initiator: bool, peer: str, items: ItemCache, records: RecordStore,
-                        store, now_ms) -> SyncReport:
+                        store, now_ms, quota) -> SyncReport:
     report = SyncReport(peer, "initiator" if initiator else "responder", started_ms=now_ms())
     start = time.monotonic()
     channel = _Channel(stream, report)
@@ -173,7 +174,7 @@ async def _sync_session(stream, *, initiator: bool, peer: str, items: ItemCache,
             frame = await channel.receive({"records", "end"})
             if frame["type"] == "end":
                 return want
-            _store(frame["records"], records, store, report, now_ms)
+            _store(frame["records"], records, store, report, now_ms, quota)
 
     if initiator:
         await send_part(ask, send)
@@ -187,11 +188,13 @@ async def _sync_session(stream, *, initiator: bool, peer: str, items: ItemCache,
     return report
 
 
-def _store(blocks: list[bytes], records: RecordStore, store, report: SyncReport, now_ms) -> None:
+def _store(blocks: list[bytes], records: RecordStore, store, report: SyncReport, now_ms, quota=None) -> None:
     from .commons import receive_records
 
     with store.write_transaction():
-        result = receive_records(records, [(None, b) for b in blocks], now=now_ms(), all_or_nothing=False)
+        result = receive_records(records, [(None, b) for b in blocks], now=now_ms(), all_or_nothing=False,
+                                 quota=quota, peer=report.peer)
+    report.over_quota += len(result.over_quota)
     report.received += len(blocks)
     report.new += len(result.new)
     report.new_ids.extend(result.new)

@@ -151,3 +151,22 @@ def peers(db: Database) -> None:
 def follows(db: Database) -> None:
     # Designs this lab follows: the daemon fetches their bundles on its own (seeding policy).
     db.execute("CREATE TABLE follows (design BLOB PRIMARY KEY NOT NULL, since_ms INTEGER NOT NULL)")
+
+
+@migrations(name="006_stranger_quota")
+def stranger_quota(db: Database) -> None:
+    # Quotas for strangers (protocol/quota.py): rates are counted by time received, and records
+    # evicted over the storage quota leave a tombstone so that sync does not fetch them again.
+    db.executescript(
+        """
+        CREATE INDEX records_author_received ON records (author, received_ms);
+        CREATE INDEX records_received ON records (received_ms);
+        CREATE TABLE evicted (
+            cid BLOB PRIMARY KEY NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            evicted_ms INTEGER NOT NULL
+        );
+        CREATE INDEX evicted_author ON evicted (author);
+        """
+    )

@@ -264,12 +264,76 @@ class RecordStore:
         return [tuple(row) for row in rows]
 
     def sync_items(self) -> list[tuple[int, bytes]]:
-        """(ts, id digest) of every record: what set reconciliation works over."""
-        return [(ts, cid[4:]) for ts, cid in self._conn.execute("SELECT ts, cid FROM records")]
+        """(ts, id digest) of every record, and of every tombstone: what set reconciliation works
+        over (a record evicted over the strangers' quota counts as held, so no peer resends it)."""
+        return [(ts, cid[4:]) for ts, cid in self._conn.execute("SELECT ts, cid FROM records UNION ALL "
+                                                                "SELECT ts, cid FROM evicted")]
 
-    def change_marker(self) -> tuple[int, int]:
-        """Changes whenever a record is added (count, last rowid): for caching derived sets."""
-        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0) FROM records").fetchone())
+    def change_marker(self) -> tuple[int, int, int]:
+        """Changes whenever a record is added or evicted: for caching derived sets."""
+        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0), "
+                                        "(SELECT count(*) FROM evicted) FROM records").fetchone())
+
+    # ------------------------------------------------------------ strangers (protocol/quota.py)
+
+    def received_since(self, author: str, since_ms: int) -> int:
+        return self._conn.execute("SELECT count(*) FROM records WHERE author = ? AND received_ms >= ?",
+                                  (author, since_ms)).fetchone()[0]
+
+    def _mark_trusted(self, trusted: Iterable[str]) -> None:
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS trusted_now (author TEXT PRIMARY KEY)")
+        self._conn.execute("DELETE FROM trusted_now")
+        self._conn.executemany("INSERT OR IGNORE INTO trusted_now VALUES (?)", [(a,) for a in trusted])
+
+    def strangers(self, trusted: Iterable[str]) -> tuple[int, list[tuple[bytes, int]]]:
+        """(total bytes, [(id, size)] oldest received first) of records by authors not in
+        ``trusted`` that are not waiting in our outbox."""
+        self._mark_trusted(trusted)
+        rows = self._conn.execute(
+            "SELECT cid, length(data) FROM records WHERE outbox = 0 AND author NOT IN (SELECT author FROM trusted_now)"
+            " ORDER BY received_ms, rowid").fetchall()
+        return sum(size for _, size in rows), [(cid, size) for cid, size in rows]
+
+    def is_evicted(self, cid: bytes) -> bool:
+        return self._conn.execute("SELECT 1 FROM evicted WHERE cid = ?", (cid,)).fetchone() is not None
+
+    def forget_tombstones(self, authors: Iterable[str]) -> int:
+        """Authors now trusted: their evicted records may come back with the next sync."""
+        self._mark_trusted(authors)
+        return self._conn.execute("DELETE FROM evicted WHERE author IN (SELECT author FROM trusted_now)").rowcount
+
+    def evict(self, cids: list[bytes], now_ms: int) -> None:
+        """Remove records (and everything indexed from them), leaving a tombstone for each.
+        Call inside the caller's write transaction."""
+        for cid in cids:
+            row = self._conn.execute("SELECT author, ts, type, design FROM records WHERE cid = ?", (cid,)).fetchone()
+            if row is None:
+                continue
+            author, ts, rtype, design = row
+            self._conn.execute("INSERT OR IGNORE INTO evicted (cid, author, ts, evicted_ms) VALUES (?, ?, ?, ?)",
+                               (cid, author, ts, now_ms))
+            self._conn.execute("DELETE FROM records WHERE cid = ?", (cid,))
+            if rtype == "attestation":
+                self._conn.execute("DELETE FROM attestations WHERE cid = ?", (cid,))
+            elif rtype == "vouch":
+                self._conn.execute("DELETE FROM vouches WHERE cid = ?", (cid,))
+            elif rtype == "version":
+                self._rebuild_design(design)
+
+    def _rebuild_design(self, design: bytes) -> None:
+        """Index a design again from the version records still here (after one was evicted)."""
+        from fabnode.protocol.records import verify_record
+
+        self._conn.execute("DELETE FROM version_parents WHERE child IN (SELECT cid FROM versions WHERE design = ?)",
+                           (design,))
+        manifest_row = self._conn.execute("SELECT manifest FROM designs WHERE design = ?", (design,)).fetchone()
+        self._conn.execute("DELETE FROM versions WHERE design = ?", (design,))
+        self._conn.execute("DELETE FROM designs WHERE design = ?", (design,))
+        self._conn.execute("DELETE FROM design_search WHERE design = ?", (design,))
+        rows = self._conn.execute("SELECT data FROM records WHERE type = 'version' AND design = ? ORDER BY ts, cid",
+                                  (design,)).fetchall()
+        for (data,) in rows:  # already verified once; ts in the future is no reason to drop them now
+            self._index_version(verify_record(data, now_ms=1 << 62), design, manifest_row[0] if manifest_row else "")
 
     def record_digests(self) -> list[bytes]:
         """The sha2-256 digest of every record id, sorted (what a `have` file lists)."""

@@ -9,6 +9,7 @@ import urllib.parse
 import pytest
 import trio
 
+from fabnode.node.addresses import bind_http
 from fabnode.node.web import content_disposition, host_name, serve_http, token_matches
 
 
@@ -45,7 +46,7 @@ async def test_a_client_that_never_reads_is_dropped_and_its_slot_serves_the_next
     ended: list[str] = []
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(lambda task_status: serve_http(
-            _endless_app(ended), "127.0.0.1:0", print, task_status, max_connections=1, send_timeout=0.5))
+            _endless_app(ended), bind_http("127.0.0.1:0", ""), task_status, max_connections=1, send_timeout=0.5))
         port = int(bound.rpartition(":")[2])
         stuck = await _ask(port, "stuck")
         honest = await _ask(port, "honest")
@@ -74,7 +75,7 @@ async def test_a_stuck_client_does_not_hold_up_shutdown():
     made = [0]
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(lambda task_status: serve_http(
-            _endless_app(ended, made), "127.0.0.1:0", print, task_status, send_timeout=20))
+            _endless_app(ended, made), bind_http("127.0.0.1:0", ""), task_status, send_timeout=20))
         stuck = await _ask(int(bound.rpartition(":")[2]), "stuck")
         with trio.fail_after(10):
             await stuck.receive_some(100)  # the answer started; now nobody reads
