@@ -45,7 +45,7 @@ def pins(db: Database) -> None:
 def records(db: Database) -> None:
     # Every valid record, as received (data = its exact block). The typed tables below are an
     # index over it, rebuilt from `data` if ever needed; `outbox` marks records made here that
-    # still wait to be announced (the network issues use it).
+    # still wait to be announced (the daemon publishes them, and clears the mark after a sync).
     db.executescript(
         """
         CREATE TABLE records (
