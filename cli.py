@@ -5,7 +5,8 @@ in about 0.2 s, most of which is starting Python. So the parser is the standard 
 argparse (click alone costs ~60 ms to import here), described by small decorators next to each
 command, and every command imports what it needs inside its body; nothing here imports libp2p.
 
-Exit status: 0 on success, 1 with one line ``error: …`` on stderr, 2 on misuse (argparse).
+Exit status: 0 on success, 1 with one line ``error: …`` on stderr, 2 on misuse (argparse), 130
+on Ctrl-C. No failure prints a traceback, unless FABNODE_DEBUG is set for an unexpected one.
 """
 
 from __future__ import annotations
@@ -150,23 +151,71 @@ def main(argv: list[str] | None = None) -> int:
 
     Start with 'fabnode init', then 'fabnode add ./my-design'.
     """
-    args = _parser().parse_args(argv)
-    spec: _Spec = args._spec
-    from fabnode.protocol.errors import FabnodeError
+    return _run_command(_parser().parse_args(argv))
 
+
+def _run_command(args) -> int:
+    """Run one command; every failure becomes one line on stderr and an exit status."""
+    spec: _Spec = args._spec
     try:
         spec.fn(Context(args.home), **{dest: getattr(args, dest) for dest in args._dests})
-    except FabnodeError as exc:
-        echo(f"error: {exc}", err=True)
-        return EXIT_FAILURE
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        echo(f"error: {exc.strerror or exc}{where}", err=True)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
+    except SystemExit:  # a command that printed its own verdict (fsck)
+        raise
+    except BaseException as exc:
+        return _report(exc, args.home)
+    return 0
+
+
+def _report(exc: BaseException, home: Path | None) -> int:
+    """Print ``exc`` as one ``error: …`` line; return the exit status (1, or 130 when
+    interrupted)."""
+    import sqlite3
+
+    from fabnode.protocol.errors import FabnodeError
+    from fabnode.storage.db import is_disk_full
+
+    if isinstance(exc, BaseExceptionGroup):  # trio and libp2p wrap what their tasks raised
+        exc = _find(exc, FabnodeError) or exc
+    if isinstance(exc, KeyboardInterrupt):
         echo("error: interrupted", err=True)
         return 130
-    return 0
+    if isinstance(exc, FabnodeError):
+        line = str(exc)
+    elif isinstance(exc, OSError) and is_disk_full(exc):
+        line = f"disk full: cannot write {exc.filename or 'a file'}: no space left on its filesystem"
+    elif isinstance(exc, OSError):
+        line = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    elif isinstance(exc, sqlite3.Error):
+        line = _database_failure(exc, home)
+    else:
+        if os.environ.get("FABNODE_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc)
+        line = (f"unexpected {type(exc).__name__}: {exc} (a bug in fabnode: please report it; "
+                "FABNODE_DEBUG=1 shows where it happened)")
+    echo("error: " + " ".join(line.split()), err=True)
+    return EXIT_FAILURE
+
+
+def _find(exc: BaseException, kind: type) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def _database_failure(exc: Exception, home: Path | None) -> str:
+    """An SQLite error, with the database's path."""
+    from fabnode.storage.db import is_disk_full
+
+    db = _home(Context(home)).db_path
+    if is_disk_full(exc):
+        return f"disk full: the home's filesystem ({db.parent}) has no room left for the database"
+    return f"database {db}: {exc}"
 
 
 # ------------------------------------------------------------------ output helpers
@@ -270,13 +319,16 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
     Usage:  fabnode add ./hand-pump
     """
     from fabnode.node.files import add_path, plan_add
+    from fabnode.storage.db import room_for
 
-    store = _home(ctx).open_store()
+    home = _home(ctx).require()
     plan = plan_add(path, hidden)
-    result = _run_with_progress(
-        plan[0].bytes, "adding", lambda progress: add_path(store, path, now_ms=_now_ms(), include_hidden=hidden,
-                                                          progress=progress, plan=plan)
-    )
+    with room_for(home.db_path, f"adding {path.name or path}", plan[0].bytes):
+        store = home.open_store()
+        result = _run_with_progress(
+            plan[0].bytes, "adding", lambda progress: add_path(store, path, now_ms=_now_ms(), include_hidden=hidden,
+                                                              progress=progress, plan=plan)
+        )
     if as_json:
         _print_json(result.as_json())
         return
@@ -291,11 +343,9 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
 
 
 def _human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
+    from fabnode.protocol.errors import human_size
+
+    return human_size(size)
 
 
 @command()

@@ -113,6 +113,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
     from fabnode.protocol.dagcbor import Link
+    from fabnode.storage.db import room_for
 
     from .files import plan_add, planned_paths, store_planned
 
@@ -169,7 +170,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         body["maintainers"] = [identity.did]
     manifest_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
     ts = now_ms()
-    with store.write_transaction():
+    with room_for(store.db.path, f"publishing {path.name or path}", plan[0].bytes), store.write_transaction():
         added = store_planned(store, path, plan, now_ms=ts, progress=progress)
         body["bundle"] = Link(parse_cid(added.cid))
         record = _record(home, "version", body, ts)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fabnode.protocol.cid import cid_str
-from fabnode.protocol.errors import FabnodeError, InvalidBlock
+from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
 from fabnode.protocol.unixfs import (
     CHUNK_SIZE,
@@ -44,6 +44,7 @@ from fabnode.protocol.unixfs import (
     resolve,
 )
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage.db import is_disk_full
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -414,8 +415,29 @@ def plan_get(store: BlockStore, root: bytes, segments: list[str], out: Path | No
     return out, tree, totals[0]
 
 
+def _tree_size(tree: _OutDir | _OutFile) -> int:
+    return tree.size if isinstance(tree, _OutFile) else sum(_tree_size(c) for c in tree.children)
+
+
+def output_full_message(out: Path, size: int) -> str:
+    """The one line for a write out of the store (``get``, ``export``) that found no room."""
+    return (f"disk full: writing {out} needs {human_size(size)} on the output's filesystem "
+            f"({out.parent.resolve()}); nothing was written")
+
+
 def get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress = _noop) -> Path:
-    """Write a planned DAG to ``out`` through a temporary sibling, renamed into place at the end."""
+    """Write a planned DAG to ``out`` through a temporary sibling, renamed into place at the end.
+
+    A full disk is said in one line; the temporary sibling is removed first."""
+    try:
+        return _get_path(store, out, tree, progress)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(output_full_message(out, _tree_size(tree))) from None
+
+
+def _get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress) -> Path:
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fabnode-partial-", dir=parent))
     try:

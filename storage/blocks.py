@@ -9,6 +9,7 @@ blocks and its pin) appears at once or not at all.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -35,15 +36,21 @@ class BlockStore:
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[None]:
         """One IMMEDIATE transaction: takes the write lock up front so two writers queue
-        instead of deadlocking on a read-to-write upgrade."""
+        instead of deadlocking on a read-to-write upgrade.
+
+        On any exception (Ctrl-C included) it rolls back, unless SQLite already has: after
+        SQLITE_FULL, SQLITE_IOERR and the like SQLite ends the transaction itself, and a second
+        ROLLBACK would hide the real error behind "no transaction is active".
+        """
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
             self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+                    self._conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection; the last one to close copies the WAL into the main file."""
