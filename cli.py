@@ -209,10 +209,13 @@ def _find(exc: BaseException, kind: type) -> BaseException | None:
 
 
 def _database_failure(exc: Exception, home: Path | None) -> str:
-    """An SQLite error, with the database's path."""
-    from fabnode.storage.db import is_disk_full
+    """An SQLite error met in the middle of a command (opening the file has its own checks)."""
+    from fabnode.protocol.errors import DamagedDatabase
+    from fabnode.storage.db import is_damage, is_disk_full
 
     db = _home(Context(home)).db_path
+    if is_damage(exc):
+        return str(DamagedDatabase(db, str(exc)))
     if is_disk_full(exc):
         return f"disk full: the home's filesystem ({db.parent}) has no room left for the database"
     return f"database {db}: {exc}"
@@ -436,13 +439,24 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
 def fsck(ctx: Context, as_json: bool) -> None:
     """Re-hash every stored block and check every added DAG is complete.
 
-    Exits 1 and names each damaged or missing block if the store is not sound.
+    Exits 1 and names each damaged or missing block if the store is not sound, or says which
+    part of the database file SQLite cannot read.
     """
     from fabnode.node.files import fsck as run_fsck
+    from fabnode.protocol.errors import DamagedDatabase, FabnodeError
+    from fabnode.storage.db import reading
 
-    store = _home(ctx).open_store()
-    _, total = store.count()
-    report = _run_with_progress(total, "checking", lambda progress: run_fsck(store, progress))
+    advice = "restore it from a backup, or move it aside and run 'fabnode init' for an empty store (the keys stay)"
+    try:
+        store = _home(ctx).open_store()
+    except DamagedDatabase as exc:
+        raise FabnodeError(f"{exc.path} is not a readable SQLite database: {exc.reason}; {advice}") from None
+    try:
+        with reading(store.db, "blocks table"):
+            _, total = store.count()
+        report = _run_with_progress(total, "checking", lambda progress: run_fsck(store, progress))
+    except DamagedDatabase as exc:
+        raise FabnodeError(f"{exc.path} is damaged: {exc.reason}; {advice}") from None
     if as_json:
         _print_json(report.as_json())
     else:

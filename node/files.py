@@ -44,7 +44,7 @@ from fabnode.protocol.unixfs import (
     resolve,
 )
 from fabnode.storage import BlockStore, Pin
-from fabnode.storage.db import is_disk_full
+from fabnode.storage.db import is_disk_full, reading
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -494,11 +494,22 @@ class FsckReport:
 
 
 def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
-    """Re-hash every block, then check that every pinned DAG is complete and readable."""
-    from fabnode.protocol.cid import block_matches
-    from fabnode.protocol.unixfs import links_of
-
+    """Re-hash every block, then check that every pinned DAG is complete and readable, then
+    every record. If SQLite finds the file itself damaged, :class:`DamagedDatabase` names
+    the part that was being read."""
     report = FsckReport()
+    with reading(store.db, "blocks table"):
+        damaged = _check_blocks(store, report, progress)
+    with reading(store.db, "pins or the blocks of a pinned DAG"):
+        _check_pins(store, report, damaged)
+    with reading(store.db, "records table"):
+        _check_records(store, report)
+    return report
+
+
+def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> set[bytes]:
+    from fabnode.protocol.cid import block_matches
+
     damaged: set[bytes] = set()
     for cid, data in store.iter_all():
         report.blocks += 1
@@ -507,6 +518,12 @@ def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
             damaged.add(cid)
             report.damaged.append(cid_str(cid))
         progress(len(data))
+    return damaged
+
+
+def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> None:
+    from fabnode.protocol.unixfs import links_of
+
     for pin in store.pins():
         report.pins += 1
         stack, seen = [pin.cid], set()
@@ -525,8 +542,6 @@ def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
                 stack.extend(links_of(cid, data))
             except InvalidBlock as exc:
                 report.damaged.append(f"{cid_str(cid)} ({exc})")
-    _check_records(store, report)
-    return report
 
 
 def _check_records(store: BlockStore, report: FsckReport) -> None:

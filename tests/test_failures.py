@@ -151,3 +151,111 @@ def test_export_onto_a_full_disk_writes_nothing_and_says_the_export_size(small_f
         f"({small_fs}); nothing was written")
     assert os.listdir(small_fs) == ["filler"]  # no partial file
     assert home_state(cli) == before
+
+
+# ------------------------------------------------------------------ a damaged database
+
+
+@pytest.fixture
+def full_lab(tmp_path):
+    """A home holding a published design, an added file, and an export of both on disk."""
+    cli = lab(tmp_path / "home")
+    design = cli.json("publish", str(EXAMPLE), "-m", "first design")["design"]
+    cid = cli.out("add", str(write_random_file(tmp_path / "part.stl", 50_000, seed=7)))
+    cli.out("export", str(tmp_path / "lab.car"))
+    assert not (cli.home / "fabnode.db-wal").exists()  # closed: everything is in the main file
+    return cli, cid, design
+
+
+def _every_command(cli: Cli, tmp_path: Path, cid: str, design: str) -> list[tuple[str, ...]]:
+    """A command of every kind that opens the database (writing, reading, network, files)."""
+    return [
+        ("init",), ("ls",), ("ls", cid), ("cat", cid), ("get", cid, "-o", str(tmp_path / "got")),
+        ("add", str(tmp_path / "part.stl")), ("fsck",), ("designs",), ("log", design), ("search", "pump"),
+        ("show", design), ("status",), ("peers",), ("follow",), ("unfollow", design), ("trust",),
+        ("reputation", design), ("vouch", "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"),
+        ("attest", design, "--result", "passed"), ("publish", str(EXAMPLE), "-m", "again"),
+        ("export", str(tmp_path / "again.car")), ("have", str(tmp_path / "lab.have")),
+        ("import", str(tmp_path / "lab.car")),
+    ]
+
+
+def _damage(db: Path, how: str) -> str:
+    """Damage the database file; returns what fabnode should say is wrong with it."""
+    size = db.stat().st_size
+    if how == "header":
+        with open(db, "r+b") as f:
+            f.write(b"NOT AN SQLITE DB")
+        return "its first 16 bytes are not the SQLite header"
+    if how == "truncated":
+        os.truncate(db, size // 2)
+        return f"it is truncated: {size // 2} of {size} bytes"
+    os.truncate(db, 60)
+    return "it is truncated: 60 bytes, less than the 100-byte SQLite header"
+
+
+@pytest.mark.parametrize("how", ["header", "truncated", "stub"])
+def test_every_command_says_the_database_is_damaged_in_one_line(full_lab, tmp_path, how):
+    cli, cid, design = full_lab
+    db = cli.home / "fabnode.db"
+    reason = _damage(db, how)
+    damaged, files = digest(db), sorted(os.listdir(cli.home))
+    commands = _every_command(cli, tmp_path, cid, design) if how != "stub" else [("ls",), ("add", str(EXAMPLE))]
+    for command in commands:
+        if command == ("fsck",):
+            continue
+        line = cli.fails(*command)
+        assert line == f"error: the database {db} is damaged ({reason}); run 'fabnode fsck'", command
+    assert cli.fails("fsck") == f"error: {db} is not a readable SQLite database: {reason}; {RESTORE}"
+    # the daemon does not start on it either
+    daemon = cli.run("run", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--http", "off", check=False, timeout=60)
+    assert daemon.returncode == 1 and daemon.stderr.decode().strip() == (
+        f"error: the database {db} is damaged ({reason}); run 'fabnode fsck'")
+    # nothing was written, repaired or created by any of them
+    assert digest(db) == damaged and sorted(os.listdir(cli.home)) == files
+    assert not (tmp_path / "got").exists() and not (tmp_path / "again.car").exists()
+    assert not (tmp_path / "lab.have").exists()
+
+
+def _middle_leaf_of_blocks(db: Path) -> tuple[int, int]:
+    """(page number, page size) of a leaf page of the blocks table in the middle of the file,
+    read from the table's root page (an interior b-tree page: 4-byte child page numbers)."""
+    conn = sqlite3.connect(db)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'blocks'").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "rb") as f:
+        f.seek((root - 1) * page_size)
+        page = f.read(page_size)
+    assert page[0] == 0x05, "the blocks table should span several leaf pages"
+    cells = int.from_bytes(page[3:5], "big")
+    children = [int.from_bytes(page[o:o + 4], "big")
+                for o in (int.from_bytes(page[12 + 2 * i:14 + 2 * i], "big") for i in range(cells))]
+    children.append(int.from_bytes(page[8:12], "big"))
+    return children[len(children) // 2], page_size
+
+
+def test_a_damaged_page_inside_the_database_is_named_where_it_is_read(tmp_path):
+    """A page of the blocks table overwritten with garbage: what reads it fails in one line
+    (SQLite: "database disk image is malformed"), fsck says which table; what does not read it
+    goes on working."""
+    cli = lab(tmp_path / "home")
+    parts = tmp_path / "parts"
+    for i in range(120):  # many small blocks: the blocks table spreads over ~40 leaf pages
+        write_random_file(parts / f"part-{i:03}.stl", 20_000, seed=100 + i)
+    cid = cli.out("add", str(parts))
+    db = cli.home / "fabnode.db"
+    page, page_size = _middle_leaf_of_blocks(db)
+    pages = db.stat().st_size // page_size
+    assert pages // 4 < page < pages - pages // 4  # in the middle of the file
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(random.Random(11).randbytes(page_size))
+    assert cli.fails("fsck") == (f"error: {db} is damaged: reading its blocks table failed: database disk image "
+                                 f"is malformed; {RESTORE}")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli.fails("get", cid, "-o", str(out / "parts")) == (
+        f"error: the database {db} is damaged (database disk image is malformed); run 'fabnode fsck'")
+    assert os.listdir(out) == []
+    assert [p["cid"] for p in cli.json("ls")] == [cid]  # the pins table is intact
