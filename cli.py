@@ -6,7 +6,8 @@ argparse (click alone costs ~60 ms to import here), described by small decorator
 command, and every command imports what it needs inside its body; nothing here imports libp2p.
 
 Exit status: 0 on success, 1 with one line ``error: …`` on stderr, 2 on misuse (argparse), 130
-on Ctrl-C. No failure prints a traceback, unless FABNODE_DEBUG is set for an unexpected one.
+on Ctrl-C and 143 on SIGTERM (one line ``error: interrupted`` / ``error: terminated``; see
+interrupts.py). No failure prints a traceback, unless FABNODE_DEBUG is set for an unexpected one.
 """
 
 from __future__ import annotations
@@ -151,14 +152,32 @@ def main(argv: list[str] | None = None) -> int:
 
     Start with 'fabnode init', then 'fabnode add ./my-design'.
     """
-    return _run_command(_parser().parse_args(argv))
+    from fabnode import interrupts
+
+    interrupts.install()  # SIGINT and SIGTERM raise where the command is, so cleanup runs
+    try:
+        args = _parser().parse_args(argv)
+        code = _run_command(args)
+    except KeyboardInterrupt as exc:  # while parsing
+        echo(f"error: {interrupts.message(exc)}", err=True)
+        return interrupts.exit_code(exc)
+    finally:
+        late = interrupts.uninstall()
+    if late is not None and code == 0:
+        echo("note: the interrupt came after the changes were committed: they are complete", err=True)
+    return code
 
 
 def _run_command(args) -> int:
     """Run one command; every failure becomes one line on stderr and an exit status."""
     spec: _Spec = args._spec
     try:
-        spec.fn(Context(args.home), **{dest: getattr(args, dest) for dest in args._dests})
+        try:
+            spec.fn(Context(args.home), **{dest: getattr(args, dest) for dest in args._dests})
+        finally:
+            db = sys.modules.get("fabnode.storage.db")  # not imported by every command
+            if db is not None:
+                db.close_all()  # SQLite's checkpoint on close runs here, while interrupts are handled
     except SystemExit:  # a command that printed its own verdict (fsck)
         raise
     except BaseException as exc:
@@ -167,18 +186,19 @@ def _run_command(args) -> int:
 
 
 def _report(exc: BaseException, home: Path | None) -> int:
-    """Print ``exc`` as one ``error: …`` line; return the exit status (1, or 130 when
+    """Print ``exc`` as one ``error: …`` line; return the exit status (1, or 130/143 when
     interrupted)."""
     import sqlite3
 
+    from fabnode import interrupts
     from fabnode.protocol.errors import FabnodeError
     from fabnode.storage.db import is_disk_full
 
     if isinstance(exc, BaseExceptionGroup):  # trio and libp2p wrap what their tasks raised
-        exc = _find(exc, FabnodeError) or exc
+        exc = interrupts.find_interrupt(exc) or _find(exc, FabnodeError) or exc
     if isinstance(exc, KeyboardInterrupt):
-        echo("error: interrupted", err=True)
-        return 130
+        echo(f"error: {interrupts.message(exc)}", err=True)
+        return interrupts.exit_code(exc)
     if isinstance(exc, FabnodeError):
         line = str(exc)
     elif isinstance(exc, OSError) and is_disk_full(exc):
@@ -268,7 +288,11 @@ def _run_with_progress(total: int, label: str, work):
     if not (sys.stdout.isatty() and sys.stderr.isatty()):
         return work(lambda n: None)
     bar = ProgressBar(total, label)
-    result = work(bar.update)
+    try:
+        result = work(bar.update)
+    except BaseException:
+        sys.stderr.write("\n")  # the error goes on a line of its own, not after the bar
+        raise
     bar.finish()
     return result
 

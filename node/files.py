@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from fabnode import interrupts
 from fabnode.protocol.cid import cid_str
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
@@ -295,9 +296,10 @@ def add_path(
     plan: tuple[_Scan, _FilePlan | _DirPlan | None] | None = None,
 ) -> AddResult:
     """Store a file (as ``ipfs-car pack --no-wrap FILE``) or a folder's contents (as
-    ``ipfs-car pack DIR``) and pin the root, all in one transaction."""
+    ``ipfs-car pack DIR``) and pin the root, all in one transaction: a failure (a full disk)
+    or an interrupt before the commit leaves nothing of it."""
     plan = plan or plan_add(path, include_hidden)
-    with store.write_transaction():
+    with store.write_transaction(final=True):
         return store_planned(store, path, plan, now_ms=now_ms, progress=progress)
 
 
@@ -428,7 +430,7 @@ def output_full_message(out: Path, size: int) -> str:
 def get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress = _noop) -> Path:
     """Write a planned DAG to ``out`` through a temporary sibling, renamed into place at the end.
 
-    A full disk is said in one line; the temporary sibling is removed first."""
+    Whatever stops it (a full disk, Ctrl-C, SIGTERM) removes the temporary sibling."""
     try:
         return _get_path(store, out, tree, progress)
     except OSError as exc:
@@ -463,9 +465,11 @@ def _get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: 
 
 
 def _remove_tree(path: Path) -> None:
+    """Remove a temporary folder whole: a second Ctrl-C waits until it is gone."""
     import shutil
 
-    shutil.rmtree(path, ignore_errors=True)
+    with interrupts.deferred():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ fsck

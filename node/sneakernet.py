@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fabnode import interrupts
 from fabnode.protocol.car import CarError, Header, encode_header, encode_section, read_car
 from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
 from fabnode.protocol.dagcbor import Link, decode, encode
@@ -170,8 +171,9 @@ class ExportSummary:
 def _write_atomically(out: Path, pieces) -> int:
     """Write ``pieces`` to a temporary sibling, fsync, and rename into place; returns bytes.
 
-    On a full disk the temporary sibling is removed and the rest of ``pieces`` is counted, not
-    written, so the message can say how large the whole file would have been."""
+    Whatever stops it (a full disk, Ctrl-C, SIGTERM) removes the temporary sibling. On a full
+    disk the rest of ``pieces`` is counted, not written, so the message can say how large the
+    whole file would have been."""
     from .files import output_full_message
 
     tmp = out.with_name(f".{out.name}.fabnode-partial")
@@ -190,8 +192,9 @@ def _write_atomically(out: Path, pieces) -> int:
             raise
         raise DiskFull(output_full_message(out, written + sum(len(p) for p in pieces))) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with interrupts.deferred():
+            if tmp.exists():
+                tmp.unlink()
     return written
 
 
@@ -338,7 +341,8 @@ def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
 
 
 def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, now: int | None = None) -> ImportSummary:
-    """Verify and store a CAR file: all of it, or (on any problem, a full disk) none of it."""
+    """Verify and store a CAR file: all of it, or (on any problem, a full disk, an interrupt
+    before the commit) none of it."""
     if not path.is_file():
         raise FabnodeError(f"cannot import {path}: no such file")
     with room_for(home.db_path, f"importing {path.name}", path.stat().st_size):
@@ -354,7 +358,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
     name = path.name
     conn = store.db.conn
     try:
-        with store.write_transaction():
+        with store.write_transaction(final=True):
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_records (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
             conn.execute("DELETE FROM import_records")
             roots: tuple[bytes, ...] = ()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,8 @@ HEADER_MAGIC = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file."""
 WAL_HEADER_BYTES = 32
 
+_open: weakref.WeakSet = weakref.WeakSet()
+
 
 class Database:
     """An open node database: the connection every store shares."""
@@ -36,9 +39,17 @@ class Database:
     def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self.conn = conn
         self.path = path
+        _open.add(self)
 
     def close(self) -> None:
         self.conn.close()
+
+
+def close_all() -> None:
+    """Close every database this process opened (the command line does it before exiting, so
+    the checkpoint SQLite runs on close happens while interrupts are still handled)."""
+    for db in list(_open):
+        db.close()
 
 
 def open_db(path: Path | str | None = None, *, memory: bool = False) -> Database:

@@ -259,3 +259,162 @@ def test_a_damaged_page_inside_the_database_is_named_where_it_is_read(tmp_path):
         f"error: the database {db} is damaged (database disk image is malformed); run 'fabnode fsck'")
     assert os.listdir(out) == []
     assert [p["cid"] for p in cli.json("ls")] == [cid]  # the pins table is intact
+
+
+# ------------------------------------------------------------------ Ctrl-C and SIGTERM
+
+
+SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+EXPECTED = {signal.SIGINT: (130, "error: interrupted\n"), signal.SIGTERM: (143, "error: terminated\n")}
+
+
+def interrupt(cli: Cli, args: list[str], under_way, sig: int = signal.SIGINT, timeout: float = 60):
+    """Start ``fabnode ARGS``, wait (with a deadline) until ``under_way(proc)`` is true, then
+    send ``sig``: SIGINT to its whole process group, as Ctrl-C in a terminal does; SIGTERM to
+    the process, as kill or systemd do. Returns (exit status, stdout, stderr)."""
+    proc = subprocess.Popen([str(FABNODE), *args], env=_env(cli.home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not under_way(proc):
+            assert proc.poll() is None, f"fabnode {args[0]} ended before it could be interrupted: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, f"fabnode {args[0]} never got under way"
+            time.sleep(0.005)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def grown(path: Path, size: int):
+    return lambda proc: path.exists() and path.stat().st_size > size
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory) -> Path:
+    return write_random_file(tmp_path_factory.mktemp("big") / "big.bin", 200 << 20, seed=20261127)
+
+
+@pytest.fixture(scope="module")
+def big_lab(tmp_path_factory, big_file):
+    """A home holding the 200 MiB file, and a plain CAR of it; tests only read from it."""
+    where = tmp_path_factory.mktemp("big-lab")
+    cli = lab(where / "home")
+    cid = cli.out("add", str(big_file))
+    car = where / "big.car"
+    cli.out("export", "--bundle", cid, str(car))
+    return cli, cid, car
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_an_interrupted_add_stores_and_pins_nothing(tmp_path, big_file, sig):
+    cli = lab(tmp_path / "home")
+    before = home_state(cli)
+    code, out, err = interrupt(cli, ["add", str(big_file)], grown(cli.home / "fabnode.db-wal", 20 << 20), sig)
+    assert (code, err) == EXPECTED[sig] and out == ""
+    assert home_state(cli) == before  # rolled back: no block, no pin, no leftover log
+
+
+@pytest.mark.slow
+def test_an_add_interrupted_after_its_commit_completes_and_says_so(tmp_path, big_file):
+    """The rule for the point of no return: SQLite is copying the committed add into the
+    database file (its size grows only then), so the add is stored; it prints its CID and
+    exits 0, with a note that the interrupt came too late."""
+    cli = lab(tmp_path / "home")
+    start = (cli.home / "fabnode.db").stat().st_size
+    code, out, err = interrupt(cli, ["add", str(big_file)], grown(cli.home / "fabnode.db", start + (8 << 20)))
+    assert code == 0, err
+    assert err == "note: the interrupt came after the changes were committed: they are complete\n"
+    cid = out.strip()
+    assert [p["cid"] for p in cli.json("ls")] == [cid] and cli.json("fsck")["ok"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_import_stores_nothing(tmp_path, big_lab):
+    _, _, car = big_lab
+    cli = lab(tmp_path / "home")
+    before = home_state(cli)
+    code, out, err = interrupt(cli, ["import", str(car)], grown(cli.home / "fabnode.db-wal", 20 << 20))
+    assert (code, err) == EXPECTED[signal.SIGINT] and out == ""
+    assert home_state(cli) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_an_interrupted_get_removes_its_partial_output(tmp_path, big_lab, sig):
+    """Interrupted while writing out: the temporary folder beside the output goes too."""
+    cli, cid, _ = big_lab
+    before = home_state(cli)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def writing(proc) -> bool:
+        return any(p.stat().st_size > 20 << 20 for p in out.glob(".big.bin.fabnode-partial-*/content"))
+
+    code, stdout, err = interrupt(cli, ["get", cid, "-o", str(out / "big.bin")], writing, sig)
+    assert (code, err) == EXPECTED[sig] and stdout == ""
+    assert os.listdir(out) == []
+    assert home_state(cli) == before
+
+
+@pytest.mark.slow
+def test_an_interrupted_export_removes_its_partial_file(tmp_path, big_lab):
+    cli, cid, _ = big_lab
+    out = tmp_path / "stick"
+    out.mkdir()
+    code, stdout, err = interrupt(cli, ["export", str(out / "lab.car")],
+                                  grown(out / ".lab.car.fabnode-partial", 20 << 20), signal.SIGTERM)
+    assert (code, err) == EXPECTED[signal.SIGTERM] and stdout == ""
+    assert os.listdir(out) == []
+
+
+@pytest.mark.slow
+def test_an_interrupted_fsck_is_one_line(big_lab):
+    """A reading command: interrupted half-way through re-hashing 200 MiB."""
+    cli, _, _ = big_lab
+
+    def reading(proc) -> bool:
+        io = Path(f"/proc/{proc.pid}/io")
+        return io.exists() and int(io.read_text().split("rchar: ")[1].split()[0]) > 50 << 20
+
+    if not Path(f"/proc/{os.getpid()}/io").exists():
+        pytest.skip("no /proc/PID/io to see the check under way")
+    code, out, err = interrupt(cli, ["fsck"], reading)
+    assert (code, err) == EXPECTED[signal.SIGINT] and out == ""
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+def test_an_interrupted_get_from_a_peer_leaves_no_pin_and_no_partial_folder(tmp_path, sig):
+    """``get --peer`` runs libp2p under trio, whose nurseries used to wrap Ctrl-C in a
+    BaseExceptionGroup traceback. The serving daemon is capped at 1 MiB/s, so the 16 MiB
+    transfer is still running when the signal comes."""
+    a, b = lab(tmp_path / "a", "Lab A"), lab(tmp_path / "b", "Lab B")
+    with open(a.home / "config.toml", "a") as f:
+        f.write("[limits]\nupload_bytes_per_second = 1048576\n")
+    cid = a.out("add", str(write_random_file(tmp_path / "scan.bin", 16 << 20, seed=8)))
+    before = home_state(b)
+    out = tmp_path / "out"
+    out.mkdir()
+    daemon = Daemon(a)
+    try:
+        def sending(proc) -> bool:
+            return any(t["sent_bytes"] > 0 for t in a.json("status")["serving"])
+
+        code, stdout, err = interrupt(b, ["get", cid, "--peer", daemon.addr, "-o", str(out / "scan.bin")], sending,
+                                      sig)
+        assert (code, err) == EXPECTED[sig] and stdout == ""
+        assert os.listdir(out) == []
+        after = home_state(b)
+        # blocks verified before the signal are kept for the next attempt; nothing is pinned
+        assert after["pins"] == before["pins"] == [] and after["files"] == before["files"]
+        wait_until(lambda: not a.json("status")["serving"], timeout=30, what="the daemon to notice")
+    finally:
+        daemon.stop()
+    assert daemon.proc.returncode == 0
