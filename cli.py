@@ -5,7 +5,9 @@ in about 0.2 s, most of which is starting Python. So the parser is the standard 
 argparse (click alone costs ~60 ms to import here), described by small decorators next to each
 command, and every command imports what it needs inside its body; nothing here imports libp2p.
 
-Exit status: 0 on success, 1 with one line ``error: …`` on stderr, 2 on misuse (argparse).
+Exit status: 0 on success, 1 with one line ``error: …`` on stderr, 2 on misuse (argparse), 130
+on Ctrl-C and 143 on SIGTERM (one line ``error: interrupted`` / ``error: terminated``; see
+interrupts.py). No failure prints a traceback, unless FABNODE_DEBUG is set for an unexpected one.
 """
 
 from __future__ import annotations
@@ -165,27 +167,97 @@ def main(argv: list[str] | None = None) -> int:
 
     Start with 'fabnode init', then 'fabnode add ./my-design'.
     """
-    args = _parser().parse_args(argv)
+    from fabnode import interrupts
+
+    interrupts.install()  # SIGINT and SIGTERM raise where the command is, so cleanup runs
+    try:
+        args = _parser().parse_args(argv)
+        code = _run_command(args)
+    except KeyboardInterrupt as exc:  # while parsing
+        echo(f"error: {interrupts.message(exc)}", err=True)
+        return interrupts.exit_code(exc)
+    finally:
+        late = interrupts.uninstall()
+    if late is not None and code == 0:
+        echo("note: the interrupt came after the changes were committed: they are complete", err=True)
+    return code
+
+
+def _run_command(args) -> int:
+    """Run one command; every failure becomes one line on stderr and an exit status."""
     spec: _Spec = args._spec
-    if args._json_first:
+    if args._json_first:  # `fabnode --json COMMAND`
         if "as_json" not in args._dests:
             args._sub.error(f"'{spec.name}' does not print JSON")  # exits 2, as any misuse
         args.as_json = True
-    from fabnode.protocol.errors import FabnodeError
-
     try:
-        spec.fn(Context(args.home), **{dest: getattr(args, dest) for dest in args._dests})
-    except FabnodeError as exc:
-        echo(f"error: {exc}", err=True)
-        return EXIT_FAILURE
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        echo(f"error: {exc.strerror or exc}{where}", err=True)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        echo("error: interrupted", err=True)
-        return 130
+        try:
+            spec.fn(Context(args.home), **{dest: getattr(args, dest) for dest in args._dests})
+        finally:
+            db = sys.modules.get("fabnode.storage.db")  # not imported by every command
+            if db is not None:
+                db.close_all()  # SQLite's checkpoint on close runs here, while interrupts are handled
+    except SystemExit:  # a command that printed its own verdict (fsck)
+        raise
+    except BaseException as exc:
+        return _report(exc, args.home)
     return 0
+
+
+def _report(exc: BaseException, home: Path | None) -> int:
+    """Print ``exc`` as one ``error: …`` line; return the exit status (1, or 130/143 when
+    interrupted)."""
+    import sqlite3
+
+    from fabnode import interrupts
+    from fabnode.protocol.errors import FabnodeError
+    from fabnode.storage.db import is_disk_full
+
+    if isinstance(exc, BaseExceptionGroup):  # trio and libp2p wrap what their tasks raised
+        exc = interrupts.find_interrupt(exc) or _find(exc, FabnodeError) or exc
+    if isinstance(exc, KeyboardInterrupt):
+        echo(f"error: {interrupts.message(exc)}", err=True)
+        return interrupts.exit_code(exc)
+    if isinstance(exc, FabnodeError):
+        line = str(exc)
+    elif isinstance(exc, OSError) and is_disk_full(exc):
+        line = f"disk full: cannot write {exc.filename or 'a file'}: no space left on its filesystem"
+    elif isinstance(exc, OSError):
+        line = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    elif isinstance(exc, sqlite3.Error):
+        line = _database_failure(exc, home)
+    else:
+        if os.environ.get("FABNODE_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc)
+        line = (f"unexpected {type(exc).__name__}: {exc} (a bug in fabnode: please report it; "
+                "FABNODE_DEBUG=1 shows where it happened)")
+    echo("error: " + " ".join(line.split()), err=True)
+    return EXIT_FAILURE
+
+
+def _find(exc: BaseException, kind: type) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def _database_failure(exc: Exception, home: Path | None) -> str:
+    """An SQLite error met in the middle of a command (opening the file has its own checks)."""
+    from fabnode.protocol.errors import DamagedDatabase
+    from fabnode.storage.db import is_damage, is_disk_full
+
+    db = _home(Context(home)).db_path
+    if is_damage(exc):
+        return str(DamagedDatabase(db, str(exc)))
+    if is_disk_full(exc):
+        return f"disk full: the home's filesystem ({db.parent}) has no room left for the database"
+    return f"database {db}: {exc}"
 
 
 # ------------------------------------------------------------------ output helpers
@@ -236,7 +308,11 @@ def _run_with_progress(total: int, label: str, work):
     if not (sys.stdout.isatty() and sys.stderr.isatty()):
         return work(lambda n: None)
     bar = ProgressBar(total, label)
-    result = work(bar.update)
+    try:
+        result = work(bar.update)
+    except BaseException:
+        sys.stderr.write("\n")  # the error goes on a line of its own, not after the bar
+        raise
     bar.finish()
     return result
 
@@ -290,13 +366,16 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
     Usage:  fabnode add ./hand-pump
     """
     from fabnode.node.files import add_path, plan_add
+    from fabnode.storage.db import room_for
 
-    store = _home(ctx).open_store()
+    home = _home(ctx).require()
     plan = plan_add(path, hidden)
-    result = _run_with_progress(
-        plan[0].bytes, "adding", lambda progress: add_path(store, path, now_ms=_now_ms(), include_hidden=hidden,
-                                                          progress=progress, plan=plan)
-    )
+    with room_for(home.db_path, f"adding {path.name or path}", plan[0].bytes):
+        store = home.open_store()
+        result = _run_with_progress(
+            plan[0].bytes, "adding", lambda progress: add_path(store, path, now_ms=_now_ms(), include_hidden=hidden,
+                                                              progress=progress, plan=plan)
+        )
     if as_json:
         _print_json(result.as_json())
         return
@@ -311,11 +390,9 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
 
 
 def _human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(size)
+    from fabnode.protocol.errors import human_size
+
+    return human_size(size)
 
 
 @command()
@@ -406,13 +483,24 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
 def fsck(ctx: Context, as_json: bool) -> None:
     """Re-hash every stored block, check every kept DAG is complete, and re-verify every record.
 
-    Exits 1 and names each damaged or missing block and invalid record if the store is not sound.
+    Exits 1 and names each damaged or missing block and invalid record if the store is not sound,
+    or says which part of the database file SQLite cannot read.
     """
     from fabnode.node.files import fsck as run_fsck
+    from fabnode.protocol.errors import DamagedDatabase, FabnodeError
+    from fabnode.storage.db import reading
 
-    store = _home(ctx).open_store()
-    _, total = store.count()
-    report = _run_with_progress(total, "checking", lambda progress: run_fsck(store, progress))
+    advice = "restore it from a backup, or move it aside and run 'fabnode init' for an empty store (the keys stay)"
+    try:
+        store = _home(ctx).open_store()
+    except DamagedDatabase as exc:
+        raise FabnodeError(f"{exc.path} is not a readable SQLite database: {exc.reason}; {advice}") from None
+    try:
+        with reading(store.db, "blocks table"):
+            _, total = store.count()
+        report = _run_with_progress(total, "checking", lambda progress: run_fsck(store, progress))
+    except DamagedDatabase as exc:
+        raise FabnodeError(f"{exc.path} is damaged: {exc.reason}; {advice}") from None
     if as_json:
         _print_json(report.as_json())
     else:

@@ -113,6 +113,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
     from fabnode.protocol.dagcbor import Link
+    from fabnode.storage.db import room_for
 
     from .files import plan_add, planned_paths, store_planned
 
@@ -169,7 +170,8 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         body["maintainers"] = [identity.did]
     manifest_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
     ts = now_ms()
-    with store.write_transaction():
+    with room_for(store.db.path, f"publishing {path.name or path}", plan[0].bytes), \
+            store.write_transaction(final=True):
         added = store_planned(store, path, plan, now_ms=ts, progress=progress)
         body["bundle"] = Link(parse_cid(added.cid))
         record = _record(home, "version", body, ts)
@@ -194,7 +196,7 @@ def attest(home: Home, version: str, *, result: str, predicate: str = "built", n
         raise FabnodeError(f"unknown version {cid_str(subject)}: only versions this node knows can be attested")
     plans = [(p, plan_add(p)) for p in evidence]
     ts = now_ms()
-    with store.write_transaction():
+    with store.write_transaction(final=True):
         links = [Link(parse_cid(store_planned(store, p, plan, now_ms=ts).cid)) for p, plan in plans]
         body = {"subject": Link(subject), "predicate": predicate, "result": result,
                 "lab": lab if lab is not None else home.identity().name}
@@ -224,7 +226,7 @@ def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> st
     if note:
         body["note"] = note
     ts = now_ms()
-    with store.write_transaction():
+    with store.write_transaction(final=True):
         record = _record(home, "vouch", body, ts)
         records.ingest(record, received_ms=ts, outbox=True)
     _announce(home)

@@ -877,9 +877,11 @@ def run_daemon(home: Home, options: DaemonOptions) -> None:
         try:
             trio.run(daemon.run)
         except BaseExceptionGroup as group:
+            from fabnode.interrupts import find_interrupt
+
             from .fetch import _first_fabnode_error
 
-            raise _first_fabnode_error(group) or group from None
+            raise find_interrupt(group) or _first_fabnode_error(group) or group from None
         sys.stdout.flush()
     finally:
         if http_socket is not None and http_socket.fileno() != -1:

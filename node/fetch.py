@@ -9,10 +9,12 @@ whole DAG is here.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import trio
 
+from fabnode import interrupts
 from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
 from fabnode.protocol.dagpb import decode_node
@@ -385,6 +387,32 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
         return await fetch_from_peers(host, store, root, path, infos)
 
 
+async def _until_interrupted(fn, *args):
+    """Run ``fn``; SIGINT or SIGTERM cancels it, and :class:`Interrupted` is raised once every
+    nursery has closed (so no exception group hides it). The command line's own handler
+    (interrupts.py) would raise in the middle of trio's machinery, and trio installs its
+    Ctrl-C handling only over the default handler, so the signals are taken here as trio means
+    them to be: through a signal receiver. Blocks verified before the signal stay stored."""
+    got: list[int] = []
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                async def watch() -> None:
+                    async for signum in signals:
+                        got.append(signum)
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(watch)
+                try:
+                    return await fn(*args)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if got:  # whatever the cancelled work raised, the signal is the reason
+                raise interrupts.Interrupted(got[0])
+
+
 def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
     """Keep a fetched DAG. A pin's size is the file content for a file, and the bytes of every
     block for a folder (what the seeding budget counts). A DAG whose sizes disagree with its
@@ -422,9 +450,9 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
                                "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
         return reply
     try:
-        result = trio.run(_fetch_with_own_host, store, root, path, peer_addrs)
+        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs)
     except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
-        raise _first_fabnode_error(group) or group from None
+        raise interrupts.find_interrupt(group) or _first_fabnode_error(group) or group from None
     pin_fetched(store, result["root"])
     return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"],
             "from": str(result["from"]), "attempts": result["attempts"]}

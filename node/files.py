@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from fabnode import interrupts
 from fabnode.protocol.cid import cid_str
-from fabnode.protocol.errors import FabnodeError, InvalidBlock
+from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
 from fabnode.protocol.unixfs import (
     CHUNK_SIZE,
@@ -44,6 +45,7 @@ from fabnode.protocol.unixfs import (
     resolve,
 )
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage.db import is_disk_full, reading
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -294,9 +296,10 @@ def add_path(
     plan: tuple[_Scan, _FilePlan | _DirPlan | None] | None = None,
 ) -> AddResult:
     """Store a file (as ``ipfs-car pack --no-wrap FILE``) or a folder's contents (as
-    ``ipfs-car pack DIR``) and pin the root, all in one transaction."""
+    ``ipfs-car pack DIR``) and pin the root, all in one transaction: a failure (a full disk)
+    or an interrupt before the commit leaves nothing of it."""
     plan = plan or plan_add(path, include_hidden)
-    with store.write_transaction():
+    with store.write_transaction(final=True):
         return store_planned(store, path, plan, now_ms=now_ms, progress=progress)
 
 
@@ -414,8 +417,29 @@ def plan_get(store: BlockStore, root: bytes, segments: list[str], out: Path | No
     return out, tree, totals[0]
 
 
+def _tree_size(tree: _OutDir | _OutFile) -> int:
+    return tree.size if isinstance(tree, _OutFile) else sum(_tree_size(c) for c in tree.children)
+
+
+def output_full_message(out: Path, size: int) -> str:
+    """The one line for a write out of the store (``get``, ``export``) that found no room."""
+    return (f"disk full: writing {out} needs {human_size(size)} on the output's filesystem "
+            f"({out.parent.resolve()}); nothing was written")
+
+
 def get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress = _noop) -> Path:
-    """Write a planned DAG to ``out`` through a temporary sibling, renamed into place at the end."""
+    """Write a planned DAG to ``out`` through a temporary sibling, renamed into place at the end.
+
+    Whatever stops it (a full disk, Ctrl-C, SIGTERM) removes the temporary sibling."""
+    try:
+        return _get_path(store, out, tree, progress)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(output_full_message(out, _tree_size(tree))) from None
+
+
+def _get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress) -> Path:
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fabnode-partial-", dir=parent))
     try:
@@ -441,9 +465,11 @@ def get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: P
 
 
 def _remove_tree(path: Path) -> None:
+    """Remove a temporary folder whole: a second Ctrl-C waits until it is gone."""
     import shutil
 
-    shutil.rmtree(path, ignore_errors=True)
+    with interrupts.deferred():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ fsck
@@ -472,11 +498,22 @@ class FsckReport:
 
 
 def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
-    """Re-hash every block, then check that every pinned DAG is complete and readable."""
-    from fabnode.protocol.cid import block_matches
-    from fabnode.protocol.unixfs import links_of
-
+    """Re-hash every block, then check that every pinned DAG is complete and readable, then
+    every record. If SQLite finds the file itself damaged, :class:`DamagedDatabase` names
+    the part that was being read."""
     report = FsckReport()
+    with reading(store.db, "blocks table"):
+        damaged = _check_blocks(store, report, progress)
+    with reading(store.db, "pins or the blocks of a pinned DAG"):
+        _check_pins(store, report, damaged)
+    with reading(store.db, "records table"):
+        _check_records(store, report)
+    return report
+
+
+def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> set[bytes]:
+    from fabnode.protocol.cid import block_matches
+
     damaged: set[bytes] = set()
     for cid, data in store.iter_all():
         report.blocks += 1
@@ -485,6 +522,12 @@ def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
             damaged.add(cid)
             report.damaged.append(cid_str(cid))
         progress(len(data))
+    return damaged
+
+
+def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> None:
+    from fabnode.protocol.unixfs import links_of
+
     for pin in store.pins():
         report.pins += 1
         stack, seen = [pin.cid], set()
@@ -503,8 +546,6 @@ def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
                 stack.extend(links_of(cid, data))
             except InvalidBlock as exc:
                 report.damaged.append(f"{cid_str(cid)} ({exc})")
-    _check_records(store, report)
-    return report
 
 
 def _check_records(store: BlockStore, report: FsckReport) -> None:

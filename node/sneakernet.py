@@ -32,13 +32,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fabnode import interrupts
 from fabnode.protocol.car import CarError, Header, encode_header, encode_section, read_car
 from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
 from fabnode.protocol.dagcbor import Link, decode, encode
-from fabnode.protocol.errors import FabnodeError, InvalidBlock, MissingBlock
+from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, MissingBlock
 from fabnode.protocol.paths import directory_problem
 from fabnode.protocol.unixfs import MAX_DEPTH, dag_sizes, decode as decode_unixfs
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage.db import is_disk_full, room_for
 from fabnode.storage.records import RecordStore, records_query
 
 from .home import Home
@@ -167,20 +169,32 @@ class ExportSummary:
 
 
 def _write_atomically(out: Path, pieces) -> int:
-    """Write ``pieces`` to a temporary sibling, fsync, and rename into place; returns bytes."""
+    """Write ``pieces`` to a temporary sibling, fsync, and rename into place; returns bytes.
+
+    Whatever stops it (a full disk, Ctrl-C, SIGTERM) removes the temporary sibling. On a full
+    disk the rest of ``pieces`` is counted, not written, so the message can say how large the
+    whole file would have been."""
+    from .files import output_full_message
+
     tmp = out.with_name(f".{out.name}.fabnode-partial")
+    pieces = iter(pieces)
     written = 0
     try:
         with open(tmp, "wb") as f:
             for piece in pieces:
-                f.write(piece)
                 written += len(piece)
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(output_full_message(out, written + sum(len(p) for p in pieces))) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with interrupts.deferred():
+            if tmp.exists():
+                tmp.unlink()
     return written
 
 
@@ -331,18 +345,24 @@ def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
 
 
 def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, now: int | None = None) -> ImportSummary:
-    """Verify and store a CAR file: all of it, or (on any problem) none of it."""
+    """Verify and store a CAR file: all of it, or (on any problem, a full disk, an interrupt
+    before the commit) none of it."""
+    if not path.is_file():
+        raise FabnodeError(f"cannot import {path}: no such file")
+    with room_for(home.db_path, f"importing {path.name}", path.stat().st_size):
+        return _import_car(home, path, progress, now)
+
+
+def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> ImportSummary:
     from .commons import receive_records
 
     store, records = _open(home)
     now = now if now is not None else _now_ms()
     summary = ImportSummary()
     name = path.name
-    if not path.is_file():
-        raise FabnodeError(f"cannot import {path}: no such file")
     conn = store.db.conn
     try:
-        with store.write_transaction():
+        with store.write_transaction(final=True):
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_records (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
             conn.execute("DELETE FROM import_records")
             roots: tuple[bytes, ...] = ()

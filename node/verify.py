@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 
+from fabnode import interrupts
 from fabnode.protocol.records import Record, RecordRejected, verify_record
 
 PARALLEL_FROM = 5000
@@ -35,5 +36,10 @@ def verify_blocks(blocks: list[tuple[bytes | None, bytes]], now: int, workers: i
         return _verify_chunk((blocks, now))
     size = -(-len(blocks) // (workers * 4))
     chunks = [(blocks[i:i + size], now) for i in range(0, len(blocks), size)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Workers ignore Ctrl-C (it reaches the whole process group): on an interrupt this process
+    # drops the chunks not started and waits only for those running, then stops them.
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=interrupts.ignore_in_worker)
+    try:
         return [item for part in pool.map(_verify_chunk, chunks) for item in part]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

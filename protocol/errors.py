@@ -27,3 +27,26 @@ class MissingBlock(FabnodeError):
 
 class PathNotFound(FabnodeError):
     """A CID/path whose path does not lead anywhere in the DAG."""
+
+
+class DiskFull(FabnodeError):
+    """A write ran out of space. The message says what was being written, how much it needed
+    and on which filesystem, and that nothing of it was kept."""
+
+
+class DamagedDatabase(FabnodeError):
+    """The node's SQLite file cannot be read: its header is gone, it was cut short, or a page
+    inside it is malformed. ``reason`` says which, as far as it can be told from outside."""
+
+    def __init__(self, path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"the database {path} is damaged ({reason}); run 'fabnode fsck'")
+
+
+def human_size(size: float) -> str:
+    """1536 -> '1.5 KiB': sizes in messages an operator reads."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)

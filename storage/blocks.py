@@ -9,9 +9,11 @@ blocks and its pin) appears at once or not at all.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from fabnode import interrupts
 from fabnode.protocol.cid import block_matches, cid_str
 from fabnode.protocol.errors import DamagedBlock, MissingBlock
 
@@ -33,17 +35,31 @@ class BlockStore:
         self._conn = db.conn
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[None]:
+    def write_transaction(self, *, final: bool = False) -> Iterator[None]:
         """One IMMEDIATE transaction: takes the write lock up front so two writers queue
-        instead of deadlocking on a read-to-write upgrade."""
+        instead of deadlocking on a read-to-write upgrade.
+
+        On any exception (Ctrl-C included) it rolls back, unless SQLite already has: after
+        SQLITE_FULL, SQLITE_IOERR and the like SQLite ends the transaction itself, and a second
+        ROLLBACK would hide the real error behind "no transaction is active". ``final`` marks a
+        command's last transaction: see :func:`fabnode.interrupts.point_of_no_return`.
+        """
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            if final:
+                interrupts.point_of_no_return()
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if final:
+                    interrupts.commit_failed()
+                raise
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
+                    self._conn.execute("ROLLBACK")
             raise
-        else:
-            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close the connection; the last one to close copies the WAL into the main file."""
