@@ -479,8 +479,9 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
 
 
 @command()
+@option("--repair", is_flag=True, help="Rebuild damaged indexes when the tables themselves are sound.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def fsck(ctx: Context, as_json: bool) -> None:
+def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
     """Re-hash every stored block, check every kept DAG is complete, and re-verify every record.
 
     Exits 1 and names each damaged or missing block and invalid record if the store is not sound,
@@ -498,7 +499,7 @@ def fsck(ctx: Context, as_json: bool) -> None:
     try:
         with reading(store.db, "blocks table"):
             _, total = store.count()
-        report = _run_with_progress(total, "checking", lambda progress: run_fsck(store, progress))
+        report = _run_with_progress(total, "checking", lambda progress: run_fsck(store, progress, repair=repair))
     except DamagedDatabase as exc:
         raise FabnodeError(f"{exc.path} is damaged: {exc.reason}; {advice}") from None
     if as_json:
@@ -510,11 +511,21 @@ def fsck(ctx: Context, as_json: bool) -> None:
             echo(f"missing block {item}")
         for item in report.invalid_records:
             echo(f"invalid record {item}")
+        for item in report.repaired:
+            echo(f"rebuilt index: {item}")
+        for item in report.index_damage:
+            echo(f"index damage (the data is intact; 'fabnode fsck --repair' rebuilds it): {item}")
+        for item in report.unindexed:
+            echo(f"block not found through the damaged index, but present: {item}")
+        for item in report.database_damage:
+            echo(f"database damage: {item}")
         echo(f"checked {report.blocks} blocks ({_human(report.bytes)}), {report.pins} pinned root(s) and "
                    f"{report.records} record(s): " + ("the store is sound" if report.ok else "PROBLEMS FOUND"))
     if not report.ok:
+        sqlite = (f", {len(report.index_damage)} index problem(s) (run 'fabnode fsck --repair')" if report.index_damage
+                  else "") + (f", {len(report.database_damage)} database problem(s)" if report.database_damage else "")
         echo(f"error: {len(report.damaged)} damaged and {len(report.missing)} missing block(s), "
-                   f"{len(report.invalid_records)} invalid record(s)", err=True)
+                   f"{len(report.invalid_records)} invalid record(s){sqlite}", err=True)
         ctx.exit(EXIT_FAILURE)
 
 

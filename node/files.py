@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fabnode import interrupts
-from fabnode.protocol.cid import cid_str
+from fabnode.protocol.cid import cid_str, parse_cid
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
 from fabnode.protocol.unixfs import (
@@ -486,29 +486,91 @@ class FsckReport:
     records: int = 0
     invalid_records: list[str] = field(default_factory=list)
     """Stored records that no longer pass verification, as 'cid: reason'."""
+    index_damage: list[str] = field(default_factory=list)
+    """SQLite indexes that disagree with their tables: the data is intact, `fsck --repair`
+    rebuilds them."""
+    database_damage: list[str] = field(default_factory=list)
+    """What SQLite's integrity check found wrong in the tables themselves, and schema problems."""
+    unindexed: list[str] = field(default_factory=list)
+    """Blocks a pinned DAG needs that are in the table but not found through the index."""
+    repaired: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.damaged and not self.missing and not self.invalid_records
+        return not (self.damaged or self.missing or self.invalid_records or self.index_damage
+                    or self.database_damage or self.unindexed)
 
     def as_json(self) -> dict:
         return {"ok": self.ok, "blocks": self.blocks, "bytes": self.bytes, "pins": self.pins,
                 "damaged": self.damaged, "missing": self.missing, "records": self.records,
-                "invalid_records": self.invalid_records}
+                "invalid_records": self.invalid_records, "index_damage": self.index_damage,
+                "database_damage": self.database_damage, "unindexed": self.unindexed,
+                "repaired": self.repaired}
 
 
-def fsck(store: BlockStore, progress: Progress = _noop) -> FsckReport:
-    """Re-hash every block, then check that every pinned DAG is complete and readable, then
-    every record. If SQLite finds the file itself damaged, :class:`DamagedDatabase` names
-    the part that was being read."""
+INDEX_PROBLEM = ("missing from index", "wrong # of entries in index", "non-unique entry in index")
+
+
+def fsck(store: BlockStore, progress: Progress = _noop, *, repair: bool = False) -> FsckReport:
+    """SQLite's own integrity check and the schema's record first, then re-hash every block,
+    check that every pinned DAG is complete and readable, and re-verify every record. If SQLite
+    finds the file itself damaged, :class:`DamagedDatabase` names the part being read.
+
+    Index damage is told apart from missing data: a block a DAG needs that the index does not
+    find is looked for in the table itself. With ``repair``, damaged indexes are rebuilt
+    (REINDEX) when the tables are sound, and the check runs again."""
     report = FsckReport()
+    with reading(store.db, "the database's structure"):
+        _check_sqlite(store, report)
+    if repair and report.index_damage and not report.database_damage:
+        with store.write_transaction():
+            store.db.conn.execute("REINDEX")
+        repaired = report.index_damage
+        report = FsckReport(repaired=repaired)
+        _check_sqlite(store, report)
     with reading(store.db, "blocks table"):
         damaged = _check_blocks(store, report, progress)
     with reading(store.db, "pins or the blocks of a pinned DAG"):
         _check_pins(store, report, damaged)
     with reading(store.db, "records table"):
         _check_records(store, report)
+    if report.index_damage and report.missing:  # an index that lies, or data that is gone?
+        still_missing = []
+        for item in report.missing:
+            root, _, cid = item.partition(": ")
+            found = store.db.conn.execute("SELECT 1 FROM blocks NOT INDEXED WHERE cid = ?",
+                                          (parse_cid(cid),)).fetchone()
+            (report.unindexed if found else still_missing).append(item)
+        report.missing = still_missing
     return report
+
+
+def _check_sqlite(store: BlockStore, report: FsckReport) -> None:
+    """PRAGMA integrity_check (structure, indexes against tables), then the migrations record:
+    a byte flipped in the schema's own bookkeeping is not something integrity_check sees."""
+    from fabnode.storage.db import SCHEMA_VERSION
+    from fabnode.storage.migrations import migrations
+
+    conn = store.db.conn
+    for (message,) in conn.execute("PRAGMA integrity_check(100)"):
+        if message == "ok":
+            continue
+        if any(problem in message for problem in INDEX_PROBLEM):
+            report.index_damage.append(message)
+        else:
+            report.database_damage.append(message)
+    expected = [m.name for m in migrations._migrations]  # sqlite-utils keeps them in order
+    recorded = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?"
+                                               " ORDER BY name", (migrations.name,))]
+    if recorded != sorted(expected):
+        unknown = sorted(set(recorded) - set(expected))
+        lost = sorted(set(expected) - set(recorded))
+        report.database_damage.append("the schema's migration record is damaged"
+                                      + (f": unknown {', '.join(map(repr, unknown))}" if unknown else "")
+                                      + (f"; missing {', '.join(map(repr, lost))}" if lost else ""))
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        report.database_damage.append(f"the schema version is {version}, not {SCHEMA_VERSION}")
 
 
 def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> set[bytes]:
