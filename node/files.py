@@ -414,7 +414,16 @@ def plan_get(store: BlockStore, root: bytes, segments: list[str], out: Path | No
         raise FabnodeError(f"cannot write {out}: folder {out.parent} does not exist")
     totals = [0]
     tree = _plan_get(store, cid, out.name, 0, cid_str(root) + "".join("/" + s for s in segments), totals)
+    # refuse before writing a byte what cannot fit (issue 12: a get once wrote until 72 GB were full)
+    import shutil
+
+    if shutil.disk_usage(out.parent).free < totals[0] + GET_SPACE_MARGIN:
+        raise DiskFull(output_full_message(out, totals[0]))
     return out, tree, totals[0]
+
+
+GET_SPACE_MARGIN = 1 << 20
+"""Room `get` leaves on top of the files' own bytes (file system blocks, folders)."""
 
 
 def _tree_size(tree: _OutDir | _OutFile) -> int:

@@ -107,3 +107,22 @@ def test_attestation_test_names_are_capped():
     body = {"subject": make_cid(0x71, b"v"), "predicate": "built", "result": "passed", "tests": ["x" * 47_000]}
     with pytest.raises(RecordRejected, match=f"body.tests has an entry longer than {MAX_LIST_TEXT} characters"):
         check_body("attestation", author, body)
+
+
+def test_get_refuses_before_writing_when_the_output_cannot_hold_it(cli, tmp_path, monkeypatch):
+    """plan_get (which runs before anything is written) measures the files against the free
+    space; the real full-disk case through the CLI is in tests/test_failures.py."""
+    import shutil
+    from collections import namedtuple
+
+    from fabnode.node.files import plan_get
+    from fabnode.node.home import Home
+    from fabnode.protocol.errors import DiskFull
+
+    bundle = parse_cid(cli.out("add", str(EXAMPLE)))
+    store = Home(cli.home).open_store()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 100_000))
+    with pytest.raises(DiskFull, match="disk full: writing .*out needs .* on the output's filesystem"):
+        plan_get(store, bundle, [], tmp_path / "out")
+    assert list(tmp_path.iterdir()) == [cli.home.parent / "home"] or not (tmp_path / "out").exists()
