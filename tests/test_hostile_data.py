@@ -125,4 +125,4 @@ def test_get_refuses_before_writing_when_the_output_cannot_hold_it(cli, tmp_path
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 100_000))
     with pytest.raises(DiskFull, match="disk full: writing .*out needs .* on the output's filesystem"):
         plan_get(store, bundle, [], tmp_path / "out")
-    assert list(tmp_path.iterdir()) == [cli.home.parent / "home"] or not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()
