@@ -89,6 +89,9 @@ MDNS_SERVICE = "_p2p-fabnode._udp.local."
 PROVIDE_INTERVAL_S = 600
 MAX_SYNCS = 8
 """Sync sessions at once, both directions together (one per peer)."""
+GOSSIP_INVALID_PER_MINUTE = 50
+"""Invalid records one gossip peer may forward in a minute before it is cut off. Not one: an
+honest peer with a skewed clock, or an older version, may pass on a few we refuse."""
 
 
 @dataclass
@@ -212,6 +215,8 @@ class Daemon:
         self._syncing: set[str] = set()
         self._inbound_syncs: set[str] = set()
         self.penalties = Penalties()
+        self._gossip_invalid: dict[str, tuple[int, int]] = {}
+        self.server.on_offence = self._cut_off
         from fabnode.protocol.quota import StrangerLimits
 
         from .quota import StrangerQuota
@@ -328,17 +333,41 @@ class Daemon:
     # -------------------------------------------------------------- gossip in
 
     def _validate(self, forwarder, msg) -> bool:
-        """Topic validator: every record rule, before the message is delivered or forwarded."""
+        """Topic validator: every record rule, before the message is delivered or forwarded.
+        Cheap first: the size is checked before anything is decoded (protocol.records)."""
         try:
             verify_record(bytes(msg.data), now_ms())
         except RecordRejected as exc:
             if forwarder != self.host.get_id():
                 self._log_rejection(forwarder, str(exc).removeprefix("record rejected: "))
+                self._gossip_offence(str(forwarder))
             return False
         except Exception as exc:  # anything a malformed block trips
             self._log_rejection(forwarder, f"not a record ({type(exc).__name__})")
+            self._gossip_offence(str(forwarder))
             return False
         return True
+
+    def _cut_off(self, peer: str, reason: str) -> None:
+        """A peer broke a protocol rule: keep it away (the connection watcher drops it)."""
+        wait = self.penalties.strike(peer, reason, now_ms())
+        self.log(f"{_short(peer)} broke a rule ({reason}): cutting it off for {wait // 1000} s")
+
+    def _gossip_offence(self, peer: str) -> None:
+        """Count an invalid record a peer forwarded; past the limit the peer is cut off (the
+        connection watcher drops it within 0.2 s)."""
+        now = now_ms()
+        window, count = self._gossip_invalid.get(peer, (now, 0))
+        if now - window > 60_000:
+            window, count = now, 0
+        count += 1
+        self._gossip_invalid[peer] = (window, count)
+        if count == GOSSIP_INVALID_PER_MINUTE and not self.penalties.cut_off(peer, now):
+            reason = f"gossip: {count} invalid records in a minute"
+            wait = self.penalties.strike(peer, reason, now)
+            self.log(f"{_short(peer)} forwarded {count} invalid records in a minute: cutting it off for {wait // 1000} s")
+        while len(self._gossip_invalid) > 10_000:
+            del self._gossip_invalid[next(iter(self._gossip_invalid))]
 
     def _log_rejection(self, forwarder, reason: str, what: str = "a record") -> None:
         """One line per rejected record (or stream), but at most LINES_PER_MINUTE per peer per
@@ -465,15 +494,17 @@ class Daemon:
                         with self.store.write_transaction():
                             self.peers.remember(key, addrs, "inbound", now_ms())
                             self.peers.connected(key, now_ms())
-            for key in sorted(current.keys() - self._connected.keys()):
+            for key in sorted(current):
                 offence = self.penalties.cut_off(key, now_ms())
-                if offence is not None:
-                    del current[key]
+                if offence is None:
+                    continue
+                del current[key]
+                if key not in self._connected:
                     self.log(f"connection from {_short(key)} dropped: cut off for "
                              f"{(offence.until_ms - now_ms()) // 1000} s more ({offence.reason})")
-                    with trio.move_on_after(2):
-                        await network.close_peer(ID.from_base58(key))
-                    continue
+                with trio.move_on_after(2):
+                    await network.close_peer(ID.from_base58(key))
+            for key in sorted(current.keys() - self._connected.keys()):
                 self.log(f"peer connected: {key} via {current[key]}")
                 self.announce_now.set()
                 if self.peers.get(key) is not None:

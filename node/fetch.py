@@ -133,6 +133,8 @@ class FetchServer:
         self.streams_total = streams_total
         self.upload_rate = upload_rate
         self._slots: list[_Slot] = []
+        self.on_offence = lambda peer, reason: None
+        """Called with (peer, reason) when a peer breaks the protocol; the daemon cuts it off."""
         self._next_send = 0.0
         self.active: dict[int, dict] = {}
         self._refusals = LogLimiter(log, clock=trio.current_time)
@@ -192,6 +194,8 @@ class FetchServer:
                     await stream.reset()
         except (FabnodeError, trio.TooSlowError) as exc:
             self._log_refusal(peer, f"refused: {exc}")
+            if isinstance(exc, RemoteProtocolError) and not isinstance(exc, StreamEnded):
+                self.on_offence(peer, f"fetch: {exc}")  # a malformed request: the peer broke the protocol
             with trio.move_on_after(1):
                 await stream.reset()
         except Exception as exc:  # a peer that went away mid-stream

@@ -8,6 +8,8 @@ Usage:
       From PEERS throwaway peer ids, keep STREAMS fetch streams each open on TARGET, sending only
       a length prefix and never the request; a stream the target cuts is opened again at once.
 
+  python tests/attacker.py fetch-garbage TARGET_ADDR
+      Open a fetch stream and announce a request over the 4 MiB frame limit.
   python tests/attacker.py sync-rounds TARGET_ADDR
       Open a /fabnode/sync/1.0.0 stream and send valid reconcile frames without end.
   python tests/attacker.py sync-junk TARGET_ADDR
@@ -127,7 +129,14 @@ async def sync_attack(mode: str, target: str, streams: int = 1) -> None:
     async def attack(host, nursery) -> None:
         stream = await host.new_stream(info.peer_id, [PROTOCOL])
         nursery.start_soon(drain, stream)
-        if mode == "sync-rounds":
+        if mode == "fetch-garbage":
+            from fabnode.protocol.fetch import PROTOCOL as FETCH
+
+            await stream.reset()
+            stream = await host.new_stream(info.peer_id, [FETCH])
+            nursery.start_soon(drain, stream)
+            await stream.write(encode_varint(64 << 20))
+        elif mode == "sync-rounds":
             message = encode_frame({"type": "reconcile", "msg": Reconciler(items).initiate()})
             for _ in range(10_000):
                 await stream.write(message)
@@ -168,7 +177,7 @@ if __name__ == "__main__":
         trio.run(serve_car, args[0])
     elif mode == "hog-fetch":
         trio.run(hog_fetch, args[0], int(args[1]), int(args[2]))
-    elif mode in ("sync-rounds", "sync-junk"):
+    elif mode in ("sync-rounds", "sync-junk", "fetch-garbage"):
         trio.run(sync_attack, mode, args[0])
     elif mode == "sync-streams":
         trio.run(sync_attack, mode, args[0], int(args[1]))

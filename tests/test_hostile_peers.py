@@ -158,3 +158,36 @@ def test_sixty_stalled_sync_streams_hold_one_session(tmp_path, daemons, attacker
     node.wait_for(f"rejected a sync stream from {attacker.addr[:16]}")
     assert _page_answers(node)
     assert _rss_kb(node.proc.pid) - idle < 60_000
+
+
+def test_a_gossip_peer_forwarding_a_flood_of_invalid_records_is_cut_off(tmp_path, daemons):
+    """A few invalid records are tolerated (an honest peer may pass on what we refuse); 60 in a
+    minute cut the peer off: disconnected, shown in `fabnode peers`, and the node lives."""
+    import msgpack
+
+    (lab,) = make_labs(tmp_path, 1)
+    node = start(daemons, lab)
+    messages = tmp_path / "flood.msgpack"
+    messages.write_bytes(msgpack.packb([b"\xa1garbage %d" % i for i in range(60)]))
+    hostile = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hostile_peer.py"), node.addr, str(messages)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = node.wait_for("invalid records in a minute: cutting it off for 60 s", timeout=30)
+        peer = line.split()[1].rstrip("…")
+        node.wait_for(f"peer disconnected: {peer}", timeout=10)
+        rows = [r for r in lab.json("peers") if r["peer_id"].startswith(peer)]
+        assert rows and rows[0]["cut_off"]["reason"] == "gossip: 50 invalid records in a minute"
+    finally:
+        hostile.stdin.close()
+        hostile.wait(timeout=10)
+    assert _page_answers(node)
+
+
+def test_a_malformed_fetch_request_is_an_offence(tmp_path, daemons, attackers):
+    (lab,) = make_labs(tmp_path, 1)
+    node = start(daemons, lab)
+    attacker = Attacker("fetch-garbage", node.addr)
+    attackers.append(attacker)
+    line = node.wait_for(f"{attacker.addr[:16]}… broke a rule (fetch: frame of 67108864 bytes is over the")
+    assert "cutting it off for 60 s" in line
+    node.wait_for(f"connection from {attacker.addr[:16]}… dropped: cut off")
