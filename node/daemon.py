@@ -504,6 +504,17 @@ class Daemon:
                              f"{(offence.until_ms - now_ms()) // 1000} s more ({offence.reason})")
                 with trio.move_on_after(2):
                     await network.close_peer(ID.from_base58(key))
+            cap = self.options.max_connections * 2  # dialled ones, and as many again dialling in
+            if len(current) > cap:  # the newest peers met by chance go first; bootstrap peers stay
+                keep = set(sorted(current, key=lambda k: (self.peers.get(k) is None or
+                                                          self.peers.get(k).source != "bootstrap",
+                                                          k not in self._connected))[:cap])
+                for key in sorted(current.keys() - keep):
+                    del current[key]
+                    self._log_rejection(key, f"{cap} connections already open (limits.max_connections x 2)",
+                                        what="a connection")
+                    with trio.move_on_after(2):
+                        await network.close_peer(ID.from_base58(key))
             for key in sorted(current.keys() - self._connected.keys()):
                 self.log(f"peer connected: {key} via {current[key]}")
                 self.announce_now.set()

@@ -28,6 +28,10 @@ class PeerRow(NamedTuple):
     next_dial_ms: int
 
 
+MAX_REMEMBERED = 1000
+"""Peers met by chance (mDNS, inbound) kept for redialling; beyond it the least recently seen go."""
+
+
 class PeerStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -40,6 +44,11 @@ class PeerStore:
             self._conn.execute(
                 "INSERT INTO peers (peer_id, addrs, source, first_seen_ms) VALUES (?, ?, ?, ?)",
                 (peer_id, json.dumps(addrs), source, now_ms))
+            if source != "bootstrap":  # throwaway peer ids must not grow the table without limit
+                self._conn.execute(
+                    "DELETE FROM peers WHERE source != 'bootstrap' AND peer_id NOT IN (SELECT peer_id FROM peers"
+                    " WHERE source != 'bootstrap' ORDER BY max(last_connected_ms, first_seen_ms) DESC LIMIT ?)",
+                    (MAX_REMEMBERED,))
             return True
         merged = list(dict.fromkeys(addrs + row.addrs))[:8]
         source = "bootstrap" if source == "bootstrap" else row.source

@@ -10,6 +10,8 @@ Usage:
 
   python tests/attacker.py fetch-garbage TARGET_ADDR
       Open a fetch stream and announce a request over the 4 MiB frame limit.
+  python tests/attacker.py connect-many TARGET_ADDR N
+      N throwaway peer ids, each connected to TARGET and staying connected.
   python tests/attacker.py sync-rounds TARGET_ADDR
       Open a /fabnode/sync/1.0.0 stream and send valid reconcile frames without end.
   python tests/attacker.py sync-junk TARGET_ADDR
@@ -171,6 +173,25 @@ async def _quietly(fn, *args) -> None:
         pass  # the target cut us off: that is the point
 
 
+async def connect_many(target: str, n: int) -> None:
+    from contextlib import AsyncExitStack
+
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from fabnode.node.host import quiet_library_logs, running_host
+
+    quiet_library_logs()
+    info = info_from_p2p_addr(Multiaddr(target))
+    async with AsyncExitStack() as stack:
+        for _ in range(n):
+            host = await stack.enter_async_context(running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]))
+            await _quietly(host.connect, info)
+        print("ready", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve-car":
@@ -179,6 +200,8 @@ if __name__ == "__main__":
         trio.run(hog_fetch, args[0], int(args[1]), int(args[2]))
     elif mode in ("sync-rounds", "sync-junk", "fetch-garbage"):
         trio.run(sync_attack, mode, args[0])
+    elif mode == "connect-many":
+        trio.run(connect_many, args[0], int(args[1]))
     elif mode == "sync-streams":
         trio.run(sync_attack, mode, args[0], int(args[1]))
     else:

@@ -126,3 +126,17 @@ def test_get_refuses_before_writing_when_the_output_cannot_hold_it(cli, tmp_path
     with pytest.raises(DiskFull, match="disk full: writing .*out needs .* on the output's filesystem"):
         plan_get(store, bundle, [], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_peers_met_by_chance_are_bounded_and_bootstrap_peers_kept():
+    from fabnode.storage import PeerStore, open_db
+    from fabnode.storage.peers import MAX_REMEMBERED
+
+    db = open_db(memory=True)
+    peers = PeerStore(db.conn)
+    peers.remember("boot", ["/ip4/127.0.0.1/tcp/1"], "bootstrap", 0)
+    for i in range(MAX_REMEMBERED + 50):  # throwaway peer ids dialling in
+        peers.remember(f"p{i:05}", [], "inbound", 1000 + i)
+    ids = {row.peer_id for row in peers.all()}
+    assert len(ids) == MAX_REMEMBERED + 1 and "boot" in ids
+    assert "p00000" not in ids and f"p{MAX_REMEMBERED + 49:05}" in ids  # the least recently seen went

@@ -191,3 +191,18 @@ def test_a_malformed_fetch_request_is_an_offence(tmp_path, daemons, attackers):
     line = node.wait_for(f"{attacker.addr[:16]}… broke a rule (fetch: frame of 67108864 bytes is over the")
     assert "cutting it off for 60 s" in line
     node.wait_for(f"connection from {attacker.addr[:16]}… dropped: cut off")
+
+
+def test_inbound_connections_are_capped(tmp_path, daemons, attackers):
+    """limits.max_connections = 3: at most 6 peers stay connected, however many dial in."""
+    (lab,) = make_labs(tmp_path, 1)
+    with open(lab.home / "config.toml", "a") as f:
+        f.write("[limits]\nmax_connections = 3\n")
+    node = start(daemons, lab)
+    flood = Attacker("connect-many", node.addr, "12")
+    attackers.append(flood)
+    node.wait_for("rejected a connection from")
+    from daemons import wait_until
+
+    wait_until(lambda: len(lab.json("status")["peers"]) <= 6, timeout=10, what="at most 6 connections")
+    assert _page_answers(node)
