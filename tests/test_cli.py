@@ -116,7 +116,8 @@ def test_add_is_idempotent_and_fsck_reports_counts(cli: Cli, tmp_path):
     assert cli.out("add", str(f)) == cli.out("add", str(f))
     report = cli.json("fsck")
     assert report == {"ok": True, "blocks": 5, "bytes": report["bytes"], "pins": 1, "damaged": [], "missing": [],
-                      "records": 0, "invalid_records": []}
+                      "records": 0, "invalid_records": [], "index_damage": [], "database_damage": [],
+                      "unindexed": [], "repaired": []}
     assert report["bytes"] > 3 * (1 << 20)
 
 
