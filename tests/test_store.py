@@ -26,7 +26,7 @@ def test_database_is_wal_with_recorded_migrations(tmp_path):
     assert applied == ["001_blocks", "002_pins", "003_records", "004_peers", "005_follows", "006_stranger_quota"]
     db.conn.close()
     again = open_db(tmp_path / "fabnode.db")  # reopening applies nothing twice
-    assert again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 5
+    assert again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 6
     assert again.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
