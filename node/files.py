@@ -405,7 +405,10 @@ def _write_dir(store: BlockStore, entry: _OutDir, dir_fd: int, progress: Progres
 
 
 def plan_get(store: BlockStore, root: bytes, segments: list[str], out: Path | None) -> tuple[Path, _OutDir | _OutFile, int]:
+    from fabnode.protocol.unixfs import dag_sizes
+
     cid = resolve(store.get, root, segments)
+    dag_sizes(store.get, cid, raw_size=store.size)  # sizes that lie, or a decompression bomb: refused
     if out is None:
         out = Path(segments[-1] if segments else cid_str(cid))
     if os.path.lexists(out):

@@ -38,7 +38,7 @@ from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
 from fabnode.protocol.paths import segment_problem
-from fabnode.protocol.unixfs import decode as decode_unixfs, iter_file, resolve_crossing
+from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
 
 from .fetch import dag_in_order
 
@@ -325,6 +325,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
                         f"<h1>/ipfs/{html.escape(cid_path)}</h1><ul>{rows}</ul>")
                 return HTMLResponse(page, headers=safe_headers({**common, "Etag": f'"{cid_str(target)}.dir"'}))
+            dag_sizes(store.get, target, raw_size=store.size)  # sizes that lie, or a bomb: 502, not 1 TiB
             name = segments[-1] if segments else cid_str(target)
             media = TEXT_TYPES.get(Path(name).suffix.lower()) or mimetypes.guess_type(name)[0] \
                 or "application/octet-stream"

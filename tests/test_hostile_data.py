@@ -140,3 +140,29 @@ def test_peers_met_by_chance_are_bounded_and_bootstrap_peers_kept():
     ids = {row.peer_id for row in peers.all()}
     assert len(ids) == MAX_REMEMBERED + 1 and "boot" in ids
     assert "p00000" not in ids and f"p{MAX_REMEMBERED + 49:05}" in ids  # the least recently seen went
+
+
+def test_a_bomb_already_in_the_store_is_neither_served_nor_written(cli, tmp_path, daemons):
+    """Blocks of a bomb left in a store (say, by an older version): the gateway answers 502 in one
+    line instead of `Content-Length: 1099511627776`, and `get` refuses before writing."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from daemons import start
+    from fabnode.node.home import Home
+
+    root, blocks = bomb()
+    store = Home(cli.home).open_store()
+    with store.write_transaction():
+        for cid, data in blocks.items():
+            store.put(cid, data)
+    store.close()
+    line = cli.fails("get", cid_str(root), "-o", str(tmp_path / "out"))
+    assert "refused as a decompression bomb" in line and not (tmp_path / "out").exists()
+    node = start(daemons, cli)
+    base = "http://" + json.loads((cli.home / "daemon.json").read_text())["http"]
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{base}/ipfs/{cid_str(root)}", timeout=10)
+    assert info.value.code == 502 and b"decompression bomb" in info.value.read()
+    assert node.proc.poll() is None
