@@ -365,7 +365,7 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
 
     Usage:  fabnode add ./hand-pump
     """
-    from fabnode.node.files import add_path, plan_add
+    from fabnode.node.files import add_path, peers_would_refuse, plan_add
     from fabnode.storage.db import room_for
 
     home = _home(ctx).require()
@@ -376,6 +376,10 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
             plan[0].bytes, "adding", lambda progress: add_path(store, path, now_ms=_now_ms(), include_hidden=hidden,
                                                               progress=progress, plan=plan)
         )
+    refused = peers_would_refuse(store, result.cid)
+    if refused:
+        echo(f"note: other nodes will refuse to fetch or import this: {refused} (compress such files, "
+             "e.g. zip them, before adding)", err=True)
     if as_json:
         _print_json(result.as_json())
         return

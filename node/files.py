@@ -404,6 +404,19 @@ def _write_dir(store: BlockStore, entry: _OutDir, dir_fd: int, progress: Progres
                 os.close(sub_fd)
 
 
+def peers_would_refuse(store: BlockStore, cid_text: str) -> str | None:
+    """Why other nodes would refuse a bundle added here (sizes, decompression bomb), or None:
+    `add` keeps what the operator asked for, but says so rather than let it fail elsewhere."""
+    from fabnode.protocol.cid import parse_cid
+    from fabnode.protocol.unixfs import dag_sizes
+
+    try:
+        dag_sizes(store.get, parse_cid(cid_text), raw_size=store.size)
+    except InvalidBlock as exc:
+        return str(exc)
+    return None
+
+
 def plan_get(store: BlockStore, root: bytes, segments: list[str], out: Path | None) -> tuple[Path, _OutDir | _OutFile, int]:
     from fabnode.protocol.unixfs import dag_sizes
 

@@ -166,3 +166,15 @@ def test_a_bomb_already_in_the_store_is_neither_served_nor_written(cli, tmp_path
         urllib.request.urlopen(f"{base}/ipfs/{cid_str(root)}", timeout=10)
     assert info.value.code == 502 and b"decompression bomb" in info.value.read()
     assert node.proc.poll() is None
+
+
+def test_add_keeps_a_repetitive_file_but_says_peers_will_refuse_it(cli, tmp_path):
+    zeros = tmp_path / "padding.img"
+    with open(zeros, "wb") as f:  # 200 MiB of zeros: one unique 1 MiB block
+        f.truncate(200 << 20)
+    result = cli.run("add", str(zeros))
+    note = result.stderr.decode().strip()
+    assert note.startswith("note: other nodes will refuse to fetch or import this: ") and "decompression bomb" in note
+    assert cli.json("ls")[0]["cid"] == result.stdout.decode().strip()  # kept, as asked
+    quiet = cli.run("add", str(EXAMPLE))
+    assert quiet.stderr == b""
