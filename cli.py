@@ -210,11 +210,11 @@ def _report(exc: BaseException, home: Path | None) -> int:
     import sqlite3
 
     from fabnode import interrupts
-    from fabnode.protocol.errors import FabnodeError
+    from fabnode.protocol.errors import FabnodeError, first_in_group
     from fabnode.storage.db import is_disk_full
 
     if isinstance(exc, BaseExceptionGroup):  # trio and libp2p wrap what their tasks raised
-        exc = interrupts.find_interrupt(exc) or _find(exc, FabnodeError) or exc
+        exc = interrupts.find_interrupt(exc) or first_in_group(exc, FabnodeError) or exc
     if isinstance(exc, KeyboardInterrupt):
         echo(f"error: {interrupts.message(exc)}", err=True)
         return interrupts.exit_code(exc)
@@ -235,16 +235,6 @@ def _report(exc: BaseException, home: Path | None) -> int:
                 "FABNODE_DEBUG=1 shows where it happened)")
     echo("error: " + " ".join(line.split()), err=True)
     return EXIT_FAILURE
-
-
-def _find(exc: BaseException, kind: type) -> BaseException | None:
-    if isinstance(exc, kind):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _find(inner, kind)
-        if found is not None:
-            return found
-    return None
 
 
 def _database_failure(exc: Exception, home: Path | None) -> str:
@@ -509,20 +499,14 @@ def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
     if as_json:
         _print_json(report.as_json())
     else:
-        for cid in report.damaged:
-            echo(f"damaged block {cid}")
-        for item in report.missing:
-            echo(f"missing block {item}")
-        for item in report.invalid_records:
-            echo(f"invalid record {item}")
-        for item in report.repaired:
-            echo(f"rebuilt index: {item}")
-        for item in report.index_damage:
-            echo(f"index damage (the data is intact; 'fabnode fsck --repair' rebuilds it): {item}")
-        for item in report.unindexed:
-            echo(f"block not found through the damaged index, but present: {item}")
-        for item in report.database_damage:
-            echo(f"database damage: {item}")
+        for label, items in (("damaged block ", report.damaged), ("missing block ", report.missing),
+                             ("invalid record ", report.invalid_records), ("rebuilt index: ", report.repaired),
+                             ("index damage (the data is intact; 'fabnode fsck --repair' rebuilds it): ",
+                              report.index_damage),
+                             ("block not found through the damaged index, but present: ", report.unindexed),
+                             ("database damage: ", report.database_damage)):
+            for item in items:
+                echo(label + item)
         echo(f"checked {report.blocks} blocks ({_human(report.bytes)}), {report.pins} pinned root(s) and "
                    f"{report.records} record(s): " + ("the store is sound" if report.ok else "PROBLEMS FOUND"))
     if not report.ok:

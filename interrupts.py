@@ -129,10 +129,6 @@ def ignore_in_worker() -> None:
 def find_interrupt(exc: BaseException) -> BaseException | None:
     """The KeyboardInterrupt inside ``exc`` (trio and libp2p nurseries wrap what was raised
     in their tasks in exception groups), or None."""
-    if isinstance(exc, KeyboardInterrupt):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = find_interrupt(inner)
-        if found is not None:
-            return found
-    return None
+    from fabnode.protocol.errors import first_in_group
+
+    return first_in_group(exc, KeyboardInterrupt)

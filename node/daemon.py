@@ -506,9 +506,11 @@ class Daemon:
                     await network.close_peer(ID.from_base58(key))
             cap = self.options.max_connections * 2  # dialled ones, and as many again dialling in
             if len(current) > cap:  # the newest peers met by chance go first; bootstrap peers stay
-                keep = set(sorted(current, key=lambda k: (self.peers.get(k) is None or
-                                                          self.peers.get(k).source != "bootstrap",
-                                                          k not in self._connected))[:cap])
+                def bootstrap(key: str) -> bool:
+                    row = self.peers.get(key)
+                    return row is not None and row.source == "bootstrap"
+
+                keep = set(sorted(current, key=lambda k: (not bootstrap(k), k not in self._connected))[:cap])
                 for key in sorted(current.keys() - keep):
                     del current[key]
                     self._log_rejection(key, f"{cap} connections already open (limits.max_connections x 2)",
@@ -658,12 +660,12 @@ class Daemon:
     async def _handle_sync(self, stream) -> None:
         """A peer starts a sync: one session per peer at a time, :data:`MAX_SYNCS` in all."""
         peer = str(stream.muxed_conn.peer_id)
-        busy = peer in self._inbound_syncs or peer in self._syncing
-        if busy or self.penalties.cut_off(peer, now_ms()) or \
-                len(self._syncing) + len(self._inbound_syncs) >= MAX_SYNCS:
-            self._log_rejection(peer, what="a sync stream", reason=("one session per peer at a time" if busy else
-                                                           "cut off" if self.penalties.cut_off(peer, now_ms())
-                                                           else f"{MAX_SYNCS} sessions already running"))
+        refusal = ("one session per peer at a time" if peer in self._inbound_syncs or peer in self._syncing
+                   else "cut off" if self.penalties.cut_off(peer, now_ms())
+                   else f"{MAX_SYNCS} sessions already running"
+                   if len(self._syncing) + len(self._inbound_syncs) >= MAX_SYNCS else None)
+        if refusal is not None:
+            self._log_rejection(peer, what="a sync stream", reason=refusal)
             with trio.move_on_after(1):
                 await stream.reset()
             return
@@ -920,10 +922,9 @@ def run_daemon(home: Home, options: DaemonOptions) -> None:
             trio.run(daemon.run)
         except BaseExceptionGroup as group:
             from fabnode.interrupts import find_interrupt
+            from fabnode.protocol.errors import first_in_group
 
-            from .fetch import _first_fabnode_error
-
-            raise find_interrupt(group) or _first_fabnode_error(group) or group from None
+            raise find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
         sys.stdout.flush()
     finally:
         if http_socket is not None and http_socket.fileno() != -1:

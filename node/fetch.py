@@ -18,7 +18,7 @@ from fabnode import interrupts
 from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
 from fabnode.protocol.dagpb import decode_node
-from fabnode.protocol.errors import FabnodeError, InvalidBlock
+from fabnode.protocol.errors import FabnodeError, InvalidBlock, first_in_group
 from fabnode.protocol.fetch import (
     MAX_REQUEST_BYTES,
     PROTOCOL,
@@ -456,20 +456,12 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
     try:
         result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs)
     except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
-        raise interrupts.find_interrupt(group) or _first_fabnode_error(group) or group from None
+        raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
     pin_fetched(store, result["root"])
     return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"],
             "from": str(result["from"]), "attempts": result["attempts"]}
 
 
-def _first_fabnode_error(exc: BaseException) -> FabnodeError | None:
-    if isinstance(exc, FabnodeError):
-        return exc
-    for inner in getattr(exc, "exceptions", ()):
-        found = _first_fabnode_error(inner)
-        if found is not None:
-            return found
-    return None
 
 
 def missing_here(store: BlockStore, root: bytes, path: list[str]) -> str | None:

@@ -9,6 +9,18 @@ class FabnodeError(Exception):
     """A failure the user should read about: the message is the whole explanation."""
 
 
+def first_in_group(exc: BaseException, kind: type) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc`` or the exception groups nested in it (trio and
+    libp2p nurseries wrap what their tasks raised), or None."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = first_in_group(inner, kind)
+        if found is not None:
+            return found
+    return None
+
+
 class InvalidCID(FabnodeError):
     """A CID (or CID/path) given by a user or a peer that fabnode cannot accept."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Cli, write_random_file
-from daemons import make_labs, start
+from daemons import make_labs, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 ATTACKER = ROOT / "tests" / "attacker.py"
@@ -202,7 +202,5 @@ def test_inbound_connections_are_capped(tmp_path, daemons, attackers):
     flood = Attacker("connect-many", node.addr, "12")
     attackers.append(flood)
     node.wait_for("rejected a connection from")
-    from daemons import wait_until
-
     wait_until(lambda: len(lab.json("status")["peers"]) <= 6, timeout=10, what="at most 6 connections")
     assert _page_answers(node)

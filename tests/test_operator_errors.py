@@ -156,7 +156,7 @@ async def test_an_address_taken_after_the_check_is_refused_by_the_host_itself():
     address missing from its listeners and says so (the library alone would run on without it)."""
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from fabnode.node.fetch import _first_fabnode_error
+    from fabnode.protocol.errors import FabnodeError, first_in_group
     from fabnode.node.host import quiet_library_logs, running_host
 
     quiet_library_logs()
@@ -165,7 +165,7 @@ async def test_an_address_taken_after_the_check_is_refused_by_the_host_itself():
         with pytest.raises(BaseException) as caught:
             async with running_host(create_new_key_pair(), [f"/ip4/127.0.0.1/tcp/{port}"]):
                 pass
-    assert str(_first_fabnode_error(caught.value)) == (
+    assert str(first_in_group(caught.value, FabnodeError)) == (
         f"cannot listen on /ip4/127.0.0.1/tcp/{port}: address already in use "
         f"(another program listens there; choose another port with --listen)")
 
