@@ -355,7 +355,7 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
 
     Usage:  fabnode add ./hand-pump
     """
-    from fabnode.node.files import add_path, peers_would_refuse, plan_add
+    from fabnode.node.local.files import add_path, peers_would_refuse, plan_add
     from fabnode.storage.db import room_for
 
     home = _home(ctx).require()
@@ -397,7 +397,7 @@ def ls(ctx: Context, cid_path: str | None, as_json: bool) -> None:
 
     Usage:  fabnode ls bafy…/cad
     """
-    from fabnode.node.files import list_path, list_pins
+    from fabnode.node.local.files import list_path, list_pins
     from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
@@ -422,7 +422,7 @@ def cat(ctx: Context, cid_path: str) -> None:
 
     Usage:  fabnode cat bafy…/README.md
     """
-    from fabnode.node.files import cat_path
+    from fabnode.node.local.files import cat_path
     from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
@@ -450,13 +450,13 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
 
     Usage:  fabnode get bafy… -o hand-pump
     """
-    from fabnode.node.files import get_path, plan_get
+    from fabnode.node.local.files import get_path, plan_get
     from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
     root, segments = parse_cid_path(cid_path)
     if peers or not _held_completely(store, root, segments):
-        from fabnode.node.fetch import fetch
+        from fabnode.node.runtime.fetch import fetch
 
         fetched = fetch(_home(ctx).require(), cid_path, list(peers))
         echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
@@ -481,7 +481,7 @@ def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
     Exits 1 and names each damaged or missing block and invalid record if the store is not sound,
     or says which part of the database file SQLite cannot read.
     """
-    from fabnode.node.files import fsck as run_fsck
+    from fabnode.node.local.files import fsck as run_fsck
     from fabnode.protocol.errors import DamagedDatabase, FabnodeError
     from fabnode.storage.db import reading
 
@@ -547,7 +547,7 @@ def publish(ctx, path, message, design, parents, title, label, license_, hidden,
 
     Usage:  fabnode publish ./hand-pump -m "first design"
     """
-    from fabnode.node.commons import publish as run_publish
+    from fabnode.node.local.commons import publish as run_publish
 
     home = _home(ctx).require()
     result = run_publish(home, path, message=message, design=design, parents=list(parents), title=title,
@@ -570,7 +570,7 @@ def log(ctx, target, as_json):
 
     Usage:  fabnode log bafyrei…
     """
-    from fabnode.node.commons import log as run_log
+    from fabnode.node.local.commons import log as run_log
 
     result = run_log(_home(ctx).require(), target)
     if as_json:
@@ -622,7 +622,7 @@ def show(ctx, cid, as_json):
 
     Usage:  fabnode show bafyrei…
     """
-    from fabnode.node.commons import show as run_show
+    from fabnode.node.local.commons import show as run_show
 
     result = run_show(_home(ctx).require(), cid)
     if as_json:
@@ -657,7 +657,7 @@ def _print_designs(rows, as_json: bool) -> None:
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def designs(ctx, limit, as_json):
     """List the designs this node knows, most recently changed first."""
-    from fabnode.node.commons import designs as run_designs
+    from fabnode.node.local.commons import designs as run_designs
 
     _print_designs(run_designs(_home(ctx).require(), limit), as_json)
 
@@ -671,7 +671,7 @@ def search(ctx, text, limit, as_json):
 
     Usage:  fabnode search "water pump"
     """
-    from fabnode.node.commons import search as run_search
+    from fabnode.node.local.commons import search as run_search
 
     _print_designs(run_search(_home(ctx).require(), text, limit), as_json)
 
@@ -691,7 +691,7 @@ def attest(ctx, version, result, predicate, notes, lab, tests, evidence, as_json
 
     Usage:  fabnode attest bafyrei… --result passed -m "built with 32 mm PVC" --evidence photo.jpg
     """
-    from fabnode.node.commons import attest as run_attest
+    from fabnode.node.local.commons import attest as run_attest
 
     cid = run_attest(_home(ctx).require(), version, result=result, predicate=predicate, notes=notes, lab=lab,
                      tests=list(tests), evidence=list(evidence))
@@ -707,7 +707,7 @@ def follow(ctx: Context, design: str | None, as_json: bool) -> None:
 
     Usage:  fabnode follow bafyrei…
     """
-    from fabnode.node.commons import follow as follow_design
+    from fabnode.node.local.commons import follow as follow_design
 
     rows = follow_design(_home(ctx).require(), design)
     if as_json:
@@ -724,7 +724,7 @@ def unfollow(ctx: Context, design: str) -> None:
 
     Usage:  fabnode unfollow bafyrei…
     """
-    from fabnode.node.commons import unfollow as unfollow_design
+    from fabnode.node.local.commons import unfollow as unfollow_design
     from fabnode.protocol.errors import FabnodeError
 
     if not unfollow_design(_home(ctx).require(), design):
@@ -742,7 +742,7 @@ def vouch(ctx, did, distrust, note, as_json):
 
     Usage:  fabnode vouch did:key:z6Mk… -m "we built their pump together"
     """
-    from fabnode.node.commons import vouch as run_vouch
+    from fabnode.node.local.commons import vouch as run_vouch
 
     cid = run_vouch(_home(ctx).require(), did, distrust=distrust, note=note)
     _print_json({"vouch": cid}) if as_json else echo(cid)
@@ -752,7 +752,7 @@ def vouch(ctx, did, distrust, note, as_json):
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def trust_(ctx, as_json):
     """List whom this lab vouched for, and every key its trust reaches, with the path."""
-    from fabnode.node.commons import trust as run_trust
+    from fabnode.node.local.commons import trust as run_trust
 
     result = run_trust(_home(ctx).require())
     if as_json:
@@ -776,7 +776,7 @@ def reputation(ctx, target, as_json):
 
     Usage:  fabnode reputation bafyrei…
     """
-    from fabnode.node.commons import reputation as run_reputation
+    from fabnode.node.local.commons import reputation as run_reputation
 
     result = run_reputation(_home(ctx).require(), target)
     if as_json:
@@ -788,7 +788,7 @@ def reputation(ctx, target, as_json):
 
 
 def _held_completely(store, root: bytes, segments: list[str]) -> bool:
-    from fabnode.node.fetch import missing_here
+    from fabnode.node.runtime.fetch import missing_here
 
     return missing_here(store, root, segments) is None
 
@@ -811,7 +811,7 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
 
     Usage:  fabnode run --listen /ip4/0.0.0.0/tcp/4001
     """
-    from fabnode.node.daemon import daemon_options, run_daemon
+    from fabnode.node.runtime.daemon import daemon_options, run_daemon
 
     home = _home(ctx, warn=False).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,
@@ -825,7 +825,7 @@ def peers(ctx: Context, as_json: bool) -> None:
 
     Usage:  fabnode peers
     """
-    from fabnode.node.status import peers as list_peers
+    from fabnode.node.runtime.status import peers as list_peers
 
     rows = list_peers(_home(ctx).require())
     if as_json:
@@ -848,7 +848,7 @@ def status(ctx: Context, as_json: bool) -> None:
 
     Usage:  fabnode status
     """
-    from fabnode.node.status import status as node_status
+    from fabnode.node.runtime.status import status as node_status
 
     info = node_status(_home(ctx).require())
     if as_json:
@@ -894,7 +894,7 @@ def export(ctx, out, designs, for_have, records_only, bundle, as_json):
 
     Usage:  fabnode export /media/stick/lab-a.car --for /media/stick/lab-b.have
     """
-    from fabnode.node.sneakernet import export as run_export, export_size_estimate
+    from fabnode.node.local.sneakernet import export as run_export, export_size_estimate
     from fabnode.protocol.errors import FabnodeError
 
     home = _home(ctx).require()
@@ -918,7 +918,7 @@ def have(ctx, out, as_json):
 
     Usage:  fabnode have /media/stick/lab-b.have
     """
-    from fabnode.node.sneakernet import write_have
+    from fabnode.node.local.sneakernet import write_have
 
     result = write_have(_home(ctx).require(), out)
     _print_json(result) if as_json else echo(result["path"])
@@ -934,7 +934,7 @@ def import_(ctx, path, as_json):
 
     Usage:  fabnode import /media/stick/lab-a.car
     """
-    from fabnode.node.sneakernet import import_car
+    from fabnode.node.local.sneakernet import import_car
 
     home = _home(ctx).require()
     size = path.stat().st_size if path.is_file() else 0

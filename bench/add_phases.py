@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from fabnode.node.files import add_path
+from fabnode.node.local.files import add_path
 from fabnode.node.home import Home, default_home
 
 start = time.perf_counter()

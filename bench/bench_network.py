@@ -180,7 +180,7 @@ class Daemon:
             return [line for _, line in self.lines if text in line]
 
     def control(self, cmd: str, timeout: float = 10) -> dict:
-        """One request on the daemon's local control channel (node/control.py), as `fabnode
+        """One request on the daemon's local control channel (node/runtime/control.py), as `fabnode
         status` sends it, without starting a CLI process."""
         state = json.loads((self.home / "daemon.json").read_text())
         with socket.create_connection((LOOPBACK, state["control"]), timeout=timeout) as sock:
@@ -253,12 +253,12 @@ RAW_PROTOCOL = "/fabnode-bench/raw/1"
 
 
 def libp2p_serve(nbytes: int) -> None:
-    """Transport-only anchor, server side: a host configured as fabnode's (node/host.py: TCP,
+    """Transport-only anchor, server side: a host configured as fabnode's (node/runtime/host.py: TCP,
     Noise, Yamux) that answers each stream with ``nbytes`` random bytes in 1 MiB writes."""
     import trio
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from fabnode.node.host import dial_address, quiet_library_logs, running_host
+    from fabnode.node.runtime.host import dial_address, quiet_library_logs, running_host
 
     async def main() -> None:
         quiet_library_logs()
@@ -290,7 +290,7 @@ def libp2p_fetch(addr: str) -> None:
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
 
     async def main() -> None:
         quiet_library_logs()

@@ -124,7 +124,7 @@ def median_run(cmd: list[str], env: dict, runs: int) -> float:
 
 
 def verification_rate(home: Path, n: int, workers: int) -> float:
-    from fabnode.node.verify import verify_blocks
+    from fabnode.node.local.verify import verify_blocks
 
     db = open_db(home / "fabnode.db")
     rows = db.conn.execute("SELECT cid, data FROM records ORDER BY rowid LIMIT ?", (n,)).fetchall()
@@ -172,7 +172,7 @@ def main() -> None:
           f"{(home / 'fabnode.db').stat().st_size / 1e6:.0f} MB)\n")
     print(f"Record verification (strict decode, re-encode, Ed25519 via libsodium), median of 3 passes over "
           f"20,000 stored records (goal >= 10,000/s): one process {rate:,.0f} records/s; "
-          f"{os.cpu_count()} worker processes (node/verify.py, as import and sync use it) {rate_all:,.0f} records/s\n")
+          f"{os.cpu_count()} worker processes (node/local/verify.py, as import and sync use it) {rate_all:,.0f} records/s\n")
     print("| command | median of %d runs (ms) | goal |" % args.runs)
     print("|---|---:|---|")
     goals = {"fabnode designs": "< 200", "fabnode search \"water pump\"": "< 200", "fabnode log DESIGN": "< 200",

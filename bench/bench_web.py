@@ -37,7 +37,7 @@ WORDS = ("pump water solar dryer loom press mill kiln oven filter bike cart fram
 def build(home: Path, designs: int) -> dict:
     from cryptography.hazmat.primitives import serialization
 
-    from fabnode.node.commons import publish
+    from fabnode.node.local.commons import publish
     from fabnode.node.home import Home
     from fabnode.protocol.cid import RAW, make_cid
     from fabnode.protocol.dagcbor import Link
@@ -102,7 +102,7 @@ def main() -> None:
     print(f"store with {args.designs} designs built in {time.monotonic() - start:.1f} s", file=sys.stderr)
 
     from fabnode.node.home import Home
-    from fabnode.node.pages import Pages
+    from fabnode.node.http.pages import Pages
 
     h = Home(home)
     pages = Pages(h, h.open_store())

@@ -9,9 +9,9 @@ Layout (the home itself is mode 0700)::
                         record with its index (versions, designs, attestations, vouches, search)
                         and the outbox mark, peers met, followed designs (storage/migrations.py)
     HOME/daemon.json    written by a running daemon, removed when it stops: pid, addresses,
-                        control port and token (mode 0600; node/control.py)
+                        control port and token (mode 0600; node/runtime/control.py)
     HOME/http.token     the token for any HTTP request that is not a read (mode 0600, made on
-                        the daemon's first start with HTTP on; node/web.py)
+                        the daemon's first start with HTTP on; node/http/web.py)
 
 The home is mode 0700; the keys, config.toml and fabnode.db (with its -wal and -shm) are 0600.
 

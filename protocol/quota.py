@@ -14,7 +14,7 @@ own key (:func:`fabnode.protocol.reputation.compute_trust`) — only within thre
 A refusal by quota is not an offence (honest peers relay strangers' records too): the record is
 simply not stored. Evicted records are remembered by id (a tombstone) so that sync does not ask
 for them again; when an author becomes trusted, its tombstones are dropped and the next sync
-fetches its records back. This module only decides; node/quota.py applies the decisions to the
+fetches its records back. This module only decides; node/runtime/quota.py applies the decisions to the
 store.
 """
 

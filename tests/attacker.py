@@ -33,8 +33,8 @@ import trio
 async def serve_car(car_file: str) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from fabnode.node.fetch import _read_frame
-    from fabnode.node.host import dial_address, quiet_library_logs, running_host
+    from fabnode.node.runtime.fetch import _read_frame
+    from fabnode.node.runtime.host import dial_address, quiet_library_logs, running_host
     from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL
 
     quiet_library_logs()
@@ -59,7 +59,7 @@ async def hog_fetch(target: str, peers: int, streams: int) -> None:
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
     from fabnode.protocol.fetch import PROTOCOL
 
     quiet_library_logs()
@@ -111,7 +111,7 @@ async def sync_attack(mode: str, target: str, streams: int = 1) -> None:
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
     from fabnode.protocol.reconcile import ItemSet, Reconciler
     from fabnode.protocol.sync import PROTOCOL, encode_frame
     from fabnode.protocol.varint import encode_varint
@@ -180,7 +180,7 @@ async def connect_many(target: str, n: int) -> None:
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
 
     quiet_library_logs()
     info = info_from_p2p_addr(Multiaddr(target))

@@ -96,7 +96,7 @@ def write_random_file(path: Path, size: int, seed: int) -> Path:
 @pytest.fixture
 def daemons():
     """Daemons started in a test; whatever is still running at the end is killed."""
-    from fabnode.node.web import INTERNAL_ERROR
+    from fabnode.node.http.web import INTERNAL_ERROR
 
     started: list = []
     yield started

@@ -26,7 +26,7 @@ async def main(target: str, messages: list[bytes]) -> None:
     from libp2p.tools.anyio_service import background_trio_service
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
 
     quiet_library_logs()
     info = info_from_p2p_addr(Multiaddr(target))

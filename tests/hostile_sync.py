@@ -21,8 +21,8 @@ async def main(victim: str) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.id import ID
 
-    from fabnode.node.host import dial_address, quiet_library_logs, running_host
-    from fabnode.node.sync import ItemCache, sync_over_stream
+    from fabnode.node.runtime.host import dial_address, quiet_library_logs, running_host
+    from fabnode.node.runtime.sync import ItemCache, sync_over_stream
     from fabnode.protocol.cid import DAG_CBOR, make_cid
     from fabnode.protocol.fetch import PROTOCOL as FETCH
     from fabnode.protocol.identity import did_from_ed25519

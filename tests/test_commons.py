@@ -206,7 +206,7 @@ from test_records import _hostile_cases, golden_records  # noqa: E402
 
 @pytest.mark.parametrize("name, raw, reason", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
 def test_hostile_records_from_elsewhere_store_nothing(labs, name, raw, reason):
-    from fabnode.node.commons import receive_records
+    from fabnode.node.local.commons import receive_records
 
     lab = labs["nairobi"]
     lab.json("vouch", labs["cusco"].json("id")["did"])
@@ -223,7 +223,7 @@ def test_hostile_records_from_elsewhere_store_nothing(labs, name, raw, reason):
 
 
 def test_records_from_elsewhere_are_idempotent(labs):
-    from fabnode.node.commons import receive_records
+    from fabnode.node.local.commons import receive_records
 
     lab = labs["pune"]
     store = BlockStore(open_db(lab.home / "fabnode.db"))
@@ -277,7 +277,7 @@ def test_a_sybil_swarm_does_not_move_the_score_through_the_real_store(labs):
 
     from nacl.signing import SigningKey
 
-    from fabnode.node.commons import receive_records
+    from fabnode.node.local.commons import receive_records
     from fabnode.protocol.cid import parse_cid
     from fabnode.protocol.dagcbor import Link
     from fabnode.protocol.identity import did_from_ed25519

@@ -61,7 +61,7 @@ def test_every_configuration_key_is_documented(tmp_path):
     for key in CONFIG_KEYS:
         assert home.setting(key, None) == example[key]  # the type check accepts the example
     read = set()
-    for source in [ROOT / "cli.py", *(ROOT / "node").glob("*.py")]:
+    for source in [ROOT / "cli.py", *(ROOT / "node").rglob("*.py")]:
         read |= set(re.findall(r'setting\("([a-z_.]+)"', source.read_text(encoding="utf-8")))
     assert read == set(CONFIG_KEYS), "a key is read but not registered, or registered but never read"
 
@@ -397,7 +397,7 @@ def test_a_broken_reference_in_markdown_is_found(text, problem):
 
 def test_references_that_resolve_pass():
     assert reference_problems(ROOT / "node" / "example.py", "docs/protocol.md §8.3 and §9; docs/libp2p.md "
-                              "pitfall 4; docs/design.md#sneakernet; node/fetch.py") == []
+                              "pitfall 4; docs/design.md#sneakernet; node/runtime/fetch.py") == []
     assert reference_problems(ROOT / "docs" / "example.md", "[pitfall 6](libp2p.md#pitfall-6), "
                               "[§8](protocol.md#8-sync-fabnodesync100)") == []
 

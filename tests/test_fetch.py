@@ -91,7 +91,7 @@ async def test_a_peer_gets_at_most_its_share_of_fetch_streams(tmp_path):
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
     from fabnode.protocol.cid import parse_cid
     from fabnode.protocol.fetch import PROTOCOL, encode_request
 

@@ -138,7 +138,7 @@ def test_paths_cannot_leave_their_dag_and_errors_are_plain(node, raw_path, statu
 
 
 def test_changes_need_the_token_and_reads_change_nothing(node):
-    from fabnode.node.web import TOKEN_FILE
+    from fabnode.node.http.web import TOKEN_FILE
 
     before = hashlib.sha256((node["lab"].home / "fabnode.db").read_bytes()).hexdigest()
     for method in ("POST", "PUT", "DELETE", "PATCH"):

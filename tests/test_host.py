@@ -26,7 +26,7 @@ async def test_two_nodes_connect_with_their_home_identities(tmp_path):
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import dial_address, node_key_pair, running_host
+    from fabnode.node.runtime.host import dial_address, node_key_pair, running_host
 
     alice, bob = Cli(tmp_path / "alice"), Cli(tmp_path / "bob")
     for c in (alice, bob):
@@ -53,7 +53,7 @@ async def test_a_plaintext_dialer_is_refused(tmp_path):
     from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import dial_address, node_key_pair, running_host
+    from fabnode.node.runtime.host import dial_address, node_key_pair, running_host
 
     alice = Cli(tmp_path / "alice")
     alice.run("init")
@@ -74,7 +74,7 @@ async def test_closing_a_node_closes_its_connections_on_the_other_side(tmp_path)
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import dial_address, node_key_pair, running_host
+    from fabnode.node.runtime.host import dial_address, node_key_pair, running_host
 
     alice, bob = Cli(tmp_path / "alice"), Cli(tmp_path / "bob")
     for c in (alice, bob):

@@ -115,7 +115,7 @@ def test_get_refuses_before_writing_when_the_output_cannot_hold_it(cli, tmp_path
     import shutil
     from collections import namedtuple
 
-    from fabnode.node.files import plan_get
+    from fabnode.node.local.files import plan_get
     from fabnode.node.home import Home
     from fabnode.protocol.errors import DiskFull
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fabnode.node.web import MAX_BIG_STREAMS
+from fabnode.node.http.web import MAX_BIG_STREAMS
 
 from conftest import ROOT, Cli, write_random_file
 from daemons import Daemon, daemon_state
@@ -237,13 +237,13 @@ def test_the_database_and_config_are_private(tmp_path):
 
 async def test_refused_fetches_are_logged_at_most_twenty_times_a_minute(node):
     """200 fetch streams asking for a CID this node does not hold: 20 lines, then one saying
-    the rest are not logged (node/loglimit.py), not 200."""
+    the rest are not logged (node/runtime/loglimit.py), not 200."""
     import trio
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
     from fabnode.protocol.cid import RAW, make_cid
     from fabnode.protocol.fetch import PROTOCOL, FetchRequest, encode_request
 

@@ -9,8 +9,8 @@ import urllib.parse
 import pytest
 import trio
 
-from fabnode.node.addresses import bind_http
-from fabnode.node.web import content_disposition, host_name, serve_http, token_matches
+from fabnode.node.runtime.addresses import bind_http
+from fabnode.node.http.web import content_disposition, host_name, serve_http, token_matches
 
 
 def _endless_app(ended: list[str], made: list[int] | None = None):

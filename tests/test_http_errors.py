@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from fabnode.node.web import INTERNAL_ERROR, LogInternalErrors
+from fabnode.node.http.web import INTERNAL_ERROR, LogInternalErrors
 
 
 def _app(lines: list[str]):

@@ -68,7 +68,7 @@ def test_thirty_records_published_in_one_second_all_arrive(tmp_path, daemons):
     that none is lost. The records are made in-process, all within well under a second."""
     import time
 
-    from fabnode.node.commons import vouch
+    from fabnode.node.local.commons import vouch
     from fabnode.node.home import Home
     from fabnode.protocol.identity import did_from_ed25519
 

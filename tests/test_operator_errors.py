@@ -157,7 +157,7 @@ async def test_an_address_taken_after_the_check_is_refused_by_the_host_itself():
     from libp2p.crypto.ed25519 import create_new_key_pair
 
     from fabnode.protocol.errors import FabnodeError, first_in_group
-    from fabnode.node.host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
 
     quiet_library_logs()
     with listening_socket(reuseport=True) as other:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabnode.node.files import _in_thread
+from fabnode.node.local.files import _in_thread
 
 
 def test_items_arrive_in_order():

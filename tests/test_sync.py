@@ -27,7 +27,7 @@ def digest(home) -> str:
 
 def publish_many(lab: Cli, versions: int, attestations: int) -> None:
     """Many records made quickly, in-process, as a busy lab would over days."""
-    from fabnode.node.commons import attest, publish
+    from fabnode.node.local.commons import attest, publish
     from fabnode.node.home import Home
 
     home = Home(lab.home)

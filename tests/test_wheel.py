@@ -3,7 +3,7 @@
 `make test` builds the wheel and installs it into build/wheel-venv (FABNODE_WHEEL_VENV), then this
 runs the installed `fabnode` as an operator would — init, add, publish, run with the web
 interface — from a folder outside the checkout, so nothing of the source tree can stand in for
-what the wheel forgot (a wheel without node/templates once answered 500 on every page).
+what the wheel forgot (a wheel without node/http/templates once answered 500 on every page).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _run(venv: Path, home: Path, cwd: Path, *args: str) -> str:
 def test_the_wheel_installs_one_package_named_fabnode(tmp_path):
     venv = Path(VENV).resolve()
     site = next((venv / "lib").glob("python3*/site-packages"))
-    assert (site / "fabnode" / "node" / "templates" / "design.html").is_file()
+    assert (site / "fabnode" / "node" / "http" / "templates" / "design.html").is_file()
     for name in ("node", "protocol", "storage", "cli.py", "cli"):
         assert not (site / name).exists(), f"{name} installed at the top of site-packages"
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import fabnode, sys; print(fabnode.__file__)"],

@@ -43,8 +43,8 @@ from multiaddr import Multiaddr
 
 from fabnode.protocol.errors import FabnodeError
 
-from .addresses import listen_host_port, why_not
-from .home import NODE_KEY, Home
+from fabnode.node.runtime.addresses import listen_host_port, why_not
+from fabnode.node.home import NODE_KEY, Home
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0
 # A Yamux frame of 64 KiB (header included) is 17 bytes over what one Noise message can carry,

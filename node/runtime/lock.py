@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fabnode.protocol.errors import FabnodeError
 
-from .control import read_state
+from fabnode.node.runtime.control import read_state
 
 LOCK_FILE = "daemon.lock"
 

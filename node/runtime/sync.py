@@ -17,7 +17,7 @@ from fabnode.protocol.reconcile import MAX_TS, ItemSet, Reconciler
 from fabnode.protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
 from fabnode.storage.records import RecordStore
 
-from .fetch import RemoteProtocolError, StreamEnded, _read_frame
+from fabnode.node.runtime.fetch import RemoteProtocolError, StreamEnded, _read_frame
 
 FRAME_TIMEOUT = 30
 CID_PREFIX = bytes([0x01, DAG_CBOR, 0x12, 0x20])
@@ -189,7 +189,7 @@ async def _sync_session(stream, *, initiator: bool, peer: str, items: ItemCache,
 
 
 def _store(blocks: list[bytes], records: RecordStore, store, report: SyncReport, now_ms, quota=None) -> None:
-    from .commons import receive_records
+    from fabnode.node.local.commons import receive_records
 
     with store.write_transaction():
         result = receive_records(records, [(None, b) for b in blocks], now=now_ms(), all_or_nothing=False,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 # protocol.records (signing, verification) and protocol.dagcbor are imported by the commands
 # that write or check records: the reading commands must start fast.
 
-from .home import Home
+from fabnode.node.home import Home
 
 
 def now_ms() -> int:
@@ -45,7 +45,7 @@ def _open(home: Home):
 
 def _announce(home: Home) -> None:
     """Tell a running daemon that the outbox has news (it also looks every second)."""
-    from .control import poke_daemon
+    from fabnode.node.runtime.control import poke_daemon
 
     poke_daemon(home.path)
 
@@ -115,7 +115,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     from fabnode.protocol.dagcbor import Link
     from fabnode.storage.db import room_for
 
-    from .files import plan_add, planned_paths, store_planned
+    from fabnode.node.local.files import plan_add, planned_paths, store_planned
 
     store, records = _open(home)
     warnings: list[str] = []
@@ -188,7 +188,7 @@ def attest(home: Home, version: str, *, result: str, predicate: str = "built", n
            lab: str | None = None, tests: list[str] = (), evidence: list[Path] = ()) -> str:
     from fabnode.protocol.dagcbor import Link
 
-    from .files import plan_add, store_planned
+    from fabnode.node.local.files import plan_add, store_planned
 
     store, records = _open(home)
     subject = parse_cid(version)
@@ -468,7 +468,7 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
     the write transaction. Records may refer to versions or bundles not (yet) here: records travel
     without bundles, and lineage links up when the rest arrives.
     """
-    from .verify import verify_blocks
+    from fabnode.node.local.verify import verify_blocks
 
     result = Received()
     valid = []

@@ -32,9 +32,9 @@ from fabnode.protocol.unixfs import MAX_DEPTH, dag_sizes, decode as decode_unixf
 from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
-from .home import Home
-from .loglimit import LogLimiter
-from .sneakernet import dag_cids
+from fabnode.node.home import Home
+from fabnode.node.runtime.loglimit import LogLimiter
+from fabnode.node.local.sneakernet import dag_cids
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 30
@@ -378,7 +378,7 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
 
-    from .host import quiet_library_logs, running_host
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
 
     quiet_library_logs()
     infos = []
@@ -445,7 +445,7 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
         peer_addrs = [peer_addrs]
     store = home.open_store()
     if not peer_addrs:
-        from .control import ask_daemon
+        from fabnode.node.runtime.control import ask_daemon
 
         reply = ask_daemon(home.path, "fetch", timeout=None, cid=cid_path)
         if reply is None:

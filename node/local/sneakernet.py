@@ -43,7 +43,7 @@ from fabnode.storage import BlockStore, Pin
 from fabnode.storage.db import is_disk_full, room_for
 from fabnode.storage.records import RecordStore, records_query
 
-from .home import Home
+from fabnode.node.home import Home
 
 EXPORT_TYPE = "fabnode-export"
 HAVE_TYPE = "fabnode-have"
@@ -174,7 +174,7 @@ def _write_atomically(out: Path, pieces) -> int:
     Whatever stops it (a full disk, Ctrl-C, SIGTERM) removes the temporary sibling. On a full
     disk the rest of ``pieces`` is counted, not written, so the message can say how large the
     whole file would have been."""
-    from .files import output_full_message
+    from fabnode.node.local.files import output_full_message
 
     tmp = out.with_name(f".{out.name}.fabnode-partial")
     pieces = iter(pieces)
@@ -354,7 +354,7 @@ def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, n
 
 
 def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> ImportSummary:
-    from .commons import receive_records
+    from fabnode.node.local.commons import receive_records
 
     store, records = _open(home)
     now = now if now is not None else _now_ms()

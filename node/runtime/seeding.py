@@ -31,7 +31,7 @@ def seeded_bytes(store: BlockStore) -> int:
 
 def wanted_bundles(records: RecordStore, store: BlockStore, me: str, follow_trusted: bool) -> list[tuple[bytes, bytes]]:
     """(bundle, design) the policy wants and this node does not hold completely, newest first."""
-    from .fetch import missing_here
+    from fabnode.node.runtime.fetch import missing_here
 
     authors = trusted_authors(records, me) if follow_trusted else set()
     out, seen = [], {p.cid for p in store.pins()}  # a pinned DAG is complete

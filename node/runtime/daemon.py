@@ -2,17 +2,17 @@
 
 Theory of operation
 -------------------
-:meth:`Daemon.run` starts one libp2p host (TCP, Noise only, Yamux only; :mod:`node.host`) and,
+:meth:`Daemon.run` starts one libp2p host (TCP, Noise only, Yamux only; :mod:`node.runtime.host`) and,
 as library services on it, gossipsub, pubsub and a Kademlia DHT in server mode with values
 disabled. It registers two stream handlers — fetch ``/fabnode/car/1.0.0``
-(:class:`node.fetch.FetchServer`) and sync ``/fabnode/sync/1.0.0`` (:meth:`Daemon._handle_sync`)
+(:class:`node.runtime.fetch.FetchServer`) and sync ``/fabnode/sync/1.0.0`` (:meth:`Daemon._handle_sync`)
 — and a topic validator on ``/fabnode/records/1`` that applies every record rule
 (:func:`protocol.records.verify_record`), so an invalid record is neither delivered nor
 forwarded. Then one nursery runs these tasks, each restarted a second after an unexpected error
 (:meth:`Daemon._keep_running`) so one failing task never takes the node down:
 
 * **control** (:meth:`_serve_control`): 127.0.0.1 at a free port; one JSON line in, one out,
-  carrying the token from ``HOME/daemon.json`` (see :mod:`node.control`). Commands: ``announce``
+  carrying the token from ``HOME/daemon.json`` (see :mod:`node.runtime.control`). Commands: ``announce``
   (look at the outbox now), ``status``, ``peers`` and ``fetch`` (for ``fabnode get``).
 * **gossip in** (:meth:`_receive_gossip`, :meth:`_store_received`): the library's 32-slot
   delivery queue is drained at once into our own queue of 10,000; a second task stores what has
@@ -30,21 +30,21 @@ forwarded. Then one nursery runs these tasks, each restarted a second after an u
   mDNS, inbound), with backoff 1 s … 5 min, clearing libp2p's 60 s negative dial cache first.
 * **DHT provider** (:meth:`_provide_bundles`): announces every pinned root as provided once a
   peer is connected, and again every 10 minutes.
-* **sync** (:meth:`_sync_scheduler`, :meth:`_sync_periodically`, :func:`node.sync.sync_over_stream`):
+* **sync** (:meth:`_sync_scheduler`, :meth:`_sync_periodically`, :func:`node.runtime.sync.sync_over_stream`):
   syncs are requested on meeting a peer, every ``sync.interval_seconds`` (by the side with the
   smaller peer ID) and, after a sync that brought news, with every other fabnode peer; the
   scheduler runs at most one per peer. A peer that breaks the protocol or sends an invalid record
   is cut off (see below); after a successful sync the outbox is cleared (the peer holds it all).
-* **seeding** (:meth:`_seed`, :mod:`node.seeding`): every second while connected, fetches one
+* **seeding** (:meth:`_seed`, :mod:`node.runtime.seeding`): every second while connected, fetches one
   at a time the bundles the seeding policy wants (followed designs, trusted authors) within
   ``seeding.budget_mib``, through the same path as ``get``; a bundle nobody sent is retried a
   minute later.
-* **HTTP** (:func:`node.web.serve_http`), unless ``http = "off"``: the lab's pages and the
+* **HTTP** (:func:`node.http.web.serve_http`), unless ``http = "off"``: the lab's pages and the
   trustless-gateway subset, on Hypercorn's trio worker.
 * **mDNS** (:meth:`_mdns`), unless disabled: registration in a worker thread, discoveries handed
   over from zeroconf's thread into the peers table; without multicast, one line says so.
 
-Before anything else the daemon takes the home's lock (:mod:`node.lock`): one node per home.
+Before anything else the daemon takes the home's lock (:mod:`node.runtime.lock`): one node per home.
 Fetching for ``fabnode get`` (:meth:`Daemon.fetch`) asks the connected fabnode peers first, then
 providers found in the DHT, each attempt resuming the last, and pins what arrived.
 
@@ -78,7 +78,7 @@ from fabnode.protocol.errors import FabnodeError
 from fabnode.protocol.penalties import Penalties
 from fabnode.protocol.records import RecordRejected, verify_record
 
-from .home import Home
+from fabnode.node.home import Home
 
 TOPIC = "/fabnode/records/1"
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
@@ -122,9 +122,9 @@ class DaemonOptions:
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
                    mdns: bool | None) -> DaemonOptions:
     """Command-line options over config.toml over defaults. The addresses are checked here,
-    before anything starts, and a mistake names where it was made (node/addresses.py)."""
-    from .addresses import http_address, listen_address
-    from .home import CONFIG_NAME
+    before anything starts, and a mistake names where it was made (node/runtime/addresses.py)."""
+    from fabnode.node.runtime.addresses import http_address, listen_address
+    from fabnode.node.home import CONFIG_NAME
 
     config = home.path / CONFIG_NAME
     listen_change, http_change, http_required = "with --listen", "with --http, or --http off", True
@@ -188,9 +188,9 @@ class Daemon:
         from fabnode.storage import PeerStore
         from fabnode.storage.records import RecordStore
 
-        from .fetch import FetchServer
-        from .loglimit import LogLimiter
-        from .sync import ItemCache
+        from fabnode.node.runtime.fetch import FetchServer
+        from fabnode.node.runtime.loglimit import LogLimiter
+        from fabnode.node.runtime.sync import ItemCache
 
         self.home = home
         self.options = options
@@ -219,7 +219,7 @@ class Daemon:
         self.server.on_offence = self._cut_off
         from fabnode.protocol.quota import StrangerLimits
 
-        from .quota import StrangerQuota
+        from fabnode.node.runtime.quota import StrangerQuota
 
         self.quota = StrangerQuota(self.records, home.identity().did, StrangerLimits(
             options.stranger_per_author, options.stranger_per_peer, options.stranger_storage), self.log)
@@ -242,8 +242,8 @@ class Daemon:
 
         from fabnode.protocol.sync import PROTOCOL as SYNC
 
-        from .fetch import PROTOCOL as FETCH
-        from .host import node_key_pair, quiet_library_logs, running_host
+        from fabnode.node.runtime.fetch import PROTOCOL as FETCH
+        from fabnode.node.runtime.host import node_key_pair, quiet_library_logs, running_host
 
         quiet_library_logs()
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -274,9 +274,9 @@ class Daemon:
                         self._remember_bootstrap()
                         http = None
                         if self.http_socket is not None:
-                            from .web import allowed_hosts, http_token, make_app, serve_http
+                            from fabnode.node.http.web import allowed_hosts, http_token, make_app, serve_http
 
-                            from .pages import Pages
+                            from fabnode.node.http.pages import Pages
 
                             pages = Pages(self.home, self.store, status=self.status)
                             hosts = allowed_hosts(self.options.http, self.options.http_hosts)
@@ -323,7 +323,7 @@ class Daemon:
         return out
 
     def _write_state(self, addrs: list[str], control_port: int, http: str | None) -> None:
-        from .control import write_state
+        from fabnode.node.runtime.control import write_state
 
         self.token = secrets.token_hex(16)
         self.http = http
@@ -371,7 +371,7 @@ class Daemon:
 
     def _log_rejection(self, forwarder, reason: str, what: str = "a record") -> None:
         """One line per rejected record (or stream), but at most LINES_PER_MINUTE per peer per
-        minute (:mod:`node.loglimit`): a hostile peer must not be able to flood the operator's log."""
+        minute (:mod:`node.runtime.loglimit`): a hostile peer must not be able to flood the operator's log."""
         who = _short(forwarder)
         self._rejections.say(str(forwarder), f"rejected {what} from {who}: {reason}",
                              stopping=f"rejected more from {who}; not logging the rest for a minute",
@@ -393,7 +393,7 @@ class Daemon:
             await self._to_store_send.send((bytes(msg.data), origin))
 
     async def _store_received(self) -> None:
-        from .commons import receive_records
+        from fabnode.node.local.commons import receive_records
 
         while True:
             batch = [await self._to_store.receive()]
@@ -464,7 +464,7 @@ class Daemon:
 
     async def _watch_connections(self) -> None:
         """Log connections as they come and go; remember inbound fabnode peers for redialling."""
-        from .fetch import PROTOCOL as FETCH
+        from fabnode.node.runtime.fetch import PROTOCOL as FETCH
 
         from libp2p.peer.id import ID
 
@@ -679,7 +679,7 @@ class Daemon:
         from fabnode.protocol.reconcile import ReconcileError
         from fabnode.protocol.sync import SyncProtocolError
 
-        from .sync import sync_over_stream
+        from fabnode.node.runtime.sync import sync_over_stream
 
         outbox_before = self.records.outbox_cids()
         try:
@@ -757,9 +757,9 @@ class Daemon:
     # -------------------------------------------------------------- fetching
 
     async def _seed(self) -> None:
-        """Fetch, one at a time, the bundles the seeding policy wants (node/seeding.py); a
+        """Fetch, one at a time, the bundles the seeding policy wants (node/runtime/seeding.py); a
         bundle that no peer could send is tried again a minute later."""
-        from .seeding import SOURCE_PREFIX, describe, seeded_bytes, wanted_bundles
+        from fabnode.node.runtime.seeding import SOURCE_PREFIX, describe, seeded_bytes, wanted_bundles
 
         retry_at: dict[bytes, float] = {}
         over_budget_said = False
@@ -804,7 +804,7 @@ class Daemon:
         from libp2p.peer.id import ID
         from libp2p.peer.peerinfo import PeerInfo
 
-        from .fetch import fetch_from_peers, pin_fetched
+        from fabnode.node.runtime.fetch import fetch_from_peers, pin_fetched
 
         root, path = parse_cid_path(cid_path)
         progress = {"root": cid_str(root), "from": "", "blocks": 0, "bytes": 0}
@@ -839,8 +839,8 @@ class Daemon:
         await trio.serve_listeners(self._control_connection, listeners)
 
     async def _control_connection(self, stream) -> None:
-        from .control import MAX_LINE
-        from .web import token_matches
+        from fabnode.node.runtime.control import MAX_LINE
+        from fabnode.node.http.web import token_matches
 
         async with stream:
             buf = b""
@@ -899,10 +899,10 @@ class Daemon:
 def run_daemon(home: Home, options: DaemonOptions) -> None:
     """Run until SIGINT or SIGTERM; print one line per meaningful event.
 
-    The home's lock comes first (node/lock.py): a second node of the same home is refused before
+    The home's lock comes first (node/runtime/lock.py): a second node of the same home is refused before
     it opens anything, so it cannot disturb the first one's daemon.json."""
-    from .addresses import bind_http, check_listen
-    from .lock import lock_home
+    from fabnode.node.runtime.addresses import bind_http, check_listen
+    from fabnode.node.runtime.lock import lock_home
 
     for warning in home.config_warnings:  # in the log, where an operator of a service looks
         Daemon._print(f"warning: {warning}")

@@ -5,7 +5,7 @@ a traceback from the multiaddr parser, a node that silently listens nowhere, or 
 never appears. So ``run`` parses every address first (:func:`listen_address`,
 :func:`http_address`), then tries to bind each one (:func:`check_listen`, :func:`bind_http`)
 before libp2p is even imported. The libp2p listeners themselves no longer share ports
-(node/host.py), so an address taken between the check and the start is refused there too.
+(node/runtime/host.py), so an address taken between the check and the start is refused there too.
 
 Every message says where the address came from (``--listen`` or ``listen`` in config.toml) and
 how to change it. Only sockets of the standard library here: this module stays cheap.

@@ -40,7 +40,7 @@ from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, Path
 from fabnode.protocol.paths import segment_problem
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
 
-from .fetch import dag_in_order
+from fabnode.node.runtime.fetch import dag_in_order
 
 TOKEN_FILE = "http.token"
 RAW = "application/vnd.ipld.raw"
@@ -250,7 +250,7 @@ class LogInternalErrors:
 
 
 def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
-    """The ASGI app: ``pages`` (:class:`fabnode.node.pages.Pages`) serves the lab's web pages;
+    """The ASGI app: ``pages`` (:class:`fabnode.node.http.pages.Pages`) serves the lab's web pages;
     ``log`` takes one line per request that failed with a bug; only requests whose Host is in
     ``hosts`` are answered (:func:`allowed_hosts`)."""
     from starlette.applications import Starlette
@@ -452,7 +452,7 @@ class _TimedStream:
 
 async def serve_http(app, sock, task_status, *, max_connections: int = MAX_CONNECTIONS,
                      send_timeout: float = SEND_TIMEOUT) -> None:
-    """Serve ``app`` on ``sock`` (bound and listening, node/addresses.py) until cancelled; reports
+    """Serve ``app`` on ``sock`` (bound and listening, node/runtime/addresses.py) until cancelled; reports
     the address through ``task_status``. The daemon binds the socket before it starts, so an
     address in use is refused in one line at once, and port 0 works.
 

@@ -1,7 +1,7 @@
 """The lab's web pages (docs/protocol.md §11): server-rendered with Jinja2, no JavaScript.
 
 Every page reads the home's database through the same functions the command line uses
-(:mod:`node.commons`), so the browser and the terminal always agree. Everything that comes
+(:mod:`node.local.commons`), so the browser and the terminal always agree. Everything that comes
 from other labs (titles, messages, file names, READMEs) is escaped by the templates; READMEs are
 rendered from Markdown with raw HTML turned off and unsafe links refused (markdown-it's
 defaults), and pictures are shown from ``/ipfs/`` URLs, which carry a sandbox CSP.
@@ -179,7 +179,7 @@ class Pages:
 
     def _trust(self, records):
         """This node's trust graph, computed once per page (issue 12: who says it)."""
-        from .commons import _trust_map
+        from fabnode.node.local.commons import _trust_map
 
         return _trust_map(self.home, records)[1]
 
@@ -189,7 +189,7 @@ class Pages:
     def home_page(self) -> str:
         from fabnode.storage.records import RecordStore
 
-        from .commons import log
+        from fabnode.node.local.commons import log
 
         records = RecordStore(self.store.db.conn)
         trust_map = self._trust(records)
@@ -214,7 +214,7 @@ class Pages:
                             versions=versions, attestations=attestations, unknown=others)
 
     def designs_page(self, query: str | None, limit: int = 200) -> str:
-        from .commons import designs, search
+        from fabnode.node.local.commons import designs, search
 
         rows = search(self.home, query, limit + 1) if query else designs(self.home, limit + 1)
         for d in rows:
@@ -225,7 +225,7 @@ class Pages:
         from fabnode.protocol.okh import parse_manifest
         from fabnode.storage.records import RecordStore
 
-        from .commons import log
+        from fabnode.node.local.commons import log
 
         records = RecordStore(self.store.db.conn)
         history = log(self.home, text, trust_map=self._trust(records))
@@ -260,7 +260,7 @@ class Pages:
     def version_page(self, text: str) -> str:
         from fabnode.storage.records import RecordStore
 
-        from .commons import _version_json, is_trusted, reputation
+        from fabnode.node.local.commons import _version_json, is_trusted, reputation
 
         records = RecordStore(self.store.db.conn)
         row = records.version(parse_cid(text))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from .control import ask_daemon, read_state
-from .home import Home
+from fabnode.node.runtime.control import ask_daemon, read_state
+from fabnode.node.home import Home
 
 
 def _stores(home: Home):

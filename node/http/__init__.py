@@ -1,0 +1,1 @@
+"""HTTP: the lab's web pages and the trustless-gateway subset."""

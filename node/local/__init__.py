@@ -1,0 +1,1 @@
+"""Local use cases: adding, publishing, verifying, exporting and importing, with no network."""

@@ -1,0 +1,1 @@
+"""The network runtime: trio, libp2p and the daemon that wires them to the node service."""
