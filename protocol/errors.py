@@ -21,6 +21,17 @@ def first_in_group(exc: BaseException, kind: type) -> BaseException | None:
     return None
 
 
+class LocalError(FabnodeError):
+    """A mistake on this side: a bad argument, a missing file, a full disk. Said to the operator;
+    no peer is blamed."""
+
+
+class RemoteProtocolError(FabnodeError):
+    """A peer broke a protocol rule (a frame over its limit, an invalid record, a lie about a
+    block). It always means the same thing: drop the stream, trust nothing it sent, and cut the
+    peer off for a while (protocol.penalties)."""
+
+
 class InvalidCID(FabnodeError):
     """A CID (or CID/path) given by a user or a peer that fabnode cannot accept."""
 

@@ -27,7 +27,7 @@ import msgpack
 from .car import Block, CarReader, Header, NEED_DATA, End
 from .cid import DAG_PB, check_cid_bytes, cid_codec, cid_str
 from .dagpb import decode_node
-from .errors import FabnodeError, InvalidBlock, InvalidCID
+from .errors import FabnodeError, InvalidBlock, InvalidCID, RemoteProtocolError
 
 PROTOCOL = "/fabnode/car/1.0.0"
 MAX_REQUEST_BYTES = 4 << 20
@@ -36,10 +36,6 @@ MAX_HAVE = 100_000
 MAX_PATH = 64
 MAX_SEGMENT_BYTES = 255
 """Longest name in a requested path (a file name on any common file system)."""
-
-
-class RemoteProtocolError(FabnodeError):
-    """The peer broke the protocol; the stream is dropped and nothing it sent is trusted."""
 
 
 @dataclass(frozen=True, slots=True)

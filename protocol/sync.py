@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import msgpack
 
-from .errors import FabnodeError
+from .errors import RemoteProtocolError
 from .reconcile import SHORT_ID
 from .records import MAX_RECORD_BYTES
 from .varint import encode_varint
@@ -35,7 +35,7 @@ RECORDS_PER_FRAME_BYTES = 1 << 20
 """Records frames are kept to 1 MiB (under the 4 MiB limit) so a large catch-up commits often."""
 
 
-class SyncProtocolError(FabnodeError):
+class SyncProtocolError(RemoteProtocolError):
     """The peer broke the sync protocol; the sync stops and the peer is disconnected."""
 
 
