@@ -237,7 +237,7 @@ def test_the_database_and_config_are_private(tmp_path):
 
 async def test_refused_fetches_are_logged_at_most_twenty_times_a_minute(node):
     """200 fetch streams asking for a CID this node does not hold: 20 lines, then one saying
-    the rest are not logged (node/runtime/loglimit.py), not 200."""
+    the rest are not logged (node/service/loglimit.py), not 200."""
     import trio
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.peerinfo import info_from_p2p_addr

@@ -189,7 +189,7 @@ class Daemon:
         from fabnode.storage.records import RecordStore
 
         from fabnode.node.runtime.fetch import FetchServer
-        from fabnode.node.runtime.loglimit import LogLimiter
+        from fabnode.node.service.loglimit import LogLimiter
         from fabnode.node.runtime.sync import ItemCache
 
         self.home = home
@@ -371,7 +371,7 @@ class Daemon:
 
     def _log_rejection(self, forwarder, reason: str, what: str = "a record") -> None:
         """One line per rejected record (or stream), but at most LINES_PER_MINUTE per peer per
-        minute (:mod:`node.runtime.loglimit`): a hostile peer must not be able to flood the operator's log."""
+        minute (:mod:`node.service.loglimit`): a hostile peer must not be able to flood the operator's log."""
         who = _short(forwarder)
         self._rejections.say(str(forwarder), f"rejected {what} from {who}: {reason}",
                              stopping=f"rejected more from {who}; not logging the rest for a minute",

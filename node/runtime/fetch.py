@@ -33,7 +33,7 @@ from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.home import Home
-from fabnode.node.runtime.loglimit import LogLimiter
+from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.local.sneakernet import dag_cids
 
 CONNECT_TIMEOUT = 10

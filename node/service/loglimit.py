@@ -8,7 +8,6 @@ left out.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 LINES_PER_MINUTE = 20
@@ -19,7 +18,8 @@ MAX_KEYS = 10_000
 
 class LogLimiter:
     def __init__(self, log: Callable[[str], None], per_minute: int = LINES_PER_MINUTE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 *, clock: Callable[[], float]) -> None:
+        """``clock``: seconds, from the caller (the service passes the time it was given)."""
         self.log, self.per_minute, self.clock = log, per_minute, clock
         self._windows: dict[str, tuple[float, int]] = {}
 
