@@ -75,6 +75,20 @@ class PeerStore:
                            (failures, now_ms + wait, peer_id))
         return wait
 
+    def save(self, row) -> None:
+        """Write what the node service knows of a peer (node/service/peers.py keeps the policy:
+        backoff, forgetting, trimming; this table only keeps it across restarts)."""
+        self._conn.execute(
+            "INSERT INTO peers (peer_id, addrs, source, first_seen_ms, last_connected_ms, failures, next_dial_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(peer_id) DO UPDATE SET addrs = excluded.addrs,"
+            " source = excluded.source, last_connected_ms = excluded.last_connected_ms,"
+            " failures = excluded.failures, next_dial_ms = excluded.next_dial_ms",
+            (row.peer, json.dumps(list(row.addrs)), row.source, row.first_seen_ms, row.last_connected_ms,
+             row.failures, row.next_dial_ms))
+
+    def forget(self, peer_id: str) -> None:
+        self._conn.execute("DELETE FROM peers WHERE peer_id = ?", (peer_id,))
+
     def due(self, now_ms: int) -> list[PeerRow]:
         """Peers whose backoff has passed, those seen most recently first."""
         rows = self._conn.execute("SELECT * FROM peers WHERE next_dial_ms <= ? ORDER BY last_connected_ms DESC",

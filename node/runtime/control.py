@@ -7,7 +7,7 @@ connects, sends one JSON line ``{"token": …, "cmd": …, …}`` and reads one 
 can read the token, so only the lab's operator can steer the daemon.
 
 The client side (:func:`ask_daemon`) uses plain blocking sockets and imports nothing heavy: the
-commands that use it must stay quick.
+commands that use it must stay quick. The daemon's side is :func:`serve_control` (trio).
 """
 
 from __future__ import annotations
@@ -68,3 +68,45 @@ def poke_daemon(home_path: Path) -> bool:
         return ask_daemon(home_path, "announce", timeout=2) is not None
     except FabnodeError:
         return False
+
+
+async def serve_control(answer, token, log, task_status=None) -> None:
+    """Serve the control port on 127.0.0.1 (a free port, given to ``task_status.started``).
+    ``answer(request) -> dict`` (async) runs a command; ``token()`` is the token to expect."""
+    import trio
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    if task_status is not None:
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+    async def connection(stream) -> None:
+        from fabnode.node.http.web import token_matches
+
+        async with stream:
+            buf = b""
+            with trio.move_on_after(10):
+                while b"\n" not in buf and len(buf) < MAX_LINE:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+            try:
+                request = json.loads(buf.split(b"\n", 1)[0])
+                given = request.get("token", "")
+                # compared as bytes: compare_digest raises TypeError on non-ASCII text
+                if not isinstance(given, str) or not token_matches(given, token()):
+                    raise FabnodeError("wrong control token")
+                reply = {"ok": True, **await answer(request)}
+            except FabnodeError as exc:
+                reply = {"ok": False, "error": str(exc)}
+            except (ValueError, AttributeError):
+                reply = {"ok": False, "error": "malformed control request"}
+            except Exception as exc:
+                log(f"internal error answering a local command: {type(exc).__name__}: {exc}")
+                reply = {"ok": False, "error": f"the daemon failed: {type(exc).__name__}: {exc}"}
+            try:
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except trio.BrokenResourceError:
+                pass
+
+    await trio.serve_listeners(connection, listeners)

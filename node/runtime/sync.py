@@ -1,203 +1,172 @@
-"""Running ``/fabnode/sync/1.0.0`` over a libp2p stream (the frames: :mod:`protocol.sync`).
+"""Sync sessions' bytes over libp2p streams (the sessions themselves: node/service/sync.py).
 
-One :func:`sync_over_stream` serves both roles. Records received are verified and stored frame
-by frame, each frame in its own transaction, so a sync cut off half-way keeps what arrived and
-the next sync (reconciling again from the stores as they now are) fetches only the rest.
+:class:`SyncStreams` carries out the service's stream effects for ``/fabnode/sync/1.0.0``: it
+opens the streams the service asks for, hands every inbound stream to it, reads frames (never
+longer than the service's :meth:`NodeService.frame_limit` for that stream) and writes the
+service's frames in order, one writer per stream. It decides nothing: a refused stream, a
+finished session or a peer's offence arrive here as ResetStream / CloseStream effects.
+
+:func:`sync_over_stream` runs one session directly over a stream, without a service: for tools
+that play a single peer (tests/hostile_sync.py).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
-
 import trio
 
-from fabnode.protocol.cid import DAG_CBOR
-from fabnode.protocol.reconcile import MAX_TS, ItemSet, Reconciler
-from fabnode.protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
-from fabnode.storage.records import RecordStore
+from fabnode.node.service import events as ev
+from fabnode.node.service.sync import MAX_SESSION_MS, SyncReport, SyncSession  # noqa: F401 (SyncReport re-exported)
+from fabnode.protocol.errors import RemoteProtocolError
+from fabnode.protocol.sync import PROTOCOL as SYNC, SyncProtocolError
 
-from fabnode.node.runtime.fetch import RemoteProtocolError, StreamEnded, _read_frame
+from .fetch import StreamEnded, _read_frame
+from .view import ItemCache  # noqa: F401 (re-exported for tools)
 
-FRAME_TIMEOUT = 30
-CID_PREFIX = bytes([0x01, DAG_CBOR, 0x12, 0x20])
-
-# Budgets of one sync session (issue 12: a peer once grew a daemon from 92 to 560 MB in 10 s with
-# reconcile frames). Breaking one is a protocol error: the session stops, the peer is cut off.
-MAX_ROUNDS = 48
-"""Reconcile rounds: 100,000 records against 100,000 with 10,000 differences take 6."""
-MAX_RECONCILE_FRAME = 512 << 10
-"""A reconcile frame: our reconciler writes at most 256 KiB (protocol.reconcile)."""
-MAX_RECONCILE_BYTES = 16 << 20
-"""All reconcile frames of a session together."""
-MAX_ASK = 200_000
-"""Short ids we ask for in one session (1.6 MB of ids); more differences wait for the next sync."""
-MAX_SESSION_BYTES = 512 << 20
-"""Everything received in one session (a catch-up of 100,000 records is about 100 MB)."""
-MAX_SESSION_SECONDS = 900
-"""Wall time of one session."""
+DIAL_TIMEOUT = 5
 
 
-@dataclass
-class SyncReport:
-    """What one sync did, for the log and `fabnode status`."""
+class SyncStreams:
+    def __init__(self, host, feed, frame_limit) -> None:
+        """``feed(event)``: hand an event to the service; ``frame_limit(stream)``: the service's
+        limit for the next frame on a stream (0: the session is over)."""
+        self.host, self.feed, self.frame_limit = host, feed, frame_limit
+        self.nursery: trio.Nursery | None = None
+        self._streams: dict[object, object] = {}
+        self._writers: dict[object, trio.MemorySendChannel] = {}
+        self._scopes: dict[object, tuple[trio.CancelScope, trio.CancelScope]] = {}  # reader's, writer's
+        self._inbound = 0
 
-    peer: str
-    role: str
-    started_ms: int = 0
-    took_ms: int = 0
-    round_trips: int = 0
-    sent: int = 0
-    received: int = 0
-    new: int = 0
-    bytes_out: int = 0
-    bytes_in: int = 0
-    over_quota: int = 0
-    error: str = ""
-    new_ids: list = field(default_factory=list, repr=False)
+    # ------------------------------------------------------------------ effects
 
-    def as_json(self) -> dict:
-        out = asdict(self)
-        del out["new_ids"]
-        return out
+    def open(self, stream_id, peer: str) -> None:
+        self.nursery.start_soon(self._open, stream_id, peer)
 
+    def send(self, stream_id, data: bytes) -> None:
+        writer = self._writers.get(stream_id)
+        if writer is not None:
+            writer.send_nowait(data)
 
-class ItemCache:
-    """The record set as reconciliation items, rebuilt only when records were added."""
+    def close(self, stream_id) -> None:
+        writer = self._writers.pop(stream_id, None)
+        if writer is not None:
+            writer.send_nowait(None)  # the writer closes the stream after the frames before it
 
-    def __init__(self, records: RecordStore) -> None:
-        self.records = records
-        self._marker = None
-        self._items: ItemSet | None = None
+    def reset(self, stream_id) -> None:
+        self._writers.pop(stream_id, None)
+        for scope in self._scopes.pop(stream_id, ()):
+            scope.cancel()
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            self.nursery.start_soon(_reset, stream)
 
-    def get(self) -> ItemSet:
-        marker = self.records.change_marker()
-        if marker != self._marker or self._items is None:
-            self._items = ItemSet((min(ts, MAX_TS), digest) for ts, digest in self.records.sync_items())
-            self._marker = marker
-        return self._items
+    # ------------------------------------------------------------------ streams
 
+    async def handle_inbound(self, stream) -> None:
+        """The stream handler: the service accepts or resets; an accepted stream is read here."""
+        self._inbound += 1
+        stream_id = ("in", self._inbound)
+        self._attach(stream_id, stream)
+        self.feed(ev.InboundStream(stream_id, str(stream.muxed_conn.peer_id), SYNC))
+        if stream_id in self._streams:
+            await self._read(stream_id, stream)
 
-class _Channel:
-    """Frames over one stream, counting bytes."""
+    async def _open(self, stream_id, peer: str) -> None:
+        from libp2p.peer.id import ID
 
-    def __init__(self, stream, report: SyncReport) -> None:
-        self.stream = stream
-        self.report = report
-
-    async def send(self, frame: bytes) -> None:
-        self.report.bytes_out += len(frame)
-        await self.stream.write(frame)
-
-    async def receive(self, expect: set[str], limit: int = MAX_FRAME) -> dict:
         try:
-            with trio.fail_after(FRAME_TIMEOUT):
-                body = await _read_frame(self.stream, limit)
-        except StreamEnded:
-            raise
-        except RemoteProtocolError as exc:  # over the frame limit: an offence
-            raise SyncProtocolError(f"sync: {exc}") from None
-        self.report.bytes_in += len(body) + 1
-        if self.report.bytes_in > MAX_SESSION_BYTES:
-            raise SyncProtocolError(f"sync: the peer sent more than {MAX_SESSION_BYTES >> 20} MiB in one session")
-        return decode_frame(body, expect)
+            with trio.fail_after(DIAL_TIMEOUT):
+                stream = await self.host.new_stream(ID.from_base58(peer), [SYNC])
+        except Exception as exc:
+            self.feed(ev.StreamFailed(stream_id, type(exc).__name__))
+            return
+        self._attach(stream_id, stream)
+        self.feed(ev.StreamOpened(stream_id))
+        if stream_id in self._streams:
+            await self._read(stream_id, stream)
+
+    def _attach(self, stream_id, stream) -> None:
+        send, receive = trio.open_memory_channel(float("inf"))  # bounded by the session's own frames
+        self._streams[stream_id] = stream
+        self._writers[stream_id] = send
+        self._scopes[stream_id] = (trio.CancelScope(), scope := trio.CancelScope())
+        self.nursery.start_soon(self._write, stream_id, stream, receive, scope)
+
+    async def _read(self, stream_id, stream) -> None:
+        scopes = self._scopes.get(stream_id)
+        if scopes is None:
+            return
+        with scopes[0]:
+            while True:
+                limit = self.frame_limit(stream_id)
+                if not limit:
+                    return
+                try:
+                    body = await _read_frame(stream, limit)
+                except StreamEnded as exc:
+                    self._gone(stream_id, type(exc).__name__)
+                    return
+                except RemoteProtocolError as exc:  # over the frame limit: the peer's fault
+                    self._gone(stream_id, str(exc), remote_fault=True)
+                    return
+                except Exception as exc:
+                    self._gone(stream_id, type(exc).__name__)
+                    return
+                self.feed(ev.FrameReceived(stream_id, body))
+
+    async def _write(self, stream_id, stream, frames, scope: trio.CancelScope) -> None:
+        with scope:
+            async for data in frames:
+                try:
+                    if data is None:
+                        with trio.move_on_after(1):
+                            await stream.close()
+                        break
+                    await stream.write(data)
+                except Exception as exc:
+                    self._gone(stream_id, type(exc).__name__)
+                    return
+        if not scope.cancelled_caught:
+            self._scopes.pop(stream_id, None)
+            self._streams.pop(stream_id, None)
+
+    def _gone(self, stream_id, error: str, remote_fault: bool = False) -> None:
+        if stream_id in self._streams:
+            self.feed(ev.StreamFailed(stream_id, error, remote_fault))
+            self.reset(stream_id)
 
 
-async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCache, records: RecordStore,
-                           store, now_ms, quota=None) -> SyncReport:
-    """Reconcile with the peer on ``stream`` and exchange exactly the missing records.
-
-    Raises SyncProtocolError / ReconcileError (after keeping the valid records that arrived) if
-    the peer misbehaves; the caller disconnects it.
-    """
-    with trio.fail_after(MAX_SESSION_SECONDS):
-        return await _sync_session(stream, initiator=initiator, peer=peer, items=items, records=records,
-                                   store=store, now_ms=now_ms, quota=quota)
+async def _reset(stream) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception:
+            pass
 
 
-async def _sync_session(stream, *, initiator: bool, peer: str, items: ItemCache, records: RecordStore,
-                        store, now_ms, quota) -> SyncReport:
-    report = SyncReport(peer, "initiator" if initiator else "responder", started_ms=now_ms())
-    start = time.monotonic()
-    channel = _Channel(stream, report)
-    item_set = items.get()
-    reconciler = Reconciler(item_set)
-    send: dict[bytes, None] = {}  # ordered sets: a peer asking twice for a range costs nothing twice
-    ask: dict[bytes, None] = {}
-
-    # 1. reconcile until one side has nothing more to say, within the session's budgets
-    if initiator:
-        await channel.send(encode_frame({"type": "reconcile", "msg": reconciler.initiate()}))
-    while True:
-        frame = await channel.receive({"reconcile"}, MAX_RECONCILE_FRAME)
-        report.round_trips += 1
-        if report.round_trips > MAX_ROUNDS:
-            raise SyncProtocolError(f"sync: more than {MAX_ROUNDS} reconcile rounds")
-        if report.bytes_in > MAX_RECONCILE_BYTES:
-            raise SyncProtocolError(f"sync: more than {MAX_RECONCILE_BYTES >> 20} MiB of reconcile frames")
-        if frame["msg"] is None:
-            break
-        outcome = reconciler.respond(frame["msg"])
-        send.update(dict.fromkeys(outcome.send))
-        for short in outcome.ask:
-            if len(ask) >= MAX_ASK:
-                break  # the rest of the difference waits for the next sync
-            ask[short] = None
-        await channel.send(encode_frame({"type": "reconcile", "msg": outcome.reply}))
-        if outcome.reply is None:
-            break
-    send, ask = list(send), list(ask)
-
-    # 2. exchange: initiator, responder, initiator
-    def blocks_for(ids: list[bytes]) -> list[bytes]:
-        out = []
-        for digest in ids:
-            raw = records.raw(CID_PREFIX + digest)
-            if raw is not None:
-                out.append(raw)
-        return out
-
-    def answers(want: list[bytes]) -> list[bytes]:
-        return [d for short in want for d in item_set.ids_for_short(short)]
-
-    async def send_part(want: list[bytes], digests: list[bytes]) -> None:
-        await channel.send(encode_frame({"type": "want", "ids": want}))
-        blocks = blocks_for(list(dict.fromkeys(digests)))
-        for frame_bytes in record_frames(blocks):
-            await channel.send(frame_bytes)
-        await channel.send(encode_frame({"type": "end"}))
-        report.sent += len(blocks)
-
-    async def receive_part() -> list[bytes]:
-        want = (await channel.receive({"want"}))["ids"]
-        while True:
-            frame = await channel.receive({"records", "end"})
-            if frame["type"] == "end":
-                return want
-            _store(frame["records"], records, store, report, now_ms, quota)
-
-    if initiator:
-        await send_part(ask, send)
-        their_want = await receive_part()
-        await send_part([], answers(their_want))
-    else:
-        their_want = await receive_part()
-        await send_part(ask, send + answers(their_want))
-        await receive_part()
-    report.took_ms = int((time.monotonic() - start) * 1000)
-    return report
-
-
-def _store(blocks: list[bytes], records: RecordStore, store, report: SyncReport, now_ms, quota=None) -> None:
+async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCache, records, store, now_ms,
+                           quota=None) -> SyncReport:
+    """Run one session over ``stream`` without a service, storing what arrives (for tools).
+    Raises SyncProtocolError if the peer breaks a rule."""
     from fabnode.node.local.commons import receive_records
 
-    with store.write_transaction():
-        result = receive_records(records, [(None, b) for b in blocks], now=now_ms(), all_or_nothing=False,
-                                 quota=quota, peer=report.peer)
-    report.over_quota += len(result.over_quota)
-    report.received += len(blocks)
-    report.new += len(result.new)
-    report.new_ids.extend(result.new)
-    if result.rejected:
-        where, why = result.rejected[0]
-        raise SyncProtocolError(f"the peer sent {len(result.rejected)} invalid record(s), e.g. {why}")
+    session = SyncSession(peer=peer, initiator=initiator, items=items.get(), raw=records.raw, now_ms=now_ms())
+    with trio.fail_after(MAX_SESSION_MS / 1000):
+        for frame in session.start():
+            await stream.write(frame)
+        while True:
+            body = await _read_frame(stream, session.frame_limit())
+            step = session.receive(body, now_ms())
+            if step.records:
+                with store.write_transaction():
+                    result = receive_records(records, [(None, b) for b in step.records], now=now_ms(),
+                                             all_or_nothing=False, quota=quota, peer=peer)
+                session.report.new += len(result.new)
+            if step.error is not None:
+                raise step.error
+            for frame in step.frames:
+                await stream.write(frame)
+            if step.done:
+                return session.report
+
+
+__all__ = ["SyncStreams", "sync_over_stream", "ItemCache", "SyncReport", "SyncProtocolError"]

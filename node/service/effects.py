@@ -64,6 +64,8 @@ class StoreRecords:
     ticket: int
     peer: str
     blocks: tuple[bytes, ...]
+    gossip: bool = False
+    """From gossip (the daemon stores these in batches) rather than a sync session (stored at once)."""
 
 
 @dataclass(frozen=True, slots=True)

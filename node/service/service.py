@@ -331,7 +331,7 @@ class NodeService:
     def _store(self, ticket_info: tuple, peer: str, blocks: tuple[bytes, ...]) -> None:
         self._next_ticket += 1
         self._tickets[self._next_ticket] = ticket_info
-        self._emit(fx.StoreRecords(self._next_ticket, peer, blocks))
+        self._emit(fx.StoreRecords(self._next_ticket, peer, blocks, gossip=ticket_info[0] == "gossip"))
 
     def _on_RecordsStored(self, e: ev.RecordsStored) -> None:
         info = self._tickets.pop(e.ticket, None)
@@ -499,6 +499,7 @@ class NodeService:
         return {"connected": dict(self.connected), "mesh_peers": self.mesh_peers,
                 "last_syncs": list(self.last_syncs.values()), "seeding": dict(self.seeder.status)}
 
-    def cut_off_peers(self) -> dict:
-        return {p: {"reason": o.reason, "for_s": (o.until_ms - self.now) // 1000, "strikes": o.strikes}
-                for p, o in self.penalties.current(self.now).items()}
+    def cut_off_peers(self, now_ms: int) -> dict:
+        """The peers kept away at ``now_ms``: why, for how long, how many offences."""
+        return {p: {"reason": o.reason, "for_s": (o.until_ms - now_ms) // 1000, "strikes": o.strikes}
+                for p, o in self.penalties.current(now_ms).items()}
