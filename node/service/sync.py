@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from fabnode.protocol.cid import DAG_CBOR
 from fabnode.protocol.errors import RemoteProtocolError
-from fabnode.protocol.reconcile import ItemSet, Reconciler
+from fabnode.protocol.reconcile import ItemSet, ReconcileError, Reconciler
 from fabnode.protocol.records import RecordRejected, verify_record
 from fabnode.protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
 
@@ -130,7 +130,7 @@ class SyncSession:
         step = Step()
         try:
             self._receive(body, now_ms, step)
-        except RemoteProtocolError as exc:
+        except (RemoteProtocolError, ReconcileError) as exc:
             step.records += getattr(exc, "kept", [])  # valid records of the same frame are kept
             self.state = FAILED
             step.error = exc if isinstance(exc, SyncProtocolError) else SyncProtocolError(str(exc))
