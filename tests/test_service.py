@@ -320,3 +320,34 @@ def test_the_service_does_no_io_and_reads_no_clock():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             for name in names:
                 assert not any(name == b or name.startswith(b + ".") for b in banned), f"{path.name} imports {name}"
+
+
+# ---------------------------------------------------------------------- serving budgets
+
+
+def test_serving_slots_go_to_streams_that_make_progress():
+    from fabnode.node.service.fetching import STALL_MS, ServeSlots
+
+    slots = ServeSlots(per_peer=4, total=4)
+    for i in range(4):
+        assert slots.admit(("hog", i), "hog", 0) == (True, None)
+    assert slots.admit(("hog", 4), "hog", 0) == (False, None)  # its own limit
+    slots.requested(("hog", 0), 0)
+    admitted, victim = slots.admit("newcomer", "new", 1)  # an idle slot (no request) of the greedier peer
+    assert admitted and victim.key != ("hog", 0) and not victim.has_request
+    slots2 = ServeSlots(per_peer=4, total=2)
+    slots2.admit("a", "p", 0)
+    slots2.requested("a", 0)
+    slots2.admit("b", "p", 0)
+    slots2.requested("b", 0)
+    assert slots2.admit("c", "q", STALL_MS) == (False, None)  # moving transfers are never cut
+    admitted, victim = slots2.admit("c", "q", STALL_MS + 1)
+    assert admitted and victim.peer == "p"
+
+
+def test_the_upload_pacer_spaces_every_stream_together():
+    from fabnode.node.service.fetching import UploadPacer
+
+    pacer = UploadPacer(1000)
+    assert pacer.wait_ms(500, 0) == 0 and pacer.wait_ms(500, 0) == 500 and pacer.wait_ms(1000, 100) == 900
+    assert UploadPacer(0).wait_ms(10**9, 0) == 0

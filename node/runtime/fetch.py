@@ -33,6 +33,7 @@ from fabnode.protocol.varint import MAX_VARINT_BYTES
 from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.home import Home
+from fabnode.node.service.fetching import ServeSlots, UploadPacer
 from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.local.sneakernet import dag_cids
 
@@ -43,8 +44,6 @@ REQUEST_TIMEOUT = 5
 """A serving stream must deliver its request frame within this (a slot is not a parking place)."""
 SEND_TIMEOUT = 30
 """The asker must take each block within this, or its stream is cut."""
-STALL_SECONDS = 5
-"""A serving stream whose asker took nothing for this long may lose its slot to a newcomer."""
 BATCH_BYTES = 8 << 20
 """Blocks are committed in batches of this size, so an interrupted fetch keeps its progress."""
 MAX_STREAMS_PER_PEER = 4
@@ -99,14 +98,8 @@ def dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
             stack.extend((link.cid, depth + 1) for link in reversed(decode_node(data).links))
 
 
-class _Slot:
-    """One serving stream: whose, since when, and whether it is still earning its place."""
-
-    def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.scope = trio.CancelScope()
-        self.has_request = False
-        self.last_progress = trio.current_time()
+def _now_ms() -> float:
+    return trio.current_time() * 1000
 
 
 class FetchServer:
@@ -116,13 +109,9 @@ class FetchServer:
     (bytes/s, 0 = no cap) paces every stream together. ``active`` lists the transfers in
     progress for ``fabnode status``.
 
-    Slots go to streams that make progress (issue 12: four throwaway peer ids holding all 16 slots
-    with streams that never sent a request shut serving off for everyone). A stream must send its
-    request within :data:`REQUEST_TIMEOUT` and the asker must take each block within
-    :data:`SEND_TIMEOUT`. When every slot is taken, a newcomer may take the slot of an *idle* stream
-    (no request yet, or no block taken for :data:`STALL_SECONDS`) of a peer that holds more slots
-    than the newcomer does: the greediest idle peer loses first, and a transfer that is moving is
-    never cut for another.
+    Who gets a slot, and the pacing, are decided by node/service/fetching.py (pure); here a
+    stream must send its request within :data:`REQUEST_TIMEOUT` and the asker must take each
+    block within :data:`SEND_TIMEOUT`, and an evicted stream's scope is cancelled.
     """
 
     def __init__(self, store: BlockStore, log=print, *, streams_per_peer: int = MAX_STREAMS_PER_PEER,
@@ -132,10 +121,11 @@ class FetchServer:
         self.streams_per_peer = streams_per_peer
         self.streams_total = streams_total
         self.upload_rate = upload_rate
-        self._slots: list[_Slot] = []
+        self.slots = ServeSlots(streams_per_peer, streams_total)
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._pacer = UploadPacer(upload_rate)
         self.on_offence = lambda peer, reason: None
         """Called with (peer, reason) when a peer breaks the protocol; the daemon cuts it off."""
-        self._next_send = 0.0
         self.active: dict[int, dict] = {}
         self._refusals = LogLimiter(log, clock=trio.current_time)
 
@@ -146,49 +136,34 @@ class FetchServer:
                            stopping=f"more fetches from {who} refused; not logging them for a minute",
                            left_out=lambda n: f"… {n} more refusals from {who} suppressed in that minute")
 
-    def _held_by(self, peer: str) -> int:
-        return sum(1 for s in self._slots if s.peer == peer)
-
-    def _take_slot(self, peer: str) -> _Slot | None:
+    def _take_slot(self, key: int, peer: str) -> bool:
         """A slot for a new stream from ``peer``, evicting an idle greedier one if need be."""
-        mine = self._held_by(peer)
-        if mine >= self.streams_per_peer:
-            return None
-        if len(self._slots) >= self.streams_total:
-            now = trio.current_time()
-            idle = [s for s in self._slots if s.peer != peer and self._held_by(s.peer) > mine
-                    and (not s.has_request or now - s.last_progress > STALL_SECONDS)]
-            if not idle:
-                return None
-            victim = max(idle, key=lambda s: (self._held_by(s.peer), not s.has_request, -s.last_progress))
-            victim.scope.cancel()
-            self._slots.remove(victim)
+        admitted, victim = self.slots.admit(key, peer, _now_ms())
+        if victim is not None:
+            self._scopes.pop(victim.key).cancel()
             self.log(f"fetch from {victim.peer[:16]}… cut: its slot went to {peer[:16]}… "
                      f"({'no request yet' if not victim.has_request else 'stalled'})")
-        slot = _Slot(peer)
-        self._slots.append(slot)
-        return slot
+        return admitted
 
     async def _pace(self, nbytes: int) -> None:
-        if not self.upload_rate:
-            return
-        now = trio.current_time()
-        self._next_send = max(self._next_send, now) + nbytes / self.upload_rate
-        await trio.sleep_until(self._next_send - nbytes / self.upload_rate)
+        wait = self._pacer.wait_ms(nbytes, _now_ms())
+        if wait > 0:
+            await trio.sleep(wait / 1000)
 
     async def handle(self, stream) -> None:
         peer = str(stream.muxed_conn.peer_id)
-        slot = self._take_slot(peer)
-        if slot is None:
+        transfer = {"peer": peer, "root": "", "sent_bytes": 0}
+        key = id(transfer)
+        if not self._take_slot(key, peer):
             self._log_refusal(peer, "refused: too many streams at once")
             await stream.reset()
             return
-        transfer = {"peer": peer, "root": "", "sent_bytes": 0}
-        self.active[id(transfer)] = transfer
+        self.active[key] = transfer
+        scope = self._scopes[key] = trio.CancelScope()
         try:
-            with slot.scope:
-                await self._serve(stream, slot, transfer)
-            if slot.scope.cancelled_caught:
+            with scope:
+                await self._serve(stream, key, peer, transfer)
+            if scope.cancelled_caught:
                 with trio.move_on_after(1) as cleanup:
                     cleanup.shield = True
                     await stream.reset()
@@ -201,16 +176,14 @@ class FetchServer:
         except Exception as exc:  # a peer that went away mid-stream
             self._log_refusal(peer, f"ended: {type(exc).__name__}")
         finally:
-            if slot in self._slots:
-                self._slots.remove(slot)
-            del self.active[id(transfer)]
+            self.slots.release(key)
+            self._scopes.pop(key, None)
+            del self.active[key]
 
-    async def _serve(self, stream, slot: _Slot, transfer: dict) -> None:
-        peer = slot.peer
+    async def _serve(self, stream, key: int, peer: str, transfer: dict) -> None:
         with trio.fail_after(REQUEST_TIMEOUT):
             request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
-        slot.has_request = True
-        slot.last_progress = trio.current_time()
+        self.slots.requested(key, _now_ms())
         root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
         transfer["root"] = cid_str(root)
         if not dag_cids(self.store, root)[1]:  # serve only what we hold whole
@@ -219,7 +192,7 @@ class FetchServer:
         async def send(data: bytes) -> None:
             with trio.fail_after(SEND_TIMEOUT):
                 await stream.write(data)
-            slot.last_progress = trio.current_time()
+            self.slots.progressed(key, _now_ms())
 
         # the requested root names the stream; a path's directories come first, so the asker
         # can check each step from the root it asked for (protocol.fetch)
