@@ -20,6 +20,8 @@ Frames are varint-length-prefixed msgpack maps of at most 4 MiB (docs/protocol.m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgpack
 
 from .errors import RemoteProtocolError
@@ -86,3 +88,55 @@ def record_frames(blocks: list[bytes]) -> list[bytes]:
     if batch:
         frames.append(encode_frame({"type": "records", "records": batch}))
     return frames
+
+
+# ---------------------------------------------------------------------- frames as values
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A reconciliation message (protocol.reconcile), or None: nothing more to say."""
+
+    msg: bytes | None
+
+    def encode(self) -> bytes:
+        return encode_frame({"type": "reconcile", "msg": self.msg})
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Short ids of the sender's missing records."""
+
+    ids: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return encode_frame({"type": "want", "ids": list(self.ids)})
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Record blocks (each checked before it is stored)."""
+
+    records: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return encode_frame({"type": "records", "records": list(self.records)})
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The sender's part is over."""
+
+    def encode(self) -> bytes:
+        return encode_frame({"type": "end"})
+
+
+FRAMES = {"reconcile": Reconcile, "want": Want, "records": Records, "end": End}
+
+
+def parse_frame(body: bytes, expect: tuple[type, ...]) -> Reconcile | Want | Records | End:
+    """One frame's body as a value, checked (:func:`decode_frame`) to be of a type in ``expect``."""
+    names = {name for name, kind in FRAMES.items() if kind in expect}
+    frame = decode_frame(body, names)
+    kind = frame.pop("type")
+    return FRAMES[kind](**{k: tuple(v) if isinstance(v, list) else v for k, v in frame.items()})

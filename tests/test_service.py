@@ -351,3 +351,16 @@ def test_the_upload_pacer_spaces_every_stream_together():
     pacer = UploadPacer(1000)
     assert pacer.wait_ms(500, 0) == 0 and pacer.wait_ms(500, 0) == 500 and pacer.wait_ms(1000, 100) == 900
     assert UploadPacer(0).wait_ms(10**9, 0) == 0
+
+
+def test_sync_frames_are_frozen_values_that_round_trip():
+    from dataclasses import FrozenInstanceError
+
+    from fabnode.protocol.sync import End, Reconcile, Records, Want, parse_frame
+
+    for frame in (Reconcile(b"\x61\x00"), Reconcile(None), Want((b"\x01" * 8,)), Records((b"\xa0",)), End()):
+        assert parse_frame(body(frame.encode()), (type(frame),)) == frame
+    with pytest.raises(FrozenInstanceError):
+        Want(()).ids = (b"x",)
+    with pytest.raises(Exception, match="expected a end frame, got 'want'"):
+        parse_frame(body(Want(()).encode()), (End,))

@@ -35,7 +35,8 @@ from fabnode.protocol.cid import DAG_CBOR
 from fabnode.protocol.errors import RemoteProtocolError
 from fabnode.protocol.reconcile import ItemSet, ReconcileError, Reconciler
 from fabnode.protocol.records import RecordRejected, verify_record
-from fabnode.protocol.sync import MAX_FRAME, SyncProtocolError, decode_frame, encode_frame, record_frames
+from fabnode.protocol.sync import (MAX_FRAME, End, Reconcile, Records, SyncProtocolError, Want, parse_frame,
+                                   record_frames)
 
 CID_PREFIX = bytes([0x01, DAG_CBOR, 0x12, 0x20])
 """A record's CID is this prefix and the 32-byte digest reconciliation uses as its id."""
@@ -114,7 +115,7 @@ class SyncSession:
         """The frames to write when the stream opens (the initiator speaks first)."""
         if not self.initiator:
             return []
-        return self._out([encode_frame({"type": "reconcile", "msg": self._reconciler.initiate()})])
+        return self._out([Reconcile(self._reconciler.initiate()).encode()])
 
     def frame_limit(self) -> int:
         """The largest frame the next one may be (the runtime refuses to read a longer one)."""
@@ -159,20 +160,20 @@ class SyncSession:
         if self.state == RECONCILE:
             if len(body) > MAX_RECONCILE_FRAME:
                 raise SyncProtocolError(f"sync: frame of {len(body)} bytes is over the {MAX_RECONCILE_FRAME}-byte limit")
-            frame = decode_frame(body, {"reconcile"})
+            frame = parse_frame(body, (Reconcile,))
             report.round_trips += 1
             if report.round_trips > MAX_ROUNDS:
                 raise SyncProtocolError(f"sync: more than {MAX_ROUNDS} reconcile rounds")
             if report.bytes_in > MAX_RECONCILE_BYTES:
                 raise SyncProtocolError(f"sync: more than {MAX_RECONCILE_BYTES >> 20} MiB of reconcile frames")
-            if frame["msg"] is not None:
-                outcome = self._reconciler.respond(frame["msg"])
+            if frame.msg is not None:
+                outcome = self._reconciler.respond(frame.msg)
                 self._send.update(dict.fromkeys(outcome.send))
                 for short in outcome.ask:
                     if len(self._ask) >= MAX_ASK:
                         break  # the rest of the difference waits for the next sync
                     self._ask[short] = None
-                step.frames.append(encode_frame({"type": "reconcile", "msg": outcome.reply}))
+                step.frames.append(Reconcile(outcome.reply).encode())
                 if outcome.reply is not None:
                     return
             # reconciliation is over: the initiator sends its part first
@@ -181,11 +182,11 @@ class SyncSession:
                 step.frames += self._part(list(self._ask), list(self._send))
             return
         if self._their_want is None:
-            self._their_want = decode_frame(body, {"want"})["ids"]
+            self._their_want = list(parse_frame(body, (Want,)).ids)
             return
-        frame = decode_frame(body, {"records", "end"})
-        if frame["type"] == "records":
-            step.records += self._verified(frame["records"], now_ms)
+        frame = parse_frame(body, (Records, End))
+        if isinstance(frame, Records):
+            step.records += self._verified(list(frame.records), now_ms)
             return
         their_want, self._their_want = self._their_want, None
         if self.initiator:
@@ -220,7 +221,7 @@ class SyncSession:
     def _part(self, want: list[bytes], digests: list[bytes]) -> list[bytes]:
         blocks = [b for b in (self.raw(CID_PREFIX + d) for d in dict.fromkeys(digests)) if b is not None]
         self.report.sent += len(blocks)
-        return [encode_frame({"type": "want", "ids": want}), *record_frames(blocks), encode_frame({"type": "end"})]
+        return [Want(tuple(want)).encode(), *record_frames(blocks), End().encode()]
 
     def _out(self, frames: list[bytes]) -> list[bytes]:
         self.report.bytes_out += sum(len(f) for f in frames)
