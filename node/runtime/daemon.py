@@ -197,7 +197,7 @@ class Daemon:
             if e.gossip:
                 self.gossip.store(e)
             else:  # a sync's records: stored now, answered before its next frame
-                new, over, reason = self.view.store_records(e.blocks, e.peer, now_ms())
+                new, over, reason = self.view.store_records(e.blocks, e.peer, now_ms(), e.records)
                 self.service.handle(ev.RecordsStored(e.ticket, new, over, reason), now_ms())
         elif isinstance(e, fx.OpenStream):
             self.syncs.open(e.stream, e.peer)

@@ -95,6 +95,6 @@ class GossipRuntime:
                     break
             now = self.now_ms()
             with self.view.store.write_transaction():
-                results = [(e.ticket, self.view.store_records_in_transaction(e.blocks, e.peer, now)) for e in batch]
+                results = [(e.ticket, self.view.store_records_in_transaction(e.blocks, e.peer, now, e.records)) for e in batch]
             for ticket, (new, over, reason) in results:
                 self.feed(ev.RecordsStored(ticket, new, over, reason))

@@ -159,7 +159,7 @@ async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCac
             if step.records:
                 with store.write_transaction():
                     result = receive_records(records, [(None, b) for b in step.records], now=now_ms(),
-                                             all_or_nothing=False, quota=quota, peer=peer)
+                                             all_or_nothing=False, quota=quota, peer=peer, verified=step.verified)
                 session.report.new += len(result.new)
             if step.error is not None:
                 raise step.error

@@ -61,16 +61,16 @@ class StoreView:
 
     # ------------------------------------------------------------------ writes
 
-    def store_records(self, blocks, peer: str, now_ms: int):
+    def store_records(self, blocks, peer: str, now_ms: int, verified=None):
         """Store record blocks received from ``peer`` (the strangers' quota applies), in one
         transaction; returns (new CIDs, over-quota count, first quota reason)."""
         with self.store.write_transaction():
-            return self.store_records_in_transaction(blocks, peer, now_ms)
+            return self.store_records_in_transaction(blocks, peer, now_ms, verified)
 
-    def store_records_in_transaction(self, blocks, peer: str, now_ms: int):
+    def store_records_in_transaction(self, blocks, peer: str, now_ms: int, verified=None):
         """:meth:`store_records` inside the caller's transaction (gossip stores in batches)."""
         result = receive_records(self.records, [(None, b) for b in blocks], now=now_ms, all_or_nothing=False,
-                                 quota=self.quota, peer=peer)
+                                 quota=self.quota, peer=peer, verified=list(verified) if verified else None)
         new = set(result.new)
         cids = tuple(c for c in (make_cid(DAG_CBOR, b) for b in blocks) if _cid_id(c) in new)
         reason = result.over_quota[0][1] if result.over_quota else ""

@@ -66,6 +66,9 @@ class StoreRecords:
     blocks: tuple[bytes, ...]
     gossip: bool = False
     """From gossip (the daemon stores these in batches) rather than a sync session (stored at once)."""
+    records: tuple = ()
+    """The blocks as verified :class:`protocol.records.Record` values, in the same order: the
+    store need not check the signatures again."""
 
 
 @dataclass(frozen=True, slots=True)

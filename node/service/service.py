@@ -314,7 +314,7 @@ class NodeService:
             return
         self._emit(fx.Forward(e.data, e.forwarder))
         if e.forwarder != self.me:
-            self._store(("gossip", e.origin, {record.cid: record}), e.origin, (e.data,))
+            self._store(("gossip", e.origin, {record.cid: record}), e.origin, (record,))
 
     def _gossip_offence(self, peer: str) -> None:
         window, count = self._gossip_invalid.pop(peer, (self.now, 0))
@@ -328,10 +328,11 @@ class NodeService:
             self.cut_off(peer, f"gossip: {count} invalid records in a minute",
                          f"{short(peer)} forwarded {count} invalid records in a minute: cutting it off for")
 
-    def _store(self, ticket_info: tuple, peer: str, blocks: tuple[bytes, ...]) -> None:
+    def _store(self, ticket_info: tuple, peer: str, records: tuple) -> None:
         self._next_ticket += 1
         self._tickets[self._next_ticket] = ticket_info
-        self._emit(fx.StoreRecords(self._next_ticket, peer, blocks, gossip=ticket_info[0] == "gossip"))
+        self._emit(fx.StoreRecords(self._next_ticket, peer, tuple(r.raw for r in records),
+                                   gossip=ticket_info[0] == "gossip", records=tuple(records)))
 
     def _on_RecordsStored(self, e: ev.RecordsStored) -> None:
         info = self._tickets.pop(e.ticket, None)
@@ -425,8 +426,8 @@ class NodeService:
         if session is None:
             return
         step = session.receive(e.body, self.now)
-        if step.records:
-            self._store(("sync", e.stream), session.peer, tuple(step.records))
+        if step.verified:
+            self._store(("sync", e.stream), session.peer, tuple(step.verified))
         if step.error is not None:
             self._failed(e.stream, step.error)
             return

@@ -92,6 +92,8 @@ class Step:
 
     frames: list[bytes] = field(default_factory=list)
     records: list[bytes] = field(default_factory=list)
+    verified: list = field(default_factory=list)
+    """``records`` as verified Record values, in the same order."""
     done: bool = False
     error: RemoteProtocolError | None = None
 
@@ -132,7 +134,9 @@ class SyncSession:
         try:
             self._receive(body, now_ms, step)
         except (RemoteProtocolError, ReconcileError) as exc:
-            step.records += getattr(exc, "kept", [])  # valid records of the same frame are kept
+            kept = getattr(exc, "kept", [])  # valid records of the same frame are kept
+            step.records += [r.raw for r in kept]
+            step.verified += kept
             self.state = FAILED
             step.error = exc if isinstance(exc, SyncProtocolError) else SyncProtocolError(str(exc))
             self.report.error = str(step.error)
@@ -186,7 +190,9 @@ class SyncSession:
             return
         frame = parse_frame(body, (Records, End))
         if isinstance(frame, Records):
-            step.records += self._verified(list(frame.records), now_ms)
+            verified = self._verified(list(frame.records), now_ms)
+            step.records += [r.raw for r in verified]
+            step.verified += verified
             return
         their_want, self._their_want = self._their_want, None
         if self.initiator:
@@ -198,13 +204,12 @@ class SyncSession:
         else:
             self.state = DONE
 
-    def _verified(self, blocks: list[bytes], now_ms: int) -> list[bytes]:
+    def _verified(self, blocks: list[bytes], now_ms: int) -> list:
         self.report.received += len(blocks)
         valid, rejected = [], []
         for block in blocks:
             try:
-                verify_record(block, now_ms)
-                valid.append(block)
+                valid.append(verify_record(block, now_ms))
             except RecordRejected as exc:
                 rejected.append(str(exc).removeprefix("record rejected: "))
             except Exception as exc:  # anything a malformed block trips
