@@ -129,14 +129,18 @@ def test_get_refuses_before_writing_when_the_output_cannot_hold_it(cli, tmp_path
 
 
 def test_peers_met_by_chance_are_bounded_and_bootstrap_peers_kept():
+    from fabnode.node.service.effects import ForgetPeer
+    from fabnode.node.service.peers import MAX_REMEMBERED, PeerBook
     from fabnode.storage import PeerStore, open_db
-    from fabnode.storage.peers import MAX_REMEMBERED
 
     db = open_db(memory=True)
     peers = PeerStore(db.conn)
-    peers.remember("boot", ["/ip4/127.0.0.1/tcp/1"], "bootstrap", 0)
+    book = PeerBook()
+    events = book.remember("boot", ("/ip4/127.0.0.1/tcp/1",), "bootstrap", 0)[1]
     for i in range(MAX_REMEMBERED + 50):  # throwaway peer ids dialling in
-        peers.remember(f"p{i:05}", [], "inbound", 1000 + i)
+        events += book.remember(f"p{i:05}", (), "inbound", 1000 + i)[1]
+    for effect in events:  # what the daemon writes
+        peers.forget(effect.peer) if isinstance(effect, ForgetPeer) else peers.save(effect)
     ids = {row.peer_id for row in peers.all()}
     assert len(ids) == MAX_REMEMBERED + 1 and "boot" in ids
     assert "p00000" not in ids and f"p{MAX_REMEMBERED + 49:05}" in ids  # the least recently seen went

@@ -112,37 +112,54 @@ def test_roundtrip_any_blocks(blobs):
     assert store.count()[0] == len(set(blobs))
 
 
-def test_peers_are_remembered_with_exponential_backoff(tmp_path):
+def _persist(peers, effects) -> None:
+    from fabnode.node.service.effects import ForgetPeer
+
+    for effect in effects:
+        peers.forget(effect.peer) if isinstance(effect, ForgetPeer) else peers.save(effect)
+
+
+def test_peers_are_remembered_with_exponential_backoff_and_kept_on_disk(tmp_path):
+    """The policy is the service's book (node/service/peers.py); the table keeps it across restarts."""
+    from fabnode.node.service.peers import MAX_BACKOFF_MS, PeerBook, backoff_ms
     from fabnode.storage import PeerStore
-    from fabnode.storage.peers import MAX_BACKOFF_MS, backoff_ms
 
     assert [backoff_ms(n) for n in range(1, 6)] == [1000, 2000, 4000, 8000, 16000]
     assert backoff_ms(40) == MAX_BACKOFF_MS == 300_000
-    db = open_db(tmp_path / "fabnode.db")
-    peers = PeerStore(db.conn)
-    assert peers.remember("12D3KooWA", ["/ip4/127.0.0.1/tcp/4001"], "mdns", now_ms=1000)
-    assert not peers.remember("12D3KooWA", ["/ip4/127.0.0.1/tcp/4001"], "bootstrap", now_ms=2000)
+    peers = PeerStore(open_db(tmp_path / "fabnode.db").conn)
+    book = PeerBook()
+    new, effects = book.remember("12D3KooWA", ("/ip4/127.0.0.1/tcp/4001",), "mdns", 1000)
+    assert new
+    _persist(peers, effects)
+    new, effects = book.remember("12D3KooWA", ("/ip4/127.0.0.1/tcp/4001",), "bootstrap", 2000)
+    assert not new
+    _persist(peers, effects)
     assert peers.get("12D3KooWA").source == "bootstrap"  # a bootstrap entry is never demoted
-    assert peers.dial_failed("12D3KooWA", now_ms=10_000) == 1000
-    assert peers.dial_failed("12D3KooWA", now_ms=11_000) == 2000
-    assert peers.due(12_000) == [] and [p.peer_id for p in peers.due(13_000)] == ["12D3KooWA"]
+    for now, expected in ((10_000, 1000), (11_000, 2000)):
+        wait, effects = book.dial_failed("12D3KooWA", now)
+        assert wait == expected
+        _persist(peers, effects)
+    assert book.due(12_000) == [] and [p.peer for p in book.due(13_000)] == ["12D3KooWA"]
     # a new address makes it worth trying at once; a success resets the count
-    peers.remember("12D3KooWA", ["/ip4/127.0.0.1/tcp/4002"], "inbound", now_ms=12_000)
-    assert [p.peer_id for p in peers.due(12_000)] == ["12D3KooWA"]
-    peers.connected("12D3KooWA", now_ms=12_500)
+    _persist(peers, book.remember("12D3KooWA", ("/ip4/127.0.0.1/tcp/4002",), "inbound", 12_000)[1])
+    assert [p.peer for p in book.due(12_000)] == ["12D3KooWA"]
+    _persist(peers, book.connected("12D3KooWA", 12_500))
     row = open_db(tmp_path / "fabnode.db").conn.execute("SELECT failures, last_connected_ms FROM peers").fetchone()
     assert row == (0, 12_500)  # on disk, for the next start
 
 
 def test_peers_met_by_chance_are_forgotten_after_a_month_away(tmp_path):
+    from fabnode.node.service.peers import FORGET_AFTER_MS, PeerBook
     from fabnode.storage import PeerStore
-    from fabnode.storage.peers import FORGET_AFTER_MS
 
     peers = PeerStore(open_db(tmp_path / "fabnode.db").conn)
-    peers.remember("12D3KooWlan", ["/ip4/127.0.0.1/tcp/4001"], "mdns", now_ms=0)
-    peers.remember("12D3KooWhub", ["/ip4/127.0.0.1/tcp/4002"], "bootstrap", now_ms=0)
-    peers.connected("12D3KooWlan", now_ms=1000)
-    assert peers.dial_failed("12D3KooWlan", now_ms=FORGET_AFTER_MS) == 1000  # a month minus a second
-    assert peers.dial_failed("12D3KooWlan", now_ms=FORGET_AFTER_MS + 2000) is None
+    book = PeerBook()
+    _persist(peers, book.remember("12D3KooWlan", ("/ip4/127.0.0.1/tcp/4001",), "mdns", 0)[1])
+    _persist(peers, book.remember("12D3KooWhub", ("/ip4/127.0.0.1/tcp/4002",), "bootstrap", 0)[1])
+    _persist(peers, book.connected("12D3KooWlan", 1000))
+    assert book.dial_failed("12D3KooWlan", FORGET_AFTER_MS)[0] == 1000  # a month minus a second
+    wait, effects = book.dial_failed("12D3KooWlan", FORGET_AFTER_MS + 2000)
+    assert wait is None
+    _persist(peers, effects)
     assert peers.get("12D3KooWlan") is None
-    assert peers.dial_failed("12D3KooWhub", now_ms=10 * FORGET_AFTER_MS) == 1000  # listed by the operator
+    assert book.dial_failed("12D3KooWhub", 10 * FORGET_AFTER_MS)[0] == 1000  # listed by the operator
