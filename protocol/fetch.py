@@ -27,7 +27,7 @@ import msgpack
 from .car import Block, CarReader, Header, NEED_DATA, End
 from .cid import DAG_PB, check_cid_bytes, cid_codec, cid_str
 from .dagpb import decode_node
-from .errors import FabnodeError, InvalidBlock, InvalidCID, RemoteProtocolError
+from .errors import InvalidBlock, InvalidCID, RemoteProtocolError
 
 PROTOCOL = "/fabnode/car/1.0.0"
 MAX_REQUEST_BYTES = 4 << 20

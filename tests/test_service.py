@@ -7,7 +7,6 @@ What the simulator (tests/test_simnet.py) shows at scale, these show one decisio
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
