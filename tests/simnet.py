@@ -693,6 +693,19 @@ def random_graph(n: int, rng: random.Random, lo: int = 3, hi: int = 6) -> list[t
     return edges
 
 
+def two_regions(n: int, rng: random.Random, bridges: int = 4) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Two regions of n/2 labs, each a :func:`random_graph` (degree 3–6), joined by ``bridges``
+    long links between random labs of each: (edges, first region, second region). Partitioning
+    the regions cuts only the bridges, so a long partition does not cost every lab a redial every
+    five minutes of it (which a random bisection of one graph would: half its edges cross)."""
+    half = n // 2
+    left, right = list(range(half)), list(range(half, n))
+    edges = random_graph(half, rng) + [(a + half, b + half) for a, b in random_graph(n - half, rng)]
+    for _ in range(bridges):
+        edges.append((rng.choice(left), rng.choice(right)))
+    return list(dict.fromkeys(edges)), left, right
+
+
 def _pick(rng, n, a, adj, target) -> int:
     while True:
         b = rng.randrange(n)
@@ -701,10 +714,11 @@ def _pick(rng, n, a, adj, target) -> int:
 
 
 def network(n: int, *, seed: int = 0, link: Link = Link(), config: ServiceConfig = SIM_CONFIG,
-            lo: int = 3, hi: int = 6) -> Sim:
-    """A started simulation of ``n`` labs on a :func:`random_graph`, bootstrapped."""
+            edges=None) -> Sim:
+    """A started simulation of ``n`` labs on a :func:`random_graph` (or ``edges(n, rng)``),
+    bootstrapped."""
     sim = Sim(n, seed=seed, link=link, config=config)
-    sim.edges = random_graph(n, sim.rng, lo, hi)
+    sim.edges = random_graph(n, sim.rng) if edges is None else edges(n, sim.rng)
     sim.bootstrap(sim.edges)
     sim.start_all()
     return sim
