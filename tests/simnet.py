@@ -201,6 +201,8 @@ class Sim:
         self.max_link_backlog = 0.0
         self.max_pending = 0
         self.max_heap = 0
+        self.peak: dict[str, int] = {}
+        """The largest each queue of :meth:`max_queues` was at any sample."""
         self.gossip_duplicates = 0
         self._gossip_origin = "?"
 
@@ -333,6 +335,8 @@ class Sim:
                 if kind == _CALL:
                     payload(self)
                 continue
+            if not self.events & 4095:
+                self._sample()
             node = self.nodes[i]
             node.pending -= 1
             if inc != node.incarnation or node.svc is None:
@@ -340,8 +344,7 @@ class Sim:
             self._deliver(node, kind, payload)
         if until_ms is not None and until_ms > self.now:
             self.now = until_ms
-        if len(heap) > self.max_heap:
-            self.max_heap = len(heap)
+        self._sample()
 
     def run_for(self, ms: float) -> None:
         self.run(self.now + ms)
@@ -391,8 +394,16 @@ class Sim:
                        effects=len(svc._out))
         return out
 
+    def _sample(self) -> None:
+        """Keep the peak of every queue (sampled every 4096 events and at the end of a run)."""
+        if len(self._heap) > self.max_heap:
+            self.max_heap = len(self._heap)
+        for k, v in self.max_queues().items():
+            if v > self.peak.get(k, 0):
+                self.peak[k] = v
+
     def max_queues(self) -> dict[str, int]:
-        """The largest of each queue over all nodes, now."""
+        """The largest of each queue over all nodes, now (:attr:`peak`: the largest seen)."""
         out: dict[str, int] = {}
         for node in self.nodes:
             for k, v in self.queue_sizes(node.index).items():
@@ -509,7 +520,10 @@ class Sim:
 
     def _effects(self, node: Node) -> None:
         """Carry out what the node's service decided, in order."""
-        work = deque(node.svc.drain())
+        out = node.svc.drain()
+        if not out:
+            return
+        work = deque(out)
         i = node.index
         while work:
             e = work.popleft()
