@@ -20,6 +20,10 @@ from simnet import (DAY, HOUR, MINUTE, SIM_CONFIG, Link, Sim, forged, network, r
 
 from memstore import Author  # noqa: E402
 
+from fabnode.node.service import effects as fx  # noqa: E402
+from fabnode.protocol.sync import PROTOCOL as SYNC  # noqa: E402
+from fabnode.protocol.varint import encode_varint  # noqa: E402
+
 from fabnode.protocol.cid import DAG_CBOR, make_cid  # noqa: E402
 
 RECORD_BYTES = 270
@@ -109,6 +113,26 @@ def test_partition_blocks_dials_and_closes_connections_across():
     sim.heal()
     sim.run_for(5 * MINUTE)  # backoff is at most five minutes
     assert sim.nodes[0].conns
+
+
+def test_a_frame_over_the_limit_is_the_peers_fault_and_a_failed_link_is_redialled():
+    sim = two_labs()
+    sim.run_for(1000)
+    evil = sim.nodes[0]
+    evil.svc._emit(fx.OpenStream(("evil", 1), "lab0001", SYNC))  # a stream the service never asked for
+    evil.svc._emit(fx.SendFrame(("evil", 1), encode_varint(600 << 10) + bytes(600 << 10)))
+    sim._effects(evil)
+    sim.run_for(1000)
+    offence = sim.nodes[1].svc.penalties._by_peer["lab0000"]
+    assert offence.reason == "sync: frame of 614400 bytes over the limit"
+    assert [d[1:3] for d in sim.disconnects] == [("lab0001", "lab0000")]
+    assert not sim.nodes[0].conns
+    sim.run_for(2 * MINUTE)  # the penalty is over: lab0000 redials
+    assert sim.nodes[0].conns
+    sim.fail_link(0, 1)
+    assert not sim.nodes[0].conns and not sim.nodes[1].svc.connected
+    sim.run_for(5_000)
+    assert sim.nodes[0].conns and sim.nodes[1].svc.connected == {"lab0000": "/sim/0"}
 
 
 def test_stop_and_start_keep_the_store_and_the_peer_book():
