@@ -36,6 +36,14 @@ def converged(sim: Sim, nodes=None) -> bool:
     return len(counts) == 1 and len({sim.nodes[i].store.digest() for i in nodes}) == 1
 
 
+def assert_bytes(sim: Sim, records: int, most: float, mean: float) -> None:
+    """Bytes each lab sent over the whole run (gossip, sync rounds, catching up), in copies of
+    the ``records`` published: at most ``most`` for any lab, ``mean`` on average."""
+    sent = [n.bytes_sent for n in sim.nodes]
+    assert max(sent) <= most * records * RECORD_BYTES, (max(sent), records)
+    assert sum(sent) / len(sent) <= mean * records * RECORD_BYTES, (sum(sent) / len(sent), records)
+
+
 def assert_bounded(sim: Sim, *, degree: int = 8) -> dict:
     """No node's queues grew without bound: each is within what its degree and the service's
     own limits allow, and nothing waits for an answer that never comes."""
@@ -253,6 +261,7 @@ def test_30_percent_churn_while_publishing_converges():
     assert all(n.running for n in sim.nodes)
     assert sim.run_until(converged, HOUR, step_ms=MINUTE)
     assert len(sim.nodes[0].store.blocks) == 60
+    assert_bytes(sim, 60, most=10, mean=6)  # with a sync round every 10 minutes for 3 hours
     assert_bounded(sim)
 
 
@@ -277,6 +286,7 @@ def test_a_lab_offline_for_a_month_catches_up():
     assert sim.now - back <= 5 * MINUTE
     assert len(sim.nodes[0].store.blocks) == 31 and sim.everyone_has(own)
     assert not sim.nodes[0].store.outbox_set  # announced, or held by every peer it synced with
+    assert_bytes(sim, 31, most=12, mean=7)  # with 30 daily sync rounds
     assert_bounded(sim)
 
 
@@ -352,5 +362,6 @@ def test_slow_links_256_kbit_and_600_ms_round_trips_still_converge():
     assert sim.run_until(converged, 10 * MINUTE, step_ms=5_000)
     assert sim.now - back <= 2 * MINUTE
     assert len(sim.nodes[0].store.blocks) == 30
+    assert_bytes(sim, 30, most=10, mean=6)
     q = assert_bounded(sim)
     assert q["link_backlog_bytes"] <= 256_000 // 8  # under a second of the link
