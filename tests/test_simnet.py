@@ -9,6 +9,8 @@ says how.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -174,6 +176,22 @@ def test_a_seed_reproduces_a_run_exactly():
     a, b, c = run(7), run(7), run(8)
     assert a == b
     assert a[0] != c[0]
+
+
+def test_a_seed_reproduces_a_run_in_another_process():
+    """Nothing depends on Python's per-process string hashing (PYTHONHASHSEED)."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from simnet import *\n"
+        "sim = network(20, seed=9, link=Link(latency_ms=40, loss=0.05))\n"
+        "sim.at(sim.now + 5_000, lambda s: s.publish(s.rng.randrange(20), 3))\n"
+        "sim.at(sim.now + 9_000, lambda s: s.stop(s.rng.randrange(20)))\n"
+        "sim.run_for(MINUTE)\n"
+        "print(sim.trace_digest, sim.events, [n.store.digest().hex()[:8] for n in sim.nodes])\n")
+    root = Path(__file__).resolve().parent.parent
+    out = {subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout for h in (1, 2)}
+    assert len(out) == 1 and out.pop().strip()
 
 
 # ==================================================================== scenarios
