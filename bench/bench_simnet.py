@@ -4,7 +4,7 @@
 For each size and seed (tests/simnet.py; the same NodeService the daemon runs):
 
 * **the world**: a random graph where each lab's degree is drawn in 3–6 (bootstrap peers; the
-  labs dial each other through the service's dialler); links of 20 ms each way ± nothing, 10
+  labs dial each other through the service's dialler); links of 20 ms each way, 10
   Mbit/s, no loss (``--latency-ms``, ``--mbps``, ``--loss`` change it); the service's default
   configuration (sync every 60 s) but seeding off and no outbox polling (the simulator pokes);
   30 s of simulated time to connect and do the first syncs;
