@@ -165,11 +165,11 @@ class Node:
 
 
 class Conn:
-    __slots__ = ("id", "a", "b", "streams")
+    __slots__ = ("id", "a", "b", "opened")
 
     def __init__(self, cid: int, a: int, b: int) -> None:
         self.id, self.a, self.b = cid, a, b
-        self.streams: list[tuple[int, object]] = []  # (node index, stream key) registered on it
+        self.opened = 0  # streams opened on it: names the inbound ends
 
 
 class Sim:
@@ -481,7 +481,6 @@ class Sim:
             if conn is None or conn.id != conn_id:
                 return
             node.streams[key] = (peer, remote_key, conn_id)
-            conn.streams.append((node.index, key))
             self._handle(node, ev.InboundStream(key, self.nodes[peer].name, protocol))
         elif kind == _FRAME:
             key, body = payload
@@ -568,9 +567,9 @@ class Sim:
                 if conn is None:
                     self._push(self.now, i, _EV, ev.StreamFailed(e.stream, "no connection"))
                     continue
-                remote_key = ("in", conn.id, len(conn.streams), i)
+                conn.opened += 1
+                remote_key = ("in", conn.id, conn.opened, i)
                 node.streams[e.stream] = (peer, remote_key, conn.id)
-                conn.streams.append((i, e.stream))
                 arrive = self._transmit(i, peer, OPEN_BYTES)
                 self._push(arrive, peer, _OPEN, (conn.id, i, remote_key, e.stream, e.protocol))
                 self._push(self.now + self._rtt(i, peer), i, _CEV, (conn.id, peer, ev.StreamOpened(e.stream)))
@@ -641,8 +640,8 @@ class Sim:
             if node.svc is None:
                 continue
             self._handle(node, ev.PeerDisconnected(other.name))
-            for j, key in conn.streams:
-                if j == node.index and node.streams.pop(key, None) is not None and node.svc is not None:
+            for key in [k for k, got in node.streams.items() if got[2] == conn.id]:
+                if node.streams.pop(key, None) is not None and node.svc is not None:
                     self._handle(node, ev.StreamFailed(key, "ConnectionClosed"))
             self._mesh(node)
 
