@@ -461,7 +461,8 @@ class NodeService:
         peer = session.peer
         self.last_syncs[peer] = {"peer": peer, "error": str(error), "started_ms": self.now}
         self._emit(fx.ResetStream(stream))
-        self.cut_off(peer, f"sync: {error}", f"sync with {short(peer)} failed: {error}; cutting it off for")
+        reason = str(error) if str(error).startswith("sync: ") else f"sync: {error}"  # most errors say it already
+        self.cut_off(peer, reason, f"sync with {short(peer)} failed: {error}; cutting it off for")
 
     def _interrupted(self, stream, error: str) -> None:
         session = self._end(stream)

@@ -29,7 +29,7 @@ and with every other peer after a sync that brought news.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from fabnode.protocol.cid import DAG_CBOR
 from fabnode.protocol.errors import RemoteProtocolError
@@ -81,7 +81,7 @@ class SyncReport:
     error: str = ""
 
     def as_json(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)  # flat fields: dataclasses.asdict's deep copy cost 10 % of a simulated network
 
 
 @dataclass
