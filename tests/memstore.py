@@ -7,6 +7,8 @@ keeps the outbox, and answers the reconciliation items (cached until a record is
 
 from __future__ import annotations
 
+import hashlib
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -26,7 +28,7 @@ class Author:
     def record(self, ts: int, subject: "Author | None" = None):
         """A new vouch record at ``ts`` (ms); each call vouches for a fresh subject key."""
         self.count += 1
-        subject_did = subject.did if subject else Author(1 << 200 | hash((self.did, self.count)) & ((1 << 128) - 1)).did
+        subject_did = subject.did if subject else Author(1 << 200 | int.from_bytes(hashlib.sha256(f"{self.did}/{self.count}".encode()).digest()[:16], "big")).did
         return make_record("vouch", {"subject": subject_did, "trust": "trusted", "note": f"#{self.count}"},
                            author=self.did, ts=ts, sign=self.key.sign)
 

@@ -363,3 +363,13 @@ def test_sync_frames_are_frozen_values_that_round_trip():
         Want(()).ids = (b"x",)
     with pytest.raises(Exception, match="expected a end frame, got 'want'"):
         parse_frame(body(Want(()).encode()), (End,))
+
+
+def test_a_peer_lost_while_its_stream_opens_is_synced_with_again_when_it_returns():
+    svc = service("a", seeding=False)
+    first = next(e for e in connect(svc, "b") if isinstance(e, fx.OpenStream))
+    svc.handle(ev.PeerDisconnected("b"), T0 + 1)
+    svc.handle(ev.StreamOpened(first.stream), T0 + 2)  # too late: refused, not a session
+    assert fx.ResetStream(first.stream) in svc.drain()
+    again = [e for e in connect(svc, "b", T0 + 3) if isinstance(e, fx.OpenStream)]
+    assert len(again) == 1 and again[0].stream != first.stream

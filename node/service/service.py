@@ -257,6 +257,9 @@ class NodeService:
     def _lost(self, peer: str) -> None:
         self.connected.pop(peer, None)
         self.fabnode.discard(peer)
+        for stream in [s for s, p in self.opening.items() if p == peer]:  # no StreamOpened will matter now
+            del self.opening[stream]
+            self.scheduler.finished(peer)
         for stream in [s for s, sess in self.sessions.items() if sess.peer == peer]:
             self._interrupted(stream, "ConnectionClosed")
 
