@@ -121,7 +121,8 @@ def _global_options(parser, default) -> None:
                         help="Show the version and exit.")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's argparse parser, built from the command table (tests/test_docs.py reads it)."""
     parser = argparse.ArgumentParser(
         prog="fabnode", description=_cleandoc(main.__doc__),
         epilog="--home, --version and --json may also come after the command: fabnode id --home DIR --json",
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupts.install()  # SIGINT and SIGTERM raise where the command is, so cleanup runs
     try:
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         code = _run_command(args)
     except KeyboardInterrupt as exc:  # while parsing
         echo(f"error: {interrupts.message(exc)}", err=True)

@@ -111,7 +111,7 @@ def test_every_command_the_readme_shows_exists_with_those_options():
     import contextlib
     import io
 
-    parser = cli._parser()
+    parser = cli.build_parser()
     checked = 0
     for args in _readme_invocations():
         if len(args) <= 1 and not (args and args[0].startswith("-")):

@@ -60,9 +60,9 @@ def _propose(lab: Cli, first: dict, second: dict) -> str:
     from fabnode.storage import open_db
     from fabnode.storage.records import RecordStore
 
-    from daemons import _signing_key
+    from daemons import signing_key
 
-    key, author = _signing_key(33)
+    key, author = signing_key(33)
     record = make_record("version", {"bundle": Link(parse_cid(second["bundle"])), "parents": [Link(parse_cid(second["version"]))],
                                      "design": Link(parse_cid(first["design"])), "title": "Direct-action PVC hand pump",
                                      "label": "1.2.0-rc", "message": "longer handle, proposed by Pune",

@@ -179,9 +179,9 @@ class Pages:
 
     def _trust(self, records):
         """This node's trust graph, computed once per page (issue 12: who says it)."""
-        from fabnode.node.local.commons import _trust_map
+        from fabnode.node.local.commons import trust_map_for
 
-        return _trust_map(self.home, records)[1]
+        return trust_map_for(self.home, records)[1]
 
     def _render(self, name: str, **context) -> str:
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
@@ -260,14 +260,14 @@ class Pages:
     def version_page(self, text: str) -> str:
         from fabnode.storage.records import RecordStore
 
-        from fabnode.node.local.commons import _version_json, is_trusted, reputation
+        from fabnode.node.local.commons import version_json, is_trusted, reputation
 
         records = RecordStore(self.store.db.conn)
         row = records.version(parse_cid(text))
         if row is None:
             raise FabnodeError(f"no version {text} is known here")
         trust_map = self._trust(records)
-        v = _version_json(row, None, records, trust_map)
+        v = version_json(row, None, records, trust_map)
         v["when"] = _when(v["ts"])
         parent = records.version(row.parents[0]) if row.parents else None
         diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None

@@ -258,7 +258,7 @@ def show(home: Home, text: str) -> dict:
     raw = records.raw(cid)
     if raw is None:
         raise FabnodeError(f"no record {cid_str(cid)} here (records are DAG-CBOR blocks: bafyrei…)")
-    _, trust_map = _trust_map(home, records)
+    _, trust_map = trust_map_for(home, records)
     try:
         record = verify_record(raw, now_ms=now_ms(), cid=cid)
     except RecordRejected as exc:
@@ -300,6 +300,8 @@ def _claims_by_trust(rows, trust_map) -> dict[str, dict[str, int]]:
 
 
 def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict:
+    """One version as ``log`` and the web page show it; with ``trust_map`` (see
+    :func:`trust_map_for`) also whether its author and attesters are trusted."""
     """A design's history: versions (canonical or proposal, heads marked), attestation summaries,
     where it came from and which designs adapted it. Without a target: the latest versions.
 
@@ -308,10 +310,10 @@ def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict
     counts every one, whoever signed it. The trust graph is computed once (or given)."""
     _, records = _open(home)
     if trust_map is None:
-        _, trust_map = _trust_map(home, records)
+        _, trust_map = trust_map_for(home, records)
     if target is None:
         versions = records.recent_versions(limit)
-        return {"versions": [_version_json(v, None, records, trust_map) for v in versions]}
+        return {"versions": [version_json(v, None, records, trust_map) for v in versions]}
     design, _ = _resolve_design(records, target)
     state = design_state(records, design)
     row = records.design(design)
@@ -322,7 +324,7 @@ def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict
         "title": row.title if row else "",
         "maintainers": list(state.maintainers) if state.maintainers is not None else None,
         "heads": [cid_str(h) for h in state.heads],
-        "versions": [_version_json(v, state, records, trust_map) for v in reversed(state.versions)],
+        "versions": [version_json(v, state, records, trust_map) for v in reversed(state.versions)],
         "upstream": [cid_str(u) for u in upstream],
         "adaptations": [{"design": cid_str(a.cid), "title": a.title, "author": a.author,
                          "author_trusted": is_trusted(trust_map, a.author), "from": [cid_str(p) for p in a.parents if p in own]}
@@ -330,7 +332,7 @@ def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict
     }
 
 
-def _version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
+def version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
     attestations = records.attestations_on([v.cid])
     out = {"version": cid_str(v.cid), "design": cid_str(v.design), "author": v.author, "ts": v.ts,
            "title": v.title, "label": v.label, "message": v.message, "license": v.license,
@@ -388,7 +390,9 @@ def unfollow(home: Home, design_text: str) -> bool:
 # ------------------------------------------------------------------ trust and reputation
 
 
-def _trust_map(home: Home, records: RecordStore):
+def trust_map_for(home: Home, records: RecordStore):
+    """(this lab's did, the trust its vouches and those it trusts reach): computed once per
+    command or page and handed to :func:`version_json` and the rows."""
     from fabnode.protocol.reputation import Vouch, compute_trust
 
     me = home.identity().did
@@ -399,7 +403,7 @@ def _trust_map(home: Home, records: RecordStore):
 def trust(home: Home) -> dict:
     """Whom this lab trusts: its own vouches, and every key trust reaches, strongest first."""
     _, records = _open(home)
-    me, trust_map = _trust_map(home, records)
+    me, trust_map = trust_map_for(home, records)
     mine = {}
     for v in records.vouches():
         if v.author == me and (v.subject not in mine or v.ts >= mine[v.subject]["ts"]):
@@ -424,7 +428,7 @@ def reputation(home: Home, target: str, trust_map=None) -> dict:
             raise FabnodeError(f"design {cid_str(design)} has no known canonical version to judge")
         version = state.heads[0]
     if trust_map is None:
-        _, trust_map = _trust_map(home, records)
+        _, trust_map = trust_map_for(home, records)
     rows = records.attestations_on([version])
     score = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts) for a in rows),
                           trust_map)

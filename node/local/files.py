@@ -31,11 +31,11 @@ from typing import TypeVar
 
 from fabnode import interrupts
 from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
 from fabnode.protocol.unixfs import (
     CHUNK_SIZE,
-    MAX_DEPTH,
     MAX_PLAIN_DIRECTORY_ENTRIES,
     Built,
     FileBuilder,
@@ -163,7 +163,7 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
+def in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
     """Run a producer in a thread, ``depth`` items ahead of the consumer.
 
     Reading and hashing (producer) and SQLite writes (consumer) both release the GIL, so a
@@ -214,7 +214,7 @@ def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0
             yield builder.add_chunk(chunk), len(chunk)
 
     try:
-        for blocks, nbytes in (_in_thread(hashed()) if size >= PIPELINE_MIN_BYTES else hashed()):
+        for blocks, nbytes in (in_thread(hashed()) if size >= PIPELINE_MIN_BYTES else hashed()):
             for block in blocks:
                 store.put(block.cid, block.data)
             progress(nbytes)
@@ -613,26 +613,32 @@ def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> 
 
 
 def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> None:
-    from fabnode.protocol.unixfs import links_of
+    from fabnode.protocol.dag import DagTooDeep, child_links, walk
+
+    unreadable: set[bytes] = set()  # not walked below: damaged, or not a valid node
+
+    def get_block(cid: bytes) -> bytes | None:
+        data = store.get_unverified(cid)
+        if data is None or cid in unreadable:
+            return None
+        try:
+            child_links(cid, data)
+        except InvalidBlock as exc:
+            report.damaged.append(f"{cid_str(cid)} ({exc})")
+            unreadable.add(cid)
+            return None
+        return data
 
     for pin in store.pins():
         report.pins += 1
-        stack, seen = [pin.cid], set()
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            data = store.get_unverified(cid)
-            if data is None:
-                report.missing.append(f"{cid_str(pin.cid)}: {cid_str(cid)}")
-                continue
-            if cid in damaged:
-                continue
-            try:
-                stack.extend(links_of(cid, data))
-            except InvalidBlock as exc:
-                report.damaged.append(f"{cid_str(cid)} ({exc})")
+        unreadable.clear()
+        unreadable.update(damaged)
+        try:
+            for visit in walk(get_block, pin.cid):
+                if not visit.present and visit.cid not in unreadable:
+                    report.missing.append(f"{cid_str(pin.cid)}: {cid_str(visit.cid)}")
+        except DagTooDeep as exc:
+            report.damaged.append(f"{cid_str(pin.cid)} ({exc})")
 
 
 def _check_records(store: BlockStore, report: FsckReport) -> None:
