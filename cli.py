@@ -812,7 +812,8 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
 
     Usage:  fabnode run --listen /ip4/0.0.0.0/tcp/4001
     """
-    from fabnode.node.runtime.daemon import daemon_options, run_daemon
+    from fabnode.node.config import daemon_options
+    from fabnode.node.runtime.daemon import run_daemon
 
     home = _home(ctx, warn=False).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,

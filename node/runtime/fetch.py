@@ -31,6 +31,7 @@ from fabnode.protocol.fetch import (
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, resolve, resolve_crossing
 from fabnode.storage import BlockStore, Pin
 
+from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
 from fabnode.node.runtime.loglimit import LogLimiter
 from fabnode.node.runtime.wire import StreamEnded, read_frame
@@ -47,7 +48,6 @@ STALL_SECONDS = 5
 """A serving stream whose asker took nothing for this long may lose its slot to a newcomer."""
 BATCH_BYTES = 8 << 20
 """Blocks are committed in batches of this size, so an interrupted fetch keeps its progress."""
-MAX_STREAMS_PER_PEER = 4
 
 
 _read_frame = read_frame
@@ -92,8 +92,10 @@ class FetchServer:
     never cut for another.
     """
 
-    def __init__(self, store: BlockStore, log=print, *, streams_per_peer: int = MAX_STREAMS_PER_PEER,
-                 streams_total: int = 16, upload_rate: int = 0) -> None:
+    def __init__(self, store: BlockStore, log=print, *,
+                 streams_per_peer: int = DEFAULTS["limits.fetch_streams_per_peer"],
+                 streams_total: int = DEFAULTS["limits.fetch_streams_total"],
+                 upload_rate: int = DEFAULTS["limits.upload_bytes_per_second"]) -> None:
         self.store = store
         self.log = log
         self.streams_per_peer = streams_per_peer
