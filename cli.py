@@ -658,9 +658,9 @@ def _print_designs(rows, as_json: bool) -> None:
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def designs(ctx, limit, as_json):
     """List the designs this node knows, most recently changed first."""
-    from fabnode.node.local.commons import designs as run_designs
+    from fabnode.node.local.commons import list_designs
 
-    _print_designs(run_designs(_home(ctx).require(), limit), as_json)
+    _print_designs(list_designs(_home(ctx).open_stores().records, limit), as_json)
 
 
 @command()
@@ -672,9 +672,9 @@ def search(ctx, text, limit, as_json):
 
     Usage:  fabnode search "water pump"
     """
-    from fabnode.node.local.commons import search as run_search
+    from fabnode.node.local.commons import search_designs
 
-    _print_designs(run_search(_home(ctx).require(), text, limit), as_json)
+    _print_designs(search_designs(_home(ctx).open_stores().records, text, limit), as_json)
 
 
 @command()

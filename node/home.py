@@ -177,6 +177,13 @@ class Home:
         self.require()
         return BlockStore(open_db(self.db_path))
 
+    def open_stores(self):
+        """Every store (:class:`fabnode.storage.Stores`) over one newly opened connection."""
+        from fabnode.storage import Stores, open_db
+
+        self.require()
+        return Stores.over(open_db(self.db_path))
+
 
 def init_home(path: Path, name: str | None) -> Identity:
     """Create the home, keys, config and database; keep whatever already exists.

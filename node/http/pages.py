@@ -176,11 +176,11 @@ class Pages:
     def __init__(self, home, store, status=None) -> None:
         from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-        from fabnode.storage.records import RecordStore
+        from fabnode.storage import Stores
 
         self.home = home
         self.store = store
-        self.records = RecordStore(store.db.conn)
+        self.records = Stores.of(store).records
         self.status = status or (lambda: {})
         from fabnode.protocol.reputation import short_did
 

@@ -39,8 +39,8 @@ def _signer(home: Home):
 
 
 def _open(home: Home):
-    store = home.open_store()
-    return store, RecordStore(store.db.conn)
+    stores = home.open_stores()
+    return stores.blocks, stores.records
 
 
 def _announce(home: Home) -> None:
@@ -357,17 +357,9 @@ def _design_json(d) -> dict:
             "versions": d.versions, "updated_ts": d.updated_ts}
 
 
-def designs(home: Home, limit: int = 100) -> list[dict]:
-    return list_designs(_open(home)[1], limit)
-
-
 def list_designs(records: RecordStore, limit: int = 100) -> list[dict]:
     """The designs known here, most recently updated first."""
     return [_design_json(d) for d in records.designs(limit)]
-
-
-def search(home: Home, text: str, limit: int = 50) -> list[dict]:
-    return search_designs(_open(home)[1], text, limit)
 
 
 def search_designs(records: RecordStore, text: str, limit: int = 50) -> list[dict]:

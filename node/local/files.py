@@ -45,6 +45,7 @@ from fabnode.protocol.unixfs import (
     resolve,
 )
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage import check
 from fabnode.storage.db import is_disk_full, reading
 
 Progress = Callable[[int], None]
@@ -549,7 +550,7 @@ def fsck(store: BlockStore, progress: Progress = _noop, *, repair: bool = False)
         _check_sqlite(store, report)
     if repair and report.index_damage and not report.database_damage:
         with store.write_transaction():
-            store.db.conn.execute("REINDEX")
+            check.reindex(store.db)
         repaired = report.index_damage
         report = FsckReport(repaired=repaired)
         _check_sqlite(store, report)
@@ -563,8 +564,7 @@ def fsck(store: BlockStore, progress: Progress = _noop, *, repair: bool = False)
         still_missing = []
         for item in report.missing:
             root, _, cid = item.partition(": ")
-            found = store.db.conn.execute("SELECT 1 FROM blocks NOT INDEXED WHERE cid = ?",
-                                          (parse_cid(cid),)).fetchone()
+            found = check.block_in_table(store.db, parse_cid(cid))
             (report.unindexed if found else still_missing).append(item)
         report.missing = still_missing
     return report
@@ -574,26 +574,20 @@ def _check_sqlite(store: BlockStore, report: FsckReport) -> None:
     """PRAGMA integrity_check (structure, indexes against tables), then the migrations record:
     a byte flipped in the schema's own bookkeeping is not something integrity_check sees."""
     from fabnode.storage.db import SCHEMA_VERSION
-    from fabnode.storage.migrations import migrations
 
-    conn = store.db.conn
-    for (message,) in conn.execute("PRAGMA integrity_check(100)"):
-        if message == "ok":
-            continue
+    for message in check.integrity_problems(store.db, 100):
         if any(problem in message for problem in INDEX_PROBLEM):
             report.index_damage.append(message)
         else:
             report.database_damage.append(message)
-    expected = [m.name for m in migrations._migrations]  # sqlite-utils keeps them in order
-    recorded = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?"
-                                               " ORDER BY name", (migrations.name,))]
+    expected, recorded = check.migration_record(store.db)
     if recorded != sorted(expected):
         unknown = sorted(set(recorded) - set(expected))
         lost = sorted(set(expected) - set(recorded))
         report.database_damage.append("the schema's migration record is damaged"
                                       + (f": unknown {', '.join(map(repr, unknown))}" if unknown else "")
                                       + (f"; missing {', '.join(map(repr, lost))}" if lost else ""))
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = check.schema_version(store.db)
     if version != SCHEMA_VERSION:
         report.database_damage.append(f"the schema version is {version}, not {SCHEMA_VERSION}")
 
@@ -644,9 +638,9 @@ def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> N
 def _check_records(store: BlockStore, report: FsckReport) -> None:
     """Re-verify every stored record by the rules it was accepted under (time = its arrival)."""
     from fabnode.protocol.records import RecordRejected, verify_record
-    from fabnode.storage.records import RecordStore
+    from fabnode.storage import Stores
 
-    for cid, data, received_ms in RecordStore(store.db.conn).iter_raw():
+    for cid, data, received_ms in Stores.of(store).records.iter_raw():
         report.records += 1
         try:
             verify_record(data, now_ms=received_ms, cid=cid)

@@ -43,7 +43,7 @@ from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs
 from fabnode.storage import BlockStore, Pin
 from fabnode.storage.db import is_disk_full, room_for
-from fabnode.storage.records import RecordStore, records_query
+from fabnode.storage.records import RecordStore
 
 from fabnode.node.home import Home
 
@@ -63,8 +63,8 @@ def _now_ms() -> int:
 
 
 def _open(home: Home) -> tuple[BlockStore, RecordStore]:
-    store = home.open_store()
-    return store, RecordStore(store.db.conn)
+    stores = home.open_stores()
+    return stores.blocks, stores.records
 
 
 # ------------------------------------------------------------------ walking stored DAGs
@@ -201,10 +201,10 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
             if design is None:
                 raise FabnodeError(f"no design {cid_str(cid)} is known here")
             design_cids.append(design)
-        chosen = [r for d in design_cids for r in records_query(store.db.conn, d)]
+        chosen = [r for d in design_cids for r in records.records_of(d)]
         bundle_roots = [b for d in design_cids for b in records.bundles(d)]
     else:
-        chosen = list(records_query(store.db.conn))
+        chosen = list(records.records_of())
         bundle_roots = records.bundles() + [p.cid for p in store.pins()]
     if have is not None:
         chosen = [(cid, data) for cid, data in chosen if cid[4:] not in have.records]
@@ -331,11 +331,9 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
     now = now if now is not None else _now_ms()
     summary = ImportSummary()
     name = path.name
-    conn = store.db.conn
     try:
         with store.write_transaction(final=True):
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_records (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
-            conn.execute("DELETE FROM import_records")
+            records.clear_staged()
             roots: tuple[bytes, ...] = ()
             in_file: set[bytes] = set()
             index = None
@@ -352,7 +350,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                 if cid_codec(cid) == DAG_CBOR:
                     value = decode(data)
                     if _is_record(value):
-                        conn.execute("INSERT INTO import_records (cid, data) VALUES (?, ?)", (cid, data))
+                        records.stage(cid, data)
                         continue
                     if isinstance(value, dict) and value.get("type") == EXPORT_TYPE and cid in roots:
                         index, index_cid = value, cid
@@ -374,7 +372,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                 bundle_roots = _links(index.get("bundles"), "bundles")
             else:
                 wanted_records, bundle_roots = [], list(roots)
-            staged = conn.execute("SELECT cid, data FROM import_records").fetchall()
+            staged = records.staged()
             staged_cids = {cid for cid, _ in staged}
             missing = [c for c in wanted_records if c not in staged_cids]
             if missing:
@@ -395,7 +393,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                 first = min(unrelated)
                 raise ImportRejected(f"{len(unrelated)} block(s) in the file are not part of anything it exports "
                                      f"(first: {cid_str(first)})")
-            conn.execute("DELETE FROM import_records")
+            records.clear_staged()
     except CarError as exc:
         raise ImportRejected(f"{name}: {exc}") from None
     except (ImportRejected, MissingBlock) as exc:

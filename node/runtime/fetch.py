@@ -383,10 +383,7 @@ def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
     node = decode_unixfs(root, store.get(root))
     size = node.filesize
     if node.kind == "directory":
-        cids = list(dag_cids(store, root)[0])
-        size = sum(store.db.conn.execute(
-            f"SELECT coalesce(sum(size), 0) FROM blocks WHERE cid IN ({','.join('?' * len(chunk))})", chunk
-        ).fetchone()[0] for chunk in (cids[i:i + 500] for i in range(0, len(cids), 500)))
+        size = store.total_size(dag_cids(store, root)[0])
     with store.write_transaction():
         store.pin(Pin(root, node.kind, size, 0, source or f"fetched:{cid_str(root)}",
                       time.time_ns() // 1_000_000), replace=False)
