@@ -20,9 +20,9 @@ def reindex(db: Database) -> None:
 def migration_record(db: Database) -> tuple[list[str], list[str]]:
     """(the migrations storage/migrations.py defines, in order; those the database records as
     applied, sorted by name)."""
-    from .migrations import migrations
+    from .migrations import migration_names, migrations
 
-    expected = [m.name for m in migrations._migrations]  # sqlite-utils keeps them in order
+    expected = migration_names()
     recorded = [row[0] for row in db.conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?"
                                                   " ORDER BY name", (migrations.name,))]
     return expected, recorded

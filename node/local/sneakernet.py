@@ -34,7 +34,7 @@ from pathlib import Path
 
 from fabnode import interrupts
 from fabnode.protocol.car import CarError, Header, encode_header, encode_section, read_car
-from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
+from fabnode.protocol.cid import DAG_CBOR, RAW, cid_codec, cid_str, make_cid, parse_cid
 from fabnode.protocol.dagcbor import Link, decode, encode
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, MissingBlock
 from fabnode.protocol.paths import directory_problem
