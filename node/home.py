@@ -35,6 +35,8 @@ from fabnode.protocol.errors import FabnodeError
 from fabnode.node.config import CONFIG_KEYS, CONFIG_NAME, DEFAULTS, config_warnings
 from fabnode.protocol.identity import did_from_ed25519, peer_id_from_ed25519
 
+_TABLE_DEFAULT = object()
+"""Home.setting's ``default`` when none is given: the key's default in node/config.py."""
 _printed_warnings: set[str] = set()
 """Config warnings this process has printed: each once, however many Home objects read the file."""
 AUTHOR_KEY = "author.key"
@@ -140,7 +142,7 @@ class Home:
         self.config
         return self._config_warnings
 
-    def setting(self, key: str, default=DEFAULTS):
+    def setting(self, key: str, default=_TABLE_DEFAULT):
         """One configuration value (``"limits.x"`` is key x of table [limits]), type-checked;
         when config.toml does not set it, ``default`` if given, else the key's default
         (node/config.py). ``default=None`` asks whether it is set at all."""
@@ -148,7 +150,7 @@ class Home:
         value = self.config
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
-                return DEFAULTS[key] if default is DEFAULTS else default
+                return DEFAULTS[key] if default is _TABLE_DEFAULT else default
             value = value[part]
         kind = CONFIG_KEYS[key]
         if isinstance(kind, tuple):

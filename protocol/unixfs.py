@@ -314,12 +314,15 @@ def dag_sizes(get: Get, root: bytes, raw_size: Callable[[bytes], int] | None = N
     for visit in walk(get, root, has_block=has_raw):  # each distinct block once, depth bounded
         if not visit.present:
             raise MissingBlock(f"block {cid_str(visit.cid)} is not in this store")
-        if visit.data is None:  # a raw leaf measured by the store's index, not read
+        data = visit.data
+        if data is None and cid_codec(visit.cid) == RAW:  # a raw leaf measured by the store's index, not read
             size_of[visit.cid] = raw_size(visit.cid)
             unique += size_of[visit.cid]
             continue
-        unique += len(visit.data)
-        nodes[visit.cid] = decode(visit.cid, visit.data)
+        if data is None:  # a leaf of another codec: read it, so that decode() says what it is
+            data = get(visit.cid)
+        unique += len(data)
+        nodes[visit.cid] = decode(visit.cid, data)
     # children before parents, without recursion; a link back up the path cannot be (hashes)
     stack: list[tuple[bytes, bool]] = [(root, False)]
     while stack:

@@ -127,3 +127,17 @@ def test_a_block_that_does_not_decode_is_invalid():
     bad = s.put(DAG_PB, b"\xff\xff")
     with pytest.raises(InvalidBlock):
         list(walk(s.get, bad))
+
+
+def test_dag_sizes_walks_once_and_reads_only_what_it_must():
+    from fabnode.protocol.cid import DAG_CBOR
+    from fabnode.protocol.unixfs import dag_sizes
+
+    s = Blocks()
+    leaf = s.leaf(b"12345")
+    root = s.folder(a=leaf, b=leaf, c=s.folder(d=leaf))
+    sizes = dag_sizes(s.__getitem__, root, raw_size=lambda c: len(s[c]) if c in s else None)
+    assert sizes.content_bytes == 15 and sizes.unique_bytes == sum(len(b) for b in s.values())
+    odd = s.folder(x=s.put(DAG_CBOR, b"\xa0"))  # not UnixFS: refused by name, whatever raw_size says
+    with pytest.raises(InvalidBlock, match="not a UnixFS node"):
+        dag_sizes(s.__getitem__, odd, raw_size=lambda c: len(s[c]))
