@@ -121,7 +121,8 @@ def _global_options(parser, default) -> None:
                         help="Show the version and exit.")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's argparse parser, built from the command table (tests/test_docs.py reads it)."""
     parser = argparse.ArgumentParser(
         prog="fabnode", description=_cleandoc(main.__doc__),
         epilog="--home, --version and --json may also come after the command: fabnode id --home DIR --json",
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupts.install()  # SIGINT and SIGTERM raise where the command is, so cleanup runs
     try:
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         code = _run_command(args)
     except KeyboardInterrupt as exc:  # while parsing
         echo(f"error: {interrupts.message(exc)}", err=True)
@@ -657,9 +658,9 @@ def _print_designs(rows, as_json: bool) -> None:
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def designs(ctx, limit, as_json):
     """List the designs this node knows, most recently changed first."""
-    from fabnode.node.local.commons import designs as run_designs
+    from fabnode.node.local.commons import list_designs
 
-    _print_designs(run_designs(_home(ctx).require(), limit), as_json)
+    _print_designs(list_designs(_home(ctx).open_stores().records, limit), as_json)
 
 
 @command()
@@ -671,9 +672,9 @@ def search(ctx, text, limit, as_json):
 
     Usage:  fabnode search "water pump"
     """
-    from fabnode.node.local.commons import search as run_search
+    from fabnode.node.local.commons import search_designs
 
-    _print_designs(run_search(_home(ctx).require(), text, limit), as_json)
+    _print_designs(search_designs(_home(ctx).open_stores().records, text, limit), as_json)
 
 
 @command()
@@ -811,7 +812,8 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
 
     Usage:  fabnode run --listen /ip4/0.0.0.0/tcp/4001
     """
-    from fabnode.node.runtime.daemon import daemon_options, run_daemon
+    from fabnode.node.config import daemon_options
+    from fabnode.node.runtime.daemon import run_daemon
 
     home = _home(ctx, warn=False).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,

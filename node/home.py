@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 import tomllib
@@ -32,31 +31,12 @@ from functools import cached_property
 from pathlib import Path
 
 from fabnode.protocol.errors import FabnodeError
+
+from fabnode.node.config import CONFIG_KEYS, CONFIG_NAME, DEFAULTS, config_warnings
 from fabnode.protocol.identity import did_from_ed25519, peer_id_from_ed25519
 
-CONFIG_NAME = "config.toml"
-CONFIG_KEYS: dict[str, type | tuple[type, type]] = {
-    "name": str,
-    "listen": (list, str),
-    "bootstrap": (list, str),
-    "mdns": bool,
-    "http": str,
-    "http_hosts": (list, str),
-    "limits.fetch_streams_per_peer": int,
-    "limits.fetch_streams_total": int,
-    "limits.upload_bytes_per_second": int,
-    "limits.gossip_messages_per_second": int,
-    "limits.max_connections": int,
-    "limits.stranger_records_per_author_per_hour": int,
-    "limits.stranger_records_per_peer_per_hour": int,
-    "limits.stranger_storage_mib": int,
-    "sync.interval_seconds": int,
-    "seeding.follow_trusted_authors": bool,
-    "seeding.budget_mib": int,
-}
-"""Every key fabnode reads from config.toml, with its type (a list type is (list, item type));
-dotted names are keys inside a table. A test checks config.example.toml documents each."""
-CONFIG_TABLES = sorted({key.split(".")[0] for key in CONFIG_KEYS if "." in key})
+_TABLE_DEFAULT = object()
+"""Home.setting's ``default`` when none is given: the key's default in node/config.py."""
 _printed_warnings: set[str] = set()
 """Config warnings this process has printed: each once, however many Home objects read the file."""
 AUTHOR_KEY = "author.key"
@@ -118,97 +98,6 @@ def _config_text(name: str) -> str:
     )
 
 
-# ------------------------------------------------------------------ unknown configuration keys
-# A misspelt key (`bootstap`, `[limit]`) would otherwise be ignored in silence, and the operator
-# left wondering why the setting does nothing. tomllib gives no line numbers, so a small scanner
-# finds where each name is set; it reads only key lines and table headers, skipping the inside
-# of multi-line arrays and strings, which is all config.toml needs.
-
-_QUOTED = r'"(?:[^"\\]|\\.)*"' + "|" + r"'[^']*'"
-_SIMPLE_KEY = r"[A-Za-z0-9_-]+|" + _QUOTED
-_DOTTED_KEY = rf"(?:{_SIMPLE_KEY})(?:\s*\.\s*(?:{_SIMPLE_KEY}))*"
-_HEADER = re.compile(rf"\s*\[\[?\s*({_DOTTED_KEY})\s*\]\]?\s*(?:#.*)?$")
-_KEY_LINE = re.compile(rf"\s*({_DOTTED_KEY})\s*=")
-_STRING = re.compile(_QUOTED)
-
-
-def _key_parts(dotted: str) -> tuple[str, ...]:
-    return tuple(part.strip("\"'") for part in re.findall(_SIMPLE_KEY, dotted))
-
-
-def _names_and_lines(text: str) -> list[tuple[tuple[str, ...], int]]:
-    """Every table header and key in a TOML text, as (full name, line number)."""
-    found: list[tuple[tuple[str, ...], int]] = []
-    table: tuple[str, ...] = ()
-    depth, in_string = 0, None
-    for number, line in enumerate(text.splitlines(), 1):
-        if in_string:
-            if in_string in line:
-                in_string = None
-            continue
-        rest = line
-        if depth == 0:
-            if header := _HEADER.match(line):
-                table = _key_parts(header[1])
-                found.append((table, number))
-                continue
-            if not (key := _KEY_LINE.match(line)):
-                continue
-            found.append((table + _key_parts(key[1]), number))
-            rest = line[key.end():]
-        for quotes in ('"""', "'''"):
-            if rest.count(quotes) % 2:
-                in_string = quotes
-        plain = _STRING.sub("", rest).split("#", 1)[0]
-        depth = max(0, depth + plain.count("[") + plain.count("{") - plain.count("]") - plain.count("}"))
-    return found
-
-
-def _line_of(name: tuple[str, ...], found: list[tuple[tuple[str, ...], int]]) -> int | None:
-    """Where ``name`` is set: its first line, else that of the nearest enclosing name (an inline
-    table), else None."""
-    exact = [number for path, number in found if path[:len(name)] == name]
-    if exact:
-        return min(exact)
-    enclosing = [(len(path), -number) for path, number in found if name[:len(path)] == path]
-    return -max(enclosing)[1] if enclosing else None
-
-
-def _unknown_names(table: dict, prefix: tuple[str, ...] = ()):
-    """(name, is a table) for each name set that is not in CONFIG_KEYS, outermost first: an
-    unknown table is one name, not one per key inside it."""
-    for key, value in table.items():
-        name = prefix + (key,)
-        dotted = ".".join(name)
-        if dotted in CONFIG_KEYS:
-            continue
-        if isinstance(value, dict) and any(known.startswith(dotted + ".") for known in CONFIG_KEYS):
-            yield from _unknown_names(value, name)
-        else:
-            yield name, isinstance(value, dict)
-
-
-def config_warnings(config: dict, text: str, path: Path) -> list[str]:
-    """One line per name config.toml sets that fabnode does not read, with its line number and
-    the nearest known name, in the order of the file."""
-    import difflib
-
-    found = _names_and_lines(text)
-    warnings = []
-    for name, is_table in _unknown_names(config):
-        dotted = ".".join(name)
-        line = _line_of(name, found)
-        where = f"{path} line {line}" if line else str(path)
-        if dotted in CONFIG_TABLES:
-            warnings.append((line or 0, f"{where}: '{dotted}' is not a table: write [{dotted}] and its keys under it"))
-            continue
-        known = [*CONFIG_KEYS, *CONFIG_TABLES] if len(name) == 1 else list(CONFIG_KEYS)  # tables are top-level
-        near = difflib.get_close_matches(dotted, known, n=1)
-        hint = f"did you mean '{near[0]}'?" if near else "every key is explained in config.example.toml"
-        warnings.append((line or 0, f"{where}: unknown {'table' if is_table else 'key'} '{dotted}' ({hint})"))
-    return [text for _, text in sorted(warnings, key=lambda w: w[0])]
-
-
 class Home:
     def __init__(self, path: Path, *, warn: bool = True) -> None:
         """``warn=False``: leave config warnings to the caller (the daemon logs them instead)."""
@@ -253,13 +142,15 @@ class Home:
         self.config
         return self._config_warnings
 
-    def setting(self, key: str, default):
-        """One configuration value (``"limits.x"`` is key x of table [limits]), type-checked."""
+    def setting(self, key: str, default=_TABLE_DEFAULT):
+        """One configuration value (``"limits.x"`` is key x of table [limits]), type-checked;
+        when config.toml does not set it, ``default`` if given, else the key's default
+        (node/config.py). ``default=None`` asks whether it is set at all."""
         assert key in CONFIG_KEYS, f"undocumented configuration key {key!r}"
         value = self.config
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
-                return default
+                return DEFAULTS[key] if default is _TABLE_DEFAULT else default
             value = value[part]
         kind = CONFIG_KEYS[key]
         if isinstance(kind, tuple):
@@ -278,7 +169,7 @@ class Home:
         return Identity(
             did=did_from_ed25519(_public_key(self.path / AUTHOR_KEY)),
             peer_id=peer_id_from_ed25519(_public_key(self.path / NODE_KEY)),
-            name=self.setting("name", ""),
+            name=self.setting("name"),
         )
 
     def open_store(self):
@@ -287,6 +178,13 @@ class Home:
 
         self.require()
         return BlockStore(open_db(self.db_path))
+
+    def open_stores(self):
+        """Every store (:class:`fabnode.storage.Stores`) over one newly opened connection."""
+        from fabnode.storage import Stores, open_db
+
+        self.require()
+        return Stores.over(open_db(self.db_path))
 
 
 def init_home(path: Path, name: str | None) -> Identity:

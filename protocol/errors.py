@@ -52,12 +52,12 @@ class PathNotFound(FabnodeError):
     """A CID/path whose path does not lead anywhere in the DAG."""
 
 
-class DiskFull(FabnodeError):
+class DiskFull(LocalError):
     """A write ran out of space. The message says what was being written, how much it needed
     and on which filesystem, and that nothing of it was kept."""
 
 
-class DamagedDatabase(FabnodeError):
+class DamagedDatabase(LocalError):
     """The node's SQLite file cannot be read: its header is gone, it was cut short, or a page
     inside it is malformed. ``reason`` says which, as far as it can be told from outside."""
 

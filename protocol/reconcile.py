@@ -43,7 +43,7 @@ import hashlib
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from .errors import FabnodeError, InvalidBlock
+from .errors import InvalidBlock, RemoteProtocolError
 from .varint import decode_varint, encode_varint
 
 VERSION = 0x61
@@ -60,7 +60,7 @@ MAX_RANGES = 100_000
 MAX_IDLIST = 10_000
 
 
-class ReconcileError(FabnodeError):
+class ReconcileError(RemoteProtocolError):
     """A peer's reconciliation message breaks the format; the sync with it stops."""
 
 

@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .cid import DAG_PB, RAW, check_cid_bytes, cid_codec, cid_str, make_cid
+from .dag import MAX_DEPTH, walk
 from .dagpb import PBLink, decode_node, encode_node
-from .errors import InvalidBlock, InvalidCID, PathNotFound
+from .errors import InvalidBlock, InvalidCID, MissingBlock, PathNotFound
 from .varint import decode_varint, encode_varint
 
 CHUNK_SIZE = 1024 * 1024
@@ -37,8 +38,6 @@ MAX_LINKS = 1024
 """Children per dag-pb File node in the balanced layout."""
 MAX_PLAIN_DIRECTORY_ENTRIES = 1000
 """Above this ipfs-car writes a HAMT-sharded directory; fabnode refuses instead of differing."""
-MAX_DEPTH = 128
-"""Deepest DAG any reader follows: deeper trees are hostile or broken, never a real bundle."""
 
 DIRECTORY_DATA = b"\x08\x01"
 
@@ -67,7 +66,8 @@ class Built:
     """Bytes of file content under it."""
 
 
-def _file_data(filesize: int, blocksizes: list[int]) -> bytes:
+def file_node_data(filesize: int, blocksizes: list[int]) -> bytes:
+    """The UnixFS Data of a File node with these sizes, as ipfs-car writes it."""
     out = bytearray(b"\x08\x02\x18")
     out += encode_varint(filesize)
     for size in blocksizes:  # not packed: one key per value, as js-ipfs-unixfs writes them
@@ -78,7 +78,7 @@ def _file_data(filesize: int, blocksizes: list[int]) -> bytes:
 
 def _file_node(children: list[Built]) -> tuple[Block, Built]:
     links = [PBLink(child.cid, "", child.tsize) for child in children]
-    data = _file_data(sum(c.size for c in children), [c.size for c in children])
+    data = file_node_data(sum(c.size for c in children), [c.size for c in children])
     block_bytes = encode_node(links, data)
     cid = make_cid(DAG_PB, block_bytes)
     built = Built(cid, len(block_bytes) + sum(c.tsize for c in children), sum(c.size for c in children))
@@ -282,14 +282,6 @@ def iter_file(get: Get, cid: bytes) -> Iterator[bytes]:
             stack.append((link.cid, size, depth + 1))
 
 
-def links_of(cid: bytes, block: bytes) -> list[bytes]:
-    """The CIDs a block points to (for walking any stored DAG, UnixFS or not)."""
-    codec = cid_codec(cid)
-    if codec == DAG_PB:
-        return [link.cid for link in decode_node(block).links]
-    return []
-
-
 MAX_EXPANSION = 64
 """A DAG may repeat blocks (two identical files, a file of zeros), but the content it expands to
 may be at most this many times its unique bytes, plus :data:`EXPANSION_SLACK`. Beyond that it is
@@ -316,30 +308,32 @@ def dag_sizes(get: Get, root: bytes, raw_size: Callable[[bytes], int] | None = N
     ``raw_size``, when given, tells a raw leaf's length without reading it (a store's index).
     """
     size_of: dict[bytes, int] = {}
-    unique = 0
-    stack: list[tuple[bytes, int, bool]] = [(root, 0, False)]
     nodes: dict[bytes, UnixFSNode] = {}
+    unique = 0
+    has_raw = None if raw_size is None else (lambda cid: cid_codec(cid) != RAW or raw_size(cid) is not None)
+    for visit in walk(get, root, has_block=has_raw):  # each distinct block once, depth bounded
+        if not visit.present:
+            raise MissingBlock(f"block {cid_str(visit.cid)} is not in this store")
+        data = visit.data
+        if data is None and cid_codec(visit.cid) == RAW:  # a raw leaf measured by the store's index, not read
+            size_of[visit.cid] = raw_size(visit.cid)
+            unique += size_of[visit.cid]
+            continue
+        if data is None:  # a leaf of another codec: read it, so that decode() says what it is
+            data = get(visit.cid)
+        unique += len(data)
+        nodes[visit.cid] = decode(visit.cid, data)
+    # children before parents, without recursion; a link back up the path cannot be (hashes)
+    stack: list[tuple[bytes, bool]] = [(root, False)]
     while stack:
-        cid, depth, children_done = stack.pop()
+        cid, children_done = stack.pop()
         if cid in size_of:
             continue
-        if depth > MAX_DEPTH:
-            raise InvalidBlock(f"DAG under {cid_str(root)} is deeper than {MAX_DEPTH}")
+        node = nodes[cid]
         if not children_done:
-            if cid in nodes:  # already waiting for its children: a link back up the path cannot be (hashes)
-                continue
-            if raw_size is not None and cid_codec(cid) == RAW:
-                size_of[cid] = raw_size(cid)
-                unique += size_of[cid]
-                continue
-            block = get(cid)
-            unique += len(block)
-            node = decode(cid, block)
-            nodes[cid] = node
-            stack.append((cid, depth, True))
-            stack.extend((link.cid, depth + 1, False) for link in node.links if link.cid not in size_of)
+            stack.append((cid, True))
+            stack.extend((link.cid, False) for link in node.links if link.cid not in size_of)
             continue
-        node = nodes.pop(cid)
         children = [size_of[link.cid] for link in node.links]
         if node.kind == "file":
             for link, declared, actual in zip(node.links, node.blocksizes, children):

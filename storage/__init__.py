@@ -3,5 +3,7 @@
 from .blocks import BlockStore, Pin
 from .db import open_db
 from .peers import PeerStore
+from .records import RecordStore
+from .stores import Stores
 
-__all__ = ["BlockStore", "PeerStore", "Pin", "open_db"]
+__all__ = ["BlockStore", "PeerStore", "Pin", "RecordStore", "Stores", "open_db"]

@@ -88,6 +88,13 @@ class BlockStore:
         row = self.db.conn.execute("SELECT size FROM blocks WHERE cid = ?", (cid,)).fetchone()
         return None if row is None else row[0]
 
+    def total_size(self, cids: Iterable[bytes]) -> int:
+        """Bytes of the stored blocks among ``cids`` (absent ones count 0), read from the index."""
+        cids = list(cids)
+        return sum(self._conn.execute(
+            f"SELECT coalesce(sum(size), 0) FROM blocks WHERE cid IN ({','.join('?' * len(chunk))})", chunk
+        ).fetchone()[0] for chunk in (cids[i:i + 500] for i in range(0, len(cids), 500)))
+
     def has(self, cid: bytes) -> bool:
         return self._conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid,)).fetchone() is not None
 

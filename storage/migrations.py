@@ -13,6 +13,11 @@ from sqlite_utils.migrations import Migrations
 migrations = Migrations("fabnode")
 
 
+def migration_names() -> list[str]:
+    """The name of every migration defined here, in the order they apply."""
+    return [m.name for m in migrations._migrations]  # sqlite-utils keeps them in order; no public accessor
+
+
 @migrations(name="001_blocks")
 def blocks(db: Database) -> None:
     # Blocks are immutable and keyed by their binary CID; `size` lets fsck and `have` report

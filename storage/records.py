@@ -280,6 +280,40 @@ class RecordStore:
         return self._conn.execute("SELECT count(*) FROM records WHERE author = ? AND received_ms >= ?",
                                   (author, since_ms)).fetchone()[0]
 
+    # ------------------------------------------------------------ staging an import
+
+    def clear_staged(self) -> None:
+        """Empty the import's staging table (a temporary table: this connection only)."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_records (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
+        self._conn.execute("DELETE FROM import_records")
+
+    def stage(self, cid: bytes, data: bytes) -> None:
+        """Keep a record read from a file until the whole file is checked (:meth:`clear_staged` first)."""
+        self._conn.execute("INSERT INTO import_records (cid, data) VALUES (?, ?)", (cid, data))
+
+    def staged(self) -> list[tuple[bytes, bytes]]:
+        """(cid, data) of every staged record."""
+        return self._conn.execute("SELECT cid, data FROM import_records").fetchall()
+
+    def records_of(self, design: bytes | None = None):
+        """(cid, data) of every record, or of one design's versions and their attestations."""
+        return records_query(self._conn, design)
+
+    # ------------------------------------------------------------ the strangers' quota
+
+    def set_quota_trusted(self, authors: Iterable[str]) -> None:
+        """Remember the keys the strangers' quota treats as trusted (a temporary table: this
+        connection only), for :meth:`trusted_vouch_marker`."""
+        self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS quota_trusted (author TEXT PRIMARY KEY)")
+        self._conn.execute("DELETE FROM quota_trusted")
+        self._conn.executemany("INSERT INTO quota_trusted VALUES (?)", [(a,) for a in authors])
+
+    def trusted_vouch_marker(self) -> tuple[int, int]:
+        """(how many, newest rowid) of the vouches by the keys of :meth:`set_quota_trusted`: it
+        changes exactly when one of them adds a vouch (a stranger's vouch carries no weight)."""
+        return tuple(self._conn.execute("SELECT count(*), coalesce(max(v.rowid), 0) FROM vouches v "
+                                        "JOIN quota_trusted t ON v.author = t.author").fetchone())
+
     def _mark_trusted(self, trusted: Iterable[str]) -> None:
         self._conn.execute("CREATE TEMP TABLE IF NOT EXISTS trusted_now (author TEXT PRIMARY KEY)")
         self._conn.execute("DELETE FROM trusted_now")

@@ -33,7 +33,7 @@ import trio
 async def serve_car(car_file: str) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from fabnode.node.runtime.fetch import _read_frame
+    from fabnode.node.runtime.wire import read_frame
     from fabnode.node.runtime.host import dial_address, quiet_library_logs, running_host
     from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL
 
@@ -42,7 +42,7 @@ async def serve_car(car_file: str) -> None:
 
     async def handle(stream) -> None:
         try:
-            await _read_frame(stream, MAX_REQUEST_BYTES)
+            await read_frame(stream, MAX_REQUEST_BYTES)
             await stream.write(answer)
             await stream.close()
         except Exception:

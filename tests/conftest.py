@@ -17,7 +17,8 @@ FABNODE = Path(sys.executable).parent / "fabnode"
 IPFS_CAR = TOOLS / "node_modules" / ".bin" / "ipfs-car"
 
 
-def _env(home: Path | None) -> dict:
+def cli_env(home: Path | None) -> dict:
+    """The environment for running the fabnode command with ``home`` (None: no FABNODE_HOME)."""
     env = {k: v for k, v in os.environ.items() if k != "FABNODE_HOME"}
     if home is not None:
         env["FABNODE_HOME"] = str(home)
@@ -31,7 +32,7 @@ class Cli:
         self.home = home
 
     def run(self, *args: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(FABNODE), *args], env=_env(self.home), capture_output=True,
+        result = subprocess.run([str(FABNODE), *args], env=cli_env(self.home), capture_output=True,
                                 timeout=timeout, **kw)
         if check and result.returncode != 0:
             raise AssertionError(f"fabnode {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")

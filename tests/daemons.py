@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import FABNODE, Cli, _env
+from conftest import FABNODE, Cli, cli_env
 
 
 class Daemon:
@@ -31,7 +31,7 @@ class Daemon:
         if "--http" not in args:
             flags += ["--http", "127.0.0.1:0"]  # never the shared default port 8080
         self.proc = subprocess.Popen([*prefix, str(FABNODE), "run", "--listen", listen, *flags, *args],
-                                     env=_env(cli.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     env=cli_env(cli.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[str] = []
         self._pending = b""
         self._read = 0
@@ -153,7 +153,7 @@ def connect_line(daemons: list, labs: list[Cli]) -> list[Daemon]:
     return line
 
 
-def _signing_key(seed: int):
+def signing_key(seed: int):
     """A fixed Ed25519 key (seed byte repeated) and its did:key, for records made in tests."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

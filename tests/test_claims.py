@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from conftest import ROOT, Cli
-from daemons import Daemon, _signing_key
+from daemons import Daemon, signing_key
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 CLAIMED = "Fab Lab Nairobi"
@@ -43,7 +43,7 @@ def _attestation(seed: int, subject: str, ts: int, lab: str = CLAIMED):
     from fabnode.protocol.dagcbor import Link
     from fabnode.protocol.records import make_record
 
-    key, did = _signing_key(seed)
+    key, did = signing_key(seed)
     return make_record("attestation", {"subject": Link(parse_cid(subject)), "predicate": "built", "result": "passed",
                                        "lab": lab}, author=did, ts=ts, sign=key.sign)
 
@@ -59,11 +59,11 @@ def world(tmp_path_factory):
     me.run("init", "--name", "Fab Lab Kampala")
     first = me.json("publish", str(EXAMPLE), "-m", "first pump")
     me.run("attest", first["version"], "--result", "passed", "-m", "pumps 20 l/min")
-    _, nairobi = _signing_key(40)
+    _, nairobi = signing_key(40)
     me.run("vouch", nairobi, "-m", "we built their jig together")
-    sybils = [_signing_key(100 + i)[1] for i in range(SYBILS)]
+    sybils = [signing_key(100 + i)[1] for i in range(SYBILS)]
     now = int(time.time() * 1000)
-    sybil_key, sybil_author = _signing_key(99)
+    sybil_key, sybil_author = signing_key(99)
     sybil_version = make_record(
         "version", {"bundle": Link(parse_cid(first["bundle"])), "parents": [Link(parse_cid(first["version"]))],
                     "design": Link(parse_cid(first["design"])), "title": "Direct-action PVC hand pump",

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fabnode.protocol.identity import ed25519_from_did
 
-from conftest import FABNODE, ROOT, Cli, _env, write_random_file
+from conftest import FABNODE, ROOT, Cli, cli_env, write_random_file
 
 
 def _raw_public(path: Path) -> bytes:
@@ -54,7 +54,7 @@ def test_init_never_replaces_keys_and_updates_the_name(cli: Cli):
 
 def test_home_option_and_environment(tmp_path):
     home = tmp_path / "elsewhere"
-    env = _env(None)
+    env = cli_env(None)
     made = subprocess.run([str(FABNODE), "--home", str(home), "init", "--json"], env=env, capture_output=True, check=True)
     shown = subprocess.run([str(FABNODE), "id", "--json"], env={**env, "FABNODE_HOME": str(home)},
                            capture_output=True, check=True)
@@ -138,7 +138,7 @@ def test_an_add_killed_half_way_leaves_nothing_visible(cli: Cli, tmp_path):
     design = tmp_path / "design"
     write_random_file(design / "a.bin", 200 << 20, seed=11)
     before = cli.json("fsck")
-    proc = subprocess.Popen([str(FABNODE), "add", str(design)], env=_env(cli.home),
+    proc = subprocess.Popen([str(FABNODE), "add", str(design)], env=cli_env(cli.home),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wal = cli.home / "fabnode.db-wal"
     deadline = time.monotonic() + 60

@@ -201,10 +201,10 @@ def test_versions_arriving_before_their_design_are_shown_then_linked(labs, tmp_p
     assert all(v["canonical"] for v in log["versions"])
 
 
-from test_records import _hostile_cases, golden_records  # noqa: E402
+from test_records import hostile_cases, golden_records  # noqa: E402
 
 
-@pytest.mark.parametrize("name, raw, reason", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
+@pytest.mark.parametrize("name, raw, reason", hostile_cases(), ids=[c[0] for c in hostile_cases()])
 def test_hostile_records_from_elsewhere_store_nothing(labs, name, raw, reason):
     from fabnode.node.local.commons import receive_records
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import FABNODE, Cli, _env, write_random_file
+from conftest import FABNODE, Cli, cli_env, write_random_file
 
 
 @pytest.mark.slow
@@ -38,7 +38,7 @@ def test_import_killed_at_twenty_random_moments(tmp_path):
     complete = probe.json("fsck")
     outcomes = {"nothing": 0, "everything": 0}
     for attempt in range(20):
-        proc = subprocess.Popen([str(FABNODE), "import", str(car)], env=_env(b.home),
+        proc = subprocess.Popen([str(FABNODE), "import", str(car)], env=cli_env(b.home),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # the random moment of the crash (not a wait for an event), mostly before the commit: the
         # durable checkpoint after it takes much of the whole time

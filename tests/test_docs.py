@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fabnode import cli
-from fabnode.node.home import CONFIG_KEYS
+from fabnode.node.config import CONFIG_KEYS, DEFAULTS
 
 from conftest import ROOT
 
@@ -66,6 +66,26 @@ def test_every_configuration_key_is_documented(tmp_path):
     assert read == set(CONFIG_KEYS), "a key is read but not registered, or registered but never read"
 
 
+def test_the_example_configuration_shows_each_default():
+    """config.example.toml says it lists every key "with its default": the values it shows are
+    those of node/config.py (the name excepted: it is the lab's own), and a fresh home reads them."""
+    from fabnode.node.config import KEYS
+
+    example = _flatten(tomllib.loads((ROOT / "config.example.toml").read_text(encoding="utf-8")))
+    assert {key: example[key] for key in CONFIG_KEYS if key != "name"} == {
+        key: DEFAULTS[key] for key in CONFIG_KEYS if key != "name"}
+    assert [key.name for key in KEYS] == list(CONFIG_KEYS) and all(key.comment for key in KEYS)
+
+
+def test_an_unset_key_reads_as_its_default(tmp_path):
+    from fabnode.node.home import Home
+
+    (tmp_path / "config.toml").write_text('name = "Lab"\n')
+    home = Home(tmp_path)
+    assert {key: home.setting(key) for key in CONFIG_KEYS} == {**DEFAULTS, "name": "Lab"}
+    assert home.setting("listen", None) is None  # whether it is set at all
+
+
 def test_a_mistyped_configuration_value_is_one_clear_error(tmp_path):
     from fabnode.node.home import Home
     from fabnode.protocol.errors import FabnodeError
@@ -111,7 +131,7 @@ def test_every_command_the_readme_shows_exists_with_those_options():
     import contextlib
     import io
 
-    parser = cli._parser()
+    parser = cli.build_parser()
     checked = 0
     for args in _readme_invocations():
         if len(args) <= 1 and not (args and args[0].startswith("-")):

@@ -23,7 +23,7 @@ import pytest
 
 from fabnode.protocol.errors import human_size
 
-from conftest import FABNODE, ROOT, Cli, _env, write_random_file
+from conftest import FABNODE, ROOT, Cli, cli_env, write_random_file
 from daemons import Daemon, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
@@ -272,7 +272,7 @@ def interrupt(cli: Cli, args: list[str], under_way, sig: int = signal.SIGINT, ti
     """Start ``fabnode ARGS``, wait (with a deadline) until ``under_way(proc)`` is true, then
     send ``sig``: SIGINT to its whole process group, as Ctrl-C in a terminal does; SIGTERM to
     the process, as kill or systemd do. Returns (exit status, stdout, stderr)."""
-    proc = subprocess.Popen([str(FABNODE), *args], env=_env(cli.home), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(FABNODE), *args], env=cli_env(cli.home), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from fabnode.protocol.dagpb import PBLink, encode_node
 from fabnode.protocol.unixfs import DIRECTORY_DATA
 from fabnode.storage import BlockStore, open_db
 
-from conftest import FABNODE, Cli, _env, write_random_file
+from conftest import FABNODE, Cli, cli_env, write_random_file
 
 
 def _store_state(cli: Cli) -> list[tuple]:
@@ -46,7 +46,7 @@ def _run_without_read_override(cli: Cli, *args: str) -> subprocess.CompletedProc
     if os.geteuid() == 0:
         caps = "-dac_override,-dac_read_search"
         prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
-    return subprocess.run([*prefix, str(FABNODE), *args], env=_env(cli.home), capture_output=True, timeout=60)
+    return subprocess.run([*prefix, str(FABNODE), *args], env=cli_env(cli.home), capture_output=True, timeout=60)
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])

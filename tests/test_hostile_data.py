@@ -12,7 +12,7 @@ from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import DAG_PB, RAW, cid_str, make_cid, parse_cid
 from fabnode.protocol.dagpb import PBLink, encode_node
 from fabnode.protocol.errors import InvalidBlock, InvalidCID
-from fabnode.protocol.unixfs import EXPANSION_SLACK, MAX_EXPANSION, _file_data, dag_sizes
+from fabnode.protocol.unixfs import EXPANSION_SLACK, MAX_EXPANSION, file_node_data, dag_sizes
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -20,7 +20,7 @@ EXAMPLE = ROOT / "examples" / "hand-pump"
 def _file_node(children: list[tuple[bytes, int, int]], declared: list[int] | None = None) -> tuple[bytes, bytes]:
     """(cid, block) of a dag-pb file node over (cid, block length, content size) children."""
     sizes = declared if declared is not None else [c[2] for c in children]
-    block = encode_node([PBLink(cid, "", length) for cid, length, _ in children], _file_data(sum(sizes), sizes))
+    block = encode_node([PBLink(cid, "", length) for cid, length, _ in children], file_node_data(sum(sizes), sizes))
     return make_cid(DAG_PB, block), block
 
 

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from conftest import ROOT
-from daemons import _signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
+from daemons import signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -149,9 +149,9 @@ def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arriv
     a, b, c = make_labs(tmp_path, 3)
     da, db, dc = connect_line(daemons, [a, b, c])
     now = int(time.time() * 1000)
-    victim_key, victim = _signing_key(1)
-    forger_key, _ = _signing_key(2)
-    subject = _signing_key(3)[1]
+    victim_key, victim = signing_key(1)
+    forger_key, _ = signing_key(2)
+    subject = signing_key(3)[1]
     forged = make_record("vouch", {"subject": subject, "trust": "trusted"}, author=victim, ts=now,
                          sign=forger_key.sign).raw
     oversized = encode({"fabnode": 1, "type": "vouch", "author": victim, "ts": now, "sig": b"\0" * 64,
@@ -166,7 +166,7 @@ def test_a_hostile_peer_is_rejected_not_forwarded_and_honest_records_still_arriv
     hostile = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hostile_peer.py"), db.addr, str(messages)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        honest = [a.out("vouch", _signing_key(10 + i)[1], "-m", f"honest {i}") for i in range(3)]
+        honest = [a.out("vouch", signing_key(10 + i)[1], "-m", f"honest {i}") for i in range(3)]
         line = hostile.stdout.readline().decode()
         assert line.startswith("published 37"), (line, hostile.stderr.read().decode() if hostile.poll() else "")
         for cid in honest:
@@ -198,7 +198,7 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     import sqlite3
     import subprocess
 
-    from conftest import FABNODE, _env, write_random_file
+    from conftest import FABNODE, cli_env, write_random_file
 
     a, b, c = make_labs(tmp_path, 3)
     tree = tmp_path / "design"
@@ -211,7 +211,7 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     da, dc = start(daemons, a), start(daemons, c)
     out = tmp_path / "copy"
     get = subprocess.Popen([str(FABNODE), "get", bundle, "--peer", da.addr, "--peer", dc.addr, "-o", str(out)],
-                           env=_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                           env=cli_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def blocks_on_b() -> int:
         try:
@@ -311,7 +311,7 @@ def test_nodes_on_the_same_lan_find_each_other_by_mdns(tmp_path, daemons, privat
 def test_status_shows_what_is_being_fetched_and_served(tmp_path, daemons):
     import subprocess
 
-    from conftest import FABNODE, _env, write_random_file
+    from conftest import FABNODE, cli_env, write_random_file
 
     a, b = make_labs(tmp_path, 2)
     tree = tmp_path / "design"
@@ -320,7 +320,7 @@ def test_status_shows_what_is_being_fetched_and_served(tmp_path, daemons):
         f.write("[limits]\nupload_bytes_per_second = 2097152\n")
     bundle = a.out("add", str(tree))
     da, db = connect_line(daemons, [a, b])
-    get = subprocess.Popen([str(FABNODE), "get", bundle, "-o", str(tmp_path / "copy")], env=_env(b.home),
+    get = subprocess.Popen([str(FABNODE), "get", bundle, "-o", str(tmp_path / "copy")], env=cli_env(b.home),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         fetching = wait_until(lambda: [t for t in b.json("status")["fetching"] if t["blocks"] > 0], timeout=20,

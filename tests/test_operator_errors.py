@@ -352,16 +352,17 @@ def test_a_wrong_type_in_config_stays_a_one_line_error(cli):
 
 
 def test_the_example_config_has_no_unknown_key_and_every_key_is_found_on_its_line(tmp_path):
-    from fabnode.node.home import CONFIG_KEYS, Home, _line_of, _names_and_lines
+    from fabnode.node.config import CONFIG_KEYS, line_of, names_and_lines
+    from fabnode.node.home import Home
 
     from conftest import ROOT
 
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
     (tmp_path / "config.toml").write_text(text, encoding="utf-8")
     assert Home(tmp_path, warn=False).config_warnings == []
-    lines, found = text.splitlines(), _names_and_lines(text)
+    lines, found = text.splitlines(), names_and_lines(text)
     for key in CONFIG_KEYS:
-        assert lines[_line_of(tuple(key.split(".")), found) - 1].startswith(key.rsplit(".", 1)[-1] + " =")
+        assert lines[line_of(tuple(key.split(".")), found) - 1].startswith(key.rsplit(".", 1)[-1] + " =")
 
 
 def test_lines_inside_multi_line_values_are_not_taken_for_keys(tmp_path):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fabnode.node.local.files import _in_thread
+from fabnode.node.local.files import in_thread
 
 
 def test_items_arrive_in_order():
-    assert list(_in_thread(iter(range(1000)), depth=3)) == list(range(1000))
+    assert list(in_thread(iter(range(1000)), depth=3)) == list(range(1000))
 
 
 def test_producer_error_is_raised_in_the_consumer():
@@ -18,7 +18,7 @@ def test_producer_error_is_raised_in_the_consumer():
 
     got = []
     with pytest.raises(PermissionError, match="disk said no"):
-        for item in _in_thread(broken()):
+        for item in in_thread(broken()):
             got.append(item)
     assert got == [1]
 
@@ -33,7 +33,7 @@ def test_consumer_leaving_early_stops_the_producer():
             yield n
             n += 1
 
-    stream = _in_thread(endless(), depth=2)
+    stream = in_thread(endless(), depth=2)
     assert next(stream) == 0
     stream.close()  # must return, not wait forever on a full queue
     assert len(produced) < 10

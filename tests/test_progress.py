@@ -7,13 +7,13 @@ import pty
 import select
 import subprocess
 
-from conftest import FABNODE, Cli, _env, write_random_file
+from conftest import FABNODE, Cli, cli_env, write_random_file
 
 
 def _run_on_terminal(cli: Cli, *args: str) -> tuple[int, bytes]:
     """Run with stdout and stderr on a pseudo-terminal; return (exit code, everything shown)."""
     primary, secondary = pty.openpty()
-    proc = subprocess.Popen([str(FABNODE), *args], env={**_env(cli.home), "COLUMNS": "100"},
+    proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(cli.home), "COLUMNS": "100"},
                             stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
     os.close(secondary)
     shown = bytearray()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from daemons import _signing_key, make_labs, record_count, start, wait_until
+from daemons import signing_key, make_labs, record_count, start, wait_until
 from fabnode.node.home import Home
 from fabnode.protocol.identity import did_from_ed25519
 from fabnode.protocol.quota import StrangerLimits, refusal, to_evict
@@ -27,7 +27,7 @@ def _fill(home, records: list) -> None:
 
 
 def _vouches(seed: int, n: int, note_bytes: int, now: int) -> list:
-    key, author = _signing_key(seed)
+    key, author = signing_key(seed)
     return [make_record("vouch", {"subject": did_from_ed25519(bytes([seed]) + i.to_bytes(31, "big")), "trust": "trusted",
                                   "note": "n" * note_bytes}, author=author, ts=now - i, sign=key.sign) for i in range(n)]
 

@@ -132,7 +132,9 @@ def _value(record) -> dict:
             "sig": record.sig}
 
 
-def _hostile_cases():
+def hostile_cases():
+    """(name, raw record bytes, expected rejection) for records a peer must not get accepted;
+    shared with test_commons and test_verify."""
     v, a, w = golden_records()
     forged = bytearray(v.raw)
     forged[forged.index(b"first design")] ^= 0x20  # "First design": signed bytes changed
@@ -173,7 +175,7 @@ def _hostile_cases():
     ]
 
 
-@pytest.mark.parametrize("name, raw, reason", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
+@pytest.mark.parametrize("name, raw, reason", hostile_cases(), ids=[c[0] for c in hostile_cases()])
 def test_hostile_records_are_rejected_with_a_reason(name, raw, reason):
     with pytest.raises(RecordRejected) as info:
         verify_record(raw, now_ms=TS)

@@ -48,18 +48,14 @@ def design_state(cli: Cli, design: str) -> tuple:
 
 def _dag(conn, root: str) -> set:
     from fabnode.protocol.cid import cid_str, parse_cid
-    from fabnode.protocol.unixfs import links_of
+    from fabnode.protocol.dag import walk
 
-    out, stack = set(), [parse_cid(root)]
-    while stack:
-        cid = stack.pop()
-        if cid in out:
-            continue
+    def get_block(cid: bytes) -> bytes | None:
         row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()
         assert row is not None, f"block {cid_str(cid)} missing"
-        out.add(cid)
-        stack.extend(links_of(cid, row[0]))
-    return {cid_str(c) for c in out}
+        return row[0]
+
+    return {cid_str(visit.cid) for visit in walk(get_block, parse_cid(root))}
 
 
 @pytest.fixture

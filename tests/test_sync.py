@@ -97,10 +97,10 @@ def test_a_restart_in_the_middle_of_a_sync_loses_nothing(tmp_path, daemons):
     from fabnode.storage import open_db
     from fabnode.storage.records import RecordStore
 
-    from daemons import _signing_key
+    from daemons import signing_key
 
     a, b = make_labs(tmp_path, 2)
-    key, author = _signing_key(42)
+    key, author = signing_key(42)
     with open(b.home / "config.toml", "a") as f:  # B does not trust the author: lift the strangers' quota
         f.write("[limits]\nstranger_records_per_author_per_hour = 100000\nstranger_storage_mib = 1000\n")
     now = int(time.time() * 1000)
@@ -203,15 +203,15 @@ def test_connected_nodes_also_sync_periodically(tmp_path, daemons):
     from fabnode.storage import open_db
     from fabnode.storage.records import RecordStore
 
-    from daemons import _signing_key
+    from daemons import signing_key
 
     a, b = make_labs(tmp_path, 2)
     for lab in (a, b):
         with open(lab.home / "config.toml", "a") as f:
             f.write("[sync]\ninterval_seconds = 2\n")
     da, db = connect_line(daemons, [a, b])
-    key, author = _signing_key(7)
-    record = make_record("vouch", {"subject": _signing_key(8)[1], "trust": "trusted"}, author=author,
+    key, author = signing_key(7)
+    record = make_record("vouch", {"subject": signing_key(8)[1], "trust": "trusted"}, author=author,
                          ts=int(time.time() * 1000), sign=key.sign)
     conn = open_db(Home(a.home).db_path).conn
     conn.execute("BEGIN IMMEDIATE")

@@ -60,9 +60,9 @@ def _propose(lab: Cli, first: dict, second: dict) -> str:
     from fabnode.storage import open_db
     from fabnode.storage.records import RecordStore
 
-    from daemons import _signing_key
+    from daemons import signing_key
 
-    key, author = _signing_key(33)
+    key, author = signing_key(33)
     record = make_record("version", {"bundle": Link(parse_cid(second["bundle"])), "parents": [Link(parse_cid(second["version"]))],
                                      "design": Link(parse_cid(first["design"])), "title": "Direct-action PVC hand pump",
                                      "label": "1.2.0-rc", "message": "longer handle, proposed by Pune",
@@ -193,3 +193,25 @@ def test_search_from_the_header_in_a_browser(lab, browser):
     assert "Cusco pump" in page.locator("#designs").inner_text()
     assert "Direct-action PVC hand pump" not in page.locator("#designs").inner_text()
     page.close()
+
+
+def test_pages_render_from_one_connection(lab, monkeypatch):
+    """Pages opens no SQLite connection per render: every page reads the store it was given
+    (the daemon's), on the thread that owns it."""
+    import sqlite3
+
+    from fabnode.node.home import Home
+    from fabnode.node.http.pages import Pages
+
+    home = Home(lab["cli"].home)
+    pages = Pages(home, home.open_store())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a page opened a new SQLite connection")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+    for _ in range(2):
+        assert "<html" in pages.home_page().lower()
+        assert "pump" in pages.designs_page(None).lower() and "pump" in pages.designs_page("pump").lower()
+        assert lab["first"]["design"] in pages.design_page(lab["first"]["design"])
+        assert lab["second"]["version"] in pages.version_page(lab["second"]["version"])

@@ -164,11 +164,23 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
 
 
 class Pages:
+    """The lab's web pages, rendered from one open store: the daemon's (or ``fabnode run``'s).
+
+    Every page reads through ``store`` and the :class:`RecordStore` made over the same connection
+    here, once per app, never a connection per render. Nb. an SQLite connection belongs to the
+    thread that opened it: the pages render synchronously inside Hypercorn's handlers, which run
+    on the trio thread that owns the daemon's store, so they never need a connection of their own
+    (Python's sqlite3 refuses use from another thread, so a change that broke this would fail loudly).
+    """
+
     def __init__(self, home, store, status=None) -> None:
         from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+        from fabnode.storage import Stores
+
         self.home = home
         self.store = store
+        self.records = Stores.of(store).records
         self.status = status or (lambda: {})
         from fabnode.protocol.reputation import short_did
 
@@ -179,21 +191,19 @@ class Pages:
 
     def _trust(self, records):
         """This node's trust graph, computed once per page (issue 12: who says it)."""
-        from fabnode.node.local.commons import _trust_map
+        from fabnode.node.local.commons import trust_map_for
 
-        return _trust_map(self.home, records)[1]
+        return trust_map_for(self.identity.did, records)[1]
 
     def _render(self, name: str, **context) -> str:
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
 
     def home_page(self) -> str:
-        from fabnode.storage.records import RecordStore
+        from fabnode.node.local.commons import history
 
-        from fabnode.node.local.commons import log
-
-        records = RecordStore(self.store.db.conn)
+        records = self.records
         trust_map = self._trust(records)
-        versions = log(self.home, None, limit=15, trust_map=trust_map)["versions"]
+        versions = history(records, self.identity.did, None, limit=15, trust_map=trust_map)["versions"]
         for v in versions:
             v["when"] = _when(v["ts"])
         trusted, unknown = records.recent_attestations_split(trust_map.keys(), 15)
@@ -214,21 +224,20 @@ class Pages:
                             versions=versions, attestations=attestations, unknown=others)
 
     def designs_page(self, query: str | None, limit: int = 200) -> str:
-        from fabnode.node.local.commons import designs, search
+        from fabnode.node.local.commons import list_designs, search_designs
 
-        rows = search(self.home, query, limit + 1) if query else designs(self.home, limit + 1)
+        rows = search_designs(self.records, query, limit + 1) if query else list_designs(self.records, limit + 1)
         for d in rows:
             d["when"] = _when(d["updated_ts"])
         return self._render("designs.html", designs=rows[:limit], more=len(rows) > limit, query=query)
 
     def design_page(self, text: str) -> str:
         from fabnode.protocol.okh import parse_manifest
-        from fabnode.storage.records import RecordStore
 
-        from fabnode.node.local.commons import log
+        from fabnode.node.local.commons import history as design_history
 
-        records = RecordStore(self.store.db.conn)
-        history = log(self.home, text, trust_map=self._trust(records))
+        records = self.records
+        history = design_history(records, self.identity.did, text, trust_map=self._trust(records))
         for v in history["versions"]:
             v["when"] = _when(v["ts"])
         head = next((v for v in history["versions"] if v.get("head")), history["versions"][0] if history["versions"] else None)
@@ -258,16 +267,14 @@ class Pages:
                             lineage=lineage_svg(records, parse_cid(history["design"]), history))
 
     def version_page(self, text: str) -> str:
-        from fabnode.storage.records import RecordStore
+        from fabnode.node.local.commons import is_trusted, score, version_json
 
-        from fabnode.node.local.commons import _version_json, is_trusted, reputation
-
-        records = RecordStore(self.store.db.conn)
+        records = self.records
         row = records.version(parse_cid(text))
         if row is None:
             raise FabnodeError(f"no version {text} is known here")
         trust_map = self._trust(records)
-        v = _version_json(row, None, records, trust_map)
+        v = version_json(row, None, records, trust_map)
         v["when"] = _when(v["ts"])
         parent = records.version(row.parents[0]) if row.parents else None
         diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None
@@ -276,8 +283,8 @@ class Pages:
                         for a in records.attestations_on([row.cid])]
         attestations.sort(key=lambda a: not a["trusted"])  # trusted first; stable otherwise
         try:
-            score, score_error = reputation(self.home, text, trust_map), ""
+            reputation, score_error = score(records, self.identity.did, text, trust_map), ""
         except FabnodeError as exc:
-            score, score_error = None, str(exc)
-        return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations, reputation=score,
+            reputation, score_error = None, str(exc)
+        return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations, reputation=reputation,
                             reputation_error=score_error)

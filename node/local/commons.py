@@ -39,8 +39,8 @@ def _signer(home: Home):
 
 
 def _open(home: Home):
-    store = home.open_store()
-    return store, RecordStore(store.db.conn)
+    stores = home.open_stores()
+    return stores.blocks, stores.records
 
 
 def _announce(home: Home) -> None:
@@ -258,7 +258,7 @@ def show(home: Home, text: str) -> dict:
     raw = records.raw(cid)
     if raw is None:
         raise FabnodeError(f"no record {cid_str(cid)} here (records are DAG-CBOR blocks: bafyrei…)")
-    _, trust_map = _trust_map(home, records)
+    _, trust_map = trust_map_for(home.identity().did, records)
     try:
         record = verify_record(raw, now_ms=now_ms(), cid=cid)
     except RecordRejected as exc:
@@ -307,11 +307,16 @@ def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict
     attestations apart by trusted and untrusted keys (``attestations_by_trust``); ``attestations``
     counts every one, whoever signed it. The trust graph is computed once (or given)."""
     _, records = _open(home)
+    return history(records, home.identity().did, target, limit, trust_map)
+
+
+def history(records: RecordStore, me: str, target: str | None, limit: int = 50, trust_map=None) -> dict:
+    """:func:`log` over a record store, for lab ``me`` (the web pages use their own store)."""
     if trust_map is None:
-        _, trust_map = _trust_map(home, records)
+        _, trust_map = trust_map_for(me, records)
     if target is None:
         versions = records.recent_versions(limit)
-        return {"versions": [_version_json(v, None, records, trust_map) for v in versions]}
+        return {"versions": [version_json(v, None, records, trust_map) for v in versions]}
     design, _ = _resolve_design(records, target)
     state = design_state(records, design)
     row = records.design(design)
@@ -322,7 +327,7 @@ def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict
         "title": row.title if row else "",
         "maintainers": list(state.maintainers) if state.maintainers is not None else None,
         "heads": [cid_str(h) for h in state.heads],
-        "versions": [_version_json(v, state, records, trust_map) for v in reversed(state.versions)],
+        "versions": [version_json(v, state, records, trust_map) for v in reversed(state.versions)],
         "upstream": [cid_str(u) for u in upstream],
         "adaptations": [{"design": cid_str(a.cid), "title": a.title, "author": a.author,
                          "author_trusted": is_trusted(trust_map, a.author), "from": [cid_str(p) for p in a.parents if p in own]}
@@ -330,7 +335,9 @@ def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict
     }
 
 
-def _version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
+def version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
+    """One version as ``log`` and the web page show it; with ``trust_map`` (see
+    :func:`trust_map_for`) also whether its author and attesters are trusted."""
     attestations = records.attestations_on([v.cid])
     out = {"version": cid_str(v.cid), "design": cid_str(v.design), "author": v.author, "ts": v.ts,
            "title": v.title, "label": v.label, "message": v.message, "license": v.license,
@@ -350,13 +357,13 @@ def _design_json(d) -> dict:
             "versions": d.versions, "updated_ts": d.updated_ts}
 
 
-def designs(home: Home, limit: int = 100) -> list[dict]:
-    _, records = _open(home)
+def list_designs(records: RecordStore, limit: int = 100) -> list[dict]:
+    """The designs known here, most recently updated first."""
     return [_design_json(d) for d in records.designs(limit)]
 
 
-def search(home: Home, text: str, limit: int = 50) -> list[dict]:
-    _, records = _open(home)
+def search_designs(records: RecordStore, text: str, limit: int = 50) -> list[dict]:
+    """The designs whose title, description or manifest match ``text``."""
     return [_design_json(d) for d in records.search(text, limit)]
 
 
@@ -388,10 +395,11 @@ def unfollow(home: Home, design_text: str) -> bool:
 # ------------------------------------------------------------------ trust and reputation
 
 
-def _trust_map(home: Home, records: RecordStore):
+def trust_map_for(me: str, records: RecordStore):
+    """(``me``, the trust lab ``me``'s vouches and those it trusts reach): computed once per
+    command or page and handed to :func:`version_json` and the rows."""
     from fabnode.protocol.reputation import Vouch, compute_trust
 
-    me = home.identity().did
     vouches = [Vouch(v.author, v.subject, v.trust, v.ts) for v in records.vouches()]
     return me, compute_trust(me, (), vouches)
 
@@ -399,7 +407,7 @@ def _trust_map(home: Home, records: RecordStore):
 def trust(home: Home) -> dict:
     """Whom this lab trusts: its own vouches, and every key trust reaches, strongest first."""
     _, records = _open(home)
-    me, trust_map = _trust_map(home, records)
+    me, trust_map = trust_map_for(home.identity().did, records)
     mine = {}
     for v in records.vouches():
         if v.author == me and (v.subject not in mine or v.ts >= mine[v.subject]["ts"]):
@@ -414,9 +422,14 @@ def trust(home: Home) -> dict:
 
 def reputation(home: Home, target: str, trust_map=None) -> dict:
     """Should we build this? The personal score of a version (for a design: its newest head)."""
+    _, records = _open(home)
+    return score(records, home.identity().did, target, trust_map)
+
+
+def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
+    """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store)."""
     from fabnode.protocol.reputation import Attestation, explain, score_version
 
-    _, records = _open(home)
     design, version = _resolve_design(records, target)
     state = design_state(records, design)
     if version is None:
@@ -424,19 +437,19 @@ def reputation(home: Home, target: str, trust_map=None) -> dict:
             raise FabnodeError(f"design {cid_str(design)} has no known canonical version to judge")
         version = state.heads[0]
     if trust_map is None:
-        _, trust_map = _trust_map(home, records)
+        _, trust_map = trust_map_for(me, records)
     rows = records.attestations_on([version])
-    score = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts) for a in rows),
-                          trust_map)
+    result = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts) for a in rows),
+                           trust_map)
     return {
         "version": cid_str(version),
         "design": cid_str(design),
-        "value": round(score.value, 6),
-        "verdict": score.verdict,
+        "value": round(result.value, 6),
+        "verdict": result.verdict,
         "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
-                     "path": list(r.path), "status": r.status} for r in score.reasons],
-        "explanation": explain(score),
+                     "path": list(r.path), "status": r.status} for r in result.reasons],
+        "explanation": explain(result),
     }
 
 

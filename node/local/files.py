@@ -31,11 +31,11 @@ from typing import TypeVar
 
 from fabnode import interrupts
 from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
 from fabnode.protocol.unixfs import (
     CHUNK_SIZE,
-    MAX_DEPTH,
     MAX_PLAIN_DIRECTORY_ENTRIES,
     Built,
     FileBuilder,
@@ -45,6 +45,7 @@ from fabnode.protocol.unixfs import (
     resolve,
 )
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage import check
 from fabnode.storage.db import is_disk_full, reading
 
 Progress = Callable[[int], None]
@@ -163,7 +164,7 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
+def in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
     """Run a producer in a thread, ``depth`` items ahead of the consumer.
 
     Reading and hashing (producer) and SQLite writes (consumer) both release the GIL, so a
@@ -214,7 +215,7 @@ def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0
             yield builder.add_chunk(chunk), len(chunk)
 
     try:
-        for blocks, nbytes in (_in_thread(hashed()) if size >= PIPELINE_MIN_BYTES else hashed()):
+        for blocks, nbytes in (in_thread(hashed()) if size >= PIPELINE_MIN_BYTES else hashed()):
             for block in blocks:
                 store.put(block.cid, block.data)
             progress(nbytes)
@@ -549,7 +550,7 @@ def fsck(store: BlockStore, progress: Progress = _noop, *, repair: bool = False)
         _check_sqlite(store, report)
     if repair and report.index_damage and not report.database_damage:
         with store.write_transaction():
-            store.db.conn.execute("REINDEX")
+            check.reindex(store.db)
         repaired = report.index_damage
         report = FsckReport(repaired=repaired)
         _check_sqlite(store, report)
@@ -563,8 +564,7 @@ def fsck(store: BlockStore, progress: Progress = _noop, *, repair: bool = False)
         still_missing = []
         for item in report.missing:
             root, _, cid = item.partition(": ")
-            found = store.db.conn.execute("SELECT 1 FROM blocks NOT INDEXED WHERE cid = ?",
-                                          (parse_cid(cid),)).fetchone()
+            found = check.block_in_table(store.db, parse_cid(cid))
             (report.unindexed if found else still_missing).append(item)
         report.missing = still_missing
     return report
@@ -574,26 +574,20 @@ def _check_sqlite(store: BlockStore, report: FsckReport) -> None:
     """PRAGMA integrity_check (structure, indexes against tables), then the migrations record:
     a byte flipped in the schema's own bookkeeping is not something integrity_check sees."""
     from fabnode.storage.db import SCHEMA_VERSION
-    from fabnode.storage.migrations import migrations
 
-    conn = store.db.conn
-    for (message,) in conn.execute("PRAGMA integrity_check(100)"):
-        if message == "ok":
-            continue
+    for message in check.integrity_problems(store.db, 100):
         if any(problem in message for problem in INDEX_PROBLEM):
             report.index_damage.append(message)
         else:
             report.database_damage.append(message)
-    expected = [m.name for m in migrations._migrations]  # sqlite-utils keeps them in order
-    recorded = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = ?"
-                                               " ORDER BY name", (migrations.name,))]
+    expected, recorded = check.migration_record(store.db)
     if recorded != sorted(expected):
         unknown = sorted(set(recorded) - set(expected))
         lost = sorted(set(expected) - set(recorded))
         report.database_damage.append("the schema's migration record is damaged"
                                       + (f": unknown {', '.join(map(repr, unknown))}" if unknown else "")
                                       + (f"; missing {', '.join(map(repr, lost))}" if lost else ""))
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = check.schema_version(store.db)
     if version != SCHEMA_VERSION:
         report.database_damage.append(f"the schema version is {version}, not {SCHEMA_VERSION}")
 
@@ -613,34 +607,40 @@ def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> 
 
 
 def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> None:
-    from fabnode.protocol.unixfs import links_of
+    from fabnode.protocol.dag import DagTooDeep, child_links, walk
+
+    unreadable: set[bytes] = set()  # not walked below: damaged, or not a valid node
+
+    def get_block(cid: bytes) -> bytes | None:
+        data = store.get_unverified(cid)
+        if data is None or cid in unreadable:
+            return None
+        try:
+            child_links(cid, data)
+        except InvalidBlock as exc:
+            report.damaged.append(f"{cid_str(cid)} ({exc})")
+            unreadable.add(cid)
+            return None
+        return data
 
     for pin in store.pins():
         report.pins += 1
-        stack, seen = [pin.cid], set()
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            data = store.get_unverified(cid)
-            if data is None:
-                report.missing.append(f"{cid_str(pin.cid)}: {cid_str(cid)}")
-                continue
-            if cid in damaged:
-                continue
-            try:
-                stack.extend(links_of(cid, data))
-            except InvalidBlock as exc:
-                report.damaged.append(f"{cid_str(cid)} ({exc})")
+        unreadable.clear()
+        unreadable.update(damaged)
+        try:
+            for visit in walk(get_block, pin.cid):
+                if not visit.present and visit.cid not in unreadable:
+                    report.missing.append(f"{cid_str(pin.cid)}: {cid_str(visit.cid)}")
+        except DagTooDeep as exc:
+            report.damaged.append(f"{cid_str(pin.cid)} ({exc})")
 
 
 def _check_records(store: BlockStore, report: FsckReport) -> None:
     """Re-verify every stored record by the rules it was accepted under (time = its arrival)."""
     from fabnode.protocol.records import RecordRejected, verify_record
-    from fabnode.storage.records import RecordStore
+    from fabnode.storage import Stores
 
-    for cid, data, received_ms in RecordStore(store.db.conn).iter_raw():
+    for cid, data, received_ms in Stores.of(store).records.iter_raw():
         report.records += 1
         try:
             verify_record(data, now_ms=received_ms, cid=cid)

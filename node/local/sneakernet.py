@@ -34,14 +34,16 @@ from pathlib import Path
 
 from fabnode import interrupts
 from fabnode.protocol.car import CarError, Header, encode_header, encode_section, read_car
-from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
+from fabnode.protocol.cid import DAG_CBOR, RAW, cid_codec, cid_str, make_cid, parse_cid
 from fabnode.protocol.dagcbor import Link, decode, encode
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, MissingBlock
 from fabnode.protocol.paths import directory_problem
-from fabnode.protocol.unixfs import MAX_DEPTH, dag_sizes, decode as decode_unixfs
+from fabnode.protocol import dag
+from fabnode.protocol.dag import MAX_DEPTH
+from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs
 from fabnode.storage import BlockStore, Pin
 from fabnode.storage.db import is_disk_full, room_for
-from fabnode.storage.records import RecordStore, records_query
+from fabnode.storage.records import RecordStore
 
 from fabnode.node.home import Home
 
@@ -61,54 +63,23 @@ def _now_ms() -> int:
 
 
 def _open(home: Home) -> tuple[BlockStore, RecordStore]:
-    store = home.open_store()
-    return store, RecordStore(store.db.conn)
+    stores = home.open_stores()
+    return stores.blocks, stores.records
 
 
 # ------------------------------------------------------------------ walking stored DAGs
 
 
 def walk_dag(store: BlockStore, root: bytes, *, skip: set[bytes] = frozenset()) -> Iterator[tuple[bytes, bytes]]:
-    """Every block of a stored UnixFS DAG, depth-first, each once (verified as read)."""
-    seen: set[bytes] = set()
-    stack = [(root, 0)]
-    while stack:
-        cid, depth = stack.pop()
-        if cid in seen or cid in skip:
-            continue
-        seen.add(cid)
-        if depth > MAX_DEPTH:
-            raise InvalidBlock(f"DAG under {cid_str(root)} is deeper than {MAX_DEPTH}")
-        data = store.get(cid)
-        yield cid, data
-        if cid_codec(cid) == DAG_PB:
-            from fabnode.protocol.dagpb import decode_node
-
-            children = [link.cid for link in decode_node(data).links]
-            stack.extend((c, depth + 1) for c in reversed(children))
+    """Every block of a stored UnixFS DAG, depth-first, each once (verified as read); the DAGs
+    under blocks in ``skip`` are left out."""
+    for visit in dag.walk(store.get, root, skip=skip):
+        yield visit.cid, visit.data
 
 
 def dag_cids(store: BlockStore, root: bytes) -> tuple[set[bytes], bool]:
     """(every CID of the DAG this store can see, whether the DAG is complete) without reading leaves."""
-    from fabnode.protocol.dagpb import decode_node
-
-    out: set[bytes] = set()
-    complete = True
-    stack = [root]
-    while stack:
-        cid = stack.pop()
-        if cid in out:
-            continue
-        out.add(cid)
-        if cid_codec(cid) != DAG_PB:
-            complete = complete and store.has(cid)
-            continue
-        data = store.get_unverified(cid)
-        if data is None:
-            complete = False
-            continue
-        stack.extend(link.cid for link in decode_node(data).links)
-    return out, complete
+    return dag.dag_cids(store.get_unverified, store.has, root)
 
 
 # ------------------------------------------------------------------ have
@@ -230,10 +201,10 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
             if design is None:
                 raise FabnodeError(f"no design {cid_str(cid)} is known here")
             design_cids.append(design)
-        chosen = [r for d in design_cids for r in records_query(store.db.conn, d)]
+        chosen = [r for d in design_cids for r in records.records_of(d)]
         bundle_roots = [b for d in design_cids for b in records.bundles(d)]
     else:
-        chosen = list(records_query(store.db.conn))
+        chosen = list(records.records_of())
         bundle_roots = records.bundles() + [p.cid for p in store.pins()]
     if have is not None:
         chosen = [(cid, data) for cid, data in chosen if cid[4:] not in have.records]
@@ -311,37 +282,37 @@ def _is_record(value) -> bool:
 
 def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
     """Walk an imported UnixFS DAG: every block present, names safe, bounded; returns its CIDs."""
-    seen: set[bytes] = set()
-    stack = [(root, 0, where)]
-    while stack:
-        cid, depth, path = stack.pop()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        if depth > MAX_DEPTH:
-            raise ImportRejected(f"{path}: the DAG is deeper than {MAX_DEPTH} levels")
-        data = store.get_unverified(cid)
-        if data is None:
-            raise ImportRejected(f"{path}: block {cid_str(cid)} is neither in the file nor in this store")
-        if cid_codec(cid) == RAW:
-            continue
-        try:
-            node = decode_unixfs(cid, data)
-        except InvalidBlock as exc:
-            raise ImportRejected(f"{path}: {exc}") from None
-        if len(node.links) > MAX_LINKS_PER_NODE:
-            raise ImportRejected(f"{path}: a node with {len(node.links)} links (at most {MAX_LINKS_PER_NODE})")
-        if node.kind == "directory":
-            problem = directory_problem(link.name for link in node.links)
-            if problem is not None:
-                raise ImportRejected(f"{path}: the bundle contains {problem}")
-        for link in node.links:
-            stack.append((link.cid, depth + 1, f"{path}/{link.name}" if link.name else path))
+    paths: dict[bytes, str] = {}
+
+    def path_of(parent: bytes | None, name: str) -> str:
+        if parent is None:
+            return where
+        return f"{paths[parent]}/{name}" if name else paths[parent]
+
+    try:
+        for visit in dag.walk(store.get_unverified, root):
+            path = paths[visit.cid] = path_of(visit.parent, visit.name)
+            if visit.data is None:
+                raise ImportRejected(f"{path}: block {cid_str(visit.cid)} is neither in the file nor in this store")
+            if cid_codec(visit.cid) == RAW:
+                continue
+            try:
+                node = decode_unixfs(visit.cid, visit.data)
+            except InvalidBlock as exc:
+                raise ImportRejected(f"{path}: {exc}") from None
+            if len(node.links) > MAX_LINKS_PER_NODE:
+                raise ImportRejected(f"{path}: a node with {len(node.links)} links (at most {MAX_LINKS_PER_NODE})")
+            if node.kind == "directory":
+                problem = directory_problem(link.name for link in node.links)
+                if problem is not None:
+                    raise ImportRejected(f"{path}: the bundle contains {problem}")
+    except dag.DagTooDeep as exc:
+        raise ImportRejected(f"{path_of(exc.parent, exc.name)}: the DAG is deeper than {MAX_DEPTH} levels") from None
     try:  # sizes that agree with the children, and no decompression bomb
         dag_sizes(store.get_unverified, root, raw_size=store.size)
     except InvalidBlock as exc:
         raise ImportRejected(f"{where}: {exc}") from None
-    return seen
+    return set(paths)
 
 
 def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, now: int | None = None) -> ImportSummary:
@@ -360,11 +331,9 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
     now = now if now is not None else _now_ms()
     summary = ImportSummary()
     name = path.name
-    conn = store.db.conn
     try:
         with store.write_transaction(final=True):
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS import_records (cid BLOB PRIMARY KEY, data BLOB NOT NULL)")
-            conn.execute("DELETE FROM import_records")
+            records.clear_staged()
             roots: tuple[bytes, ...] = ()
             in_file: set[bytes] = set()
             index = None
@@ -381,7 +350,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                 if cid_codec(cid) == DAG_CBOR:
                     value = decode(data)
                     if _is_record(value):
-                        conn.execute("INSERT INTO import_records (cid, data) VALUES (?, ?)", (cid, data))
+                        records.stage(cid, data)
                         continue
                     if isinstance(value, dict) and value.get("type") == EXPORT_TYPE and cid in roots:
                         index, index_cid = value, cid
@@ -403,7 +372,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                 bundle_roots = _links(index.get("bundles"), "bundles")
             else:
                 wanted_records, bundle_roots = [], list(roots)
-            staged = conn.execute("SELECT cid, data FROM import_records").fetchall()
+            staged = records.staged()
             staged_cids = {cid for cid, _ in staged}
             missing = [c for c in wanted_records if c not in staged_cids]
             if missing:
@@ -424,7 +393,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                 first = min(unrelated)
                 raise ImportRejected(f"{len(unrelated)} block(s) in the file are not part of anything it exports "
                                      f"(first: {cid_str(first)})")
-            conn.execute("DELETE FROM import_records")
+            records.clear_staged()
     except CarError as exc:
         raise ImportRejected(f"{name}: {exc}") from None
     except (ImportRejected, MissingBlock) as exc:

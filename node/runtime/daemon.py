@@ -41,7 +41,6 @@ import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 import trio
 
@@ -49,80 +48,8 @@ from fabnode.node.service import effects as fx
 from fabnode.node.service.service import NodeService, ServiceConfig
 from fabnode.protocol.errors import FabnodeError
 
+from fabnode.node.config import DaemonOptions
 from fabnode.node.home import Home
-
-DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
-DEFAULT_HTTP = "127.0.0.1:8080"
-
-
-@dataclass
-class DaemonOptions:
-    listen: list[str]
-    bootstrap: list[str]
-    mdns: bool
-    http: str
-    streams_per_peer: int = 4
-    streams_total: int = 16
-    upload_rate: int = 0
-    gossip_rate: int = 100
-    max_connections: int = 50
-    sync_interval: int = 60
-    follow_trusted: bool = True
-    seeding_budget: int = 2048 << 20
-    stranger_per_author: int = 1000
-    stranger_per_peer: int = 10_000
-    stranger_storage: int = 64 << 20
-    listen_change: str = "with --listen"
-    """How the operator picks another listen address (said when one cannot be bound)."""
-    http_change: str = "with --http, or --http off"
-    http_required: bool = True
-    """False for the default address: the node then runs without its page if the port is taken."""
-    http_hosts: tuple[str, ...] = ()
-
-
-def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
-                   mdns: bool | None) -> DaemonOptions:
-    """Command-line options over config.toml over defaults. The addresses are checked here,
-    before anything starts, and a mistake names where it was made (node/runtime/addresses.py)."""
-    from fabnode.node.runtime.addresses import http_address, listen_address
-    from fabnode.node.home import CONFIG_NAME
-
-    config = home.path / CONFIG_NAME
-    listen_change, http_change, http_required = "with --listen", "with --http, or --http off", True
-    if listen:
-        listen = [listen_address(a, "--listen") for a in listen]
-    elif home.setting("listen", None) is not None:
-        listen = [listen_address(a, f"{config}: listen") for a in home.setting("listen", [])]
-        listen_change = f"for 'listen' in {config}, or with --listen"
-    else:
-        listen, listen_change = [DEFAULT_LISTEN], f"with --listen, or 'listen' in {config}"
-    if http:
-        http = http_address(http, "--http")
-    elif home.setting("http", None) is not None:
-        http = http_address(home.setting("http", ""), f"{config}: http")
-        http_change = f"for 'http' in {config}, or run with --http off"
-    else:
-        http, http_required = DEFAULT_HTTP, False
-        http_change = f"with --http or 'http' in {config}, or turn it off"
-    return DaemonOptions(
-        listen=listen,
-        bootstrap=list(dict.fromkeys(home.setting("bootstrap", []) + bootstrap)),
-        mdns=home.setting("mdns", True) if mdns is None else mdns,
-        http=http, listen_change=listen_change, http_change=http_change, http_required=http_required,
-        streams_per_peer=max(1, home.setting("limits.fetch_streams_per_peer", 4)),
-        streams_total=max(1, home.setting("limits.fetch_streams_total", 16)),
-        upload_rate=home.setting("limits.upload_bytes_per_second", 0),
-        gossip_rate=max(1, home.setting("limits.gossip_messages_per_second", 100)),
-        max_connections=max(1, home.setting("limits.max_connections", 50)),
-        sync_interval=max(1, home.setting("sync.interval_seconds", 60)),
-        follow_trusted=home.setting("seeding.follow_trusted_authors", True),
-        seeding_budget=home.setting("seeding.budget_mib", 2048) << 20,
-        stranger_per_author=home.setting("limits.stranger_records_per_author_per_hour", 1000),
-        stranger_per_peer=home.setting("limits.stranger_records_per_peer_per_hour", 10_000),
-        stranger_storage=home.setting("limits.stranger_storage_mib", 64) << 20,
-        http_hosts=tuple(home.setting("http_hosts", [])),
-    )
-
 
 
 def now_ms() -> int:

@@ -16,8 +16,8 @@ import trio
 
 from fabnode import interrupts
 from fabnode.protocol.car import encode_header, encode_section
-from fabnode.protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
-from fabnode.protocol.dagpb import decode_node
+from fabnode.protocol.cid import cid_str, parse_cid_path
+from fabnode.protocol import dag
 from fabnode.protocol.errors import FabnodeError, InvalidBlock, first_in_group
 from fabnode.protocol.fetch import (
     MAX_REQUEST_BYTES,
@@ -28,11 +28,12 @@ from fabnode.protocol.fetch import (
     decode_request,
     encode_request,
 )
-from fabnode.protocol.unixfs import MAX_DEPTH, dag_sizes, decode as decode_unixfs, resolve, resolve_crossing
-from fabnode.protocol.varint import MAX_VARINT_BYTES
+from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, resolve, resolve_crossing
 from fabnode.storage import BlockStore, Pin
 
+from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
+from fabnode.node.runtime.wire import read_frame
 from fabnode.node.service.fetching import ServeSlots, UploadPacer
 from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.local.sneakernet import dag_cids
@@ -46,36 +47,6 @@ SEND_TIMEOUT = 30
 """The asker must take each block within this, or its stream is cut."""
 BATCH_BYTES = 8 << 20
 """Blocks are committed in batches of this size, so an interrupted fetch keeps its progress."""
-MAX_STREAMS_PER_PEER = 4
-
-
-class StreamEnded(RemoteProtocolError):
-    """The peer closed the stream mid-frame: it went away, which is not an offence."""
-
-
-async def _read_exact(stream, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await stream.read(n - len(buf))
-        if not chunk:
-            raise StreamEnded(f"stream ended after {len(buf)} of {n} bytes")
-        buf += chunk
-    return bytes(buf)
-
-
-async def _read_frame(stream, limit: int) -> bytes:
-    length = shift = 0
-    for i in range(MAX_VARINT_BYTES):
-        byte = (await _read_exact(stream, 1))[0]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    else:
-        raise RemoteProtocolError("frame length varint too long")
-    if length > limit:
-        raise RemoteProtocolError(f"frame of {length} bytes is over the {limit}-byte limit")
-    return await _read_exact(stream, length)
 
 
 # ------------------------------------------------------------------ serving
@@ -84,18 +55,8 @@ async def _read_frame(stream, limit: int) -> bytes:
 def dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
     """(cid, data) of root's DAG depth-first, each once, every block verified; blocks in
     ``skip`` are walked through, not yielded (the asker holds them, or they were sent already)."""
-    seen: set[bytes] = set()
-    stack = [(root, 0)]
-    while stack:
-        cid, depth = stack.pop()
-        if cid in seen or depth > MAX_DEPTH:
-            continue
-        seen.add(cid)
-        data = store.get(cid)
-        if cid not in skip:
-            yield cid, data
-        if cid_codec(cid) == DAG_PB:
-            stack.extend((link.cid, depth + 1) for link in reversed(decode_node(data).links))
+    for visit in dag.walk(store.get, root, skip=skip, descend_skipped=True):
+        yield visit.cid, visit.data
 
 
 def _now_ms() -> float:
@@ -114,8 +75,10 @@ class FetchServer:
     block within :data:`SEND_TIMEOUT`, and an evicted stream's scope is cancelled.
     """
 
-    def __init__(self, store: BlockStore, log=print, *, streams_per_peer: int = MAX_STREAMS_PER_PEER,
-                 streams_total: int = 16, upload_rate: int = 0) -> None:
+    def __init__(self, store: BlockStore, log=print, *,
+                 streams_per_peer: int = DEFAULTS["limits.fetch_streams_per_peer"],
+                 streams_total: int = DEFAULTS["limits.fetch_streams_total"],
+                 upload_rate: int = DEFAULTS["limits.upload_bytes_per_second"]) -> None:
         self.store = store
         self.log = log
         self.streams_per_peer = streams_per_peer
@@ -169,7 +132,7 @@ class FetchServer:
                     await stream.reset()
         except (FabnodeError, trio.TooSlowError) as exc:
             self._log_refusal(peer, f"refused: {exc}")
-            if isinstance(exc, RemoteProtocolError) and not isinstance(exc, StreamEnded):
+            if isinstance(exc, RemoteProtocolError):
                 self.on_offence(peer, f"fetch: {exc}")  # a malformed request: the peer broke the protocol
             with trio.move_on_after(1):
                 await stream.reset()
@@ -182,7 +145,7 @@ class FetchServer:
 
     async def _serve(self, stream, key: int, peer: str, transfer: dict) -> None:
         with trio.fail_after(REQUEST_TIMEOUT):
-            request = decode_request(await _read_frame(stream, MAX_REQUEST_BYTES))
+            request = decode_request(await read_frame(stream, MAX_REQUEST_BYTES))
         self.slots.requested(key, _now_ms())
         root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
         transfer["root"] = cid_str(root)
@@ -214,22 +177,8 @@ def _held_part(store: BlockStore, root: bytes) -> list[tuple[bytes, bytes]]:
     """The blocks of root's DAG already here (from an earlier, interrupted fetch), as (cid,
     data): data only for dag-pb nodes, whose links matter; raw leaves are only checked for
     presence, so memory stays small whatever the size of the bundle."""
-    out, seen, stack = [], set(), [root]
-    while stack:
-        cid = stack.pop()
-        if cid in seen:
-            continue
-        seen.add(cid)
-        if cid_codec(cid) != DAG_PB:
-            if store.has(cid):
-                out.append((cid, b""))
-            continue
-        data = store.get_unverified(cid)
-        if data is None:
-            continue
-        out.append((cid, data))
-        stack.extend(link.cid for link in decode_node(data).links)
-    return out
+    return [(visit.cid, visit.data or b"") for visit in dag.walk(store.get_unverified, root, has_block=store.has)
+            if visit.present]
 
 
 class PeerFailed(FabnodeError):
@@ -401,10 +350,7 @@ def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
     node = decode_unixfs(root, store.get(root))
     size = node.filesize
     if node.kind == "directory":
-        cids = list(dag_cids(store, root)[0])
-        size = sum(store.db.conn.execute(
-            f"SELECT coalesce(sum(size), 0) FROM blocks WHERE cid IN ({','.join('?' * len(chunk))})", chunk
-        ).fetchone()[0] for chunk in (cids[i:i + 500] for i in range(0, len(cids), 500)))
+        size = store.total_size(dag_cids(store, root)[0])
     with store.write_transaction():
         store.pin(Pin(root, node.kind, size, 0, source or f"fetched:{cid_str(root)}",
                       time.time_ns() // 1_000_000), replace=False)

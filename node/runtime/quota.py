@@ -30,27 +30,21 @@ class StrangerQuota:
         that became trusted get their evicted records back at the next sync."""
         from fabnode.protocol.reputation import Vouch, compute_trust
 
-        conn = self.records._conn
         if self._vouch_marker is None:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS quota_trusted (author TEXT PRIMARY KEY)")
-            conn.execute("DELETE FROM quota_trusted")
-            conn.execute("INSERT INTO quota_trusted VALUES (?)", (self.me,))
+            self.records.set_quota_trusted([self.me])
         # only a vouch by a trusted key can change who is trusted (a stranger's vouch carries no
         # weight), so the graph is recomputed only when one of those is added
-        marker = conn.execute("SELECT count(*), coalesce(max(v.rowid), 0) FROM vouches v "
-                              "JOIN quota_trusted t ON v.author = t.author").fetchone()
+        marker = self.records.trusted_vouch_marker()
         if marker != self._vouch_marker:
             vouches = [Vouch(v.author, v.subject, v.trust, v.ts) for v in self.records.vouches()]
             trusted = frozenset(a for a, path in compute_trust(self.me, (), vouches).items() if path.weight > 0)
             trusted |= {self.me}
             if trusted - self._trusted:
                 self.records.forget_tombstones(trusted - self._trusted)
-            conn.execute("DELETE FROM quota_trusted")
-            conn.executemany("INSERT INTO quota_trusted VALUES (?)", [(a,) for a in trusted])
+            self.records.set_quota_trusted(trusted)
             self._trusted = trusted
             self._stranger_bytes = None
-            self._vouch_marker = conn.execute("SELECT count(*), coalesce(max(v.rowid), 0) FROM vouches v "
-                                              "JOIN quota_trusted t ON v.author = t.author").fetchone()
+            self._vouch_marker = self.records.trusted_vouch_marker()
         return self._trusted
 
     def admit(self, author: str, peer: str | None, now_ms: int, size: int = 0) -> str | None:

@@ -9,11 +9,8 @@ from fabnode.node.home import Home
 
 
 def _stores(home: Home):
-    from fabnode.storage import PeerStore
-    from fabnode.storage.records import RecordStore
-
-    store = home.open_store()
-    return RecordStore(store.db.conn), PeerStore(store.db.conn)
+    stores = home.open_stores()
+    return stores.records, stores.peers
 
 
 def records_digest(records) -> str:

@@ -19,7 +19,7 @@ from fabnode.node.service.sync import MAX_SESSION_MS, SyncReport, SyncSession  #
 from fabnode.protocol.errors import RemoteProtocolError
 from fabnode.protocol.sync import PROTOCOL as SYNC, SyncProtocolError
 
-from .fetch import StreamEnded, _read_frame
+from .wire import StreamEnded, read_frame
 from .view import ItemCache  # noqa: F401 (re-exported for tools)
 
 DIAL_TIMEOUT = 5
@@ -101,7 +101,7 @@ class SyncStreams:
                 if not limit:
                     return
                 try:
-                    body = await _read_frame(stream, limit)
+                    body = await read_frame(stream, limit)
                 except StreamEnded as exc:
                     self._gone(stream_id, type(exc).__name__)
                     return
@@ -154,7 +154,7 @@ async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCac
         for frame in session.start():
             await stream.write(frame)
         while True:
-            body = await _read_frame(stream, session.frame_limit())
+            body = await read_frame(stream, session.frame_limit())
             step = session.receive(body, now_ms())
             if step.records:
                 with store.write_transaction():
