@@ -373,3 +373,17 @@ def test_a_peer_lost_while_its_stream_opens_is_synced_with_again_when_it_returns
     assert fx.ResetStream(first.stream) in svc.drain()
     again = [e for e in connect(svc, "b", T0 + 3) if isinstance(e, fx.OpenStream)]
     assert len(again) == 1 and again[0].stream != first.stream
+
+
+def test_connected_peers_are_synced_again_every_interval_by_the_smaller_peer_id():
+    svc = service("a", seeding=False, sync_interval_ms=60_000)
+    first = next(e for e in connect(svc, "b") if isinstance(e, fx.OpenStream))
+    connect(svc, "0")  # a smaller peer id: it starts, not us
+    svc.handle(ev.StreamFailed(first.stream, "ConnectionResetError"), T0 + 10)
+    svc.drain()
+    assert svc.deadline() == T0 + 60_000
+    svc.tick(T0 + 59_999)
+    assert not any(isinstance(e, fx.OpenStream) for e in svc.drain())
+    svc.tick(T0 + 60_000)
+    opened = [e for e in svc.drain() if isinstance(e, fx.OpenStream)]
+    assert [e.peer for e in opened] == ["b"] and svc.deadline() == T0 + 120_000
