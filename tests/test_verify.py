@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fabnode.node import verify
+from fabnode.node.local import verify
 from fabnode.node.local.verify import verify_blocks
 
 from test_records import _hostile_cases, golden_records
