@@ -48,11 +48,17 @@ wheel: install
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet build/wheel/fabnode-*.whl
 
+# Three workers (pytest-xdist): most tests wait on daemons and subprocesses rather than compute.
+# One file runs on one worker (--dist loadfile), so its module-scoped fixtures are built once;
+# files go out in collection order (tests/conftest.py puts the longest first), not by test count.
+PYTEST_WORKERS ?= 3
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: install tools wheel
-	FABNODE_WHEEL_VENV=$(WHEEL_VENV) $(BIN)/python -m pytest -q
+	FABNODE_WHEEL_VENV=$(WHEEL_VENV) $(PYTEST)
 
 test-fast: install tools
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install tools
 	$(BIN)/python bench/bench_add.py

@@ -92,6 +92,12 @@ class Daemon:
         self.proc.wait(timeout=10)
 
 
+# `fabnode run` stops within 2 s on a quiet machine (README); the tests allow 5 s because make test
+# runs them on three workers at once, on a machine that may be busy: a shutdown that hangs still
+# fails (Daemon.stop gives up after 10 s).
+STOP_DEADLINE_S = 5.0
+
+
 def wait_until(check: Callable[[], object], timeout: float = 30, what: str = "condition"):
     """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ from fabnode.protocol.cid import RAW, make_cid
 from fabnode.protocol.fetch import FetchRequest, FetchSession, RemoteProtocolError
 
 from conftest import ROOT, Cli
-from daemons import Daemon
+from daemons import STOP_DEADLINE_S, Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -53,7 +53,7 @@ def test_get_from_a_peer_is_byte_identical_and_resumes(two, tmp_path):
         daemon.wait_for("refused")
     finally:
         took = daemon.stop()
-    assert took < 2.0 and daemon.proc.returncode == 0
+    assert took < STOP_DEADLINE_S and daemon.proc.returncode == 0
     assert not (a.home / "daemon.json").exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 from fabnode.protocol.cid import DAG_PB, RAW, cid_codec, make_cid, parse_cid
 
 from conftest import ROOT, TOOLS, Cli
-from daemons import Daemon
+from daemons import STOP_DEADLINE_S, Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -36,7 +36,7 @@ def node(tmp_path_factory):
     http_addr = json.loads((lab.home / "daemon.json").read_text())["http"]
     yield {"lab": lab, "bundle": bundle, "odd": odd_bundle, "base": f"http://{http_addr}", "tmp": tmp,
            "daemon": daemon, "http": http_addr}
-    assert daemon.stop() < 2.0 and daemon.proc.returncode == 0  # the web server does not hold it up
+    assert daemon.stop() < STOP_DEADLINE_S and daemon.proc.returncode == 0  # the web server does not hold it up
     assert daemon.proc.stderr.read() == b""
 
 

@@ -14,7 +14,7 @@ import pytest
 from fabnode.node.http.web import MAX_BIG_STREAMS
 
 from conftest import ROOT, Cli, write_random_file
-from daemons import Daemon, daemon_state
+from daemons import STOP_DEADLINE_S, Daemon, daemon_state
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 HOSTILE = 'setup.exe";x=".html'
@@ -45,7 +45,7 @@ def node(tmp_path_factory):
     daemon = Daemon(lab)
     http_addr = daemon_state(lab.home)["http"]
     yield {"lab": lab, "bundle": bundle, "odd": odd, "big": big, "http": http_addr, "daemon": daemon}
-    assert daemon.stop() < 2.0 and daemon.proc.returncode == 0
+    assert daemon.stop() < STOP_DEADLINE_S and daemon.proc.returncode == 0
     assert b"Traceback" not in daemon.proc.stderr.read()
 
 

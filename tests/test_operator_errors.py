@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FABNODE, Cli
-from daemons import daemon_state, make_labs, start
+from daemons import STOP_DEADLINE_S, daemon_state, make_labs, start
 
 QUIET = ("--no-mdns", "--http", "127.0.0.1:0")
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
@@ -114,7 +114,7 @@ def test_a_killed_node_never_blocks_the_next_start(cli, daemons):
     second = start(daemons, cli)
     status = cli.json("status")
     assert status["running"] and status["pid"] == second.proc.pid and status["addrs"] == [second.addr]
-    assert second.stop() < 2.0 and second.proc.returncode == 0
+    assert second.stop() < STOP_DEADLINE_S and second.proc.returncode == 0
     assert not (cli.home / "daemon.json").exists()
 
 
@@ -338,7 +338,7 @@ def test_the_daemon_logs_config_warnings_at_start(cli, daemons):
     logged = [line.split(" ", 1)[1] for line in node.said("warning: ")]
     assert logged == misspelt_warnings(config)
     assert node.lines.index(node.said("warning: ")[-1]) < node.lines.index(node.said("listening on ")[0])
-    assert node.stop() < 2.0
+    assert node.stop() < STOP_DEADLINE_S
     assert node.proc.stderr.read() == b""  # in the log only, not twice
 
 

@@ -76,14 +76,14 @@ def test_a_restart_in_the_middle_of_a_sync_loses_nothing(tmp_path, daemons):
 
     da = start(daemons, a)
     db = start(daemons, b, "--bootstrap", da.addr)
-    wait_until(lambda: record_count(b.home) > 0, timeout=30, what="B's first batch")
+    wait_until(lambda: record_count(b.home) > 0, timeout=60, what="B's first batch")
     db.proc.send_signal(signal.SIGKILL)
     db.proc.wait(timeout=10)
     partial = record_count(b.home)
     assert 0 < partial <= 12_000
 
     db = start(daemons, b)
-    wait_until(lambda: digest(b.home) == before, timeout=60, what="B to finish the sync")
+    wait_until(lambda: digest(b.home) == before, timeout=180, what="B to finish the sync")
     assert digest(a.home) == before
     report = b.json("fsck")
     assert report["ok"] and report.get("records", 12_000) == 12_000
