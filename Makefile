@@ -46,7 +46,7 @@ wheel: install
 	rm -rf build/wheel $(WHEEL_VENV)
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir build/wheel .
 	$(PYTHON) -m venv $(WHEEL_VENV)
-	$(WHEEL_VENV)/bin/pip install --quiet build/wheel/fabnode-*.whl
+	$(WHEEL_VENV)/bin/pip install --quiet --no-compile build/wheel/fabnode-*.whl
 
 # Three workers (pytest-xdist): most tests wait on daemons and subprocesses rather than compute.
 # One file runs on one worker (--dist loadfile), so its module-scoped fixtures are built once;

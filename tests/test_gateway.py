@@ -50,7 +50,7 @@ def get(node, path: str, headers: dict | None = None, method: str = "GET"):
 
 
 def test_the_daemon_says_where_the_web_interface_is(node):
-    assert node["daemon"].said(f"web interface on http://{node['http']}/")
+    node["daemon"].wait_for(f"web interface on http://{node['http']}/")  # logged just after daemon.json is written
 
 
 @pytest.mark.parametrize("how", ["query", "accept"])
