@@ -54,8 +54,13 @@ wheel: install
 PYTEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test: install tools wheel
-	FABNODE_WHEEL_VENV=$(WHEEL_VENV) $(PYTEST)
+# The wheel is built in the background while the tests run (it takes about a minute, mostly
+# installing the dependencies); tests/test_wheel.py runs last and waits for build/wheel.built.
+test: install tools
+	mkdir -p build && rm -f build/wheel.built
+	( $(MAKE) --no-print-directory wheel > build/wheel.log 2>&1 && touch build/wheel.built \
+	  || { echo FAILED; cat build/wheel.log; } > build/wheel.built ) &
+	FABNODE_WHEEL_VENV=$(WHEEL_VENV) FABNODE_WHEEL_BUILT=build/wheel.built $(PYTEST)
 
 test-fast: install tools
 	$(PYTEST) -m "not slow"

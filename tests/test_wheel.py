@@ -25,6 +25,23 @@ EXAMPLE = ROOT / "examples" / "hand-pump"
 VENV = os.environ.get("FABNODE_WHEEL_VENV")
 
 pytestmark = pytest.mark.skipif(not VENV, reason="runs under 'make test', which builds the wheel (FABNODE_WHEEL_VENV)")
+BUILT = os.environ.get("FABNODE_WHEEL_BUILT")
+"""`make test` builds the wheel while the other tests run; it touches this file when the venv is
+ready (or writes FAILED and the log into it)."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def wheel_ready():
+    """Wait (bounded) for the wheel that `make test` builds in the background."""
+    if not BUILT:
+        return
+    marker = Path(BUILT)
+    deadline = time.monotonic() + 600
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the wheel was not built within 10 minutes (see build/wheel.log)"
+        time.sleep(0.5)
+    text = marker.read_text()
+    assert not text.startswith("FAILED"), text
 
 
 def _env(home: Path) -> dict:
