@@ -3,7 +3,7 @@ and sync. Files carried by hand (`fabnode import`) are the operator's choice and
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from fabnode.protocol.quota import HOUR_MS, StrangerLimits, refusal, to_evict
 from fabnode.storage.records import RecordStore
@@ -16,7 +16,9 @@ class StrangerQuota:
         self.records, self.me, self.limits, self.log = records, me, limits, log
         self._trusted: frozenset[str] = frozenset()
         self._vouch_marker = None
-        self._by_peer: OrderedDict[str, list[int]] = OrderedDict()
+        self._by_peer: OrderedDict[str, deque[int]] = OrderedDict()
+        """peer -> times (ms, oldest first) of the strangers' records it sent in the last hour."""
+        self._trusted_at: int | None = None
         self._by_author: OrderedDict[str, tuple[int, int]] = OrderedDict()
         """author -> (hour window start, records received in it): counted in memory, seeded once
         from the store, so a catch-up of many records by one author costs O(1) per record."""
@@ -48,13 +50,22 @@ class StrangerQuota:
         return self._trusted
 
     def admit(self, author: str, peer: str | None, now_ms: int, size: int = 0) -> str | None:
-        """None to store a record (``size`` bytes) by ``author`` that ``peer`` sent; else why not."""
-        trusted = self.trusted()
+        """None to store a record (``size`` bytes) by ``author`` that ``peer`` sent; else why not.
+
+        A batch of records (one sync frame, one gossip batch) is admitted with one ``now_ms``:
+        the trust graph is looked at once per batch, not once per record (a vouch stored in the
+        batch counts from the next one), and each peer's window drops its old entries from the
+        front — O(1) per record, so a catch-up of 12,000 records costs milliseconds, not seconds."""
+        if self._trusted_at != now_ms:
+            self.trusted()
+            self._trusted_at = now_ms
+        trusted = self._trusted
         if author in trusted:
             return None
         since = now_ms - HOUR_MS
-        times = self._by_peer.get(peer, []) if peer else []
-        times[:] = [t for t in times if t >= since]
+        times = self._by_peer.get(peer, deque()) if peer else deque()
+        while times and times[0] < since:
+            times.popleft()
         window, count = self._by_author.get(author, (None, 0))
         if window is None or window < since:  # a new hour for this author: count from the store
             window, count = now_ms, self.records.received_since(author, since)
