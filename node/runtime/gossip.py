@@ -68,8 +68,8 @@ class GossipRuntime:
     def store(self, effect: fx.StoreRecords) -> None:
         try:
             self._to_store_send.send_nowait(effect)
-        except trio.WouldBlock:
-            pass  # ten thousand wait already: the next sync brings this record
+        except trio.WouldBlock:  # ten thousand wait already: the next sync brings this record
+            self.feed(ev.RecordsStored(effect.ticket))  # the service forgets the ticket
 
     def publish(self, data: bytes) -> None:
         self._publish_send.send_nowait(data)
