@@ -45,6 +45,7 @@ import time
 import trio
 
 from fabnode.node.service import effects as fx
+from fabnode.node.service import events as ev
 from fabnode.node.service.service import NodeService, ServiceConfig
 from fabnode.protocol.errors import FabnodeError
 
@@ -114,8 +115,6 @@ class Daemon:
         return done
 
     def _do(self, e) -> None:
-        from fabnode.node.service import events as ev
-
         if isinstance(e, fx.Log):
             self.log(e.line)
         elif isinstance(e, fx.SendFrame):
@@ -164,7 +163,6 @@ class Daemon:
             self._carry_out()
 
     async def _seed(self, root: bytes, source: str) -> None:
-        from fabnode.node.service import events as ev
         from fabnode.protocol.cid import cid_str
 
         try:
@@ -289,8 +287,6 @@ class Daemon:
         await serve_control(self._control, lambda: self.token, self.log, task_status)
 
     async def _control(self, request: dict) -> dict:
-        from fabnode.node.service import events as ev
-
         cmd = request.get("cmd")
         if cmd == "announce":
             self.feed(ev.OutboxChanged())

@@ -3,6 +3,7 @@ providers found in the DHT, each attempt resuming where the last stopped (the wi
 
 from __future__ import annotations
 
+from fabnode.node.service.service import short
 from fabnode.protocol.cid import cid_str, parse_cid_path
 from fabnode.protocol.errors import FabnodeError
 
@@ -39,7 +40,7 @@ class Fetcher:
             pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "
-                     f"from {who[:16] + '…' if len(who) > 17 else who}")
+                     f"from {short(who)}")
             return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"],
                     "already_held": result["held"], "from": who, "attempts": result["attempts"]}
         finally:

@@ -4,7 +4,7 @@ service's effects ask (node/service/service.py's RecordView)."""
 from __future__ import annotations
 
 from fabnode.node.local.commons import receive_records
-from fabnode.protocol.cid import DAG_CBOR, make_cid
+from fabnode.protocol.cid import DAG_CBOR, cid_str, make_cid
 from fabnode.protocol.reconcile import MAX_TS, ItemSet
 from fabnode.storage import BlockStore
 from fabnode.storage.records import RecordStore
@@ -72,7 +72,7 @@ class StoreView:
         result = receive_records(self.records, [(None, b) for b in blocks], now=now_ms, all_or_nothing=False,
                                  quota=self.quota, peer=peer, verified=list(verified) if verified else None)
         new = set(result.new)
-        cids = tuple(c for c in (make_cid(DAG_CBOR, b) for b in blocks) if _cid_id(c) in new)
+        cids = tuple(c for c in (make_cid(DAG_CBOR, b) for b in blocks) if cid_str(c) in new)
         reason = result.over_quota[0][1] if result.over_quota else ""
         return cids, len(result.over_quota), reason
 
@@ -80,8 +80,3 @@ class StoreView:
         with self.store.write_transaction():
             self.records.announced(cids)
 
-
-def _cid_id(cid: bytes) -> str:
-    from fabnode.protocol.cid import cid_str
-
-    return cid_str(cid)
