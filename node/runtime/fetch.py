@@ -33,6 +33,7 @@ from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
+from fabnode.node.runtime.blockwriter import BlockWriter
 from fabnode.node.runtime.wire import read_frame
 from fabnode.node.service.fetching import ServeSlots, UploadPacer
 from fabnode.node.service.loglimit import LogLimiter
@@ -208,6 +209,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     fetched = received = fetched_bytes = 0
     batch: list = []
     batch_bytes = 0
+    writer = BlockWriter(store)  # commits the batches in a worker thread (blockwriter.py)
     try:
         await stream.write(encode_request(request))
         while True:
@@ -230,9 +232,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             batch.extend(blocks)
             batch_bytes += sum(len(b.data) for b in blocks)
             if batch and (batch_bytes >= BATCH_BYTES or not data):
-                with store.write_transaction():
-                    for b in batch:
-                        store.put(b.cid, b.data)
+                await writer.put(batch)
                 fetched += len(batch)
                 fetched_bytes += batch_bytes
                 if progress is not None:
@@ -241,11 +241,9 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             if not data:
                 break
     finally:
-        if batch:  # blocks verified before a protocol error are still good
-            with store.write_transaction():
-                for b in batch:
-                    store.put(b.cid, b.data)
-            fetched += len(batch)
+        # blocks verified before a protocol error are still good; Ctrl-C keeps them too
+        await writer.finish(batch)
+        fetched += len(batch)
         with trio.move_on_after(1):
             await stream.reset()
     if session.root is None:
