@@ -24,7 +24,12 @@ nothing, so what is left is each side's CPU per byte. One run of this script, on
 Reports medians, the ratio of each median to rsync's, and a markdown table. Goal (issue 14):
 both fabnode rows ≤ 4× rsync's time. The machine is shared, so read ratios, not seconds.
 
+With ``--baseline REV`` the two fabnode rows also run as of commit REV (unpacked with `git
+archive` into bench/work and run from the same virtual environment through PYTHONPATH, with a
+serving lab of its own), in the same interleaved runs: before and after side by side.
+
 Usage:  .venv/bin/python bench/bench_loopback.py [--runs 3] [--size-mib 256] [--only peer,daemon]
+                                                 [--baseline 0519a84]
 """
 
 from __future__ import annotations
@@ -116,17 +121,67 @@ def run_timed(cmd: list[str], env: dict | None = None) -> dict:
             "err": err.decode(errors="replace").strip()}
 
 
-def bench(tree: Path, nbytes: int, runs: int, only: set[str], base: Path) -> dict:
-    lab_a = base / "lab-a"
-    init_home(lab_a, "Lab A")
-    added = json.loads(run([str(FABNODE), "add", str(tree), "--json"], env=env_for(lab_a),
-                           stdout=subprocess.PIPE)[2])
-    bundle = added["cid"]
+def baseline_code(rev: str) -> Path:
+    """fabnode's code at ``rev``, unpacked as a ``fabnode`` package: with PYTHONPATH set to the
+    returned folder, the same virtual environment runs that version (the anchor for before/after)."""
+    where = WORK / f"baseline-{rev}"
+    if not (where / "fabnode" / "cli.py").exists():
+        shutil.rmtree(where, ignore_errors=True)
+        (where / "fabnode").mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", rev], cwd=Path(__file__).resolve().parent, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(where / "fabnode")], input=archive, check=True)
+    return where
+
+
+class Variant:
+    """One version of fabnode under test: the working tree, or the code at a baseline commit
+    (run from the same virtual environment through PYTHONPATH). Each has its own serving lab."""
+
+    def __init__(self, label: str, pythonpath: Path | None) -> None:
+        self.label = label
+        self.pythonpath = pythonpath
+
+    def env(self, home: Path) -> dict:
+        env = env_for(home)
+        env.pop("PYTHONPATH", None)
+        if self.pythonpath is not None:
+            env["PYTHONPATH"] = str(self.pythonpath)
+        return env
+
+    def daemon(self, home: Path, *args: str) -> Daemon:
+        saved = os.environ.get("PYTHONPATH")
+        os.environ.pop("PYTHONPATH", None)
+        if self.pythonpath is not None:
+            os.environ["PYTHONPATH"] = str(self.pythonpath)
+        try:
+            return Daemon(home, *args)
+        finally:
+            os.environ.pop("PYTHONPATH", None)
+            if saved is not None:
+                os.environ["PYTHONPATH"] = saved
+
+
+def bench(tree: Path, nbytes: int, runs: int, only: set[str], base: Path, variants: list[Variant]) -> dict:
     tmp = base / "rsyncd"
     tmp.mkdir(parents=True, exist_ok=True)
     rsyncd, url = start_rsyncd(tree, tmp)
-    da = Daemon(lab_a)
-    rows: dict[str, list[dict]] = {tool: [] for tool in TOOLS if tool in only}
+    servers: dict[str, Daemon] = {}
+    bundle = ""
+    for v in variants:
+        lab_a = base / f"lab-a{v.label}"
+        init_home(lab_a, "Lab A")
+        added = json.loads(run([str(FABNODE), "add", str(tree), "--json"], env=v.env(lab_a),
+                               stdout=subprocess.PIPE)[2])
+        bundle = added["cid"]
+        servers[v.label] = v.daemon(lab_a)
+    rows: dict[str, list[dict]] = {}
+    if "rsync" in only:
+        rows["rsync"] = []
+    for v in variants:
+        for tool in TOOLS[1:]:
+            if tool in only:
+                rows[tool + v.label] = []
     out = base / "out"
     try:
         for r in range(runs):
@@ -144,50 +199,53 @@ def bench(tree: Path, nbytes: int, runs: int, only: set[str], base: Path) -> dic
                 rows["rsync"].append(got)
                 shutil.rmtree(out)
 
-            if "get --peer" in rows:
-                lab_c = base / "lab-c"
-                init_home(lab_c, "Lab C")
-                os.sync()
-                server0 = cpu_of(da.pid)
-                got = run_timed([str(FABNODE), "get", bundle, "--peer", da.addr, "-o", str(out)], env_for(lab_c))
-                da.wait_for(f"served {bundle}", timeout=30)
-                got["server_cpu"] = cpu_of(da.pid) - server0
-                got["client_cpu"] = got["cpu"]
-                if got["out"] != str(out) or not same_tree(tree, out):
-                    raise RuntimeError(f"get --peer's output differs from the input ({got['out']!r})")
-                rows["get --peer"].append(got)
-                shutil.rmtree(out)
-                shutil.rmtree(lab_c)
-                da.lines.clear()
-
-            if "get via daemon" in rows:
-                lab_b = base / "lab-b"
-                init_home(lab_b, "Lab B")
-                db = Daemon(lab_b, "--bootstrap", da.addr)
-                try:
-                    db.wait_for(f"peer connected: {da.peer_id}")
-                    da.wait_for(f"peer connected: {db.peer_id}")
+            for v in variants:
+                da = servers[v.label]
+                if "get --peer" + v.label in rows:
+                    lab_c = base / "lab-c"
+                    init_home(lab_c, "Lab C")
                     os.sync()
-                    server0, daemon0 = cpu_of(da.pid), cpu_of(db.pid)
-                    got = run_timed([str(FABNODE), "get", bundle, "-o", str(out)], env_for(lab_b))
-                    db.wait_for(f"fetch finished: {bundle}", timeout=30)
+                    server0 = cpu_of(da.pid)
+                    got = run_timed([str(FABNODE), "get", bundle, "--peer", da.addr, "-o", str(out)], v.env(lab_c))
                     da.wait_for(f"served {bundle}", timeout=30)
-                    got["daemon_cpu"] = cpu_of(db.pid) - daemon0
                     got["server_cpu"] = cpu_of(da.pid) - server0
-                    got["client_cpu"] = got["cpu"] + got["daemon_cpu"]
-                finally:
-                    db.stop()
-                if got["out"] != str(out) or not same_tree(tree, out):
-                    raise RuntimeError(f"get via the daemon: output differs from the input ({got['out']!r})")
-                rows["get via daemon"].append(got)
-                shutil.rmtree(out)
-                shutil.rmtree(lab_b)
-                da.lines.clear()
+                    got["client_cpu"] = got["cpu"]
+                    if got["out"] != str(out) or not same_tree(tree, out):
+                        raise RuntimeError(f"get --peer{v.label}: output differs from the input ({got['out']!r})")
+                    rows["get --peer" + v.label].append(got)
+                    shutil.rmtree(out)
+                    shutil.rmtree(lab_c)
+                    da.lines.clear()
+
+                if "get via daemon" + v.label in rows:
+                    lab_b = base / "lab-b"
+                    init_home(lab_b, "Lab B")
+                    db = v.daemon(lab_b, "--bootstrap", da.addr)
+                    try:
+                        db.wait_for(f"peer connected: {da.peer_id}")
+                        da.wait_for(f"peer connected: {db.peer_id}")
+                        os.sync()
+                        server0, daemon0 = cpu_of(da.pid), cpu_of(db.pid)
+                        got = run_timed([str(FABNODE), "get", bundle, "-o", str(out)], v.env(lab_b))
+                        db.wait_for(f"fetch finished: {bundle}", timeout=30)
+                        da.wait_for(f"served {bundle}", timeout=30)
+                        got["daemon_cpu"] = cpu_of(db.pid) - daemon0
+                        got["server_cpu"] = cpu_of(da.pid) - server0
+                        got["client_cpu"] = got["cpu"] + got["daemon_cpu"]
+                    finally:
+                        db.stop()
+                    if got["out"] != str(out) or not same_tree(tree, out):
+                        raise RuntimeError(f"get via daemon{v.label}: output differs from the input ({got['out']!r})")
+                    rows["get via daemon" + v.label].append(got)
+                    shutil.rmtree(out)
+                    shutil.rmtree(lab_b)
+                    da.lines.clear()
             print(f"  run {r + 1}/{runs}: " + ", ".join(
                 f"{k} {v[-1]['wall']:.2f}s (cpu {v[-1]['client_cpu']:.2f}+{v[-1]['server_cpu']:.2f})"
                 for k, v in rows.items()), file=sys.stderr, flush=True)
     finally:
-        da.stop()
+        for da in servers.values():
+            da.stop()
     return {"bundle": bundle, "rows": rows}
 
 
@@ -207,8 +265,8 @@ def report(res: dict, nbytes: int, files: int, runs: int) -> list[str]:
                      f"{m['client_cpu']:.2f} | {m['server_cpu']:.2f} | {each} |")
     if anchor:
         lines.append("")
-        for tool in ("get --peer", "get via daemon"):
-            if tool in med:
+        for tool in med:
+            if tool != "rsync":
                 ratio = med[tool]["wall"] / anchor
                 lines.append(f"- {tool}: {ratio:.2f}x rsync's time (goal <= 4x: {'met' if ratio <= 4 else 'NOT met'});"
                              f" per-run ratios to the rsync run beside it: " + ", ".join(
@@ -224,6 +282,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run fabnode as of this commit (its own serving lab), interleaved: before/after")
     parser.add_argument("--only", default=",".join(TOOLS),
                         help=f"comma-separated subset of: {', '.join(TOOLS)} (or: peer, daemon)")
     args = parser.parse_args()
@@ -246,7 +306,10 @@ def main() -> None:
     load0 = os.getloadavg()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    res = bench(tree, nbytes, args.runs, only, base)
+    variants = [Variant("", None)]
+    if args.baseline:
+        variants.append(Variant(f" @{args.baseline}", baseline_code(args.baseline)))
+    res = bench(tree, nbytes, args.runs, only, base, variants)
     lines = [f"Machine: {machine()}; commit {commit}", ""] + report(res, nbytes, files, args.runs)
     lines.append(f"(whole benchmark: {time.monotonic() - started:.0f} s; load average before "
                  f"{' '.join(f'{x:.2f}' for x in load0)}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())})")

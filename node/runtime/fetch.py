@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import aclosing
 
 import trio
 
@@ -33,6 +34,7 @@ from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
+from fabnode.node.runtime.blockreader import sections_ahead
 from fabnode.node.runtime.blockwriter import BlockWriter
 from fabnode.node.runtime.wire import read_frame
 from fabnode.node.service.fetching import ServeSlots, UploadPacer
@@ -163,10 +165,13 @@ class FetchServer:
         await send(encode_header([request.root]))
         for cid in crossed:
             await send(encode_section(cid, self.store.get(cid)))
-        for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
-            await self._pace(len(data))
-            await send(encode_section(cid, data))
-            transfer["sent_bytes"] += len(data)
+        # read, verified and encoded in a worker thread ahead of the stream (blockreader.py)
+        skip = set(request.have) | set(crossed)
+        async with aclosing(sections_ahead(self.store, lambda store: dag_in_order(store, root, skip))) as sections:
+            async for _cid, size, section in sections:
+                await self._pace(size)
+                await send(section)
+                transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
 
