@@ -63,7 +63,7 @@ class BlockStore:
 
     def close(self) -> None:
         """Close the connection; the last one to close copies the WAL into the main file."""
-        self._conn.close()
+        self.db.close()
 
     def put(self, cid: bytes, data: bytes) -> None:
         """Store a block whose CID the caller computed from ``data`` (or verified)."""
