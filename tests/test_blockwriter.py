@@ -134,3 +134,27 @@ async def test_without_a_database_file_the_batches_are_committed_inline():
     assert [store.has(b.cid) for b in handed[0]] == [True, True]  # committed before put returned
     await writer.finish(handed[1])
     assert writer.stored_blocks == 4 and all(store.get(b.cid) == b.data for b in handed[1])
+
+
+class Refused(Exception):
+    pass
+
+
+async def test_an_unhashed_leaf_that_does_not_match_is_refused_and_only_what_came_before_is_stored(store):
+    """Leaves a session left unhashed (defer_leaf_hashing) are hashed by the writer before they
+    are stored: a forged one raises ``refuse`` with the reader's message, and of its batch only
+    the blocks before it are committed."""
+    from fabnode.protocol.car import UnverifiedBlock
+
+    path = store.db.path
+    first, second = batches(2, 3, seed=6)
+    unhashed = [UnverifiedBlock(b.cid, b.data, 10 + i, 1000 * i) for i, b in enumerate(second)]
+    forged = UnverifiedBlock(unhashed[1].cid, b"not those bytes", 11, 1000)
+    writer = BlockWriter(store, refuse=Refused)
+    with pytest.raises(Refused, match=r"bad CAR stream from the peer: section 11 at byte 1000: block \S+ does not "
+                                      r"match its CID"):
+        with trio.fail_after(WAIT):
+            await writer.put(first)
+            await writer.put([unhashed[0], forged, unhashed[2]])
+            await writer.finish()
+    assert stored_in_order(path) == [b.cid for b in first] + [second[0].cid]

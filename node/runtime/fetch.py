@@ -202,7 +202,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
 
     held = _held_part(store, root) if not path else []
     request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
-    session = FetchSession(request, set())
+    session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
     for cid, data in held:
         session.held_block(cid, data)
     name = str(peer_id)
@@ -214,7 +214,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     fetched = received = fetched_bytes = 0
     batch: list = []
     batch_bytes = 0
-    writer = BlockWriter(store)  # commits the batches in a worker thread (blockwriter.py)
+    writer = BlockWriter(store, refuse=PeerFailed)  # hashes leaves, commits batches in a thread (blockwriter.py)
     try:
         await stream.write(encode_request(request))
         while True:
