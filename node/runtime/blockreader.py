@@ -37,52 +37,49 @@ Walk = Callable[[BlockStore], Iterator[tuple[bytes, bytes]]]
 """Given a store, the (cid, data) pairs to send, in order, each verified (``dag_in_order``)."""
 
 
-def _groups(pairs: Iterator[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, int, bytes]]]:
-    """(cid, block size, CAR section) in groups of about GROUP_BYTES."""
-    group: list[tuple[bytes, int, bytes]] = []
-    size = 0
-    for cid, data in pairs:
-        group.append((cid, len(data), encode_section(cid, data)))
-        size += len(data)
-        if size >= GROUP_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
-
-
 async def sections_ahead(store: BlockStore, walk: Walk) -> AsyncIterator[tuple[bytes, int, bytes]]:
     """(cid, block size, CAR section) for every block ``walk`` yields, read in a worker thread
     ahead of the caller. A store without a file (tests) is read on the calling thread."""
     if store.db.path is None:
-        for group in _groups(walk(store)):
-            for item in group:
-                yield item
+        for cid, data in walk(store):
+            yield cid, len(data), encode_section(cid, data)
         return
     handoff: queue.Queue = queue.Queue(maxsize=DEPTH)
     stop = threading.Event()
     done = object()
 
+    def hand(item) -> bool:
+        """Queue ``item`` unless the trio task has stopped; False once it has."""
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         reader = None
+        error: BaseException | None = None
+        group: list[tuple[bytes, int, bytes]] = []
         try:
             reader = BlockStore(open_db(store.db.path))
-            for group in _groups(walk(reader)):
-                while not stop.is_set():
-                    try:
-                        handoff.put((group, None), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            handoff.put((done, None))
-        except BaseException as exc:  # raised in the trio task, where the block would have gone out
-            if not stop.is_set():
-                handoff.put((done, exc))
+            size = 0
+            for cid, data in walk(reader):
+                group.append((cid, len(data), encode_section(cid, data)))
+                size += len(data)
+                if size >= GROUP_BYTES:
+                    if not hand((group, None)):
+                        return
+                    group, size = [], 0
+        except BaseException as exc:  # raised in the trio task, after the blocks read before it
+            error = exc
         finally:
             if reader is not None:
                 reader.close()
+        if group and not hand((group, None)):
+            return
+        hand((done, error))
 
     threading.Thread(target=produce, name="fabnode-blockreader", daemon=True).start()
     try:
