@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import aclosing
 
 import trio
 
@@ -33,6 +34,8 @@ from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
+from fabnode.node.runtime.blockreader import sections_ahead
+from fabnode.node.runtime.blockwriter import BlockWriter
 from fabnode.node.runtime.wire import read_frame, write_all
 from fabnode.node.service.fetching import ServeSlots, UploadPacer
 from fabnode.node.service.loglimit import LogLimiter
@@ -162,10 +165,13 @@ class FetchServer:
         await send(encode_header([request.root]))
         for cid in crossed:
             await send(encode_section(cid, self.store.get(cid)))
-        for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
-            await self._pace(len(data))
-            await send(encode_section(cid, data))
-            transfer["sent_bytes"] += len(data)
+        # read, verified and encoded in a worker thread ahead of the stream (blockreader.py)
+        skip = set(request.have) | set(crossed)
+        async with aclosing(sections_ahead(self.store, lambda store: dag_in_order(store, root, skip))) as sections:
+            async for _cid, size, section in sections:
+                await self._pace(size)
+                await send(section)
+                transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
 
@@ -196,7 +202,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
 
     held = _held_part(store, root) if not path else []
     request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
-    session = FetchSession(request, set())
+    session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
     for cid, data in held:
         session.held_block(cid, data)
     name = str(peer_id)
@@ -208,6 +214,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     fetched = received = fetched_bytes = 0
     batch: list = []
     batch_bytes = 0
+    writer = BlockWriter(store, refuse=PeerFailed)  # hashes leaves, commits batches in a thread (blockwriter.py)
     try:
         await write_all(stream, encode_request(request))
         while True:
@@ -230,9 +237,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             batch.extend(blocks)
             batch_bytes += sum(len(b.data) for b in blocks)
             if batch and (batch_bytes >= BATCH_BYTES or not data):
-                with store.write_transaction():
-                    for b in batch:
-                        store.put(b.cid, b.data)
+                await writer.put(batch)
                 fetched += len(batch)
                 fetched_bytes += batch_bytes
                 if progress is not None:
@@ -241,11 +246,9 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             if not data:
                 break
     finally:
-        if batch:  # blocks verified before a protocol error are still good
-            with store.write_transaction():
-                for b in batch:
-                    store.put(b.cid, b.data)
-            fetched += len(batch)
+        # blocks verified before a protocol error are still good; Ctrl-C keeps them too
+        await writer.finish(batch)
+        fetched += len(batch)
         with trio.move_on_after(1):
             await stream.reset()
     if session.root is None:
