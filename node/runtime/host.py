@@ -44,6 +44,7 @@ from multiaddr import Multiaddr
 from fabnode.protocol.errors import FabnodeError
 
 from fabnode.node.runtime.addresses import listen_host_port, why_not
+from fabnode.node.runtime.pacing import patch_libp2p_for_thin_links
 from fabnode.node.home import NODE_KEY, Home
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0
@@ -51,6 +52,7 @@ _swarm._HAPPY_EYEBALLS_DELAY = 0.0
 # so every full frame left as two encrypted messages; frames sized to fit halve that work. A
 # smaller frame is always valid Yamux, so this changes nothing for other implementations.
 _yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
+patch_libp2p_for_thin_links()  # two limits that cut every transfer over 256 kbit/s (node/runtime/pacing.py)
 
 _listen_errors: dict[tuple[str, int], OSError] = {}
 """Why each (host, port) last failed to listen: the swarm only logs it, at debug level."""
