@@ -57,6 +57,9 @@ DIAL_CHECK_MS = 500
 OUTBOX_BATCH = 100
 SYNC_FIRST_MS = 60_000
 """Seeding waits at most this long after a fabnode peer connects for its first sync to end."""
+IDENTIFY_MS = 10_000
+"""... and this long for a connected peer to say whether it speaks fabnode (identify takes a few
+round trips: seconds on a far link)."""
 SEEDING_SOURCE = "seeded:"
 
 
@@ -242,6 +245,7 @@ class NodeService:
         if e.peer in self.connected:
             return
         self.connected[e.peer] = e.addr
+        self._unsynced[e.peer] = self.now  # records first: no seeding before it is known and synced
         self._log(f"peer connected: {e.peer} via {e.addr}")
         self._out += self.book.connected(e.peer, self.now)
         self._fill_announcements()
@@ -250,7 +254,7 @@ class NodeService:
         if e.peer not in self.connected or e.peer in self.fabnode:
             return
         self.fabnode.add(e.peer)
-        self._unsynced[e.peer] = self.now
+        self._unsynced[e.peer] = self.now  # from now on, up to SYNC_FIRST_MS for its first sync
         if self.scheduler.next_round_ms is None:
             self.scheduler.next_round_ms = self.now + self.config.sync_interval_ms
         if self.scheduler.starts_with(e.peer):
@@ -524,8 +528,8 @@ class NodeService:
         seeding up for ever). On a link up for minutes a day, the records cross first."""
         if self.sessions or self.opening or self.scheduler.pending:
             return False
-        return all(self.now - at >= SYNC_FIRST_MS for peer, at in self._unsynced.items()
-                   if peer in self.fabnode and peer in self.connected)
+        return all(self.now - at >= (SYNC_FIRST_MS if peer in self.fabnode else IDENTIFY_MS)
+                   for peer, at in self._unsynced.items() if peer in self.connected)
 
     def _on_FetchFinished(self, e: ev.FetchFinished) -> None:
         self.seeder.finished(e.root, e.error, self.now)
