@@ -85,7 +85,7 @@ def test_market_day_records_first_then_followed_designs_then_trusted_authors(tmp
         wait_until(lambda: has_record(b.home, news), timeout=30, what="A's new record on B")
         took = time.monotonic() - asked
         assert not pinned(b, trusted["bundle"]), "the record had to wait for the whole bundle"
-        assert took < 6, f"the record waited {took:.1f} s behind the bundle"  # measured: ~1 s; a FIFO: ~8 s more
+        assert took < 4, f"the record waited {took:.1f} s behind the bundle"  # measured: 0.5 s; no cap: 6.4 s
 
         link.cut(down=120)  # the market closes
         db.wait_for("peer disconnected", timeout=30)
@@ -103,7 +103,7 @@ def test_market_day_records_first_then_followed_designs_then_trusted_authors(tmp
     assert sent_a["upload_bytes_per_second"] == CAP
     assert sent_a["sent_bytes"]["fetch"] >= FOLLOWED_SIZE and sent_a["sent_bytes"]["sync"] > 40_000
     assert sent_a["records"]["sync"] >= 200 and sent_a["records"]["gossip"] >= 1
-    assert status_b["sent"]["records"]["sync"] >= 1  # B's own vouch went by sync
+    assert status_b["sent"]["records"]["sync"] + status_b["sent"]["records"]["gossip"] >= 1  # B's own vouch
     assert link.carried["down"] >= FOLLOWED_SIZE + 40_000
 
 
