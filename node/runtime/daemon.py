@@ -99,29 +99,30 @@ class Daemon:
 
     def feed(self, event) -> list:
         """Hand ``event`` to the service and carry out what it answers; returns those effects."""
-        if isinstance(event, (ev.PeerSpeaksFabnode, ev.PeerDisconnected)):
-            self._keep_route(event.peer)
         self.service.handle(event, now_ms())
         return self._carry_out()
 
-    def _keep_route(self, peer: str) -> None:
-        """A bootstrap peer is reached at the address the operator gave, never at the ones it
-        announces itself (identify): the operator's address may be a tunnel, a port forward or a
-        shaped link, the announced ones a private LAN address or the way around the link
-        (issue 14). libp2p dials every address in its peerstore, so those are dropped here, when
-        identify has added them and when the connection ends (before any redial)."""
-        entry = self.service.book.get(peer) if self.service else None
-        if entry is None or entry.source != "bootstrap" or self.host is None:
-            return
-        try:
-            from libp2p.peer.id import ID
-            from multiaddr import Multiaddr
+    def _keep_routes(self, host) -> None:
+        """A bootstrap peer is reached only at the addresses the operator gave, never at those it
+        announces about itself (identify): the operator's address may be a tunnel, a port
+        forward or a shaped link, the announced ones a private address or the way around the
+        link. libp2p dials every address its peerstore holds — for our dials, stream opens,
+        its auto-connector, the DHT — so the peerstore is kept from learning others for such a
+        peer (issue 14: after a cut, a lab redialled the hub's announced address, around the
+        link; identify had added it)."""
+        store = host.get_peerstore()
+        add_addrs = store.add_addrs
 
-            peer_id, store = ID.from_base58(peer), self.host.get_peerstore()
-            store.clear_addrs(peer_id)
-            store.add_addrs(peer_id, [Multiaddr(a) for a in entry.addrs], 10 ** 9)
-        except Exception as exc:  # a library surprise must not stop the event
-            self.log(f"could not keep {peer[:16]}…'s bootstrap address: {type(exc).__name__}")
+        def guarded(peer_id, addrs, ttl=0):
+            entry = self.service.book.get(str(peer_id)) if self.service else None
+            if entry is not None and entry.source == "bootstrap":
+                allowed = set(entry.addrs)
+                addrs = [a for a in addrs if str(a) in allowed]
+                if not addrs:
+                    return
+            add_addrs(peer_id, addrs, ttl)
+
+        store.add_addrs = guarded
 
     def _carry_out(self) -> list:
         if self._carrying_out:  # an effect answered with an event: the outer loop carries on
@@ -155,7 +156,6 @@ class Daemon:
         elif isinstance(e, fx.ResetStream):
             self.syncs.reset(e.stream)
         elif isinstance(e, fx.Dial):
-            self._keep_route(e.peer)
             self.peers.dial(e.peer, e.addrs)
         elif isinstance(e, fx.Disconnect):
             self.peers.disconnect(e.peer)
@@ -224,6 +224,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with running_host(node_key_pair(self.home), opts.listen, change=opts.listen_change) as host:
                 self.host = host
+                self._keep_routes(host)
                 self.gossip = GossipRuntime(self.feed, self.view, self.log, now_ms, self.pacer)
                 pubsub, gossipsub = self.gossip.make_services(host, opts.gossip_rate)
                 self.providers = Providers(host, self.store, self.log, lambda: bool(self.service.connected))
