@@ -113,3 +113,31 @@ def test_a_session_that_moves_is_not_stalled_however_long_its_frames_take():
     svc.tick(now + FRAME_TIMEOUT_MS)
     assert stream not in svc.sessions  # silence for a whole timeout still ends it
     assert any(isinstance(e, fx.ResetStream) for e in svc.drain())
+
+
+def test_libp2p_reads_a_frame_that_arrives_in_many_small_pieces():
+    """py-libp2p's read_exactly gave up after 100 partial reads, closing any connection whose
+    64 KiB Noise message came over a slow link in small segments; patched to count only empty
+    reads (node/runtime/pacing.py)."""
+    import trio
+    from libp2p.io.exceptions import IncompleteReadError
+    from libp2p.io.utils import read_exactly
+
+    import fabnode.node.runtime.host  # noqa: F401 (applies the patch)
+
+    class Trickle:
+        def __init__(self, data: bytes, piece: int) -> None:
+            self.data, self.piece = data, piece
+
+        async def read(self, n: int) -> bytes:
+            out, self.data = self.data[:min(n, self.piece)], self.data[min(n, self.piece):]
+            return out
+
+    frame = bytes(range(256)) * 256
+    assert trio.run(read_exactly, Trickle(frame, 100), len(frame)) == frame  # 656 reads
+    try:
+        trio.run(read_exactly, Trickle(frame[:1000], 100), len(frame))
+    except IncompleteReadError as exc:
+        assert "received 1000 bytes" in str(exc)
+    else:
+        raise AssertionError("a reader at its end must still fail")

@@ -15,6 +15,8 @@ import trio
 
 from fabnode.node.service.pacing import BUNDLES, OWN_BUNDLES, RECORDS, PriorityPacer  # noqa: F401 (re-exported)
 
+from .wire import write_all
+
 
 UNPACED_PIECE = 64 << 10
 """Without a cap, writes are still cut this small, so progress is seen while a slow link drains."""
@@ -73,7 +75,7 @@ class LinkPacer:
         for start in range(0, len(data), piece):
             chunk = data[start:start + piece]
             await self.acquire(priority, len(chunk), protocol, peer)
-            await stream.write(chunk)
+            await write_all(stream, chunk)  # a progress deadline, and room in the peer's window
             if on_piece is not None:
                 on_piece()
 
@@ -83,26 +85,16 @@ class LinkPacer:
                 "sent_bytes_per_peer": {p: dict(c) for p, c in list(self.pacer.sent_to.items())[-20:]}}
 
 
-YAMUX_WINDOW_WAIT_S = 300
-"""How long a Yamux stream's write may wait for the peer to open its window again."""
-
-
 def patch_libp2p_for_thin_links() -> None:
-    """Two py-libp2p 0.8.1 limits that break a 256 kbit/s link (measured, issue 14); libp2p is
-    pinned to 0.8.1 for such patches, and each is skipped if the code it expects changed.
-
-    * ``libp2p.io.utils.read_exactly`` gives up after 100 partial reads. Noise messages are up
-      to 64 KiB, and a slow link delivers them a segment at a time: at 32 kB/s in 512-byte
-      pieces, the 101st read came at 51,710 of 64,056 bytes and the whole connection was closed
-      ("Connection closed during read operation"), every time, 5 s into any transfer. Now only
-      reads that bring *nothing* count against the limit (progress is not a retry).
-    * ``YamuxStream.write`` gives up after waiting 5 s for a window update. A window is 256 KiB:
-      over a link slower than ~50 kB/s a writer that fills it waits longer than that for its
-      first bytes to be read. The wait is made :data:`YAMUX_WINDOW_WAIT_S`; whether a peer that
-      does not read is stalled is decided by fabnode's own timeouts, which count progress.
-    """
+    """``libp2p.io.utils.read_exactly`` (py-libp2p 0.8.1) gives up after 100 partial reads. Noise
+    messages are up to 64 KiB, and a slow link delivers them a segment at a time: at 32 kB/s in
+    512-byte pieces, the 101st read came at 51,710 of 64,056 bytes and the whole connection was
+    closed ("Connection closed during read operation"), 5 s into any transfer (issue 14; links
+    with MSS 536, PPP and some mobile links, are that small). Now only reads that bring
+    *nothing* count against the limit: progress is not a retry. libp2p is pinned to 0.8.1 for
+    such patches; if the function's signature changed, nothing is patched. (Yamux's own 5 s
+    give-up on a shut window is kept clear of by ``wire.write_all``.)"""
     _patch_read_exactly()
-    _patch_yamux_window_wait()
 
 
 async def _read_exactly_counting_progress(reader, n, retry_count=100):
@@ -132,23 +124,3 @@ def _patch_read_exactly() -> None:
     # every module imported the function object itself: its code is replaced, not the name
     original.__code__ = _read_exactly_counting_progress.__code__
     original._fabnode_patched = True
-
-
-def _patch_yamux_window_wait() -> None:
-    import inspect
-    import textwrap
-
-    from libp2p.stream_muxer.yamux import yamux
-
-    if getattr(yamux.YamuxStream.write, "_fabnode_patched", False):
-        return
-    source = textwrap.dedent(inspect.getsource(yamux.YamuxStream.write))
-    old = "trio.move_on_after(5.0)"
-    if source.count(old) != 1:
-        return
-    source = source.replace(old, f"trio.move_on_after({YAMUX_WINDOW_WAIT_S})")
-    namespace: dict = {}
-    exec(compile(source, yamux.__file__, "exec"), vars(yamux), namespace)
-    write = namespace["write"]
-    write._fabnode_patched = True
-    yamux.YamuxStream.write = write
