@@ -317,10 +317,10 @@ def test_seeding_fetches_one_bundle_at_a_time_and_retries_a_failure_a_minute_lat
     opened = [e.stream for e in connect(svc, "p") if isinstance(e, fx.OpenStream)]  # m < p: m syncs first
     svc.tick(T0)
     assert not any(isinstance(e, fx.Fetch) for e in svc.drain())  # records first: the sync is starting
-    svc.handle(ev.StreamFailed(opened[0], "ConnectionResetError"), T0 + 100)
-    svc.tick(T0 + 1000)
-    assert not any(isinstance(e, fx.Fetch) for e in svc.drain())  # no sync with p yet: wait for one a while
-    T1 = T0 + SYNC_FIRST_MS
+    svc.tick(T0 + SYNC_FIRST_MS - 1)
+    assert not any(isinstance(e, fx.Fetch) for e in svc.drain())  # still opening: records first
+    svc.handle(ev.StreamFailed(opened[0], "ConnectionResetError"), T0 + SYNC_FIRST_MS)  # tried: enough
+    T1 = T0 + SYNC_FIRST_MS + 1000  # the seeder looks again a second later
     svc.tick(T1)
     fetches = [e for e in svc.drain() if isinstance(e, fx.Fetch)]
     assert [f.root for f in fetches] == [b"b1"]

@@ -466,6 +466,7 @@ class NodeService:
         peer = self.opening.pop(e.stream, None)
         if peer is not None:
             self.scheduler.finished(peer)
+            self._unsynced.pop(peer, None)  # records first waited for an attempt, not a success
             self._log(f"sync with {short(peer)} could not start: {e.error}")
             return
         session = self.sessions.get(e.stream)
@@ -480,6 +481,7 @@ class NodeService:
         session = self.sessions.pop(stream)
         self._outbox_before.pop(stream, None)
         self.scheduler.finished(session.peer)
+        self._unsynced.pop(session.peer, None)  # records first waited for this attempt, however it ended
         return session
 
     def _failed(self, stream, error) -> None:
@@ -500,7 +502,6 @@ class NodeService:
         session = self._end(stream)
         report, peer = session.report, session.peer
         self._emit(fx.CloseStream(stream))
-        self._unsynced.pop(peer, None)
         self.records_sent["sync"] += report.sent
         self.last_syncs[peer] = report.as_json()
         while len(self.last_syncs) > 1000:
@@ -523,9 +524,10 @@ class NodeService:
 
     def _records_first(self) -> bool:
         """Records before bundles (issue 14): no seeding fetch starts while a sync runs or waits
-        to start, nor before each fabnode peer met has had its first sync (at most
-        :data:`SYNC_FIRST_MS` after it connected: a peer that never finishes one must not hold
-        seeding up for ever). On a link up for minutes a day, the records cross first."""
+        to start, nor before a first sync with each fabnode peer met has been tried (it ended,
+        however: two peers opening syncs to each other at once may both be refused, and the
+        records then come by gossip or the next round), at most :data:`SYNC_FIRST_MS` after
+        it connected. On a link up for minutes a day, the records cross first."""
         if self.sessions or self.opening or self.scheduler.pending:
             return False
         return all(self.now - at >= (SYNC_FIRST_MS if peer in self.fabnode else IDENTIFY_MS)
