@@ -119,8 +119,8 @@ class FetchServer:
         """``send(data)`` in pieces, each granted by the shared pacer (one cap with sync and
         gossip, records first: node/runtime/pacing.py) before it goes."""
         if not self.pacer.rate:
-            self.pacer.pacer.request(None, priority, len(data), 0, protocol="fetch", peer=peer)  # counted only
             await send(data)
+            self.pacer.pacer.request(None, priority, len(data), 0, protocol="fetch", peer=peer)  # counted only
             return
         piece = self.pacer.pacer.piece_bytes()
         for start in range(0, len(data), piece):
@@ -176,7 +176,7 @@ class FetchServer:
         await send(encode_header([request.root]))
         for cid in crossed:
             await send(encode_section(cid, self.store.get(cid)))
-        priority = self.priority_of(root)
+        priority = self.priority_of(root) if self.pacer.rate else BUNDLES
         for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
             await self._pace(encode_section(cid, data), priority, peer, send)
             transfer["sent_bytes"] += len(data)
