@@ -871,6 +871,7 @@ def status(ctx: Context, as_json: bool) -> None:
         seeding = info["seeding"]
         echo(f"seeding   {seeding['wanted']} bundle(s) wanted, {seeding['used_bytes'] >> 20} of "
              f"{seeding['budget_bytes'] >> 20} MiB used")
+        _print_link_status(info)
         for sync in info["last_syncs"]:
             if sync.get("error"):
                 echo(f"sync      {sync['peer'][:16]}…: failed: {sync['error']}")
@@ -878,6 +879,24 @@ def status(ctx: Context, as_json: bool) -> None:
                 echo(f"sync      {sync['peer'][:16]}…: sent {sync['sent']}, received {sync['new']} new record(s), "
                      f"{sync['round_trips']} round trip(s), {sync['bytes_out'] + sync['bytes_in']} bytes")
     echo(f"records   {info['records']} ({info['outbox']} waiting to be announced), digest {info['records_digest']}")
+
+
+def _print_link_status(info: dict) -> None:
+    """What waits to go out or come in, and what went out since the start (issue 14)."""
+    waiting, sent = info.get("waiting") or {}, info.get("sent") or {}
+    if waiting:
+        queued = ", ".join(f"{n} bytes of {what}" for what, n in waiting.get("upload_bytes", {}).items())
+        echo(f"waiting   {waiting['outbox']} record(s) in the outbox, {waiting['syncs_running']} sync(s) running, "
+             f"{waiting['syncs_waiting']} waiting" + (f"; upload queue: {queued}" if queued else ""))
+        for b in waiting.get("bundles", []):
+            why = "followed or own" if b["first"] else "trusted author"
+            echo(f"wanted    {b['bundle']} ({why}), {b['held_bytes']} bytes here so far")
+    if sent:
+        cap = sent.get("upload_bytes_per_second") or 0
+        by = ", ".join(f"{proto} {n}" for proto, n in sorted(sent.get("sent_bytes", {}).items())) or "nothing"
+        records = sent.get("records", {})
+        echo(f"sent      bytes: {by} (upload cap {f'{cap} B/s' if cap else 'none'}); records: "
+             f"{records.get('sync', 0)} by sync, {records.get('gossip', 0)} by gossip")
 
 
 # ------------------------------------------------------------------ sneakernet

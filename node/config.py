@@ -45,7 +45,7 @@ KEYS: tuple[Key, ...] = (
     Key("http_hosts", (list, str), [], "more host names the web interface answers to"),
     Key("limits.fetch_streams_per_peer", int, 4, "fetch streams one peer may have open here"),
     Key("limits.fetch_streams_total", int, 16, "fetch streams all peers together may have open here"),
-    Key("limits.upload_bytes_per_second", int, 0, "upload cap for serving fetches (0: none)"),
+    Key("limits.upload_bytes_per_second", int, 0, "upload cap for sync, gossip and serving together (0: none)"),
     Key("limits.gossip_messages_per_second", int, 100, "records announced per second"),
     Key("limits.max_connections", int, 50, "connections above this many are not dialled"),
     Key("limits.stranger_records_per_author_per_hour", int, 1000, "records kept per untrusted key per hour"),

@@ -76,11 +76,12 @@ def decode_frame(body: bytes, expect: set[str]) -> dict:
     return frame
 
 
-def record_frames(blocks: list[bytes]) -> list[bytes]:
-    """``records`` frames holding ``blocks``, each under the frame limit."""
+def record_frames(blocks: list[bytes], max_bytes: int = RECORDS_PER_FRAME_BYTES) -> list[bytes]:
+    """``records`` frames holding ``blocks``, each under ``max_bytes`` (and the frame limit)."""
     frames, batch, size = [], [], 0
+    max_bytes = min(max_bytes, RECORDS_PER_FRAME_BYTES)
     for block in blocks:
-        if batch and size + len(block) + 8 > RECORDS_PER_FRAME_BYTES:
+        if batch and size + len(block) + 8 > max_bytes:
             frames.append(encode_frame({"type": "records", "records": batch}))
             batch, size = [], 0
         batch.append(block)

@@ -21,20 +21,28 @@ from conftest import FABNODE, Cli, cli_env
 class Daemon:
     """A daemon process; waits (with a deadline) for its listening line."""
 
-    def __init__(self, cli: Cli, *args: str, listen: str = "/ip4/127.0.0.1/tcp/0", mdns: bool = False,
+    def __init__(self, cli: Cli, *args: str, listen: str | None = "/ip4/127.0.0.1/tcp/0", mdns: bool = False,
                  prefix: tuple[str, ...] = ()) -> None:
         """``mdns`` only inside a network namespace of the test's own (``prefix`` enters it):
-        tests never send anything beyond this machine's loopback."""
+        tests never send anything beyond this machine's loopback. ``listen=None``: no --listen
+        (the home's config decides; with ``listen = []`` the node only dials out, as a lab behind
+        a NAT does, and ``addr`` is its web address)."""
         assert prefix or not mdns, "mDNS multicasts: only inside a private network namespace"
         self.cli = cli
         flags = [] if mdns else ["--no-mdns"]
         if "--http" not in args:
             flags += ["--http", "127.0.0.1:0"]  # never the shared default port 8080
-        self.proc = subprocess.Popen([*prefix, str(FABNODE), "run", "--listen", listen, *flags, *args],
+        listening = ["--listen", listen] if listen is not None else []
+        self.proc = subprocess.Popen([*prefix, str(FABNODE), "run", *listening, *flags, *args],
                                      env=cli_env(cli.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[str] = []
         self._pending = b""
         self._read = 0
+        if listen is None:
+            self.addr = self.wait_for("web interface on ").split(" on ", 1)[1]
+            self.peer_id = cli.json("id")["peer_id"]
+            self.port = 0
+            return
         self.addr = self.wait_for("listening on ").split("listening on ", 1)[1]
         self.peer_id = self.addr.rsplit("/", 1)[1]
         self.port = int(self.addr.split("/tcp/", 1)[1].split("/", 1)[0])

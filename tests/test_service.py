@@ -311,21 +311,29 @@ class SeedingView(MemoryRecords):
 
 def test_seeding_fetches_one_bundle_at_a_time_and_retries_a_failure_a_minute_later():
     view = SeedingView([(b"b1", b"d1"), (b"b2", b"d2")])
-    svc = NodeService("m", view, ServiceConfig(outbox_poll_ms=None))
-    connect(svc, "p")
+    from fabnode.node.service.service import SYNC_FIRST_MS
+
+    svc = NodeService("m", view, ServiceConfig(outbox_poll_ms=None, sync_interval_ms=3_600_000))
+    opened = [e.stream for e in connect(svc, "p") if isinstance(e, fx.OpenStream)]  # m < p: m syncs first
     svc.tick(T0)
+    assert not any(isinstance(e, fx.Fetch) for e in svc.drain())  # records first: the sync is starting
+    svc.tick(T0 + SYNC_FIRST_MS - 1)
+    assert not any(isinstance(e, fx.Fetch) for e in svc.drain())  # still opening: records first
+    svc.handle(ev.StreamFailed(opened[0], "ConnectionResetError"), T0 + SYNC_FIRST_MS)  # tried: enough
+    T1 = T0 + SYNC_FIRST_MS + 1000  # the seeder looks again a second later
+    svc.tick(T1)
     fetches = [e for e in svc.drain() if isinstance(e, fx.Fetch)]
     assert [f.root for f in fetches] == [b"b1"]
-    svc.tick(T0 + 5000)
+    svc.tick(T1 + 5000)
     assert not any(isinstance(e, fx.Fetch) for e in svc.drain())  # one at a time
-    svc.handle(ev.FetchFinished(b"b1", "nobody has it"), T0 + 6000)
-    svc.tick(T0 + 7000)
+    svc.handle(ev.FetchFinished(b"b1", "nobody has it"), T1 + 6000)
+    svc.tick(T1 + 7000)
     assert [e.root for e in svc.drain() if isinstance(e, fx.Fetch)] == [b"b2"]
-    svc.handle(ev.FetchFinished(b"b2"), T0 + 8000)
+    svc.handle(ev.FetchFinished(b"b2"), T1 + 8000)
     view.wanted = [(b"b1", b"d1")]
-    svc.tick(T0 + 9000)
+    svc.tick(T1 + 9000)
     assert not any(isinstance(e, fx.Fetch) for e in svc.drain())
-    svc.tick(T0 + 6000 + 60_000)
+    svc.tick(T1 + 6000 + 60_000)
     assert [e.root for e in svc.drain() if isinstance(e, fx.Fetch)] == [b"b1"]
 
 
@@ -365,14 +373,6 @@ def test_serving_slots_go_to_streams_that_make_progress():
     assert slots2.admit("c", "q", STALL_MS) == (False, None)  # moving transfers are never cut
     admitted, victim = slots2.admit("c", "q", STALL_MS + 1)
     assert admitted and victim.peer == "p"
-
-
-def test_the_upload_pacer_spaces_every_stream_together():
-    from fabnode.node.service.fetching import UploadPacer
-
-    pacer = UploadPacer(1000)
-    assert pacer.wait_ms(500, 0) == 0 and pacer.wait_ms(500, 0) == 500 and pacer.wait_ms(1000, 100) == 900
-    assert UploadPacer(0).wait_ms(10**9, 0) == 0
 
 
 def test_sync_frames_are_frozen_values_that_round_trip():

@@ -61,7 +61,8 @@ def test_a_restart_in_the_middle_of_a_sync_loses_nothing(tmp_path, daemons):
     a, b = make_labs(tmp_path, 2)
     key, author = signing_key(42)
     with open(b.home / "config.toml", "a") as f:  # B does not trust the author: lift the strangers' quota
-        f.write("[limits]\nstranger_records_per_author_per_hour = 100000\nstranger_storage_mib = 1000\n")
+        f.write("[limits]\nstranger_records_per_author_per_hour = 100000\nstranger_storage_mib = 1000\n"
+                "stranger_records_per_peer_per_hour = 100000\n")  # the first batch is 64 KiB now: 11,750 follow
     now = int(time.time() * 1000)
     db_a = open_db(Home(a.home).db_path)
     store = RecordStore(db_a.conn)

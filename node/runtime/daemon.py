@@ -79,6 +79,8 @@ class Daemon:
         self.view = StoreView(self.store, self.records, self.me, options.follow_trusted, quota)
         self.server = FetchServer(self.store, self.log, streams_per_peer=options.streams_per_peer,
                                   streams_total=options.streams_total, upload_rate=options.upload_rate)
+        self.pacer = self.server.pacer  # one upload cap for sync, gossip and serving: records first
+        self.server.priority_of = self._serving_priority
         self.started = time.time()
         self.service: NodeService | None = None
         self.host = self.nursery = None
@@ -99,6 +101,28 @@ class Daemon:
         """Hand ``event`` to the service and carry out what it answers; returns those effects."""
         self.service.handle(event, now_ms())
         return self._carry_out()
+
+    def _keep_routes(self, host) -> None:
+        """A bootstrap peer is reached only at the addresses the operator gave, never at those it
+        announces about itself (identify): the operator's address may be a tunnel, a port
+        forward or a shaped link, the announced ones a private address or the way around the
+        link. libp2p dials every address its peerstore holds — for our dials, stream opens,
+        its auto-connector, the DHT — so the peerstore is kept from learning others for such a
+        peer (issue 14: after a cut, a lab redialled the hub's announced address, around the
+        link; identify had added it)."""
+        store = host.get_peerstore()
+        add_addrs = store.add_addrs
+
+        def guarded(peer_id, addrs, ttl=0):
+            entry = self.service.book.get(str(peer_id)) if self.service else None
+            if entry is not None and entry.source == "bootstrap":
+                allowed = set(entry.addrs)
+                addrs = [a for a in addrs if str(a) in allowed]
+                if not addrs:
+                    return
+            add_addrs(peer_id, addrs, ttl)
+
+        store.add_addrs = guarded
 
     def _carry_out(self) -> list:
         if self._carrying_out:  # an effect answered with an event: the outer loop carries on
@@ -200,11 +224,12 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with running_host(node_key_pair(self.home), opts.listen, change=opts.listen_change) as host:
                 self.host = host
-                self.gossip = GossipRuntime(self.feed, self.view, self.log, now_ms)
+                self._keep_routes(host)
+                self.gossip = GossipRuntime(self.feed, self.view, self.log, now_ms, self.pacer)
                 pubsub, gossipsub = self.gossip.make_services(host, opts.gossip_rate)
                 self.providers = Providers(host, self.store, self.log, lambda: bool(self.service.connected))
                 self.peers = PeerRuntime(host, self.feed, self.log, self.gossip.mesh_peers)
-                self.syncs = SyncStreams(host, self.feed, self.service.frame_limit)
+                self.syncs = SyncStreams(host, self.feed, self.service.frame_limit, self.pacer)
                 self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log)
                 host.set_stream_handler(FETCH, self.server.handle)
                 host.set_stream_handler(SYNC, self.syncs.handle_inbound)
@@ -272,6 +297,13 @@ class Daemon:
         write_state(self.home.path, {"pid": os.getpid(), "addrs": addrs, "control": control_port,
                                      "token": self.token, "started": self.started, "http": http})
 
+    def _serving_priority(self, root: bytes) -> int:
+        """Bundles of this lab's own versions and followed designs are served before others."""
+        from .pacing import BUNDLES, OWN_BUNDLES
+        from .seeding import first_bundles
+
+        return OWN_BUNDLES if root in first_bundles(self.records, self.me) else BUNDLES
+
     def _fetch_candidates(self) -> list[str]:
         return [p for p in self.service.connected if p in self.service.fabnode or self.service.book.get(p)]
 
@@ -308,7 +340,30 @@ class Daemon:
             "serving": [dict(t) for t in self.server.active.values()],
             "mdns": self.options.mdns, "http": self.http or "off",
             "last_syncs": service["last_syncs"], "seeding": service["seeding"],
+            "waiting": self._waiting(service), "sent": {**self.pacer.status(), "records": service["records_sent"]},
         }
+
+    def _waiting(self, service: dict) -> dict:
+        """What waits to go out or come in, for `fabnode status` (issue 14)."""
+        from fabnode.protocol.cid import cid_str
+
+        from .seeding import first_bundles
+
+        first = first_bundles(self.records, self.me)
+        wanted = [{"bundle": cid_str(b), "design": cid_str(d), "first": b in first,
+                   "held_bytes": self._held_bytes(b)} for b, d in self.view.wanted_bundles()[:20]]
+        return {"outbox": self.records.outbox_size(), "syncs_running": service["syncs_running"],
+                "syncs_waiting": service["syncs_waiting"], "bundles": wanted,
+                "upload_bytes": self.pacer.pacer.waiting()}
+
+    def _held_bytes(self, bundle: bytes) -> int:
+        """Bytes of a wanted bundle already here (an interrupted fetch keeps them)."""
+        from .fetch import _held_part
+
+        try:
+            return sum(self.store.size(cid) or 0 for cid, _ in _held_part(self.store, bundle))
+        except Exception:
+            return 0
 
 
 def node_key_pair_id(home: Home):

@@ -37,7 +37,8 @@ from fabnode.node.home import Home
 from fabnode.node.runtime.blockreader import sections_ahead
 from fabnode.node.runtime.blockwriter import BlockWriter
 from fabnode.node.runtime.wire import read_frame, write_all
-from fabnode.node.service.fetching import ServeSlots, UploadPacer
+from fabnode.node.service.pacing import BUNDLES
+from fabnode.node.service.fetching import ServeSlots
 from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.local.sneakernet import dag_cids
 
@@ -90,7 +91,12 @@ class FetchServer:
         self.upload_rate = upload_rate
         self.slots = ServeSlots(streams_per_peer, streams_total)
         self._scopes: dict[int, trio.CancelScope] = {}
-        self._pacer = UploadPacer(upload_rate)
+        from .pacing import LinkPacer
+
+        self.pacer = LinkPacer(upload_rate)
+        """Shared with sync and gossip by the daemon (node/runtime/pacing.py): one cap, records first."""
+        self.priority_of = lambda root: BUNDLES
+        """The pacing priority of serving ``root`` (the daemon: own and followed designs first)."""
         self.on_offence = lambda peer, reason: None
         """Called with (peer, reason) when a peer breaks the protocol; the daemon cuts it off."""
         self.active: dict[int, dict] = {}
@@ -112,10 +118,18 @@ class FetchServer:
                      f"({'no request yet' if not victim.has_request else 'stalled'})")
         return admitted
 
-    async def _pace(self, nbytes: int) -> None:
-        wait = self._pacer.wait_ms(nbytes, _now_ms())
-        if wait > 0:
-            await trio.sleep(wait / 1000)
+    async def _pace(self, data: bytes, priority: int, peer: str, send) -> None:
+        """``send(data)`` in pieces, each granted by the shared pacer (one cap with sync and
+        gossip, records first: node/runtime/pacing.py) before it goes."""
+        if not self.pacer.rate:
+            await send(data)
+            self.pacer.pacer.request(None, priority, len(data), 0, protocol="fetch", peer=peer)  # counted only
+            return
+        piece = self.pacer.pacer.piece_bytes()
+        for start in range(0, len(data), piece):
+            chunk = data[start:start + piece]
+            await self.pacer.acquire(priority, len(chunk), "fetch", peer)
+            await send(chunk)
 
     async def handle(self, stream) -> None:
         peer = str(stream.muxed_conn.peer_id)
@@ -165,12 +179,13 @@ class FetchServer:
         await send(encode_header([request.root]))
         for cid in crossed:
             await send(encode_section(cid, self.store.get(cid)))
-        # read, verified and encoded in a worker thread ahead of the stream (blockreader.py)
+        priority = self.priority_of(root) if self.pacer.rate else BUNDLES
+        # read, verified and encoded in a worker thread ahead of the stream (blockreader.py),
+        # each section paced with sync and gossip under one cap (records first: pacing.py)
         skip = set(request.have) | set(crossed)
         async with aclosing(sections_ahead(self.store, lambda store: dag_in_order(store, root, skip))) as sections:
             async for _cid, size, section in sections:
-                await self._pace(size)
-                await send(section)
+                await self._pace(section, priority, peer, send)
                 transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")

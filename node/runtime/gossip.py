@@ -24,8 +24,13 @@ STORE_QUEUE = 10_000
 
 
 class GossipRuntime:
-    def __init__(self, feed, view, log, now_ms) -> None:
+    def __init__(self, feed, view, log, now_ms, pacer=None) -> None:
+        """``pacer``: the node's shared upload cap (node/runtime/pacing.py); announcements go at
+        the records' priority, counted once per mesh peer they are sent to."""
+        from .pacing import LinkPacer
+
         self.feed, self.view, self.log, self.now_ms = feed, view, log, now_ms
+        self.pacer = pacer or LinkPacer(0)
         self.host = self.pubsub = self.gossipsub = None
         self._to_store_send, self._to_store = trio.open_memory_channel(STORE_QUEUE)
         self._publish_send, self._publish = trio.open_memory_channel(float("inf"))  # paced by the service
@@ -82,7 +87,10 @@ class GossipRuntime:
             await subscription.get()
 
     async def publisher(self) -> None:
+        from .pacing import RECORDS
+
         async for data in self._publish:
+            await self.pacer.acquire(RECORDS, len(data) * max(1, self.mesh_peers()), "gossip")
             await self.pubsub.publish(TOPIC, data)
 
     async def storer(self) -> None:

@@ -45,6 +45,7 @@ from multiaddr import Multiaddr
 from fabnode.protocol.errors import FabnodeError
 
 from fabnode.node.runtime.addresses import listen_host_port, why_not
+from fabnode.node.runtime.pacing import patch_libp2p_for_thin_links
 from fabnode.node.home import NODE_KEY, Home
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0
@@ -58,6 +59,7 @@ _yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
 # window is consumed): 5x fewer updates for the same bytes (docs/design.md, "Fetch CPU per byte").
 # The library reads the variable at each call; an operator's own setting wins.
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+patch_libp2p_for_thin_links()  # two limits that cut every transfer over 256 kbit/s (node/runtime/pacing.py)
 
 _listen_errors: dict[tuple[str, int], OSError] = {}
 """Why each (host, port) last failed to listen: the swarm only logs it, at debug level."""

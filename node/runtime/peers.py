@@ -12,7 +12,8 @@ import trio
 from fabnode.node.service import events as ev
 from fabnode.protocol.fetch import PROTOCOL as FETCH
 
-DIAL_TIMEOUT = 5
+DIAL_TIMEOUT = 30
+"""A dial (TCP, Noise, Yamux, each negotiated) takes 5-8 round trips: over 5 s on a 600 ms link (issue 14)."""
 WATCH_INTERVAL = 0.2
 MDNS_SERVICE = "_p2p-fabnode._udp.local."
 

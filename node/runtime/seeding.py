@@ -3,8 +3,9 @@ fetches without being asked.
 
 Records are always replicated. Bundles are fetched on their own when they belong to a design
 the lab follows (`fabnode follow`), or — with ``seeding.follow_trusted_authors`` — when a
-version's author is this lab or one it vouched for as trusted. Newest versions come first, and
-nothing more is started once the bundles fetched this way take ``seeding.budget_mib``.
+version's author is this lab or one it vouched for as trusted. Followed designs and the lab's
+own versions come first, then trusted authors' (newest first within each), and nothing more is
+started once the bundles fetched this way take ``seeding.budget_mib``.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ def seeded_bytes(store: BlockStore) -> int:
     return sum(p.size for p in store.pins() if p.source.startswith(SOURCE_PREFIX))
 
 
+def first_bundles(records: RecordStore, me: str) -> set[bytes]:
+    """Bundles of this lab's own versions and of followed designs: served and fetched first."""
+    return {bundle for bundle, _design, _version in records.seed_candidates([me])}
+
+
 def wanted_bundles(records: RecordStore, store: BlockStore, me: str, follow_trusted: bool) -> list[tuple[bytes, bytes]]:
-    """(bundle, design) the policy wants and this node does not hold completely, newest first."""
+    """(bundle, design) the policy wants and this node does not hold completely, in the order
+    they are fetched (issue 14): followed designs and this lab's own versions first, then the
+    versions of authors it trusts; newest first within each."""
     from fabnode.node.runtime.fetch import missing_here
 
-    authors = trusted_authors(records, me) if follow_trusted else set()
+    first = records.seed_candidates([me])  # followed designs, and this lab's own versions
+    rest = records.seed_candidates(trusted_authors(records, me)) if follow_trusted else []
     out, seen = [], {p.cid for p in store.pins()}  # a pinned DAG is complete
-    for bundle, design, _version in records.seed_candidates(authors):
+    for bundle, design, _version in first + rest:
         if bundle in seen:
             continue
         seen.add(bundle)

@@ -36,7 +36,8 @@ def status(home: Home) -> dict:
         info.update(running=True, pid=live["pid"], uptime_s=live["uptime_s"], addrs=live["addrs"],
                     connected=len(live["connected"]), peers=live["connected"], mesh_peers=live["mesh_peers"],
                     fetching=live["fetching"], serving=live["serving"], mdns=live["mdns"], http=live["http"],
-                    last_syncs=live["last_syncs"], seeding=live["seeding"])
+                    last_syncs=live["last_syncs"], seeding=live["seeding"],
+                    waiting=live.get("waiting", {}), sent=live.get("sent", {}))
     return info
 
 

@@ -19,17 +19,30 @@ from fabnode.node.service.sync import MAX_SESSION_MS, SyncReport, SyncSession  #
 from fabnode.protocol.errors import RemoteProtocolError
 from fabnode.protocol.sync import PROTOCOL as SYNC, SyncProtocolError
 
+from .pacing import RECORDS
 from .wire import StreamEnded, read_frame, write_all
 from .view import ItemCache  # noqa: F401 (re-exported for tools)
 
-DIAL_TIMEOUT = 5
+DIAL_TIMEOUT = 30
+"""Opening a sync stream (negotiation: a round trip or two, behind whatever the link carries)."""
+
+
+PROGRESS_EVERY_S = 1.0
+"""A stream's bytes moving are reported to the service at most this often (its frame timeout
+counts from the last progress, not the last whole frame: a 1 MiB frame takes 33 s at 32 kB/s)."""
 
 
 class SyncStreams:
-    def __init__(self, host, feed, frame_limit) -> None:
+    def __init__(self, host, feed, frame_limit, pacer=None) -> None:
         """``feed(event)``: hand an event to the service; ``frame_limit(stream)``: the service's
-        limit for the next frame on a stream (0: the session is over)."""
+        limit for the next frame on a stream (0: the session is over); ``pacer``: the node's
+        :class:`node.runtime.pacing.LinkPacer`, shared with gossip and fetch serving (frames go
+        at the records' priority)."""
+        from .pacing import LinkPacer
+
         self.host, self.feed, self.frame_limit = host, feed, frame_limit
+        self.pacer = pacer or LinkPacer(0)
+        self._progress_at: dict[object, float] = {}
         self.nursery: trio.Nursery | None = None
         self._streams: dict[object, object] = {}
         self._writers: dict[object, trio.MemorySendChannel] = {}
@@ -91,17 +104,25 @@ class SyncStreams:
         self._scopes[stream_id] = (trio.CancelScope(), scope := trio.CancelScope())
         self.nursery.start_soon(self._write, stream_id, stream, receive, scope)
 
+    def _progress(self, stream_id) -> None:
+        """Bytes moved on ``stream_id``: tell the service, at most once a second."""
+        now = trio.current_time()
+        if now - self._progress_at.get(stream_id, -PROGRESS_EVERY_S) >= PROGRESS_EVERY_S:
+            self._progress_at[stream_id] = now
+            self.feed(ev.StreamProgress(stream_id))
+
     async def _read(self, stream_id, stream) -> None:
         scopes = self._scopes.get(stream_id)
         if scopes is None:
             return
+        counted = _Counted(stream, lambda: self._progress(stream_id))
         with scopes[0]:
             while True:
                 limit = self.frame_limit(stream_id)
                 if not limit:
                     return
                 try:
-                    body = await read_frame(stream, limit)
+                    body = await read_frame(counted, limit)
                 except StreamEnded as exc:
                     self._gone(stream_id, type(exc).__name__)
                     return
@@ -114,6 +135,10 @@ class SyncStreams:
                 self.feed(ev.FrameReceived(stream_id, body))
 
     async def _write(self, stream_id, stream, frames, scope: trio.CancelScope) -> None:
+        try:
+            peer = str(stream.muxed_conn.peer_id)
+        except Exception:
+            peer = ""
         with scope:
             async for data in frames:
                 try:
@@ -121,18 +146,33 @@ class SyncStreams:
                         with trio.move_on_after(1):
                             await stream.close()
                         break
-                    await write_all(stream, data)
+                    await self.pacer.write(stream, data, RECORDS, "sync", peer,
+                                           on_piece=lambda: self._progress(stream_id))
                 except Exception as exc:
                     self._gone(stream_id, type(exc).__name__)
                     return
         if not scope.cancelled_caught:
             self._scopes.pop(stream_id, None)
             self._streams.pop(stream_id, None)
+        self._progress_at.pop(stream_id, None)
 
     def _gone(self, stream_id, error: str, remote_fault: bool = False) -> None:
         if stream_id in self._streams:
             self.feed(ev.StreamFailed(stream_id, error, remote_fault))
             self.reset(stream_id)
+
+
+class _Counted:
+    """A stream's reading side that calls ``moved()`` whenever bytes arrive."""
+
+    def __init__(self, stream, moved) -> None:
+        self.stream, self.moved = stream, moved
+
+    async def read(self, n: int) -> bytes:
+        data = await self.stream.read(n)
+        if data:
+            self.moved()
+        return data
 
 
 async def _reset(stream) -> None:

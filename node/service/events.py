@@ -80,6 +80,14 @@ class FrameReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamProgress:
+    """Bytes of ``stream`` moved, either way (a frame part-read or part-written): on a slow link
+    a frame takes long, and a session that moves is not stalled (issue 14)."""
+
+    stream: object
+
+
+@dataclass(frozen=True, slots=True)
 class StreamFailed:
     """``stream`` could not be opened, ended early, or was reset. ``remote_fault``: the peer broke
     a rule doing so (a frame over the limit); otherwise it simply went away."""

@@ -6,8 +6,8 @@ to streams that make progress (issue 12: four throwaway peer ids holding all 16 
 streams that never sent a request shut serving off for everyone): when every slot is taken, a
 newcomer may take the slot of an *idle* stream — no request yet, or no block taken for
 :data:`STALL_MS` — of a peer that holds more slots than the newcomer does; the greediest idle
-peer loses first, and a transfer that is moving is never cut for another. :class:`UploadPacer`
-spaces all streams' blocks together to ``rate`` bytes a second. Time is passed in (ms); the
+peer loses first, and a transfer that is moving is never cut for another. The upload cap is
+node/service/pacing.py's, shared with every protocol. Time is passed in (ms); the
 runtime (node/runtime/fetch.py) enforces the timeouts and carries out the evictions.
 
 The asker's side is :class:`protocol.fetch.FetchSession`, pure as well: it accepts only the
@@ -65,19 +65,3 @@ class ServeSlots:
 
     def release(self, key) -> None:
         self.slots.pop(key, None)
-
-
-class UploadPacer:
-    """Spaces blocks of every stream together to ``rate`` bytes/s (0: no cap)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self._next_ms = 0.0
-
-    def wait_ms(self, nbytes: int, now_ms: float) -> float:
-        """How long to wait before sending ``nbytes`` now."""
-        if not self.rate:
-            return 0.0
-        start = max(self._next_ms, now_ms)
-        self._next_ms = start + nbytes * 1000 / self.rate
-        return start - now_ms

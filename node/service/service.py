@@ -47,7 +47,7 @@ from . import effects as fx
 from . import events as ev
 from .loglimit import LogLimiter
 from .peers import PeerBook, PeerEntry
-from .seeding import Seeder
+from .seeding import CHECK_MS as SEEDING_CHECK_MS, Seeder
 from .sync import SyncScheduler, SyncSession
 
 GOSSIP_INVALID_PER_MINUTE = 50
@@ -55,6 +55,11 @@ GOSSIP_INVALID_PER_MINUTE = 50
 honest peer with a skewed clock, or an older version, may pass on a few we refuse."""
 DIAL_CHECK_MS = 500
 OUTBOX_BATCH = 100
+SYNC_FIRST_MS = 60_000
+"""Seeding waits at most this long after a fabnode peer connects for its first sync to end."""
+IDENTIFY_MS = 10_000
+"""... and this long for a connected peer to say whether it speaks fabnode (identify takes a few
+round trips: seconds on a far link)."""
 SEEDING_SOURCE = "seeded:"
 
 
@@ -120,6 +125,10 @@ class NodeService:
         self._next_ticket = 0
         self._next_stream = 0
         self._gossip_invalid: dict[str, tuple[int, int]] = {}
+        self._unsynced: dict[str, int] = {}
+        self.records_sent = {"sync": 0, "gossip": 0}
+        """Records sent since the start: in finished syncs, and announced by gossip."""
+        """Fabnode peers connected and not yet synced with since: when they were met."""
         self._announcing: deque[tuple[bytes, bytes]] = deque()
         self._announced: list[bytes] = []
         self._next_publish_ms = 0
@@ -159,6 +168,8 @@ class NodeService:
             self._next_outbox_ms = now_ms + self.config.outbox_poll_ms
             self._fill_announcements()
         self._announce()
+        if self.config.seeding and self.connected and now_ms >= self.seeder.next_check_ms and not self._records_first():
+            self.seeder.next_check_ms = now_ms + SEEDING_CHECK_MS  # records first: look again later
         if self.config.seeding and self.connected and now_ms >= self.seeder.next_check_ms:
             wanted, line = self.seeder.check(self.view, now_ms)
             if line:
@@ -234,6 +245,7 @@ class NodeService:
         if e.peer in self.connected:
             return
         self.connected[e.peer] = e.addr
+        self._unsynced[e.peer] = self.now  # records first: no seeding before it is known and synced
         self._log(f"peer connected: {e.peer} via {e.addr}")
         self._out += self.book.connected(e.peer, self.now)
         self._fill_announcements()
@@ -242,11 +254,15 @@ class NodeService:
         if e.peer not in self.connected or e.peer in self.fabnode:
             return
         self.fabnode.add(e.peer)
+        self._unsynced[e.peer] = self.now  # from now on, up to SYNC_FIRST_MS for its first sync
         if self.scheduler.next_round_ms is None:
             self.scheduler.next_round_ms = self.now + self.config.sync_interval_ms
         if self.scheduler.starts_with(e.peer):
             self.scheduler.ask(e.peer)
-        _, effects = self.book.remember(e.peer, e.addrs, "inbound", self.now)
+        # a bootstrap peer keeps the addresses the operator gave (a tunnel, a shaped link): the
+        # ones it announces may lead around them (issue 14)
+        addrs = () if self.book.is_bootstrap(e.peer) else e.addrs
+        _, effects = self.book.remember(e.peer, addrs, "inbound", self.now)
         self._out += effects + self.book.connected(e.peer, self.now)
 
     def _on_PeerDisconnected(self, e: ev.PeerDisconnected) -> None:
@@ -257,6 +273,7 @@ class NodeService:
     def _lost(self, peer: str) -> None:
         self.connected.pop(peer, None)
         self.fabnode.discard(peer)
+        self._unsynced.pop(peer, None)
         for stream in [s for s, p in self.opening.items() if p == peer]:  # no StreamOpened will matter now
             del self.opening[stream]
             self.scheduler.finished(peer)
@@ -373,6 +390,7 @@ class NodeService:
         while self._announcing and self.mesh_peers and self.now >= self._next_publish_ms:
             cid, data = self._announcing.popleft()
             self._emit(fx.Publish(cid, data))
+            self.records_sent["gossip"] += 1
             self._log(f"announced {cid_str(cid)} to {self.mesh_peers} peer(s)")
             self._announced.append(cid)
             self._next_publish_ms = max(self._next_publish_ms + pause, self.now)
@@ -420,7 +438,7 @@ class NodeService:
         session = SyncSession(peer=peer, initiator=initiator, items=self.view.items(), raw=self.view.raw,
                               now_ms=self.now)
         self.sessions[stream] = session
-        self._outbox_before[stream] = self.view.outbox_cids()
+        self._outbox_before[stream] = session.first = self.view.outbox_cids()
         for frame in session.start():
             self._emit(fx.SendFrame(stream, frame))
 
@@ -439,10 +457,16 @@ class NodeService:
         if step.done:
             self._succeeded(e.stream)
 
+    def _on_StreamProgress(self, e: ev.StreamProgress) -> None:
+        session = self.sessions.get(e.stream)
+        if session is not None:
+            session.progressed(self.now)
+
     def _on_StreamFailed(self, e: ev.StreamFailed) -> None:
         peer = self.opening.pop(e.stream, None)
         if peer is not None:
             self.scheduler.finished(peer)
+            self._unsynced.pop(peer, None)  # records first waited for an attempt, not a success
             self._log(f"sync with {short(peer)} could not start: {e.error}")
             return
         session = self.sessions.get(e.stream)
@@ -457,6 +481,7 @@ class NodeService:
         session = self.sessions.pop(stream)
         self._outbox_before.pop(stream, None)
         self.scheduler.finished(session.peer)
+        self._unsynced.pop(session.peer, None)  # records first waited for this attempt, however it ended
         return session
 
     def _failed(self, stream, error) -> None:
@@ -477,6 +502,7 @@ class NodeService:
         session = self._end(stream)
         report, peer = session.report, session.peer
         self._emit(fx.CloseStream(stream))
+        self.records_sent["sync"] += report.sent
         self.last_syncs[peer] = report.as_json()
         while len(self.last_syncs) > 1000:
             del self.last_syncs[next(iter(self.last_syncs))]
@@ -485,13 +511,27 @@ class NodeService:
         if report.sent or report.new or report.over_quota:
             over = (f" ({report.over_quota} by untrusted keys over the strangers' quota, not kept)"
                     if report.over_quota else "")
-            self._log(f"synced with {short(peer)}: sent {report.sent}, received {report.new} new record(s){over} "
-                      f"in {report.round_trips} round trip(s), {report.bytes_out + report.bytes_in} bytes")
+            held = report.received - report.new - report.over_quota
+            again = f" ({held} already held)" if held > 0 else ""
+            self._log(f"synced with {short(peer)}: sent {report.sent}, received {report.new} new record(s){over}{again} "
+                      f"in {report.round_trips} round trip(s), {report.bytes_out + report.bytes_in} bytes, "
+                      f"{report.took_ms / 1000:.1f} s")
         if report.new:  # pass the news on to everyone else at once
             for other in sorted(self.fabnode & self.connected.keys() - {peer}):
                 self.scheduler.ask(other)
 
     # ================================================================== seeding
+
+    def _records_first(self) -> bool:
+        """Records before bundles (issue 14): no seeding fetch starts while a sync runs or waits
+        to start, nor before a first sync with each fabnode peer met has been tried (it ended,
+        however: two peers opening syncs to each other at once may both be refused, and the
+        records then come by gossip or the next round), at most :data:`SYNC_FIRST_MS` after
+        it connected. On a link up for minutes a day, the records cross first."""
+        if self.sessions or self.opening or self.scheduler.pending:
+            return False
+        return all(self.now - at >= (SYNC_FIRST_MS if peer in self.fabnode else IDENTIFY_MS)
+                   for peer, at in self._unsynced.items() if peer in self.connected)
 
     def _on_FetchFinished(self, e: ev.FetchFinished) -> None:
         self.seeder.finished(e.root, e.error, self.now)
@@ -502,7 +542,9 @@ class NodeService:
 
     def status(self) -> dict:
         return {"connected": dict(self.connected), "mesh_peers": self.mesh_peers,
-                "last_syncs": list(self.last_syncs.values()), "seeding": dict(self.seeder.status)}
+                "last_syncs": list(self.last_syncs.values()), "seeding": dict(self.seeder.status),
+                "records_sent": dict(self.records_sent), "syncs_running": len(self.sessions),
+                "syncs_waiting": len(self.scheduler.pending) + len(self.opening)}
 
     def cut_off_peers(self, now_ms: int) -> dict:
         """The peers kept away at ``now_ms``: why, for how long, how many offences."""

@@ -56,7 +56,14 @@ MAX_SESSION_BYTES = 512 << 20
 MAX_SESSION_MS = 900_000
 """Wall time of one session."""
 FRAME_TIMEOUT_MS = 30_000
-"""Silence allowed between two frames; past it the session ends (not an offence: links drop)."""
+"""Silence allowed on the stream — no byte moving either way (the runtime reports progress
+within frames: :meth:`SyncSession.progressed`); past it the session ends (not an offence: links
+drop). Counted from the last *whole* frame, a 1 MiB frame at 32 kB/s (33 s) once ended every
+catch-up over a 256 kbit/s link (issue 14)."""
+RECORDS_FRAME_BYTES = 64 << 10
+"""Records frames we send hold at most this much (2 s at 32 kB/s): the receiver stores each
+frame as it arrives, so a cut loses at most one frame in flight, and the next session does not
+resend what was stored. (We accept up to the protocol's 4 MiB from others.)"""
 MAX_SYNCS = 8
 """Sync sessions at once, both directions together (one per peer)."""
 
@@ -106,6 +113,9 @@ class SyncSession:
         self.report = SyncReport(peer, "initiator" if initiator else "responder", started_ms=now_ms)
         self.state = RECONCILE
         self.last_frame_ms = now_ms
+        """The last time bytes moved on the stream, either way (a whole frame or part of one)."""
+        self.first: set[bytes] = set()
+        """Record CIDs to send before the others (this node's own, waiting in the outbox)."""
         self._reconciler = Reconciler(items)
         self._send: dict[bytes, None] = {}  # ordered sets: a peer asking twice for a range costs nothing twice
         self._ask: dict[bytes, None] = {}
@@ -122,6 +132,10 @@ class SyncSession:
     def frame_limit(self) -> int:
         """The largest frame the next one may be (the runtime refuses to read a longer one)."""
         return MAX_RECONCILE_FRAME if self.state == RECONCILE else MAX_FRAME
+
+    def progressed(self, now_ms: int) -> None:
+        """Bytes moved on the stream (part of a frame read or written): not stalled."""
+        self.last_frame_ms = max(self.last_frame_ms, now_ms)
 
     def deadline(self) -> int:
         return min(self.last_frame_ms + FRAME_TIMEOUT_MS, self.report.started_ms + MAX_SESSION_MS)
@@ -224,9 +238,12 @@ class SyncSession:
         return [d for short in want for d in self.items.ids_for_short(short)]
 
     def _part(self, want: list[bytes], digests: list[bytes]) -> list[bytes]:
-        blocks = [b for b in (self.raw(CID_PREFIX + d) for d in dict.fromkeys(digests)) if b is not None]
+        ordered = list(dict.fromkeys(digests))
+        if self.first:  # our own records first: stable, so the rest keep the reconciler's order
+            ordered.sort(key=lambda d: CID_PREFIX + d not in self.first)
+        blocks = [b for b in (self.raw(CID_PREFIX + d) for d in ordered) if b is not None]
         self.report.sent += len(blocks)
-        return [Want(tuple(want)).encode(), *record_frames(blocks), End().encode()]
+        return [Want(tuple(want)).encode(), *record_frames(blocks, RECORDS_FRAME_BYTES), End().encode()]
 
     def _out(self, frames: list[bytes]) -> list[bytes]:
         self.report.bytes_out += sum(len(f) for f in frames)
