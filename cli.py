@@ -312,6 +312,51 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _duration(text: str) -> float:
+    """``--timeout``: seconds, or 90s / 10m / 1h."""
+    from fabnode.node.service.fetchplan import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class FetchLine:
+    """The fetch's progress line on stderr (a terminal only), redrawn at most ten times a second:
+    bytes fetched (of the total once known), or, while no peer is linked, when the next try is."""
+
+    def __init__(self) -> None:
+        self.drawn = 0.0
+        self.width = 0
+        self.shown = False
+
+    def __call__(self, status: dict) -> None:
+        now = time.monotonic()
+        if now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        got = _human(status.get("bytes", 0))
+        total = status.get("total", 0)
+        if status.get("state") == "waiting":
+            last = " ".join(str(status.get("last") or "no peer answered yet").split())[:80]
+            text = f"fetching  {got}  waiting for a link — retry in {status.get('retry_in_s', 0)} s (last: {last})"
+        else:
+            of = f" of ~{_human(total)}" if total else ""
+            peers = status.get("peers", 0)
+            text = f"fetching  {got}{of} from {peers} peer{'s' if peers != 1 else ''}"
+        pad = max(self.width - len(text), 0)
+        self.width = len(text)
+        sys.stderr.write("\r" + text + " " * pad)
+        sys.stderr.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 def _print_identity(identity, as_json: bool) -> None:
     if as_json:
         _print_json(identity.as_json())
@@ -439,15 +484,20 @@ def cat(ctx: Context, cid_path: str) -> None:
 @option("-o", "--output", type=Path, help="File or folder to create (must not exist).")
 @option("--peer", "peers", metavar="ADDR", multiple=True,
         help="Fetch what is missing from this peer (/ip4/…/tcp/…/p2p/…; repeat: tried in order, each resuming the last).")
+@option("--timeout", "timeout_s", metavar="DURATION", type=_duration, default="10m",
+        help="Keep trying to fetch for this long (e.g. 90s, 10m, 1h); what arrived is kept.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_json: bool) -> None:
+def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], timeout_s: float,
+        as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
     The output must not exist yet; it defaults to the last path segment or the CID. Everything
     is checked first and written through a temporary folder renamed into place.
 
     What is not held here is fetched first: from the --peer nodes given, else through the
-    running daemon (connected peers first, then providers found in the DHT).
+    running daemon (connected peers first, then providers found in the DHT). Several peers
+    send disjoint parts at once; a broken link is retried (1 s, 2 s … 30 s apart) until
+    --timeout, and a new attempt (or a new `get`, after Ctrl-C) resumes where the last stopped.
 
     Usage:  fabnode get bafy… -o hand-pump
     """
@@ -459,7 +509,12 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
     if peers or not _held_completely(store, root, segments):
         from fabnode.node.runtime.fetch import fetch
 
-        fetched = fetch(_home(ctx).require(), cid_path, list(peers))
+        line = FetchLine() if sys.stdout.isatty() and sys.stderr.isatty() else None
+        try:
+            fetched = fetch(_home(ctx).require(), cid_path, list(peers), timeout_s, progress=line)
+        finally:
+            if line is not None:
+                line.finish()
         echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
              f"({fetched['already_held']} already here)", err=True)
         if len(fetched["attempts"]) > 1:

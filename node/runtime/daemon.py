@@ -275,9 +275,9 @@ class Daemon:
     def _fetch_candidates(self) -> list[str]:
         return [p for p in self.service.connected if p in self.service.fabnode or self.service.book.get(p)]
 
-    async def fetch(self, cid_path: str, source: str = "") -> dict:
+    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None) -> dict:
         """Fetch a DAG for `fabnode get`: connected fabnode peers first, then DHT providers."""
-        return await self.fetcher.fetch(cid_path, source)
+        return await self.fetcher.fetch(cid_path, source, timeout_s)
 
     # -------------------------------------------------------------- control
 
@@ -296,7 +296,10 @@ class Daemon:
         if cmd == "peers":
             return {"connected": dict(self.service.connected), "cut_off": self.service.cut_off_peers(now_ms())}
         if cmd == "fetch":
-            return await self.fetch(str(request.get("cid", "")))
+            timeout_s = request.get("timeout_s")
+            if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
+                timeout_s = 600
+            return await self.fetch(str(request.get("cid", "")), timeout_s=float(timeout_s))
         raise FabnodeError(f"unknown control command {cmd!r}")
 
     def status(self) -> dict:
