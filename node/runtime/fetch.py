@@ -398,6 +398,7 @@ class _MultiFetch:
                 if name in self.dial:
                     # a failed dial blocks a peer for 60 s (docs/libp2p.md pitfall 4)
                     self.host.get_network().unblock_peer(info.peer_id)
+                    self._only_given_addrs(info)
                     with trio.fail_after(CONNECT_TIMEOUT):
                         await self.host.connect(info)
             except Exception as exc:
@@ -414,6 +415,14 @@ class _MultiFetch:
             finally:
                 self.linked.discard(name)
                 self._changed()
+
+    def _only_given_addrs(self, info) -> None:
+        """Reach a peer we dial at the addresses we were given, not at those it advertised
+        (identify): the operator chose the route (a VPN, a tunnel, a shaped test link), and
+        libp2p's dial would otherwise try every address in the peerstore."""
+        store = self.host.get_peerstore()
+        store.clear_addrs(info.peer_id)
+        store.add_addrs(info.peer_id, info.addrs, 120)
 
     async def _wait_until(self, at_ms: int) -> None:
         with trio.move_on_after(max(at_ms - self._now(), 0) / 1000):
@@ -460,6 +469,8 @@ class _MultiFetch:
                 await self._wait_news(0.25)
                 continue
             self._changed()
+            if name in self.dial:
+                self._only_given_addrs(info)  # new_stream redials by itself if the link just broke
             scope = self.scopes[name] = trio.CancelScope()
             with scope:
                 await fetch_from_peer(self.host, self.store, unit.root, [], info.peer_id,
@@ -556,8 +567,8 @@ class _MultiFetch:
                 raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}; gave up after "
                                    f"{_duration(timeout_s)} (--timeout): {kept}")
         self._report()
-        fetched = max(len(self.plan.have) - self.held_before, 0) if self.path_result is None else \
-            self.path_result["fetched"]
+        fetched = max(len(dag_cids(self.store, self.target)[0]) - self.held_before, 0) if self.path_result is None \
+            else self.path_result["fetched"]
         senders = sorted(self.infos, key=lambda n: -self.plan.peer(n).bytes)
         return {"root": self.target, "fetched": fetched, "held": self.held_before,
                 "from": senders[0] if senders else "", "attempts": self.attempts(),

@@ -338,6 +338,8 @@ class FetchPlan:
             return False
         if new:
             unit.received += nbytes
+        if cid == unit.root and not unit.est and links:  # the top unit: its size is known now
+            unit.est = nbytes + sum(size for _, size in links)
         unit.last_block_ms[worker] = now_ms
         since, got = self._pace.get(worker, (now_ms, 0))
         self._pace[worker] = (since, got + nbytes)
