@@ -861,7 +861,11 @@ def _held_completely(store, root: bytes, segments: list[str]) -> bool:
         help="Web interface address; a port alone means 127.0.0.1:PORT; 'off' for none "
              "(default: config 'http', else 127.0.0.1:8080).")
 @option("--no-mdns", is_flag=True, help="Do not look for peers on the LAN by multicast DNS.")
-def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None, no_mdns: bool) -> None:
+@option("--announce", "announce", metavar="ADDR", multiple=True,
+        help="Tell peers to reach this node at ADDR instead of its listen addresses (a port forward, a "
+             "tunnel; repeat).")
+def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None, no_mdns: bool,
+        announce: list[str]) -> None:
     """Run the node until stopped (Ctrl-C or SIGTERM): find peers, announce and receive records,
     serve this node's designs. Prints one line per event.
 
@@ -872,7 +876,7 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
 
     home = _home(ctx, warn=False).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,
-                                    mdns=False if no_mdns else None))
+                                    mdns=False if no_mdns else None, announce=list(announce)))
 
 
 @command()

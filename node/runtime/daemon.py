@@ -198,7 +198,8 @@ class Daemon:
                              r.failures, r.next_dial_ms) for r in self.peer_table.all()])
         self.server.on_offence = lambda peer, reason: (self.service.cut_off(peer, reason), self._carry_out())
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with running_host(node_key_pair(self.home), opts.listen, change=opts.listen_change) as host:
+            async with running_host(node_key_pair(self.home), opts.listen, change=opts.listen_change,
+                                    announce=opts.announce) as host:
                 self.host = host
                 self.gossip = GossipRuntime(self.feed, self.view, self.log, now_ms)
                 pubsub, gossipsub = self.gossip.make_services(host, opts.gossip_rate)
@@ -224,8 +225,10 @@ class Daemon:
                             http = await self._start_http(nursery)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)
-                        for addr in addrs:
+                        for addr in self._addresses(self.host.get_transport_addrs()):
                             self.log(f"listening on {addr}")
+                        for addr in addrs if opts.announce else []:
+                            self.log(f"announced as {addr}")
                         if http:
                             self.log(f"web interface on http://{http}/")
                         if opts.mdns:
@@ -257,9 +260,9 @@ class Daemon:
                 self.log(f"internal error in {name.strip('_')}: {type(exc).__name__}: {exc}; restarting it")
                 await trio.sleep(1)
 
-    def _addresses(self) -> list[str]:
+    def _addresses(self, addrs=None) -> list[str]:
         out = []
-        for addr in self.host.get_addrs():
+        for addr in self.host.get_addrs() if addrs is None else addrs:
             text = str(addr)
             out.append(text if "/p2p/" in text else f"{text}/p2p/{self.host.get_id()}")
         return out

@@ -107,6 +107,8 @@ class FetchPlan:
         self.kids: dict[bytes, list[tuple[bytes, int]]] = {}
         """Links of every dag-pb node seen (held before, or received): (child, sub-DAG size)."""
         self.have: set[bytes] = set()
+        self.parent: dict[bytes, bytes] = {}
+        """A parent of each linked block (the first seen): to know what a stream sends next."""
         self.queue: list[Unit] = []
         self.units: dict[bytes, Unit] = {}
         """Every unit made, by root CID (a CID is never made a unit twice while it is not done)."""
@@ -128,8 +130,10 @@ class FetchPlan:
     def held(self, cid: bytes, links: list[tuple[bytes, int]] | None) -> None:
         """A block already stored (``links``: its dag-pb links, or None for a leaf)."""
         self.have.add(cid)
-        if links is not None:
+        if links is not None and cid not in self.kids:
             self.kids[cid] = list(links)
+            for child, _ in links:
+                self.parent.setdefault(child, cid)
 
     def frontier(self, top: bytes, est: int = 0) -> list[tuple[bytes, int]]:
         """The roots of the missing sub-DAGs under ``top`` (``top`` itself if it is not here)."""
@@ -275,10 +279,11 @@ class FetchPlan:
             return None
         owner, unit = best
         suffix = self._suffix(owner, unit)
-        want = self._remaining(unit) // 2
+        remaining = self._remaining(unit)
+        want = remaining // 2
         ceded, total = [], 0
-        for cid, size in suffix:
-            if total >= want:
+        for cid, size in suffix:  # from the end of the stream, while under half (a little over is fine)
+            if total >= want or (ceded and total + size > want * 3 // 2) or remaining - total - size < MIN_STEAL_BYTES:
                 break
             ceded.append((cid, size))
             total += size
@@ -341,11 +346,31 @@ class FetchPlan:
         if cid == unit.root and not unit.est and links:  # the top unit: its size is known now
             unit.est = nbytes + sum(size for _, size in links)
         unit.last_block_ms[worker] = now_ms
+        stops = self.stop_at.get(worker)
+        if stops and self._next_in_stream(unit.root, cid) in stops:
+            return False  # everything before the ceded ground is here: stop before it comes
         since, got = self._pace.get(worker, (now_ms, 0))
         self._pace[worker] = (since, got + nbytes)
         if now_ms - since >= 200:
             self.rate[worker] = (got + nbytes) / (now_ms - since)
         return True
+
+    def _next_in_stream(self, top: bytes, cid: bytes) -> bytes | None:
+        """The block a depth-first stream of ``top`` sends after ``cid`` (None: the end), as
+        far as the plan knows the DAG."""
+        links = self.kids.get(cid)
+        if links:
+            return links[0][0]
+        while cid != top:
+            up = self.parent.get(cid)
+            if up is None:
+                return None
+            siblings = [child for child, _ in self.kids.get(up, [])]
+            at = siblings.index(cid) if cid in siblings else len(siblings)
+            if at + 1 < len(siblings):
+                return siblings[at + 1]
+            cid = up
+        return None
 
     def finished(self, worker) -> list:
         """``worker``'s stream ended with its unit complete (or stopped where ceded ground
