@@ -405,6 +405,7 @@ def test_a_stalled_owner_is_duplicated_and_the_first_to_finish_stops_the_other()
     plan.refill()
     unit = plan.take("a", 0)
     plan.received("a", root, 100, [(_cid(5), 300_000)], 100)
+    plan.heard("a", 100, 100)
     assert plan.take("b", 100 + STALL_MS - 1) is None  # a is still moving
     assert plan.take("b", 100 + STALL_MS) is unit and plan.duplicates == 1
     assert plan.finished("b") == ["a"] and "a" in plan.cancelled

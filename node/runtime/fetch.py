@@ -48,6 +48,9 @@ REQUEST_TIMEOUT = 5
 """A serving stream must deliver its request frame within this (a slot is not a parking place)."""
 SEND_TIMEOUT = 30
 """The asker must take each block within this, or its stream is cut."""
+REQUESTS_IN_FLIGHT = 2
+"""Requests each peer is asked at once: while one stream ends and the next is set up, the other
+keeps the link busy."""
 BATCH_BYTES = 8 << 20
 """Blocks are committed in batches of this size, so an interrupted fetch keeps its progress."""
 
@@ -207,7 +210,7 @@ def _links(cid: bytes, data: bytes) -> list[tuple[bytes, int]] | None:
 
 
 async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str], peer_id, progress=None,
-                          on_block=None) -> dict:
+                          on_block=None, on_data=None) -> dict:
     """Ask one connected peer for a DAG; store verified blocks in batches as they arrive.
 
     Raises :class:`PeerFailed` if the peer refuses, breaks the protocol or stops early: every
@@ -216,7 +219,8 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     ``progress`` is a dict updated with ``blocks`` and ``bytes`` for status reports.
     ``on_block(cid, nbytes, links) -> bool`` hears of every verified block; when it returns
     False the stream is dropped there and the call returns with ``stopped`` set (the rest of
-    the DAG is someone else's work: node/service/fetchplan.py).
+    the DAG is someone else's work: node/service/fetchplan.py). ``on_data(nbytes)`` hears of
+    every read (a large block arrives in many).
     """
     from libp2p.network.stream.exceptions import StreamEOF
 
@@ -248,6 +252,8 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             except Exception:
                 data = b""  # a reset: what arrived is kept, what is missing is reported below
             received += len(data)
+            if on_data is not None and data:
+                on_data(len(data))
             if not received:  # refused before the first byte
                 raise PeerRefused(f"does not have {cid_str(root)} (or would not send it)")
             try:
@@ -365,10 +371,10 @@ class _MultiFetch:
         with trio.move_on_after(seconds):
             await self._news.wait()
 
-    def _on_block(self, name: str):
+    def _on_block(self, worker):
         def heard(cid: bytes, nbytes: int, links) -> bool:
             self.bytes += nbytes
-            keep = self.plan.received(name, cid, nbytes, links, int(trio.current_time() * 1000))
+            keep = self.plan.received(worker, cid, nbytes, links, int(trio.current_time() * 1000))
             if cid == self.target:
                 self._set_total()
             return keep
@@ -404,13 +410,19 @@ class _MultiFetch:
             except Exception as exc:
                 self._failed(name, f"cannot connect ({type(exc).__name__})")
                 continue
-            plan.connected(name, self._now())
+            workers = [(name, slot) for slot in range(REQUESTS_IN_FLIGHT)]
+            for worker in workers:
+                plan.connected(worker, self._now())
             self.linked.add(name)
             self._changed()
             try:
-                await self._work(name, info)
-            except PeerFailed as exc:
-                plan.failed(name)
+                async with trio.open_nursery() as slots:  # one peer failing stops both its requests
+                    for worker in workers:
+                        slots.start_soon(self._work, worker, info)
+            except* PeerFailed as group:
+                exc = group.exceptions[0]
+                for worker in workers:
+                    plan.failed(worker)
                 self._failed(name, str(exc), refused=isinstance(exc, PeerRefused))
             finally:
                 self.linked.discard(name)
@@ -434,8 +446,8 @@ class _MultiFetch:
             self.log(f"fetch of {cid_str(self.root)} from {_short(name)} failed: {reason}")
         self._changed()
 
-    async def _work(self, name: str, info) -> None:
-        plan = self.plan
+    async def _work(self, worker, info) -> None:
+        plan, name = self.plan, worker[0]
         while not self.done.is_set():
             self._resolve_locally()
             if self.target is None:  # a path whose directories are not here: one peer resolves it
@@ -455,7 +467,7 @@ class _MultiFetch:
                 self.plan.root = self.target
                 self._seed()
                 continue
-            unit = plan.take(name, self._now())
+            unit = plan.take(worker, self._now())
             if unit is None:
                 if plan.idle:
                     if self._complete():
@@ -471,15 +483,16 @@ class _MultiFetch:
             self._changed()
             if name in self.dial:
                 self._only_given_addrs(info)  # new_stream redials by itself if the link just broke
-            scope = self.scopes[name] = trio.CancelScope()
+            scope = self.scopes[worker] = trio.CancelScope()
             with scope:
                 await fetch_from_peer(self.host, self.store, unit.root, [], info.peer_id,
-                                      on_block=self._on_block(name))
-            self.scopes.pop(name, None)
+                                      on_block=self._on_block(worker),
+                                      on_data=lambda n, w=worker: plan.heard(w, n, self._now()))
+            self.scopes.pop(worker, None)
             if scope.cancelled_caught:  # another peer finished this unit first
-                plan.failed(name)
+                plan.failed(worker)
                 continue
-            for other in plan.finished(name):
+            for other in plan.finished(worker):
                 other_scope = self.scopes.get(other)
                 if other_scope is not None:
                     other_scope.cancel()

@@ -4,7 +4,8 @@ Theory of operation. The wire (protocol/fetch.py) answers one request with one D
 leaving out the blocks the asker lists as held; any sub-DAG of a DAG a peer holds whole is a
 valid request. So the work is cut into *units*: a unit is the root of a sub-DAG that is not here
 yet (at the start, the frontier: the missing children of the blocks already held, or the root
-itself). Each peer has one worker (named by the peer's id); a worker takes a unit from the shared queue, asks its peer
+itself). Each peer has a worker per request it may have in flight (:func:`peer_of` names the
+peer); a worker takes a unit from the shared queue, asks its peer
 for it, and tells :class:`FetchPlan` about every verified block that arrives (:meth:`received`),
 so the plan learns the DAG's shape as it comes (a dag-pb node's links, each with the size of its
 sub-DAG).
@@ -40,6 +41,11 @@ STALL_MS = 2_000
 """An owner that delivered nothing for this long may have its unit duplicated by an idle worker."""
 MIN_STEAL_BYTES = 256 << 10
 """Units are not split below this (a request's round trip costs more than it saves)."""
+
+
+def peer_of(worker) -> str:
+    """A worker is a peer's name, or (name, slot) when a peer has several requests in flight."""
+    return worker[0] if isinstance(worker, tuple) else worker
 
 
 def parse_duration(text: str) -> float:
@@ -95,7 +101,7 @@ class Unit:
     received: int = 0
     """Bytes received for this unit so far (by any owner)."""
     last_block_ms: dict = field(default_factory=dict)
-    """Per owner: when it last delivered a block of this unit."""
+    """Per owner: when bytes of this unit last arrived from it."""
 
 
 class FetchPlan:
@@ -269,8 +275,8 @@ class FetchPlan:
     def _steal(self, worker, now_ms: int) -> Unit | None:
         best = None
         for other, unit in self.working.items():
-            if other == worker or unit.done or len(unit.owners) > 1:
-                continue
+            if peer_of(other) == peer_of(worker) or unit.done or len(unit.owners) > 1:
+                continue  # splitting work between two requests to the same peer gains nothing
             if self._remaining(unit) < 2 * MIN_STEAL_BYTES:
                 continue
             if best is None or self._remaining(unit) > self._remaining(best[1]):
@@ -302,8 +308,8 @@ class FetchPlan:
         mine = self.rate.get(worker)
         best, best_left = None, 0.0
         for other, unit in self.working.items():
-            if other == worker or unit.done or worker in unit.owners or len(unit.owners) > 1:
-                continue
+            if peer_of(other) == peer_of(worker) or unit.done or worker in unit.owners or len(unit.owners) > 1:
+                continue  # a second stream from the same peer would not be faster
             remaining = self._remaining(unit)
             stalled = now_ms - max(unit.last_block_ms.values(), default=now_ms) >= STALL_MS
             theirs = self.rate.get(other)
@@ -333,7 +339,7 @@ class FetchPlan:
             return False
         new = cid not in self.have
         self.held(cid, links)
-        state = self.peers.get(worker)
+        state = self.peers.get(peer_of(worker))
         if state is not None:
             state.delivered_since_failure = True
             state.bytes += nbytes
@@ -345,15 +351,20 @@ class FetchPlan:
             unit.received += nbytes
         if cid == unit.root and not unit.est and links:  # the top unit: its size is known now
             unit.est = nbytes + sum(size for _, size in links)
-        unit.last_block_ms[worker] = now_ms
         stops = self.stop_at.get(worker)
         if stops and self._next_in_stream(unit.root, cid) in stops:
             return False  # everything before the ceded ground is here: stop before it comes
+        return True
+
+    def heard(self, worker, nbytes: int, now_ms: int) -> None:
+        """``nbytes`` arrived on ``worker``'s stream (blocks may be large: progress is bytes)."""
+        unit = self.working.get(worker)
+        if unit is not None:
+            unit.last_block_ms[worker] = now_ms
         since, got = self._pace.get(worker, (now_ms, 0))
         self._pace[worker] = (since, got + nbytes)
         if now_ms - since >= 200:
             self.rate[worker] = (got + nbytes) / (now_ms - since)
-        return True
 
     def _next_in_stream(self, top: bytes, cid: bytes) -> bytes | None:
         """The block a depth-first stream of ``top`` sends after ``cid`` (None: the end), as
