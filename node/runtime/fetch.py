@@ -516,6 +516,8 @@ class _MultiFetch:
     async def _supervise(self, nursery) -> None:
         while not self.done.is_set():
             self._start_new_peers(nursery)
+            for name in self.dial:  # identify adds the addresses a peer advertises, and libp2p's
+                self._only_given_addrs(self.infos[name])  # auto-connector would redial them
             stuck = not self.linked and all(self.plan.peer(n).failures for n in self.infos)
             if self.find_more is not None and (self._hopeless() or stuck) \
                     and trio.current_time() - self.found_more_at >= 30:

@@ -39,6 +39,10 @@ FIRST_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 30_000
 STALL_MS = 2_000
 """An owner that delivered nothing for this long may have its unit duplicated by an idle worker."""
+SETUP_MS = 300
+"""What a new request costs before its first byte (a stream's set-up, the server's checks)."""
+POLL_MS = 250
+"""How often an idle worker asks again (the runtime's wait for news)."""
 MIN_STEAL_BYTES = 256 << 10
 """Units are not split below this (a request's round trip costs more than it saves)."""
 
@@ -99,7 +103,7 @@ class Unit:
     owners: set = field(default_factory=set)
     done: bool = False
     received: int = 0
-    """Bytes received for this unit so far (by any owner)."""
+    """Bytes received for this unit so far (by any owner, counted as they arrive)."""
     last_block_ms: dict = field(default_factory=dict)
     """Per owner: when bytes of this unit last arrived from it."""
 
@@ -126,9 +130,11 @@ class FetchPlan:
         """Workers whose unit another worker finished first: the runtime stops their streams."""
         self.peers: dict[str, PeerState] = {}
         self.rate: dict[object, float] = {}
-        """Worker → bytes per ms over its current connection (the endgame's yardstick)."""
+        """Worker → bytes per ms on its current unit (the endgame's yardstick)."""
         self._pace: dict[object, tuple[int, int]] = {}
-        """Worker → (since when, bytes since then) on its current connection."""
+        """Worker → (since when, bytes since then) on its current unit."""
+        self.peer_rate: dict[str, float] = {}
+        """Peer → bytes per ms of all its requests together, last measured."""
         self.steals = self.duplicates = 0
 
     # ------------------------------------------------------------ what is here
@@ -230,6 +236,12 @@ class FetchPlan:
         """The next unit for ``worker``: from the queue, else the end of the busiest unit, else a
         duplicate of a stalled or slow one; None when there is nothing useful to do now."""
         self.cancelled.discard(worker)
+        peer = peer_of(worker)
+        busy = [u for w, u in self.working.items() if peer_of(w) == peer and w != worker]
+        if busy and len(self.queue) < 2:  # near the end, a peer's next request goes out just before
+            rate = self.peer_rate.get(peer, 0)  # its current one ends (hiding the set-up), not alongside
+            if not rate or min(self._remaining(u) for u in busy) > rate * (SETUP_MS + POLL_MS):
+                return None  # it, which would leave the other peers idle at the end
         if self.queue:
             unit = self.queue.pop(0)
             return self._assign(worker, unit, now_ms)
@@ -241,6 +253,7 @@ class FetchPlan:
     def _assign(self, worker, unit: Unit, now_ms: int) -> Unit:
         unit.owners.add(worker)
         unit.last_block_ms[worker] = now_ms
+        self._pace[worker] = (now_ms, 0)  # its rate is measured on this unit
         self.working[worker] = unit
         self.stop_at[worker] = set()
         return unit
@@ -288,11 +301,13 @@ class FetchPlan:
         remaining = self._remaining(unit)
         want = remaining // 2
         ceded, total = [], 0
-        for cid, size in suffix:  # from the end of the stream, while under half (a little over is fine)
-            if total >= want or (ceded and total + size > want * 3 // 2) or remaining - total - size < MIN_STEAL_BYTES:
+        for cid, size in suffix:  # from the end of the stream, about half (a quarter either way)
+            if (ceded and total + size > want * 5 // 4) or remaining - total - size < MIN_STEAL_BYTES:
                 break
             ceded.append((cid, size))
             total += size
+            if total >= want * 3 // 4:
+                break
         if total < MIN_STEAL_BYTES:
             return None
         unit.est -= total
@@ -305,11 +320,14 @@ class FetchPlan:
         return self._assign(worker, new[0], now_ms)
 
     def _duplicate(self, worker, now_ms: int) -> Unit | None:
-        mine = self.rate.get(worker)
+        peer = peer_of(worker)
+        if any(peer_of(w) == peer for w in self.working):
+            return None  # this peer's link is still busy: a duplicate would only share it
+        mine = self.peer_rate.get(peer)
         best, best_left = None, 0.0
         for other, unit in self.working.items():
-            if peer_of(other) == peer_of(worker) or unit.done or worker in unit.owners or len(unit.owners) > 1:
-                continue  # a second stream from the same peer would not be faster
+            if peer_of(other) == peer or unit.done or len(unit.owners) > 1:
+                continue
             remaining = self._remaining(unit)
             stalled = now_ms - max(unit.last_block_ms.values(), default=now_ms) >= STALL_MS
             theirs = self.rate.get(other)
@@ -317,7 +335,7 @@ class FetchPlan:
                 left = float("inf")
             elif mine and theirs and remaining:
                 left = remaining / theirs
-                if left <= 2 * remaining / mine + 500:
+                if left <= 1.2 * (remaining / mine + SETUP_MS):
                     continue  # not clearly slower: duplicating would only waste the link
             else:
                 continue
@@ -337,7 +355,6 @@ class FetchPlan:
         if cid in self.stop_at.get(worker, ()):
             self.held(cid, links)
             return False
-        new = cid not in self.have
         self.held(cid, links)
         state = self.peers.get(peer_of(worker))
         if state is not None:
@@ -347,8 +364,6 @@ class FetchPlan:
         unit = self.working.get(worker)
         if unit is None or unit.done:
             return False
-        if new:
-            unit.received += nbytes
         if cid == unit.root and not unit.est and links:  # the top unit: its size is known now
             unit.est = nbytes + sum(size for _, size in links)
         stops = self.stop_at.get(worker)
@@ -361,10 +376,13 @@ class FetchPlan:
         unit = self.working.get(worker)
         if unit is not None:
             unit.last_block_ms[worker] = now_ms
+            unit.received += nbytes
         since, got = self._pace.get(worker, (now_ms, 0))
         self._pace[worker] = (since, got + nbytes)
         if now_ms - since >= 200:
             self.rate[worker] = (got + nbytes) / (now_ms - since)
+            peer = peer_of(worker)
+            self.peer_rate[peer] = sum(self.rate.get(w, 0) for w in self.working if peer_of(w) == peer)
 
     def _next_in_stream(self, top: bytes, cid: bytes) -> bytes | None:
         """The block a depth-first stream of ``top`` sends after ``cid`` (None: the end), as
