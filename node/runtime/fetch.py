@@ -544,6 +544,7 @@ class _MultiFetch:
         retry = self.plan.next_retry_ms(list(self.infos)) if waiting else None
         self.status.update(
             bytes=self.bytes, total=self.total, peers=len(self.linked),
+            blocks=sum(self.plan.peer(n).blocks for n in self.infos),
             state="waiting" if waiting else "fetching",
             retry_in_s=max(0, round(((retry or self._now()) - self._now()) / 1000)),
             last=self.plan.last_reason(), **{"from": ",".join(sorted(self.linked))})
@@ -571,10 +572,16 @@ class _MultiFetch:
             self.done.set()
         else:
             with trio.move_on_after(timeout_s if timeout_s is not None else math.inf) as deadline:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._supervise, nursery)
-                    await self.done.wait()
-                    nursery.cancel_scope.cancel()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._supervise, nursery)
+                        await self.done.wait()
+                        nursery.cancel_scope.cancel()
+                except BaseExceptionGroup as group:  # the supervisor's verdict, not a group of one
+                    verdict = first_in_group(group, FabnodeError)
+                    if verdict is None or first_in_group(group, KeyboardInterrupt) is not None:
+                        raise
+                    raise verdict from None
             if deadline.cancelled_caught:
                 self._report()
                 kept = (f"{human_size(self.bytes)} arrived and {'is' if self.bytes else 'are'} kept, run again "
