@@ -339,8 +339,10 @@ class FetchLine:
         got = _human(status.get("bytes", 0))
         total = status.get("total", 0)
         if status.get("state") == "waiting":
-            last = " ".join(str(status.get("last") or "no peer answered yet").split())[:80]
-            text = f"fetching  {got}  waiting for a link — retry in {status.get('retry_in_s', 0)} s (last: {last})"
+            last = " ".join(str(status.get("last") or "no peer answered yet").split())[:100]
+            retry = status.get("retry_in_s")
+            when = "" if retry is None else f" — retry in {retry} s"  # else the daemon redials its peers
+            text = f"fetching  {got}  waiting for a link{when} (last: {last})"
         else:
             of = f" of ~{_human(total)}" if total else ""
             peers = status.get("peers", 0)

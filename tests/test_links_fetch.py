@@ -90,6 +90,14 @@ def _finish(proc: subprocess.Popen, timeout: float = 90) -> tuple[int, str, str]
     return proc.returncode, out.decode(), err.decode()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def asker(tmp_path) -> Cli:
     lab = Cli(tmp_path / "asker")
@@ -119,14 +127,6 @@ def test_a_cut_at_half_is_survived_and_costs_at_most_a_tenth_more(tmp_path, aske
         assert link.refused >= 1 or link.connections >= 2  # it really was cut and came back
         assert size <= link.carried["down"] <= 1.1 * size, link.carried  # nothing went around the link
     assert asker.json("fsck")["ok"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_cut_is_survived_through_the_daemon(tmp_path, asker, daemons):
@@ -187,35 +187,51 @@ def test_the_deadline_passes_with_the_link_down_and_the_next_get_fetches_only_th
         assert size - kept <= again <= (size - kept) * 1.1 + (64 << 10), (size, kept, again)
 
 
-def test_progress_says_it_waits_for_a_link(tmp_path, asker, daemons):
+def _on_terminal(lab: Cli, *args: str) -> tuple[int, str]:
+    """Run fabnode with stdout and stderr on a pseudo-terminal; (exit code, all it showed)."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(lab.home), "COLUMNS": "200"},
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    shown = bytearray()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 5)
+        if not ready:
+            continue
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal closed when the process exited
+            break
+        if not data:
+            break
+        shown += data
+    os.close(primary)
+    return proc.wait(timeout=30), shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize("through", ["--peer", "daemon"])
+def test_progress_says_it_waits_for_a_link(tmp_path, asker, daemons, through):
     tree = _design(tmp_path, MiB, seed=5)
     holder, bundle = _holder(tmp_path, "holder", tree)
-    d = Daemon(holder)
-    daemons.append(d)
-    with LinkShaper(d.port, rate=1_000_000) as link:
+    port = _free_port()
+    with LinkShaper(port, rate=1_000_000) as link:
+        d = Daemon(holder, "--announce", f"/ip4/127.0.0.1/tcp/{link.port}", listen=f"/ip4/127.0.0.1/tcp/{port}")
+        daemons.append(d)
+        peer = []
+        if through == "daemon":
+            mine = Daemon(asker, "--bootstrap", _via(link, d), "--announce", f"/ip4/127.0.0.1/tcp/{_free_port()}")
+            daemons.append(mine)
+            mine.wait_for(f"peer connected: {d.peer_id}")
+        else:
+            peer = ["--peer", _via(link, d)]
         link.cut(down=600)
-        primary, secondary = pty.openpty()
-        proc = subprocess.Popen([str(FABNODE), "get", bundle, "--peer", _via(link, d), "-o", str(tmp_path / "x"),
-                                 "--timeout", "4s"], env={**cli_env(asker.home), "COLUMNS": "200"},
-                                stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
-        os.close(secondary)
-        shown = bytearray()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([primary], [], [], 5)
-            if not ready:
-                continue
-            try:
-                data = os.read(primary, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            shown += data
-        os.close(primary)
-        assert proc.wait(timeout=30) == 1
-    text = shown.decode(errors="replace")
-    assert "waiting for a link — retry in" in text and "(last: cannot connect" in text, text
+        code, text = _on_terminal(asker, "get", bundle, *peer, "-o", str(tmp_path / "x"), "--timeout", "4s")
+    assert code == 1, text
+    if through == "--peer":
+        assert "waiting for a link — retry in" in text and "(last: cannot connect" in text, text
+    else:  # the daemon redials its peers itself
+        assert "waiting for a link (last: " in text, text
     assert f"could not fetch {bundle}" in text and "nothing arrived" in text, text
 
 

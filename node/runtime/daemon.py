@@ -278,9 +278,9 @@ class Daemon:
     def _fetch_candidates(self) -> list[str]:
         return [p for p in self.service.connected if p in self.service.fabnode or self.service.book.get(p)]
 
-    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None) -> dict:
+    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None, on_change=None) -> dict:
         """Fetch a DAG for `fabnode get`: connected fabnode peers first, then DHT providers."""
-        return await self.fetcher.fetch(cid_path, source, timeout_s)
+        return await self.fetcher.fetch(cid_path, source, timeout_s, on_change)
 
     # -------------------------------------------------------------- control
 
@@ -289,7 +289,7 @@ class Daemon:
 
         await serve_control(self._control, lambda: self.token, self.log, task_status)
 
-    async def _control(self, request: dict) -> dict:
+    async def _control(self, request: dict, emit=None) -> dict:
         cmd = request.get("cmd")
         if cmd == "announce":
             self.feed(ev.OutboxChanged())
@@ -302,7 +302,8 @@ class Daemon:
             timeout_s = request.get("timeout_s")
             if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
                 timeout_s = 600
-            return await self.fetch(str(request.get("cid", "")), timeout_s=float(timeout_s))
+            return await self.fetch(str(request.get("cid", "")), timeout_s=float(timeout_s),
+                                    on_change=emit if request.get("progress") is True else None)
         raise FabnodeError(f"unknown control command {cmd!r}")
 
     def status(self) -> dict:

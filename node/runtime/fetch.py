@@ -309,9 +309,10 @@ class _MultiFetch:
     """
 
     def __init__(self, host, store: BlockStore, root: bytes, path: list[str], candidates, *, log=None,
-                 status=None, jitter=None, find_more=None, connect=True) -> None:
+                 status=None, jitter=None, find_more=None, connect=True, on_change=None) -> None:
         self.host, self.store, self.root, self.path = host, store, root, list(path)
         self.candidates, self.log, self.status, self.find_more = candidates, log, status, find_more
+        self.on_change = on_change
         self.dial: set[str] = set()
         """Peers this fetch dials itself (all with ``connect``; else only those the DHT found)."""
         self.connect = connect
@@ -539,18 +540,18 @@ class _MultiFetch:
 
     def _report(self) -> None:
         if self.status is None:
-            return
+            self.status = {}
         waiting = not self.linked
-        retry = self.plan.next_retry_ms(list(self.infos)) if waiting else None
+        retry = self.plan.next_retry_ms([n for n in self.infos if n in self.dial]) if waiting else None
         self.status.update(
             bytes=self.bytes, total=self.total, peers=len(self.linked),
             blocks=sum(self.plan.peer(n).blocks for n in self.infos),
             state="waiting" if waiting else "fetching",
-            retry_in_s=max(0, round(((retry or self._now()) - self._now()) / 1000)),
-            last=self.plan.last_reason(), **{"from": ",".join(sorted(self.linked))})
-        callback = self.status.get("on_change")
-        if callback is not None:
-            callback(dict(self.status))
+            retry_in_s=None if retry is None else max(0, round((retry - self._now()) / 1000)),
+            last=self.plan.last_reason() or ("" if self.infos else "no peer connected"),
+            **{"from": ",".join(sorted(self.linked))})
+        if self.on_change is not None:
+            self.on_change(dict(self.status))
 
     def _reasons(self) -> str:
         parts = [f"{_short(n)}: {self.plan.peer(n).last_reason}" for n in self.infos if self.plan.peer(n).last_reason]
@@ -609,17 +610,18 @@ def _duration(seconds: float | None) -> str:
 
 async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
                            progress=None, *, timeout_s: float | None = None, jitter=None, find_more=None,
-                           connect: bool = True) -> dict:
+                           connect: bool = True, on_change=None) -> dict:
     """Fetch a DAG from ``peers`` (PeerInfo, or a function returning the PeerInfo to ask now)
     at once, each sending disjoint parts, retrying each with backoff until ``timeout_s``.
 
     Returns the resolved root, the blocks fetched, those held before, the peer that sent most,
     and one line per peer. Raises :class:`FabnodeError` when the deadline passes (what arrived is
-    kept) or when every peer said it does not hold the DAG.
+    kept) or when every peer said it does not hold the DAG. ``progress`` (a dict) is kept up to
+    date for `fabnode status`; ``on_change(copy)`` hears of it a few times a second.
     """
     candidates = peers if callable(peers) else (lambda fixed=list(peers): fixed)
     job = _MultiFetch(host, store, root, path, candidates, log=log, status=progress, jitter=jitter,
-                      find_more=find_more, connect=connect)
+                      find_more=find_more, connect=connect, on_change=on_change)
     return await job.run(timeout_s)
 
 
@@ -639,7 +641,7 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
         except Exception as exc:
             raise FabnodeError(f"not a peer address: {addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
-        return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, progress=progress)
+        return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, on_change=progress)
 
 
 async def _until_interrupted(fn, *args):
@@ -702,15 +704,14 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str, timeout_s: flo
     if not peer_addrs:
         from fabnode.node.runtime.control import ask_daemon
 
-        reply = ask_daemon(home.path, "fetch", timeout=None, cid=cid_path, timeout_s=timeout_s)
+        reply = ask_daemon(home.path, "fetch", timeout=None, on_progress=progress, cid=cid_path, timeout_s=timeout_s)
         if reply is None:
             what = missing_here(store, root, path) or "is not held here"
             raise FabnodeError(f"{cid_path} {what}, and no daemon is running to fetch it: "
                                "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
         return reply
-    status = {"on_change": progress} if progress is not None else None
     try:
-        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s, status)
+        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s, progress)
     except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
         raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
     pin_fetched(store, result["root"])

@@ -27,8 +27,9 @@ class Fetcher:
         peerstore = self.host.get_peerstore()
         return [PeerInfo(ID.from_base58(p), peerstore.addrs(ID.from_base58(p))) for p in self.candidates()]
 
-    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None) -> dict:
-        """Fetch and pin; ``timeout_s`` None means a seeding round (:data:`SEEDING_ROUND_S`)."""
+    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None, on_change=None) -> dict:
+        """Fetch and pin; ``timeout_s`` None means a seeding round (:data:`SEEDING_ROUND_S`).
+        ``on_change(status)``: progress for the `get` that asked (over the control socket)."""
         from .fetch import fetch_from_peers, pin_fetched
 
         root, path = parse_cid_path(cid_path)
@@ -40,7 +41,7 @@ class Fetcher:
             # are the ones it was told to use): the fetch only asks the peers connected now
             result = await fetch_from_peers(self.host, self.store, root, path, self._infos, self.log, progress,
                                             timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
-                                            find_more=self.providers.find, connect=False)
+                                            find_more=self.providers.find, connect=False, on_change=on_change)
             pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "
