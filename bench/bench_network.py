@@ -124,7 +124,8 @@ class Daemon:
         self.home = home
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [str(FABNODE), "run", "--listen", f"/ip4/{LOOPBACK}/tcp/{port}", "--no-mdns", *args],
+            [str(FABNODE), "run", "--listen", f"/ip4/{LOOPBACK}/tcp/{port}", "--no-mdns",
+             *([] if "--http" in args else ["--http", f"{LOOPBACK}:0"]), *args],
             env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         STARTED.append(self.proc)
         self.lines: list[tuple[float, str]] = []

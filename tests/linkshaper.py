@@ -36,13 +36,17 @@ import trio
 
 CHUNK = 16 * 1024
 """Largest piece moved at once; smaller on slow links so pacing stays smooth."""
+SEGMENT = 1448
+"""Smallest piece: one TCP segment on an Ethernet-sized path, as a real slow link delivers them.
+(py-libp2p 0.8.1 reads a 64 KiB Yamux frame in at most 101 reads, so a path whose segments are
+under ~650 bytes breaks it: docs/design.md, "Thin links and py-libp2p".)"""
 
 
 def _chunk_for(rate: float) -> int:
-    """About 10 ms worth of bytes at ``rate``, between 512 B and :data:`CHUNK`."""
+    """About 10 ms worth of bytes at ``rate``, between one segment and :data:`CHUNK`."""
     if not rate:
         return CHUNK
-    return max(512, min(CHUNK, int(rate / 100)))
+    return max(SEGMENT, min(CHUNK, int(rate / 100)))
 
 
 def _reset(sock: trio.SocketStream) -> None:

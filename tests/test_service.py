@@ -162,6 +162,29 @@ def test_dial_backoff_doubles_to_five_minutes_and_a_connection_resets_it():
     assert book.get("q").failures == 0 and book.due(10)
 
 
+def test_a_bootstrap_peer_is_never_more_than_a_minute_away():
+    """Issue 14: a link up ten minutes a day must not lose five of them to a dial backoff."""
+    book = PeerBook()
+    book.remember("boot", ("/ip4/127.0.0.1/tcp/1",), "bootstrap", 0)
+    waits = [book.dial_failed("boot", 0)[0] for _ in range(12)]
+    assert waits[:4] == [1000, 2000, 4000, 8000] and waits[-1] == 60_000 == backoff_ms(40, bootstrap=True)
+
+
+def test_the_first_connection_after_failures_makes_every_backing_off_bootstrap_peer_dialable():
+    book = PeerBook()
+    for name, source in (("a", "bootstrap"), ("b", "bootstrap"), ("c", "mdns"), ("d", "bootstrap")):
+        book.remember(name, ("/ip4/127.0.0.1/tcp/1",), source, 0)
+    for name in "abc":
+        for _ in range(8):
+            book.dial_failed(name, 1_000)
+    assert book.due(2_000) == [] or [e.peer for e in book.due(2_000)] == ["d"]
+    effects = book.connected("a", 2_000)  # the link is back
+    due = {e.peer for e in book.due(2_000)}
+    assert due == {"a", "b", "d"}, due  # the chance peer keeps its backoff; "d" never failed
+    assert {e.peer for e in effects} == {"a", "b"}  # each change persisted
+    assert book.connected("a", 3_000) == [book.get("a").effect()]  # no failures before: nobody else touched
+
+
 def test_a_peer_met_by_chance_is_forgotten_after_thirty_days_but_a_bootstrap_peer_never():
     book = PeerBook()
     book.remember("chance", ("a",), "inbound", 0)

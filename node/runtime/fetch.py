@@ -35,7 +35,7 @@ from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
-from fabnode.node.runtime.wire import read_frame
+from fabnode.node.runtime.wire import read_frame, write_all
 from fabnode.node.service.fetching import ServeSlots, UploadPacer
 from fabnode.node.service.fetchplan import FetchPlan
 from fabnode.node.service.loglimit import LogLimiter
@@ -47,7 +47,8 @@ READ_TIMEOUT = 30
 REQUEST_TIMEOUT = 5
 """A serving stream must deliver its request frame within this (a slot is not a parking place)."""
 SEND_TIMEOUT = 30
-"""The asker must take each block within this, or its stream is cut."""
+"""The asker must take some of a block within this (make room in the window), or its stream is
+cut: a progress deadline, so a 1 MiB block may take a minute over a thin link."""
 REQUESTS_IN_FLIGHT = 2
 """Requests each peer is asked at once: while one stream ends and the next is set up, the other
 keeps the link busy."""
@@ -159,8 +160,7 @@ class FetchServer:
             raise FabnodeError(f"{cid_str(root)} is not (completely) held here")
 
         async def send(data: bytes) -> None:
-            with trio.fail_after(SEND_TIMEOUT):
-                await stream.write(data)
+            await write_all(stream, data, SEND_TIMEOUT)  # the asker must take bytes within the timeout
             self.slots.progressed(key, _now_ms())
 
         # the requested root names the stream; a path's directories come first, so the asker
@@ -240,7 +240,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     batch_bytes = 0
     stopped = False
     try:
-        await stream.write(encode_request(request))
+        await write_all(stream, encode_request(request))
         while True:
             try:
                 with trio.fail_after(READ_TIMEOUT):

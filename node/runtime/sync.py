@@ -19,7 +19,7 @@ from fabnode.node.service.sync import MAX_SESSION_MS, SyncReport, SyncSession  #
 from fabnode.protocol.errors import RemoteProtocolError
 from fabnode.protocol.sync import PROTOCOL as SYNC, SyncProtocolError
 
-from .wire import StreamEnded, read_frame
+from .wire import StreamEnded, read_frame, write_all
 from .view import ItemCache  # noqa: F401 (re-exported for tools)
 
 DIAL_TIMEOUT = 5
@@ -121,7 +121,7 @@ class SyncStreams:
                         with trio.move_on_after(1):
                             await stream.close()
                         break
-                    await stream.write(data)
+                    await write_all(stream, data)
                 except Exception as exc:
                     self._gone(stream_id, type(exc).__name__)
                     return
@@ -152,7 +152,7 @@ async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCac
     session = SyncSession(peer=peer, initiator=initiator, items=items.get(), raw=records.raw, now_ms=now_ms())
     with trio.fail_after(MAX_SESSION_MS / 1000):
         for frame in session.start():
-            await stream.write(frame)
+            await write_all(stream, frame)
         while True:
             body = await read_frame(stream, session.frame_limit())
             step = session.receive(body, now_ms())
@@ -164,7 +164,7 @@ async def sync_over_stream(stream, *, initiator: bool, peer: str, items: ItemCac
             if step.error is not None:
                 raise step.error
             for frame in step.frames:
-                await stream.write(frame)
+                await write_all(stream, frame)
             if step.done:
                 return session.report
 

@@ -1,9 +1,13 @@
-"""Frames over libp2p streams: the reading side shared by the fetch and sync protocols.
+"""Frames over libp2p streams: reading and writing shared by the fetch and sync protocols.
 
-Reads are plain awaits on the stream; timeouts are the caller's cancel scopes.
+Reads are plain awaits on the stream; timeouts are the caller's cancel scopes. Writes go through
+:func:`write_all`, which respects the peer's Yamux window itself (see there: py-libp2p gives up
+on a window that stays shut for five seconds, which is every transfer on a thin link).
 """
 
 from __future__ import annotations
+
+import trio
 
 from fabnode.protocol.errors import FabnodeError, RemoteProtocolError
 from fabnode.protocol.varint import MAX_VARINT_BYTES
@@ -40,3 +44,36 @@ async def read_frame(stream, limit: int) -> bytes:
     if length > limit:
         raise RemoteProtocolError(f"frame of {length} bytes is over the {limit}-byte limit")
     return await read_exact(stream, length)
+
+
+WRITE_STALL_S = 30.0
+"""A write may wait this long for the peer to make room (take bytes, grant window), each time."""
+WINDOW_POLL_S = 0.01
+"""How often a writer waiting for window looks again (py-libp2p's own Yamux polls at this rate)."""
+
+
+async def write_all(stream, data: bytes, stall_s: float = WRITE_STALL_S) -> None:
+    """Write ``data`` whatever the link's speed; raise ``trio.TooSlowError`` if the peer takes
+    nothing for ``stall_s``.
+
+    A deadline on the whole write is wrong on a thin link: a 1 MiB block takes 33 s at 256 kbit/s
+    while moving all along. And py-libp2p 0.8.1's Yamux gives up ("Timed out waiting for window
+    update after 5 seconds") when the peer's receive window stays shut for 5 s; its window
+    auto-tuning usually keeps windows large enough that this does not happen, but a 256 KiB
+    window takes 8 s to drain over such a link. So the writer hands the stream only what the
+    window admits and waits for more room itself, with the deadline on progress.
+    """
+    muxed = getattr(stream, "muxed_stream", stream)
+    if not hasattr(muxed, "send_window"):  # not Yamux (a test double, another muxer)
+        with trio.fail_after(stall_s):
+            await stream.write(data)
+        return
+    view = memoryview(data)
+    while view:
+        with trio.fail_after(stall_s):
+            while muxed.send_window <= 0 and not (muxed.closed or muxed.send_closed):
+                await trio.sleep(WINDOW_POLL_S)
+            # a closed stream: the write below raises the library's own error
+            n = min(max(muxed.send_window, 1), len(view))
+            await stream.write(bytes(view[:n]))
+        view = view[n:]

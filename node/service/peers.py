@@ -2,8 +2,12 @@
 
 Theory of operation: the runtime loads the peers table into a :class:`PeerBook` at start and
 persists every change the book reports (:class:`node.service.effects.RememberPeer`,
-:class:`node.service.effects.ForgetPeer`). A failed dial backs off 1 s, 2 s, 4 s … at most 5
-minutes; a successful connection resets it; a changed address makes the peer dialable at once.
+:class:`node.service.effects.ForgetPeer`). A failed dial backs off 1 s, 2 s, 4 s … at most a
+minute for a bootstrap peer and five for a peer met by chance; a successful connection resets it;
+a changed address makes the peer dialable at once. A lab's link that comes back (issue 14: up ten
+minutes on market day) must not wait out a long backoff, so the operator's own peers are never
+more than a minute away, and the first connection after failures tells the book the link is back:
+every bootstrap peer still backing off becomes dialable at once.
 Peers met by chance (mDNS, inbound) unreachable for 30 days are forgotten, and at most
 :data:`MAX_REMEMBERED` of them are kept (throwaway peer ids must not grow the book); bootstrap
 peers are never forgotten: the operator listed them.
@@ -17,15 +21,19 @@ from .effects import ForgetPeer, RememberPeer
 
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 5 * 60_000
+MAX_BOOTSTRAP_BACKOFF_MS = 60_000
+"""A dead bootstrap peer costs one dial a minute; a returning link finds it within that."""
 FORGET_AFTER_MS = 30 * 24 * 3600_000
 MAX_REMEMBERED = 1000
 """Peers met by chance (mDNS, inbound) kept for redialling; beyond it the least recently seen go."""
 MAX_ADDRS = 8
 
 
-def backoff_ms(failures: int) -> int:
-    """Wait after ``failures`` failed dials in a row: 1 s, 2 s, 4 s … capped at five minutes."""
-    return min(MIN_BACKOFF_MS << min(max(failures - 1, 0), 20), MAX_BACKOFF_MS)
+def backoff_ms(failures: int, bootstrap: bool = False) -> int:
+    """Wait after ``failures`` failed dials in a row: 1 s, 2 s, 4 s … capped at five minutes (a
+    minute for a bootstrap peer)."""
+    cap = MAX_BOOTSTRAP_BACKOFF_MS if bootstrap else MAX_BACKOFF_MS
+    return min(MIN_BACKOFF_MS << min(max(failures - 1, 0), 20), cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +85,15 @@ class PeerBook:
         old = self.entries.get(peer)
         if old is None:
             return []
+        link_back = old.failures > 0
         entry = self.entries[peer] = replace(old, last_connected_ms=now_ms, failures=0, next_dial_ms=0)
-        return [entry.effect()]
+        effects = [entry.effect()]
+        if link_back:  # this connection ends a run of failures: the others may be reachable again too
+            for other in list(self.entries.values()):
+                if other.source == "bootstrap" and other.failures and other.next_dial_ms > now_ms:
+                    other = self.entries[other.peer] = replace(other, next_dial_ms=now_ms)
+                    effects.append(other.effect())
+        return effects
 
     def dial_failed(self, peer: str, now_ms: int) -> tuple[int | None, list]:
         """(ms until the next attempt or None if the peer is forgotten, effects)."""
@@ -88,7 +103,7 @@ class PeerBook:
         if old.source != "bootstrap" and now_ms - max(old.last_connected_ms, old.first_seen_ms) > FORGET_AFTER_MS:
             del self.entries[peer]
             return None, [ForgetPeer(peer)]
-        wait = backoff_ms(old.failures + 1)
+        wait = backoff_ms(old.failures + 1, old.source == "bootstrap")
         entry = self.entries[peer] = replace(old, failures=old.failures + 1, next_dial_ms=now_ms + wait)
         return wait, [entry.effect()]
 
