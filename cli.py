@@ -517,8 +517,11 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
         finally:
             if line is not None:
                 line.finish()
-        echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
-             f"({fetched['already_held']} already here)", err=True)
+        if fetched["from"]:
+            echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
+                 f"({fetched['already_held']} already here)", err=True)
+        else:
+            echo(f"nothing to fetch: all {fetched['already_held']} block(s) already here", err=True)
         if len(fetched["attempts"]) > 1:
             for attempt in fetched["attempts"]:
                 echo(f"  {attempt}", err=True)

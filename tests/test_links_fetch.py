@@ -441,3 +441,33 @@ def test_a_failed_worker_puts_back_only_what_its_unit_still_lacks():
     plan.failed("a")
     assert [u.root for u in plan.queue] == [leaves[files[0][0]][1][0], files[1][0]]
     assert plan.take("b", 4).root == leaves[files[0][0]][1][0]
+
+
+def test_the_owner_stops_right_after_the_last_block_before_the_ceded_part():
+    """The plan knows what a depth-first stream sends next: the owner's stream is dropped as soon
+    as everything before the ceded part is here, not after a ceded block (1 MiB) came in vain."""
+    root = _cid(0)
+    plan = FetchPlan(root)
+    files, leaves = _tree(plan, root, 2, MiB)
+    plan.refill()
+    plan.take("a", 0)
+    plan.received("a", root, 100, files, 1)
+    plan.received("a", files[0][0], 100, leaves[files[0][0]], 2)
+    stolen = plan.take("b", 3)
+    assert stolen.root == files[1][0]  # the half not reached yet
+    assert plan.received("a", leaves[files[0][0]][0][0], MiB, None, 4)
+    assert not plan.received("a", leaves[files[0][0]][1][0], MiB, None, 5)  # next would be files[1]
+    assert plan.finished("a") == [] and plan.working == {"b": stolen}
+
+
+def test_a_peer_that_refused_is_not_asked_again_and_its_second_request_does_not_split_its_first():
+    root = _cid(0)
+    plan = FetchPlan(root)
+    files, _ = _tree(plan, root, 4, MiB)
+    plan.refill()
+    assert plan.take(("a", 0), 0).root == root
+    plan.received(("a", 0), root, 100, files, 1)
+    assert plan.take(("a", 1), 2) is None  # same peer, same link: no split, no duplicate
+    assert plan.take(("b", 0), 2) is not None  # another peer splits it
+    plan.peer_failed("c", "does not have it", 3, refused=True)
+    assert plan.askable(["a", "b", "c"]) == ["a", "b"]

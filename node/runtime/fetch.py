@@ -254,7 +254,9 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             received += len(data)
             if on_data is not None and data:
                 on_data(len(data))
-            if not received:  # refused before the first byte
+            if not received:  # refused before the first byte, or the link broke
+                if await _link_broke(stream):
+                    raise PeerFailed("the link broke before the first byte")
                 raise PeerRefused(f"does not have {cid_str(root)} (or would not send it)")
             try:
                 blocks = session.receive(data)
@@ -292,6 +294,16 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     if missing:
         raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
     return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
+
+
+async def _link_broke(stream) -> bool:
+    """Whether the stream ended because its connection went (a cut), not because the peer reset
+    just this stream (its refusal). The connection's end may be seen a moment later."""
+    conn = getattr(stream, "muxed_conn", None)
+    with trio.move_on_after(0.3):
+        while not getattr(conn, "is_closed", False):
+            await trio.sleep(0.02)
+    return bool(getattr(conn, "is_closed", False))
 
 
 def _short(peer: str) -> str:
