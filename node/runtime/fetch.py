@@ -192,7 +192,8 @@ class PeerFailed(FabnodeError):
 
 
 class PeerRefused(PeerFailed):
-    """The peer answered that it does not hold the DAG (not asked again in this fetch)."""
+    """The peer answered that it does not hold the DAG, or broke the protocol: it is not asked
+    again in this fetch (a peer that merely went away is retried)."""
 
 
 def _store_batch(store: BlockStore, blocks) -> None:
@@ -261,7 +262,9 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             try:
                 blocks = session.receive(data)
             except RemoteProtocolError as exc:
-                raise PeerFailed(str(exc)) from None
+                if data:  # it sent what it must not: not asked again in this fetch
+                    raise PeerRefused(str(exc)) from None
+                raise PeerFailed(str(exc)) from None  # it stopped early (a cut looks the same)
             batch.extend(blocks)
             size = sum(len(b.data) for b in blocks)
             batch_bytes += size

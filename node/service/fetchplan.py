@@ -22,7 +22,8 @@ lacks, as frontier units.
 
 Retrying: every peer has its own :class:`Backoff` (1 s doubling to 30 s, with optional jitter
 from an injected source); a peer that delivered something since its last failure starts again
-from 1 s. A peer that answered "I do not have it" is not asked again in this fetch. The runtime
+from 1 s. A peer that answered "I do not have it", or broke the protocol, is not asked again in
+this fetch. The runtime
 (node/runtime/fetch.py) runs the workers, the clock and the deadline; this module only decides.
 
 Verification is not this module's job and does not depend on it: every request's session accepts
