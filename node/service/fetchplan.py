@@ -5,17 +5,19 @@ leaving out the blocks the asker lists as held; any sub-DAG of a DAG a peer hold
 valid request. So the work is cut into *units*: a unit is the root of a sub-DAG that is not here
 yet (at the start, the frontier: the missing children of the blocks already held, or the root
 itself). Each peer has a worker per request it may have in flight (:func:`peer_of` names the
-peer); a worker takes a unit from the shared queue, asks its peer
-for it, and tells :class:`FetchPlan` about every verified block that arrives (:meth:`received`),
-so the plan learns the DAG's shape as it comes (a dag-pb node's links, each with the size of its
-sub-DAG).
+peer); a worker takes a unit from the shared queue, asks its peer for it, and tells
+:class:`FetchPlan` about every verified block that arrives (:meth:`received`) and every read
+(:meth:`heard`), so the plan learns the DAG's shape as it comes (a dag-pb node's links, each with
+the size of its sub-DAG) and each request's pace.
 
 Rebalancing needs no wire change. When the queue is empty and a worker is idle, it *steals* the
 end of the busiest unit: a stream sends its DAG depth-first, so the trailing children not yet
 reached (at the unit's top level, then inside the child being sent, and so on) form a suffix of
 what the stream still has to send. About half of the unit's remaining bytes, taken from the end,
-become new units in the queue, and the owner's stream is told to stop as soon as it reaches the
-first of them (by then it has sent everything before them). When nothing can be split, an idle
+become new units in the queue, and the owner's stream is told to stop right after the last block
+before them (the plan knows what a depth-first stream sends next). A peer's two requests never
+split work between themselves (they share one link), and near the end its second request only
+prefetches, so as not to take work another peer could start at once. When nothing can be split, an idle
 worker may *duplicate* a unit whose owner is stalled or clearly slower (the endgame); the first to
 finish wins and the other is stopped. A worker whose peer fails puts back what its unit still
 lacks, as frontier units.
@@ -23,8 +25,8 @@ lacks, as frontier units.
 Retrying: every peer has its own :class:`Backoff` (1 s doubling to 30 s, with optional jitter
 from an injected source); a peer that delivered something since its last failure starts again
 from 1 s. A peer that answered "I do not have it", or broke the protocol, is not asked again in
-this fetch. The runtime
-(node/runtime/fetch.py) runs the workers, the clock and the deadline; this module only decides.
+this fetch. The runtime (node/runtime/fetch.py) runs the workers, the clock and the deadline;
+this module only decides.
 
 Verification is not this module's job and does not depend on it: every request's session accepts
 only blocks provably inside the unit it asked for, and a unit is only ever a CID learnt from a
@@ -89,7 +91,7 @@ class PeerState:
     retry_at_ms: int = 0
     last_reason: str = ""
     refused: bool = False
-    """It said it does not hold the DAG: not asked again in this fetch."""
+    """It said it does not hold the DAG (or broke the protocol): not asked again in this fetch."""
     delivered_since_failure: bool = False
     bytes: int = 0
     blocks: int = 0
