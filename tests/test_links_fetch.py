@@ -168,7 +168,7 @@ def test_a_cut_is_survived_through_the_daemon(tmp_path, asker, daemons):
 def test_the_deadline_passes_with_the_link_down_and_the_next_get_fetches_only_the_rest(tmp_path, asker,
                                                                                       daemons):
     size = 4 * MiB
-    tree = _design(tmp_path, size, seed=4)
+    tree = _design(tmp_path, size, seed=4, pieces=16)
     holder, bundle = _holder(tmp_path, "holder", tree)
     d = Daemon(holder)
     daemons.append(d)
@@ -245,7 +245,7 @@ def test_progress_says_it_waits_for_a_link(tmp_path, asker, daemons, through):
 
 def test_ctrl_c_keeps_what_arrived_and_the_next_get_resumes(tmp_path, asker, daemons):
     size = 4 * MiB
-    tree = _design(tmp_path, size, seed=6)
+    tree = _design(tmp_path, size, seed=6, pieces=16)
     holder, bundle = _holder(tmp_path, "holder", tree)
     d = Daemon(holder)
     daemons.append(d)
