@@ -16,8 +16,8 @@ reached (at the unit's top level, then inside the child being sent, and so on) f
 what the stream still has to send. About half of the unit's remaining bytes, taken from the end,
 become new units in the queue, and the owner's stream is told to stop right after the last block
 before them (the plan knows what a depth-first stream sends next). A peer's two requests never
-split work between themselves (they share one link), and near the end its second request only
-prefetches, so as not to take work another peer could start at once. When nothing can be split, an idle
+split work between themselves (they share one link), and its second request only prefetches
+(goes out when the first is about to end), so as not to take work another peer could start. When nothing can be split, an idle
 worker may *duplicate* a unit whose owner is stalled or clearly slower (the endgame); the first to
 finish wins and the other is stopped. A worker whose peer fails puts back what its unit still
 lacks, as frontier units.
@@ -241,10 +241,10 @@ class FetchPlan:
         self.cancelled.discard(worker)
         peer = peer_of(worker)
         busy = [u for w, u in self.working.items() if peer_of(w) == peer and w != worker]
-        if busy and len(self.queue) < 2:  # near the end, a peer's next request goes out just before
-            rate = self.peer_rate.get(peer, 0)  # its current one ends (hiding the set-up), not alongside
+        if busy:  # a peer's next request goes out just before its current one ends (hiding the
+            rate = self.peer_rate.get(peer, 0)  # set-up), not alongside it: two would share its link
             if not rate or min(self._remaining(u) for u in busy) > rate * (SETUP_MS + POLL_MS):
-                return None  # it, which would leave the other peers idle at the end
+                return None  # and take work another peer could start at once
         if self.queue:
             unit = self.queue.pop(0)
             return self._assign(worker, unit, now_ms)
@@ -309,7 +309,7 @@ class FetchPlan:
                 break
             ceded.append((cid, size))
             total += size
-            if total >= want * 3 // 4:
+            if total >= want * 15 // 16:
                 break
         if total < MIN_STEAL_BYTES:
             return None
