@@ -19,7 +19,10 @@ Reading: theory of operation
 input, and pulls events with :meth:`~CarReader.next_event` until it returns :data:`NEED_DATA`
 (feed more) or :class:`End`. Events come in this order: one :class:`Header`, then one
 :class:`Block` per section, then :class:`End`. Every block is verified against its CID before it
-is returned, so a :class:`Block` is trusted data.
+is returned, so a :class:`Block` is trusted data. One exception, asked for explicitly: a reader
+made with ``verify_raw=False`` returns raw-codec sections (leaves, which carry no links) as
+:class:`UnverifiedBlock`, whose :meth:`~UnverifiedBlock.check` the caller must pass before using
+the bytes; a fetch hashes them in its block writer's thread (issue 14).
 
 The reader is a small state machine over one buffer:
 
@@ -74,14 +77,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import dagcbor
-from .cid import CID_LENGTH, CODEC_NAMES, SHA2_256, block_matches, check_cid_bytes, cid_str
+from .cid import CID_LENGTH, CODEC_NAMES, RAW, SHA2_256, block_matches, check_cid_bytes, cid_str
 from .dagcbor import Link
 from .errors import InvalidBlock, InvalidCID
 from .varint import MAX_VARINT_BYTES, decode_varint, encode_varint
 
 __all__ = [
     "MAX_HEADER_BYTES", "MAX_BLOCK_BYTES", "MAX_SECTION_BYTES", "MAX_ROOTS", "MAX_BUFFERED_BYTES",
-    "CarError", "Header", "Block", "End", "NEED_DATA", "CarReader",
+    "CarError", "Header", "Block", "UnverifiedBlock", "End", "NEED_DATA", "CarReader",
     "encode_header", "encode_section", "read_car",
 ]
 
@@ -130,6 +133,32 @@ class Block:
 
     cid: bytes
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedBlock:
+    """A raw-codec section whose bytes are *not yet* hashed (only from a reader made with
+    ``verify_raw=False``): it must pass :meth:`check` before it is stored or written out.
+
+    Raw leaves carry no links, so nothing in them steers a reader; deferring their hash lets a
+    caller hash them in another thread (a fetch's block writer) while this one goes on parsing.
+    """
+
+    cid: bytes
+    data: bytes
+    section: int
+    """1-based section number, for the message."""
+    offset: int
+    """Byte offset of the section in the file, for the message."""
+
+    def check(self) -> Block:
+        """The verified :class:`Block`; raises :class:`CarError` (the reader's own message) if
+        the bytes do not hash to the CID."""
+        if not block_matches(self.cid, self.data):
+            raise CarError(f"section {self.section} at byte {self.offset}: block {cid_str(self.cid)} does not "
+                           f"match its CID (its {len(self.data)} bytes hash to a different sha2-256 digest)",
+                           section=self.section, offset=self.offset)
+        return Block(self.cid, self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +219,9 @@ class _Incomplete(Exception):
 class CarReader:
     """Sans-IO CARv1 reader; see the module docstring for its states and bounds."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, verify_raw: bool = True) -> None:
+        self._verify_raw = verify_raw
+        """False: raw-codec sections come out as :class:`UnverifiedBlock`, for the caller to hash."""
         self._buf = bytearray()
         self._offset = 0  # file offset of self._buf[0]
         self._state = _HEADER_LENGTH
@@ -234,7 +265,7 @@ class CarReader:
         """Declare the end of input: next_event() then returns End or raises for a truncated file."""
         self._eof = True
 
-    def next_event(self) -> Header | Block | End | _NeedData:
+    def next_event(self) -> Header | Block | UnverifiedBlock | End | _NeedData:
         """The next event, or :data:`NEED_DATA`; raises :class:`CarError` on bad input."""
         if self._error is not None:
             raise CarError(str(self._error), section=self._error.section, offset=self._error.offset)
@@ -286,7 +317,7 @@ class CarReader:
                              f"more than the {limit}-byte limit ({why})")
         return None
 
-    def _next(self) -> Header | Block | End | _NeedData:
+    def _next(self) -> Header | Block | UnverifiedBlock | End | _NeedData:
         state = self._state
         if state == _DONE:
             return End()
@@ -351,6 +382,16 @@ class CarReader:
                                      f"of {self._need} bytes")
                 return NEED_DATA
             cid = bytes(self._buf[:self._cid_len])
+            if not self._verify_raw and cid[1] == RAW:
+                with memoryview(self._buf) as view:
+                    data_view = view[self._cid_len:self._need]
+                    data = bytes(data_view)
+                    data_view.release()
+                self._consume(self._need)
+                self._blocks += 1
+                self._state = _SECTION_LENGTH
+                section, self._start = self._start, self._offset
+                return UnverifiedBlock(cid, data, self._section, section)
             with memoryview(self._buf) as view:
                 data_view = view[self._cid_len:self._need]
                 try:

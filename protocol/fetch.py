@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .car import Block, CarReader, Header, NEED_DATA, End
+from .car import Block, CarReader, Header, NEED_DATA, End, UnverifiedBlock
 from .cid import DAG_PB, check_cid_bytes, cid_codec, cid_str
 from .dagpb import decode_node
 from .errors import InvalidBlock, InvalidCID, RemoteProtocolError
@@ -82,8 +82,12 @@ def decode_request(body: bytes) -> FetchRequest:
 class FetchSession:
     """The asker's side: feed it response bytes; it returns verified blocks the DAG needs."""
 
-    def __init__(self, request: FetchRequest, held: frozenset[bytes] | set[bytes]) -> None:
-        self._reader = CarReader()
+    def __init__(self, request: FetchRequest, held: frozenset[bytes] | set[bytes], *,
+                 defer_leaf_hashing: bool = False) -> None:
+        """``defer_leaf_hashing``: raw leaves come back as :class:`~protocol.car.UnverifiedBlock`
+        (everything else about them checked: wanted, in place), for the caller to pass through
+        :func:`verified` before storing them, in another thread if it likes."""
+        self._reader = CarReader(verify_raw=not defer_leaf_hashing)
         self._request = request
         self._held = set(held)
         self._expected: set[bytes] = set()
@@ -135,8 +139,9 @@ class FetchSession:
             self._next_on_path = None
             self._target_known(following)
 
-    def receive(self, data: bytes) -> list[Block]:
-        """Verified, wanted blocks contained in ``data`` (b"" means the stream ended)."""
+    def receive(self, data: bytes) -> list[Block | UnverifiedBlock]:
+        """Verified, wanted blocks contained in ``data`` (b"" means the stream ended); raw
+        leaves still to be hashed with ``defer_leaf_hashing``."""
         if data:
             self._reader.feed(data)
         else:
@@ -160,8 +165,10 @@ class FetchSession:
                 else:
                     self._target_known(self._request.root)
                 continue
-            assert isinstance(event, Block)
+            assert isinstance(event, (Block, UnverifiedBlock))
             if self._next_on_path is not None:
+                if isinstance(event, UnverifiedBlock):  # a leaf where a directory must come
+                    event = verified(event)
                 self._path_block(event)
                 self.blocks += 1
                 out.append(event)
@@ -180,3 +187,15 @@ class FetchSession:
     def missing(self) -> set[bytes]:
         """Blocks still needed (empty once the DAG is complete, given the held ones)."""
         return set(self._expected)
+
+
+def verified(block: Block | UnverifiedBlock) -> Block:
+    """``block`` as a verified :class:`~protocol.car.Block`: an unverified raw leaf from a session
+    with ``defer_leaf_hashing`` is hashed now, and one that does not match its CID is the peer's
+    fault, in the words the session itself would have used."""
+    if isinstance(block, Block):
+        return block
+    try:
+        return block.check()
+    except InvalidBlock as exc:
+        raise RemoteProtocolError(f"bad CAR stream from the peer: {exc}") from None

@@ -63,12 +63,16 @@ class BlockStore:
 
     def close(self) -> None:
         """Close the connection; the last one to close copies the WAL into the main file."""
-        self._conn.close()
+        self.db.close()
 
     def put(self, cid: bytes, data: bytes) -> None:
         """Store a block whose CID the caller computed from ``data`` (or verified)."""
         self._conn.execute("INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)", (cid, len(data), data))
 
+    def put_many(self, blocks: Iterable[tuple[bytes, bytes]]) -> None:
+        """:meth:`put` for many (cid, data) pairs in one statement run (a fetch's batch)."""
+        self._conn.executemany("INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)",
+                               ((cid, len(data), data) for cid, data in blocks))
 
     def get_unverified(self, cid: bytes) -> bytes | None:
         row = self._conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()

@@ -44,6 +44,7 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+        _open.discard(self)  # a connection closed in its own thread (a worker's) is not closed again
 
 
 def close_all() -> None:

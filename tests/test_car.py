@@ -579,3 +579,36 @@ def test_read_car_is_lazy():
     assert sum(consumed) < len(car)
     with pytest.raises(CarError):  # and it raises on truncation at the end of a lazy stream
         list(read_car(fixed_chunks(car[:-1], 5)))
+
+
+def test_a_reader_told_not_to_hash_raw_leaves_hands_them_over_to_be_checked():
+    """verify_raw=False (a fetch hashes leaves in its writer thread): raw sections come out as
+    UnverifiedBlock, whose check() refuses a forged one in the verifying reader's own words;
+    dag-pb nodes, whose links steer the reader's caller, are still verified as they are read."""
+    from fabnode.protocol.car import UnverifiedBlock
+    from fabnode.protocol.dagpb import PBLink, encode_node
+
+    leaf = b"a leaf" * 100
+    leaf_cid = make_cid(RAW, leaf)
+    node = encode_node([PBLink(leaf_cid, "x", len(leaf))], b"")
+    node_cid = make_cid(DAG_PB, node)
+    forged = encode_header([node_cid]) + encode_section(node_cid, node) + encode_section(leaf_cid, leaf[:-1] + b"!")
+    reader = CarReader(verify_raw=False)
+    reader.feed(forged)
+    reader.feed_eof()
+    events = [reader.next_event() for _ in range(4)]
+    assert isinstance(events[1], Block) and isinstance(events[2], UnverifiedBlock) and isinstance(events[3], End)
+    with pytest.raises(CarError) as unhashed:
+        events[2].check()
+    with pytest.raises(CarError) as hashed:
+        list(read_car([forged]))
+    assert str(unhashed.value) == str(hashed.value) and unhashed.value.section == 2
+    good = CarReader(verify_raw=False)
+    good.feed(encode_header([node_cid]) + encode_section(leaf_cid, leaf))
+    good.next_event()
+    assert good.next_event().check() == Block(leaf_cid, leaf)
+    bad_node = CarReader(verify_raw=False)  # a dag-pb node is never handed over unhashed
+    bad_node.feed(encode_header([node_cid]) + encode_section(node_cid, node + b"\0"))
+    bad_node.next_event()
+    with pytest.raises(CarError, match="does not match its CID"):
+        bad_node.next_event()

@@ -183,6 +183,10 @@ def in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
             handoff.put((done, None))
         except BaseException as exc:  # handed to the consumer, raised there
             handoff.put((done, exc))
+        finally:  # a generator's own clean-up (closing its connection) runs in its thread
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     worker = threading.Thread(target=produce, name="fabnode-read", daemon=True)
     worker.start()
@@ -384,23 +388,60 @@ def _plan_get(store: BlockStore, cid: bytes, name: str, depth: int, where: str, 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-def _write_file(store: BlockStore, entry: _OutFile, dir_fd: int, progress: Progress) -> None:
+_END_OF_FILE = None
+"""Between two files' pieces in :func:`_read_ahead`'s stream."""
+
+
+def _files_in_order(tree: _OutDir | _OutFile) -> Iterator[_OutFile]:
+    """The files of a planned tree in the order :func:`_write_dir` writes them."""
+    if isinstance(tree, _OutFile):
+        yield tree
+        return
+    for child in tree.children:
+        yield from _files_in_order(child)
+
+
+def _read_ahead(db_path: Path, tree: _OutDir | _OutFile) -> Iterator[bytes | None]:
+    """Every file's content in write order, each file followed by :data:`_END_OF_FILE`, read
+    and verified over a connection of its own: run by :func:`in_thread`, it reads SQLite and
+    re-hashes (both release the GIL) while the writing thread writes the previous pieces."""
+    from fabnode.storage.db import open_db
+
+    reader = BlockStore(open_db(db_path))
+    try:
+        for entry in _files_in_order(tree):
+            yield from iter_file(reader.get, entry.cid)
+            yield _END_OF_FILE
+    finally:
+        reader.close()
+
+
+def _pieces_of_one_file(pieces: Iterator[bytes | None]) -> Iterator[bytes]:
+    for piece in pieces:
+        if piece is _END_OF_FILE:
+            return
+        yield piece
+
+
+def _write_file(store: BlockStore, entry: _OutFile, dir_fd: int, progress: Progress,
+                pieces: Iterator[bytes | None] | None = None) -> None:
     fd = os.open(entry.name, _WRITE_FLAGS, 0o644, dir_fd=dir_fd)
     with os.fdopen(fd, "wb") as f:
-        for piece in iter_file(store.get, entry.cid):
+        for piece in iter_file(store.get, entry.cid) if pieces is None else _pieces_of_one_file(pieces):
             f.write(piece)
             progress(len(piece))
 
 
-def _write_dir(store: BlockStore, entry: _OutDir, dir_fd: int, progress: Progress) -> None:
+def _write_dir(store: BlockStore, entry: _OutDir, dir_fd: int, progress: Progress,
+               pieces: Iterator[bytes | None] | None = None) -> None:
     for child in entry.children:
         if isinstance(child, _OutFile):
-            _write_file(store, child, dir_fd, progress)
+            _write_file(store, child, dir_fd, progress, pieces)
         else:
             os.mkdir(child.name, 0o755, dir_fd=dir_fd)
             sub_fd = os.open(child.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
-                _write_dir(store, child, sub_fd, progress)
+                _write_dir(store, child, sub_fd, progress, pieces)
             finally:
                 os.close(sub_fd)
 
@@ -465,23 +506,32 @@ def get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: P
         raise DiskFull(output_full_message(out, _tree_size(tree))) from None
 
 
+READ_AHEAD_MIN_BYTES = 8 * CHUNK_SIZE
+"""Trees at least this large are read and verified in a second thread while they are written."""
+
+
 def _get_path(store: BlockStore, out: Path, tree: _OutDir | _OutFile, progress: Progress) -> Path:
     parent = out.parent
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.fabnode-partial-", dir=parent))
+    pieces = None
     try:
+        if store.db.path is not None and _tree_size(tree) >= READ_AHEAD_MIN_BYTES:
+            pieces = in_thread(_read_ahead(store.db.path, tree), depth=16)
         tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             if isinstance(tree, _OutFile):
-                _write_file(store, _OutFile("content", tree.cid, tree.size), tmp_fd, progress)
+                _write_file(store, _OutFile("content", tree.cid, tree.size), tmp_fd, progress, pieces)
             else:
                 os.mkdir("content", 0o755, dir_fd=tmp_fd)
                 sub_fd = os.open("content", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=tmp_fd)
                 try:
-                    _write_dir(store, tree, sub_fd, progress)
+                    _write_dir(store, tree, sub_fd, progress, pieces)
                 finally:
                     os.close(sub_fd)
         finally:
             os.close(tmp_fd)
+            if pieces is not None:
+                pieces.close()  # stops the reading thread, also when writing failed half-way
         if os.path.lexists(out):  # someone created it while we wrote
             raise FabnodeError(f"{out} appeared while writing; nothing was replaced")
         os.rename(tmp / "content", out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from contextlib import aclosing
 
 import trio
 
@@ -35,6 +36,8 @@ from fabnode.storage import BlockStore, Pin
 
 from fabnode.node.config import DEFAULTS
 from fabnode.node.home import Home
+from fabnode.node.runtime.blockreader import sections_ahead
+from fabnode.node.runtime.blockwriter import BlockWriter
 from fabnode.node.runtime.wire import read_frame, write_all
 from fabnode.node.service.fetching import ServeSlots, UploadPacer
 from fabnode.node.service.fetchplan import FetchPlan
@@ -168,10 +171,13 @@ class FetchServer:
         await send(encode_header([request.root]))
         for cid in crossed:
             await send(encode_section(cid, self.store.get(cid)))
-        for cid, data in dag_in_order(self.store, root, set(request.have) | set(crossed)):
-            await self._pace(len(data))
-            await send(encode_section(cid, data))
-            transfer["sent_bytes"] += len(data)
+        # read, verified and encoded in a worker thread ahead of the stream (blockreader.py)
+        skip = set(request.have) | set(crossed)
+        async with aclosing(sections_ahead(self.store, lambda store: dag_in_order(store, root, skip))) as sections:
+            async for _cid, size, section in sections:
+                await self._pace(size)
+                await send(section)
+                transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
 
@@ -194,13 +200,6 @@ class PeerFailed(FabnodeError):
 class PeerRefused(PeerFailed):
     """The peer answered that it does not hold the DAG, or broke the protocol: it is not asked
     again in this fetch (a peer that merely went away is retried)."""
-
-
-def _store_batch(store: BlockStore, blocks) -> None:
-    """Commit verified blocks in one transaction: the one place a fetch writes blocks."""
-    with store.write_transaction():
-        for b in blocks:
-            store.put(b.cid, b.data)
 
 
 def _links(cid: bytes, data: bytes) -> list[tuple[bytes, int]] | None:
@@ -227,7 +226,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
 
     held = _held_part(store, root) if not path else []
     request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
-    session = FetchSession(request, set())
+    session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
     for cid, data in held:
         session.held_block(cid, data)
     name = str(peer_id)
@@ -240,6 +239,8 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     batch: list = []
     batch_bytes = 0
     stopped = False
+    writer = BlockWriter(store, refuse=PeerRefused)  # hashes leaves, commits batches in a thread (blockwriter.py);
+    # a leaf that does not match its CID: the peer broke the protocol, it is not asked again
     try:
         await write_all(stream, encode_request(request))
         while True:
@@ -276,18 +277,18 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
                 progress["bytes"] = progress.get("bytes", 0) + size
                 progress["blocks"] = progress.get("blocks", 0) + len(blocks)
             if batch and (batch_bytes >= BATCH_BYTES or not data or stopped):
-                _store_batch(store, batch)
+                await writer.put(batch)
                 fetched += len(batch)
                 fetched_bytes += batch_bytes
                 batch, batch_bytes = [], 0
             if not data or stopped:
                 break
     finally:
-        if batch:  # blocks verified before a protocol error, a cut or a cancel are still good
-            _store_batch(store, batch)
-            fetched += len(batch)
+        # blocks verified before a protocol error, a cut, a stop or a cancel (Ctrl-C) are kept
+        await writer.finish(batch)
+        fetched += len(batch)
         with trio.move_on_after(1) as cleanup:
-            cleanup.shield = True
+            cleanup.shield = True  # also when cancelled: the server stops sending at once
             await stream.reset()
     if stopped:
         return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}

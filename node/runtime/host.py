@@ -23,6 +23,7 @@ Importing this module imports libp2p (~0.8 s): only the daemon and network comma
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 
 import libp2p.network.swarm as _swarm
@@ -51,6 +52,12 @@ _swarm._HAPPY_EYEBALLS_DELAY = 0.0
 # so every full frame left as two encrypted messages; frames sized to fit halve that work. A
 # smaller frame is always valid Yamux, so this changes nothing for other implementations.
 _yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
+# By default 0.8.1 sends a Yamux WINDOW_UPDATE after every read (PY_YAMUX_RELEASE_ON_READ=1): one
+# encrypted frame back per ~64 KiB received, each decrypted and handled by the sender, ~15 % of
+# a fetch's CPU on the asking side. Off, it credits the window as go-yamux does (once half the
+# window is consumed): 5x fewer updates for the same bytes (docs/design.md, "Fetch CPU per byte").
+# The library reads the variable at each call; an operator's own setting wins.
+os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 _listen_errors: dict[tuple[str, int], OSError] = {}
 """Why each (host, port) last failed to listen: the swarm only logs it, at debug level."""
