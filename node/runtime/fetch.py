@@ -550,7 +550,8 @@ class _MultiFetch:
                     continue
                 self.dht_said = "; the DHT knows no other provider"
             if self._hopeless() and (self.find_more is None or self.dht_said):
-                raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}{self.dht_said}")
+                kept = "; what arrived is kept, run again to resume" if self.bytes else ""
+                raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}{self.dht_said}{kept}")
             self._report()
             await self._wait_news(0.25)
 
