@@ -312,6 +312,53 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _duration(text: str) -> float:
+    """``--timeout``: seconds, or 90s / 10m / 1h."""
+    from fabnode.node.service.fetchplan import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class FetchLine:
+    """The fetch's progress line on stderr (a terminal only), redrawn at most ten times a second:
+    bytes fetched (of the total once known), or, while no peer is linked, when the next try is."""
+
+    def __init__(self) -> None:
+        self.drawn = 0.0
+        self.width = 0
+        self.shown = False
+
+    def __call__(self, status: dict) -> None:
+        now = time.monotonic()
+        if now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        got = _human(status.get("bytes", 0))
+        total = status.get("total", 0)
+        if status.get("state") == "waiting":
+            last = " ".join(str(status.get("last") or "no peer answered yet").split())[:100]
+            retry = status.get("retry_in_s")
+            when = "" if retry is None else f" — retry in {retry} s"  # else the daemon redials its peers
+            text = f"fetching  {got}  waiting for a link{when} (last: {last})"
+        else:
+            of = f" of ~{_human(total)}" if total else ""
+            peers = status.get("peers", 0)
+            text = f"fetching  {got}{of} from {peers} peer{'s' if peers != 1 else ''}"
+        pad = max(self.width - len(text), 0)
+        self.width = len(text)
+        sys.stderr.write("\r" + text + " " * pad)
+        sys.stderr.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 def _print_identity(identity, as_json: bool) -> None:
     if as_json:
         _print_json(identity.as_json())
@@ -439,15 +486,20 @@ def cat(ctx: Context, cid_path: str) -> None:
 @option("-o", "--output", type=Path, help="File or folder to create (must not exist).")
 @option("--peer", "peers", metavar="ADDR", multiple=True,
         help="Fetch what is missing from this peer (/ip4/…/tcp/…/p2p/…; repeat: tried in order, each resuming the last).")
+@option("--timeout", "timeout_s", metavar="DURATION", type=_duration, default="10m",
+        help="Keep trying to fetch for this long (e.g. 90s, 10m, 1h); what arrived is kept.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_json: bool) -> None:
+def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], timeout_s: float,
+        as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
     The output must not exist yet; it defaults to the last path segment or the CID. Everything
     is checked first and written through a temporary folder renamed into place.
 
     What is not held here is fetched first: from the --peer nodes given, else through the
-    running daemon (connected peers first, then providers found in the DHT).
+    running daemon (connected peers first, then providers found in the DHT). Several peers
+    send disjoint parts at once; a broken link is retried (1 s, 2 s … 30 s apart) until
+    --timeout, and a new attempt (or a new `get`, after Ctrl-C) resumes where the last stopped.
 
     Usage:  fabnode get bafy… -o hand-pump
     """
@@ -459,9 +511,17 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], as_j
     if peers or not _held_completely(store, root, segments):
         from fabnode.node.runtime.fetch import fetch
 
-        fetched = fetch(_home(ctx).require(), cid_path, list(peers))
-        echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
-             f"({fetched['already_held']} already here)", err=True)
+        line = FetchLine() if sys.stdout.isatty() and sys.stderr.isatty() else None
+        try:
+            fetched = fetch(_home(ctx).require(), cid_path, list(peers), timeout_s, progress=line)
+        finally:
+            if line is not None:
+                line.finish()
+        if fetched["from"]:
+            echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
+                 f"({fetched['already_held']} already here)", err=True)
+        else:
+            echo(f"nothing to fetch: all {fetched['already_held']} block(s) already here", err=True)
         if len(fetched["attempts"]) > 1:
             for attempt in fetched["attempts"]:
                 echo(f"  {attempt}", err=True)
@@ -806,7 +866,11 @@ def _held_completely(store, root: bytes, segments: list[str]) -> bool:
         help="Web interface address; a port alone means 127.0.0.1:PORT; 'off' for none "
              "(default: config 'http', else 127.0.0.1:8080).")
 @option("--no-mdns", is_flag=True, help="Do not look for peers on the LAN by multicast DNS.")
-def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None, no_mdns: bool) -> None:
+@option("--announce", "announce", metavar="ADDR", multiple=True,
+        help="Tell peers to reach this node at ADDR instead of its listen addresses (a port forward, a "
+             "tunnel; repeat).")
+def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None, no_mdns: bool,
+        announce: list[str]) -> None:
     """Run the node until stopped (Ctrl-C or SIGTERM): find peers, announce and receive records,
     serve this node's designs. Prints one line per event.
 
@@ -817,7 +881,7 @@ def run(ctx: Context, listen: list[str], bootstrap: list[str], http: str | None,
 
     home = _home(ctx, warn=False).require()
     run_daemon(home, daemon_options(home, listen=list(listen), bootstrap=list(bootstrap), http=http,
-                                    mdns=False if no_mdns else None))
+                                    mdns=False if no_mdns else None, announce=list(announce)))
 
 
 @command()

@@ -183,10 +183,12 @@ class DaemonOptions:
     http_required: bool = True
     """False for the default address: the node then runs without its page if the port is taken."""
     http_hosts: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()
+    """Addresses peers are told (identify) instead of the listen addresses (``--announce``)."""
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
-                   mdns: bool | None) -> DaemonOptions:
+                   mdns: bool | None, announce: list[str] = ()) -> DaemonOptions:
     """Command-line options over config.toml over defaults. The addresses are checked here,
     before anything starts, and a mistake names where it was made (node/runtime/addresses.py)."""
     from fabnode.node.runtime.addresses import http_address, listen_address
@@ -225,4 +227,5 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         stranger_per_peer=home.setting("limits.stranger_records_per_peer_per_hour"),
         stranger_storage=home.setting("limits.stranger_storage_mib") << 20,
         http_hosts=tuple(home.setting("http_hosts")),
+        announce=tuple(listen_address(a, "--announce") for a in announce),
     )

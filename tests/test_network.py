@@ -242,10 +242,13 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     for name in ["frame.step", "notes.md"]:
         assert (out / name).read_bytes() == (tree / name).read_bytes()
     attempts = [line.strip() for line in stderr.decode().splitlines() if line.startswith("  ")]
-    assert len(attempts) == 2 and attempts[0].startswith(da.peer_id[:16]) and "missing" in attempts[0]
-    assert attempts[1].startswith(dc.peer_id[:16])
-    served = int(dc.wait_for(f"served {bundle}").rsplit(": ", 1)[1].split()[0])
-    assert 0 < served <= (16 << 20) + (64 << 10)  # C did not resend the 8 MiB A had delivered
+    # both peers were asked at once (one line each); A's ended in failure, C sent the rest
+    assert len(attempts) == 2 and attempts[0].startswith(da.peer_id[:16]) and "failed" in attempts[0]
+    assert attempts[1].startswith(dc.peer_id[:16]) and "failed" not in attempts[1]
+    # C serves parts of the tree (sub-DAGs) while A does, then what A left; together no more than
+    # the tree once, give or take a block in flight when A died
+    served = sum(int(line.rsplit(": ", 1)[1].split()[0]) for line in dc.said("served "))
+    assert 0 < served <= (25 << 20) + (64 << 10)
 
 
 def test_get_finds_a_provider_beyond_the_connected_peers_through_the_dht(tmp_path, daemons):

@@ -42,16 +42,25 @@ def read_state(home_path: Path) -> dict | None:
     return state
 
 
-def ask_daemon(home_path: Path, cmd: str, timeout: float | None = 10, **args) -> dict | None:
-    """Send one command to the daemon; None if none runs. Raises FabnodeError on its refusal."""
+def ask_daemon(home_path: Path, cmd: str, timeout: float | None = 10, on_progress=None, **args) -> dict | None:
+    """Send one command to the daemon; None if none runs. Raises FabnodeError on its refusal.
+    With ``on_progress``, the daemon may send ``{"progress": {…}}`` lines before its answer
+    (a fetch does), each handed to ``on_progress``."""
     state = read_state(home_path)
     if state is None or "control" not in state:
         return None
+    if on_progress is not None:
+        args["progress"] = True
     try:
         with socket.create_connection(("127.0.0.1", state["control"]), timeout=timeout) as sock:
             sock.sendall(json.dumps({"token": state["token"], "cmd": cmd, **args}).encode() + b"\n")
             with sock.makefile("rb") as f:
-                line = f.readline(MAX_LINE)
+                while True:
+                    line = f.readline(MAX_LINE)
+                    progress = json.loads(line).get("progress") if line.startswith(b'{"progress"') else None
+                    if progress is None:
+                        break
+                    on_progress(progress)
     except OSError:
         return None
     if not line:
@@ -72,7 +81,9 @@ def poke_daemon(home_path: Path) -> bool:
 
 async def serve_control(answer, token, log, task_status=None) -> None:
     """Serve the control port on 127.0.0.1 (a free port, given to ``task_status.started``).
-    ``answer(request) -> dict`` (async) runs a command; ``token()`` is the token to expect."""
+    ``answer(request, emit) -> dict`` (async) runs a command, and may call ``emit(progress)``
+    (a dict) meanwhile: it goes out as a ``{"progress": …}`` line before the answer, the newest
+    only if the client reads slowly; ``token()`` is the token to expect."""
     import trio
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -96,7 +107,7 @@ async def serve_control(answer, token, log, task_status=None) -> None:
                 # compared as bytes: compare_digest raises TypeError on non-ASCII text
                 if not isinstance(given, str) or not token_matches(given, token()):
                     raise FabnodeError("wrong control token")
-                reply = {"ok": True, **await answer(request)}
+                reply = {"ok": True, **await _answer_with_progress(answer, request, stream)}
             except FabnodeError as exc:
                 reply = {"ok": False, "error": str(exc)}
             except (ValueError, AttributeError):
@@ -110,3 +121,41 @@ async def serve_control(answer, token, log, task_status=None) -> None:
                 pass
 
     await trio.serve_listeners(connection, listeners)
+
+
+async def _answer_with_progress(answer, request: dict, stream) -> dict:
+    """Run ``answer``, sending what it emits as progress lines meanwhile (one at a time: while
+    a line is being sent, newer progress replaces the waiting one)."""
+    import trio
+
+    latest: list = []
+    wake = trio.Event()
+
+    def emit(progress: dict) -> None:
+        latest[:] = [progress]
+        wake.set()
+
+    async def send_progress() -> None:
+        nonlocal wake
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            if latest:
+                line = json.dumps({"progress": latest.pop()}).encode() + b"\n"
+                try:
+                    with trio.CancelScope(shield=True), trio.move_on_after(10):  # never half a line
+                        await stream.send_all(line)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    from fabnode.protocol.errors import first_in_group
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_progress)
+            try:
+                return await answer(request, emit)
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the command's own error, not a group of one
+        raise first_in_group(group, FabnodeError) or group from None

@@ -222,7 +222,8 @@ class Daemon:
                              r.failures, r.next_dial_ms) for r in self.peer_table.all()])
         self.server.on_offence = lambda peer, reason: (self.service.cut_off(peer, reason), self._carry_out())
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with running_host(node_key_pair(self.home), opts.listen, change=opts.listen_change) as host:
+            async with running_host(node_key_pair(self.home), opts.listen, change=opts.listen_change,
+                                    announce=opts.announce) as host:
                 self.host = host
                 self._keep_routes(host)
                 self.gossip = GossipRuntime(self.feed, self.view, self.log, now_ms, self.pacer)
@@ -249,8 +250,10 @@ class Daemon:
                             http = await self._start_http(nursery)
                         addrs = self._addresses()
                         self._write_state(addrs, control_port, http)
-                        for addr in addrs:
+                        for addr in self._addresses(self.host.get_transport_addrs()):
                             self.log(f"listening on {addr}")
+                        for addr in addrs if opts.announce else []:
+                            self.log(f"announced as {addr}")
                         if http:
                             self.log(f"web interface on http://{http}/")
                         if opts.mdns:
@@ -282,9 +285,9 @@ class Daemon:
                 self.log(f"internal error in {name.strip('_')}: {type(exc).__name__}: {exc}; restarting it")
                 await trio.sleep(1)
 
-    def _addresses(self) -> list[str]:
+    def _addresses(self, addrs=None) -> list[str]:
         out = []
-        for addr in self.host.get_addrs():
+        for addr in self.host.get_addrs() if addrs is None else addrs:
             text = str(addr)
             out.append(text if "/p2p/" in text else f"{text}/p2p/{self.host.get_id()}")
         return out
@@ -307,9 +310,9 @@ class Daemon:
     def _fetch_candidates(self) -> list[str]:
         return [p for p in self.service.connected if p in self.service.fabnode or self.service.book.get(p)]
 
-    async def fetch(self, cid_path: str, source: str = "") -> dict:
+    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None, on_change=None) -> dict:
         """Fetch a DAG for `fabnode get`: connected fabnode peers first, then DHT providers."""
-        return await self.fetcher.fetch(cid_path, source)
+        return await self.fetcher.fetch(cid_path, source, timeout_s, on_change)
 
     # -------------------------------------------------------------- control
 
@@ -318,7 +321,7 @@ class Daemon:
 
         await serve_control(self._control, lambda: self.token, self.log, task_status)
 
-    async def _control(self, request: dict) -> dict:
+    async def _control(self, request: dict, emit=None) -> dict:
         cmd = request.get("cmd")
         if cmd == "announce":
             self.feed(ev.OutboxChanged())
@@ -328,7 +331,11 @@ class Daemon:
         if cmd == "peers":
             return {"connected": dict(self.service.connected), "cut_off": self.service.cut_off_peers(now_ms())}
         if cmd == "fetch":
-            return await self.fetch(str(request.get("cid", "")))
+            timeout_s = request.get("timeout_s")
+            if not isinstance(timeout_s, (int, float)) or isinstance(timeout_s, bool) or timeout_s <= 0:
+                timeout_s = 600
+            return await self.fetch(str(request.get("cid", "")), timeout_s=float(timeout_s),
+                                    on_change=emit if request.get("progress") is True else None)
         raise FabnodeError(f"unknown control command {cmd!r}")
 
     def status(self) -> dict:

@@ -9,6 +9,7 @@ whole DAG is here.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from contextlib import aclosing
@@ -17,9 +18,10 @@ import trio
 
 from fabnode import interrupts
 from fabnode.protocol.car import encode_header, encode_section
-from fabnode.protocol.cid import cid_str, parse_cid_path
+from fabnode.protocol.cid import DAG_PB, cid_codec, cid_str, parse_cid_path
+from fabnode.protocol.dagpb import decode_node
 from fabnode.protocol import dag
-from fabnode.protocol.errors import FabnodeError, InvalidBlock, first_in_group
+from fabnode.protocol.errors import FabnodeError, InvalidBlock, first_in_group, human_size
 from fabnode.protocol.fetch import (
     MAX_REQUEST_BYTES,
     PROTOCOL,
@@ -39,6 +41,7 @@ from fabnode.node.runtime.blockwriter import BlockWriter
 from fabnode.node.runtime.wire import read_frame, write_all
 from fabnode.node.service.pacing import BUNDLES
 from fabnode.node.service.fetching import ServeSlots
+from fabnode.node.service.fetchplan import FetchPlan
 from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.local.sneakernet import dag_cids
 
@@ -50,6 +53,9 @@ REQUEST_TIMEOUT = 5
 SEND_TIMEOUT = 30
 """The asker must take some of a block within this (make room in the window), or its stream is
 cut: a progress deadline, so a 1 MiB block may take a minute over a thin link."""
+REQUESTS_IN_FLIGHT = 2
+"""Requests each peer is asked at once: while one stream ends and the next is set up, the other
+keeps the link busy."""
 BATCH_BYTES = 8 << 20
 """Blocks are committed in batches of this size, so an interrupted fetch keeps its progress."""
 
@@ -206,12 +212,30 @@ class PeerFailed(FabnodeError):
     """One peer could not (finish) sending a DAG; what it sent is kept, another may resume."""
 
 
-async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str], peer_id, progress=None) -> dict:
+class PeerRefused(PeerFailed):
+    """The peer answered that it does not hold the DAG, or broke the protocol: it is not asked
+    again in this fetch (a peer that merely went away is retried)."""
+
+
+def _links(cid: bytes, data: bytes) -> list[tuple[bytes, int]] | None:
+    """A dag-pb node's links as (child, sub-DAG size); None for a leaf."""
+    if cid_codec(cid) != DAG_PB:
+        return None
+    return [(link.cid, link.tsize) for link in decode_node(data).links]
+
+
+async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str], peer_id, progress=None,
+                          on_block=None, on_data=None) -> dict:
     """Ask one connected peer for a DAG; store verified blocks in batches as they arrive.
 
     Raises :class:`PeerFailed` if the peer refuses, breaks the protocol or stops early: every
-    block already committed stays, so the next attempt (this peer or another) asks only for
-    the rest. ``progress`` is a dict updated with ``blocks`` and ``bytes`` for status reports.
+    block already verified is committed (also when cancelled), so the next attempt (this peer or
+    another) asks only for the rest: at most the block in flight is fetched twice.
+    ``progress`` is a dict updated with ``blocks`` and ``bytes`` for status reports.
+    ``on_block(cid, nbytes, links) -> bool`` hears of every verified block; when it returns
+    False the stream is dropped there and the call returns with ``stopped`` set (the rest of
+    the DAG is someone else's work: node/service/fetchplan.py). ``on_data(nbytes)`` hears of
+    every read (a large block arrives in many).
     """
     from libp2p.network.stream.exceptions import StreamEOF
 
@@ -229,7 +253,9 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     fetched = received = fetched_bytes = 0
     batch: list = []
     batch_bytes = 0
-    writer = BlockWriter(store, refuse=PeerFailed)  # hashes leaves, commits batches in a thread (blockwriter.py)
+    stopped = False
+    writer = BlockWriter(store, refuse=PeerRefused)  # hashes leaves, commits batches in a thread (blockwriter.py);
+    # a leaf that does not match its CID: the peer broke the protocol, it is not asked again
     try:
         await write_all(stream, encode_request(request))
         while True:
@@ -243,77 +269,396 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
             except Exception:
                 data = b""  # a reset: what arrived is kept, what is missing is reported below
             received += len(data)
-            if not received:  # refused before the first byte
-                raise PeerFailed(f"does not have {cid_str(root)} (or would not send it)")
+            if on_data is not None and data:
+                on_data(len(data))
+            if not received:  # refused before the first byte, or the link broke
+                if await _link_broke(stream):
+                    raise PeerFailed("the link broke before the first byte")
+                raise PeerRefused(f"does not have {cid_str(root)} (or would not send it)")
             try:
                 blocks = session.receive(data)
             except RemoteProtocolError as exc:
-                raise PeerFailed(str(exc)) from None
+                if data:  # it sent what it must not: not asked again in this fetch
+                    raise PeerRefused(str(exc)) from None
+                raise PeerFailed(str(exc)) from None  # it stopped early (a cut looks the same)
             batch.extend(blocks)
-            batch_bytes += sum(len(b.data) for b in blocks)
-            if batch and (batch_bytes >= BATCH_BYTES or not data):
+            size = sum(len(b.data) for b in blocks)
+            batch_bytes += size
+            if on_block is not None:
+                for b in blocks:
+                    if not on_block(b.cid, len(b.data), _links(b.cid, b.data)):
+                        stopped = True
+            if progress is not None:
+                progress["bytes"] = progress.get("bytes", 0) + size
+                progress["blocks"] = progress.get("blocks", 0) + len(blocks)
+            if batch and (batch_bytes >= BATCH_BYTES or not data or stopped):
                 await writer.put(batch)
                 fetched += len(batch)
                 fetched_bytes += batch_bytes
-                if progress is not None:
-                    progress.update(blocks=fetched, bytes=fetched_bytes)
                 batch, batch_bytes = [], 0
-            if not data:
+            if not data or stopped:
                 break
     finally:
-        # blocks verified before a protocol error are still good; Ctrl-C keeps them too
+        # blocks verified before a protocol error, a cut, a stop or a cancel (Ctrl-C) are kept
         await writer.finish(batch)
         fetched += len(batch)
-        with trio.move_on_after(1):
+        with trio.move_on_after(1) as cleanup:
+            cleanup.shield = True  # also when cancelled: the server stops sending at once
             await stream.reset()
+    if stopped:
+        return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}
     if session.root is None:
-        raise PeerFailed(f"does not have {cid_str(root)}")
+        raise PeerRefused(f"does not have {cid_str(root)}")
     missing = session.missing()
     if missing:
         raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
-    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name}
+    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
+
+
+async def _link_broke(stream) -> bool:
+    """Whether the stream ended because its connection went (a cut), not because the peer reset
+    just this stream (its refusal). The connection's end may be seen a moment later."""
+    conn = getattr(stream, "muxed_conn", None)
+    with trio.move_on_after(0.3):
+        while not getattr(conn, "is_closed", False):
+            await trio.sleep(0.02)
+    return bool(getattr(conn, "is_closed", False))
+
+
+def _short(peer: str) -> str:
+    return peer[:16] + "…"
+
+
+class _MultiFetch:
+    """One DAG from every peer that holds it, retrying each with backoff until a deadline.
+
+    The decisions (units, stealing, endgame, backoff) are :class:`FetchPlan`'s; this class runs
+    one trio task per peer (connect, take a unit, fetch it, report; on failure wait out the
+    peer's backoff), refreshes the list of peers every second, and reports progress.
+    ``candidates()`` gives PeerInfo to ask (for the daemon: the peers connected now);
+    ``find_more()`` (optional, async) gives more (providers found in the DHT).
+    """
+
+    def __init__(self, host, store: BlockStore, root: bytes, path: list[str], candidates, *, log=None,
+                 status=None, jitter=None, find_more=None, connect=True, on_change=None) -> None:
+        self.host, self.store, self.root, self.path = host, store, root, list(path)
+        self.candidates, self.log, self.status, self.find_more = candidates, log, status, find_more
+        self.on_change = on_change
+        self.dial: set[str] = set()
+        """Peers this fetch dials itself (all with ``connect``; else only those the DHT found)."""
+        self.connect = connect
+        self.target: bytes | None = None
+        self.plan = FetchPlan(root, jitter)
+        self.done = trio.Event()
+        self._news = trio.Event()
+        self.linked: set[str] = set()
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.infos: dict[str, object] = {}
+        self.path_busy = False
+        self.held_before = 0
+        self.bytes = 0
+        self.total = 0
+        self.path_result: dict | None = None
+        self.found_more_at = -1e9
+        self.dht_said = ""
+
+    # ---------------------------------------------------------------- plan and store
+
+    def _seed(self) -> None:
+        """Tell the plan what the store holds of the target's DAG, and queue what it lacks."""
+        self.plan.have.clear()
+        self.plan.kids.clear()
+        for cid, data in _held_part(self.store, self.target):
+            self.plan.held(cid, _links(cid, data) if data else None)
+        self.plan.refill()
+
+    def _resolve_locally(self) -> None:
+        if self.target is not None:
+            return
+        if not self.path:
+            self.target = self.root
+        else:
+            try:
+                self.target = resolve(self.store.get, self.root, self.path)
+            except FabnodeError:
+                return  # the path's directories are not all here yet: a path request finds them
+        self.plan.root = self.target
+        self._seed()
+        self.held_before = len(self.plan.have)
+        self._set_total()
+
+    def _set_total(self) -> None:
+        links = self.plan.kids.get(self.target)
+        if links and not self.total:
+            self.total = sum(size for _, size in links)
+
+    def _complete(self) -> bool:
+        return self.target is not None and dag_cids(self.store, self.target)[1]
+
+    def _changed(self) -> None:
+        self._news.set()
+        self._news = trio.Event()
+
+    async def _wait_news(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            await self._news.wait()
+
+    def _on_block(self, worker):
+        def heard(cid: bytes, nbytes: int, links) -> bool:
+            self.bytes += nbytes
+            keep = self.plan.received(worker, cid, nbytes, links, int(trio.current_time() * 1000))
+            if cid == self.target:
+                self._set_total()
+            return keep
+        return heard
+
+    # ---------------------------------------------------------------- one peer
+
+    def _now(self) -> int:
+        return int(trio.current_time() * 1000)
+
+    async def _peer(self, name: str) -> None:
+        plan = self.plan
+        while not self.done.is_set():
+            state = plan.peer(name)
+            if state.refused:
+                self._changed()
+                return
+            wait = state.retry_at_ms - self._now()
+            if wait > 0:
+                await self._wait_until(state.retry_at_ms)
+                continue
+            info = self.infos[name]
+            if name not in self.dial and name not in {str(i.peer_id) for i in self.candidates()}:
+                await self._wait_news(0.5)  # the daemon redials it (its own backoff): wait for the link
+                continue
+            try:
+                if name in self.dial:
+                    # a failed dial blocks a peer for 60 s (docs/libp2p.md pitfall 4)
+                    self.host.get_network().unblock_peer(info.peer_id)
+                    self._only_given_addrs(info)
+                    with trio.fail_after(CONNECT_TIMEOUT):
+                        await self.host.connect(info)
+            except Exception as exc:
+                self._failed(name, f"cannot connect ({type(exc).__name__})")
+                continue
+            workers = [(name, slot) for slot in range(REQUESTS_IN_FLIGHT)]
+            for worker in workers:
+                plan.connected(worker, self._now())
+            self.linked.add(name)
+            self._changed()
+            try:
+                async with trio.open_nursery() as slots:  # one peer failing stops both its requests
+                    for worker in workers:
+                        slots.start_soon(self._work, worker, info)
+            except* PeerFailed as group:
+                exc = group.exceptions[0]
+                for worker in workers:
+                    plan.failed(worker)
+                self._failed(name, str(exc), refused=isinstance(exc, PeerRefused))
+            finally:
+                self.linked.discard(name)
+                self._changed()
+
+    def _only_given_addrs(self, info) -> None:
+        """Reach a peer we dial at the addresses we were given, not at those it advertised
+        (identify): the operator chose the route (a VPN, a tunnel, a shaped test link), and
+        libp2p's dial would otherwise try every address in the peerstore."""
+        store = self.host.get_peerstore()
+        store.clear_addrs(info.peer_id)
+        store.add_addrs(info.peer_id, info.addrs, 120)
+
+    async def _wait_until(self, at_ms: int) -> None:
+        with trio.move_on_after(max(at_ms - self._now(), 0) / 1000):
+            await self.done.wait()
+
+    def _failed(self, name: str, reason: str, refused: bool = False) -> None:
+        self.plan.peer_failed(name, reason, self._now(), refused=refused)
+        if self.log:
+            self.log(f"fetch of {cid_str(self.root)} from {_short(name)} failed: {reason}")
+        self._changed()
+
+    async def _work(self, worker, info) -> None:
+        plan, name = self.plan, worker[0]
+        while not self.done.is_set():
+            self._resolve_locally()
+            if self.target is None:  # a path whose directories are not here: one peer resolves it
+                if self.path_busy:
+                    await self._wait_news(0.5)
+                    continue
+                self.path_busy = True
+                got: dict = {}
+                try:
+                    self.path_result = await fetch_from_peer(self.host, self.store, self.root, self.path,
+                                                             info.peer_id, got)
+                finally:
+                    self.path_busy = False
+                    self.bytes += got.get("bytes", 0)
+                    self._changed()
+                self.target = self.path_result["root"]
+                self.plan.root = self.target
+                self._seed()
+                continue
+            unit = plan.take(worker, self._now())
+            if unit is None:
+                if plan.idle:
+                    if self._complete():
+                        self.done.set()
+                        self._changed()
+                        return
+                    self._seed()
+                    if plan.idle:  # nothing to queue yet the DAG is incomplete: cannot happen
+                        raise PeerFailed("the fetch plan and the store disagree")
+                    continue
+                await self._wait_news(0.25)
+                continue
+            self._changed()
+            if name in self.dial:
+                self._only_given_addrs(info)  # new_stream redials by itself if the link just broke
+            scope = self.scopes[worker] = trio.CancelScope()
+            with scope:
+                await fetch_from_peer(self.host, self.store, unit.root, [], info.peer_id,
+                                      on_block=self._on_block(worker),
+                                      on_data=lambda n, w=worker: plan.heard(w, n, self._now()))
+            self.scopes.pop(worker, None)
+            if scope.cancelled_caught:  # another peer finished this unit first
+                plan.failed(worker)
+                continue
+            for other in plan.finished(worker):
+                other_scope = self.scopes.get(other)
+                if other_scope is not None:
+                    other_scope.cancel()
+            self._changed()
+
+    # ---------------------------------------------------------------- all peers
+
+    def _start_new_peers(self, nursery) -> None:
+        for info in self.candidates():
+            name = str(info.peer_id)
+            if name not in self.infos:
+                self.infos[name] = info
+                if self.connect:
+                    self.dial.add(name)
+                nursery.start_soon(self._peer, name)
+
+    def _hopeless(self) -> bool:
+        """Every peer ever asked said it does not hold the DAG, and there is no one else."""
+        return bool(self.infos) and all(self.plan.peer(n).refused for n in self.infos)
+
+    async def _supervise(self, nursery) -> None:
+        while not self.done.is_set():
+            self._start_new_peers(nursery)
+            for name in self.dial:  # identify adds the addresses a peer advertises, and libp2p's
+                self._only_given_addrs(self.infos[name])  # auto-connector would redial them
+            stuck = not self.linked and all(self.plan.peer(n).failures for n in self.infos)
+            if self.find_more is not None and (self._hopeless() or stuck) \
+                    and trio.current_time() - self.found_more_at >= 30:
+                self.found_more_at = trio.current_time()
+                more = [i for i in await self.find_more(self.target or self.root) if str(i.peer_id) not in self.infos]
+                if more:
+                    if self.log:
+                        self.log(f"fetching {cid_str(self.root)}: asking {len(more)} provider(s) found in the DHT")
+                    for info in more:
+                        self.infos[str(info.peer_id)] = info
+                        self.dial.add(str(info.peer_id))
+                        nursery.start_soon(self._peer, str(info.peer_id))
+                    continue
+                self.dht_said = "; the DHT knows no other provider"
+            if self._hopeless() and (self.find_more is None or self.dht_said):
+                kept = "; what arrived is kept, run again to resume" if self.bytes else ""
+                raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}{self.dht_said}{kept}")
+            self._report()
+            await self._wait_news(0.25)
+
+    def _report(self) -> None:
+        if self.status is None:
+            self.status = {}
+        waiting = not self.linked
+        retry = self.plan.next_retry_ms([n for n in self.infos if n in self.dial]) if waiting else None
+        self.status.update(
+            bytes=self.bytes, total=self.total, peers=len(self.linked),
+            blocks=sum(self.plan.peer(n).blocks for n in self.infos),
+            state="waiting" if waiting else "fetching",
+            retry_in_s=None if retry is None else max(0, round((retry - self._now()) / 1000)),
+            last=self.plan.last_reason() or ("" if self.infos else "no peer connected"),
+            **{"from": ",".join(sorted(self.linked))})
+        if self.on_change is not None:
+            self.on_change(dict(self.status))
+
+    def _reasons(self) -> str:
+        parts = [f"{_short(n)}: {self.plan.peer(n).last_reason}" for n in self.infos if self.plan.peer(n).last_reason]
+        return "; ".join(parts) or "no peer to ask"
+
+    def attempts(self) -> list[str]:
+        out = []
+        for n in self.infos:
+            st = self.plan.peer(n)
+            line = f"{_short(n)}: sent {st.blocks} block(s)"
+            if st.failures:
+                line += f", failed {st.failures} time(s) (last: {st.last_reason})"
+            out.append(line)
+        return out
+
+    async def run(self, timeout_s: float | None) -> dict:
+        self._resolve_locally()
+        if self._complete():
+            self.done.set()
+        else:
+            with trio.move_on_after(timeout_s if timeout_s is not None else math.inf) as deadline:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._supervise, nursery)
+                        await self.done.wait()
+                        nursery.cancel_scope.cancel()
+                except BaseExceptionGroup as group:  # the supervisor's verdict, not a group of one
+                    verdict = first_in_group(group, FabnodeError)
+                    if verdict is None or first_in_group(group, KeyboardInterrupt) is not None:
+                        raise
+                    raise verdict from None
+            if deadline.cancelled_caught:
+                self._report()
+                kept = (f"{human_size(self.bytes)} arrived and {'is' if self.bytes else 'are'} kept, run again "
+                        "to resume") if self.bytes else "nothing arrived"
+                raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}; gave up after "
+                                   f"{_duration(timeout_s)} (--timeout): {kept}")
+        self._report()
+        fetched = max(len(dag_cids(self.store, self.target)[0]) - self.held_before, 0) if self.path_result is None \
+            else self.path_result["fetched"]
+        senders = sorted(self.infos, key=lambda n: -self.plan.peer(n).bytes)
+        return {"root": self.target, "fetched": fetched, "held": self.held_before,
+                "from": senders[0] if senders else "", "attempts": self.attempts(),
+                "steals": self.plan.steals, "duplicates": self.plan.duplicates}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "ever"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} min"
+    return f"{seconds:g} s"
 
 
 async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
-                           progress=None) -> dict:
-    """Try ``peers`` (PeerInfo, in order) until one sends the whole DAG; each resumes the last.
+                           progress=None, *, timeout_s: float | None = None, jitter=None, find_more=None,
+                           connect: bool = True, on_change=None) -> dict:
+    """Fetch a DAG from ``peers`` (PeerInfo, or a function returning the PeerInfo to ask now)
+    at once, each sending disjoint parts, retrying each with backoff until ``timeout_s``.
 
-    Returns the resolved root, the blocks fetched over all attempts, those held before the
-    first one, and one line per attempt.
+    Returns the resolved root, the blocks fetched, those held before, the peer that sent most,
+    and one line per peer. Raises :class:`FabnodeError` when the deadline passes (what arrived is
+    kept) or when every peer said it does not hold the DAG. ``progress`` (a dict) is kept up to
+    date for `fabnode status`; ``on_change(copy)`` hears of it a few times a second.
     """
-    attempts: list[str] = []
-    fetched = 0
-    held_before = len(_held_part(store, root)) if not path else 0
-    for info in peers:
-        short = str(info.peer_id)[:16] + "…"
-        try:
-            # a failed dial blocks a peer for 60 s (docs/libp2p.md pitfall 4)
-            host.get_network().unblock_peer(info.peer_id)
-            with trio.fail_after(CONNECT_TIMEOUT):
-                await host.connect(info)
-        except Exception as exc:
-            attempts.append(f"{short}: cannot connect ({type(exc).__name__})")
-            continue
-        if progress is not None:
-            progress["from"] = str(info.peer_id)
-        try:
-            result = await fetch_from_peer(host, store, root, path, info.peer_id, progress)
-        except PeerFailed as exc:
-            attempts.append(f"{short}: {exc}")
-            if log:
-                log(f"fetch of {cid_str(root)} from {short} failed: {exc}")
-            continue
-        attempts.append(f"{short}: sent {result['fetched']} block(s)")
-        fetched = len(_held_part(store, root)) - held_before if not path else result["fetched"]
-        return {"root": result["root"], "fetched": fetched, "held": held_before if not path else result["held"],
-                "from": result["from"], "attempts": attempts}
-    tried = "; ".join(attempts) or "no peer to ask"
-    progressed = not path and len(_held_part(store, root)) > held_before
-    hint = "; what arrived is kept, run again to resume" if progressed else ""
-    raise FabnodeError(f"could not fetch {cid_str(root)}: {tried}{hint}")
+    candidates = peers if callable(peers) else (lambda fixed=list(peers): fixed)
+    job = _MultiFetch(host, store, root, path, candidates, log=log, status=progress, jitter=jitter,
+                      find_more=find_more, connect=connect, on_change=on_change)
+    return await job.run(timeout_s)
 
 
-async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], peer_addrs: list[str]) -> dict:
+async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], peer_addrs: list[str],
+                               timeout_s: float | None = None, progress=None) -> dict:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
@@ -328,7 +673,7 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
         except Exception as exc:
             raise FabnodeError(f"not a peer address: {addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
-        return await fetch_from_peers(host, store, root, path, infos)
+        return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, on_change=progress)
 
 
 async def _until_interrupted(fn, *args):
@@ -374,9 +719,16 @@ def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
                       time.time_ns() // 1_000_000), replace=False)
 
 
-def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
-    """Fetch a DAG from the given peers (tried in order, each resuming the last) into the store,
-    verified, and pin it; without peers, ask the running daemon to find them."""
+DEFAULT_TIMEOUT_S = 600
+"""How long an interactive `get` keeps trying (``--timeout``)."""
+
+
+def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+          progress=None) -> dict:
+    """Fetch a DAG from the given peers (all at once, each retried with backoff until
+    ``timeout_s``) into the store, verified, and pin it; without peers, ask the running daemon
+    to find them. ``progress(status)`` is called a few times a second with a dict: ``bytes``,
+    ``total`` (0 until known), ``state`` ("fetching" or "waiting"), ``retry_in_s``, ``last``."""
     root, path = parse_cid_path(cid_path)
     if isinstance(peer_addrs, str):
         peer_addrs = [peer_addrs]
@@ -384,21 +736,19 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str) -> dict:
     if not peer_addrs:
         from fabnode.node.runtime.control import ask_daemon
 
-        reply = ask_daemon(home.path, "fetch", timeout=None, cid=cid_path)
+        reply = ask_daemon(home.path, "fetch", timeout=None, on_progress=progress, cid=cid_path, timeout_s=timeout_s)
         if reply is None:
             what = missing_here(store, root, path) or "is not held here"
             raise FabnodeError(f"{cid_path} {what}, and no daemon is running to fetch it: "
                                "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
         return reply
     try:
-        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs)
+        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s, progress)
     except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
         raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
     pin_fetched(store, result["root"])
     return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"],
             "from": str(result["from"]), "attempts": result["attempts"]}
-
-
 
 
 def missing_here(store: BlockStore, root: bytes, path: list[str]) -> str | None:

@@ -1,11 +1,16 @@
-"""Fetching a DAG for `fabnode get` and for seeding: the connected fabnode peers first, then
-providers found in the DHT, each attempt resuming where the last stopped (the wire: fetch.py)."""
+"""Fetching a DAG for `fabnode get` and for seeding: every connected fabnode peer at once, then
+providers found in the DHT, each peer retried with backoff (the wire: fetch.py; the decisions:
+node/service/fetchplan.py) until the deadline. `get` gives its own deadline (``--timeout``); a
+seeding fetch gives up after :data:`SEEDING_ROUND_S` and the seeding policy tries it again in its
+next round once a peer is connected (node/service/seeding.py): seeding never gives up for good."""
 
 from __future__ import annotations
 
 from fabnode.node.service.service import short
 from fabnode.protocol.cid import cid_str, parse_cid_path
-from fabnode.protocol.errors import FabnodeError
+
+SEEDING_ROUND_S = 300
+"""A seeding fetch's deadline; what arrived stays, and the next round resumes it."""
 
 
 class Fetcher:
@@ -15,28 +20,28 @@ class Fetcher:
         self.active: dict[int, dict] = {}
         """Fetches in progress, for `fabnode status`."""
 
-    async def fetch(self, cid_path: str, source: str = "") -> dict:
+    def _infos(self) -> list:
         from libp2p.peer.id import ID
         from libp2p.peer.peerinfo import PeerInfo
 
+        peerstore = self.host.get_peerstore()
+        return [PeerInfo(ID.from_base58(p), peerstore.addrs(ID.from_base58(p))) for p in self.candidates()]
+
+    async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None, on_change=None) -> dict:
+        """Fetch and pin; ``timeout_s`` None means a seeding round (:data:`SEEDING_ROUND_S`).
+        ``on_change(status)``: progress for the `get` that asked (over the control socket)."""
         from .fetch import fetch_from_peers, pin_fetched
 
         root, path = parse_cid_path(cid_path)
         progress = {"root": cid_str(root), "from": "", "blocks": 0, "bytes": 0}
         self.active[id(progress)] = progress
-        peerstore = self.host.get_peerstore()
         try:
-            candidates = [PeerInfo(ID.from_base58(p), peerstore.addrs(ID.from_base58(p))) for p in self.candidates()]
-            self.log(f"fetching {cid_str(root)}: asking {len(candidates)} connected peer(s)")
-            try:
-                result = await fetch_from_peers(self.host, self.store, root, path, candidates, self.log, progress)
-            except FabnodeError as first:
-                asked = {str(c.peer_id) for c in candidates}
-                providers = [p for p in await self.providers.find(root) if str(p.peer_id) not in asked]
-                if not providers:
-                    raise FabnodeError(f"{first}; the DHT knows no other provider") from None
-                self.log(f"fetching {cid_str(root)}: asking {len(providers)} provider(s) found in the DHT")
-                result = await fetch_from_peers(self.host, self.store, root, path, providers, self.log, progress)
+            self.log(f"fetching {cid_str(root)}: asking {len(self.candidates())} connected peer(s)")
+            # the daemon keeps its connections itself (redialling the addresses it knows, which
+            # are the ones it was told to use): the fetch only asks the peers connected now
+            result = await fetch_from_peers(self.host, self.store, root, path, self._infos, self.log, progress,
+                                            timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
+                                            find_more=self.providers.find, connect=False, on_change=on_change)
             pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "

@@ -107,22 +107,25 @@ def node_key_pair(home: Home) -> KeyPair:
     return KeyPair(private, private.get_public_key())
 
 
-def make_host(key_pair: KeyPair):
-    """A host that speaks only Noise over TCP, multiplexed with Yamux."""
+def make_host(key_pair: KeyPair, announce: Sequence[str] = ()):
+    """A host that speaks only Noise over TCP, multiplexed with Yamux; ``announce``: the
+    addresses peers are told instead of the listen addresses."""
     return new_host(
         key_pair=key_pair,
+        announce_addrs=[Multiaddr(a) for a in announce] or None,
         sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=new_x25519_pair().private_key)},
         muxer_opt={YAMUX_ID: Yamux},
     )
 
 
 @contextlib.asynccontextmanager
-async def running_host(key_pair: KeyPair, listen: Sequence[str], *, change: str = "with --listen") -> AsyncIterator:
+async def running_host(key_pair: KeyPair, listen: Sequence[str], *, change: str = "with --listen",
+                       announce: Sequence[str] = ()) -> AsyncIterator:
     """Listen on ``listen`` (multiaddrs), yield the host, and close every connection on exit.
 
     An address that did not become a listener is a FabnodeError (the library would run on,
     listening elsewhere or nowhere); ``change`` says how the operator picks another one."""
-    host = make_host(key_pair)
+    host = make_host(key_pair, announce)
     addrs = [Multiaddr(a) for a in listen]
     async with host.run(addrs):
         try:
