@@ -224,7 +224,7 @@ def main() -> None:
     if not shutil.which("rsync"):
         raise SystemExit("rsync is needed as the anchor: apt-get install rsync")
     atexit.register(cleanup)
-    base = WORK / "links"
+    base = WORK / f"links-{args.only.replace(',', '')}"  # runs of different scenarios may overlap
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     results = [run_scenario(key, SCENARIOS[key], args.runs, args.scale, base) for key in args.only.split(",")]
