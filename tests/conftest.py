@@ -130,3 +130,32 @@ def pytest_collection_modifyitems(items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     rank["test_wheel.py"] = len(rank) + 1  # last: `make test` builds the wheel meanwhile
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
+
+
+def run_on_terminal(cli: "Cli", *args: str, columns: int = 100, quiet_s: float = 60) -> tuple[int, bytes]:
+    """Run fabnode with stdout and stderr on a pseudo-terminal (where progress lines are drawn);
+    return (exit code, everything shown). Fails if nothing is shown for ``quiet_s``."""
+    import pty
+    import select
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(cli.home), "COLUMNS": str(columns)},
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    shown = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([primary], [], [], quiet_s)
+            assert ready, f"no output from fabnode within {quiet_s} s"
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # EIO: the terminal closed when the process exited
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        os.close(primary)
+        if proc.poll() is None and not shown:
+            proc.kill()
+    return proc.wait(timeout=60), bytes(shown)

@@ -9,18 +9,14 @@ core (node/service/fetchplan.py) is tested at the end without any network.
 
 from __future__ import annotations
 
-import os
-import pty
 import random
-import select
 import signal
 import sqlite3
 import subprocess
-import time
 
 import pytest
 
-from conftest import FABNODE, Cli, cli_env, write_random_file
+from conftest import FABNODE, Cli, cli_env, run_on_terminal, write_random_file
 from daemons import Daemon, wait_until
 from linkshaper import LinkShaper
 
@@ -195,29 +191,6 @@ def test_the_deadline_passes_with_the_link_down_and_the_next_get_fetches_only_th
         assert size - kept <= again <= (size - kept) * 1.1 + (64 << 10), (size, kept, again)
 
 
-def _on_terminal(lab: Cli, *args: str) -> tuple[int, str]:
-    """Run fabnode with stdout and stderr on a pseudo-terminal; (exit code, all it showed)."""
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(lab.home), "COLUMNS": "200"},
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
-    os.close(secondary)
-    shown = bytearray()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([primary], [], [], 5)
-        if not ready:
-            continue
-        try:
-            data = os.read(primary, 65536)
-        except OSError:  # EIO: the terminal closed when the process exited
-            break
-        if not data:
-            break
-        shown += data
-    os.close(primary)
-    return proc.wait(timeout=30), shown.decode(errors="replace")
-
-
 @pytest.mark.parametrize("through", ["--peer", "daemon"])
 def test_progress_says_it_waits_for_a_link(tmp_path, asker, daemons, through):
     tree = _design(tmp_path, MiB, seed=5)
@@ -234,7 +207,9 @@ def test_progress_says_it_waits_for_a_link(tmp_path, asker, daemons, through):
         else:
             peer = ["--peer", _via(link, d)]
         link.cut(down=600)
-        code, text = _on_terminal(asker, "get", bundle, *peer, "-o", str(tmp_path / "x"), "--timeout", "4s")
+        code, shown = run_on_terminal(asker, "get", bundle, *peer, "-o", str(tmp_path / "x"), "--timeout", "4s",
+                                      columns=200)
+        text = shown.decode(errors="replace")
     assert code == 1, text
     if through == "--peer":
         assert "waiting for a link — retry in" in text and "(last: cannot connect" in text, text

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
-
-from conftest import FABNODE, Cli, cli_env, write_random_file
-
-
-def _run_on_terminal(cli: Cli, *args: str) -> tuple[int, bytes]:
-    """Run with stdout and stderr on a pseudo-terminal; return (exit code, everything shown)."""
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(cli.home), "COLUMNS": "100"},
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
-    os.close(secondary)
-    shown = bytearray()
-    while True:
-        ready, _, _ = select.select([primary], [], [], 60)
-        assert ready, "no output from fabnode within 60 s"
-        try:
-            data = os.read(primary, 65536)
-        except OSError:  # EIO: the terminal closed when the process exited
-            break
-        if not data:
-            break
-        shown += data
-    os.close(primary)
-    return proc.wait(timeout=60), bytes(shown)
+from conftest import Cli, run_on_terminal, write_random_file
 
 
 def test_add_and_fsck_show_a_bar_on_a_terminal(cli: Cli, tmp_path):
     big = write_random_file(tmp_path / "big.bin", 48 << 20, seed=1)
-    code, shown = _run_on_terminal(cli, "add", str(big))
+    code, shown = run_on_terminal(cli, "add", str(big))
     assert code == 0
     assert b"adding" in shown and b"100%" in shown
     cid = shown.decode().strip().splitlines()[-1].strip()
     assert cid.startswith("bafybei")
-    code, shown = _run_on_terminal(cli, "get", cid, "-o", str(tmp_path / "out.bin"))
+    code, shown = run_on_terminal(cli, "get", cid, "-o", str(tmp_path / "out.bin"))
     assert code == 0 and b"writing" in shown
-    code, shown = _run_on_terminal(cli, "fsck")
+    code, shown = run_on_terminal(cli, "fsck")
     assert code == 0 and b"checking" in shown
 
 
@@ -55,11 +29,11 @@ def test_export_and_import_show_a_bar_on_a_terminal(cli: Cli, tmp_path):
     big = write_random_file(tmp_path / "design" / "scan.bin", 48 << 20, seed=2)
     cli.out("publish", str(big.parent), "-m", "scan", "--license", "MIT")
     car = tmp_path / "out.car"
-    code, shown = _run_on_terminal(cli, "export", str(car))
+    code, shown = run_on_terminal(cli, "export", str(car))
     assert code == 0 and b"exporting" in shown and b"100%" in shown
     other = Cli(tmp_path / "other")
     other.run("init")
-    code, shown = _run_on_terminal(other, "import", str(car))
+    code, shown = run_on_terminal(other, "import", str(car))
     assert code == 0 and b"importing" in shown and b"records: 1 new" in shown
     quiet = Cli(tmp_path / "quiet")
     quiet.run("init")
