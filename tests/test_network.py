@@ -81,7 +81,8 @@ def test_thirty_records_published_in_one_second_all_arrive(tmp_path, daemons):
     home = Home(a.home)
     start_t = time.monotonic()
     made = [vouch(home, did_from_ed25519(bytes([i]) * 32), note=f"burst {i}") for i in range(30)]
-    assert time.monotonic() - start_t < 1.0
+    # the premise, not a speed goal: a burst (0.3 s here when quiet; 1.1-1.3 s seen at load 5-6)
+    assert time.monotonic() - start_t < 2.5
     wait_until(lambda: all(has_record(b.home, cid) for cid in made), timeout=15, what="all 30 records on B")
     # every one came by gossip: B logs each after committing it, so wait (bounded) for the 30th line
     wait_until(lambda: len(db.said("record received: vouch")) >= 30, timeout=10, what="B to log all 30 by gossip")
