@@ -326,8 +326,8 @@ def test_status_shows_what_is_being_fetched_and_served(tmp_path, daemons):
     a, b = make_labs(tmp_path, 2)
     tree = tmp_path / "design"
     write_random_file(tree / "frame.step", 12 << 20, seed=9)
-    with open(a.home / "config.toml", "a") as f:
-        f.write("[limits]\nupload_bytes_per_second = 2097152\n")
+    with open(a.home / "config.toml", "a") as f:  # 12 s of transfer: three status commands fit even under load
+        f.write("[limits]\nupload_bytes_per_second = 1048576\n")
     bundle = a.out("add", str(tree))
     da, db = connect_line(daemons, [a, b])
     get = subprocess.Popen([str(FABNODE), "get", bundle, "-o", str(tmp_path / "copy")], env=cli_env(b.home),
