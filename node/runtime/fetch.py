@@ -46,6 +46,9 @@ from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.local.sneakernet import dag_cids
 
 CONNECT_TIMEOUT = 10
+STREAM_OPEN_TIMEOUT = 30
+"""Opening a stream on a connection takes round trips that queue behind what the link is
+already carrying: over 256 kbit/s, a queue of a few hundred KiB is ten seconds and more."""
 READ_TIMEOUT = 30
 """The asker waits this long for the server's next bytes."""
 REQUEST_TIMEOUT = 5
@@ -246,7 +249,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
         session.held_block(cid, data)
     name = str(peer_id)
     try:
-        with trio.fail_after(CONNECT_TIMEOUT):
+        with trio.fail_after(STREAM_OPEN_TIMEOUT):
             stream = await host.new_stream(peer_id, [PROTOCOL])
     except Exception as exc:
         raise PeerFailed(f"cannot open a fetch stream: {type(exc).__name__} {exc}".strip()) from None

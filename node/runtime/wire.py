@@ -48,6 +48,11 @@ async def read_frame(stream, limit: int) -> bytes:
 
 WRITE_STALL_S = 30.0
 """A write may wait this long for the peer to make room (take bytes, grant window), each time."""
+WRITE_PIECE = 64 << 10
+"""Most handed to the stream at once: a Yamux frame's worth. Once the link's queue is full, a
+write returns at the link's pace, so the progress deadline must watch pieces this small (2 s
+at 256 kbit/s), never a whole 1 MiB block (33 s: the deadline fired while bytes moved, and a
+write cancelled mid-frame leaves the connection's framing broken)."""
 WINDOW_POLL_S = 0.01
 """How often a writer waiting for window looks again (py-libp2p's own Yamux polls at this rate)."""
 
@@ -61,7 +66,8 @@ async def write_all(stream, data: bytes, stall_s: float = WRITE_STALL_S) -> None
     update after 5 seconds") when the peer's receive window stays shut for 5 s; its window
     auto-tuning usually keeps windows large enough that this does not happen, but a 256 KiB
     window takes 8 s to drain over such a link. So the writer hands the stream only what the
-    window admits and waits for more room itself, with the deadline on progress.
+    window admits, a frame at a time, and waits for more room itself, with the deadline on
+    progress.
     """
     muxed = getattr(stream, "muxed_stream", stream)
     if not hasattr(muxed, "send_window"):  # not Yamux (a test double, another muxer)
@@ -74,6 +80,6 @@ async def write_all(stream, data: bytes, stall_s: float = WRITE_STALL_S) -> None
             while muxed.send_window <= 0 and not (muxed.closed or muxed.send_closed):
                 await trio.sleep(WINDOW_POLL_S)
             # a closed stream: the write below raises the library's own error
-            n = min(max(muxed.send_window, 1), len(view))
+            n = min(max(muxed.send_window, 1), len(view), WRITE_PIECE)
             await stream.write(bytes(view[:n]))
         view = view[n:]
