@@ -184,7 +184,7 @@ def report(results: list[dict], runs: int, scale: float) -> str:
         spec, rows, nbytes = res["spec"], res["rows"], res["bytes"]
         lines += [f"#### {res['key']}. {spec['title']} — goal {spec['goal']}", "",
                   f"Tree: {nbytes / MiB:.1f} MiB.", "",
-                  "| | median time | all runs | finished | bytes carried / tree | CPU s (asker) |",
+                  "| | median time | all runs (carried / tree) | finished | bytes carried / tree | CPU s (asker) |",
                   "|---|---|---|---|---|---|"]
         anchor = None
         for name, values in rows.items():
@@ -193,7 +193,7 @@ def report(results: list[dict], runs: int, scale: float) -> str:
             ok = sum(v["ok"] for v in values)
             carried = statistics.median(v["carried"] for v in values) / nbytes
             lines.append(f"| {name} | {med:.2f} s ({med / anchor:.2f}×) | "
-                         + ", ".join(f"{v['seconds']:.1f}" for v in values)
+                         + ", ".join(f"{v['seconds']:.1f} ({v['carried'] / nbytes:.2f})" for v in values)
                          + f" | {ok}/{len(values)} | {carried:.3f} | "
                          f"{statistics.median(v['cpu'] for v in values):.2f} |")
         failures = [f"{name}: {v['stderr']}" for name, values in rows.items() for v in values if not v["ok"]]
