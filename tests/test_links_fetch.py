@@ -333,25 +333,27 @@ def test_durations():
             parse_duration(bad)
 
 
-def test_backoff_doubles_to_a_cap_and_jitter_only_stretches():
+def test_backoff_doubles_every_second_wait_to_a_cap_and_jitter_only_stretches():
     b = Backoff()
-    assert [b.next_ms() for _ in range(7)] == [1000, 2000, 4000, 8000, 16000, 30000, 30000]
+    plain = [1000, 1000, 2000, 2000, 4000, 4000, 8000, 8000, 16000, 16000, 30000, 30000, 30000]
+    assert [b.next_ms() for _ in range(13)] == plain
+    b.next_ms()
     b.reset()
-    assert b.next_ms() == 1000
+    assert [b.next_ms() for _ in range(3)] == [1000, 1000, 2000]
     rng = random.Random(7)
     j = Backoff(jitter=rng.random)
-    waits = [j.next_ms() for _ in range(6)]
-    assert all(base <= w <= base * 1.25 for w, base in zip(waits, [1000, 2000, 4000, 8000, 16000, 30000]))
-    assert waits != [1000, 2000, 4000, 8000, 16000, 30000]
+    waits = [j.next_ms() for _ in range(12)]
+    assert all(base <= w <= base * 1.25 for w, base in zip(waits, plain))
+    assert waits != plain[:12]
     again = Backoff(jitter=random.Random(7).random)
-    assert [again.next_ms() for _ in range(6)] == waits  # seeded: the same waits every run
+    assert [again.next_ms() for _ in range(12)] == waits  # seeded: the same waits every run
 
 
 def test_a_peer_that_delivered_starts_its_backoff_again_and_one_that_refused_is_dropped():
     plan = FetchPlan(_cid(0))
     assert plan.peer_failed("a", "cut", 0) == 1000
-    assert plan.peer_failed("a", "cut", 1000) == 3000
-    plan.received("a", _cid(0), 10, None, 3000)
+    assert plan.peer_failed("a", "cut", 1000) == 2000  # each wait twice before it doubles
+    plan.received("a", _cid(0), 10, None, 3000)  # without it the next wait would be 2 s
     assert plan.peer_failed("a", "cut", 4000) == 5000  # it sent something: 1 s again
     plan.peer_failed("b", "does not have it", 0, refused=True)
     assert plan.askable(["a", "b"]) == ["a"] and plan.next_retry_ms(["a", "b"]) == 5000
