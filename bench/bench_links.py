@@ -178,8 +178,8 @@ def run_scenario(key: str, spec: dict, runs: int, scale: float, base: Path) -> d
     return {"key": key, "spec": spec, "bytes": nbytes, "rows": rows}
 
 
-def report(results: list[dict], runs: int, scale: float) -> str:
-    lines = [f"Machine: {machine()}", f"Commit: {commit()}; runs: {runs} (medians); scale {scale}", ""]
+def report(results: list[dict], runs: int, scale: float, at_commit: str) -> str:
+    lines = [f"Machine: {machine()}", f"Commit: {at_commit} (at the start); runs: {runs} (medians); scale {scale}", ""]
     for res in results:
         spec, rows, nbytes = res["spec"], res["rows"], res["bytes"]
         lines += [f"#### {res['key']}. {spec['title']} — goal {spec['goal']}", "",
@@ -227,8 +227,9 @@ def main() -> None:
     base = WORK / f"links-{args.only.replace(',', '')}"  # runs of different scenarios may overlap
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
+    at_commit = commit()  # the code under test may change while a long run goes on: say where it began
     results = [run_scenario(key, SCENARIOS[key], args.runs, args.scale, base) for key in args.only.split(",")]
-    print(report(results, args.runs, args.scale))
+    print(report(results, args.runs, args.scale, at_commit))
 
 
 if __name__ == "__main__":
