@@ -117,7 +117,8 @@ def test_a_cut_at_half_is_survived_and_costs_at_most_a_tenth_more(tmp_path, aske
     d = Daemon(holder)
     daemons.append(d)
     out = tmp_path / "copy"
-    with LinkShaper(d.port, rate=2_000_000) as link:
+    # 1 MB/s: the second half takes 3 s, so the cut lands mid-transfer even on a loaded machine
+    with LinkShaper(d.port, rate=1_000_000) as link:
         get = _get(asker, bundle, "--peer", _via(link, d), "-o", str(out), "--timeout", "60s")
         wait_until(lambda: link.carried["down"] >= size // 2 or get.poll() is not None, timeout=30,
                    what="half the bundle to cross the link")
@@ -141,7 +142,7 @@ def test_a_cut_is_survived_through_the_daemon(tmp_path, asker, daemons):
     tree = _design(tmp_path, size, seed=3, pieces=24)
     holder, bundle = _holder(tmp_path, "holder", tree)
     port = _free_port()
-    with LinkShaper(port, rate=2_000_000) as link:
+    with LinkShaper(port, rate=1_000_000) as link:  # the second half takes 3 s: room for the cut
         d = Daemon(holder, "--announce", f"/ip4/127.0.0.1/tcp/{link.port}", listen=f"/ip4/127.0.0.1/tcp/{port}")
         daemons.append(d)
         mine = Daemon(asker, "--bootstrap", _via(link, d), "--announce", f"/ip4/127.0.0.1/tcp/{_free_port()}")

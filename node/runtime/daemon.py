@@ -110,6 +110,8 @@ class Daemon:
         its auto-connector, the DHT — so the peerstore is kept from learning others for such a
         peer (issue 14: after a cut, a lab redialled the hub's announced address, around the
         link; identify had added it)."""
+        from multiaddr import Multiaddr
+
         store = host.get_peerstore()
         add_addrs = store.add_addrs
 
@@ -117,9 +119,8 @@ class Daemon:
             entry = self.service.book.get(str(peer_id)) if self.service else None
             if entry is not None and entry.source == "bootstrap":
                 allowed = set(entry.addrs)
-                addrs = [a for a in addrs if str(a) in allowed]
-                if not addrs:
-                    return
+                # a signed peer record clears the addresses before adding its own: put ours back
+                addrs = [a for a in addrs if str(a) in allowed] or [Multiaddr(a) for a in entry.addrs]
             add_addrs(peer_id, addrs, ttl)
 
         store.add_addrs = guarded

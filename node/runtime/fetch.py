@@ -676,7 +676,29 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
         except Exception as exc:
             raise FabnodeError(f"not a peer address: {addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+        _learn_no_other_addrs(host, infos)
         return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, on_change=progress)
+
+
+def _learn_no_other_addrs(host, infos) -> None:
+    """This host's peerstore never learns other addresses for the peers named with ``--peer``.
+
+    Clearing them after identify added them (``_MultiFetch._only_given_addrs``) leaves a window
+    in which libp2p opens a stream, or a second connection, at an advertised address: around the
+    route the operator chose (on loopback, around the shaped link: a test saw the whole fetch
+    go around it). The host is this command's own, so the guard lives as long as the fetch."""
+    given = {str(info.peer_id): list(info.addrs) for info in infos}
+    store = host.get_peerstore()
+    add_addrs = store.add_addrs
+
+    def only_given(peer_id, addrs, ttl=0):
+        allowed = given.get(str(peer_id))
+        if allowed is not None:
+            # a signed peer record clears the addresses before adding its own: put ours back
+            addrs = [a for a in addrs if str(a) in {str(b) for b in allowed}] or allowed
+        add_addrs(peer_id, addrs, ttl)
+
+    store.add_addrs = only_given
 
 
 async def _until_interrupted(fn, *args):
