@@ -127,6 +127,19 @@ def record_count(home: Path, where: str = "1") -> int:
         conn.close()
 
 
+def stored_blocks(home: Path) -> tuple[int, int]:
+    """(blocks, bytes) committed in a node's store, read straight from its SQLite file while the
+    node writes it; (0, 0) before the database exists."""
+    try:
+        conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return tuple(conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM blocks").fetchone())
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0, 0
+
+
 def has_record(home: Path, cid: str) -> bool:
     from fabnode.protocol.cid import parse_cid
 

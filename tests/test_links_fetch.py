@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import subprocess
 
 import pytest
 
 from conftest import FABNODE, Cli, cli_env, run_on_terminal, write_random_file
-from daemons import Daemon, wait_until
+from daemons import Daemon, stored_blocks, wait_until
 from linkshaper import LinkShaper
 
 from fabnode.node.service.fetchplan import (
@@ -63,18 +62,6 @@ def _same_tree(a, b) -> bool:
 
 def _via(link: LinkShaper, daemon: Daemon) -> str:
     return f"/ip4/127.0.0.1/tcp/{link.port}/p2p/{daemon.peer_id}"
-
-
-def _blocks_bytes(home) -> int:
-    """Bytes of blocks committed in a home's store (0 if the database is not there yet)."""
-    try:
-        conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute("SELECT coalesce(sum(size), 0) FROM blocks").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _get(lab: Cli, *args: str) -> subprocess.Popen:
@@ -182,7 +169,7 @@ def test_the_deadline_passes_with_the_link_down_and_the_next_get_fetches_only_th
         assert lines[0].startswith(f"error: could not fetch {bundle}: {d.peer_id[:16]}…: "), lines
         assert "gave up after 5 s (--timeout)" in lines[0] and "is kept, run again to resume" in lines[0]
         assert not out.exists()
-        kept = _blocks_bytes(asker.home)
+        kept = stored_blocks(asker.home)[1]
         assert kept >= size // 4  # what arrived stayed (at most the block in flight was lost)
         link.up()
         before = link.carried["down"]
@@ -235,7 +222,7 @@ def test_ctrl_c_keeps_what_arrived_and_the_next_get_resumes(tmp_path, asker, dae
         code, stdout, stderr = _finish(get, timeout=30)
         assert code == 130 and stderr.strip().splitlines()[-1] == "error: interrupted", stderr
         assert not out.exists()
-        kept = _blocks_bytes(asker.home)
+        kept = stored_blocks(asker.home)[1]
         assert kept >= size // 3
         before = link.carried["down"]
         code, stdout, stderr = _finish(_get(asker, bundle, "--peer", _via(link, d), "-o", str(out)))

@@ -12,7 +12,8 @@ import json
 import pytest
 
 from conftest import ROOT
-from daemons import STOP_DEADLINE_S, signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start, wait_until
+from daemons import (STOP_DEADLINE_S, signing_key, connect_line, daemon_state, has_record, make_labs, record_count, start,
+                     stored_blocks, wait_until)
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -202,7 +203,6 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     limits.upload_bytes_per_second). B asks A, then C. Once B has committed a first batch, A is
     killed (SIGKILL); B goes on with C, which sends only what B still lacks."""
     import signal
-    import sqlite3
     import subprocess
 
     from conftest import FABNODE, cli_env, write_random_file
@@ -220,18 +220,8 @@ def test_a_transfer_cut_by_killing_the_server_resumes_from_another_node(tmp_path
     get = subprocess.Popen([str(FABNODE), "get", bundle, "--peer", da.addr, "--peer", dc.addr, "-o", str(out)],
                            env=cli_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def blocks_on_b() -> int:
-        try:
-            conn = sqlite3.connect(f"file:{b.home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
-            try:
-                return conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.OperationalError:
-            return 0
-
     try:
-        wait_until(lambda: blocks_on_b() >= 8, timeout=20, what="B to commit its first batch from A")
+        wait_until(lambda: stored_blocks(b.home)[0] >= 8, timeout=20, what="B to commit its first batch from A")
         da.proc.send_signal(signal.SIGKILL)
         da.proc.wait(timeout=10)
         stdout, stderr = get.communicate(timeout=60)
