@@ -337,6 +337,19 @@ def test_seeding_fetches_one_bundle_at_a_time_and_retries_a_failure_a_minute_lat
     assert [e.root for e in svc.drain() if isinstance(e, fx.Fetch)] == [b"b1"]
 
 
+def test_a_sync_that_ends_before_its_connection_is_told_still_lets_seeding_start():
+    """The peer's own sync can open, run and end before libp2p's connection event reaches the
+    service (seen in CI): that event must not start the records-first wait again, or seeding
+    waits a whole minute for a sync that already happened."""
+    view = SeedingView([(b"b1", b"d1")])
+    svc = NodeService("m", view, ServiceConfig(outbox_poll_ms=None, sync_interval_ms=3_600_000))
+    svc.handle(ev.InboundStream("s1", "a", SYNC), T0)  # a < m: a syncs first
+    svc.handle(ev.StreamFailed("s1", "ConnectionResetError"), T0 + 10)
+    connect(svc, "a", T0 + 20)
+    svc.tick(T0 + 2_000)
+    assert [e.root for e in svc.drain() if isinstance(e, fx.Fetch)] == [b"b1"]
+
+
 # ---------------------------------------------------------------------- purity
 
 

@@ -126,6 +126,7 @@ class NodeService:
         self._next_stream = 0
         self._gossip_invalid: dict[str, tuple[int, int]] = {}
         self._unsynced: dict[str, int] = {}
+        self._sync_tried: set[str] = set()  # a sync with it ended: it may end before its connection is told
         self.records_sent = {"sync": 0, "gossip": 0}
         """Records sent since the start: in finished syncs, and announced by gossip."""
         """Fabnode peers connected and not yet synced with since: when they were met."""
@@ -245,7 +246,8 @@ class NodeService:
         if e.peer in self.connected:
             return
         self.connected[e.peer] = e.addr
-        self._unsynced[e.peer] = self.now  # records first: no seeding before it is known and synced
+        if e.peer not in self._sync_tried:  # records first: no seeding before it is known and synced
+            self._unsynced[e.peer] = self.now
         self._log(f"peer connected: {e.peer} via {e.addr}")
         self._out += self.book.connected(e.peer, self.now)
         self._fill_announcements()
@@ -254,7 +256,8 @@ class NodeService:
         if e.peer not in self.connected or e.peer in self.fabnode:
             return
         self.fabnode.add(e.peer)
-        self._unsynced[e.peer] = self.now  # from now on, up to SYNC_FIRST_MS for its first sync
+        if e.peer not in self._sync_tried:  # from now on, up to SYNC_FIRST_MS for its first sync
+            self._unsynced[e.peer] = self.now
         if self.scheduler.next_round_ms is None:
             self.scheduler.next_round_ms = self.now + self.config.sync_interval_ms
         if self.scheduler.starts_with(e.peer):
@@ -274,6 +277,7 @@ class NodeService:
         self.connected.pop(peer, None)
         self.fabnode.discard(peer)
         self._unsynced.pop(peer, None)
+        self._sync_tried.discard(peer)
         for stream in [s for s, p in self.opening.items() if p == peer]:  # no StreamOpened will matter now
             del self.opening[stream]
             self.scheduler.finished(peer)
@@ -466,7 +470,7 @@ class NodeService:
         peer = self.opening.pop(e.stream, None)
         if peer is not None:
             self.scheduler.finished(peer)
-            self._unsynced.pop(peer, None)  # records first waited for an attempt, not a success
+            self._sync_was_tried(peer)  # records first waited for an attempt, not a success
             self._log(f"sync with {short(peer)} could not start: {e.error}")
             return
         session = self.sessions.get(e.stream)
@@ -481,8 +485,15 @@ class NodeService:
         session = self.sessions.pop(stream)
         self._outbox_before.pop(stream, None)
         self.scheduler.finished(session.peer)
-        self._unsynced.pop(session.peer, None)  # records first waited for this attempt, however it ended
+        self._sync_was_tried(session.peer)  # records first waited for this attempt, however it ended
         return session
+
+    def _sync_was_tried(self, peer: str) -> None:
+        """A sync with ``peer`` ended. The peer's own sync may end before its connection event
+        reaches the service: remembered, so that event does not start the wait again."""
+        self._unsynced.pop(peer, None)
+        if len(self._sync_tried) < 10_000:  # bounded: forgetting one only delays seeding
+            self._sync_tried.add(peer)
 
     def _failed(self, stream, error) -> None:
         session = self._end(stream)
