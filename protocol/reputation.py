@@ -349,28 +349,36 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
 _ACTIONS = {"built": "built it", "tested": "tested it", "reviewed": "reviewed it", "defect": "reported a defect"}
 
 
+from .labs import UNVERIFIED  # noqa: E402  (beside the explaining it serves)
+
+
 def short_did(did: str) -> str:
-    """``did:key:z6Mk…abcd``: enough to recognise a key in a line of text."""
-    return did if len(did) <= 20 else f"{did[:12]}…{did[-4:]}"
+    """``did:key:z6Mk…abcd``: enough to recognise a key in a line of text (protocol/labs.py)."""
+    from .labs import short_key
+
+    return short_key(did)
 
 
-def _describe_path(path: tuple[str, ...]) -> str:
+def _describe_path(path: tuple[str, ...], label=short_did) -> str:
     if len(path) == 1:
         return "(your own key)"
-    return "via " + " → ".join(["you", *(short_did(did) for did in path[1:])])
+    return "via " + " → ".join(["you", *(label(did) for did in path[1:])])
 
 
-def explain(score: Score) -> list[str]:
-    """One human line per reason, in the score's order."""
+def explain(score: Score, label=short_did) -> list[str]:
+    """One human line per reason, in the score's order; ``label`` shows a key as its lab
+    (node/local/names.py), else abbreviated."""
     lines = []
     for reason in score.reasons:
-        who = f"{reason.lab} ({short_did(reason.author)})" if reason.lab else short_did(reason.author)
+        shown = label(reason.author)
+        same = not reason.lab or shown in (reason.lab, reason.lab + UNVERIFIED)  # the lab's own name
+        who = shown if same else f"{reason.lab} ({shown})"
         head = f"{who} {_ACTIONS[reason.predicate]}: {reason.result}"
         if reason.status == UNTRUSTED:
             lines.append(f"{head} — not counted: no trust path from you to this key")
         elif reason.status == SUPERSEDED:
             lines.append(f"{head} — not counted: superseded by a newer attestation from the same key "
-                         f"(trust {reason.trust:.2f} {_describe_path(reason.path)})")
+                         f"(trust {reason.trust:.2f} {_describe_path(reason.path, label)})")
         else:
-            lines.append(f"{head} — trust {reason.trust:.2f} {_describe_path(reason.path)}")
+            lines.append(f"{head} — trust {reason.trust:.2f} {_describe_path(reason.path, label)}")
     return lines

@@ -421,12 +421,20 @@ def trust(home: Home) -> dict:
 
 
 def reputation(home: Home, target: str, trust_map=None) -> dict:
-    """Should we build this? The personal score of a version (for a design: its newest head)."""
+    """Should we build this? The personal score of a version (for a design: its newest head).
+    Labs are shown by name (node/local/names.py); each reason's ``author_name`` says which."""
+    from fabnode.node.local.names import names_for
+
     _, records = _open(home)
-    return score(records, home.identity().did, target, trust_map)
+    names = names_for(home, records)
+    result = score(records, home.identity().did, target, trust_map, label=names.label)
+    for reason in result["reasons"]:
+        reason.update(names.json_fields(reason["author"], "author_"))
+        reason["path_shown"] = [names.label(k) for k in reason["path"]]
+    return result
 
 
-def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
+def score(records: RecordStore, me: str, target: str, trust_map=None, label=None) -> dict:
     """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store)."""
     from fabnode.protocol.reputation import Attestation, explain, score_version
 
@@ -449,7 +457,7 @@ def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
         "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
                      "path": list(r.path), "status": r.status} for r in result.reasons],
-        "explanation": explain(result),
+        "explanation": explain(result, label) if label else explain(result),
     }
 
 

@@ -60,6 +60,11 @@ class Names:
         self._cache[key] = out
         return out
 
+    def json_fields(self, key, prefix: str = "") -> dict:
+        """``{prefix+"name", prefix+"name_source"}`` for a ``--json`` answer beside the full key."""
+        f = self.fields(key)
+        return {f"{prefix}name": f["name"], f"{prefix}name_source": f["name_source"]}
+
     def _my_peer_id(self) -> str | None:
         return getattr(self, "my_peer_id", None)
 
