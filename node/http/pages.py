@@ -187,7 +187,19 @@ class Pages:
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
         self.env.filters["short_did"] = short_did
         self.env.globals["claim_rows"] = claim_rows
+        self.env.globals["lab_of"] = self._lab
         self.identity = home.identity()
+        self._names = None
+
+    def _lab(self, key) -> str:
+        """``{{ lab_of(key) }}``: a did:key or peer ID as its lab (node/local/names.py), in every
+        template and macro; the names are read once per page."""
+        from fabnode.node.local.names import Names
+
+        if self._names is None:
+            self._names = Names(self.records, self.identity.did, self.identity.name)
+            self._names.my_peer_id = self.identity.peer_id
+        return self._names.label(key)
 
     def _trust(self, records):
         """This node's trust graph, computed once per page (issue 12: who says it)."""
@@ -196,6 +208,7 @@ class Pages:
         return trust_map_for(self.identity.did, records)[1]
 
     def _render(self, name: str, **context) -> str:
+        self._names = None  # names arrive with records: read afresh for each page
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
 
     def home_page(self) -> str:
@@ -283,7 +296,7 @@ class Pages:
                         for a in records.attestations_on([row.cid])]
         attestations.sort(key=lambda a: not a["trusted"])  # trusted first; stable otherwise
         try:
-            reputation, score_error = score(records, self.identity.did, text, trust_map), ""
+            reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab), ""
         except FabnodeError as exc:
             reputation, score_error = None, str(exc)
         return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations, reputation=reputation,
