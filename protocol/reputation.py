@@ -365,13 +365,15 @@ def _describe_path(path: tuple[str, ...], label=short_did) -> str:
     return "via " + " → ".join(["you", *(label(did) for did in path[1:])])
 
 
-def explain(score: Score, label=short_did) -> list[str]:
+def explain(score: Score, label=short_did, declared=None) -> list[str]:
     """One human line per reason, in the score's order; ``label`` shows a key as its lab
-    (node/local/names.py), else abbreviated."""
+    (node/local/names.py), else abbreviated; ``declared(key)``, the name a lab declares: an
+    attestation's ``lab`` text that only repeats it is not shown twice."""
     lines = []
     for reason in score.reasons:
         shown = label(reason.author)
-        same = not reason.lab or shown in (reason.lab, reason.lab + UNVERIFIED)  # the lab's own name
+        same = (not reason.lab or shown in (reason.lab, reason.lab + UNVERIFIED)  # the lab's own name
+                or (declared is not None and declared(reason.author) == reason.lab))
         who = shown if same else f"{reason.lab} ({shown})"
         head = f"{who} {_ACTIONS[reason.predicate]}: {reason.result}"
         if reason.status == UNTRUSTED:

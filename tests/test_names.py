@@ -74,7 +74,7 @@ def test_two_labs_show_each_other_by_name_everywhere(tmp_path, daemons, browser)
     assert f"Pune's laptop  {a_id['peer_id']}" in b.out("peers")
     assert b.out("name", a_id["did"], "Pune") == f"{a_id['did']} is now shown as Pune"
     assert f"Pune  {a_id['peer_id']}" in b.out("peers")
-    assert b.out("reputation", published["version"]).endswith("Lab 0 (Pune) built it: passed — trust 0.50 via you → Pune")
+    assert b.out("reputation", published["version"]).endswith("  Pune built it: passed — trust 0.50 via you → Pune")
     assert f"{a_id['did']}  via you → Pune" in b.out("trust")
     assert "by Pune" in b.out("log", published["design"]) and "(unverified)" not in b.out("log", published["design"])
     listed = {r["key"]: r for r in b.json("name")}

@@ -296,7 +296,8 @@ class Pages:
                         for a in records.attestations_on([row.cid])]
         attestations.sort(key=lambda a: not a["trusted"])  # trusted first; stable otherwise
         try:
-            reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab), ""
+            reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab,
+                                         declared=lambda key: (records.lab(key) or (None,))[0]), ""
         except FabnodeError as exc:
             reputation, score_error = None, str(exc)
         return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations, reputation=reputation,

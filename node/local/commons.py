@@ -427,14 +427,15 @@ def reputation(home: Home, target: str, trust_map=None) -> dict:
 
     _, records = _open(home)
     names = names_for(home, records)
-    result = score(records, home.identity().did, target, trust_map, label=names.label)
+    result = score(records, home.identity().did, target, trust_map, label=names.label,
+                   declared=lambda key: (records.lab(key) or (None,))[0])
     for reason in result["reasons"]:
         reason.update(names.json_fields(reason["author"], "author_"))
         reason["path_shown"] = [names.label(k) for k in reason["path"]]
     return result
 
 
-def score(records: RecordStore, me: str, target: str, trust_map=None, label=None) -> dict:
+def score(records: RecordStore, me: str, target: str, trust_map=None, label=None, declared=None) -> dict:
     """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store)."""
     from fabnode.protocol.reputation import Attestation, explain, score_version
 
@@ -457,7 +458,7 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
         "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
                      "path": list(r.path), "status": r.status} for r in result.reasons],
-        "explanation": explain(result, label) if label else explain(result),
+        "explanation": explain(result, label, declared) if label else explain(result),
     }
 
 
