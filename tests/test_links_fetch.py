@@ -19,8 +19,8 @@ from conftest import FABNODE, Cli, cli_env, run_on_terminal, write_random_file
 from daemons import Daemon, stored_blocks, wait_until
 from linkshaper import LinkShaper
 
-from fabnode.node.service.fetchplan import (
 from fabnode.protocol.labs import short_key
+from fabnode.node.service.fetchplan import (
     MIN_STEAL_BYTES,
     STALL_MS,
     Backoff,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 
 import pytest
 
@@ -15,6 +16,16 @@ from daemons import has_record, make_labs, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def lab_record_id(home, did: str) -> str:
+    from fabnode.protocol.cid import cid_str
+
+    conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True)
+    try:
+        return cid_str(conn.execute("SELECT cid FROM labs WHERE author = ?", (did,)).fetchone()[0])
+    finally:
+        conn.close()
 
 
 def page_text(browser, url: str, selector: str) -> str:
@@ -64,6 +75,9 @@ def test_two_labs_show_each_other_by_name_everywhere(tmp_path, daemons, browser)
     b.out("vouch", a_id["did"], "-m", "we built their pump together")
     assert "by Lab 0 (unverified)" in b.out("log", published["design"])
     assert "lab     Lab 0 (unverified)" in b.out("show", published["version"])
+    lab_record = b.json("show", lab_record_id(b.home, a_id["did"]))  # the record itself, decoded
+    assert lab_record["valid"] and lab_record["type"] == "lab" and lab_record["body"]["name"] == "Lab 0"
+    assert [n["peer"] for n in lab_record["body"]["nodes"]] == [a_id["peer_id"]]
     assert b.out("reputation", published["version"]).endswith(
         "Lab 0 (unverified) built it: passed — trust 0.50 via you → Lab 0 (unverified)")
     assert f"{a_id['did']}  via you → Lab 0 (unverified)" in b.out("trust")

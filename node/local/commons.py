@@ -243,6 +243,12 @@ def _link_json(value):
         return {"/": cid_str(value.cid)}
     if isinstance(value, list):
         return [_link_json(v) for v in value]
+    if isinstance(value, dict):  # a lab's node entries
+        return {k: _link_json(v) for k, v in value.items()}
+    if isinstance(value, bytes):  # DAG-JSON's form for bytes (a node's signature)
+        import base64
+
+        return {"/": {"bytes": base64.b64encode(value).decode().rstrip("=")}}
     return value
 
 
