@@ -137,3 +137,28 @@ def test_one_display_rule():
     assert lab_label(did, declared="Pune") == "Pune (unverified)"
     assert lab_label(did, local="Pune", declared="Evil") == "Pune"
     assert short_key("12D3KooWGUnbrxn79Fntufv6dJzua6qqrMz6mP9yGaz9hdhopnGF") == "12D3KooWGUnb…pnGF"
+
+
+def test_an_import_holding_a_lab_record_that_claims_another_labs_node_stores_nothing(tmp_path):
+    """The same rule on a real path: a USB stick's file with one such record is refused whole,
+    in one line naming the node, and the store is as it was."""
+    from types import SimpleNamespace
+
+    from fabnode.protocol.cid import DAG_CBOR, make_cid
+
+    from conftest import Cli
+    from test_import_hostile import export_file
+    from test_sneakernet import state
+
+    cli = Cli(tmp_path / "lab")
+    cli.run("init", "--name", "Lab C")
+    _, a_did = signing_key(3)
+    honest = lab_record(3, "Lab A", [node(103, a_did)])
+    stolen = forged(4, {"name": "Lab B", "nodes": [node(103, a_did)]})
+    car = tmp_path / "stick.car"
+    car.write_bytes(export_file([honest, SimpleNamespace(cid=make_cid(DAG_CBOR, stolen), raw=stolen)]))
+    before = state(cli)
+    line = cli.fails("import", str(car))
+    assert "did not sign that it runs for did:key:z6Mk" in line and honest.body["nodes"][0]["peer"] in line
+    assert state(cli) == before and cli.json("name") == [
+        {"key": cli.json("id")["did"], "local": None, "declared": "Lab C", "shown": "Lab C"}]
