@@ -109,3 +109,12 @@ def test_two_labs_show_each_other_by_name_everywhere(tmp_path, daemons, browser)
     assert b.fails("name", "QmNotAKey", "x").startswith("error: not a did:key or a peer ID")
     assert "U+202E" in b.fails("init", "--name", "Lab\u202e1")
     assert b.json("id")["name"] == "Lab 1"  # nothing was changed by the refused name
+
+    # the daemon's log names a known node when it leaves and when it comes back (the node's own
+    # local name is still set: it wins over what its lab declares)
+    da.stop()
+    db.wait_for(f"peer disconnected: {a_id['peer_id']} (Pune's laptop)", timeout=15)
+    b.out("name", a_id["peer_id"], "--clear")
+    start(daemons, a, "--bootstrap", db.addr)
+    db.wait_for(f"peer connected: {a_id['peer_id']} via ", timeout=15)
+    assert db.said(f"peer connected: {a_id['peer_id']}")[-1].endswith("(Lab 0 (unverified))")
