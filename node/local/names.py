@@ -95,12 +95,13 @@ def _node_signer(home: "Home"):
     return key.sign
 
 
-def ensure_lab_record(home: "Home") -> str | None:
+def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     """Sign and queue this lab's ``lab`` record if the newest one here lacks its configured name
     or this node; returns the new record's id, or None when nothing changed.
 
     The node entries of the newest record known here are kept (a lab with two nodes), with this
-    node's own entry added. A configured name that is not safe to show is an error."""
+    node's own entry added. A configured name that is not safe to show is an error.
+    ``announce=False``: the caller is the daemon itself (it reads its outbox; nobody to poke)."""
     from fabnode.node.local.commons import _announce, _open, _record, now_ms
     from fabnode.protocol.dagcbor import decode
 
@@ -124,7 +125,8 @@ def ensure_lab_record(home: "Home") -> str | None:
     with store.write_transaction(final=True):
         record = _record(home, "lab", body, ts)
         records.ingest(record, received_ms=ts, outbox=True)
-    _announce(home)
+    if announce:
+        _announce(home)
     return record.id
 
 

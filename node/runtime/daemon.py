@@ -208,7 +208,7 @@ class Daemon:
         from fabnode.node.local.names import ensure_lab_record
 
         try:
-            made = ensure_lab_record(self.home)
+            made = ensure_lab_record(self.home, announce=False)
         except FabnodeError as exc:
             self.log(f"warning: no lab record announced: {exc}")
         else:
