@@ -52,7 +52,16 @@ def browser():
 def test_two_labs_show_each_other_by_name_everywhere(tmp_path, daemons, browser):
     a, b = make_labs(tmp_path, 2)  # "Lab 0" and "Lab 1"
     a_id, b_id = a.json("id"), b.json("id")
+    # A's home is as old as issue 15: no lab record yet. Its daemon signs one when it starts.
+    conn = sqlite3.connect(a.home / "fabnode.db")
+    with conn:
+        conn.execute("DELETE FROM records WHERE type = 'lab'")
+        conn.execute("DELETE FROM labs")
+        conn.execute("DELETE FROM lab_nodes")
+    conn.close()
     da = start(daemons, a)
+    made = da.said("lab record ")  # said before it listens
+    assert len(made) == 1 and made[0].endswith("this lab is “Lab 0”"), made
     db = start(daemons, b, "--bootstrap", da.addr)
     web = "http://" + json.loads((b.home / "daemon.json").read_text())["http"]
 
@@ -118,3 +127,8 @@ def test_two_labs_show_each_other_by_name_everywhere(tmp_path, daemons, browser)
     start(daemons, a, "--bootstrap", db.addr)
     db.wait_for(f"peer connected: {a_id['peer_id']} via ", timeout=15)
     assert db.said(f"peer connected: {a_id['peer_id']}")[-1].endswith("(Lab 0 (unverified))")
+
+    # A renames itself: a new lab record, announced, and the newest wins at B
+    a.out("init", "--name", "Fab Lab Zero")
+    wait_until(lambda: a_in_peers() and a_in_peers()["name"] == "Fab Lab Zero", timeout=15, what="A's new name at B")
+    assert "via you → Fab Lab Zero (unverified)" in b.out("trust")
