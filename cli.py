@@ -470,7 +470,7 @@ def ls(ctx: Context, cid_path: str | None, as_json: bool) -> None:
     if cid_path is None:
         entries = list_pins(store)
     else:
-        files = _files(store, cid_path)
+        files = _files(store, cid_path, held=True)
         entries = list_path(store, files.root, files.segments)
     if as_json:
         _print_json([e.as_json() for e in entries])
@@ -493,7 +493,7 @@ def cat(ctx: Context, cid_path: str) -> None:
     from fabnode.node.local.files import cat_path
 
     store = _home(ctx).open_store()
-    files = _files(store, cid_path)
+    files = _files(store, cid_path, held=True)
     out = sys.stdout.buffer
     for piece in cat_path(store, files.root, files.segments):
         out.write(piece)
@@ -880,12 +880,16 @@ def reputation(ctx, target, as_json):
         echo(f"  {line}")
 
 
-def _files(store, cid_path: str):
-    """The files ``CID[/PATH]`` names: a design's newest head, a version's bundle, or itself."""
-    from fabnode.node.local.resolve import resolve_files
+def _files(store, cid_path: str, *, held: bool = False):
+    """The files ``CID[/PATH]`` names: a design's newest head, a version's bundle, or itself;
+    ``held``: they must be here (``ls``, ``cat``), else one line says how to get them."""
+    from fabnode.node.local.resolve import require_held, resolve_files
     from fabnode.storage import Stores
 
-    return resolve_files(Stores.of(store).records, cid_path, held=store.has)
+    files = resolve_files(Stores.of(store).records, cid_path, held=store.has)
+    if held:
+        require_held(files, cid_path, store.has)
+    return files
 
 
 def _held_completely(store, root: bytes, segments: list[str]) -> bool:

@@ -18,7 +18,7 @@ import pytest
 from fabnode import cli as cli_module
 
 from conftest import FABNODE, ROOT, Cli, cli_env
-from daemons import STOP_DEADLINE_S, Daemon
+from daemons import STOP_DEADLINE_S, Daemon, start
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 UNKNOWN_RECORD = "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
@@ -126,6 +126,15 @@ def test_export_bundle_of_files_not_held_says_to_fetch_them(world, tmp_path):
     assert b.fails("export", str(tmp_path / "x.car"), "--bundle", design) == (
         f"error: the files {design} ({bundle}) are not all held here: fetch them first with "
         f"'fabnode get {design}' (through the daemon or --peer), then export again")
+
+
+@pytest.mark.parametrize("command", ["ls", "cat"])
+def test_reading_files_not_held_says_how_to_get_them(world, command):
+    b, design = world["b"], world["design"]
+    bundle = _bundles(b, design)[world["v3"]]
+    assert b.fails(command, f"{design}/README.md") == (
+        f"error: the files of {design} ({bundle}) are not held here: fetch them with "
+        f"'fabnode get {design}/README.md' (through the daemon or --peer)")
 
 
 def test_export_into_a_missing_folder_names_that_folder(world, tmp_path):
@@ -253,6 +262,17 @@ def test_get_a_version_from_a_peer_by_its_version_cid(world, daemon_a, tmp_path)
           "--timeout", "60s", timeout=120)
     assert (out / "README.md").read_text() == V2_README
     assert not filecmp.dircmp(out, world["v2_dir"]).diff_files
+
+
+def test_get_a_design_through_the_daemon(world, daemon_a, daemons, tmp_path):
+    """Lab B's own daemon, linked to A's: `get DESIGN` hands it the head's files CID to fetch."""
+    b = world["b"]
+    start(daemons, b, "--bootstrap", daemon_a["daemon"].addr).wait_for(f"peer connected: {daemon_a['daemon'].peer_id}")
+    out = tmp_path / "head"
+    result = b.run("get", world["design"], "-o", str(out), "--timeout", "60s", timeout=120)
+    assert re.match(r"fetched [1-9]\d* block\(s\) from ", result.stderr.decode()), result.stderr
+    assert (out / "README.md").read_text() == V3_README
+    assert not filecmp.dircmp(out, world["v3_dir"]).diff_files
 
 
 # ------------------------------------------------------------------ publishing unchanged files

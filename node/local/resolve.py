@@ -98,3 +98,11 @@ def record_type(records: RecordStore, cid: bytes) -> str | None:
         return "unreadable"
     kind = value.get("type") if isinstance(value, dict) else None
     return kind if isinstance(kind, str) and kind.isalpha() else "unknown"
+
+
+def require_held(files: Resolved, text: str, has) -> None:
+    """For reading commands (``ls``, ``cat``): a version's or design's files that are not here at
+    all are said to be so, with how to get them, rather than as a missing block."""
+    if files.named != FILES and not has(files.root):
+        raise FabnodeError(f"the files of {cid_str(files.given)} ({cid_str(files.root)}) are not held here: "
+                           f"fetch them with 'fabnode get {text}' (through the daemon or --peer)")
