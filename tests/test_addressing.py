@@ -334,3 +334,28 @@ def test_every_commands_summary_is_a_whole_sentence_in_the_top_level_help():
 ])
 def test_summary_is_the_first_sentence_however_wrapped(doc, line):
     assert cli_module.summary(doc) == line
+
+
+# ------------------------------------------------------------------ the pure part of the distrust message
+
+
+def test_distrusted_keys_names_who_distrusts_them():
+    """Only distrust from a key this node trusts counts, and its own distrust comes first."""
+    from fabnode.protocol.reputation import (Attestation, Vouch, compute_trust, distrusted_keys, explain,
+                                             score_version)
+
+    me, friend, stranger = "did:key:z6MkMe", "did:key:z6MkFriend", "did:key:z6MkStranger"
+    liar, rogue, both = "did:key:z6MkLiar", "did:key:z6MkRogue", "did:key:z6MkBoth"
+    vouches = [Vouch(me, friend, "trusted", 1), Vouch(me, liar, "distrusted", 1),
+               Vouch(friend, rogue, "distrusted", 1), Vouch(stranger, both, "distrusted", 1),
+               Vouch(friend, both, "distrusted", 1), Vouch(me, both, "distrusted", 2)]
+    trust = compute_trust(me, (), vouches)
+    found = distrusted_keys(me, trust, vouches)
+    assert found == {liar: (me,), rogue: (me, friend), both: (me,)}  # the stranger's word counts for nothing
+    score = score_version([Attestation("bafy-l", liar, "built", "passed", "", 1),
+                           Attestation("bafy-r", rogue, "built", "passed", "", 1),
+                           Attestation("bafy-s", stranger, "built", "passed", "", 1)], trust)
+    assert sorted(explain(score, found)) == sorted([
+        "did:key:z6MkLiar built it: passed — not counted: you distrust this key",
+        "did:key:z6MkRogue built it: passed — not counted: did:key:z6MkFriend, whom you trust, distrusts this key",
+        "did:key:z6MkStranger built it: passed — not counted: no trust path from you to this key"])
