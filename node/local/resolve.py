@@ -13,7 +13,7 @@ named by its first version's CID), not the bundle CIDs inside version records. S
 
 each optionally followed by ``/a/path`` inside the files. A DAG-CBOR CID that is no record known
 here cannot be files either: the answer says so and what to do (sync or import the records),
-rather than "no peer has it". Only records decide; nothing here reads a block.
+rather than "no peer has it". Only records decide; no block is read here.
 """
 
 from __future__ import annotations
