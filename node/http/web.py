@@ -35,7 +35,7 @@ import urllib.parse
 from pathlib import Path
 
 from fabnode.protocol.car import encode_header, encode_section
-from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.cid import DAG_CBOR, cid_codec, cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
 from fabnode.protocol.paths import segment_problem
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
@@ -183,6 +183,28 @@ def _walk(store, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
         raise GatewayError(404, str(exc)) from None
 
 
+def files_redirect(store, root: bytes, segments: list[str], query: str = "") -> tuple[str, str] | None:
+    """Where ``/ipfs/VERSION_OR_DESIGN[/PATH]`` is answered: (``/ipfs/BUNDLE[/PATH][?query]``, its
+    Cache-Control), or None for a CID that is itself files. A version's files never change, so
+    that redirect is permanent and cacheable; a design's head moves, so its redirect is
+    ``no-cache`` (node/local/resolve.py; docs/protocol.md §11)."""
+    from fabnode.node.local.resolve import DESIGN, FILES, NotFiles, resolve_files
+    from fabnode.storage import Stores
+
+    if cid_codec(root) != DAG_CBOR or store.has(root):
+        return None
+    try:
+        files = resolve_files(Stores.of(store).records, cid_str(root), held=store.has)
+    except NotFiles as exc:
+        raise GatewayError(404, str(exc)) from None
+    if files.named == FILES:
+        return None
+    location = "/ipfs/" + cid_str(files.root) + "".join("/" + urllib.parse.quote(s, safe="") for s in segments)
+    if query:
+        location += "?" + query
+    return location, ("no-cache" if files.named == DESIGN else IMMUTABLE)
+
+
 def _wanted_format(request) -> str | None:
     fmt = request.query_params.get("format")
     if fmt is not None:
@@ -290,6 +312,11 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
         try:
             root, segments = _parse(cid_path)
             fmt = _wanted_format(request)
+            moved = files_redirect(store, root, segments, request.url.query)
+            if moved is not None:
+                location, cache = moved
+                return PlainTextResponse(f"see {location}\n", status_code=301 if cache == IMMUTABLE else 302,
+                                         headers=safe_headers({"Location": location, "Cache-Control": cache}))
             target, crossed = _walk(store, root, segments)
             roots = " ".join(cid_str(c) for c in crossed + [target])
             # header values are latin-1: the path as it travels in a URL, percent-encoded
