@@ -36,10 +36,11 @@ from pathlib import Path
 
 from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import cid_str, parse_cid
-from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
+from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound, human_size
 from fabnode.protocol.paths import segment_problem
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
 
+from fabnode.node.http.zipstream import zip_download
 from fabnode.node.runtime.fetch import dag_in_order
 
 TOKEN_FILE = "http.token"
@@ -186,8 +187,8 @@ def _walk(store, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
 def _wanted_format(request) -> str | None:
     fmt = request.query_params.get("format")
     if fmt is not None:
-        if fmt not in ("raw", "car"):
-            raise GatewayError(400, f"unsupported format {fmt!r} (this gateway serves raw and car)")
+        if fmt not in ("raw", "car", "zip"):
+            raise GatewayError(400, f"unsupported format {fmt!r} (this gateway serves raw, car and zip)")
         return fmt
     accept = request.headers.get("accept", "")
     if RAW in accept:
@@ -279,6 +280,19 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             finally:
                 big_streams -= 1
 
+        async def stream_response(self, send) -> None:
+            """A block found missing or damaged after the head went out ends the response without
+            its last chunk: the server closes the connection and the client sees a broken
+            download, never a short file or archive that looks whole (issue 15)."""
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            try:
+                async for chunk in self.body_iterator:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except FabnodeError as exc:
+                log(f"http download broken off: {str(exc)[:200]}")
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     def pieces(chunks):
         """Chunks cut to SEND_PIECE, so each send is small and timed (serve_http)."""
         for chunk in chunks:
@@ -317,11 +331,14 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                 return BigStream(car(), media_type=f"{CAR}; version=1; order=dfs; dups=n", headers=safe_headers({
                     **common, "Etag": f'"{cid_str(target)}.car"',
                     "Content-Disposition": content_disposition(f"{cid_str(target)}.car")}))
+            if fmt == "zip":
+                return zip_download(store, target, segments, request.query_params.get("filename", ""), common,
+                                    BigStream, pieces, safe_headers)
             node = decode_unixfs(target, store.get(target))
             if node.kind == "directory":
                 base = "/ipfs/" + cid_path.rstrip("/")
                 rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(link.name)}">{html.escape(link.name)}</a>'
-                               f" ({link.tsize} bytes)</li>" for link in node.links)
+                               f" ({human_size(link.tsize)})</li>" for link in node.links)
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
                         f"<h1>/ipfs/{html.escape(cid_path)}</h1><ul>{rows}</ul>")
                 return HTMLResponse(page, headers=safe_headers({**common, "Etag": f'"{cid_str(target)}.dir"'}))
