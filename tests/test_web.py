@@ -108,7 +108,7 @@ def test_design_page_shows_manifest_readme_pictures_files_and_lineage(lab):
     # Pune's version is a proposal: drawn hollow, and said so in the table
     assert f'class="version proposal" data-version="{lab["proposal"]}"' in body
     assert '<span class="proposal">proposal</span>' in body
-    assert f'data-version="{lab["adapted"]["version"]}"' in body and "✓ built/tested ×1" in body
+    assert f'data-version="{lab["adapted"]["version"]}"' in body and "✓ built · passed ×1 by trusted labs" in body
 
 
 def test_version_page_shows_changes_attestations_and_reputation(lab):
