@@ -154,6 +154,13 @@ def allowed_hosts(address: str | None, extra=()) -> list[str]:
     return hosts
 
 
+class DownloadBroken(Exception):
+    """A streamed body that cannot be finished (a block went missing or bad after the head went
+    out): raised through the middleware so the server closes the connection without the body's
+    end, and the client sees a broken download, never a short one that looks whole (issue 15).
+    Logged once where it happens; not a bug, so not an internal error."""
+
+
 class GatewayError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -232,6 +239,8 @@ class LogInternalErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except DownloadBroken:
+            return  # logged already; returning without the body's end makes the server close the connection
         except Exception as exc:
             if client_gone:
                 return  # not a bug of ours, and nobody left to answer
@@ -256,7 +265,6 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     ``hosts`` are answered (:func:`allowed_hosts`)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
@@ -282,15 +290,14 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
 
         async def stream_response(self, send) -> None:
             """A block found missing or damaged after the head went out ends the response without
-            its last chunk: the server closes the connection and the client sees a broken
-            download, never a short file or archive that looks whole (issue 15)."""
+            its last chunk (:class:`DownloadBroken`)."""
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             try:
                 async for chunk in self.body_iterator:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except FabnodeError as exc:
                 log(f"http download broken off: {str(exc)[:200]}")
-                return
+                raise DownloadBroken(str(exc)) from None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def pieces(chunks):
@@ -408,17 +415,25 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     design_page = page(lambda r: pages.design_page(r.path_params["cid"]))
     version_page = page(lambda r: pages.version_page(r.path_params["cid"]))
 
-    class TokenForChanges(BaseHTTPMiddleware):
-        """Whatever is not a read needs the home's token."""
+    class TokenForChanges:
+        """Whatever is not a read needs the home's token. Plain ASGI, not Starlette's
+        BaseHTTPMiddleware: that one re-streams every body and, when the app fails midway,
+        still ends the body cleanly, so a broken download would look whole (issue 15)."""
 
-        async def dispatch(self, request, call_next):
-            if request.method not in ("GET", "HEAD"):
-                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        def __init__(self, app) -> None:
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+                from starlette.datastructures import Headers
+
+                given = Headers(scope=scope).get("authorization", "").removeprefix("Bearer ").strip()
                 # headers are latin-1 text: back to the bytes that were sent, compared as bytes
                 if not token_matches(given.encode("latin-1"), token):
-                    return PlainTextResponse("this needs the token from the node's home folder\n", status_code=401,
-                                             headers={"WWW-Authenticate": "Bearer"})
-            return await call_next(request)
+                    refusal = PlainTextResponse("this needs the token from the node's home folder\n", status_code=401,
+                                                headers={"WWW-Authenticate": "Bearer"})
+                    return await refusal(scope, receive, send)
+            await self.app(scope, receive, send)
 
     app = Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
                             Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],
