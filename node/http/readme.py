@@ -1,6 +1,6 @@
 """A design's README as HTML whose pictures and links point into the design itself (issue 15).
 
-A README written for a folder says ``![](images/dryer.png)`` and ``[assembly](docs/assembly.md)``:
+A README written for a folder says ``![](images/dryer.png)`` and ``[assembly](build/assembly.md)``:
 relative to where the README lies. On the design page those would resolve against
 ``/design/<id>`` and break, so every URL is rewritten here, on markdown-it's tokens (never on
 HTML text), by one rule, :func:`classify_url`:
