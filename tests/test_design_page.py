@@ -60,6 +60,8 @@ def site(tmp_path_factory):
             "--evidence", str(log))
     lab.run("attest", second["version"], "--result", "passed", "-m", "built in two days")
     lab.run("attest", first["version"], "--result", "failed", "-m", "cup seal tore")
+    photo = lab.json("add", str(EXAMPLE / "images" / "hand-pump.png"))["cid"]
+    _stranger_attests(lab.home, second["version"], photo)
     broken_dir = tmp / "broken"
     write_random_file(broken_dir / "big.bin", 2_500_000, seed=16)
     broken = lab.json("add", str(broken_dir))["cid"]
@@ -70,6 +72,31 @@ def site(tmp_path_factory):
            "daemon": daemon, "tmp": tmp}
     daemon.stop()
     assert not daemon.said("internal error")
+
+
+def _stranger_attests(home: Path, version: str, evidence: str) -> None:
+    """An attestation by a key this lab does not trust, claiming its name, with hostile notes and
+    tests and the same photo as evidence (received as if by gossip)."""
+    import time
+
+    from fabnode.protocol.cid import parse_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
+
+    from daemons import signing_key
+
+    key, author = signing_key(44)
+    record = make_record("attestation", {"subject": Link(parse_cid(version)), "predicate": "tested", "result": "passed",
+                                         "lab": "Fab Lab Pune", "notes": "<script>alert('notes')</script>",
+                                         "tests": ["<img src=x onerror=alert(1)>"], "evidence": [Link(parse_cid(evidence))]},
+                         author=author, ts=int(time.time() * 1000), sign=key.sign)
+    db = open_db(home / "fabnode.db")
+    db.conn.execute("BEGIN IMMEDIATE")
+    RecordStore(db.conn).ingest(record, received_ms=0)
+    db.conn.execute("COMMIT")
+    db.close()
 
 
 def _damage_middle_block(home: Path, source: Path) -> None:
@@ -250,6 +277,12 @@ def test_in_a_browser_results_stay_apart_and_attestations_show_notes_tests_and_e
     assert page.locator("tr.attestation", has_text="built · passed").locator(".notes").inner_text() == \
         "built in two days"
     assert page.locator("#downloads").get_by_role("link", name="ZIP").count() == 1
+    # a key this node does not trust: its words shown as text, its evidence a link, never read as a picture
+    stranger = page.locator("tr.attestation", has_text="tested · passed")
+    assert stranger.locator(".notes").inner_text() == "<script>alert('notes')</script>"
+    assert stranger.locator(".tests").inner_text() == "Tests: <img src=x onerror=alert(1)>"
+    assert stranger.locator(".evidence img").count() == 0
+    assert stranger.locator("a.evidence-file").inner_text().startswith("evidence 1 (")
     with page.expect_download(timeout=15_000) as download:  # a file of no known type is saved, not shown
         log.click()
     assert Path(download.value.path()).read_bytes() == b"stroke,litres\n1,0.48\n"
