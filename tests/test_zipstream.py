@@ -5,6 +5,7 @@ unzip is tests/test_design_page.py."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -49,14 +50,15 @@ def design(dag: Dag):
     """README, an empty file, a file of several blocks, and folders two deep."""
     deep = dag.folder([("part.txt", dag.file(b"nested two folders down"))])
     docs = dag.folder([("assembly.md", dag.file(b"# Assembly\n\nStep 1.\n")), ("deep", deep),
-                       ("empty.txt", dag.file(b""))])
+                       ("empty.txt", dag.file(b"")), ("tolérance ±5 µm.txt", dag.file(b"non-ASCII name"))])
     return dag.folder([("README.md", dag.file(b"# Pump\n")), ("bom.csv", dag.file(bytes(range(256)) * 3)),
                        ("docs", docs)])
 
 
 EXPECTED = {"Pump 1.0/README.md": b"# Pump\n", "Pump 1.0/bom.csv": bytes(range(256)) * 3,
             "Pump 1.0/docs/assembly.md": b"# Assembly\n\nStep 1.\n", "Pump 1.0/docs/deep/part.txt":
-            b"nested two folders down", "Pump 1.0/docs/empty.txt": b""}
+            b"nested two folders down", "Pump 1.0/docs/empty.txt": b"",
+            "Pump 1.0/docs/tolérance ±5 µm.txt": b"non-ASCII name"}
 
 
 def test_the_archive_holds_each_file_once_under_one_top_folder_and_always_the_same_bytes():
@@ -66,7 +68,8 @@ def test_the_archive_holds_each_file_once_under_one_top_folder_and_always_the_sa
     # get's order: each folder's links in order, a subfolder's content where it is linked
     assert [e.path for e in entries] == ["Pump 1.0/", "Pump 1.0/README.md", "Pump 1.0/bom.csv", "Pump 1.0/docs/",
                                          "Pump 1.0/docs/assembly.md", "Pump 1.0/docs/deep/",
-                                         "Pump 1.0/docs/deep/part.txt", "Pump 1.0/docs/empty.txt"]
+                                         "Pump 1.0/docs/deep/part.txt", "Pump 1.0/docs/empty.txt",
+                                         "Pump 1.0/docs/tolérance ±5 µm.txt"]
     pieces = list(zip_stream(dag.get, entries))
     assert len(pieces) > len(entries)  # streamed as written, not built whole and handed over at the end
     data = b"".join(pieces)
@@ -76,6 +79,7 @@ def test_the_archive_holds_each_file_once_under_one_top_folder_and_always_the_sa
     for info in archive.infolist():
         assert info.date_time == (1980, 1, 1, 0, 0, 0) and info.compress_type == zipfile.ZIP_STORED
         assert info.external_attr >> 16 == (0o40755 if info.is_dir() else 0o100644)
+        assert bool(info.flag_bits & 0x800) == (not info.filename.isascii())  # UTF-8 names say so
     assert b"".join(zip_stream(dag.get, plan_zip(dag.get, root.cid, "Pump 1.0"))) == data
 
 
@@ -89,7 +93,9 @@ def test_zip64_is_used_when_sizes_need_it_and_unzip_reads_it(tmp_path, monkeypat
     data = b"".join(zip_stream(dag.get, plan_zip(dag.get, root.cid, "Pump 1.0")))
     assert b"PK\x06\x06" in data  # the ZIP64 end of central directory record
     (tmp_path / "a.zip").write_bytes(data)
-    subprocess.run([UNZIP, "-q", str(tmp_path / "a.zip"), "-d", str(tmp_path / "out")], check=True, timeout=30)
+    # a UTF-8 locale, as a lab's desktop has: under LC_ALL=C, unzip escapes non-ASCII names
+    subprocess.run([UNZIP, "-q", str(tmp_path / "a.zip"), "-d", str(tmp_path / "out")], check=True, timeout=30,
+                   env={**os.environ, "LC_ALL": "C.UTF-8"})
     got = {str(p.relative_to(tmp_path / "out")): p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert got == EXPECTED
 
