@@ -8,7 +8,9 @@ Starlette app (:func:`make_app`). What it answers:
 * ``GET /ipfs/CID[/PATH]?format=car`` (or ``Accept: application/vnd.ipld.car``): a CARv1 whose
   root is CID, holding the blocks from CID along PATH and then the whole DAG at PATH,
   depth-first, each once — what a client needs to verify the answer from CID alone;
-* ``GET /ipfs/CID[/PATH]`` with neither: the file's bytes, or a plain listing of a folder.
+* ``GET /ipfs/CID[/PATH]?format=zip[&filename=NAME.zip]``: the files at PATH as a ZIP a lab
+  without IPFS tools can open, streamed as the DAG is walked (node/http/zipstream.py);
+* ``GET /ipfs/CID[/PATH]`` with none: the file's bytes, or a plain listing of a folder.
 
 Safety. Files come from other labs: every ``/ipfs/`` answer carries ``Content-Security-Policy:
 sandbox`` and ``X-Content-Type-Options: nosniff``, and HTML, SVG and XML files are served as
