@@ -228,6 +228,11 @@ def test_in_a_browser_the_readme_shows_its_picture_and_links_into_the_design(sit
     assert "tracker (a picture on another site, not loaded)" in readme.inner_text()
     assert readme.locator("a", has_text="a site").get_attribute("rel") == "noopener noreferrer nofollow"
     assert readme.locator('span.not-followed[title="not followed: it leads out of the design"]').count() == 1
+    # the README's own anchors lead to its headings
+    readme.get_by_role("link", name="Limits and variants").click()
+    page.wait_for_url("**#readme-limits-and-variants", timeout=10_000)
+    assert page.locator("#readme-limits-and-variants").evaluate(
+        "h => { const r = h.getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight; }")
     # sizes for people, and the ZIP next to the CAR, downloaded by the browser itself
     sizes = page.locator("#files td.size").all_inner_texts()
     assert "2.4 MiB" in sizes and "0 B" in sizes and not any("bytes" in s for s in sizes)

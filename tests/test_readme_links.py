@@ -77,7 +77,7 @@ def test_a_hostile_readme_loads_nothing_from_outside_and_links_only_inside_or_pl
     assert '<span class="not-followed" title="not followed: it leads out of the design">climb</span>' in page
     assert '<span class="not-followed" title="not followed: this design has no such file">missing</span>' in page
     assert '<span class="not-followed" title="not followed: data addresses are not followed">inline</span>' in page
-    assert '<a href="#limits">anchor</a>' in page
+    assert '<a href="#readme-limits">anchor</a>' in page  # headings' ids carry the prefix too
     # raw HTML stays text
     assert "&lt;img src=&quot;https://tracker.example/raw.png&quot;&gt;" in page
 
@@ -92,3 +92,12 @@ def test_a_readme_in_a_subfolder_resolves_from_its_own_folder():
 def test_without_a_listing_links_are_not_checked_against_it():
     page = render_readme("[missing](docs/nothing.md)", BUNDLE, "README.md", None)
     assert f'<a href="/ipfs/{BUNDLE}/docs/nothing.md">missing</a>' in page
+
+
+def test_headings_get_anchors_that_cannot_take_the_pages_own_ids():
+    page = render_readme("# Files\n\n[see](#limits-and-variants) [accent](#tolérance)\n\n## Limits and variants\n\n"
+                         "## Limits and variants\n\n## Tolérance\n", BUNDLE)
+    assert '<h1 id="readme-files">Files</h1>' in page  # not id="files": the page's file table keeps it
+    assert '<h2 id="readme-limits-and-variants">' in page and '<h2 id="readme-limits-and-variants-1">' in page
+    assert '<a href="#readme-limits-and-variants">see</a>' in page
+    assert '<a href="#readme-tol%C3%A9rance">accent</a>' in page and '<h2 id="readme-tolérance">' in page

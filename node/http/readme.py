@@ -12,7 +12,9 @@ HTML text), by one rule, :func:`classify_url`:
   encoded ``/``), is **not followed**: the link keeps its text without a target. So is a link
   to a file the bundle does not have (when its listing is known). A query string is dropped
   (``?format=car`` must not turn a picture into a download); a fragment is kept on links.
-* ``#anchor`` stays as it is.
+* ``#anchor`` names a heading of the README: headings get ids as a code forge makes them
+  ("Limits and variants" → ``limits-and-variants``, repeats numbered), prefixed with
+  ``readme-`` so that a README cannot take the page's own ids, and anchors are prefixed alike.
 * **Links to other sites** (``http``, ``https``, ``mailto``) stay as plain links with
   ``rel="noopener noreferrer nofollow"``: following one is the reader's choice.
   Any other scheme (``javascript:``, ``data:``, ``file:``, ``ipfs:`` …) is neutralised.
@@ -34,6 +36,15 @@ from fabnode.protocol.paths import segment_problem
 EXTERNAL_LINK_SCHEMES = ("http", "https", "mailto")
 """Schemes a link to somewhere else may keep."""
 EXTERNAL_REL = "noopener noreferrer nofollow"
+ANCHOR_PREFIX = "readme-"
+"""Heading ids and in-page anchors of a README start with this: the page's own ids stay its own."""
+
+
+def heading_slug(text: str) -> str:
+    """A heading's anchor as code forges make it: lower case, punctuation dropped, spaces to ``-``."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +118,7 @@ def bundle_url(bundle: str, path: str, folder: bool = False, fragment: str = "")
     url = f"/ipfs/{bundle}/{quoted}"
     if folder and path:
         url += "/"
-    return url + (f"#{urllib.parse.quote(fragment, safe='')}" if fragment else "")
+    return url + (f"#{fragment}" if fragment else "")  # as markdown-it normalised (percent-encoded) it
 
 
 def known_paths(files) -> set[str]:
@@ -145,7 +156,13 @@ def render_readme(text: str, bundle: str, readme_path: str = "README.md", known:
         token.content = content
         return token
 
-    for block in tokens:
+    slugs: dict[str, int] = {}
+    for i, block in enumerate(tokens):
+        if block.type == "heading_open" and i + 1 < len(tokens) and tokens[i + 1].type == "inline":
+            slug = heading_slug(md.renderer.renderInlineAsText(tokens[i + 1].children or [], md.options, env))
+            seen = slugs.get(slug, 0)
+            slugs[slug] = seen + 1
+            block.attrs = {**block.attrs, "id": ANCHOR_PREFIX + (f"{slug}-{seen}" if seen else slug)}
         if not block.children:
             continue
         out: list[Token] = []
@@ -156,6 +173,8 @@ def render_readme(text: str, bundle: str, readme_path: str = "README.md", known:
                 closing = token
                 if isinstance(where, Inside):
                     token.attrs = {**token.attrs, "href": bundle_url(bundle, where.path, where.folder, where.fragment)}
+                elif isinstance(where, Anchor):
+                    token.attrs = {**token.attrs, "href": f"#{ANCHOR_PREFIX}{where.fragment}"}  # encoded by markdown-it
                 elif isinstance(where, Elsewhere):
                     token.attrs = {**token.attrs, "rel": EXTERNAL_REL}
                 elif isinstance(where, Refused):
