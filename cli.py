@@ -543,7 +543,7 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
             if line is not None:
                 line.finish()
         if fetched["from"]:
-            echo(f"fetched {fetched['fetched_blocks']} block(s) from {fetched['from'][:16]}… "
+            echo(f"fetched {fetched['fetched_blocks']} block(s) from {_short(fetched['from'])} "
                  f"({fetched['already_held']} already here)", err=True)
         else:
             echo(f"nothing to fetch: all {fetched['already_held']} block(s) already here", err=True)
@@ -607,7 +607,16 @@ def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
 
 
 def _short(did_or_cid: str) -> str:
-    return did_or_cid if len(did_or_cid) <= 24 else did_or_cid[:14] + "…" + did_or_cid[-6:]
+    from fabnode.protocol.labs import short_key
+
+    return short_key(did_or_cid)
+
+
+def _names(home):
+    """How this command shows labs (node/local/names.py): local name, declared name marked, key."""
+    from fabnode.node.local.names import names_for
+
+    return names_for(home, home.open_stores().records)
 
 
 def _when(ts: int) -> str:
@@ -661,14 +670,20 @@ def log(ctx, target, as_json):
     """
     from fabnode.node.local.commons import log as run_log
 
-    result = run_log(_home(ctx).require(), target)
+    home = _home(ctx).require()
+    result = run_log(home, target)
+    names = _names(home)
+    for v in result["versions"]:
+        v.update(names.json_fields(v["author"], "author_"))
     if as_json:
+        if result.get("maintainers") is not None:
+            result["maintainer_names"] = [names.fields(m)["name"] for m in result["maintainers"]]
         _print_json(result)
         return
     if "design" in result:
         echo(f"design {result['design']}  {result['title']}")
         maint = result["maintainers"]
-        echo("maintainers " + (", ".join(_short(m) for m in maint) if maint is not None else "unknown (first version not here yet)"))
+        echo("maintainers " + (", ".join(names.label(m) for m in maint) if maint is not None else "unknown (first version not here yet)"))
         for up in result["upstream"]:
             echo(f"adapted from {up}")
     for v in result["versions"]:
@@ -678,17 +693,15 @@ def log(ctx, target, as_json):
         att = _claims_text(v["attestations_by_trust"]) or "no attestations"
         label = v["label"] or "-"
         echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  "
-             f"by {_by(v['author'], v['author_trusted'])}")
+             f"by {_by(v['author'], v['author_trusted'], names)}")
         echo(f"    files {v['bundle']}")
     for a in result.get("adaptations", []):
-        echo(f"adapted as {a['design']}  {a['title']}  by {_by(a['author'], a['author_trusted'])}")
+        echo(f"adapted as {a['design']}  {a['title']}  by {_by(a['author'], a['author_trusted'], names)}")
 
 
-def _by(did: str, trusted: bool) -> str:
-    """A key in a line of text, marked when this node does not trust it."""
-    from fabnode.protocol.reputation import short_did
-
-    return short_did(did) if trusted else f"{short_did(did)} (not trusted)"
+def _by(did: str, trusted: bool, names) -> str:
+    """A lab in a line of text, marked when this node does not trust its key."""
+    return names.label(did) if trusted else f"{names.label(did)} (not trusted)"
 
 
 def _claims_text(by_trust: dict) -> str:
@@ -714,15 +727,20 @@ def show(ctx, cid, as_json):
     """
     from fabnode.node.local.commons import show as run_show
 
-    result = run_show(_home(ctx).require(), cid)
+    home = _home(ctx).require()
+    result = run_show(home, cid)
+    names = _names(home)
+    result.update(names.json_fields(result["author"], "author_"))
     if as_json:
         _print_json(result)
         return
-    from fabnode.protocol.reputation import short_did
+    short_did = names.label
 
     echo(f"{result['type']} {result['cid']}")
     trusted = "trusted" if result["trusted"] else "not trusted"
     echo(f"author  {result['author']} ({trusted} by this node)")
+    if result["author_name"] is not None:
+        echo(f"lab     {names.label(result['author'])}")
     echo(f"time    {_when(result['ts'])}" if isinstance(result["ts"], int) else f"time    {result['ts']!r}")
     import json
 
@@ -837,8 +855,50 @@ def vouch(ctx, did, distrust, note, as_json):
     """
     from fabnode.node.local.commons import vouch as run_vouch
 
-    cid = run_vouch(_home(ctx).require(), did, distrust=distrust, note=note)
-    _print_json({"vouch": cid}) if as_json else echo(cid)
+    home = _home(ctx).require()
+    cid = run_vouch(home, did, distrust=distrust, note=note)
+    if as_json:
+        _print_json({"vouch": cid, "subject": did, **_names(home).json_fields(did, "subject_")})
+    else:
+        echo(cid)
+        echo(f"{'distrusted' if distrust else 'vouched for'} {_names(home).label(did)}", err=True)
+
+
+@command()
+@argument("key", metavar="DID|PEER_ID", required=False)
+@argument("name", metavar="NAME", required=False)
+@option("--clear", is_flag=True, help="Remove this node's local name for the key.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def name(ctx, key, name, clear, as_json):
+    """Call a lab (its did:key) or a node (its peer ID) by a name of your own; local only, never sent.
+
+    Without arguments, list every name known here: local ones and those labs declare about
+    themselves (shown "(unverified)" until you set your own).
+
+    Usage:  fabnode name did:key:z6Mk… "Fab Lab Nairobi"
+    """
+    from fabnode.node.local.names import names as list_names, set_name
+    from fabnode.protocol.errors import FabnodeError
+
+    home = _home(ctx).require()
+    if key is None:
+        rows = list_names(home)
+        if as_json:
+            _print_json(rows)
+            return
+        if not rows:
+            echo("no names yet")
+        for row in rows:
+            declared = f"  declares “{row['declared']}”" if row["declared"] and row["local"] else ""
+            echo(f"{row['key']}  {row['shown']}{declared}")
+        return
+    if clear == (name is not None):
+        raise FabnodeError("give either a NAME or --clear")
+    row = set_name(home, key, None if clear else name)
+    if as_json:
+        _print_json(row)
+    else:
+        echo(f"{row['key']} is now shown as {row['shown']}")
 
 
 @command("trust")
@@ -847,15 +907,21 @@ def trust_(ctx, as_json):
     """List whom this lab vouched for, and every key its trust reaches, with the path."""
     from fabnode.node.local.commons import trust as run_trust
 
-    result = run_trust(_home(ctx).require())
+    home = _home(ctx).require()
+    result = run_trust(home)
+    names = _names(home)
+    for v in result["vouches"]:
+        v.update(names.json_fields(v["subject"], "subject_"))
+    for t in result["trusted"]:
+        t.update(names.json_fields(t["did"]))
     if as_json:
         _print_json(result)
         return
-    echo(f"me  {result['me']}")
+    echo(f"me  {result['me']}  {names.label(result['me'])}")
     for v in result["vouches"]:
-        echo(f"you vouched: {v['trust']:<10} {v['subject']}")
+        echo(f"you vouched: {v['trust']:<10} {v['subject']}  {names.label(v['subject'])}")
     for t in result["trusted"][1:]:
-        path = " → ".join(_short(d) for d in t["path"][1:])
+        path = " → ".join(names.label(d) for d in t["path"][1:])
         echo(f"{t['weight']:.3f}  {t['did']}  via you → {path}")
 
 
@@ -937,7 +1003,11 @@ def peers(ctx: Context, as_json: bool) -> None:
     """
     from fabnode.node.runtime.status import peers as list_peers
 
-    rows = list_peers(_home(ctx).require())
+    home = _home(ctx).require()
+    rows = list_peers(home)
+    names = _names(home)
+    for row in rows:
+        row.update({**names.json_fields(row["peer_id"]), "lab": names.fields(row["peer_id"]).get("lab")})
     if as_json:
         _print_json(rows)
         return
@@ -948,7 +1018,7 @@ def peers(ctx: Context, as_json: bool) -> None:
             f"connected via {row['address']}" if row["connected"] else (
             f"not connected ({row['failures']} failed dials, next in {row['next_dial_in_s']} s)"
             if row["failures"] else "not connected")
-        echo(f"{row['peer_id']}  {row['source']:<9}  {state}")
+        echo(f"{names.label(row['peer_id'])}  {row['peer_id']}  {row['source']:<9}  {state}")
 
 
 @command()
@@ -960,7 +1030,11 @@ def status(ctx: Context, as_json: bool) -> None:
     """
     from fabnode.node.runtime.status import status as node_status
 
-    info = node_status(_home(ctx).require())
+    home = _home(ctx).require()
+    info = node_status(home)
+    names = _names(home)
+    for sync in info.get("last_syncs", []):
+        sync.update(names.json_fields(sync["peer"], "peer_"))
     if as_json:
         _print_json(info)
         return
@@ -973,18 +1047,18 @@ def status(ctx: Context, as_json: bool) -> None:
             echo(f"address   {addr}")
         echo(f"peers     {info['connected']} connected, {info['known_peers']} known")
         for t in info["fetching"]:
-            echo(f"fetching  {t['root']} from {t['from'][:16]}…: {t['blocks']} blocks, {t['bytes']} bytes")
+            echo(f"fetching  {t['root']} from {names.label(t['from'])}: {t['blocks']} blocks, {t['bytes']} bytes")
         for t in info["serving"]:
-            echo(f"serving   {t['root']} to {t['peer'][:16]}…: {t['sent_bytes']} bytes")
+            echo(f"serving   {t['root']} to {names.label(t['peer'])}: {t['sent_bytes']} bytes")
         seeding = info["seeding"]
         echo(f"seeding   {seeding['wanted']} bundle(s) wanted, {seeding['used_bytes'] >> 20} of "
              f"{seeding['budget_bytes'] >> 20} MiB used")
         _print_link_status(info)
         for sync in info["last_syncs"]:
             if sync.get("error"):
-                echo(f"sync      {sync['peer'][:16]}…: failed: {sync['error']}")
+                echo(f"sync      {names.label(sync['peer'])}: failed: {sync['error']}")
             else:
-                echo(f"sync      {sync['peer'][:16]}…: sent {sync['sent']}, received {sync['new']} new record(s), "
+                echo(f"sync      {names.label(sync['peer'])}: sent {sync['sent']}, received {sync['new']} new record(s), "
                      f"{sync['round_trips']} round trip(s), {sync['bytes_out'] + sync['bytes_in']} bytes")
     echo(f"records   {info['records']} ({info['outbox']} waiting to be announced), digest {info['records_digest']}")
 

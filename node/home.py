@@ -190,8 +190,13 @@ class Home:
 def init_home(path: Path, name: str | None) -> Identity:
     """Create the home, keys, config and database; keep whatever already exists.
 
-    Given ``name`` on an existing home, the name is updated; keys are never replaced.
+    Given ``name`` on an existing home, the name is updated; keys are never replaced. The lab's
+    signed ``lab`` record (its name and this node, node/local/names.py) is made or renewed.
     """
+    from fabnode.protocol.labs import check_name
+
+    if name is not None:
+        check_name(name, "--name")  # before anything is written
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     for key in (AUTHOR_KEY, NODE_KEY):
@@ -218,4 +223,7 @@ def init_home(path: Path, name: str | None) -> Identity:
             config.write_text("".join(replaced), encoding="utf-8")
     home = Home(path)
     home.open_store()  # creates and migrates the database
+    from fabnode.node.local.names import ensure_lab_record
+
+    ensure_lab_record(home)
     return home.identity()

@@ -19,6 +19,10 @@ a record means exactly one thing to every node):
 * attestation: subject (link to a version), predicate (built|tested|reviewed|defect),
   result (passed|warned|failed), lab, notes, tests (strings), evidence (links).
 * vouch: subject (did:key), trust (trusted|distrusted), note.
+* lab: name (protocol/labs.py's rules), nodes (list of {"peer": peer ID, "sig": 64 bytes by that
+  node's key over protocol.labs.node_tie_statement(author)}). Unknown body fields of a lab are
+  kept and ignored rather than refused (:data:`OPEN_TYPES`), so a later profile may add fields
+  that this node still relays and verifies.
 """
 
 from __future__ import annotations
@@ -78,7 +82,15 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "trust": (TRUST_LEVELS, True),
         "note": ("text", False),
     },
+    "lab": {
+        "name": ("name", True),
+        "nodes": ("nodes", True),
+    },
 }
+OPEN_TYPES = frozenset({"lab"})
+"""Types whose unknown body fields are kept (signed, relayed) and ignored, not refused: a lab's
+profile grows (issue 18) and older nodes must still pass newer profiles on."""
+MAX_UNKNOWN_FIELDS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +162,56 @@ def _typed_field(kind, name: str, value):
         if any(len(v) > MAX_LIST_TEXT for v in value):
             raise _reject(f"body.{name} has an entry longer than {MAX_LIST_TEXT} characters")
         return value
+    if kind == "name":
+        from .labs import NameRefused, check_name
+
+        try:
+            return check_name(value, f"body.{name}")
+        except NameRefused as exc:
+            raise _reject(str(exc)) from None
+    if kind == "nodes":
+        return _typed_nodes(name, value)
     # a tuple of allowed words
     if value not in kind:
         raise _reject(f"body.{name} must be one of {', '.join(kind)}, not {value!r}")
     return value
+
+
+def _typed_nodes(name: str, value) -> list[dict]:
+    """A lab's node entries, structure only (their signatures: :func:`check_node_ties`)."""
+    from .labs import MAX_NODES, ed25519_from_peer_id
+
+    if not isinstance(value, list):
+        raise _reject(f"body.{name} must be a list of node entries, not {type(value).__name__}")
+    if len(value) > MAX_NODES:
+        raise _reject(f"body.{name} has more than {MAX_NODES} entries")
+    seen = set()
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict) or set(entry) != {"peer", "sig"}:
+            raise _reject(f"body.{name}[{i}] must be a map of exactly peer and sig")
+        try:
+            ed25519_from_peer_id(entry["peer"])
+        except FabnodeError as exc:
+            raise _reject(f"body.{name}[{i}].peer: {exc}") from None
+        if not isinstance(entry["sig"], bytes) or len(entry["sig"]) != 64:
+            raise _reject(f"body.{name}[{i}].sig must be 64 bytes")
+        if entry["peer"] in seen:
+            raise _reject(f"body.{name} lists node {entry['peer']} twice")
+        seen.add(entry["peer"])
+    return value
+
+
+def check_node_ties(author: str, body: dict) -> None:
+    """Every node a lab record lists signed, with its own key, that it runs for ``author``.
+
+    After the record's own signature (the cheaper, commoner refusal first)."""
+    from .labs import ed25519_from_peer_id, node_tie_statement
+
+    statement = node_tie_statement(author)
+    for i, entry in enumerate(body.get("nodes", ())):
+        if not _verify_ed25519(ed25519_from_peer_id(entry["peer"]), entry["sig"], statement):
+            raise _reject(f"body.nodes[{i}]: node {entry['peer']} did not sign that it runs for {author} "
+                          "(a wrong signature, or one made for another lab)")
 
 
 def check_body(rtype: str, author: str, body) -> dict:
@@ -163,10 +221,14 @@ def check_body(rtype: str, author: str, body) -> dict:
         raise _reject(f"unknown record type {rtype!r} (known: {', '.join(SCHEMAS)})")
     if not isinstance(body, dict):
         raise _reject("body must be a map")
-    unknown = sorted(set(body) - set(schema))
-    if unknown:
-        raise _reject(f"unknown body field(s) for a {rtype}: {', '.join(map(str, unknown))}")
+    unknown = sorted(map(str, set(body) - set(schema)))
     typed = {}
+    if unknown and rtype in OPEN_TYPES:
+        if len(unknown) > MAX_UNKNOWN_FIELDS or not all(isinstance(k, str) for k in body):
+            raise _reject(f"a {rtype} has more than {MAX_UNKNOWN_FIELDS} fields this node does not know, or a non-text key")
+        typed = {k: body[k] for k in body if k not in schema}  # kept as decoded: re-encodes the same
+    elif unknown:
+        raise _reject(f"unknown body field(s) for a {rtype}: {', '.join(unknown)}")
     for name, (kind, required) in schema.items():
         if name not in body:
             if required:
@@ -203,6 +265,8 @@ def signing_bytes(rtype: str, author: str, ts: int, body: dict) -> bytes:
 def make_record(rtype: str, body: dict, *, author: str, ts: int, sign: Callable[[bytes], bytes]) -> Record:
     """Build and sign a record; ``sign`` is the author's Ed25519 signing function."""
     typed = check_body(rtype, author, body)
+    if rtype == "lab":
+        check_node_ties(author, typed)
     sig = sign(signing_bytes(rtype, author, ts, typed))
     raw = encode({"fabnode": FORMAT_VERSION, "type": rtype, "author": author, "ts": ts, "body": typed, "sig": sig})
     if len(raw) > MAX_RECORD_BYTES:
@@ -255,6 +319,8 @@ def verify_record(raw: bytes, now_ms: int, cid: bytes | None = None) -> Record:
         raise _reject("its bytes are not canonical DAG-CBOR (re-encoding the decoded record differs)")
     if not _verify_ed25519(public_key, sig, to_sign):
         raise _reject(f"the signature does not verify for {author}")
+    if rtype == "lab":
+        check_node_ties(author, body)
     return Record(own_cid, rtype, author, ts, body, sig, raw)
 
 

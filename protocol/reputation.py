@@ -363,34 +363,45 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
 _ACTIONS = {"built": "built it", "tested": "tested it", "reviewed": "reviewed it", "defect": "reported a defect"}
 
 
+from .labs import UNVERIFIED  # noqa: E402  (beside the explaining it serves)
+
+
 def short_did(did: str) -> str:
-    """``did:key:z6Mk…abcd``: enough to recognise a key in a line of text."""
-    return did if len(did) <= 20 else f"{did[:12]}…{did[-4:]}"
+    """``did:key:z6Mk…abcd``: enough to recognise a key in a line of text (protocol/labs.py)."""
+    from .labs import short_key
+
+    return short_key(did)
 
 
-def _describe_path(path: tuple[str, ...]) -> str:
+def _describe_path(path: tuple[str, ...], label=short_did) -> str:
     if len(path) == 1:
         return "(your own key)"
-    return "via " + " → ".join(["you", *(short_did(did) for did in path[1:])])
+    return "via " + " → ".join(["you", *(label(did) for did in path[1:])])
 
 
-def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = None) -> list[str]:
+def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = None, label=short_did,
+            declared=None) -> list[str]:
     """One human line per reason, in the score's order; ``distrusted`` (:func:`distrusted_keys`)
-    says which untrusted keys are distrusted, and by whom."""
+    says which untrusted keys are distrusted, and by whom; ``label`` shows a key as its lab
+    (node/local/names.py), else abbreviated; ``declared(key)``, the name a lab declares: an
+    attestation's ``lab`` text that only repeats it is not shown twice."""
     distrusted = distrusted or {}
     lines = []
     for reason in score.reasons:
-        who = f"{reason.lab} ({short_did(reason.author)})" if reason.lab else short_did(reason.author)
+        shown = label(reason.author)
+        same = (not reason.lab or shown in (reason.lab, reason.lab + UNVERIFIED)  # the lab's own name
+                or (declared is not None and declared(reason.author) == reason.lab))
+        who = shown if same else f"{reason.lab} ({shown})"
         head = f"{who} {_ACTIONS[reason.predicate]}: {reason.result}"
         if reason.status == UNTRUSTED and reason.author in distrusted:
             by = distrusted[reason.author]
             lines.append(f"{head} — not counted: you distrust this key" if len(by) <= 1
-                         else f"{head} — not counted: {short_did(by[-1])}, whom you trust, distrusts this key")
+                         else f"{head} — not counted: {label(by[-1])}, whom you trust, distrusts this key")
         elif reason.status == UNTRUSTED:
             lines.append(f"{head} — not counted: no trust path from you to this key")
         elif reason.status == SUPERSEDED:
             lines.append(f"{head} — not counted: superseded by a newer attestation from the same key "
-                         f"(trust {reason.trust:.2f} {_describe_path(reason.path)})")
+                         f"(trust {reason.trust:.2f} {_describe_path(reason.path, label)})")
         else:
-            lines.append(f"{head} — trust {reason.trust:.2f} {_describe_path(reason.path)}")
+            lines.append(f"{head} — trust {reason.trust:.2f} {_describe_path(reason.path, label)}")
     return lines

@@ -175,3 +175,32 @@ def stranger_quota(db: Database) -> None:
         CREATE INDEX evicted_author ON evicted (author);
         """
     )
+
+
+@migrations(name="008_lab_names")
+def lab_names(db: Database) -> None:
+    # Labs by name (issue 15). `labs`: the newest `lab` record of each author key (by ts, then
+    # cid). `lab_nodes`: every node a valid lab record tied to its author (the node signed it),
+    # the newest tie per (peer, lab); a peer shows as the lab of its newest tie. `local_names`:
+    # what this node's operator calls a key (did:key or peer ID); never sent to anyone.
+    db.executescript(
+        """
+        CREATE TABLE labs (
+            author TEXT PRIMARY KEY NOT NULL,
+            cid BLOB NOT NULL,
+            ts INTEGER NOT NULL,
+            name TEXT NOT NULL
+        );
+        CREATE TABLE lab_nodes (
+            peer_id TEXT NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            PRIMARY KEY (peer_id, author)
+        );
+        CREATE TABLE local_names (
+            key TEXT PRIMARY KEY NOT NULL,
+            name TEXT NOT NULL,
+            set_ms INTEGER NOT NULL
+        );
+        """
+    )

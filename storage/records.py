@@ -106,7 +106,68 @@ class RecordStore:
                 "INSERT INTO vouches (cid, author, subject, trust, ts) VALUES (?, ?, ?, ?, ?)",
                 (record.cid, record.author, body["subject"], body["trust"], record.ts),
             )
+        elif record.type == "lab":
+            self._index_lab(record)
         return True
+
+    def _index_lab(self, record: Record) -> None:
+        """The newest lab record by its author names the lab; every tie counts (newest per lab)."""
+        self._conn.execute(
+            "INSERT INTO labs (author, cid, ts, name) VALUES (?, ?, ?, ?) ON CONFLICT (author) DO UPDATE SET"
+            " cid = excluded.cid, ts = excluded.ts, name = excluded.name"
+            " WHERE excluded.ts > labs.ts OR (excluded.ts = labs.ts AND excluded.cid > labs.cid)",
+            (record.author, record.cid, record.ts, record.body["name"]))
+        self._conn.executemany(
+            "INSERT INTO lab_nodes (peer_id, author, ts) VALUES (?, ?, ?) ON CONFLICT (peer_id, author) DO UPDATE"
+            " SET ts = max(ts, excluded.ts)",
+            [(node["peer"], record.author, record.ts) for node in record.body["nodes"]])
+
+    def _rebuild_lab(self, author: str) -> None:
+        """Index an author's lab records again (after one was evicted)."""
+        from fabnode.protocol.records import verify_record
+
+        self._conn.execute("DELETE FROM labs WHERE author = ?", (author,))
+        self._conn.execute("DELETE FROM lab_nodes WHERE author = ?", (author,))
+        rows = self._conn.execute("SELECT data FROM records WHERE type = 'lab' AND author = ?", (author,)).fetchall()
+        for (data,) in rows:
+            self._index_lab(verify_record(data, now_ms=1 << 62))
+
+    # ------------------------------------------------------------ names (protocol/labs.py)
+
+    def lab(self, author: str) -> tuple[str, int, bytes] | None:
+        """(declared name, ts, record id) of the newest lab record by ``author``."""
+        row = self._conn.execute("SELECT name, ts, cid FROM labs WHERE author = ?", (author,)).fetchone()
+        return tuple(row) if row else None
+
+    def labs(self) -> list[tuple[str, str, int]]:
+        """(author, declared name, ts) of every lab that declared a name, by name."""
+        return [tuple(r) for r in self._conn.execute("SELECT author, name, ts FROM labs ORDER BY name, author")]
+
+    def lab_of_peer(self, peer_id: str) -> str | None:
+        """The lab (did:key) whose newest lab record tying this node is the newest of all."""
+        row = self._conn.execute("SELECT author FROM lab_nodes WHERE peer_id = ? ORDER BY ts DESC, author LIMIT 1",
+                                 (peer_id,)).fetchone()
+        return row[0] if row else None
+
+    def nodes_of(self, author: str) -> list[str]:
+        """Peer IDs tied to lab ``author`` (by any of its lab records), sorted."""
+        return [r[0] for r in self._conn.execute("SELECT peer_id FROM lab_nodes WHERE author = ? ORDER BY peer_id",
+                                                 (author,))]
+
+    def local_name(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT name FROM local_names WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def local_names(self) -> list[tuple[str, str, int]]:
+        """(key, name, set_ms) of every local name, by name."""
+        return [tuple(r) for r in self._conn.execute("SELECT key, name, set_ms FROM local_names ORDER BY name, key")]
+
+    def set_local_name(self, key: str, name: str, now_ms: int) -> None:
+        self._conn.execute("INSERT INTO local_names (key, name, set_ms) VALUES (?, ?, ?) ON CONFLICT (key)"
+                           " DO UPDATE SET name = excluded.name, set_ms = excluded.set_ms", (key, name, now_ms))
+
+    def clear_local_name(self, key: str) -> bool:
+        return self._conn.execute("DELETE FROM local_names WHERE key = ?", (key,)).rowcount == 1
 
     def _index_version(self, record: Record, design: bytes, manifest: str) -> None:
         body = record.body
@@ -353,6 +414,8 @@ class RecordStore:
                 self._conn.execute("DELETE FROM vouches WHERE cid = ?", (cid,))
             elif rtype == "version":
                 self._rebuild_design(design)
+            elif rtype == "lab":
+                self._rebuild_lab(author)
 
     def _rebuild_design(self, design: bytes) -> None:
         """Index a design again from the version records still here (after one was evicted)."""

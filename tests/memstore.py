@@ -67,6 +67,11 @@ class MemoryRecords:
     def seeded_bytes(self) -> int:
         return 0
 
+    def label(self, key: str) -> str:
+        from fabnode.protocol.labs import short_key
+
+        return short_key(key)
+
     # ---------------------------------------------------------------- writes
 
     def add_local(self, record) -> None:

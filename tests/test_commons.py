@@ -242,8 +242,8 @@ def test_show_and_fsck_report_a_record_that_no_longer_verifies(labs):
     v = lab.json("publish", str(EXAMPLE), "-m", "first design")["version"]
     assert lab.json("show", v)["valid"] is True
     conn = sqlite3.connect(lab.home / "fabnode.db")
-    data = conn.execute("SELECT data FROM records").fetchone()[0]
-    conn.execute("UPDATE records SET data = ?", (data.replace(b"first design", b"First design"),))
+    data = conn.execute("SELECT data FROM records WHERE type = 'version'").fetchone()[0]
+    conn.execute("UPDATE records SET data = ? WHERE type = 'version'", (data.replace(b"first design", b"First design"),))
     conn.commit()
     conn.close()
     shown = lab.run("show", v, "--json")
@@ -253,7 +253,7 @@ def test_show_and_fsck_report_a_record_that_no_longer_verifies(labs):
     fsck = lab.run("fsck", "--json", check=False)
     assert fsck.returncode == 1
     report = json.loads(fsck.stdout)
-    assert report["records"] == 1 and report["invalid_records"][0].startswith(v)
+    assert report["records"] == 2 and report["invalid_records"][0].startswith(v)  # and the lab record
 
 
 def test_publish_lints_the_manifest_but_does_not_refuse(labs, tmp_path):

@@ -58,5 +58,5 @@ def test_import_killed_at_twenty_random_moments(tmp_path):
             b.run("init", "--name", "Lab B")
     assert outcomes["nothing"] >= 5, outcomes  # many kills really landed inside the transaction
     result = b.json("import", str(car))
-    assert result["records"]["new"] == 2 and result["bundles"] == [published["bundle"]]
+    assert result["records"]["new"] == 3 and result["bundles"] == [published["bundle"]]
     assert b.json("fsck")["ok"] and b.json("fsck")["blocks"] == a.json("fsck")["blocks"]

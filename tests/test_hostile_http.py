@@ -12,6 +12,7 @@ import time
 import pytest
 
 from fabnode.node.http.web import MAX_BIG_STREAMS
+from fabnode.protocol.labs import short_key
 
 from conftest import ROOT, Cli, write_random_file
 from daemons import STOP_DEADLINE_S, Daemon, daemon_state
@@ -263,7 +264,7 @@ async def test_refused_fetches_are_logged_at_most_twenty_times_a_minute(node):
                     raise
                 except Exception:
                     pass  # the refusal is a reset
-    lines = daemon.said(f"fetch from {me[:16]}…") + daemon.said(f"fetches from {me[:16]}…")
+    lines = daemon.said(f"fetch from {short_key(me)}") + daemon.said(f"fetches from {short_key(me)}")
     assert 20 <= len(lines) <= 21, lines
     assert sum("refused:" in line and "not here" not in line for line in lines) == 20
     assert lines[-1].endswith("refused; not logging them for a minute")

@@ -19,6 +19,7 @@ from conftest import FABNODE, Cli, cli_env, run_on_terminal, write_random_file
 from daemons import Daemon, stored_blocks, wait_until
 from linkshaper import LinkShaper
 
+from fabnode.protocol.labs import short_key
 from fabnode.node.service.fetchplan import (
     MIN_STEAL_BYTES,
     STALL_MS,
@@ -166,7 +167,7 @@ def test_the_deadline_passes_with_the_link_down_and_the_next_get_fetches_only_th
         code, stdout, stderr = _finish(get, timeout=30)
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code == 1 and len(lines) == 1, stderr
-        assert lines[0].startswith(f"error: could not fetch {bundle}: {d.peer_id[:16]}…: "), lines
+        assert lines[0].startswith(f"error: could not fetch {bundle}: {short_key(d.peer_id)}: "), lines
         assert "gave up after 5 s (--timeout)" in lines[0] and "is kept, run again to resume" in lines[0]
         assert not out.exists()
         kept = stored_blocks(asker.home)[1]
@@ -285,7 +286,7 @@ def test_one_of_two_peers_cut_mid_way_the_other_finishes(tmp_path, asker, daemon
         assert code == 0, stderr
         assert _same_tree(tree, out)
         assert l1.carried["down"] >= size // 2, (l1.carried, l2.carried)
-    assert f"{d2.peer_id[:16]}…: sent" in stderr and "failed" in stderr
+    assert f"{short_key(d2.peer_id)}: sent" in stderr and "failed" in stderr
 
 
 def test_one_of_two_peers_stalls_the_other_takes_over_its_part(tmp_path, asker, daemons):
@@ -302,7 +303,7 @@ def test_one_of_two_peers_stalls_the_other_takes_over_its_part(tmp_path, asker, 
         assert _same_tree(tree, out)
     # the stalled peer's unit was taken over, not waited out (that would show as a failure:
     # "sent nothing for 30 s")
-    line = next(line for line in stderr.splitlines() if line.strip().startswith(d2.peer_id[:16]))
+    line = next(line for line in stderr.splitlines() if line.strip().startswith(short_key(d2.peer_id)))
     assert "failed" not in line, stderr
 
 

@@ -210,7 +210,19 @@ class Pages:
         self.env.filters["human_size"] = human_size  # the one rule the command line uses too
         self.env.globals["result_mark"] = lambda result: RESULT_MARKS.get(result, "·")
         self.env.globals["claim_rows"] = claim_rows
+        self.env.globals["lab_of"] = self._lab
         self.identity = home.identity()
+        self._names = None
+
+    def _lab(self, key) -> str:
+        """``{{ lab_of(key) }}``: a did:key or peer ID as its lab (node/local/names.py), in every
+        template and macro; the names are read once per page."""
+        from fabnode.node.local.names import Names
+
+        if self._names is None:
+            self._names = Names(self.records, self.identity.did, self.identity.name)
+            self._names.my_peer_id = self.identity.peer_id
+        return self._names.label(key)
 
     def _trust(self, records):
         """This node's trust graph, computed once per page (issue 12: who says it)."""
@@ -219,6 +231,7 @@ class Pages:
         return trust_map_for(self.identity.did, records)[1]
 
     def _render(self, name: str, **context) -> str:
+        self._names = None  # names arrive with records: read afresh for each page
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
 
     def home_page(self) -> str:
@@ -318,7 +331,8 @@ class Pages:
                                  "trusted": trusted, "when": _when(a.ts),
                                  **attestation_details(records, evidence, a.cid, trusted)})
         try:
-            reputation, score_error = score(records, self.identity.did, text, trust_map), ""
+            reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab,
+                                         declared=lambda key: (records.lab(key) or (None,))[0]), ""
         except FabnodeError as exc:
             reputation, score_error = None, str(exc)
         return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations,

@@ -273,6 +273,12 @@ def _link_json(value):
         return {"/": cid_str(value.cid)}
     if isinstance(value, list):
         return [_link_json(v) for v in value]
+    if isinstance(value, dict):  # a lab's node entries
+        return {k: _link_json(v) for k, v in value.items()}
+    if isinstance(value, bytes):  # DAG-JSON's form for bytes (a node's signature)
+        import base64
+
+        return {"/": {"bytes": base64.b64encode(value).decode().rstrip("=")}}
     return value
 
 
@@ -451,12 +457,21 @@ def trust(home: Home) -> dict:
 
 
 def reputation(home: Home, target: str, trust_map=None) -> dict:
-    """Should we build this? The personal score of a version (for a design: its newest head)."""
+    """Should we build this? The personal score of a version (for a design: its newest head).
+    Labs are shown by name (node/local/names.py); each reason's ``author_name`` says which."""
+    from fabnode.node.local.names import names_for
+
     _, records = _open(home)
-    return score(records, home.identity().did, target, trust_map)
+    names = names_for(home, records)
+    result = score(records, home.identity().did, target, trust_map, label=names.label,
+                   declared=lambda key: (records.lab(key) or (None,))[0])
+    for reason in result["reasons"]:
+        reason.update(names.json_fields(reason["author"], "author_"))
+        reason["path_shown"] = [names.label(k) for k in reason["path"]]
+    return result
 
 
-def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
+def score(records: RecordStore, me: str, target: str, trust_map=None, label=None, declared=None) -> dict:
     """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store)."""
     from fabnode.protocol.reputation import Attestation, Vouch, distrusted_keys, explain, score_version
 
@@ -480,7 +495,8 @@ def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
                      "path": list(r.path), "status": r.status} for r in result.reasons],
         "explanation": explain(result, distrusted_keys(me, trust_map, (Vouch(v.author, v.subject, v.trust, v.ts)
-                                                                       for v in records.vouches()))),
+                                                                       for v in records.vouches())),
+                               **({"label": label, "declared": declared} if label else {})),
     }
 
 

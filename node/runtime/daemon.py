@@ -77,6 +77,9 @@ class Daemon:
         quota = StrangerQuota(self.records, self.me, StrangerLimits(
             options.stranger_per_author, options.stranger_per_peer, options.stranger_storage), self.log)
         self.view = StoreView(self.store, self.records, self.me, options.follow_trusted, quota)
+        identity = home.identity()
+        self.view.my_name, self.view.my_peer_id = identity.name, identity.peer_id
+        self._ensure_lab_record()
         self.server = FetchServer(self.store, self.log, streams_per_peer=options.streams_per_peer,
                                   streams_total=options.streams_total, upload_rate=options.upload_rate)
         self.pacer = self.server.pacer  # one upload cap for sync, gossip and serving: records first
@@ -198,6 +201,19 @@ class Daemon:
             self.feed(ev.FetchFinished(root))
 
     # -------------------------------------------------------------- lifecycle
+
+    def _ensure_lab_record(self) -> None:
+        """A home made before lab records (or whose name or node changed) signs its ``lab``
+        record now, so peers learn the lab's name (node/local/names.py)."""
+        from fabnode.node.local.names import ensure_lab_record
+
+        try:
+            made = ensure_lab_record(self.home, announce=False)
+        except FabnodeError as exc:
+            self.log(f"warning: no lab record announced: {exc}")
+        else:
+            if made:
+                self.log(f"lab record {made}: this lab is “{self.view.my_name}”")
 
     async def run(self) -> None:
         from libp2p.tools.anyio_service import background_trio_service

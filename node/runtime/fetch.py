@@ -113,7 +113,7 @@ class FetchServer:
 
     def _log_refusal(self, peer: str, what: str) -> None:
         """A refused or broken fetch: at most LINES_PER_MINUTE lines per peer per minute."""
-        who = f"{peer[:16]}…"
+        who = _short(peer)
         self._refusals.say(peer, f"fetch from {who} {what}",
                            stopping=f"more fetches from {who} refused; not logging them for a minute",
                            left_out=lambda n: f"… {n} more refusals from {who} suppressed in that minute")
@@ -123,7 +123,7 @@ class FetchServer:
         admitted, victim = self.slots.admit(key, peer, _now_ms())
         if victim is not None:
             self._scopes.pop(victim.key).cancel()
-            self.log(f"fetch from {victim.peer[:16]}… cut: its slot went to {peer[:16]}… "
+            self.log(f"fetch from {_short(victim.peer)} cut: its slot went to {_short(peer)} "
                      f"({'no request yet' if not victim.has_request else 'stalled'})")
         return admitted
 
@@ -197,7 +197,7 @@ class FetchServer:
                 await self._pace(section, priority, peer, send)
                 transfer["sent_bytes"] += size
         await stream.close()
-        self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
+        self.log(f"served {cid_str(root)} to {_short(peer)}: {transfer['sent_bytes']} bytes")
 
 
 # ------------------------------------------------------------------ asking
@@ -329,7 +329,10 @@ async def _link_broke(stream) -> bool:
 
 
 def _short(peer: str) -> str:
-    return peer[:16] + "…"
+    """A peer ID in a log line: the one abbreviation of protocol/labs.py."""
+    from fabnode.protocol.labs import short_key
+
+    return short_key(peer)
 
 
 class _MultiFetch:

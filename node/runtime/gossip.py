@@ -16,7 +16,7 @@ import trio
 
 from fabnode.node.service import effects as fx
 from fabnode.node.service import events as ev
-from fabnode.node.service.service import short
+
 
 TOPIC = "/fabnode/records/1"
 STORE_BATCH = 200
@@ -62,7 +62,7 @@ class GossipRuntime:
         from libp2p.peer.id import ID
 
         try:
-            origin = short(str(ID(msg.from_id)))
+            origin = str(ID(msg.from_id))  # the service shows it as its lab
         except Exception:
             origin = "?"
         done = self.feed(ev.GossipReceived(str(forwarder), bytes(msg.data), origin))

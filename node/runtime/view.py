@@ -32,6 +32,9 @@ class StoreView:
     def __init__(self, store: BlockStore, records: RecordStore, me: str, follow_trusted: bool, quota=None) -> None:
         self.store, self.records, self.me, self.follow_trusted, self.quota = store, records, me, follow_trusted, quota
         self._items = ItemCache(records)
+        self.my_name: str | None = None
+        self.my_peer_id: str | None = None
+        """This lab's configured name and this node's peer ID, for :meth:`label` (the daemon sets them)."""
 
     def items(self) -> ItemSet:
         return self._items.get()
@@ -58,6 +61,14 @@ class StoreView:
         from .seeding import seeded_bytes
 
         return seeded_bytes(self.store)
+
+    def label(self, key: str) -> str:
+        """A did:key or peer ID as its lab (node/local/names.py), read fresh: names arrive with records."""
+        from fabnode.node.local.names import Names
+
+        names = Names(self.records, self.me, self.my_name)
+        names.my_peer_id = self.my_peer_id
+        return names.label(key)
 
     # ------------------------------------------------------------------ writes
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fabnode.protocol.cid import cid_str
+from fabnode.protocol.labs import short_key
 from fabnode.protocol.penalties import Penalties
 from fabnode.protocol.reconcile import ItemSet
 from fabnode.protocol.records import Record, RecordRejected, verify_record
@@ -73,6 +74,7 @@ class RecordView(Protocol):
     def seeding_marker(self) -> object: ...
     def wanted_bundles(self) -> list[tuple[bytes, bytes]]: ...
     def seeded_bytes(self) -> int: ...
+    def label(self, key: str) -> str: ...  # a did:key or peer ID as its lab is shown (node/local/names.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +90,23 @@ class ServiceConfig:
 
 
 def short(peer: str) -> str:
-    return peer[:16] + "…" if len(peer) > 17 else peer
+    """A peer ID in a log line: the one abbreviation of protocol/labs.py."""
+    return short_key(peer)
 
 
-def describe_record(record: Record) -> str:
-    """One readable phrase for a log line: what the record says, by whom."""
+def describe_record(record: Record, label=short_key) -> str:
+    """One readable phrase for a log line: what the record says, by whom (``label`` shows a key
+    as its lab: the view's :meth:`RecordView.label`)."""
     body = record.body
-    who = record.author[:20] + "…"
+    who = label(record.author)
+    if record.type == "lab":
+        return f"lab {cid_str(record.cid)}: {record.author} calls itself “{body['name']}”"
     if record.type == "version":
         return f"version {cid_str(record.cid)} “{body['title']}” by {who}"
     if record.type == "attestation":
         return (f"attestation {cid_str(record.cid)}: {body['predicate']} {body['result']} on "
                 f"{cid_str(body['subject'].cid)} by {who}")
-    return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {body['subject'][:20]}…"
+    return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
 
 
 class NodeService:
@@ -248,7 +254,8 @@ class NodeService:
         self.connected[e.peer] = e.addr
         if e.peer not in self._sync_tried:  # records first: no seeding before it is known and synced
             self._unsynced[e.peer] = self.now
-        self._log(f"peer connected: {e.peer} via {e.addr}")
+        lab = self.view.label(e.peer)
+        self._log(f"peer connected: {e.peer} via {e.addr}" + (f" ({lab})" if lab != short(e.peer) else ""))
         self._out += self.book.connected(e.peer, self.now)
         self._fill_announcements()
 
@@ -270,7 +277,8 @@ class NodeService:
 
     def _on_PeerDisconnected(self, e: ev.PeerDisconnected) -> None:
         if e.peer in self.connected:
-            self._log(f"peer disconnected: {e.peer}")
+            lab = self.view.label(e.peer)
+            self._log(f"peer disconnected: {e.peer}" + (f" ({lab})" if lab != short(e.peer) else ""))
             self._lost(e.peer)
 
     def _lost(self, peer: str) -> None:
@@ -368,7 +376,7 @@ class NodeService:
                 self._reject(origin, e.quota_reason, what="records over the strangers' quota")
             for cid in e.new:
                 if cid in records:
-                    self._log(f"record received: {describe_record(records[cid])} (from {origin})")
+                    self._log(f"record received: {describe_record(records[cid], self.view.label)} (from {self.view.label(origin)})")
             return
         session = self.sessions.get(info[1])
         if session is not None:
