@@ -146,10 +146,10 @@ def test_design_page_lineage_ticks_only_trusted_passes(world):
     html = page(world, f"/design/{world['first']['design']}")
     svg = re.search(r"<svg .*?</svg>", html, re.S).group(0)
     node = re.search(rf'data-version="{world["first"]["version"]}".*?</g>', svg, re.S).group(0)
-    assert re.search(r'class="badge-built"[^>]*>✓ built/tested ×2 by trusted labs<', node), node
+    assert re.search(r'data-claim="built/passed"[^>]*>✓ built · passed ×2 by trusted labs<', node), node
     assert re.search(r'class="badge-untrusted"[^>]*>30 by unknown keys \(not counted\)<', node), node
     sybil_node = re.search(rf'data-version="{world["sybil_version"]}".*?</g>', svg, re.S).group(0)
-    assert "✓" not in sybil_node and "badge-built" not in sybil_node  # thirty Sybil passes earn no tick
+    assert "✓" not in sybil_node and "data-claim=" not in sybil_node  # thirty Sybil passes earn no tick
     assert "30 by unknown keys" in sybil_node
     assert "×32" not in svg and "×30" not in svg
     # what records say (not the bundle's own okh.toml and README, which name their licensor)
