@@ -34,7 +34,7 @@ def test_export_and_import_show_a_bar_on_a_terminal(cli: Cli, tmp_path):
     other = Cli(tmp_path / "other")
     other.run("init")
     code, shown = run_on_terminal(other, "import", str(car))
-    assert code == 0 and b"importing" in shown and b"records: 1 new" in shown
+    assert code == 0 and b"importing" in shown and b"records: 2 new" in shown  # the version and the exporting lab's lab record
     quiet = Cli(tmp_path / "quiet")
     quiet.run("init")
     assert quiet.run("import", str(car)).stderr == b""
