@@ -505,9 +505,11 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     """
     from fabnode.node.local.files import get_path, plan_get
     from fabnode.protocol.cid import parse_cid_path
+    from fabnode.storage.gc import end_lease, take_lease
 
     store = _home(ctx).open_store()
     root, segments = parse_cid_path(cid_path)
+    lease = take_lease(store, root, "get", _now_ms())  # gc keeps the DAG while it is written out
     if peers or not _held_completely(store, root, segments):
         from fabnode.node.runtime.fetch import fetch
 
@@ -527,6 +529,7 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
                 echo(f"  {attempt}", err=True)
     out, tree, total = plan_get(store, root, segments, output)
     written = _run_with_progress(total, "writing", lambda progress: get_path(store, out, tree, progress))
+    end_lease(store, lease)
     if as_json:
         _print_json({"path": str(written)})
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 
 import trio
 
@@ -198,6 +198,9 @@ class FetchServer:
                 transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
+        with self.store.write_transaction():  # wanted: the seeding budget drops it last (issue 15)
+            self.store.db.conn.execute("UPDATE pins SET wanted_ms = ? WHERE cid = ?",
+                                       (time.time_ns() // 1_000_000, root))
 
 
 # ------------------------------------------------------------------ asking
@@ -744,6 +747,26 @@ def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
                       time.time_ns() // 1_000_000), replace=False)
 
 
+@contextmanager
+def fetch_lease(store: BlockStore, root: bytes):
+    """Protect the blocks of ``root`` from gc while they are fetched (storage/gc.py: a lease,
+    committed before anything of the DAG is read). Once pinned the lease ends; a fetch that
+    fails or is interrupted leaves it, touched now, so gc keeps what arrived for
+    ``storage.gc.LEASE_KEEP_MS`` and the next attempt resumes from it."""
+    from fabnode.storage.gc import end_lease, take_lease, touch_lease
+
+    lease = take_lease(store, root, "fetch", time.time_ns() // 1_000_000)
+    try:
+        yield
+    except BaseException:
+        try:
+            touch_lease(store, lease, time.time_ns() // 1_000_000)
+        except Exception:  # the fetch's own error (a full disk, a damaged file) is the one to report
+            pass
+        raise
+    end_lease(store, lease)
+
+
 DEFAULT_TIMEOUT_S = 600
 """How long an interactive `get` keeps trying (``--timeout``)."""
 
@@ -767,11 +790,13 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str, timeout_s: flo
             raise FabnodeError(f"{cid_path} {what}, and no daemon is running to fetch it: "
                                "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
         return reply
-    try:
-        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s, progress)
-    except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
-        raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
-    pin_fetched(store, result["root"])
+    with fetch_lease(store, root):
+        try:
+            result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s,
+                              progress)
+        except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
+            raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
+        pin_fetched(store, result["root"])
     return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"],
             "from": str(result["from"]), "attempts": result["attempts"]}
 

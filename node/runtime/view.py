@@ -59,6 +59,11 @@ class StoreView:
 
         return seeded_bytes(self.store)
 
+    def seeded_pins(self) -> list[tuple[bytes, int, int]]:
+        from .seeding import seeded_pins
+
+        return seeded_pins(self.store)
+
     # ------------------------------------------------------------------ writes
 
     def store_records(self, blocks, peer: str, now_ms: int, verified=None):
