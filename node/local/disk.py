@@ -34,6 +34,8 @@ from fabnode.node.home import Home
 
 KINDS = ("added", "published", "followed", "seeded", "fetched", "imported")
 GC_LOCK = "gc.lock"
+TEST_BATCH_ENV = "FABNODE_TEST_GC_BATCH_ROWS"
+"""Tests only: rows per sweep transaction, so that a small store takes many (the SIGKILL test)."""
 TEST_NOW_ENV = "FABNODE_TEST_NOW_MS"
 """Tests only: the wall-clock time (ms) gc judges leases by, to show that interrupted fetches'
 leftovers are kept for storage.gc.LEASE_KEEP_MS and collected after."""
@@ -311,6 +313,8 @@ def collect(home: Home, *, compact: bool = False, progress=lambda n: None) -> Gc
     VACUUM the database afterwards so the file shrinks (refused while the daemon runs)."""
     started = time.monotonic()
     store = home.open_store()
+    if os.environ.get(TEST_BATCH_ENV):
+        storegc.BATCH_ROWS = int(os.environ[TEST_BATCH_ENV])
     with gc_lock(home.path):
         if compact:
             _refuse_compact_with_daemon(home)

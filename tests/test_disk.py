@@ -1,0 +1,156 @@
+"""Disk use the operator controls (issue 15): `du`, `unpin`, `gc`, run as an operator runs them,
+on real homes; gc under SIGKILL and beside an add and a fetch; leftovers of interrupted fetches;
+the daemon's seeding budget."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import FABNODE, Cli, cli_env, write_random_file
+from daemons import start, stored_blocks, wait_until
+
+
+def _block_bytes(home: Path) -> tuple[int, int]:
+    """(blocks, SUM(size)) straight from the database file."""
+    conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return tuple(conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM blocks").fetchone())
+    finally:
+        conn.close()
+
+
+def _cids(home: Path) -> set[bytes]:
+    conn = sqlite3.connect(f"file:{home / 'fabnode.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        return {r[0] for r in conn.execute("SELECT cid FROM blocks")}
+    finally:
+        conn.close()
+
+
+def _two_designs(lab: Cli, tmp_path: Path) -> tuple[dict, dict, Path]:
+    """Two published designs that share one file (1.5 MiB), each with a file of its own."""
+    shared = write_random_file(tmp_path / "shared.bin", 1_500_000, seed=1)
+    designs = []
+    for i, own in enumerate((300_000, 200_000)):
+        folder = tmp_path / f"design{i}"
+        folder.mkdir()
+        (folder / "shared.bin").write_bytes(shared.read_bytes())
+        write_random_file(folder / f"own{i}.bin", own, seed=10 + i)
+        designs.append(lab.json("publish", str(folder), "-m", f"design {i}", "--license", "CERN-OHL-P-2.0"))
+    return designs[0], designs[1], shared
+
+
+def test_du_totals_equal_the_databases_block_bytes_and_shared_blocks_count_once(cli, tmp_path):
+    one, two, _ = _two_designs(cli, tmp_path)
+    extra = write_random_file(tmp_path / "notes.bin", 700_000, seed=3)
+    cli.out("add", str(extra))
+    report = cli.json("du")
+    blocks, total = _block_bytes(cli.home)
+    assert (report["blocks"], report["total_bytes"]) == (blocks, total)
+    assert report["pinned_bytes"] + report["partial_bytes"] + report["unreferenced_bytes"] == total
+    assert report["pinned_bytes"] == total and report["unreferenced_bytes"] == 0
+    kinds = report["kinds"]
+    assert kinds["published"]["pins"] == 2 and kinds["added"]["pins"] == 1
+    assert kinds["added"]["bytes"] == 700_000
+    assert kinds["published"]["bytes"] + kinds["added"]["bytes"] == total  # shared blocks once per kind
+    rows = {d["design"]: d for d in report["designs"]}
+    shared_bytes = 1_500_000
+    for design, own in ((one["design"], 300_000), (two["design"], 200_000)):
+        row = rows[design]
+        assert row["bytes"] > shared_bytes + own  # the shared file counts in both designs ...
+        assert own <= row["own_bytes"] < own + 1000  # ... and in neither's own bytes (plus its folder node)
+    text = cli.out("du")
+    assert "unreferenced" in text and one["design"] in text
+
+
+def test_unpin_and_gc_free_exactly_the_unreferenced_blocks_and_keep_shared_ones(cli, tmp_path):
+    one, two, shared = _two_designs(cli, tmp_path)
+    before = cli.json("du")
+    own_one = next(d["own_bytes"] for d in before["designs"] if d["design"] == one["design"])
+    result = cli.json("unpin", one["design"])
+    assert [p["cid"] for p in result["unpinned"]] == [one["bundle"]]
+    assert result["gc_would_free_bytes"] == own_one
+    assert _block_bytes(cli.home) == (before["blocks"], before["total_bytes"])  # unpin deletes nothing
+    after_unpin = cli.json("du")
+    assert after_unpin["unreferenced_bytes"] == own_one
+    freed = cli.json("gc")
+    assert freed["freed_bytes"] == own_one
+    assert _block_bytes(cli.home) == (before["blocks"] - result["gc_would_free_blocks"], before["total_bytes"] - own_one)
+    assert cli.json("fsck")["ok"]
+    out = tmp_path / "out"
+    cli.out("get", two["bundle"], "-o", str(out))
+    assert (out / "shared.bin").read_bytes() == shared.read_bytes()
+    assert "is not in this store" in cli.fails("cat", one["bundle"] + "/own0.bin")
+    again = cli.json("gc")
+    assert again["freed_blocks"] == 0 and cli.json("du")["unreferenced_bytes"] == 0
+    text = cli.out("gc")
+    assert text.startswith("freed 0 B (0 block(s)) in the store")
+
+
+def test_unpin_refuses_what_it_cannot_name_in_one_line_and_changes_nothing(cli, tmp_path):
+    one, _two, _ = _two_designs(cli, tmp_path)
+    before = cli.json("du")
+    assert cli.fails("unpin", "not-a-cid").startswith("error: ")
+    unknown = cli.fails("unpin", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
+    assert "is not pinned here" in unknown
+    cli.json("unpin", one["bundle"])
+    assert cli.fails("unpin", one["version"]) == f"error: nothing of design {one['design']} is pinned here"
+    assert cli.json("du")["total_bytes"] == before["total_bytes"]
+
+
+def _many_small_blocks(tmp_path: Path, name: str, files: int, seed: int) -> Path:
+    """A folder of ``files`` small random files in subfolders of 500 (many blocks, few bytes)."""
+    rng = random.Random(seed)
+    root = tmp_path / name
+    for i in range(files):
+        folder = root / f"part{i // 500:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i:05d}.dat").write_bytes(rng.randbytes(rng.randrange(50, 400)))
+    return root
+
+
+def test_gc_killed_at_twenty_random_moments_leaves_a_sound_store_with_every_pin_whole(cli, tmp_path):
+    """gc deletes in batches, each one transaction: a SIGKILL at any moment leaves fsck sound,
+    every pinned DAG complete, and only unreferenced blocks gone (fewer after each kill).
+    FABNODE_TEST_GC_BATCH_ROWS makes the batches small, so a small store takes many."""
+    kept = _many_small_blocks(tmp_path, "kept", 500, seed=5)
+    kept_cid = cli.out("add", str(kept))
+    kept_blocks = _cids(cli.home)
+    env = {**cli_env(cli.home), "FABNODE_TEST_GC_BATCH_ROWS": "10"}
+
+    def make_garbage(seed: int) -> None:
+        cli.json("unpin", cli.out("add", str(_many_small_blocks(tmp_path, f"garbage{seed}", 3000, seed=seed))))
+
+    make_garbage(100)
+    rng = random.Random(20261127)
+    outcomes = {"nothing": 0, "part": 0, "all": 0}
+    for attempt in range(20):
+        before = len(_cids(cli.home))
+        proc = subprocess.Popen([str(FABNODE), "gc"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the seeded moment of the crash: every fourth one while it starts or marks, the others
+        # once it has deleted a random number of the unreferenced blocks (polled, not slept for)
+        if attempt % 4 == 0:
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            target = before - rng.randrange(1, before - len(kept_blocks))
+            wait_until(lambda: proc.poll() is not None or _block_bytes(cli.home)[0] <= target, timeout=60,
+                       what="gc to delete some blocks")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        report = cli.json("fsck")
+        assert report["ok"] and not report["missing"] and report["pins"] == 1, f"attempt {attempt}: {report}"
+        after = _cids(cli.home)
+        assert kept_blocks <= after and len(after) <= before
+        outcomes["nothing" if len(after) == before else "all" if after == kept_blocks else "part"] += 1
+        if after == kept_blocks:
+            make_garbage(101 + attempt)
+    assert outcomes["part"] >= 10, outcomes  # most kills really landed between two batches
+    out = tmp_path / "out"
+    cli.out("get", kept_cid, "-o", str(out))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(p.relative_to(kept) for p in kept.rglob("*"))
