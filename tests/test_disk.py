@@ -154,3 +154,122 @@ def test_gc_killed_at_twenty_random_moments_leaves_a_sound_store_with_every_pin_
     out = tmp_path / "out"
     cli.out("get", kept_cid, "-o", str(out))
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(p.relative_to(kept) for p in kept.rglob("*"))
+
+
+def _served_design(tmp_path: Path, lab: Cli, files: int, size: int, seed: int) -> tuple[dict, Path]:
+    folder = tmp_path / f"served{seed}"
+    for i in range(files):
+        write_random_file(folder / f"part{i}.bin", size, seed=seed + i)
+    return lab.json("publish", str(folder), "-m", "parts", "--license", "CERN-OHL-P-2.0"), folder
+
+
+def _slow_server(tmp_path: Path, daemons: list, rate: int, files: int, size: int):
+    a = Cli(tmp_path / "a")
+    a.run("init", "--name", "Lab A")
+    with open(a.home / "config.toml", "a") as f:
+        f.write(f"[limits]\nupload_bytes_per_second = {rate}\n")
+    published, folder = _served_design(tmp_path, a, files, size, seed=20)
+    return start(daemons, a), published, folder
+
+
+def test_gc_beside_an_add_and_a_fetch_loses_nothing_they_keep(tmp_path, daemons):
+    """B held some of the blocks it now fetches and adds, unreferenced (INSERT OR IGNORE keeps
+    those old rows). gc runs again and again while `get --peer` fetches at 4 MB/s and `add` stores
+    the same file again: afterwards every pin is complete, fsck is sound, the files are identical."""
+    da, published, folder = _slow_server(tmp_path, daemons, 4_000_000, files=4, size=4 << 20)
+    b = Cli(tmp_path / "b")
+    b.run("init", "--name", "Lab B")
+    b.json("unpin", b.out("add", str(folder / "part0.bin")))  # part of the bundle, now garbage here
+    again = write_random_file(tmp_path / "again.bin", 3 << 20, seed=30)
+    b.json("unpin", b.out("add", str(again)))
+    out = tmp_path / "out"
+    fetch = subprocess.Popen([str(FABNODE), "get", published["bundle"], "--peer", da.addr, "-o", str(out)],
+                             env=cli_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rounds = 0
+    added = None
+    while fetch.poll() is None or rounds < 2:
+        gc = subprocess.Popen([str(FABNODE), "gc"], env=cli_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        added = b.out("add", str(again))  # reuses the old rows gc is deleting
+        assert gc.wait(timeout=60) == 0, gc.stderr.read()
+        if fetch.poll() is None:
+            b.json("unpin", added)  # garbage again for the next round
+            added = None
+        rounds += 1
+    assert fetch.wait(timeout=60) == 0, fetch.stderr.read()
+    if added is None:  # the fetch ended just after the last round's unpin
+        added = b.out("add", str(again))
+    report = b.json("fsck")
+    assert report["ok"] and not report["missing"], report
+    for part in folder.iterdir():
+        assert (out / part.name).read_bytes() == part.read_bytes()
+    assert b.run("cat", added).stdout == again.read_bytes()
+    pins = {p["cid"] for p in b.json("du")["pins"]}
+    assert pins == {published["bundle"], added}
+
+
+def test_leftovers_of_an_interrupted_fetch_stay_a_week_then_gc_collects_them(tmp_path, daemons):
+    """A fetch killed half-way leaves its verified blocks and its lease: gc keeps them (du shows
+    them as a partial fetch) until a week after the fetch started, and frees them after."""
+    from fabnode.storage.gc import LEASE_KEEP_MS
+
+    da, published, _ = _slow_server(tmp_path, daemons, 2_000_000, files=3, size=8 << 20)
+    b = Cli(tmp_path / "b")
+    b.run("init", "--name", "Lab B")
+    started_ms = time.time_ns() // 1_000_000
+    fetch = subprocess.Popen([str(FABNODE), "get", published["bundle"], "--peer", da.addr, "-o", str(tmp_path / "out")],
+                             env=cli_env(b.home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: stored_blocks(b.home)[1] >= 8 << 20, timeout=60, what="a first batch of the fetch")
+    fetch.send_signal(signal.SIGKILL)
+    fetch.wait(timeout=10)
+    blocks, held = _block_bytes(b.home)
+    assert 0 < held < 24 << 20
+    du = b.json("du")
+    assert du["partial_bytes"] == held and du["unreferenced_bytes"] == 0
+
+    def gc_at(ms: int) -> dict:
+        result = subprocess.run([str(FABNODE), "gc", "--json"], env={**cli_env(b.home), "FABNODE_TEST_NOW_MS": str(ms)},
+                                capture_output=True, check=True)
+        import json
+
+        return json.loads(result.stdout)
+
+    early = gc_at(started_ms + LEASE_KEEP_MS - 60_000)
+    assert early["freed_blocks"] == 0 and early["partial_kept"] == 1
+    assert _block_bytes(b.home) == (blocks, held)
+    late = gc_at(time.time_ns() // 1_000_000 + LEASE_KEEP_MS + 60_000)
+    assert (late["freed_blocks"], late["freed_bytes"]) == (blocks, held) and late["leases_dropped"] >= 1
+    assert _block_bytes(b.home) == (0, 0)
+
+
+def test_the_daemon_keeps_seeded_bundles_within_the_budget_by_dropping_the_least_recently_wanted(tmp_path, daemons):
+    """B (budget 2 MiB) follows three 1.2 MiB designs one after another: each new one passes the
+    budget and the bundle seeded longest ago is dropped (unpinned, its blocks deleted), with a log
+    line; a dropped bundle is not fetched again."""
+    from daemons import record_count
+
+    a = Cli(tmp_path / "a")
+    a.run("init", "--name", "Lab A")
+    designs = [_served_design(tmp_path, a, 1, 1_200_000, seed=40 + i)[0] for i in range(3)]
+    b = Cli(tmp_path / "b")
+    b.run("init", "--name", "Lab B")
+    with open(b.home / "config.toml", "a") as f:
+        f.write("[seeding]\nbudget_mib = 2\n")
+    da = start(daemons, a)
+    db = start(daemons, b, "--bootstrap", da.addr)
+    wait_until(lambda: record_count(b.home) == 3, timeout=30, what="B to have the three versions")
+    b.run("follow", designs[0]["design"])
+    db.wait_for(f"fetch finished: {designs[0]['bundle']}", timeout=30)
+    assert not db.said("dropping bundle")
+    b.run("follow", designs[1]["design"])
+    db.wait_for(f"fetch finished: {designs[1]['bundle']}", timeout=30)
+    line = db.wait_for("seeding: dropping bundle", timeout=30)
+    assert designs[0]["bundle"] in line and "least recently wanted" in line and "budget of 2 MiB" in line
+    db.wait_for(f"seeding: dropped bundle {designs[0]['bundle']}: freed", timeout=30)
+    b.run("follow", designs[2]["design"])
+    db.wait_for(f"fetch finished: {designs[2]['bundle']}", timeout=30)
+    db.wait_for(f"seeding: dropped bundle {designs[1]['bundle']}: freed", timeout=30)
+    du = b.json("du")
+    assert [p["cid"] for p in du["pins"]] == [designs[2]["bundle"]]
+    assert du["kinds"]["followed"]["bytes"] == du["total_bytes"] <= 2 << 20
+    assert not db.said(f"fetching bundle {designs[0]['bundle']}")[1:]  # fetched once, never again
+    assert b.json("fsck")["ok"]
