@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sqlite3
 import time
 from contextlib import aclosing, contextmanager
 
@@ -198,9 +199,12 @@ class FetchServer:
                 transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {peer[:16]}…: {transfer['sent_bytes']} bytes")
-        with self.store.write_transaction():  # wanted: the seeding budget drops it last (issue 15)
-            self.store.db.conn.execute("UPDATE pins SET wanted_ms = ? WHERE cid = ?",
-                                       (time.time_ns() // 1_000_000, root))
+        try:  # wanted: the seeding budget drops it last (issue 15); best effort, the serve is done
+            with self.store.write_transaction():
+                self.store.db.conn.execute("UPDATE pins SET wanted_ms = ? WHERE cid = ?",
+                                           (time.time_ns() // 1_000_000, root))
+        except sqlite3.Error:
+            pass
 
 
 # ------------------------------------------------------------------ asking
