@@ -182,10 +182,16 @@ def disk_use(home: Home) -> DiskUse:
                 report.unreferenced_blocks += 1
             if cid in wanted:
                 sizes[cid] = size
+        pinned_by: dict[bytes, list[bytes]] = {}
+        for root, cids in pin_dags.items():
+            for c in cids:
+                pinned_by.setdefault(c, []).append(root)
         for design, cids in design_dags.items():
+            own_bundles = design_bundles[design]
             design_bytes[design] = sum(sizes.get(c, 0) for c in cids)
+            # own: no other design has it, and no pin outside this design's bundles reaches it
             design_own[design] = sum(sizes.get(c, 0) for c in cids if owner.get(c) == design
-                                     and not _pinned_elsewhere(c, design_bundles[design], pin_dags))
+                                     and all(r in own_bundles for r in pinned_by.get(c, ())))
         for kind, cids in kind_cids.items():
             kind_bytes[kind] = sum(sizes.get(c, 0) for c in cids)
         for p in pins:
@@ -201,11 +207,6 @@ def disk_use(home: Home) -> DiskUse:
     report.pins = [{"cid": cid_str(p.cid), "kind": pin_kinds[p.cid], "source": p.source, "bytes": pin_bytes[p.cid]}
                    for p in pins]
     return report
-
-
-def _pinned_elsewhere(cid: bytes, own_bundles: set[bytes], pin_dags: dict[bytes, set[bytes]]) -> bool:
-    """Whether a pin that is not one of this design's bundles reaches ``cid`` (an `add` of the same file)."""
-    return any(cid in cids for root, cids in pin_dags.items() if root not in own_bundles)
 
 
 # ------------------------------------------------------------------ unpin
