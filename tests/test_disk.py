@@ -217,8 +217,9 @@ def test_gc_beside_an_add_and_a_fetch_loses_nothing_they_keep(tmp_path, daemons)
     for part in folder.iterdir():
         assert (out / part.name).read_bytes() == part.read_bytes()
     assert b.run("cat", added).stdout == again.read_bytes()
-    pins = {p["cid"] for p in b.json("du")["pins"]}
-    assert pins == {published["bundle"], added}
+    du = b.json("du")
+    assert {p["cid"]: p["kind"] for p in du["pins"]} == {published["bundle"]: "fetched", added: "added"}
+    assert du["unreferenced_bytes"] + du["pinned_bytes"] + du["partial_bytes"] == _block_bytes(b.home)[1]
 
 
 def test_leftovers_of_an_interrupted_fetch_stay_a_week_then_gc_collects_them(tmp_path, daemons):

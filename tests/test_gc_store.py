@@ -102,3 +102,22 @@ def test_the_sweep_deletes_exactly_the_unreferenced_blocks_in_batches(tmp_path, 
     left = {r[0] for r in store.db.conn.execute("SELECT cid FROM blocks")}
     assert left == set(pinned)
     assert result.blocks == len(garbage) + 1
+
+
+def test_pin_kinds_are_read_from_the_pins_source_the_follows_and_this_labs_versions():
+    from fabnode.node.local.disk import pin_kind
+    from fabnode.protocol.cid import DAG_CBOR, cid_str
+
+    followed, other = make_cid(DAG_CBOR, b"followed design"), make_cid(DAG_CBOR, b"other design")
+    mine, theirs = make_cid(RAW, b"my bundle"), make_cid(RAW, b"a bundle")
+    cases = {
+        (f"seeded:{cid_str(followed)}", theirs): "followed",
+        (f"seeded:{cid_str(other)}", theirs): "seeded",
+        (f"fetched:{cid_str(theirs)}", theirs): "fetched",
+        ("import:lab-a.car", theirs): "imported",
+        ("hand-pump", mine): "published",
+        ("scans", theirs): "added",
+        ("seeded:not-a-cid", theirs): "seeded",
+    }
+    for (source, cid), kind in cases.items():
+        assert pin_kind(source, cid, {followed}, {mine}) == kind, source
