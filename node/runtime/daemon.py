@@ -205,7 +205,8 @@ class Daemon:
         from fabnode.node.local.disk import evict_bundle
 
         try:
-            freed = await trio.to_thread.run_sync(evict_bundle, self.home.db_path, root)
+            # abandoned on shutdown: each batch is one transaction, so stopping mid-way is safe
+            freed = await trio.to_thread.run_sync(evict_bundle, self.home.db_path, root, abandon_on_cancel=True)
         except Exception as exc:
             self.feed(ev.BundleDropped(root, 0, f"{type(exc).__name__}: {exc}"))
         else:
