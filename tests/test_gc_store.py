@@ -121,3 +121,27 @@ def test_pin_kinds_are_read_from_the_pins_source_the_follows_and_this_labs_versi
     }
     for (source, cid), kind in cases.items():
         assert pin_kind(source, cid, {followed}, {mine}) == kind, source
+
+
+def test_a_fetch_lease_is_renewed_while_it_runs_kept_when_it_fails_and_ended_once_pinned(tmp_path, monkeypatch):
+    import pytest
+
+    from fabnode.node.runtime import fetch
+
+    store, _ = _stores(tmp_path)
+    root = make_cid(RAW, b"root")
+
+    def touched() -> list[int]:
+        return [r[0] for r in store.db.conn.execute("SELECT touched_ms FROM leases WHERE root = ?", (root,))]
+
+    monkeypatch.setattr(fetch, "LEASE_RENEW_S", 0)
+    with pytest.raises(RuntimeError):
+        with fetch.fetch_lease(store, root) as renew:
+            store.db.conn.execute("UPDATE leases SET touched_ms = 5")
+            renew()
+            assert touched()[0] > 5  # renewed
+            raise RuntimeError("the link broke")
+    assert len(touched()) == 1  # a failed fetch leaves its lease
+    with fetch.fetch_lease(store, root):
+        assert len(touched()) == 2
+    assert len(touched()) == 1  # a fetch that got its pin ends its own lease

@@ -39,10 +39,11 @@ class Fetcher:
             self.log(f"fetching {cid_str(root)}: asking {len(self.candidates())} connected peer(s)")
             # the daemon keeps its connections itself (redialling the addresses it knows, which
             # are the ones it was told to use): the fetch only asks the peers connected now
-            with fetch_lease(self.store, root):  # gc keeps what arrives, also after an interruption
+            with fetch_lease(self.store, root) as renew:  # gc keeps what arrives, also after an interruption
                 result = await fetch_from_peers(self.host, self.store, root, path, self._infos, self.log, progress,
                                                 timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
-                                                find_more=self.providers.find, connect=False, on_change=on_change)
+                                                find_more=self.providers.find, connect=False, on_change=on_change,
+                                                renew=renew)
                 pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "
