@@ -187,13 +187,20 @@ def _slow_server(tmp_path: Path, daemons: list, rate: int, files: int, size: int
 
 
 def test_gc_beside_an_add_and_a_fetch_loses_nothing_they_keep(tmp_path, daemons):
-    """B held some of the blocks it now fetches and adds, unreferenced (INSERT OR IGNORE keeps
-    those old rows). gc runs again and again while `get --peer` fetches at 3 MB/s and `add` stores
-    the same file again: afterwards every pin is complete, fsck is sound, the files are identical."""
+    """B held some of the blocks it now fetches, adds and imports, unreferenced (INSERT OR IGNORE
+    keeps those old rows). gc runs again and again while `get --peer` fetches at 3 MB/s, `add`
+    stores the same file again and `import` a CAR: afterwards every pin is complete, fsck is
+    sound, the files are identical."""
     da, published, folder = _slow_server(tmp_path, daemons, 3_000_000, files=3, size=3 << 20)
+    a = da.cli
+    shipped = write_random_file(tmp_path / "shipped" / "manual.pdf", 2 << 20, seed=31)
+    carried = a.json("publish", str(shipped.parent), "-m", "by USB stick", "--license", "CERN-OHL-P-2.0")
+    car = tmp_path / "stick.car"
+    a.out("export", str(car), "--design", carried["design"])
     b = Cli(tmp_path / "b")
     b.run("init", "--name", "Lab B")
     b.json("unpin", b.out("add", str(folder / "part0.bin")))  # part of the bundle, now garbage here
+    b.json("unpin", b.out("add", str(shipped)))  # the CAR's file, garbage here too
     again = write_random_file(tmp_path / "again.bin", 3 << 20, seed=30)
     b.json("unpin", b.out("add", str(again)))
     out = tmp_path / "out"
@@ -204,6 +211,8 @@ def test_gc_beside_an_add_and_a_fetch_loses_nothing_they_keep(tmp_path, daemons)
     while fetch.poll() is None or rounds < 2:
         gc = subprocess.Popen([str(FABNODE), "gc"], env=cli_env(b.home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         added = b.out("add", str(again))  # reuses the old rows gc is deleting
+        if rounds == 1:
+            b.json("import", str(car))  # so does the import
         assert gc.wait(timeout=60) == 0, gc.stderr.read()
         if fetch.poll() is None:
             b.json("unpin", added)  # garbage again for the next round
@@ -218,7 +227,9 @@ def test_gc_beside_an_add_and_a_fetch_loses_nothing_they_keep(tmp_path, daemons)
         assert (out / part.name).read_bytes() == part.read_bytes()
     assert b.run("cat", added).stdout == again.read_bytes()
     du = b.json("du")
-    assert {p["cid"]: p["kind"] for p in du["pins"]} == {published["bundle"]: "fetched", added: "added"}
+    assert {p["cid"]: p["kind"] for p in du["pins"]} == {published["bundle"]: "fetched", added: "added",
+                                                          carried["bundle"]: "imported"}
+    assert b.run("cat", carried["bundle"] + "/manual.pdf").stdout == shipped.read_bytes()
     assert du["unreferenced_bytes"] + du["pinned_bytes"] + du["partial_bytes"] == _block_bytes(b.home)[1]
 
 
