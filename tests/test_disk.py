@@ -94,7 +94,7 @@ def test_unpin_and_gc_free_exactly_the_unreferenced_blocks_and_keep_shared_ones(
 
 
 def test_unpin_refuses_what_it_cannot_name_in_one_line_and_changes_nothing(cli, tmp_path):
-    one, _two, _ = _two_designs(cli, tmp_path)
+    one, two, _ = _two_designs(cli, tmp_path)
     before = cli.json("du")
     assert cli.fails("unpin", "not-a-cid").startswith("error: ")
     unknown = cli.fails("unpin", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
@@ -107,6 +107,10 @@ def test_unpin_refuses_what_it_cannot_name_in_one_line_and_changes_nothing(cli, 
         fcntl.flock(held, fcntl.LOCK_EX)
         assert cli.fails("gc") == "error: another 'fabnode gc' is running on this home: wait for it to end"
     assert cli.json("du")["total_bytes"] == before["total_bytes"]
+    same = cli.json("publish", str(tmp_path / "design1"), "-m", "the same files", "--license", "CERN-OHL-P-2.0")
+    assert same["bundle"] == two["bundle"]
+    result = cli.json("unpin", same["design"])  # one pin per CID: the other design loses it too, and is told
+    assert result["warnings"] == [f"{two['bundle']} is also the files of design {two['design']}: unpinned there too"]
 
 
 def _many_small_blocks(tmp_path: Path, name: str, files: int, seed: int) -> Path:

@@ -258,6 +258,10 @@ def unpin(home: Home, target: str) -> Unpinned:
     if design is None:  # a bundle named directly: which design is it?
         row = conn.execute("SELECT design FROM versions WHERE bundle = ? LIMIT 1", (cid,)).fetchone()
         design = row[0] if row else None
+    for root, _source in rows:  # one pin per CID: another design with the very same files loses it too
+        others = {r[0] for r in conn.execute("SELECT design FROM versions WHERE bundle = ?", (root,))} - {design}
+        for other in sorted(others):
+            warnings.append(f"{cid_str(root)} is also the files of design {cid_str(other)}: unpinned there too")
     if design is not None and design in followed:
         warnings.append(f"design {cid_str(design)} is followed: the daemon will fetch it again; "
                         f"'fabnode unfollow {cid_str(design)}' stops that")
