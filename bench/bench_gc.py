@@ -7,7 +7,8 @@ leaves) and 100,000 records (the 50 versions and 99,950 attestations on them fro
 written straight through storage/ with a seeded RNG. Half the designs are then unpinned with
 `fabnode unpin`. Each run copies the base to a fresh home and times the real command
 (`fabnode gc --json`), with the child's peak RSS from wait4; then, on the same copy, a second
-gc that finds nothing to free (the mark alone, plus a process start).
+gc that finds nothing to free (the mark alone, plus a process start). Also `fabnode du --json`
+on the base (read only).
 
 Anchor: on another fresh copy, SQLite's own `DELETE FROM blocks WHERE cid IN (…)` of exactly the
 rows gc deletes, in one transaction, from Python's sqlite3 (the floor of deleting these rows
@@ -196,6 +197,14 @@ def main() -> None:
         print(f"  anchor {i + 1}: SQLite DELETE of the same {len(doomed)} rows {anchor_times[-1]:.2f} s", flush=True)
         shutil.rmtree(home)
 
+    du_times = []
+    for _ in range(args.runs):  # read-only: on the base itself
+        start = time.perf_counter()
+        subprocess.run([str(FABNODE), "du", "--json"], env={**os.environ, "FABNODE_HOME": str(base)}, check=True,
+                       stdout=subprocess.DEVNULL)
+        du_times.append(time.perf_counter() - start)
+    print(f"  du: {', '.join(f'{t:.2f}' for t in du_times)} s", flush=True)
+
     gc_median = statistics.median(gc_times)
     anchor = statistics.median(anchor_times)
     print(json.dumps({"blocks": blocks, "bytes": total, "records": records,
@@ -203,7 +212,7 @@ def main() -> None:
                       "gc_s": gc_times, "gc_median_s": gc_median, "gc_peak_rss_mib": max(rss) / 1024,
                       "idle_gc_median_s": statistics.median(idle_times), "idle_peak_rss_mib": max(idle_rss) / 1024,
                       "sqlite_delete_s": anchor_times, "sqlite_delete_median_s": anchor,
-                      "ratio": gc_median / anchor, "machine": f"{platform.platform()}, {os.cpu_count()} cores"},
+                      "ratio": gc_median / anchor, "du_s": du_times, "du_median_s": statistics.median(du_times), "machine": f"{platform.platform()}, {os.cpu_count()} cores"},
                      indent=1))
     if not args.keep:
         shutil.rmtree(WORK)
