@@ -131,15 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     # --json before the command: a separate name, applied in main() to commands that have --json
     parser.add_argument("--json", dest="_json_first", action="store_true",
                         help="Print JSON (for the commands that can; also accepted after the command).")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")  # none: main() prints the help
     for spec in _COMMANDS.values():
         doc = _cleandoc(spec.fn.__doc__)
-        sub = commands.add_parser(spec.name, help=doc.splitlines()[0] if doc else None, description=doc,
+        sub = commands.add_parser(spec.name, help=summary(doc) or None, description=doc,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(_spec=spec, _dests=_add_params(sub, spec), _sub=sub)
         _global_options(sub.add_argument_group("global options (also accepted before the command)"),
                         argparse.SUPPRESS)
     return parser
+
+
+def summary(doc: str) -> str:
+    """A command's line in the top-level help: its docstring's first sentence, whole, however the
+    docstring wraps it (the first line alone cut some mid-sentence). A sentence ends at a full
+    stop followed by a capital letter or the end of the paragraph, so "Should we build this? A
+    personal score …" stays one summary."""
+    import re
+
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    end = re.search(r"\.(?=\s+[A-Z]|$)", paragraph)
+    return paragraph[:end.end()] if end else paragraph
 
 
 def _cleandoc(doc: str | None) -> str:
@@ -172,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
 
     interrupts.install()  # SIGINT and SIGTERM raise where the command is, so cleanup runs
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # a bare `fabnode` (or only global options): the full help, exit 0
+            parser.print_help()
+            return 0
         code = _run_command(args)
     except KeyboardInterrupt as exc:  # while parsing
         echo(f"error: {interrupts.message(exc)}", err=True)
@@ -441,19 +457,21 @@ def _human(size: int) -> str:
 @argument("cid_path", metavar="CID[/PATH]", required=False)
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ls(ctx: Context, cid_path: str | None, as_json: bool) -> None:
-    """List a directory of a stored DAG; without an argument, list what this node has added.
+    """List a directory of a stored DAG; without an argument, list what this node keeps.
+
+    CID may be a files CID, a version CID (that version's files) or a design id (its newest
+    canonical version's files).
 
     Usage:  fabnode ls bafy…/cad
     """
     from fabnode.node.local.files import list_path, list_pins
-    from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
     if cid_path is None:
         entries = list_pins(store)
     else:
-        root, segments = parse_cid_path(cid_path)
-        entries = list_path(store, root, segments)
+        files = _files(store, cid_path, held=True)
+        entries = list_path(store, files.root, files.segments)
     if as_json:
         _print_json([e.as_json() for e in entries])
         return
@@ -468,15 +486,16 @@ def ls(ctx: Context, cid_path: str | None, as_json: bool) -> None:
 def cat(ctx: Context, cid_path: str) -> None:
     """Write a stored file to standard output, verifying every block.
 
-    Usage:  fabnode cat bafy…/README.md
+    CID may be a files CID, a version CID or a design id (its newest canonical version).
+
+    Usage:  fabnode cat DESIGN/README.md
     """
     from fabnode.node.local.files import cat_path
-    from fabnode.protocol.cid import parse_cid_path
 
     store = _home(ctx).open_store()
-    root, segments = parse_cid_path(cid_path)
+    files = _files(store, cid_path, held=True)
     out = sys.stdout.buffer
-    for piece in cat_path(store, root, segments):
+    for piece in cat_path(store, files.root, files.segments):
         out.write(piece)
     out.flush()
 
@@ -493,7 +512,9 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
         as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
-    The output must not exist yet; it defaults to the last path segment or the CID. Everything
+    CID may be a files CID, a version CID (that version's files) or a design id (its newest
+    canonical version's files), with a path inside them: DESIGN/cad/frame.stl. The output must
+    not exist yet; it defaults to the last path segment or the CID. Everything
     is checked first and written through a temporary folder renamed into place.
 
     What is not held here is fetched first: from the --peer nodes given, else through the
@@ -504,12 +525,16 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     Usage:  fabnode get bafy… -o hand-pump
     """
     from fabnode.node.local.files import get_path, plan_get
-    from fabnode.protocol.cid import parse_cid_path
+    from fabnode.protocol.cid import cid_str
     from fabnode.storage.gc import end_lease, take_lease
 
     store = _home(ctx).open_store()
-    root, segments = parse_cid_path(cid_path)
+    files = _files(store, cid_path)
+    root, segments = files.root, files.segments
     lease = take_lease(store, root, "get", _now_ms())  # gc keeps the DAG while it is written out
+    if output is None and not segments and files.named != "files":
+        output = Path(cid_str(files.given))  # named as the user named it, not by the bundle's CID
+    cid_path = files.path_text
     if peers or not _held_completely(store, root, segments):
         from fabnode.node.runtime.fetch import fetch
 
@@ -689,13 +714,16 @@ def _when(ts: int) -> str:
 @option("--label", help="Version label such as 1.3.0 (default: okh.toml version).")
 @option("--license", "license_", metavar="SPDX", help="Licence (default: okh.toml license).")
 @option("--hidden", "-H", is_flag=True, help="Also store names starting with '.'.")
+@option("--same-files", metavar="REASON",
+        help="Publish even though the files equal the design's current head, and say why (kept in the message).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def publish(ctx, path, message, design, parents, title, label, license_, hidden, as_json):
+def publish(ctx, path, message, design, parents, title, label, license_, hidden, same_files, as_json):
     """Store a design folder and sign a version of it.
 
     With neither --design nor --parent this starts a new design; --design D adds a version to
     D; --parent V alone starts an adaptation of V. The licence comes from okh.toml or --license
     and must be a valid SPDX expression; the manifest is checked and problems are warned about.
+    Files identical to the design's current head are refused unless --same-files says why.
 
     Usage:  fabnode publish ./hand-pump -m "first design"
     """
@@ -703,7 +731,7 @@ def publish(ctx, path, message, design, parents, title, label, license_, hidden,
 
     home = _home(ctx).require()
     result = run_publish(home, path, message=message, design=design, parents=list(parents), title=title,
-                         label=label, license_=license_, include_hidden=hidden)
+                         label=label, license_=license_, include_hidden=hidden, same_files=same_files)
     for warning in result.warnings:
         echo(f"warning: {warning}", err=True)
     if as_json:
@@ -742,6 +770,7 @@ def log(ctx, target, as_json):
         label = v["label"] or "-"
         echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  "
              f"by {_by(v['author'], v['author_trusted'])}")
+        echo(f"    files {v['bundle']}")
     for a in result.get("adaptations", []):
         echo(f"adapted as {a['design']}  {a['title']}  by {_by(a['author'], a['author_trusted'])}")
 
@@ -825,7 +854,10 @@ def search(ctx, text, limit, as_json):
     """
     from fabnode.node.local.commons import search_designs
 
-    _print_designs(search_designs(_home(ctx).open_stores().records, text, limit), as_json)
+    rows = search_designs(_home(ctx).open_stores().records, text, limit)
+    if not rows and not as_json:
+        echo(f"no design known here matches {text!r} (try other words; 'fabnode designs' lists them all)")
+    _print_designs(rows, as_json)
 
 
 @command()
@@ -937,6 +969,18 @@ def reputation(ctx, target, as_json):
     echo(f"{result['version']}: {result['verdict']} (score {result['value']:+.2f})")
     for line in result["explanation"]:
         echo(f"  {line}")
+
+
+def _files(store, cid_path: str, *, held: bool = False):
+    """The files ``CID[/PATH]`` names: a design's newest head, a version's bundle, or itself;
+    ``held``: they must be here (``ls``, ``cat``), else one line says how to get them."""
+    from fabnode.node.local.resolve import require_held, resolve_files
+    from fabnode.storage import Stores
+
+    files = resolve_files(Stores.of(store).records, cid_path, held=store.has)
+    if held:
+        require_held(files, cid_path, store.has)
+    return files
 
 
 def _held_completely(store, root: bytes, segments: list[str]) -> bool:

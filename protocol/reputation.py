@@ -267,6 +267,20 @@ def _dominated(trust: float, hops: int, queued: list[tuple[float, int]]) -> bool
     return False
 
 
+def distrusted_keys(me: str, trust: Mapping[str, TrustPath], vouches: Iterable[Vouch]) -> dict[str, tuple[str, ...]]:
+    """Keys without trust because a key I trust distrusts them: {key: the distruster's trust
+    path} (``(me,)`` when I distrust it myself, else the most trusted distruster's path). For
+    saying "you distrust this key" rather than "no trust path" (issue 15); trust is unchanged."""
+    out: dict[str, tuple[str, ...]] = {}
+    for (author, subject), vouch in sorted(_current_vouches(vouches).items()):
+        if vouch.trust != DISTRUSTED or subject in trust or author not in trust:
+            continue
+        held = out.get(subject)
+        if held is None or author == me or (held[-1] != me and trust[author].weight > trust[held[-1]].weight):
+            out[subject] = trust[author].path
+    return out
+
+
 def _is_cut_off(trust: float, distrusters: Iterable[str], settled: Mapping[str, TrustPath]) -> bool:
     """Distrust counts only from a settled key trusted strictly more (me, at 1.0, always is)."""
     return any(distruster in settled and settled[distruster].weight > trust for distruster in distrusters)
@@ -360,13 +374,19 @@ def _describe_path(path: tuple[str, ...]) -> str:
     return "via " + " → ".join(["you", *(short_did(did) for did in path[1:])])
 
 
-def explain(score: Score) -> list[str]:
-    """One human line per reason, in the score's order."""
+def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = None) -> list[str]:
+    """One human line per reason, in the score's order; ``distrusted`` (:func:`distrusted_keys`)
+    says which untrusted keys are distrusted, and by whom."""
+    distrusted = distrusted or {}
     lines = []
     for reason in score.reasons:
         who = f"{reason.lab} ({short_did(reason.author)})" if reason.lab else short_did(reason.author)
         head = f"{who} {_ACTIONS[reason.predicate]}: {reason.result}"
-        if reason.status == UNTRUSTED:
+        if reason.status == UNTRUSTED and reason.author in distrusted:
+            by = distrusted[reason.author]
+            lines.append(f"{head} — not counted: you distrust this key" if len(by) <= 1
+                         else f"{head} — not counted: {short_did(by[-1])}, whom you trust, distrusts this key")
+        elif reason.status == UNTRUSTED:
             lines.append(f"{head} — not counted: no trust path from you to this key")
         elif reason.status == SUPERSEDED:
             lines.append(f"{head} — not counted: superseded by a newer attestation from the same key "

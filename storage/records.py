@@ -381,6 +381,12 @@ class RecordStore:
             rows = self._conn.execute("SELECT bundle FROM versions WHERE design = ? ORDER BY ts, cid", (design,))
         return list(dict.fromkeys(r[0] for r in rows))
 
+    def title_of_bundle(self, bundle: bytes) -> str | None:
+        """The title of the newest version whose files are ``bundle`` (None: no version names it)."""
+        row = self._conn.execute("SELECT title FROM versions WHERE bundle = ? ORDER BY ts DESC, cid LIMIT 1",
+                                 (bundle,)).fetchone()
+        return row[0] if row else None
+
     def recent_attestations(self, limit: int = 20) -> list[AttestationRow]:
         rows = self._conn.execute("SELECT cid, subject, author, predicate, result, lab, ts FROM attestations"
                                   " ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()

@@ -99,7 +99,7 @@ def test_every_page_kind_renders_with_a_strict_policy(lab):
 def test_design_page_shows_manifest_readme_pictures_files_and_lineage(lab):
     status, _, body = fetch(lab, f"/design/{lab['first']['design']}")
     assert 'id="manifest"' in body and "CERN-OHL-S-2.0" in body
-    assert 'id="readme"' in body and "<h1>" in body  # the README, rendered
+    assert 'id="readme"' in body and '<h1 id="readme-direct-action-pvc-hand-pump">' in body  # the README, rendered
     bundle = lab["second"]["bundle"]  # the head's files
     assert f'href="/ipfs/{bundle}/bom.csv"' in body and f'href="/ipfs/{bundle}?format=car"' in body
     assert f'src="/ipfs/{bundle}/images/hand-pump.svg"' in body
@@ -108,7 +108,7 @@ def test_design_page_shows_manifest_readme_pictures_files_and_lineage(lab):
     # Pune's version is a proposal: drawn hollow, and said so in the table
     assert f'class="version proposal" data-version="{lab["proposal"]}"' in body
     assert '<span class="proposal">proposal</span>' in body
-    assert f'data-version="{lab["adapted"]["version"]}"' in body and "✓ built/tested ×1" in body
+    assert f'data-version="{lab["adapted"]["version"]}"' in body and "✓ built · passed ×1 by trusted labs" in body
 
 
 def test_version_page_shows_changes_attestations_and_reputation(lab):

@@ -14,13 +14,19 @@ import time
 from pathlib import Path
 
 from fabnode.protocol.cid import cid_str, parse_cid
-from fabnode.protocol.errors import FabnodeError, MissingBlock
+from fabnode.protocol.errors import FabnodeError, MissingBlock, human_size
 from fabnode.protocol.unixfs import decode as decode_unixfs
+
+from fabnode.node.http.attestations import (RESULT_COLOURS, RESULT_MARKS, EvidenceReader, attestation_details,
+                                             claim_order)
+from fabnode.node.http.readme import known_paths, render_readme
 
 TEMPLATES = Path(__file__).parent / "templates"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 MAX_README = 256 * 1024
 MAX_FILES_LISTED = 2000
+MAX_ATTESTATIONS_LISTED = 100
+"""Attestations shown on a version page (trusted keys' first); the rest are counted."""
 
 
 def _when(ms: int) -> str:
@@ -53,10 +59,17 @@ def bundle_diff(store, old: bytes, new: bytes) -> dict | None:
             "changed": sorted(p for p in before.keys() & after.keys() if before[p][0] != after[p][0])}
 
 
-def render_markdown(text: str) -> str:
-    from markdown_it import MarkdownIt
+def download_links(bundle: str, title: str, label: str, size: int | None) -> dict:
+    """The ZIP and CAR links of a bundle: the ZIP's top folder (and file) is named after the
+    design's title and label, made safe (node/http/zipstream.py); sizes as the CLI shows them."""
+    import urllib.parse
 
-    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    from fabnode.node.http.zipstream import safe_folder_name
+
+    name = safe_folder_name(f"{title} {label}".strip(), bundle)
+    return {"zip": f"/ipfs/{bundle}?format=zip&filename={urllib.parse.quote(name + '.zip', safe='')}",
+            "car": f"/ipfs/{bundle}?format=car", "zip_name": f"{name}.zip",
+            "size": human_size(size) if size is not None else None}
 
 
 def read_small_file(store, cid: bytes, limit: int = MAX_README) -> str | None:
@@ -73,9 +86,10 @@ def read_small_file(store, cid: bytes, limit: int = MAX_README) -> str | None:
 
 def claim_rows(by_trust: dict) -> list[dict]:
     """One row per predicate/result with its trusted and untrusted counts, never summed."""
-    keys = sorted(by_trust["trusted"].keys() | by_trust["untrusted"].keys())
+    keys = sorted(by_trust["trusted"].keys() | by_trust["untrusted"].keys(), key=claim_order)
     return [{"predicate": k.split("/")[0], "result": k.split("/")[-1], "trusted": by_trust["trusted"].get(k, 0),
-             "untrusted": by_trust["untrusted"].get(k, 0)} for k in keys]
+             "untrusted": by_trust["untrusted"].get(k, 0), "mark": RESULT_MARKS.get(k.split("/")[-1], "·")}
+            for k in keys]
 
 
 # ------------------------------------------------------------------ lineage drawing
@@ -84,8 +98,10 @@ def claim_rows(by_trust: dict) -> list[dict]:
 def lineage_svg(records, design: bytes, log: dict) -> str:
     """The design's versions, where it came from and what was adapted from it, as one SVG:
     a column per design, time downwards, parent → child arrows; canonical versions filled,
-    proposals hollow; a green tick counting the passes by keys this node trusts, and, apart and
-    grey, how many claims keys it does not trust made (issue 12: they never earn the tick)."""
+    proposals hollow; under each version one line per predicate and result claimed by keys
+    this node trusts ("✓ built · passed ×2", "⚠ tested · warned ×1": issue 15 keeps results
+    apart, in words and not by colour alone), and, apart and grey, how many claims keys it does
+    not trust made (issue 12: they never count)."""
     versions: dict[str, dict] = {v["version"]: v for v in log["versions"]}
     columns: list[str] = []
     nodes: dict[str, dict] = {}
@@ -99,25 +115,28 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
         row = records.version(parse_cid(up))
         if row is not None:
             add(up, {"title": row.title, "label": row.label, "ts": row.ts, "parents": [], "canonical": True,
-                     "passed": 0, "unknown": 0, "design": cid_str(row.design)}, cid_str(row.design))
+                     "claims": [], "unknown": 0, "design": cid_str(row.design)}, cid_str(row.design))
     for vid, v in versions.items():
         by_trust = v["attestations_by_trust"]
-        passed = sum(n for k, n in by_trust["trusted"].items() if k.endswith("passed"))
+        claims = sorted(by_trust["trusted"].items(), key=lambda kv: claim_order(kv[0]))
         unknown = sum(by_trust["untrusted"].values())
         add(vid, {"title": v["title"], "label": v["label"], "ts": v["ts"], "parents": v["parents"],
-                  "canonical": v.get("canonical") is not False, "passed": passed, "unknown": unknown,
+                  "canonical": v.get("canonical") is not False, "claims": claims, "unknown": unknown,
                   "design": v["design"]},
             log["design"])
     for a in log["adaptations"]:
         row = records.version(parse_cid(a["design"]))
         if row is not None:
             add(a["design"], {"title": row.title, "label": row.label, "ts": row.ts, "parents": a["from"],
-                              "canonical": True, "passed": 0, "unknown": 0, "design": a["design"]}, a["design"])
+                              "canonical": True, "claims": [], "unknown": 0, "design": a["design"]}, a["design"])
     order = sorted(nodes, key=lambda k: (nodes[k]["ts"], k))
-    col_w, row_h, pad = 260, 64, 34
+    col_w, row_h, line_h, pad = 260, 64, 13, 34
+    pos, top = {}, pad
+    for k in order:  # a row grows with its lines of claims
+        pos[k] = (pad + col_w * columns.index(nodes[k]["column"]) + 16, top + 20)
+        top += max(row_h, 38 + line_h * (len(nodes[k]["claims"]) + bool(nodes[k]["unknown"])))
     width = pad * 2 + col_w * max(1, len(columns))
-    height = pad * 2 + row_h * max(1, len(order))
-    pos = {k: (pad + col_w * columns.index(nodes[k]["column"]) + 16, pad + row_h * i + 20) for i, k in enumerate(order)}
+    height = max(top, pad + row_h) + pad
     e = html.escape
     parts = [f'<svg class="lineage" id="lineage" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" role="img" aria-label="Lineage of {e(log["title"])}">',
@@ -148,10 +167,12 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
                      f'<circle cx="{x}" cy="{y}" r="9" fill="{fill}" stroke="#2a7f62" stroke-width="2"/>'
                      f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
         line = y + 20
-        if n["passed"]:
-            parts.append(f'<text class="badge-built" x="{x + 16}" y="{line}" font-size="11" fill="#1c7c3c">'
-                         f'✓ built/tested ×{n["passed"]} by trusted labs</text>')
-            line += 13
+        for key, count in n["claims"]:
+            predicate, _, result = key.partition("/")
+            parts.append(f'<text class="claim" data-claim="{e(key)}" x="{x + 16}" y="{line}" font-size="11" '
+                         f'fill="{RESULT_COLOURS.get(result, "#555")}">{RESULT_MARKS.get(result, "·")} {e(predicate)} · '
+                         f'{e(result)} ×{count} by trusted labs</text>')
+            line += line_h
         if n["unknown"]:
             parts.append(f'<text class="badge-untrusted" x="{x + 16}" y="{line}" font-size="10" fill="#777">'
                          f'{n["unknown"]} by unknown keys (not counted)</text>')
@@ -186,6 +207,8 @@ class Pages:
 
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
         self.env.filters["short_did"] = short_did
+        self.env.filters["human_size"] = human_size  # the one rule the command line uses too
+        self.env.globals["result_mark"] = lambda result: RESULT_MARKS.get(result, "·")
         self.env.globals["claim_rows"] = claim_rows
         self.identity = home.identity()
 
@@ -241,17 +264,20 @@ class Pages:
         for v in history["versions"]:
             v["when"] = _when(v["ts"])
         head = next((v for v in history["versions"] if v.get("head")), history["versions"][0] if history["versions"] else None)
-        files = pictures = readme = readme_name = manifest = None
+        files = pictures = readme = readme_name = manifest = downloads = None
         if head is not None:
             found = bundle_files(self.store, parse_cid(head["bundle"]))
             if found is not None:
                 files = [{"path": p, "size": size} for p, (_, size) in sorted(found.items())]
                 pictures = [p for p in sorted(found) if p.lower().endswith(PICTURE_SUFFIXES)][:12]
+                downloads = download_links(head["bundle"], history["title"], head.get("label") or "",
+                                           sum(size for _, size in found.values()) if len(found) < MAX_FILES_LISTED else None)
+                known = known_paths(found) if len(found) < MAX_FILES_LISTED else None
                 for name in ("README.md", "readme.md", "manufacturing-instructions.md"):
                     if name in found:
                         text_ = read_small_file(self.store, found[name][0])
                         if text_ is not None:
-                            readme, readme_name = render_markdown(text_), name
+                            readme, readme_name = render_readme(text_, head["bundle"], name, known), name
                             break
                 if "okh.toml" in found:
                     raw = read_small_file(self.store, found["okh.toml"][0])
@@ -263,7 +289,7 @@ class Pages:
                     except FabnodeError:
                         manifest = None
         return self._render("design.html", log=history, head=head, files=files, pictures=pictures, readme=readme,
-                            readme_name=readme_name, manifest=manifest,
+                            readme_name=readme_name, manifest=manifest, downloads=downloads,
                             lineage=lineage_svg(records, parse_cid(history["design"]), history))
 
     def version_page(self, text: str) -> str:
@@ -278,13 +304,24 @@ class Pages:
         v["when"] = _when(v["ts"])
         parent = records.version(row.parents[0]) if row.parents else None
         diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None
-        attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                         "trusted": is_trusted(trust_map, a.author), "when": _when(a.ts)}
-                        for a in records.attestations_on([row.cid])]
-        attestations.sort(key=lambda a: not a["trusted"])  # trusted first; stable otherwise
+        held = bundle_files(self.store, row.bundle)
+        downloads = None if held is None else download_links(
+            v["bundle"], v["title"], v.get("label") or "",
+            sum(size for _, size in held.values()) if len(held) < MAX_FILES_LISTED else None)
+        rows = records.attestations_on([row.cid])
+        rows.sort(key=lambda a: not is_trusted(trust_map, a.author))  # trusted first; stable otherwise
+        evidence = EvidenceReader(self.store)
+        attestations = []
+        for a in rows[:MAX_ATTESTATIONS_LISTED]:
+            trusted = is_trusted(trust_map, a.author)
+            attestations.append({"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
+                                 "trusted": trusted, "when": _when(a.ts),
+                                 **attestation_details(records, evidence, a.cid, trusted)})
         try:
             reputation, score_error = score(records, self.identity.did, text, trust_map), ""
         except FabnodeError as exc:
             reputation, score_error = None, str(exc)
-        return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations, reputation=reputation,
+        return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations,
+                            attestations_more=max(0, len(rows) - MAX_ATTESTATIONS_LISTED), downloads=downloads,
+                            reputation=reputation,
                             reputation_error=score_error)

@@ -8,7 +8,9 @@ Starlette app (:func:`make_app`). What it answers:
 * ``GET /ipfs/CID[/PATH]?format=car`` (or ``Accept: application/vnd.ipld.car``): a CARv1 whose
   root is CID, holding the blocks from CID along PATH and then the whole DAG at PATH,
   depth-first, each once — what a client needs to verify the answer from CID alone;
-* ``GET /ipfs/CID[/PATH]`` with neither: the file's bytes, or a plain listing of a folder.
+* ``GET /ipfs/CID[/PATH]?format=zip[&filename=NAME.zip]``: the files at PATH as a ZIP a lab
+  without IPFS tools can open, streamed as the DAG is walked (node/http/zipstream.py);
+* ``GET /ipfs/CID[/PATH]`` with none: the file's bytes, or a plain listing of a folder.
 
 Safety. Files come from other labs: every ``/ipfs/`` answer carries ``Content-Security-Policy:
 sandbox`` and ``X-Content-Type-Options: nosniff``, and HTML, SVG and XML files are served as
@@ -35,11 +37,12 @@ import urllib.parse
 from pathlib import Path
 
 from fabnode.protocol.car import encode_header, encode_section
-from fabnode.protocol.cid import cid_str, parse_cid
-from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound
+from fabnode.protocol.cid import DAG_CBOR, cid_codec, cid_str, parse_cid
+from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound, human_size
 from fabnode.protocol.paths import segment_problem
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
 
+from fabnode.node.http.zipstream import zip_download
 from fabnode.node.runtime.fetch import dag_in_order
 
 TOKEN_FILE = "http.token"
@@ -153,6 +156,13 @@ def allowed_hosts(address: str | None, extra=()) -> list[str]:
     return hosts
 
 
+class DownloadBroken(Exception):
+    """A streamed body that cannot be finished (a block went missing or bad after the head went
+    out): raised through the middleware so the server closes the connection without the body's
+    end, and the client sees a broken download, never a short one that looks whole (issue 15).
+    Logged once where it happens; not a bug, so not an internal error."""
+
+
 class GatewayError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -183,11 +193,33 @@ def _walk(store, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
         raise GatewayError(404, str(exc)) from None
 
 
+def files_redirect(store, root: bytes, segments: list[str], query: str = "") -> tuple[str, str] | None:
+    """Where ``/ipfs/VERSION_OR_DESIGN[/PATH]`` is answered: (``/ipfs/BUNDLE[/PATH][?query]``, its
+    Cache-Control), or None for a CID that is itself files. A version's files never change, so
+    that redirect is permanent and cacheable; a design's head moves, so its redirect is
+    ``no-cache`` (node/local/resolve.py; docs/protocol.md §11)."""
+    from fabnode.node.local.resolve import DESIGN, FILES, NotFiles, resolve_files
+    from fabnode.storage import Stores
+
+    if cid_codec(root) != DAG_CBOR or store.has(root):
+        return None
+    try:
+        files = resolve_files(Stores.of(store).records, cid_str(root), held=store.has)
+    except NotFiles as exc:
+        raise GatewayError(404, str(exc)) from None
+    if files.named == FILES:
+        return None
+    location = "/ipfs/" + cid_str(files.root) + "".join("/" + urllib.parse.quote(s, safe="") for s in segments)
+    if query:
+        location += "?" + query
+    return location, ("no-cache" if files.named == DESIGN else IMMUTABLE)
+
+
 def _wanted_format(request) -> str | None:
     fmt = request.query_params.get("format")
     if fmt is not None:
-        if fmt not in ("raw", "car"):
-            raise GatewayError(400, f"unsupported format {fmt!r} (this gateway serves raw and car)")
+        if fmt not in ("raw", "car", "zip"):
+            raise GatewayError(400, f"unsupported format {fmt!r} (this gateway serves raw, car and zip)")
         return fmt
     accept = request.headers.get("accept", "")
     if RAW in accept:
@@ -231,6 +263,8 @@ class LogInternalErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except DownloadBroken:
+            return  # logged already; returning without the body's end makes the server close the connection
         except Exception as exc:
             if client_gone:
                 return  # not a bug of ours, and nobody left to answer
@@ -255,7 +289,6 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     ``hosts`` are answered (:func:`allowed_hosts`)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
@@ -279,6 +312,18 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             finally:
                 big_streams -= 1
 
+        async def stream_response(self, send) -> None:
+            """A block found missing or damaged after the head went out ends the response without
+            its last chunk (:class:`DownloadBroken`)."""
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            try:
+                async for chunk in self.body_iterator:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except FabnodeError as exc:
+                log(f"http download broken off: {str(exc)[:200]}")
+                raise DownloadBroken(str(exc)) from None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     def pieces(chunks):
         """Chunks cut to SEND_PIECE, so each send is small and timed (serve_http)."""
         for chunk in chunks:
@@ -290,6 +335,11 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
         try:
             root, segments = _parse(cid_path)
             fmt = _wanted_format(request)
+            moved = files_redirect(store, root, segments, request.url.query)
+            if moved is not None:
+                location, cache = moved
+                return PlainTextResponse(f"see {location}\n", status_code=301 if cache == IMMUTABLE else 302,
+                                         headers=safe_headers({"Location": location, "Cache-Control": cache}))
             target, crossed = _walk(store, root, segments)
             roots = " ".join(cid_str(c) for c in crossed + [target])
             # header values are latin-1: the path as it travels in a URL, percent-encoded
@@ -317,11 +367,14 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                 return BigStream(car(), media_type=f"{CAR}; version=1; order=dfs; dups=n", headers=safe_headers({
                     **common, "Etag": f'"{cid_str(target)}.car"',
                     "Content-Disposition": content_disposition(f"{cid_str(target)}.car")}))
+            if fmt == "zip":
+                return zip_download(store, target, segments, request.query_params.get("filename", ""), common,
+                                    BigStream, pieces, safe_headers)
             node = decode_unixfs(target, store.get(target))
             if node.kind == "directory":
                 base = "/ipfs/" + cid_path.rstrip("/")
                 rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(link.name)}">{html.escape(link.name)}</a>'
-                               f" ({link.tsize} bytes)</li>" for link in node.links)
+                               f" ({human_size(link.tsize)})</li>" for link in node.links)
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
                         f"<h1>/ipfs/{html.escape(cid_path)}</h1><ul>{rows}</ul>")
                 return HTMLResponse(page, headers=safe_headers({**common, "Etag": f'"{cid_str(target)}.dir"'}))
@@ -391,17 +444,25 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     design_page = page(lambda r: pages.design_page(r.path_params["cid"]))
     version_page = page(lambda r: pages.version_page(r.path_params["cid"]))
 
-    class TokenForChanges(BaseHTTPMiddleware):
-        """Whatever is not a read needs the home's token."""
+    class TokenForChanges:
+        """Whatever is not a read needs the home's token. Plain ASGI, not Starlette's
+        BaseHTTPMiddleware: that one re-streams every body and, when the app fails midway,
+        still ends the body cleanly, so a broken download would look whole (issue 15)."""
 
-        async def dispatch(self, request, call_next):
-            if request.method not in ("GET", "HEAD"):
-                given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        def __init__(self, app) -> None:
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+                from starlette.datastructures import Headers
+
+                given = Headers(scope=scope).get("authorization", "").removeprefix("Bearer ").strip()
                 # headers are latin-1 text: back to the bytes that were sent, compared as bytes
                 if not token_matches(given.encode("latin-1"), token):
-                    return PlainTextResponse("this needs the token from the node's home folder\n", status_code=401,
-                                             headers={"WWW-Authenticate": "Bearer"})
-            return await call_next(request)
+                    refusal = PlainTextResponse("this needs the token from the node's home folder\n", status_code=401,
+                                                headers={"WWW-Authenticate": "Bearer"})
+                    return await refusal(scope, receive, send)
+            await self.app(scope, receive, send)
 
     app = Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
                             Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],

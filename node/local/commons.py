@@ -107,8 +107,13 @@ class Published(NamedTuple):
 
 def publish(home: Home, path: Path, *, message: str, design: str | None = None, parents: list[str] = (),
             title: str | None = None, label: str | None = None, license_: str | None = None,
-            include_hidden: bool = False, progress=lambda n: None) -> Published:
-    """Store a bundle and a signed version of it (``fabnode publish``; docs/protocol.md §4.2)."""
+            include_hidden: bool = False, same_files: str | None = None, progress=lambda n: None) -> Published:
+    """Store a bundle and a signed version of it (``fabnode publish``; docs/protocol.md §4.2).
+
+    A version whose files are exactly those of the design's current head is refused unless
+    ``same_files`` says why it is wanted: it would move the head (and with it what `reputation`
+    judges) away from the attested version while changing nothing. The reason is kept in the
+    version's message."""
     from fabnode.protocol.licenses import check_spdx, share_alike_problem
     from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
@@ -117,10 +122,16 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
 
     from fabnode.node.local.files import plan_add, planned_paths, store_planned
 
+    if path.is_file():  # before the manifest and licence checks, which would only confuse
+        raise FabnodeError(f"cannot publish {path}: it is a file, and a design is a folder: put it in a folder "
+                           "(with an okh.toml) and publish the folder, or store it alone with 'fabnode add'")
+    if same_files is not None and not same_files.strip():
+        raise FabnodeError("--same-files needs a reason: say why these unchanged files deserve a new version")
     store, records = _open(home)
     warnings: list[str] = []
     identity = home.identity()
     parent_rows = []
+    state = None
     for text in parents:
         row = records.version(parse_cid(text))
         if row is None:
@@ -173,12 +184,31 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     with room_for(store.db.path, f"publishing {path.name or path}", plan[0].bytes), \
             store.write_transaction(final=True):
         added = store_planned(store, path, plan, now_ms=ts, progress=progress)
-        body["bundle"] = Link(parse_cid(added.cid))
+        bundle = parse_cid(added.cid)
+        same = _head_with_bundle(records, state, bundle) if state is not None else None
+        if same is not None and same_files is None:
+            raise FabnodeError(
+                f"nothing changed: {path} holds exactly the files of the design's current head {cid_str(same)}; "
+                "nothing was published (to sign these same files again, say why with --same-files \"REASON\")")
+        if same is not None:
+            body["message"] = f"{message} (same files as {cid_str(same)}: {same_files.strip()})"
+            warnings.append("these are the same files as the head it replaces: attestations of that version do "
+                            "not carry over to this one")
+        body["bundle"] = Link(bundle)
         record = _record(home, "version", body, ts)
         records.ingest(record, received_ms=ts, outbox=True, manifest=manifest_text.strip())
     _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
     return Published(record.id, design_out, added.cid, warnings)
+
+
+def _head_with_bundle(records: RecordStore, state: DesignState, bundle: bytes) -> bytes | None:
+    """The design's head whose files are ``bundle``, if one is."""
+    for head in state.heads:
+        row = records.version(head)
+        if row is not None and row.bundle == bundle:
+            return head
+    return None
 
 
 # ------------------------------------------------------------------ attest, vouch
@@ -428,7 +458,7 @@ def reputation(home: Home, target: str, trust_map=None) -> dict:
 
 def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
     """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store)."""
-    from fabnode.protocol.reputation import Attestation, explain, score_version
+    from fabnode.protocol.reputation import Attestation, Vouch, distrusted_keys, explain, score_version
 
     design, version = _resolve_design(records, target)
     state = design_state(records, design)
@@ -449,7 +479,8 @@ def score(records: RecordStore, me: str, target: str, trust_map=None) -> dict:
         "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
                      "path": list(r.path), "status": r.status} for r in result.reasons],
-        "explanation": explain(result),
+        "explanation": explain(result, distrusted_keys(me, trust_map, (Vouch(v.author, v.subject, v.trust, v.ts)
+                                                                       for v in records.vouches()))),
     }
 
 

@@ -343,7 +343,24 @@ def list_path(store: BlockStore, root: bytes, segments: list[str]) -> list[Entry
 
 
 def list_pins(store: BlockStore) -> list[Entry]:
-    return [Entry(p.source, cid_str(p.cid), p.kind, p.size) for p in store.pins()]
+    """What this node keeps, each by the title of the design whose files it is (else by where it
+    came from: the folder added, ``import:FILE``, ``fetched:CID``), with its size."""
+    from fabnode.storage import Stores
+
+    records = Stores.of(store).records
+    return [Entry(records.title_of_bundle(p.cid) or p.source, cid_str(p.cid), p.kind, _pin_size(store, p))
+            for p in store.pins()]
+
+
+def _pin_size(store: BlockStore, pin: Pin) -> int | None:
+    """A pin's recorded size; for a folder recorded as 0 (imports before issue 15 did), the bytes
+    of its blocks held here, or None (shown "-") if it is not complete."""
+    if pin.size or pin.kind != "directory":
+        return pin.size
+    from fabnode.protocol.dag import dag_cids
+
+    cids, complete = dag_cids(store.get_unverified, store.has, pin.cid)
+    return store.total_size(cids) if complete else None
 
 
 def cat_path(store: BlockStore, root: bytes, segments: list[str]) -> Iterator[bytes]:

@@ -147,6 +147,8 @@ def _write_atomically(out: Path, pieces) -> int:
     whole file would have been."""
     from fabnode.node.local.files import output_full_message
 
+    if not out.parent.is_dir():  # else the error would name the hidden temporary file below
+        raise FabnodeError(f"cannot write {out}: folder {out.parent} does not exist (create it, or choose another path)")
     tmp = out.with_name(f".{out.name}.fabnode-partial")
     pieces = iter(pieces)
     written = 0
@@ -176,9 +178,11 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
     summary = ExportSummary(str(out))
     have = read_have(for_have) if for_have is not None else None
     if bundle is not None:
-        root = parse_cid(bundle)
+        root = _files_root(store, records, bundle)
         if not dag_cids(store, root)[1]:
-            raise FabnodeError(f"bundle {cid_str(root)} is not complete in this store")
+            what = bundle if cid_str(root) in bundle else f"{bundle} ({cid_str(root)})"
+            raise FabnodeError(f"the files {what} are not all held here: fetch them first with "
+                               f"'fabnode get {bundle}' (through the daemon or --peer), then export again")
         summary.bundles = 1
 
         def plain() -> Iterator[bytes]:
@@ -239,6 +243,16 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
 
     summary.bytes = _write_atomically(out, sections())
     return summary
+
+
+def _files_root(store: BlockStore, records: RecordStore, text: str) -> bytes:
+    """The DAG ``export --bundle`` writes: a files CID, a version's or a design's bundle, or a
+    path inside one (node/local/resolve.py)."""
+    from fabnode.node.local.resolve import resolve_files
+    from fabnode.protocol.unixfs import resolve
+
+    files = resolve_files(records, text, held=store.has)
+    return resolve(store.get, files.root, files.segments) if files.segments else files.root
 
 
 def export_size_estimate(home: Home) -> int:
@@ -384,9 +398,13 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
             summary.records_new, summary.records_known = received.new, len(received.known)
             reachable: set[bytes] = set(staged_cids) | ({index_cid} if index_cid else set())
             for root in bundle_roots:
-                reachable |= _check_bundle(store, root, f"{name}: bundle {cid_str(root)}")
+                bundle_cids = _check_bundle(store, root, f"{name}: bundle {cid_str(root)}")
+                reachable |= bundle_cids
                 node = decode_unixfs(root, store.get(root))
-                store.pin(Pin(root, node.kind, node.filesize, 0, f"import:{name}", now), replace=False)
+                # a folder's size is the bytes of all its blocks, as for an add or a fetch (a
+                # directory node itself has no file size: `ls` showed imported folders as "0 B")
+                size = node.filesize if node.kind == "file" else store.total_size(bundle_cids)
+                store.pin(Pin(root, node.kind, size, 0, f"import:{name}", now), replace=False)
                 summary.bundles.append(cid_str(root))
             unrelated = in_file - reachable
             if unrelated:
@@ -395,10 +413,23 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                                      f"(first: {cid_str(first)})")
             records.clear_staged()
     except CarError as exc:
+        if _is_have_file(path):
+            raise ImportRejected(f"{name} is a have file (the list of what a lab holds), not an export: on the lab "
+                                 f"that has the designs run 'fabnode export OUT.car --for {name}', then import "
+                                 "OUT.car here") from None
         raise ImportRejected(f"{name}: {exc}") from None
     except (ImportRejected, MissingBlock) as exc:
         raise ImportRejected(str(exc) if str(exc).startswith(name) else f"{name}: {exc}") from None
     return summary
+
+
+def _is_have_file(path: Path) -> bool:
+    """Whether a file that is no CAR is a `fabnode have` file (a common mix-up on a stick)."""
+    try:
+        read_have(path)
+    except (FabnodeError, OSError):
+        return False
+    return True
 
 
 def _links(value, what: str) -> list[bytes]:
