@@ -526,10 +526,12 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     """
     from fabnode.node.local.files import get_path, plan_get
     from fabnode.protocol.cid import cid_str
+    from fabnode.storage.gc import end_lease, take_lease
 
     store = _home(ctx).open_store()
     files = _files(store, cid_path)
     root, segments = files.root, files.segments
+    lease = take_lease(store, root, "get", _now_ms())  # gc keeps the DAG while it is written out
     if output is None and not segments and files.named != "files":
         output = Path(cid_str(files.given))  # named as the user named it, not by the bundle's CID
     cid_path = files.path_text
@@ -552,6 +554,7 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
                 echo(f"  {attempt}", err=True)
     out, tree, total = plan_get(store, root, segments, output)
     written = _run_with_progress(total, "writing", lambda progress: get_path(store, out, tree, progress))
+    end_lease(store, lease)
     if as_json:
         _print_json({"path": str(written)})
     else:
@@ -601,6 +604,94 @@ def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
         echo(f"error: {len(report.damaged)} damaged and {len(report.missing)} missing block(s), "
                    f"{len(report.invalid_records)} invalid record(s){sqlite}", err=True)
         ctx.exit(EXIT_FAILURE)
+
+
+@command()
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def du(ctx: Context, as_json: bool) -> None:
+    """Show what uses the disk: the store's bytes split into pinned, partial fetches and
+    unreferenced (what 'fabnode gc' frees), then per pin kind and per design.
+
+    A block shared by two designs counts in both designs' size, and in neither's "own" bytes
+    (what unpinning that design alone would free); the totals count every block once.
+
+    Usage:  fabnode du
+    """
+    from fabnode.node.local.disk import disk_use
+
+    report = disk_use(_home(ctx).require())
+    if as_json:
+        _print_json(report.as_json())
+        return
+    echo(f"store: {_human(report.total_bytes)} in {report.blocks} block(s); database file "
+         f"{_human(report.file_bytes)} ({_human(report.free_pages_bytes)} of it free for reuse)")
+    echo(f"  pinned           {_human(report.pinned_bytes):>12}")
+    echo(f"  partial fetches  {_human(report.partial_bytes):>12}  (kept a week after their last activity)")
+    echo(f"  unreferenced     {_human(report.unreferenced_bytes):>12}  ('fabnode gc' frees it)")
+    echo("by pin kind:")
+    for kind, row in report.kinds.items():
+        echo(f"  {kind:<16} {_human(row['bytes']):>12}  {row['pins']} pin(s)")
+    if report.designs:
+        echo("by design (own: what unpinning it alone would free):")
+        for row in report.designs:
+            echo(f"  {row['design']}  {_human(row['bytes']):>10}  own {_human(row['own_bytes']):>10}  "
+                 f"{row['pinned_bundles']}/{row['bundles']} bundle(s) pinned  {row['title']}")
+
+
+@command()
+@argument("target", metavar="CID|DESIGN")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def unpin(ctx: Context, target: str, as_json: bool) -> None:
+    """Stop keeping a pinned root: a CID that is pinned, a version (its files) or a design
+    (every pinned bundle of its versions). No block is deleted: 'fabnode gc' does that, and this
+    says how much it would free.
+
+    Usage:  fabnode unpin bafyrei…
+    """
+    from fabnode.node.local.disk import unpin as unpin_target
+
+    result = unpin_target(_home(ctx).require(), target)
+    if as_json:
+        _print_json(result.as_json())
+        return
+    for pin in result.pins:
+        echo(f"unpinned {pin['cid']} ({pin['source']})")
+    for warning in result.warnings:
+        echo(f"warning: {warning}", err=True)
+    echo(f"'fabnode gc' would now free {_human(result.would_free_bytes)} ({result.would_free_blocks} block(s))")
+
+
+@command()
+@option("--compact", is_flag=True,
+        help="Afterwards rewrite the database (VACUUM) so the file shrinks; needs free space as large as "
+             "the store, and the daemon stopped.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def gc(ctx: Context, compact: bool, as_json: bool) -> None:
+    """Delete the blocks no pin reaches, and leftovers of fetches interrupted over a week ago.
+
+    Safe while add, get, import and the daemon run, and if killed: it deletes in batches,
+    each one transaction. Freed space is reused by the database for new blocks; the file
+    itself shrinks only with --compact.
+
+    Usage:  fabnode gc
+    """
+    from fabnode.node.local.disk import collect
+
+    home = _home(ctx).require()
+    store = home.open_store()
+    _, total = store.count()
+    report = _run_with_progress(total, "collecting", lambda progress: collect(home, compact=compact, progress=progress))
+    if as_json:
+        _print_json(report.as_json())
+        return
+    echo(f"freed {_human(report.freed_bytes)} ({report.freed_blocks} block(s)) in the store; kept "
+         f"{_human(report.kept_bytes)} ({report.kept_blocks} block(s))"
+         + (f", {report.partial_kept} partial fetch(es) among them" if report.partial_kept else ""))
+    if report.file_after < report.file_before:
+        echo(f"database file: {_human(report.file_before)} -> {_human(report.file_after)}")
+    else:
+        echo(f"database file: {_human(report.file_after)}, of which {_human(report.free_pages_bytes)} free "
+             "for new blocks ('fabnode gc --compact' gives it back to the filesystem)")
 
 
 # ------------------------------------------------------------------ signed records

@@ -177,6 +177,27 @@ def stranger_quota(db: Database) -> None:
     )
 
 
+@migrations(name="007_leases")
+def leases(db: Database) -> None:
+    # Disk use (issue 15). A lease protects the blocks under `root` from gc while an operation
+    # that has not pinned them yet uses them (a fetch in progress, a `get` writing files out),
+    # and for a while after a fetch was interrupted, so it resumes: gc keeps leases touched less
+    # than storage.gc.LEASE_KEEP_MS ago. `pins.wanted_ms` is when a seeded bundle was last served
+    # to a peer: the seeding budget drops the least recently wanted first.
+    db.executescript(
+        """
+        CREATE TABLE leases (
+            id INTEGER PRIMARY KEY,
+            root BLOB NOT NULL,
+            what TEXT NOT NULL,          -- 'fetch' or 'get'
+            touched_ms INTEGER NOT NULL
+        );
+        CREATE INDEX leases_root ON leases (root);
+        ALTER TABLE pins ADD COLUMN wanted_ms INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 @migrations(name="008_lab_names")
 def lab_names(db: Database) -> None:
     # Labs by name (issue 15). `labs`: the newest `lab` record of each author key (by ts, then

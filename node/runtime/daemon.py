@@ -175,6 +175,8 @@ class Daemon:
                 self.peer_table.forget(e.peer)
         elif isinstance(e, fx.Fetch):
             self.nursery.start_soon(self._seed, e.root, e.source)
+        elif isinstance(e, fx.DropBundle):
+            self.nursery.start_soon(self._drop, e.root)
         elif isinstance(e, fx.SetTimer):
             self._wake.set()
         # fx.Forward: gossipsub forwards a message itself once the validator says yes
@@ -199,6 +201,19 @@ class Daemon:
             self.feed(ev.FetchFinished(root, str(exc)))
         else:
             self.feed(ev.FetchFinished(root))
+
+    async def _drop(self, root: bytes) -> None:
+        """The seeding budget: unpin a seeded bundle and delete what only it used, in a worker
+        thread with its own connection (node/local/disk.py), then tell the service."""
+        from fabnode.node.local.disk import evict_bundle
+
+        try:
+            # abandoned on shutdown: each batch is one transaction, so stopping mid-way is safe
+            freed = await trio.to_thread.run_sync(evict_bundle, self.home.db_path, root, abandon_on_cancel=True)
+        except Exception as exc:
+            self.feed(ev.BundleDropped(root, 0, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.feed(ev.BundleDropped(root, freed))
 
     # -------------------------------------------------------------- lifecycle
 

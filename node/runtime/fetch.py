@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import signal
+import sqlite3
 import time
-from contextlib import aclosing
+from contextlib import aclosing, contextmanager
 
 import trio
 
@@ -198,6 +199,12 @@ class FetchServer:
                 transfer["sent_bytes"] += size
         await stream.close()
         self.log(f"served {cid_str(root)} to {_short(peer)}: {transfer['sent_bytes']} bytes")
+        try:  # wanted: the seeding budget drops it last (issue 15); best effort, the serve is done
+            with self.store.write_transaction():
+                self.store.db.conn.execute("UPDATE pins SET wanted_ms = ? WHERE cid = ?",
+                                           (time.time_ns() // 1_000_000, root))
+        except sqlite3.Error:
+            pass
 
 
 # ------------------------------------------------------------------ asking
@@ -346,10 +353,12 @@ class _MultiFetch:
     """
 
     def __init__(self, host, store: BlockStore, root: bytes, path: list[str], candidates, *, log=None,
-                 status=None, jitter=None, find_more=None, connect=True, on_change=None) -> None:
+                 status=None, jitter=None, find_more=None, connect=True, on_change=None, renew=None) -> None:
         self.host, self.store, self.root, self.path = host, store, root, list(path)
         self.candidates, self.log, self.status, self.find_more = candidates, log, status, find_more
         self.on_change = on_change
+        self.renew = renew
+        """Called a few times a second: keeps this fetch's gc lease fresh (:func:`fetch_lease`)."""
         self.dial: set[str] = set()
         """Peers this fetch dials itself (all with ``connect``; else only those the DHT found)."""
         self.connect = connect
@@ -577,6 +586,8 @@ class _MultiFetch:
             await self._wait_news(0.25)
 
     def _report(self) -> None:
+        if self.renew is not None:
+            self.renew()
         if self.status is None:
             self.status = {}
         waiting = not self.linked
@@ -648,23 +659,24 @@ def _duration(seconds: float | None) -> str:
 
 async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
                            progress=None, *, timeout_s: float | None = None, jitter=None, find_more=None,
-                           connect: bool = True, on_change=None) -> dict:
+                           connect: bool = True, on_change=None, renew=None) -> dict:
     """Fetch a DAG from ``peers`` (PeerInfo, or a function returning the PeerInfo to ask now)
     at once, each sending disjoint parts, retrying each with backoff until ``timeout_s``.
 
     Returns the resolved root, the blocks fetched, those held before, the peer that sent most,
     and one line per peer. Raises :class:`FabnodeError` when the deadline passes (what arrived is
     kept) or when every peer said it does not hold the DAG. ``progress`` (a dict) is kept up to
-    date for `fabnode status`; ``on_change(copy)`` hears of it a few times a second.
+    date for `fabnode status`; ``on_change(copy)`` hears of it a few times a second, and so
+    does ``renew()`` (the lease of :func:`fetch_lease`).
     """
     candidates = peers if callable(peers) else (lambda fixed=list(peers): fixed)
     job = _MultiFetch(host, store, root, path, candidates, log=log, status=progress, jitter=jitter,
-                      find_more=find_more, connect=connect, on_change=on_change)
+                      find_more=find_more, connect=connect, on_change=on_change, renew=renew)
     return await job.run(timeout_s)
 
 
 async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], peer_addrs: list[str],
-                               timeout_s: float | None = None, progress=None) -> dict:
+                               timeout_s: float | None = None, progress=None, renew=None) -> dict:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
@@ -680,7 +692,8 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
             raise FabnodeError(f"not a peer address: {addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
         _learn_no_other_addrs(host, infos)
-        return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, on_change=progress)
+        return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, on_change=progress,
+                                      renew=renew)
 
 
 def _learn_no_other_addrs(host, infos) -> None:
@@ -747,6 +760,42 @@ def pin_fetched(store: BlockStore, root: bytes, source: str = "") -> None:
                       time.time_ns() // 1_000_000), replace=False)
 
 
+LEASE_RENEW_S = 3600
+"""A running fetch touches its gc lease this often (the lease lasts storage.gc.LEASE_KEEP_MS)."""
+
+
+@contextmanager
+def fetch_lease(store: BlockStore, root: bytes):
+    """Protect the blocks of ``root`` from gc while they are fetched (storage/gc.py: a lease,
+    committed before anything of the DAG is read). Once pinned the lease ends; a fetch that
+    fails or is interrupted leaves it, touched now, so gc keeps what arrived for
+    ``storage.gc.LEASE_KEEP_MS`` and the next attempt resumes from it. Yields ``renew()``, for
+    the fetch to call often: it touches the lease once an hour, so a fetch that runs for days
+    stays protected."""
+    from fabnode.storage.gc import end_lease, take_lease, touch_lease
+
+    lease = take_lease(store, root, "fetch", time.time_ns() // 1_000_000)
+    touched = [time.monotonic()]
+
+    def renew() -> None:
+        if time.monotonic() - touched[0] >= LEASE_RENEW_S:
+            touched[0] = time.monotonic()
+            try:
+                touch_lease(store, lease, time.time_ns() // 1_000_000)
+            except sqlite3.Error:
+                pass  # tried again in an hour; the lease lasts a week
+
+    try:
+        yield renew
+    except BaseException:
+        try:
+            touch_lease(store, lease, time.time_ns() // 1_000_000)
+        except Exception:  # the fetch's own error (a full disk, a damaged file) is the one to report
+            pass
+        raise
+    end_lease(store, lease)
+
+
 DEFAULT_TIMEOUT_S = 600
 """How long an interactive `get` keeps trying (``--timeout``)."""
 
@@ -770,11 +819,13 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str, timeout_s: flo
             raise FabnodeError(f"{cid_path} {what}, and no daemon is running to fetch it: "
                                "start 'fabnode run', or name a peer with --peer /ip4/…/tcp/…/p2p/…")
         return reply
-    try:
-        result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s, progress)
-    except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
-        raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
-    pin_fetched(store, result["root"])
+    with fetch_lease(store, root) as renew:
+        try:
+            result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s,
+                              progress, renew)
+        except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
+            raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
+        pin_fetched(store, result["root"])
     return {"root": cid_str(result["root"]), "fetched_blocks": result["fetched"], "already_held": result["held"],
             "from": str(result["from"]), "attempts": result["attempts"]}
 

@@ -30,7 +30,7 @@ class Fetcher:
     async def fetch(self, cid_path: str, source: str = "", timeout_s: float | None = None, on_change=None) -> dict:
         """Fetch and pin; ``timeout_s`` None means a seeding round (:data:`SEEDING_ROUND_S`).
         ``on_change(status)``: progress for the `get` that asked (over the control socket)."""
-        from .fetch import fetch_from_peers, pin_fetched
+        from .fetch import fetch_from_peers, fetch_lease, pin_fetched
 
         root, path = parse_cid_path(cid_path)
         progress = {"root": cid_str(root), "from": "", "blocks": 0, "bytes": 0}
@@ -39,10 +39,12 @@ class Fetcher:
             self.log(f"fetching {cid_str(root)}: asking {len(self.candidates())} connected peer(s)")
             # the daemon keeps its connections itself (redialling the addresses it knows, which
             # are the ones it was told to use): the fetch only asks the peers connected now
-            result = await fetch_from_peers(self.host, self.store, root, path, self._infos, self.log, progress,
-                                            timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
-                                            find_more=self.providers.find, connect=False, on_change=on_change)
-            pin_fetched(self.store, result["root"], source)
+            with fetch_lease(self.store, root) as renew:  # gc keeps what arrives, also after an interruption
+                result = await fetch_from_peers(self.host, self.store, root, path, self._infos, self.log, progress,
+                                                timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
+                                                find_more=self.providers.find, connect=False, on_change=on_change,
+                                                renew=renew)
+                pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "
                      f"from {short(who)}")

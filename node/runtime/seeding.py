@@ -30,6 +30,12 @@ def seeded_bytes(store: BlockStore) -> int:
     return sum(p.size for p in store.pins() if p.source.startswith(SOURCE_PREFIX))
 
 
+def seeded_pins(store: BlockStore) -> list[tuple[bytes, int, int]]:
+    """(bundle, bytes, last wanted ms) of every seeded pin: wanted = pinned, or last served to a peer."""
+    return [tuple(row) for row in store.db.conn.execute(
+        "SELECT cid, size, max(added_ms, wanted_ms) FROM pins WHERE source LIKE 'seeded:%'")]
+
+
 def first_bundles(records: RecordStore, me: str) -> set[bytes]:
     """Bundles of this lab's own versions and of followed designs: served and fetched first."""
     return {bundle for bundle, _design, _version in records.seed_candidates([me])}

@@ -70,6 +70,11 @@ class StoreView:
         names.my_peer_id = self.my_peer_id
         return names.label(key)
 
+    def seeded_pins(self) -> list[tuple[bytes, int, int]]:
+        from .seeding import seeded_pins
+
+        return seeded_pins(self.store)
+
     # ------------------------------------------------------------------ writes
 
     def store_records(self, blocks, peer: str, now_ms: int, verified=None):

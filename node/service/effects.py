@@ -122,6 +122,14 @@ class Fetch:
 
 
 @dataclass(frozen=True, slots=True)
+class DropBundle:
+    """Unpin a seeded bundle and delete what only it used (the seeding budget); the answer is
+    :class:`node.service.events.BundleDropped`."""
+
+    root: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     line: str
 

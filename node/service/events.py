@@ -137,3 +137,12 @@ class FetchFinished:
 
     root: bytes
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleDropped:
+    """A :class:`node.service.effects.DropBundle` ended: ``freed`` bytes were deleted."""
+
+    root: bytes
+    freed: int = 0
+    error: str = ""

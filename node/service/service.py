@@ -75,6 +75,7 @@ class RecordView(Protocol):
     def wanted_bundles(self) -> list[tuple[bytes, bytes]]: ...
     def seeded_bytes(self) -> int: ...
     def label(self, key: str) -> str: ...  # a did:key or peer ID as its lab is shown (node/local/names.py)
+    def seeded_pins(self) -> list[tuple[bytes, int, int]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,12 @@ class NodeService:
             self._next_outbox_ms = now_ms + self.config.outbox_poll_ms
             self._fill_announcements()
         self._announce()
+        if self.config.seeding:
+            drop = self.seeder.over_budget(self.view)
+            if drop is not None:
+                self._log(f"seeding: dropping bundle {cid_str(drop[0])} ({drop[1] >> 10} KiB), the least recently "
+                          f"wanted, to stay within the budget of {self.config.seeding_budget >> 20} MiB")
+                self._emit(fx.DropBundle(drop[0]))
         if self.config.seeding and self.connected and now_ms >= self.seeder.next_check_ms and not self._records_first():
             self.seeder.next_check_ms = now_ms + SEEDING_CHECK_MS  # records first: look again later
         if self.config.seeding and self.connected and now_ms >= self.seeder.next_check_ms:
@@ -551,6 +558,11 @@ class NodeService:
             return False
         return all(self.now - at >= (SYNC_FIRST_MS if peer in self.fabnode else IDENTIFY_MS)
                    for peer, at in self._unsynced.items() if peer in self.connected)
+
+    def _on_BundleDropped(self, e: ev.BundleDropped) -> None:
+        self.seeder.dropped_bundle(e.root)
+        self._log(f"seeding: dropped bundle {cid_str(e.root)}: " + (f"freed {e.freed >> 10} KiB" if not e.error
+                                                                    else f"failed ({e.error})"))
 
     def _on_FetchFinished(self, e: ev.FetchFinished) -> None:
         self.seeder.finished(e.root, e.error, self.now)
