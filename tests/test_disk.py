@@ -286,7 +286,7 @@ def test_the_daemon_keeps_seeded_bundles_within_the_budget_by_dropping_the_least
         f.write("[seeding]\nbudget_mib = 2\n")
     da = start(daemons, a)
     db = start(daemons, b, "--bootstrap", da.addr)
-    wait_until(lambda: record_count(b.home) == 3, timeout=30, what="B to have the three versions")
+    wait_until(lambda: record_count(b.home, "type = 'version'") == 3, timeout=30, what="B to have the three versions")
     b.run("follow", designs[0]["design"])
     db.wait_for(f"fetch finished: {designs[0]['bundle']}", timeout=30)
     assert not db.said("dropping bundle")
