@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,21 @@ def run_on_terminal(cli: "Cli", *args: str, columns: int = 100, quiet_s: float =
         if proc.poll() is None and not shown:
             proc.kill()
     return proc.wait(timeout=60), bytes(shown)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright, one per test module (pages are tested in a real browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()

@@ -21,7 +21,6 @@ from conftest import ROOT, Cli, write_random_file
 from daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 UNZIP = shutil.which("unzip")
 README_EXTRA = """
 ## Assembly and files
@@ -188,20 +187,6 @@ def test_a_block_damaged_midway_breaks_the_download_instead_of_ending_it(site):
         zipfile.ZipFile(io.BytesIO(partial))
     line = site["daemon"].wait_for("http download broken off", timeout=10)
     assert "is damaged" in line
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which("chromium") and not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 def _page(site, browser):

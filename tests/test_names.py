@@ -6,16 +6,12 @@ name. One pair of daemons serves every assertion."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-
-import pytest
 
 from conftest import ROOT
 from daemons import has_record, make_labs, start, wait_until
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def lab_record_id(home, did: str) -> str:
@@ -35,18 +31,6 @@ def page_text(browser, url: str, selector: str) -> str:
         return page.locator(selector).first.inner_text(timeout=10_000)
     finally:
         page.close()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 def test_two_labs_show_each_other_by_name_everywhere(tmp_path, daemons, browser):

@@ -16,7 +16,6 @@ from conftest import ROOT, Cli
 from daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
@@ -134,20 +133,6 @@ def test_unknown_pages_are_a_plain_404(lab):
                  "/design/bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyka"]:
         status, _, body = fetch(lab, path)
         assert status == 404 and "<script" not in body
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which("chromium") and not (ROOT / CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield browser
-        browser.close()
 
 
 def test_in_a_browser_from_design_to_version_to_file(lab, browser, tmp_path):
