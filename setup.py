@@ -13,12 +13,9 @@ from setuptools.command.build_py import build_py
 
 
 class BuildWithCatalogs(build_py):
-    def find_package_modules(self, package, package_dir):
-        """The repository root is the package fabnode: this file is not one of its modules."""
-        return [m for m in super().find_package_modules(package, package_dir) if (m[0], m[1]) != ("fabnode", "setup")]
-
     def run(self) -> None:
         super().run()
+        (Path(self.build_lib) / "fabnode" / "setup.py").unlink(missing_ok=True)  # the root is the package: not a module
         from babel.messages.mofile import write_mo
         from babel.messages.pofile import read_po
 
