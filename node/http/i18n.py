@@ -20,7 +20,6 @@ from pathlib import Path
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "fabnode"
 DEFAULT = "en"
-RTL = frozenset({"ar", "fa", "he", "ur", "ps", "dv", "yi"})
 COOKIE = "lang"
 
 
@@ -97,8 +96,12 @@ def choose(query_lang: str | None, cookie_lang: str | None, accept_language: str
     return DEFAULT
 
 
+@lru_cache(maxsize=None)
 def direction(lang: str) -> str:
-    return "rtl" if lang.split("-")[0] in RTL else "ltr"
+    """``rtl`` for a language written right to left (CLDR's character order, through Babel)."""
+    from babel import Locale
+
+    return "rtl" if Locale.parse(lang.replace("-", "_")).character_order == "right-to-left" else "ltr"
 
 
 class Formats:
