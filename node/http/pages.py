@@ -151,7 +151,15 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
             add(a["design"], {"title": row.title, "label": row.label, "ts": row.ts, "parents": a["from"],
                               "canonical": True, "claims": [], "unknown": 0, "design": a["design"]}, a["design"])
     order = sorted(nodes, key=lambda k: (nodes[k]["ts"], k))
-    col_w, row_h, line_h, pad = 260, 64, 13, 34
+    def claim_text(key: str, count: int) -> str:
+        predicate, _sep, result = key.partition("/")
+        return (_("%(mark)s %(predicate)s · %(result)s ×%(count)s by trusted labs")
+                % {"mark": RESULT_MARKS.get(result, "·"), "predicate": word(predicate), "result": word(result),
+                   "count": num(count)})
+
+    longest = max((len(claim_text(k, c)) for n in nodes.values() for k, c in n["claims"]), default=0)
+    # a column is as wide as its longest claim line (about 6 px a character at 11 px): translations run longer
+    col_w, row_h, line_h, pad = max(260, 40 + 6 * longest), 64, 13, 34
     pos, top = {}, pad
     for k in order:  # a row grows with its lines of claims
         pos[k] = (pad + col_w * columns.index(nodes[k]["column"]) + 16, top + 20)
@@ -191,12 +199,9 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
                      f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
         line = y + 20
         for key, count in n["claims"]:
-            predicate, _sep, result = key.partition("/")
+            result = key.partition("/")[2]
             parts.append(f'<text class="claim" data-claim="{e(key)}" x="{x + 16}" y="{line}" font-size="11" '
-                         f'fill="{RESULT_COLOURS.get(result, "#555")}">'
-                         + e(_("%(mark)s %(predicate)s · %(result)s ×%(count)s by trusted labs")
-                             % {"mark": RESULT_MARKS.get(result, "·"), "predicate": word(predicate),
-                                "result": word(result), "count": num(count)}) + '</text>')
+                         f'fill="{RESULT_COLOURS.get(result, "#555")}">{e(claim_text(key, count))}</text>')
             line += line_h
         if n["unknown"]:
             parts.append(f'<text class="badge-untrusted" x="{x + 16}" y="{line}" font-size="10" fill="#777">'
