@@ -70,11 +70,10 @@ def _context(browser, lang: str | None, **kw):
 
 
 def _interface_text(page) -> str:
-    """The page's visible text without what labs wrote (README, manifest, file names, the
-    reputation's explanation lines, which are the command line's English for now)."""
+    """The page's visible text without what labs wrote (README, manifest, file names)."""
     return page.evaluate("""() => {
         const body = document.body.cloneNode(true);
-        body.querySelectorAll('#readme, #manifest, #files, #verdict ~ ul').forEach(e => e.remove());
+        body.querySelectorAll('#readme, #manifest, #files').forEach(e => e.remove());
         return body.innerText + ' ' + [...body.querySelectorAll('[title],[aria-label],[placeholder],[alt]')]
             .map(e => [e.title, e.getAttribute('aria-label'), e.placeholder, e.alt].join(' ')).join(' ')
             + ' ' + [...document.querySelectorAll('svg text')].map(t => t.textContent).join(' ');
@@ -123,6 +122,9 @@ def test_every_page_is_in_the_language_the_browser_asks_for(lab, browser, lang):
         assert page.locator("#version-facts th").all_inner_texts()[:2] == [_("What changed"), _("Author")]
         assert page.locator("#attestations .badge.warned").inner_text() == f"⚠ {_('tested')} · {_('warned')}"
         assert _("Reputation") in page.locator("h2").all_inner_texts()
+        assert page.locator("#verdict strong").inner_text() == _("mixed")  # a pass and a warning
+        because = page.locator("#verdict + ul li").all_inner_texts()
+        assert len(because) == 2 and all(_("(your own key)") in line for line in because), because
     finally:
         context.close()
 

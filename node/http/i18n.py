@@ -138,6 +138,12 @@ class Formats:
             size /= 1024
         return str(size)
 
+    def trust(self, value: float) -> str:
+        """A trust value with two decimals (``0.50``, ``0,50``)."""
+        from babel.numbers import format_decimal
+
+        return format_decimal(value, "0.00", locale=self.lang)
+
     def signed(self, value: float) -> str:
         """A score with its sign and two decimals (``+0.50``, ``-0,25``)."""
         from babel.numbers import format_decimal

@@ -10,7 +10,6 @@ defaults), and pictures are shown from ``/ipfs/`` URLs, which carry a sandbox CS
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
 from fabnode.protocol.cid import cid_str, parse_cid
@@ -28,10 +27,6 @@ MAX_README = 256 * 1024
 MAX_FILES_LISTED = 2000
 MAX_ATTESTATIONS_LISTED = 100
 """Attestations shown on a version page (trusted keys' first); the rest are counted."""
-
-
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
 
 def N_(message: str) -> str:
@@ -386,6 +381,9 @@ class Pages:
                             lineage=lineage_svg(records, parse_cid(history["design"]), history, self.gettext,
                                                                self.fmt.number))
 
+    def _word(self, word: str) -> str:
+        return self.gettext(WORDS[word]) if word in WORDS else word
+
     def _details(self, details: dict) -> dict:
         """Evidence names and sizes in the page's language."""
         _ = self.gettext
@@ -423,7 +421,8 @@ class Pages:
                                  **self._details(attestation_details(records, evidence, a.cid, trusted))})
         try:
             reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab,
-                                         declared=lambda key: (records.lab(key) or (None,))[0]), ""
+                                         declared=lambda key: (records.lab(key) or (None,))[0],
+                                         gettext=self.gettext, word=self._word, trust_text=self.fmt.trust), ""
         except FabnodeError as exc:
             reputation, score_error = None, str(exc)
         return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations,
