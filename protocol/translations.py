@@ -9,7 +9,7 @@ design's other versions only).
 
 Rules here are pure: they look at a record's body and at what the caller found under the link.
 
-Language tags are checked for RFC 5646's *well-formed* syntax (§2.1), not against the IANA
+Language tags are checked for the *well-formed* syntax of RFC 5646 (its section 2.1), not against the IANA
 registry: a registry would need updating on every node, and a tag that is well-formed but not
 registered harms nobody. Tags are kept in RFC 5646's canonical case (``sw``, ``zh-Hant-TW``,
 ``sr-Latn``), so one language has one spelling in records: :func:`normalize_tag` turns what a
@@ -24,7 +24,7 @@ import re
 from .errors import FabnodeError
 
 MAX_TAG = 64
-"""Longer than any sensible tag (RFC 5646 §4.4.1 asks for buffers of 35 characters at least)."""
+"""Longer than any sensible tag (RFC 5646, section 4.4.1, asks for buffers of 35 characters at least)."""
 
 _ALNUM = r"[A-Za-z0-9]"
 _LANGTAG = re.compile(

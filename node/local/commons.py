@@ -574,9 +574,16 @@ def _design_json(d) -> dict:
             "versions": d.versions, "updated_ts": d.updated_ts}
 
 
-def list_designs(records: RecordStore, limit: int = 100) -> list[dict]:
-    """The designs known here, most recently updated first."""
-    return [_design_json(d) for d in records.designs(limit)]
+def list_designs(records: RecordStore, limit: int = 100, language: str | None = None) -> list[dict]:
+    """The designs known here, most recently updated first; with ``language``, each title in
+    that language where a translation into it exists (``title_original`` keeps the design's)."""
+    out = [_design_json(d) for d in records.designs(limit)]
+    if language is not None:
+        for d in out:
+            chosen = pick_translation(records, design_state(records, parse_cid(d["design"])), language)
+            if chosen is not None:
+                d["title_original"], d["title"] = d["title"], chosen.title
+    return out
 
 
 def search_designs(records: RecordStore, text: str, limit: int = 50) -> list[dict]:
