@@ -11,7 +11,9 @@ Rules here are pure: they look at a record's body and at what the caller found u
 
 Language tags are checked for the *well-formed* syntax of RFC 5646 (its section 2.1), not against the IANA
 registry: a registry would need updating on every node, and a tag that is well-formed but not
-registered harms nobody. Tags are kept in RFC 5646's canonical case (``sw``, ``zh-Hant-TW``,
+registered harms nobody. One stricter rule: the primary language subtag must be 2 or 3 letters
+(ISO 639). RFC 5646 also lets it be 4 to 8 letters, reserved for future registration, but the
+registry holds none, and refusing them catches ``english`` or ``kiswahili`` typed for a tag. Tags are kept in RFC 5646's canonical case (``sw``, ``zh-Hant-TW``,
 ``sr-Latn``), so one language has one spelling in records: :func:`normalize_tag` turns what a
 person typed (``SW``, ``pt_BR``) into that form, and a record holding any other spelling is
 refused. Grandfathered irregular tags (``i-klingon``…) are refused.
@@ -55,6 +57,9 @@ def normalize_tag(text: str) -> str:
     m = _LANGTAG.fullmatch(tag)
     if m is None:
         raise BadLanguage(f"{text[:80]!r} is not a well-formed language tag (BCP 47, e.g. sw, pt-BR, zh-Hant)")
+    if len(m["language"]) > 3 and "-" not in m["language"]:
+        raise BadLanguage(f"{text[:80]!r} is not a language tag: the language subtag is 2 or 3 letters "
+                          "(ISO 639, e.g. sw, en, hi); the registry assigns no longer ones")
     variants = [v.lower() for v in m["variants"].split("-") if v]
     if len(set(variants)) != len(variants):
         raise BadLanguage(f"{text!r} repeats a variant subtag")
