@@ -245,6 +245,36 @@ def test_translation_round_trip_staleness_and_languages_through_a_usb_stick(tmp_
     assert b.out("cat", f"{design}/README.md", "--language", "sw") == SWAHILI_README.strip()
     assert b.json("designs", "--language", "sw")[0]["title"] == "Pampu ya mkono"
 
+    # the design page: its languages, the translation beside the version it translates, stale
+    page = _design_page(b, design)
+    assert '<p id="languages">Languages: <span lang="en">en</span>, <span lang="sw">sw</span></p>' in page
+    assert "translated from 1.0.0 — the design is now at 2.0.0, files changed since: 2" in page
+    xs = _lineage_x(page)
+    assert xs[tr["version"]] > xs[first["version"]] == xs[second["version"]]  # its own column, beside
+    assert 'class="version translation stale"' in page and 'class="edge translation"' in page
+
+
+def _design_page(cli: Cli, design: str) -> str:
+    from fabnode.node.home import Home
+    from fabnode.node.http.pages import Pages
+
+    home = Home(cli.home)
+    store = home.open_store()
+    try:
+        return Pages(home, store).design_page(design)
+    finally:
+        store.db.conn.close()
+
+
+def _lineage_x(page: str) -> dict[str, float]:
+    """version id -> x of its mark in the lineage drawing."""
+    import re
+
+    out = {}
+    for vid, x in re.findall(r'data-version="([^"]+)"[^>]*>(?:<circle cx="|<rect x=")([0-9.]+)', page):
+        out[vid] = float(x)
+    return out
+
 
 # ------------------------------------------------------------------ two daemons
 

@@ -506,9 +506,11 @@ def _version_name(row: VersionRow) -> str:
     return row.label or cid_str(row.cid)[-10:]
 
 
-def staleness(records: RecordStore, state: DesignState, translation: VersionRow, store=None) -> str | None:
-    """"translated from 1.0 — the design is now at 2.0, N files changed since", or None while
-    the translated version is still a head of the design (or no head is known)."""
+def staleness(records: RecordStore, state: DesignState, translation: VersionRow, store=None) -> dict | None:
+    """How far the design moved since the version a translation translates: ``from`` and ``now``
+    (labels, else short ids), ``changed`` (files added, removed or changed between the two
+    bundles; None when either is not held here whole) and ``line``, the English sentence; None
+    while the translated version is still a head (or no head is known)."""
     from fabnode.protocol.translations import files_changed
 
     if not state.heads or translation.translation_of in state.heads:
@@ -519,10 +521,15 @@ def staleness(records: RecordStore, state: DesignState, translation: VersionRow,
     line = f"translated from {_version_name(original)} — the design is now at {_version_name(head)}"
     before = file_tree(store, original.bundle) if store is not None else None
     after = file_tree(store, head.bundle) if store is not None and before is not None else None
+    out = {"from": _version_name(original), "now": _version_name(head), "now_version": cid_str(head.cid),
+           "changed": None}
     if before is None or after is None:
         missing = "the older" if before is None else "the newer"
-        return f"{line} (files changed since: unknown, {missing} version's files are not held here)"
-    return f"{line}, {files_changed(before, after)} file(s) changed since"
+        out["line"] = f"{line} (how many files changed is unknown: {missing} version's files are not held here)"
+        return out
+    out["changed"] = files_changed(before, after)
+    out["line"] = f"{line}, {out['changed']} file(s) changed since"
+    return out
 
 
 def translations_json(records: RecordStore, state: DesignState, store=None) -> list[dict]:
@@ -532,8 +539,13 @@ def translations_json(records: RecordStore, state: DesignState, store=None) -> l
         original = records.version(t.translation_of)
         out.append({"version": cid_str(t.cid), "language": t.language, "translation_of": cid_str(t.translation_of),
                     "of_label": original.label if original else "", "title": t.title, "author": t.author, "ts": t.ts,
-                    "bundle": cid_str(t.bundle), "stale": staleness(records, state, t, store)})
+                    "bundle": cid_str(t.bundle), **_stale_fields(staleness(records, state, t, store))})
     return out
+
+
+def _stale_fields(stale: dict | None) -> dict:
+    """``stale``: the English line (None: up to date); ``staleness``: its parts, for pages."""
+    return {"stale": stale["line"] if stale else None, "staleness": stale}
 
 
 def languages_of(records: RecordStore, state: DesignState) -> list[str]:
