@@ -230,6 +230,7 @@ def test_translation_round_trip_staleness_and_languages_through_a_usb_stick(tmp_
     second = a.json("publish", str(design_dir), "-m", "second", "--design", design, "--label", "2.0.0")
     log = a.json("log", design)
     assert log["heads"] == [second["version"]]
+    assert {v["version"]: v for v in log["versions"]}[second["version"]]["parents"] == [first["version"]]
     stale = "translated from 1.0.0 — the design is now at 2.0.0, 2 file(s) changed since"
     assert log["translations"][0]["stale"] == stale
     assert stale in a.out("log", design)
