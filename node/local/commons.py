@@ -506,7 +506,8 @@ def _version_name(row: VersionRow) -> str:
     return row.label or cid_str(row.cid)[-10:]
 
 
-def staleness(records: RecordStore, state: DesignState, translation: VersionRow, store=None) -> dict | None:
+def staleness(records: RecordStore, state: DesignState, translation: VersionRow, store=None,
+              trees: dict | None = None) -> dict | None:
     """How far the design moved since the version a translation translates: ``from`` and ``now``
     (labels, else short ids), ``changed`` (files added, removed or changed between the two
     bundles; None when either is not held here whole) and ``line``, the English sentence; None
@@ -519,8 +520,15 @@ def staleness(records: RecordStore, state: DesignState, translation: VersionRow,
     if original is None or head is None:
         return None
     line = f"translated from {_version_name(original)} — the design is now at {_version_name(head)}"
-    before = file_tree(store, original.bundle) if store is not None else None
-    after = file_tree(store, head.bundle) if store is not None and before is not None else None
+    trees = {} if trees is None else trees  # bundle -> file tree, shared by a design's translations
+
+    def tree(bundle: bytes):
+        if bundle not in trees:
+            trees[bundle] = file_tree(store, bundle)
+        return trees[bundle]
+
+    before = tree(original.bundle) if store is not None else None
+    after = tree(head.bundle) if store is not None and before is not None else None
     out = {"from": _version_name(original), "now": _version_name(head), "now_version": cid_str(head.cid),
            "changed": None}
     if before is None or after is None:
@@ -534,12 +542,12 @@ def staleness(records: RecordStore, state: DesignState, translation: VersionRow,
 
 def translations_json(records: RecordStore, state: DesignState, store=None) -> list[dict]:
     """The design's translations (those whose target fits), newest first, with staleness."""
-    out = []
+    out, trees = [], {}
     for t in reversed(records.translations_of_design(state.design)):
         original = records.version(t.translation_of)
         out.append({"version": cid_str(t.cid), "language": t.language, "translation_of": cid_str(t.translation_of),
                     "of_label": original.label if original else "", "title": t.title, "author": t.author, "ts": t.ts,
-                    "bundle": cid_str(t.bundle), **_stale_fields(staleness(records, state, t, store))})
+                    "bundle": cid_str(t.bundle), **_stale_fields(staleness(records, state, t, store, trees))})
     return out
 
 
