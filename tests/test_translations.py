@@ -291,3 +291,21 @@ def test_a_translation_published_on_one_node_is_got_in_its_language_on_another(t
     b.out("get", first["design"], "--language", "sw", "-o", str(tmp_path / "got"), "--timeout", "60s")
     assert (tmp_path / "got" / "README.md").read_text(encoding="utf-8") == SWAHILI_README
     assert b.json("log", first["design"])["heads"] == [first["version"]]
+
+
+def test_a_translation_that_arrives_before_its_target_waits_and_shows_only_if_the_target_fits(tmp_path):
+    cli = Cli(tmp_path / "home")
+    cli.run("init", "--name", "Patient Lab")
+    v = _version()
+    att = make_record("attestation", {"subject": Link(v.cid), "predicate": "built", "result": "passed"},
+                      author=DID, ts=1764081650000, sign=sign)
+    early = _translation(v.cid, v.cid)
+    misdirected = _translation(v.cid, att.cid, ts=1764081750000, language="fr")
+    for i, records in enumerate(([early, misdirected], [v, att])):
+        path = tmp_path / f"part{i}.car"
+        path.write_bytes(export_file(records))
+        cli.out("import", str(path))  # neither target is here at first: both wait
+    log = cli.json("log", v.id)
+    assert [t["version"] for t in log["translations"]] == [early.id]  # the one aimed at a record is never shown
+    assert log["languages"] == ["sw"] and log["heads"] == [v.id]
+    assert "no translation into fr: it exists in sw" in cli.fails("get", v.id, "--language", "fr")
