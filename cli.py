@@ -328,6 +328,19 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _asked_language(option_value: str | None, *, env: bool = True) -> str | None:
+    """The language asked for (issue 19): --language, else (for titles and READMEs) the LANG
+    environment variable (sw_TZ.UTF-8 -> sw-TZ; C and POSIX ask for none). Messages stay English."""
+    from fabnode.protocol.translations import normalize_tag, tag_from_env
+
+    if option_value is not None:
+        return normalize_tag(option_value)
+    return tag_from_env(os.environ.get("LANG")) if env else None
+
+
+LANGUAGE_HELP = "Show titles in this language (BCP 47, e.g. sw) when a translation exists (default: from LANG)."
+
+
 def _duration(text: str) -> float:
     """``--timeout``: seconds, or 90s / 10m / 1h."""
     from fabnode.node.service.fetchplan import parse_duration
@@ -483,17 +496,27 @@ def ls(ctx: Context, cid_path: str | None, as_json: bool) -> None:
 
 @command()
 @argument("cid_path", metavar="CID[/PATH]")
-def cat(ctx: Context, cid_path: str) -> None:
+@option("--language", metavar="TAG",
+        help="For a design id: the file of its newest translation into TAG (BCP 47), else say which "
+             "languages exist (default: from LANG, falling back to the design's own files).")
+def cat(ctx: Context, cid_path: str, language: str | None) -> None:
     """Write a stored file to standard output, verifying every block.
 
-    CID may be a files CID, a version CID or a design id (its newest canonical version).
+    CID may be a files CID, a version CID or a design id (its newest canonical version, or its
+    newest translation into the language asked for: a README in your language).
 
-    Usage:  fabnode cat DESIGN/README.md
+    Usage:  fabnode cat DESIGN/README.md --language sw
     """
     from fabnode.node.local.files import cat_path
 
     store = _home(ctx).open_store()
-    files = _files(store, cid_path, held=True)
+    from fabnode.node.local.resolve import require_held
+
+    asked = _asked_language(language)
+    files = _files(store, cid_path, language=asked, strict_language=language is not None)
+    if files.named == "design" and asked is not None:
+        files = _untranslated_fallback(store, cid_path, files, strict=language is not None)
+    require_held(files, cid_path, store.has)
     out = sys.stdout.buffer
     for piece in cat_path(store, files.root, files.segments):
         out.write(piece)
@@ -507,9 +530,11 @@ def cat(ctx: Context, cid_path: str) -> None:
         help="Fetch what is missing from this peer (/ip4/…/tcp/…/p2p/…; repeat: tried in order, each resuming the last).")
 @option("--timeout", "timeout_s", metavar="DURATION", type=_duration, default="10m",
         help="Keep trying to fetch for this long (e.g. 90s, 10m, 1h); what arrived is kept.")
+@option("--language", metavar="TAG",
+        help="For a design id: its newest translation into TAG (BCP 47, e.g. sw), else say which languages exist.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], timeout_s: float,
-        as_json: bool) -> None:
+        language: str | None, as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
     CID may be a files CID, a version CID (that version's files) or a design id (its newest
@@ -522,6 +547,9 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     send disjoint parts at once; a broken link is retried (1 s, 2 s … 30 s apart) until
     --timeout, and a new attempt (or a new `get`, after Ctrl-C) resumes where the last stopped.
 
+    With --language, a design id means the design's newest translation into that language
+    (its own files if it is written in it); with none, one line lists the languages that exist.
+
     Usage:  fabnode get bafy… -o hand-pump
     """
     from fabnode.node.local.files import get_path, plan_get
@@ -529,7 +557,7 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     from fabnode.storage.gc import end_lease, take_lease
 
     store = _home(ctx).open_store()
-    files = _files(store, cid_path)
+    files = _files(store, cid_path, language=_asked_language(language, env=False))
     root, segments = files.root, files.segments
     lease = take_lease(store, root, "get", _now_ms())  # gc keeps the DAG while it is written out
     if output is None and not segments and files.named != "files":
@@ -725,14 +753,22 @@ def _when(ts: int) -> str:
 @option("--hidden", "-H", is_flag=True, help="Also store names starting with '.'.")
 @option("--same-files", metavar="REASON",
         help="Publish even though the files equal the design's current head, and say why (kept in the message).")
+@option("--translation-of", "translation_of", metavar="VERSION",
+        help="Publish a translation of VERSION's documentation (needs --language); it never becomes a head.")
+@option("--language", metavar="TAG",
+        help="The language the documentation is written in, a BCP 47 tag such as sw or pt-BR "
+             "(default: okh.toml documentation-language).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def publish(ctx, path, message, design, parents, title, label, license_, hidden, same_files, as_json):
+def publish(ctx, path, message, design, parents, title, label, license_, hidden, same_files, translation_of,
+            language, as_json):
     """Store a design folder and sign a version of it.
 
     With neither --design nor --parent this starts a new design; --design D adds a version to
     D; --parent V alone starts an adaptation of V. The licence comes from okh.toml or --license
     and must be a valid SPDX expression; the manifest is checked and problems are warned about.
     Files identical to the design's current head are refused unless --same-files says why.
+    --translation-of V --language TAG publishes a translation of version V into TAG: a version
+    of V's design that stands beside V and never becomes a head.
 
     Usage:  fabnode publish ./hand-pump -m "first design"
     """
@@ -740,7 +776,8 @@ def publish(ctx, path, message, design, parents, title, label, license_, hidden,
 
     home = _home(ctx).require()
     result = run_publish(home, path, message=message, design=design, parents=list(parents), title=title,
-                         label=label, license_=license_, include_hidden=hidden, same_files=same_files)
+                         label=label, license_=license_, include_hidden=hidden, same_files=same_files,
+                         language=language, translation_of=translation_of)
     for warning in result.warnings:
         echo(f"warning: {warning}", err=True)
     if as_json:
@@ -751,18 +788,20 @@ def publish(ctx, path, message, design, parents, title, label, license_, hidden,
 
 @command()
 @argument("target", metavar="DESIGN|VERSION", required=False)
+@option("--language", metavar="TAG", help=LANGUAGE_HELP)
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def log(ctx, target, as_json):
+def log(ctx, target, language, as_json):
     """Show a design's history: versions, heads, attestations, lineage.
 
-    Without an argument, the latest versions of all designs.
+    Without an argument, the latest versions of all designs. Translations are listed beside
+    the versions they translate, marked when the design has moved on since.
 
     Usage:  fabnode log bafyrei…
     """
     from fabnode.node.local.commons import log as run_log
 
     home = _home(ctx).require()
-    result = run_log(home, target)
+    result = run_log(home, target, language=_asked_language(language))
     names = _names(home)
     for v in result["versions"]:
         v.update(names.json_fields(v["author"], "author_"))
@@ -772,20 +811,29 @@ def log(ctx, target, as_json):
         _print_json(result)
         return
     if "design" in result:
-        echo(f"design {result['design']}  {result['title']}")
+        title = result.get("title_translated") or result["title"]
+        echo(f"design {result['design']}  {title}")
+        if result["languages"]:
+            echo("languages " + ", ".join(result["languages"]))
         maint = result["maintainers"]
         echo("maintainers " + (", ".join(names.label(m) for m in maint) if maint is not None else "unknown (first version not here yet)"))
         for up in result["upstream"]:
             echo(f"adapted from {up}")
+    stale_lines = {t["version"]: t["stale"] for t in result.get("translations", [])}
     for v in result["versions"]:
         status = ""
-        if "canonical" in v:
+        if "translation_of" in v:
+            status = f"translation ({v['language']}) of {v['translation_of']}"
+        elif "canonical" in v:
             status = "head     " if v["head"] else ("canonical" if v["canonical"] else "proposal ")
         att = _claims_text(v["attestations_by_trust"]) or "no attestations"
         label = v["label"] or "-"
         echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  "
              f"by {_by(v['author'], v['author_trusted'], names)}")
         echo(f"    files {v['bundle']}")
+        stale = stale_lines.get(v["version"])
+        if stale:
+            echo(f"    {stale}")
     for a in result.get("adaptations", []):
         echo(f"adapted as {a['design']}  {a['title']}  by {_by(a['author'], a['author_trusted'], names)}")
 
@@ -853,12 +901,13 @@ def _print_designs(rows, as_json: bool) -> None:
 
 @command()
 @option("--limit", default=100, help="How many, newest first.")
+@option("--language", metavar="TAG", help=LANGUAGE_HELP)
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def designs(ctx, limit, as_json):
+def designs(ctx, limit, language, as_json):
     """List the designs this node knows, most recently changed first."""
     from fabnode.node.local.commons import list_designs
 
-    _print_designs(list_designs(_home(ctx).open_stores().records, limit), as_json)
+    _print_designs(list_designs(_home(ctx).open_stores().records, limit, language=_asked_language(language)), as_json)
 
 
 @command()
@@ -1037,16 +1086,38 @@ def reputation(ctx, target, as_json):
         echo(f"  {line}")
 
 
-def _files(store, cid_path: str, *, held: bool = False):
-    """The files ``CID[/PATH]`` names: a design's newest head, a version's bundle, or itself;
-    ``held``: they must be here (``ls``, ``cat``), else one line says how to get them."""
+def _files(store, cid_path: str, *, held: bool = False, language: str | None = None, strict_language: bool = True):
+    """The files ``CID[/PATH]`` names: a design's newest head (or translation into ``language``),
+    a version's bundle, or itself; ``held``: they must be here (``ls``, ``cat``), else one line
+    says how to get them."""
     from fabnode.node.local.resolve import require_held, resolve_files
     from fabnode.storage import Stores
 
-    files = resolve_files(Stores.of(store).records, cid_path, held=store.has)
+    files = resolve_files(Stores.of(store).records, cid_path, held=store.has, language=language,
+                          strict_language=strict_language)
     if held:
         require_held(files, cid_path, store.has)
     return files
+
+
+def _untranslated_fallback(store, cid_path: str, files, *, strict: bool):
+    """A translation without the path asked for (it translates the documentation, not every
+    file): the design's own file, said on standard error. A translation not held here: said
+    so when --language demanded it, else (a LANG preference) the design's own files quietly."""
+    from fabnode.protocol.errors import FabnodeError
+    from fabnode.protocol.unixfs import resolve
+
+    if not store.has(files.root):
+        return files if strict else _files(store, cid_path)
+    try:
+        resolve(store.get, files.root, files.segments)
+        return files
+    except FabnodeError:
+        own = _files(store, cid_path)
+        if own.root == files.root:
+            return files
+        echo(f"note: the translation has no {'/'.join(files.segments)}: showing the design's own", err=True)
+        return own
 
 
 def _held_completely(store, root: bytes, segments: list[str]) -> bool:

@@ -15,7 +15,9 @@ a record means exactly one thing to every node):
 
 * version: bundle (link), parents (links), design (link; absent on a design's first version),
   title, label, message, license (SPDX), maintainers (did:keys; only and always on a first
-  version, and including the author).
+  version, and including the author), language (a BCP 47 tag, protocol/translations.py),
+  translation_of (link to the version of the same design whose documentation this translates;
+  needs language and design).
 * attestation: subject (link to a version), predicate (built|tested|reviewed|defect),
   result (passed|warned|failed), lab, notes, tests (strings), evidence (links).
 * vouch: subject (did:key), trust (trusted|distrusted), note.
@@ -67,6 +69,8 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "message": ("text", True),
         "license": ("text", True),
         "maintainers": ("dids", False),
+        "language": ("language", False),
+        "translation_of": ("link", False),
     },
     "attestation": {
         "subject": ("link", True),
@@ -171,6 +175,13 @@ def _typed_field(kind, name: str, value):
             raise _reject(str(exc)) from None
     if kind == "nodes":
         return _typed_nodes(name, value)
+    if kind == "language":
+        from .translations import BadLanguage, check_tag
+
+        try:
+            return check_tag(value)
+        except BadLanguage as exc:
+            raise _reject(f"body.{name}: {exc}") from None
     # a tuple of allowed words
     if value not in kind:
         raise _reject(f"body.{name} must be one of {', '.join(kind)}, not {value!r}")
@@ -241,6 +252,11 @@ def check_body(rtype: str, author: str, body) -> dict:
             raise _reject("a design's first version must list its author among body.maintainers")
         if not first and "maintainers" in typed:
             raise _reject("body.maintainers belongs only on a design's first version")
+        if "translation_of" in typed:
+            if first:
+                raise _reject("a translation (body.translation_of) cannot be a design's first version: it needs body.design")
+            if "language" not in typed:
+                raise _reject("a translation (body.translation_of) needs body.language")
     return typed
 
 

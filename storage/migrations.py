@@ -225,3 +225,17 @@ def lab_names(db: Database) -> None:
         );
         """
     )
+
+
+@migrations(name="009_translations")
+def translations(db: Database) -> None:
+    # Translations (issue 19): a version's declared documentation language (BCP 47, NULL when
+    # undeclared) and, for a translation, the version of the same design it translates. Records
+    # stored before this migration carry neither (older nodes refused both fields).
+    db.executescript(
+        """
+        ALTER TABLE versions ADD COLUMN language TEXT;
+        ALTER TABLE versions ADD COLUMN translation_of BLOB;
+        CREATE INDEX versions_translation_of ON versions (translation_of) WHERE translation_of IS NOT NULL;
+        """
+    )

@@ -33,6 +33,17 @@ class VersionRow(NamedTuple):
     message: str
     license: str
     parents: tuple[bytes, ...]
+    language: str | None = None
+    """The declared documentation language (BCP 47), None when undeclared."""
+    translation_of: bytes | None = None
+    """For a translation: the version (of the same design) it translates."""
+
+    @property
+    def is_translation(self) -> bool:
+        return self.translation_of is not None
+
+
+_VERSION_COLUMNS = "cid, design, is_first, author, ts, bundle, title, label, message, license, language, translation_of"
 
 
 class DesignRow(NamedTuple):
@@ -172,11 +183,12 @@ class RecordStore:
     def _index_version(self, record: Record, design: bytes, manifest: str) -> None:
         body = record.body
         is_first = "design" not in body
+        translation_of = body["translation_of"].cid if "translation_of" in body else None
         self._conn.execute(
-            "INSERT INTO versions (cid, design, is_first, author, ts, bundle, title, label, message, license)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO versions (cid, design, is_first, author, ts, bundle, title, label, message, license,"
+            " language, translation_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (record.cid, design, int(is_first), record.author, record.ts, body["bundle"].cid, body["title"],
-             body.get("label", ""), body["message"], body["license"]),
+             body.get("label", ""), body["message"], body["license"], body.get("language"), translation_of),
         )
         self._conn.executemany(
             "INSERT OR IGNORE INTO version_parents (child, parent) VALUES (?, ?)",
@@ -196,7 +208,7 @@ class RecordStore:
             )
         else:
             title, author, maintainers, created_ts, updated_ts, versions, old_manifest, license_ = row
-            newer = record.ts >= updated_ts
+            newer = record.ts >= updated_ts and translation_of is None  # a translation's title is not the design's
             if is_first:
                 author, maintainers, created_ts = record.author, json.dumps(body["maintainers"]), record.ts
             self._conn.execute(
@@ -244,17 +256,18 @@ class RecordStore:
         yield from self._conn.execute("SELECT cid, data, received_ms FROM records ORDER BY rowid")
 
     def version(self, cid: bytes) -> VersionRow | None:
-        row = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
+        row = self._conn.execute(f"SELECT {_VERSION_COLUMNS}"
                                  " FROM versions WHERE cid = ?", (cid,)).fetchone()
         return self._version_row(row) if row else None
 
     def _version_row(self, row) -> VersionRow:
         parents = tuple(r[0] for r in self._conn.execute(
             "SELECT parent FROM version_parents WHERE child = ? ORDER BY parent", (row[0],)))
-        return VersionRow(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], parents)
+        return VersionRow(row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6], row[7], row[8], row[9], parents,
+                          row[10], row[11])
 
     def versions_of(self, design: bytes) -> list[VersionRow]:
-        rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
+        rows = self._conn.execute(f"SELECT {_VERSION_COLUMNS}"
                                   " FROM versions WHERE design = ? ORDER BY ts, cid", (design,)).fetchall()
         return [self._version_row(r) for r in rows]
 
@@ -471,9 +484,25 @@ class RecordStore:
         return [AttestationRow(*r) for r in mine], [tuple(r) for r in others]
 
     def recent_versions(self, limit: int = 50) -> list[VersionRow]:
-        rows = self._conn.execute("SELECT cid, design, is_first, author, ts, bundle, title, label, message, license"
+        rows = self._conn.execute(f"SELECT {_VERSION_COLUMNS}"
                                   " FROM versions ORDER BY ts DESC, cid LIMIT ?", (limit,)).fetchall()
         return [self._version_row(r) for r in rows]
+
+    def translations_of_design(self, design: bytes) -> list[VersionRow]:
+        """The design's translations whose target is held and fits (a non-translation version of
+        the same design), oldest first. One that points elsewhere, or at nothing held yet, is
+        left out: it shows once its target arrives, if that target fits."""
+        rows = self._conn.execute(
+            f"SELECT {', '.join('t.' + c.strip() for c in _VERSION_COLUMNS.split(','))} FROM versions t"
+            " JOIN versions o ON o.cid = t.translation_of"
+            " WHERE t.design = ? AND o.design = t.design AND o.translation_of IS NULL ORDER BY t.ts, t.cid",
+            (design,)).fetchall()
+        return [self._version_row(r) for r in rows]
+
+    def record_kind(self, cid: bytes) -> str | None:
+        """The type of the record stored under ``cid``, or None."""
+        row = self._conn.execute("SELECT type FROM records WHERE cid = ?", (cid,)).fetchone()
+        return row[0] if row else None
 
     def adaptations_of(self, versions: Iterable[bytes]) -> list[VersionRow]:
         """First versions of other designs whose parents include one of ``versions``."""

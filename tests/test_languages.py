@@ -135,13 +135,13 @@ def test_the_switch_works_without_javascript_and_is_remembered(lab, browser):
     try:
         page.goto(lab["base"] + "/")
         assert page.locator("html").get_attribute("lang") == "en" and page.get_by_text("Latest versions").count() == 1
-        switch = page.locator("#languages a")
+        switch = page.locator("#language-switch a")
         assert switch.all_inner_texts() == ["English", "العربية", "Español", "Français", "हिन्दी", "Português",
                                             "Kiswahili"]
-        page.locator("#languages a[hreflang=es]").click()
+        page.locator("#language-switch a[hreflang=es]").click()
         page.wait_for_url("**/?lang=es")
         assert page.locator("html").get_attribute("lang") == "es" and page.get_by_text("Últimas versiones").count() == 1
-        assert page.locator("#languages a[aria-current]").inner_text() == "Español"
+        assert page.locator("#language-switch a[aria-current]").inner_text() == "Español"
         page.locator("#nav-designs").click()  # a plain link: the cookie carries the choice
         page.wait_for_url("**/designs")
         assert page.locator("h1").inner_text() == "Diseños"
@@ -149,10 +149,10 @@ def test_the_switch_works_without_javascript_and_is_remembered(lab, browser):
         page.press("input[name=q]", "Enter")
         page.wait_for_url("**/designs?q=pump")
         assert page.locator("h1").inner_text() == "Diseños que coinciden con «pump»"
-        page.locator("#languages a[hreflang=sw]").click()  # the search stays
+        page.locator("#language-switch a[hreflang=sw]").click()  # the search stays
         page.wait_for_url("**/designs?q=pump&lang=sw")
         assert page.locator("h1").inner_text() == "Miundo inayolingana na “pump”"
-        page.locator("#languages a[hreflang=en]").click()
+        page.locator("#language-switch a[hreflang=en]").click()
         page.goto(lab["base"] + "/")
         assert page.locator("html").get_attribute("lang") == "en"
     finally:
@@ -174,7 +174,7 @@ def test_the_arabic_page_is_laid_out_right_to_left(lab, browser, tmp_path):
             page.goto(lab["design"])
             assert page.evaluate("getComputedStyle(document.body).direction") == ("rtl" if lang == "ar" else "ltr")
             boxes[lang] = {name: _box(page, sel) for name, sel in (
-                ("main", "main"), ("title", "#design-title"), ("lab", "header a"), ("switch", "#languages"),
+                ("main", "main"), ("title", "#design-title"), ("lab", "header a"), ("switch", "#language-switch"),
                 ("first_cell", "#versions tr td:first-child"), ("last_cell", "#versions tr td:last-child"),
                 ("cell_text", "#versions tr td:first-child a"))}
             if lang != "en":

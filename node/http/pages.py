@@ -132,20 +132,25 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
         if row is not None:
             add(up, {"title": row.title, "label": row.label, "ts": row.ts, "parents": [], "canonical": True,
                      "claims": [], "unknown": 0, "design": cid_str(row.design)}, cid_str(row.design))
+    stale = {t["version"]: t["stale"] for t in log.get("translations", [])}
     for vid, v in versions.items():
         by_trust = v["attestations_by_trust"]
         claims = sorted(by_trust["trusted"].items(), key=lambda kv: claim_order(kv[0]))
         unknown = sum(by_trust["untrusted"].values())
-        add(vid, {"title": v["title"], "label": v["label"], "ts": v["ts"], "parents": v["parents"],
+        translated = v.get("translation_of")  # issue 19: drawn beside, linked to the version it translates
+        add(vid, {"title": v["title"], "label": v["label"], "ts": v["ts"],
+                  "parents": [translated] if translated else v["parents"],
                   "canonical": v.get("canonical") is not False, "claims": claims, "unknown": unknown,
-                  "design": v["design"]},
-            log["design"])
+                  "design": v["design"], "language": v.get("language") if translated else None,
+                  "stale": stale.get(vid)},
+            log["design"] + "#translations" if translated else log["design"])
     for a in log["adaptations"]:
         row = records.version(parse_cid(a["design"]))
         if row is not None:
             add(a["design"], {"title": row.title, "label": row.label, "ts": row.ts, "parents": a["from"],
                               "canonical": True, "claims": [], "unknown": 0, "design": a["design"]}, a["design"])
     order = sorted(nodes, key=lambda k: (nodes[k]["ts"], k))
+
     def claim_text(key: str, count: int) -> str:
         predicate, _sep, result = key.partition("/")
         return (_("%(mark)s %(predicate)s · %(result)s ×%(count)s by trusted labs")
@@ -170,6 +175,8 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#888"/></marker></defs>']
     for i, column in enumerate(columns):
         title = next((nodes[k]["title"] for k in order if nodes[k]["column"] == column), "")
+        if column.endswith("#translations"):
+            title = ", ".join(sorted({nodes[k]["language"] for k in order if nodes[k]["column"] == column}))
         short = title if len(title) <= 26 else title[:25] + "…"
         parts.append(f'<text x="{pad + col_w * i}" y="{pad - 12}" font-size="12" fill="#555">{e(short)}'
                      + (f'<tspan font-style="italic"> · {e(this_design)}</tspan>' if column == log["design"] and len(columns) > 1
@@ -181,6 +188,8 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
                 cross = nodes[parent]["column"] != nodes[k]["column"]
                 style = 'class="edge adaptation" stroke="#c77d12" stroke-dasharray="5 3"' if cross else \
                     'class="edge" stroke="#888"'
+                if nodes[k].get("language"):
+                    style = 'class="edge translation" stroke="#4a62a8" stroke-dasharray="2 3"'
                 parts.append(f'<line {style} x1="{x1}" y1="{y1 + 9}" x2="{x2}" y2="{y2 - 11}" stroke-width="1.6" '
                              'marker-end="url(#arrow)"/>')
     for k in order:
@@ -188,9 +197,15 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
         kind = "canonical" if n["canonical"] else "proposal"
         fill = "#2a7f62" if n["canonical"] else "#fff"
         label = n["label"] or k[-8:]
+        extra = ""
+        if n.get("language"):  # a translation: a square in its own colour, its language before its label
+            kind, label = "translation" + (" stale" if n.get("stale") else ""), f'{n["language"]} · {label}'
+            extra = f' data-language="{e(n["language"])}"'
+        shape = (f'<rect x="{x - 8}" y="{y - 8}" width="16" height="16" fill="{"#fff" if n.get("stale") else "#4a62a8"}" '
+                 'stroke="#4a62a8" stroke-width="2"/>') if n.get("language") else \
+            f'<circle cx="{x}" cy="{y}" r="9" fill="{fill}" stroke="#2a7f62" stroke-width="2"/>'
         parts.append(f'<a href="/version/{e(k)}"><g class="version {kind}" data-version="{e(k)}" '
-                     f'data-design="{e(n["design"])}">'
-                     f'<circle cx="{x}" cy="{y}" r="9" fill="{fill}" stroke="#2a7f62" stroke-width="2"/>'
+                     f'data-design="{e(n["design"])}"{extra}>' + shape +
                      f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
         line = y + 20
         for key, count in n["claims"]:
@@ -347,10 +362,11 @@ class Pages:
         from fabnode.node.local.commons import history as design_history
 
         records = self.records
-        history = design_history(records, self.identity.did, text, trust_map=self._trust(records))
+        history = design_history(records, self.identity.did, text, trust_map=self._trust(records), store=self.store)
         for v in history["versions"]:
             v["when"] = self._when(v["ts"])
-        head = next((v for v in history["versions"] if v.get("head")), history["versions"][0] if history["versions"] else None)
+        head = next((v for v in history["versions"] if v.get("head")),
+                    next((v for v in history["versions"] if "translation_of" not in v), None))
         files = pictures = readme = readme_name = manifest = downloads = None
         if head is not None:
             found = bundle_files(self.store, parse_cid(head["bundle"]))

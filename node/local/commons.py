@@ -70,11 +70,13 @@ class DesignState(NamedTuple):
 
 
 def design_state(records: RecordStore, design: bytes) -> DesignState:
+    """The design's versions and lineage. Translations (issue 19) are listed among ``versions``
+    but take no part in the lineage: never canonical, never a head, whoever signed them."""
     versions = records.versions_of(design)
     row = records.design(design)
     maintainers = row.maintainers if row else None
     canonical, heads = canonical_and_heads(
-        (VersionNode(v.cid, v.author, v.ts, v.parents) for v in versions), maintainers)
+        (VersionNode(v.cid, v.author, v.ts, v.parents) for v in versions if not v.is_translation), maintainers)
     return DesignState(design, versions, maintainers, canonical, heads)
 
 
@@ -107,13 +109,19 @@ class Published(NamedTuple):
 
 def publish(home: Home, path: Path, *, message: str, design: str | None = None, parents: list[str] = (),
             title: str | None = None, label: str | None = None, license_: str | None = None,
-            include_hidden: bool = False, same_files: str | None = None, progress=lambda n: None) -> Published:
+            include_hidden: bool = False, same_files: str | None = None, progress=lambda n: None,
+            language: str | None = None, translation_of: str | None = None) -> Published:
     """Store a bundle and a signed version of it (``fabnode publish``; docs/protocol.md §4.2).
 
     A version whose files are exactly those of the design's current head is refused unless
     ``same_files`` says why it is wanted: it would move the head (and with it what `reputation`
     judges) away from the attested version while changing nothing. The reason is kept in the
-    version's message."""
+    version's message.
+
+    ``translation_of`` (with ``language``) publishes a translation of that version's
+    documentation: a version of the same design that never becomes a head (issue 19). Without
+    it, ``language`` (else okh.toml's ``documentation-language``) declares the language the
+    version is written in."""
     from fabnode.protocol.licenses import check_spdx, share_alike_problem
     from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
 
@@ -138,7 +146,16 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
             raise FabnodeError(f"unknown parent version {text}: fetch, import or sync it first")
         parent_rows.append(row)
     design_cid = None
-    if design is not None:
+    target = None
+    if language is not None:
+        from fabnode.protocol.translations import normalize_tag
+
+        language = normalize_tag(language)
+    if translation_of is not None:
+        target, design_cid = _translation_target(records, translation_of, language, design)
+        if not parent_rows:
+            parent_rows = [target]
+    elif design is not None:
         design_cid, _ = _resolve_design(records, design)
         state = design_state(records, design_cid)
         if not parent_rows:
@@ -157,7 +174,8 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     elif path.is_dir():
         warnings.append("the bundle has no okh.toml (Open Know-How manifest): add one so others can find and build it")
     summary = manifest_summary(manifest) if manifest else {}
-    chosen = license_ or summary.get("license")
+    language = _declared_language(manifest, language, warnings)
+    chosen = license_ or summary.get("license") or (target.license if target is not None else None)
     if not chosen:
         raise FabnodeError("no licence: give --license SPDX-ID or set license in okh.toml (the commons needs to know what others may do)")
     licence = check_spdx(chosen)
@@ -165,7 +183,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         problem = share_alike_problem(parent.license, licence)
         if problem:
             warnings.append(problem)
-    previous = parent_rows[0] if parent_rows and design_cid is not None else None
+    previous = target or (parent_rows[0] if parent_rows and design_cid is not None else None)
     body = {
         "bundle": None,
         "parents": [Link(p.cid) for p in parent_rows],
@@ -173,12 +191,16 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         "message": message,
         "license": licence,
     }
-    if label or summary.get("version"):
-        body["label"] = label or summary["version"]
+    if label or summary.get("version") or (target is not None and target.label):
+        body["label"] = label or summary.get("version") or target.label
     if design_cid is not None:
         body["design"] = Link(design_cid)
     else:
         body["maintainers"] = [identity.did]
+    if language is not None:
+        body["language"] = language
+    if target is not None:
+        body["translation_of"] = Link(target.cid)
     manifest_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
     ts = now_ms()
     with room_for(store.db.path, f"publishing {path.name or path}", plan[0].bytes), \
@@ -200,6 +222,50 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
     return Published(record.id, design_out, added.cid, warnings)
+
+
+def _translation_target(records: RecordStore, text: str, language: str | None,
+                        design: str | None) -> tuple[VersionRow, bytes]:
+    """The version ``--translation-of`` names, and its design; one line if it cannot be translated."""
+    if language is None:
+        raise FabnodeError("--translation-of needs --language: say which language the translation is in "
+                           "(a BCP 47 tag such as sw, pt-BR or zh-Hant)")
+    cid = parse_cid(text)
+    target = records.version(cid)
+    if target is None:
+        kind = records.record_kind(cid)
+        if kind is not None:
+            raise FabnodeError(f"{cid_str(cid)} is a {kind} record, not a version: --translation-of names the version "
+                               "whose documentation you translated (see 'fabnode log')")
+        raise FabnodeError(f"unknown version {cid_str(cid)}: fetch, import or sync it first")
+    if target.is_translation:
+        raise FabnodeError(f"{cid_str(cid)} is itself a translation ({target.language}): translate the version it "
+                           f"translates, {cid_str(target.translation_of)}")
+    if design is not None and _resolve_design(records, design)[0] != target.design:
+        raise FabnodeError(f"version {cid_str(cid)} belongs to design {cid_str(target.design)}, not {design}: "
+                           "a translation is a version of the design it translates (leave out --design)")
+    return target, target.design
+
+
+def _declared_language(manifest: dict, language: str | None, warnings: list[str]) -> str | None:
+    """The language to declare: ``--language``, else okh.toml's ``documentation-language``; a
+    manifest that says otherwise than ``--language`` is warned about."""
+    from fabnode.protocol.translations import BadLanguage, normalize_tag
+
+    said = manifest.get("documentation-language")
+    if not isinstance(said, str) or not said.strip():
+        return language
+    try:
+        from_manifest = normalize_tag(said)
+    except BadLanguage as exc:
+        warnings.append(f"okh.toml: documentation-language: {exc}; not declared")
+        return language
+    if language is None:
+        return from_manifest
+    if from_manifest != language:
+        warnings.append(f"okh.toml says documentation-language = {said!r} but --language is {language!r}: "
+                        "the version declares " + repr(language) + " (fix one of them)")
+    return language
 
 
 def _head_with_bundle(records: RecordStore, state: DesignState, bundle: bytes) -> bytes | None:
@@ -335,19 +401,24 @@ def _claims_by_trust(rows, trust_map) -> dict[str, dict[str, int]]:
             "untrusted": _attestation_summary(a for a in rows if not is_trusted(trust_map, a.author))}
 
 
-def log(home: Home, target: str | None, limit: int = 50, trust_map=None) -> dict:
+def log(home: Home, target: str | None, limit: int = 50, trust_map=None, language: str | None = None) -> dict:
     """A design's history: versions (canonical or proposal, heads marked), attestation summaries,
     where it came from and which designs adapted it. Without a target: the latest versions.
 
     Each version says whether its author is trusted here (``author_trusted``) and counts its
     attestations apart by trusted and untrusted keys (``attestations_by_trust``); ``attestations``
     counts every one, whoever signed it. The trust graph is computed once (or given)."""
-    _, records = _open(home)
-    return history(records, home.identity().did, target, limit, trust_map)
+    store, records = _open(home)
+    return history(records, home.identity().did, target, limit, trust_map, store=store, language=language)
 
 
-def history(records: RecordStore, me: str, target: str | None, limit: int = 50, trust_map=None) -> dict:
-    """:func:`log` over a record store, for lab ``me`` (the web pages use their own store)."""
+def history(records: RecordStore, me: str, target: str | None, limit: int = 50, trust_map=None,
+            store=None, language: str | None = None) -> dict:
+    """:func:`log` over a record store, for lab ``me`` (the web pages use their own store).
+
+    ``store`` (the block store) lets a stale translation say how many files changed since;
+    ``language`` adds ``title_translated``: the design's title in that language, if a
+    translation into it exists."""
     if trust_map is None:
         _, trust_map = trust_map_for(me, records)
     if target is None:
@@ -358,9 +429,18 @@ def history(records: RecordStore, me: str, target: str | None, limit: int = 50, 
     row = records.design(design)
     own = {v.cid for v in state.versions}
     upstream = sorted({p for v in state.versions for p in v.parents if p not in own})
+    translations = translations_json(records, state, store)
+    extra = {}
+    if language is not None:
+        chosen = pick_translation(records, state, language)
+        if chosen is not None:
+            extra["title_translated"] = chosen.title
     return {
+        **extra,
         "design": cid_str(design),
         "title": row.title if row else "",
+        "languages": languages_of(records, state),
+        "translations": translations,
         "maintainers": list(state.maintainers) if state.maintainers is not None else None,
         "heads": [cid_str(h) for h in state.heads],
         "versions": [version_json(v, state, records, trust_map) for v in reversed(state.versions)],
@@ -382,10 +462,131 @@ def version_json(v: VersionRow, state: DesignState | None, records: RecordStore,
     if trust_map is not None:
         out["author_trusted"] = is_trusted(trust_map, v.author)
         out["attestations_by_trust"] = _claims_by_trust(attestations, trust_map)
+    if v.language is not None:
+        out["language"] = v.language
+    if v.translation_of is not None:
+        out["translation_of"] = cid_str(v.translation_of)
     if state is not None:
-        out["canonical"] = v.cid in state.canonical if state.maintainers is not None else None
+        out["canonical"] = (v.cid in state.canonical if state.maintainers is not None else None) \
+            if not v.is_translation else False
         out["head"] = v.cid in state.heads
     return out
+
+
+# ------------------------------------------------------------------ translations (issue 19)
+
+
+MAX_TREE_FILES = 20_000
+"""A file tree larger than this is not compared (a stale translation says so instead)."""
+
+
+def file_tree(store, root: bytes) -> dict[str, bytes] | None:
+    """path -> CID of every file in a bundle held here whole, else None."""
+    from fabnode.protocol.errors import MissingBlock
+    from fabnode.protocol.unixfs import decode as decode_unixfs
+
+    out: dict[str, bytes] = {}
+    stack = [("", root)]
+    try:
+        while stack:
+            prefix, cid = stack.pop()
+            node = decode_unixfs(cid, store.get(cid))
+            if node.kind == "directory":
+                stack.extend((f"{prefix}{link.name}/", link.cid) for link in node.links)
+            else:
+                out[prefix.rstrip("/")] = cid
+            if len(out) > MAX_TREE_FILES:
+                return None
+    except (MissingBlock, FabnodeError):
+        return None
+    return out
+
+
+def _version_name(row: VersionRow) -> str:
+    return row.label or cid_str(row.cid)[-10:]
+
+
+def staleness(records: RecordStore, state: DesignState, translation: VersionRow, store=None,
+              trees: dict | None = None) -> dict | None:
+    """How far the design moved since the version a translation translates: ``from`` and ``now``
+    (labels, else short ids), ``changed`` (files added, removed or changed between the two
+    bundles; None when either is not held here whole) and ``line``, the English sentence; None
+    while the translated version is still a head (or no head is known)."""
+    from fabnode.protocol.translations import files_changed
+
+    if not state.heads or translation.translation_of in state.heads:
+        return None
+    original, head = records.version(translation.translation_of), records.version(state.heads[0])
+    if original is None or head is None:
+        return None
+    line = f"translated from {_version_name(original)} — the design is now at {_version_name(head)}"
+    trees = {} if trees is None else trees  # bundle -> file tree, shared by a design's translations
+
+    def tree(bundle: bytes):
+        if bundle not in trees:
+            trees[bundle] = file_tree(store, bundle)
+        return trees[bundle]
+
+    before = tree(original.bundle) if store is not None else None
+    after = tree(head.bundle) if store is not None and before is not None else None
+    out = {"from": _version_name(original), "now": _version_name(head), "now_version": cid_str(head.cid),
+           "changed": None}
+    if before is None or after is None:
+        missing = "the older" if before is None else "the newer"
+        out["line"] = f"{line} (how many files changed is unknown: {missing} version's files are not held here)"
+        return out
+    out["changed"] = files_changed(before, after)
+    out["line"] = f"{line}, {out['changed']} file(s) changed since"
+    return out
+
+
+def translations_json(records: RecordStore, state: DesignState, store=None) -> list[dict]:
+    """The design's translations (those whose target fits), newest first, with staleness."""
+    out, trees = [], {}
+    for t in reversed(records.translations_of_design(state.design)):
+        original = records.version(t.translation_of)
+        out.append({"version": cid_str(t.cid), "language": t.language, "translation_of": cid_str(t.translation_of),
+                    "of_label": original.label if original else "", "title": t.title, "author": t.author, "ts": t.ts,
+                    "bundle": cid_str(t.bundle), **_stale_fields(staleness(records, state, t, store, trees))})
+    return out
+
+
+def _stale_fields(stale: dict | None) -> dict:
+    """``stale``: the English line (None: up to date); ``staleness``: its parts, for pages."""
+    return {"stale": stale["line"] if stale else None, "staleness": stale}
+
+
+def languages_of(records: RecordStore, state: DesignState) -> list[str]:
+    """The languages a design is available in: its newest head's declared language, then those
+    of its translations, each once, sorted."""
+    found = set()
+    if state.heads:
+        head = records.version(state.heads[0])
+        if head is not None and head.language:
+            found.add(head.language)
+    found.update(t.language for t in records.translations_of_design(state.design) if t.language)
+    return sorted(found)
+
+
+def pick_translation(records: RecordStore, state: DesignState, asked: str) -> VersionRow | None:
+    """The newest translation of the design into ``asked`` (the same tag preferred to the same
+    language), or None: none exists, or the design's head is already in that language."""
+    from fabnode.protocol.translations import matches
+
+    if state.heads:
+        head = records.version(state.heads[0])
+        if head is not None and matches(asked, head.language) == 2:
+            return None
+    best = None
+    for t in records.translations_of_design(state.design):  # oldest first: later ones win ties
+        score = matches(asked, t.language)
+        if score and (best is None or score >= best[0]):
+            best = (score, t)
+    if best is None and state.heads:
+        head = records.version(state.heads[0])
+        if head is not None and matches(asked, head.language):
+            return None
+    return best[1] if best else None
 
 
 def _design_json(d) -> dict:
@@ -393,9 +594,16 @@ def _design_json(d) -> dict:
             "versions": d.versions, "updated_ts": d.updated_ts}
 
 
-def list_designs(records: RecordStore, limit: int = 100) -> list[dict]:
-    """The designs known here, most recently updated first."""
-    return [_design_json(d) for d in records.designs(limit)]
+def list_designs(records: RecordStore, limit: int = 100, language: str | None = None) -> list[dict]:
+    """The designs known here, most recently updated first; with ``language``, each title in
+    that language where a translation into it exists (``title_original`` keeps the design's)."""
+    out = [_design_json(d) for d in records.designs(limit)]
+    if language is not None:
+        for d in out:
+            chosen = pick_translation(records, design_state(records, parse_cid(d["design"])), language)
+            if chosen is not None:
+                d["title_original"], d["title"] = d["title"], chosen.title
+    return out
 
 
 def search_designs(records: RecordStore, text: str, limit: int = 50) -> list[dict]:
@@ -520,6 +728,40 @@ class Received:
                 "rejected": [{"record": r, "reason": why} for r, why in self.rejected]}
 
 
+def translation_problem_in(records: RecordStore, record: "Record", batch: dict | None = None) -> str | None:
+    """Why a version record's ``translation_of`` cannot stand, given what is held here (and in
+    the same ``batch``, cid -> Record), or None (no link, a fitting target, or none held yet)."""
+    from fabnode.protocol.translations import translation_problem
+
+    if record.type != "version" or "translation_of" not in record.body:
+        return None
+    target = record.body["translation_of"].cid
+    design = record.body["design"].cid
+    row = records.version(target)
+    if row is not None:
+        return translation_problem(design, "version", row.design, row.is_translation)
+    other = (batch or {}).get(target)
+    if other is not None:
+        if other.type != "version":
+            return translation_problem(design, other.type, None, False)
+        return translation_problem(design, "version", other.body["design"].cid if "design" in other.body else other.cid,
+                                   "translation_of" in other.body)
+    return translation_problem(design, records.record_kind(target), None, False)
+
+
+def _refuse_misplaced_translations(records: RecordStore, valid: list, result: "Received") -> None:
+    """Move translations whose target is held and does not fit from ``valid`` to the rejected."""
+    batch = {r.cid: r for r in valid}
+    keep = []
+    for record in valid:
+        problem = translation_problem_in(records, record, batch)
+        if problem is None:
+            keep.append(record)
+        else:
+            result.rejected.append((record.id, f"record rejected: {problem}"))
+    valid[:] = keep
+
+
 def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes]], *, now: int,
                     all_or_nothing: bool = True, quota=None, peer: str | None = None,
                     verified: list | None = None) -> Received:
@@ -542,6 +784,7 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
             result.rejected.append((cid_str(cid) if cid is not None else f"record #{position + 1}", outcome))
         else:
             valid.append(outcome)
+    _refuse_misplaced_translations(records, valid, result)
     if result.rejected and all_or_nothing:
         return result
     for record in valid:

@@ -53,14 +53,24 @@ class NotFiles(FabnodeError):
     """A CID that names records, not files, or a version or design this node does not know."""
 
 
-def resolve_files(records: RecordStore, text: str, *, held=lambda cid: False) -> Resolved:
+def resolve_files(records: RecordStore, text: str, *, held=lambda cid: False, language: str | None = None,
+                  strict_language: bool = True) -> Resolved:
     """Which files ``text`` (``CID[/PATH]``) means; ``held(cid)``: is that block in the store
-    (a DAG-CBOR block held as a block is taken as it is)."""
+    (a DAG-CBOR block held as a block is taken as it is).
+
+    ``language`` (a BCP 47 tag) asks, for a design id, for the newest translation into it
+    (issue 19); when there is none, ``strict_language`` refuses in one line naming the languages
+    that exist, else the design's head is meant (a ``LANG`` preference, not a demand). A version
+    or files CID names exact files: the language does not change them."""
     cid, segments = parse_cid_path(text)
     version = records.version(cid)
     if version is not None and not version.is_first:
         return Resolved(version.bundle, segments, VERSION, cid, cid)
     if version is not None or records.design(cid) is not None:
+        if language is not None:
+            chosen = translation_for(records, cid, language, strict_language)
+            if chosen is not None:
+                return Resolved(chosen.bundle, segments, DESIGN, cid, chosen.cid)
         head = newest_head(records, cid)
         return Resolved(records.version(head).bundle, segments, DESIGN, cid, head)
     if cid_codec(cid) != DAG_CBOR or held(cid):
@@ -72,6 +82,26 @@ def resolve_files(records: RecordStore, text: str, *, held=lambda cid: False) ->
                        "files CID (see 'fabnode log')")
     raise NotFiles(f"no version or design {cid_str(cid)} is known here: sync with a peer that has it "
                    "('fabnode run'), or import an export that holds its records, then try again")
+
+
+def translation_for(records: RecordStore, design: bytes, language: str, strict: bool = True):
+    """The newest translation of ``design`` into ``language`` (a VersionRow), or None when the
+    design's head is already in that language; with none and ``strict``, one line naming the
+    languages the design exists in."""
+    from fabnode.node.local.commons import design_state, languages_of, pick_translation
+    from fabnode.protocol.translations import matches
+
+    state = design_state(records, design)
+    chosen = pick_translation(records, state, language)
+    if chosen is not None or not strict:
+        return chosen
+    head = records.version(state.heads[0]) if state.heads else None
+    if head is not None and matches(language, head.language):
+        return None
+    known = languages_of(records, state)
+    undeclared = "" if head is None or head.language else " (the design's own language is not declared)"
+    raise NotFiles(f"design {cid_str(design)} has no translation into {language}: it exists in "
+                   f"{', '.join(known) if known else 'no declared language'}{undeclared}")
 
 
 def newest_head(records: RecordStore, design: bytes) -> bytes:
