@@ -27,8 +27,8 @@ POT = ROOT / "node" / "http" / "locale" / "fabnode.pot"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """Lima publishes the hand pump and a second version with a longer handle, and attests it
-    twice (built and passed, tested with a warning)."""
+    """Lima publishes the hand pump and a second version with a longer handle, attests it twice
+    (built and passed, tested with a warning), and publishes its documentation in Spanish."""
     tmp = tmp_path_factory.mktemp("languages")
     lab = Cli(tmp / "lab")
     lab.run("init", "--name", "Fab Lab Lima")
@@ -40,6 +40,16 @@ def lab(tmp_path_factory):
     second = lab.json("publish", str(longer), "-m", "longer handle", "--design", first["design"], "--label", "1.1.0")
     lab.run("attest", second["version"], "--result", "passed", "-m", "ok in Lima")
     lab.run("attest", second["version"], "--predicate", "tested", "--result", "warned", "-m", "slow at 40 m")
+    spanish = tmp / "bomba"  # the documentation of 1.1.0 in Spanish: a translation (issue 19, must-have 1)
+    shutil.copytree(longer, spanish)
+    (spanish / "README.md").write_text("# Bomba manual de acción directa\n\nUna bomba de agua manual para pozos "
+                                       "excavados a mano, hecha con tubo de PVC.\n", encoding="utf-8")
+    okh = (spanish / "okh.toml").read_text(encoding="utf-8")
+    (spanish / "okh.toml").write_text(okh.replace('documentation-language = "en"', 'documentation-language = "es"')
+                                      .replace('name = "Direct-action PVC hand pump"',
+                                               'name = "Bomba manual de acción directa"'), encoding="utf-8")
+    lab.run("publish", str(spanish), "-m", "documentación en español", "--translation-of", second["version"],
+            "--language", "es")
     daemon = Daemon(lab)
     base = "http://" + json.loads((lab.home / "daemon.json").read_text())["http"]
     yield {"base": base, "first": first, "second": second, "design": f"{base}/design/{first['design']}",
@@ -108,6 +118,8 @@ def test_every_page_is_in_the_language_the_browser_asks_for(lab, browser, lang):
         headings = page.locator("h2").all_inner_texts()
         assert _("Lineage") in headings and _("Versions") in headings and _("Files of the latest version") in headings
         assert page.locator("#versions .badge", has_text=_("head")).count() == 1
+        assert page.locator("#languages").inner_text() == f"{_('Languages:')} en, es"
+        assert page.locator("#translations td").nth(2).inner_text() == _("up to date")
         claim = _("%(mark)s %(predicate)s · %(result)s ×%(count)s by trusted labs") % {
             "mark": "✓", "predicate": _("built"), "result": _("passed"), "count": "1"}
         assert page.locator("#versions .badge.passed").first.inner_text() == claim
