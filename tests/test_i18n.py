@@ -142,6 +142,7 @@ def test_the_walker_finds_untranslated_text():
     (None, None, "de;q=0.9,sw;q=0.8", "sw"),
     (None, None, "fr;q=0.2,ar;q=0.9", "ar"),            # weights, not order
     (None, None, "pt-BR", "pt"),
+    (None, None, "ES", "es"),                           # tags are not case-sensitive
     (None, None, "es;q=0,hi", "hi"),                    # q=0 means no
     (None, None, "garbage;;;,,q=x", "en"),
     (None, "ar", "es", "ar"),                           # the switch's cookie wins
@@ -198,6 +199,10 @@ def test_adding_a_language_as_the_readme_says(tmp_path, monkeypatch):
     i18n.language_names.cache_clear()
     try:
         assert "eo" in i18n.languages() and i18n.choose(None, None, "eo,en;q=0.5") == "eo"
+        (copy / "pt_BR" / "LC_MESSAGES").mkdir(parents=True)  # a region's catalog, named as pybabel names it
+        shutil.copy(copy / "pt" / "LC_MESSAGES" / "fabnode.po", copy / "pt_BR" / "LC_MESSAGES" / "fabnode.po")
+        assert i18n.choose(None, None, "pt-BR") == "pt_BR" and i18n.choose(None, None, "pt-PT") == "pt"
+        assert i18n.language_names()["pt_BR"] == "Português (Brasil)"
         assert i18n.translations("eo").gettext("Designs") == "[Designs]"
         assert i18n.language_names()["eo"] == "Esperanto" and i18n.direction("eo") == "ltr"
     finally:

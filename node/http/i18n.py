@@ -25,7 +25,7 @@ COOKIE = "lang"
 
 def languages() -> list[str]:
     """Every language with a catalog, English first (the msgids are English)."""
-    found = sorted(p.parent.parent.name for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
+    found = sorted({p.parent.parent.name for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.[mp]o")})
     return [DEFAULT] + [lang for lang in found if lang != DEFAULT]
 
 
@@ -34,8 +34,8 @@ def language_names() -> dict[str, str]:
     """Each language in its own words ("Español", "العربية"), for the switch."""
     from babel import Locale
 
-    return {lang: Locale.parse(lang).get_display_name(lang).split(" (")[0].capitalize() if lang != "ar"
-            else Locale.parse(lang).get_display_name(lang) for lang in languages()}
+    names = {lang: Locale.parse(lang).get_display_name(lang) for lang in languages()}
+    return {lang: name[:1].upper() + name[1:] for lang, name in names.items()}
 
 
 @lru_cache(maxsize=None)
@@ -90,9 +90,11 @@ def choose(query_lang: str | None, cookie_lang: str | None, accept_language: str
         # a region the catalogs lack falls back to its language (es-PE → es)
         tags = [t for _, t in wanted]
         tags += [t.split("-")[0] for t in tags]
-        found = negotiate_locale(tags, known, sep="-")
-        if found:
-            return found
+        # catalogs are named pt_BR, browsers say pt-BR or PT-br: compared in lower case with "-"
+        by_tag = {lang.replace("_", "-").lower(): lang for lang in known}
+        found = negotiate_locale([t.lower() for t in tags], list(by_tag), sep="-")
+        if found and found.lower() in by_tag:
+            return by_tag[found.lower()]
     return DEFAULT
 
 

@@ -413,7 +413,8 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             # the page's language (node/http/i18n.py): the header's switch, its cookie, Accept-Language
             asked = request.query_params.get("lang")
             lang = choose(asked, request.cookies.get(COOKIE), request.headers.get("accept-language"))
-            headers = {**page_headers, "Content-Language": lang, "Vary": "Accept-Language, Cookie"}
+            headers = {**page_headers, "Content-Language": lang.replace("_", "-"),
+                       "Vary": "Accept-Language, Cookie"}
             pages.lang = lang
             pages.path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
