@@ -68,7 +68,8 @@ def test_every_catalog_translates_every_message_keeping_placeholders_and_markup(
     assert not catalog.fuzzy and str(catalog.locale) == lang
     wanted = set(_ids(POT))
     messages = {m.id: m for m in catalog if m.id}
-    assert set(messages) == wanted, f"{lang}: missing {sorted(wanted - set(messages))}, stale {sorted(set(messages) - wanted)}"
+    assert set(messages) == wanted, \
+        f"{lang}: missing {sorted(wanted - set(messages))}, stale {sorted(set(messages) - wanted)}"
     for msgid, m in messages.items():
         assert m.string and m.string.strip(), f"{lang}: {msgid!r} is not translated"
         assert not m.fuzzy, f"{lang}: {msgid!r} is fuzzy"

@@ -179,7 +179,8 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
             title = ", ".join(sorted({nodes[k]["language"] for k in order if nodes[k]["column"] == column}))
         short = title if len(title) <= 26 else title[:25] + "…"
         parts.append(f'<text x="{pad + col_w * i}" y="{pad - 12}" font-size="12" fill="#555">{e(short)}'
-                     + (f'<tspan font-style="italic"> · {e(this_design)}</tspan>' if column == log["design"] and len(columns) > 1
+                     + (f'<tspan font-style="italic"> · {e(this_design)}</tspan>'
+                        if column == log["design"] and len(columns) > 1
                         else "") + "</text>")
     for k in order:
         for parent in nodes[k]["parents"]:
