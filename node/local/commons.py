@@ -399,7 +399,13 @@ def list_designs(records: RecordStore, limit: int = 100) -> list[dict]:
 
 
 def search_designs(records: RecordStore, text: str, limit: int = 50) -> list[dict]:
-    """The designs whose title, description or manifest match ``text``."""
+    """The designs whose titles, messages or manifests, in any version or translation, match
+    ``text``, accents and case aside (storage/search.py)."""
+    from fabnode.storage.search import MAX_QUERY_CHARS
+
+    if len(text) > MAX_QUERY_CHARS:
+        raise FabnodeError(f"the search is longer than {MAX_QUERY_CHARS} characters ({len(text)}): "
+                           "a few words find more")
     return [_design_json(d) for d in records.search(text, limit)]
 
 
