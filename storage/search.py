@@ -14,10 +14,10 @@ is a version of the same design, so its words find the design too.
   ``instr()`` over the trigram table's stored text: a linear scan of one row per design.
 
 Word matches come first, ranked by bm25 (title counts most); substring matches follow, ranked
-by bm25 of the trigram index when a term could use it, else newest first. Query terms are
+by bm25 of the trigram index when a term could use it, else most recently indexed first. Query terms are
 whitespace-separated and all must match; each is quoted for FTS5, so a query's quotes, ``NEAR``,
-``*``, ``^``, ``-`` or parentheses are text, never syntax. Terms holding only punctuation are
-dropped (there is nothing in them to find).
+``*``, ``^``, ``-`` or parentheses are text, never syntax. Punctuation at a term's ends is
+trimmed (``(pump`` and ``pump*`` look for ``pump``), and a term of punctuation alone is dropped.
 
 Folding is ours, the same for indexed text and queries, because SQLite 3.40 (Python 3.11's)
 has no ``remove_diacritics`` for the trigram tokenizer (3.45 added it): NFKD, then the
@@ -64,10 +64,22 @@ def _has(term: str, classes: str) -> bool:
     return any(unicodedata.category(ch)[0] in classes for ch in term)
 
 
+def _trim(term: str) -> str:
+    """The term without punctuation at its ends: ``"pump``, ``(pump`` and ``pump*`` are ``pump``."""
+    start, end = 0, len(term)
+    while start < end and unicodedata.category(term[start])[0] == "P":
+        start += 1
+    while end > start and unicodedata.category(term[end - 1])[0] == "P":
+        end -= 1
+    return term[start:end]
+
+
 def terms(text: str) -> list[str]:
-    """The folded terms of a query, each at most once, punctuation-only ones dropped."""
+    """The folded terms of a query, trimmed of punctuation at their ends, each at most once;
+    terms with nothing but punctuation are dropped."""
     out: list[str] = []
     for term in fold(text).split():
+        term = _trim(term)
         if _has(term, "LNS") and term not in out:
             out.append(term)
     return out[:MAX_TERMS]

@@ -99,8 +99,8 @@ def test_hostile_queries_never_fail(home, text):
 
 
 def test_syntax_characters_are_text_and_punctuation_alone_finds_nothing(home):
-    assert _found(home, "pump*") == [home["pump"]]  # the word "pump", not a prefix query (that would find "pumps")
-    assert _found(home, "(pump") == [home["pump"], home["mill"]]  # "(" is not a word character
+    for text in ("pump*", "(pump", '"pump', "-pump", "pump)"):  # the word "pump", then "pump" inside a word
+        assert _found(home, text) == [home["pump"], home["mill"]], text
     for text in ('"', "*", "-", "(", ")"):
         assert _found(home, text) == []
     assert _found(home, "") == [] and _found(home, "   ") == []
@@ -146,8 +146,8 @@ def test_fold(text, folded):
 
 
 def test_terms_and_queries():
-    assert search.terms('Pump "pump" * - NEAR( 水泵 🚰') == ["pump", '"pump"', "near(", "水泵", "🚰"]
-    terms = search.terms('irrigação "a 水泵 🚰')
-    assert search.word_query(terms) == '"irrigacao" AND """a" AND "水泵"'
-    assert search.substring_query(terms) == ('"irrigacao"', ['"a', "水泵", "🚰"])
+    assert search.terms('Pump "pump" * - NEAR( 水泵 🚰 c++ a"b') == ["pump", "near", "水泵", "🚰", "c++", 'a"b']
+    terms = search.terms('irrigação a"b 水泵 🚰')
+    assert search.word_query(terms) == '"irrigacao" AND "a""b" AND "水泵"'
+    assert search.substring_query(terms) == ('"irrigacao" AND "a""b"', ["水泵", "🚰"])
     assert len(search.terms(" ".join(f"w{i}" for i in range(100)))) == search.MAX_TERMS
