@@ -133,6 +133,19 @@ def test_a_home_indexed_before_the_migration_is_reindexed(home, tmp_path):
     assert [d["design"] for d in lab.json("search", "pampu ya maji")] == [home["pump"]]  # a translation's title
 
 
+def test_the_search_page_finds_the_same(home):
+    """The web UI's search (the daemon's own page code, over the same home) crosses scripts too."""
+    from fabnode.node.home import Home
+    from fabnode.node.http.pages import Pages
+
+    h = Home(home["lab"].home)
+    pages = Pages(h, h.open_store())
+    for text in ("水泵", "पानी", "pampu ya maji", "irrigacao"):
+        page = pages.designs_page(text)
+        shown = {d for d in (home["pump"], home["irrigation"], home["mill"]) if d in page}
+        assert shown == {home["irrigation"] if text == "irrigacao" else home["pump"]}, text
+
+
 # ------------------------------------------------------------------ the pure parts
 
 
