@@ -111,6 +111,11 @@ def test_a_long_query_is_refused_in_one_line(home):
     assert line == "error: the search is longer than 200 characters (10240): a few words find more"
 
 
+def test_bytes_that_are_not_utf8_are_refused_in_one_line(home):
+    line = home["lab"].fails("search", b"pu\xffmp")
+    assert line == "error: the search is not valid UTF-8: check the terminal's encoding (LANG)"
+
+
 def test_a_home_indexed_before_the_migration_is_reindexed(home, tmp_path):
     """A home from before 010_search_scripts (words as typed, no trigram table) finds Chinese and
     unaccented words once it is opened."""
