@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -117,9 +118,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=19)
     args = parser.parse_args()
     home = WORK / f"search-home-{args.designs}-{args.seed}"
-    if not (home / "fabnode.db").exists():
+    if not home.exists():  # built aside, then renamed: an interrupted build is never reused
         start = time.monotonic()
-        build(home, args.designs, args.seed)
+        partial = home.with_name(home.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        build(partial, args.designs, args.seed)
+        partial.rename(home)
         print(f"store built in {time.monotonic() - start:.0f} s", file=sys.stderr)
     env = {**os.environ, "FABNODE_HOME": str(home)}
 
