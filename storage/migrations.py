@@ -233,9 +233,10 @@ def search_scripts(db: Database) -> None:
     # `version_manifests`: the okh.toml text (name, function, keywords) of each version whose
     # bundle was here when it was indexed, so a translation's manifest is searched beside the
     # original's instead of replacing it. `design_trigram`: the designs' folded text again, for
-    # substring matches in scripts written without spaces. Both indexes are rebuilt from the
-    # versions held, with folded text, so a home made before this migration finds what a new
-    # one does.
+    # substring matches in scripts written without spaces. `search_rows`: each design's rowid in
+    # both FTS5 tables, so a design's rows are replaced without scanning them. Both indexes are
+    # rebuilt from the versions held, with folded text, so a home made before this migration
+    # finds what a new one does.
     from fabnode.storage.search import reindex
 
     db.executescript(
@@ -244,6 +245,11 @@ def search_scripts(db: Database) -> None:
             cid BLOB PRIMARY KEY NOT NULL,
             manifest TEXT NOT NULL
         );
+        CREATE TABLE search_rows (
+            id INTEGER PRIMARY KEY,
+            design BLOB UNIQUE NOT NULL
+        );
+        DELETE FROM design_search;
         CREATE VIRTUAL TABLE design_trigram USING fts5 (
             design UNINDEXED, text,
             tokenize = 'trigram'

@@ -125,7 +125,7 @@ def test_a_home_indexed_before_the_migration_is_reindexed(home, tmp_path):
     shutil.copytree(home["lab"].home, old)
     conn = sqlite3.connect(old / "fabnode.db", isolation_level=None)
     conn.executescript("""
-        DROP TABLE design_trigram; DROP TABLE version_manifests;
+        DROP TABLE design_trigram; DROP TABLE version_manifests; DROP TABLE search_rows;
         DELETE FROM _sqlite_migrations WHERE name = '010_search_scripts';
         DELETE FROM design_search;
         INSERT INTO design_search (design, title, manifest, messages)
@@ -149,6 +149,47 @@ def test_the_search_page_finds_the_same(home):
         page = pages.designs_page(text)
         shown = {d for d in (home["pump"], home["irrigation"], home["mill"]) if d in page}
         assert shown == {home["irrigation"] if text == "irrigacao" else home["pump"]}, text
+
+
+def test_each_design_has_one_row_per_index_through_versions_and_evictions():
+    """Versions arriving and versions evicted rewrite a design's rows in place; evicting the last
+    version takes the design out of search; a translation's manifest is kept beside the first's."""
+    from nacl.signing import SigningKey
+
+    from fabnode.protocol.cid import RAW, make_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.identity import did_from_ed25519
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
+
+    key = SigningKey(bytes(range(32)))
+    did = did_from_ed25519(bytes(key.verify_key))
+    db = open_db(memory=True)
+    records = RecordStore(db.conn)
+
+    def version(title: str, ts: int, design=None, manifest: str = ""):
+        body = {"bundle": Link(make_cid(RAW, title.encode())), "parents": [Link(design)] if design else [],
+                "title": title, "message": "", "license": LICENCE}
+        if design:
+            body["design"] = Link(design)
+        else:
+            body["maintainers"] = [did]
+        record = make_record("version", body, author=did, ts=ts, sign=lambda m: key.sign(m).signature)
+        records.ingest(record, received_ms=ts, manifest=manifest)
+        return record.cid
+
+    pump = version("Hand pump", 1, manifest="hand pump well")
+    sw = version("Pampu ya mkono", 2, pump, manifest="pampu kisima")
+    mill = version("Grain mill", 3)
+    counts = "SELECT (SELECT count(*) FROM design_search), (SELECT count(*) FROM design_trigram)"
+    assert db.conn.execute(counts).fetchone() == (2, 2)
+    assert [r.design for r in records.search("kisima well")] == [pump]  # both versions' manifests
+    records.evict([sw], now_ms=10)
+    assert db.conn.execute(counts).fetchone() == (2, 2)
+    assert records.search("pampu") == [] and [r.design for r in records.search("pump")] == [pump]
+    records.evict([mill], now_ms=11)
+    assert db.conn.execute(counts).fetchone() == (1, 1) and records.search("mill") == []
 
 
 # ------------------------------------------------------------------ the pure parts
