@@ -75,10 +75,11 @@ def _trim(term: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    """The folded terms of a query, trimmed of punctuation at their ends, each at most once;
-    terms with nothing but punctuation are dropped."""
+    """The folded terms of a query, split at spaces and control characters, trimmed of
+    punctuation at their ends, each at most once; terms with nothing but punctuation are dropped."""
     out: list[str] = []
-    for term in fold(text).split():
+    spaced = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in fold(text))  # NUL ends FTS5's strings
+    for term in spaced.split():
         term = _trim(term)
         if _has(term, "LNS") and term not in out:
             out.append(term)

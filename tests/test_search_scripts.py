@@ -9,6 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fabnode.storage import search
 
@@ -151,9 +153,8 @@ def test_the_search_page_finds_the_same(home):
         assert shown == {home["irrigation"] if text == "irrigacao" else home["pump"]}, text
 
 
-def test_each_design_has_one_row_per_index_through_versions_and_evictions():
-    """Versions arriving and versions evicted rewrite a design's rows in place; evicting the last
-    version takes the design out of search; a translation's manifest is kept beside the first's."""
+def _memory_store():
+    """A real RecordStore in an in-memory database, and a function that signs and ingests a version."""
     from nacl.signing import SigningKey
 
     from fabnode.protocol.cid import RAW, make_cid
@@ -179,6 +180,13 @@ def test_each_design_has_one_row_per_index_through_versions_and_evictions():
         records.ingest(record, received_ms=ts, manifest=manifest)
         return record.cid
 
+    return db, records, version
+
+
+def test_each_design_has_one_row_per_index_through_versions_and_evictions():
+    """Versions arriving and versions evicted rewrite a design's rows in place; evicting the last
+    version takes the design out of search; a translation's manifest is kept beside the first's."""
+    db, records, version = _memory_store()
     pump = version("Hand pump", 1, manifest="hand pump well")
     sw = version("Pampu ya mkono", 2, pump, manifest="pampu kisima")
     mill = version("Grain mill", 3)
@@ -190,6 +198,19 @@ def test_each_design_has_one_row_per_index_through_versions_and_evictions():
     assert records.search("pampu") == [] and [r.design for r in records.search("pump")] == [pump]
     records.evict([mill], now_ms=11)
     assert db.conn.execute(counts).fetchone() == (1, 1) and records.search("mill") == []
+
+
+_STORE = None
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.text(max_size=40) | st.text(alphabet='"*^-()NEAR:%_\\ \u0301水泵पानी🚰', max_size=40))
+def test_any_text_searches_without_error(text):
+    global _STORE
+    if _STORE is None:
+        _STORE = _memory_store()
+        _STORE[2]("Pampu ya maji 水泵 पानी", 1)
+    _STORE[1].search(text)
 
 
 # ------------------------------------------------------------------ the pure parts
