@@ -14,8 +14,9 @@ is a version of the same design, so its words find the design too.
   ``instr()`` over the trigram table's stored text: a linear scan of one row per design.
 
 Word matches come first, ranked by bm25 (title counts most); substring matches follow, ranked
-by bm25 of the trigram index when a term could use it, else newest design (first indexed) first. Query terms are
-whitespace-separated and all must match; each is quoted for FTS5, so a query's quotes, ``NEAR``,
+by bm25 of the trigram index when a term could use it, else newest design (by first indexing)
+first, which lets a scan stop at the ``limit``-th hit. Query terms are whitespace-separated
+and all must match; each is quoted for FTS5, so a query's quotes, ``NEAR``,
 ``*``, ``^``, ``-`` or parentheses are text, never syntax. Punctuation at a term's ends is
 trimmed (``(pump`` and ``pump*`` look for ``pump``), and a term of punctuation alone is dropped.
 
