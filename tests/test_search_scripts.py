@@ -219,7 +219,7 @@ def test_any_text_searches_without_error(text):
 @pytest.mark.parametrize("text, folded", [
     ("Irrigação", "irrigacao"), ("ＰＵＭＰ", "pump"), ("ﬁlter", "filter"), ("Straße", "strasse"),
     ("e\u0301", "e"), ("كِتَاب", "كتاب"), ("كتـــاب", "كتاب"), ("पानी", "पानी"), ("क्या", "क्या"), ("水泵", "水泵"),
-    ("Ελληνικά", "ελληνικα"), ("ПРИВЕТ", "привет"),
+    ("Ελληνικά", "ελληνικα"), ("ПРИВЕТ", "привет"), ("İzmir", "izmir"), ("ｶﾞｽ", "ガス"), ("한국어", "한국어"),
 ])
 def test_fold(text, folded):
     assert search.fold(text) == folded
