@@ -917,6 +917,9 @@ def designs(ctx, limit, language, as_json):
 def search(ctx, text, limit, as_json):
     """Find designs by title, manifest (name, function, keywords) and version messages.
 
+    Every version and translation of a design is searched; accents and case do not matter;
+    words match first, then parts of words (and text without spaces, as in Chinese).
+
     Usage:  fabnode search "water pump"
     """
     from fabnode.node.local.commons import search_designs

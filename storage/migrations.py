@@ -239,3 +239,37 @@ def translations(db: Database) -> None:
         CREATE INDEX versions_translation_of ON versions (translation_of) WHERE translation_of IS NOT NULL;
         """
     )
+
+
+@migrations(name="010_search_scripts")
+def search_scripts(db: Database) -> None:
+    # Search across languages and scripts (issue 19; storage/search.py has the theory).
+    # `version_manifests`: the okh.toml text (name, function, keywords) of each version whose
+    # bundle was here when it was indexed, so a translation's manifest is searched beside the
+    # original's instead of replacing it. `design_trigram`: the designs' folded text again, for
+    # substring matches in scripts written without spaces. `search_rows`: each design's rowid in
+    # both FTS5 tables, so a design's rows are replaced without scanning them. Both indexes are
+    # rebuilt from the versions held, with folded text, so a home made before this migration
+    # finds what a new one does.
+    from fabnode.storage.search import reindex
+
+    db.executescript(
+        """
+        CREATE TABLE version_manifests (
+            cid BLOB PRIMARY KEY NOT NULL,
+            manifest TEXT NOT NULL
+        );
+        CREATE TABLE search_rows (
+            id INTEGER PRIMARY KEY,
+            design BLOB UNIQUE NOT NULL
+        );
+        DELETE FROM design_search;
+        CREATE VIRTUAL TABLE design_trigram USING fts5 (
+            design UNINDEXED, text,
+            tokenize = 'trigram'
+        );
+        """
+    )
+    conn = db.conn
+    for (design,) in conn.execute("SELECT design FROM designs").fetchall():
+        reindex(conn, design)

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 from typing import TYPE_CHECKING, NamedTuple
 
+from fabnode.storage import search
+
 
 if TYPE_CHECKING:
     from fabnode.protocol.records import Record
@@ -217,15 +219,10 @@ class RecordStore:
                 (body["title"] if newer else title, author, maintainers, body["license"] if newer else license_,
                  created_ts, max(updated_ts, record.ts), versions + 1, manifest or old_manifest, design),
             )
-        self._reindex_search(design)
-
-    def _reindex_search(self, design: bytes) -> None:
-        title, manifest = self._conn.execute("SELECT title, manifest FROM designs WHERE design = ?", (design,)).fetchone()
-        rows = self._conn.execute("SELECT title, label, message FROM versions WHERE design = ? ORDER BY ts", (design,))
-        texts = "\n".join(" ".join(r) for r in rows)
-        self._conn.execute("DELETE FROM design_search WHERE design = ?", (design,))
-        self._conn.execute("INSERT INTO design_search (design, title, manifest, messages) VALUES (?, ?, ?, ?)",
-                           (design, title, manifest, texts))
+        if manifest:  # the first manifest known for a version stays (a rebuild passes the design's)
+            self._conn.execute("INSERT OR IGNORE INTO version_manifests (cid, manifest) VALUES (?, ?)",
+                               (record.cid, manifest))
+        search.reindex(self._conn, design)
 
     # ------------------------------------------------------------ reading
 
@@ -295,14 +292,10 @@ class RecordStore:
 
 
     def search(self, text: str, limit: int = 50) -> list[DesignRow]:
-        query = " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
-        if not query:
-            return []
-        rows = self._conn.execute(
-            "SELECT d.design, d.title, d.author, d.maintainers, d.license, d.created_ts, d.updated_ts, d.versions"
-            " FROM design_search s JOIN designs d ON d.design = s.design"
-            " WHERE design_search MATCH ? ORDER BY bm25(design_search, 10.0, 5.0, 1.0) LIMIT ?", (query, limit))
-        return [self._design_row(r) for r in rows]
+        """Designs whose text (any version's, any language) matches ``text``: whole words first,
+        then substrings (storage/search.py)."""
+        rows = [self.design(d) for d in search.find(self._conn, text, limit)]
+        return [r for r in rows if r is not None]
 
     def attestations_on(self, versions: Iterable[bytes]) -> list[AttestationRow]:
         out = []
@@ -439,7 +432,7 @@ class RecordStore:
         manifest_row = self._conn.execute("SELECT manifest FROM designs WHERE design = ?", (design,)).fetchone()
         self._conn.execute("DELETE FROM versions WHERE design = ?", (design,))
         self._conn.execute("DELETE FROM designs WHERE design = ?", (design,))
-        self._conn.execute("DELETE FROM design_search WHERE design = ?", (design,))
+        search.drop(self._conn, design)
         rows = self._conn.execute("SELECT data FROM records WHERE type = 'version' AND design = ? ORDER BY ts, cid",
                                   (design,)).fetchall()
         for (data,) in rows:  # already verified once; ts in the future is no reason to drop them now

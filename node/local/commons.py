@@ -607,7 +607,17 @@ def list_designs(records: RecordStore, limit: int = 100, language: str | None = 
 
 
 def search_designs(records: RecordStore, text: str, limit: int = 50) -> list[dict]:
-    """The designs whose title, description or manifest match ``text``."""
+    """The designs whose titles, messages or manifests, in any version or translation, match
+    ``text``, accents and case aside (storage/search.py)."""
+    from fabnode.storage.search import MAX_QUERY_CHARS
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line arrive as lone surrogates
+        raise FabnodeError("the search is not valid UTF-8: check the terminal's encoding (LANG)") from None
+    if len(text) > MAX_QUERY_CHARS:
+        raise FabnodeError(f"the search is longer than {MAX_QUERY_CHARS} characters ({len(text)}): "
+                           "a few words find more")
     return [_design_json(d) for d in records.search(text, limit)]
 
 
