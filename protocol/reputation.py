@@ -360,9 +360,6 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
 # ---------------------------------------------------------------------------------------------
 # Explaining
 
-_ACTIONS = {"built": "built it", "tested": "tested it", "reviewed": "reviewed it", "defect": "reported a defect"}
-
-
 from .labs import UNVERIFIED  # noqa: E402  (beside the explaining it serves)
 
 
@@ -373,18 +370,33 @@ def short_did(did: str) -> str:
     return short_key(did)
 
 
-def _describe_path(path: tuple[str, ...], label=short_did) -> str:
+def _same(message: str) -> str:
+    return message
+
+
+_HEADS = {"built": lambda _: _("%(who)s built it: %(result)s"), "tested": lambda _: _("%(who)s tested it: %(result)s"),
+          "reviewed": lambda _: _("%(who)s reviewed it: %(result)s"),
+          "defect": lambda _: _("%(who)s reported a defect: %(result)s")}
+"""A reason's first half per predicate (the web pages translate it: node/http/i18n.py)."""
+
+
+def _describe_path(path: tuple[str, ...], label=short_did, _=_same) -> str:
     if len(path) == 1:
-        return "(your own key)"
-    return "via " + " → ".join(["you", *(label(did) for did in path[1:])])
+        return _("(your own key)")
+    return _("via %(path)s") % {"path": " → ".join([_("you"), *(label(did) for did in path[1:])])}
 
 
 def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = None, label=short_did,
-            declared=None) -> list[str]:
+            declared=None, gettext=None, word=None, trust_text=None) -> list[str]:
     """One human line per reason, in the score's order; ``distrusted`` (:func:`distrusted_keys`)
     says which untrusted keys are distrusted, and by whom; ``label`` shows a key as its lab
     (node/local/names.py), else abbreviated; ``declared(key)``, the name a lab declares: an
-    attestation's ``lab`` text that only repeats it is not shown twice."""
+    attestation's ``lab`` text that only repeats it is not shown twice. ``gettext``, ``word``
+    (a result) and ``trust_text`` (a trust value) put the lines in a web page's language; the
+    command line leaves them out and gets English."""
+    _ = gettext or _same
+    word = word or _same
+    trust_text = trust_text or (lambda value: f"{value:.2f}")
     distrusted = distrusted or {}
     lines = []
     for reason in score.reasons:
@@ -392,16 +404,19 @@ def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = Non
         same = (not reason.lab or shown in (reason.lab, reason.lab + UNVERIFIED)  # the lab's own name
                 or (declared is not None and declared(reason.author) == reason.lab))
         who = shown if same else f"{reason.lab} ({shown})"
-        head = f"{who} {_ACTIONS[reason.predicate]}: {reason.result}"
+        head = {"head": _HEADS[reason.predicate](_) % {"who": who, "result": word(reason.result)}}
         if reason.status == UNTRUSTED and reason.author in distrusted:
             by = distrusted[reason.author]
-            lines.append(f"{head} — not counted: you distrust this key" if len(by) <= 1
-                         else f"{head} — not counted: {label(by[-1])}, whom you trust, distrusts this key")
+            lines.append(_("%(head)s — not counted: you distrust this key") % head if len(by) <= 1
+                         else _("%(head)s — not counted: %(lab)s, whom you trust, distrusts this key")
+                         % {**head, "lab": label(by[-1])})
         elif reason.status == UNTRUSTED:
-            lines.append(f"{head} — not counted: no trust path from you to this key")
+            lines.append(_("%(head)s — not counted: no trust path from you to this key") % head)
         elif reason.status == SUPERSEDED:
-            lines.append(f"{head} — not counted: superseded by a newer attestation from the same key "
-                         f"(trust {reason.trust:.2f} {_describe_path(reason.path, label)})")
+            lines.append(_("%(head)s — not counted: superseded by a newer attestation from the same key "
+                           "(trust %(trust)s %(path)s)")
+                         % {**head, "trust": trust_text(reason.trust), "path": _describe_path(reason.path, label, _)})
         else:
-            lines.append(f"{head} — trust {reason.trust:.2f} {_describe_path(reason.path, label)}")
+            lines.append(_("%(head)s — trust %(trust)s %(path)s")
+                         % {**head, "trust": trust_text(reason.trust), "path": _describe_path(reason.path, label, _)})
     return lines

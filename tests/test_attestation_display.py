@@ -39,7 +39,8 @@ def test_evidence_is_read_only_for_trusted_keys_and_within_the_page_budget():
     store = Store({photo: PNG, text: b"stroke,litres\n"})
     reader = EvidenceReader(store)
     assert reader.describe(1, photo, look=True) == {"cid": reader.describe(1, photo, look=False)["cid"],
-                                                    "name": "evidence 1", "held": True, "picture": True, "size": "48 B"}
+                                                    "name": "evidence 1", "held": True, "picture": True, "size": "48 B",
+                                                    "number": 1, "folder": False, "bytes": 48}
     assert reader.describe(2, text, look=True)["picture"] is False
     assert reader.describe(3, photo, look=False)["picture"] is False  # an untrusted key's: a link
     absent = reader.describe(4, make_cid(RAW, b"elsewhere"), look=True)

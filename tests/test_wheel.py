@@ -61,6 +61,9 @@ def test_the_wheel_installs_one_package_named_fabnode(tmp_path):
     venv = Path(VENV).resolve()
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert (site / "fabnode" / "node" / "http" / "templates" / "design.html").is_file()
+    for lang in ("es", "fr", "pt", "sw", "hi", "ar"):  # catalogs compiled when the wheel was built (setup.py)
+        assert (site / "fabnode" / "node" / "http" / "locale" / lang / "LC_MESSAGES" / "fabnode.mo").is_file(), lang
+    assert not (site / "fabnode" / "setup.py").exists()
     for name in ("node", "protocol", "storage", "cli.py", "cli"):
         assert not (site / name).exists(), f"{name} installed at the top of site-packages"
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import fabnode, sys; print(fabnode.__file__)"],
@@ -100,6 +103,12 @@ def test_the_installed_node_serves_every_page_and_a_file(tmp_path):
                 assert body == (EXAMPLE / "okh.toml").read_bytes()
             elif page.startswith("/design/"):
                 assert b"lineage" in body.lower()
+        # the pages in the lab's language, from the compiled catalogs (issue 19)
+        for lang, heading in (("es", "Últimas versiones"), ("ar", "أحدث الإصدارات")):
+            request = urllib.request.Request(base + "/", headers={"Accept-Language": lang})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body = response.read().decode()
+            assert f'<html lang="{lang}"' in body and heading in body, body[:300]
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=10)

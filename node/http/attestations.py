@@ -71,7 +71,8 @@ class EvidenceReader:
         """``{"cid", "name", "held", "picture", "size"}`` for the ``number``-th piece of evidence;
         ``look``: whether its bytes may be read to find a picture (trusted authors only)."""
         text = cid_str(cid)
-        out = {"cid": text, "name": f"evidence {number}", "held": False, "picture": False, "size": ""}
+        out = {"cid": text, "name": f"evidence {number}", "held": False, "picture": False, "size": "",
+               "number": number, "folder": False, "bytes": None}
         try:
             if not self.store.has(cid):
                 return out
@@ -79,8 +80,9 @@ class EvidenceReader:
             node = decode_unixfs(cid, self.store.get(cid))
             if node.kind != "file":
                 out["name"] += " (a folder)"
+                out["folder"] = True
                 return out
-            out["size"] = human_size(node.filesize)
+            out["size"], out["bytes"] = human_size(node.filesize), node.filesize
             if look and self.checks_left > 0 and node.filesize > 0:
                 self.checks_left -= 1
                 first = next(iter_file(self.store.get, cid), b"")

@@ -10,7 +10,6 @@ defaults), and pictures are shown from ``/ipfs/`` URLs, which carry a sandbox CS
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 
 from fabnode.protocol.cid import cid_str, parse_cid
@@ -19,6 +18,7 @@ from fabnode.protocol.unixfs import decode as decode_unixfs
 
 from fabnode.node.http.attestations import (RESULT_COLOURS, RESULT_MARKS, EvidenceReader, attestation_details,
                                              claim_order)
+from fabnode.node.http.i18n import DEFAULT as DEFAULT_LANGUAGE
 from fabnode.node.http.readme import known_paths, render_readme
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -29,8 +29,21 @@ MAX_ATTESTATIONS_LISTED = 100
 """Attestations shown on a version page (trusted keys' first); the rest are counted."""
 
 
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+def N_(message: str) -> str:
+    """Marks a message for the catalogs (pybabel extract -k N_) where it is defined; it is
+    translated where it is shown."""
+    return message
+
+
+WORDS = {
+    # predicates and results of attestations, and reputation verdicts: data words, shown translated
+    "built": N_("built"), "tested": N_("tested"), "reviewed": N_("reviewed"), "defect": N_("defect"),
+    "passed": N_("passed"), "warned": N_("warned"), "failed": N_("failed"),
+    "recommended": N_("recommended"), "mixed": N_("mixed"), "not recommended": N_("not recommended"),
+    "unknown": N_("unknown"),
+}
+"""Words that arrive as data (a record's predicate and result, a score's verdict) and are shown
+in the page's language; a word a newer node sends that is not here is shown as it came."""
 
 
 def bundle_files(store, root: bytes) -> dict[str, tuple[bytes, int]] | None:
@@ -59,7 +72,7 @@ def bundle_diff(store, old: bytes, new: bytes) -> dict | None:
             "changed": sorted(p for p in before.keys() & after.keys() if before[p][0] != after[p][0])}
 
 
-def download_links(bundle: str, title: str, label: str, size: int | None) -> dict:
+def download_links(bundle: str, title: str, label: str, size: int | None, size_text=human_size) -> dict:
     """The ZIP and CAR links of a bundle: the ZIP's top folder (and file) is named after the
     design's title and label, made safe (node/http/zipstream.py); sizes as the CLI shows them."""
     import urllib.parse
@@ -69,7 +82,7 @@ def download_links(bundle: str, title: str, label: str, size: int | None) -> dic
     name = safe_folder_name(f"{title} {label}".strip(), bundle)
     return {"zip": f"/ipfs/{bundle}?format=zip&filename={urllib.parse.quote(name + '.zip', safe='')}",
             "car": f"/ipfs/{bundle}?format=car", "zip_name": f"{name}.zip",
-            "size": human_size(size) if size is not None else None}
+            "size": size_text(size) if size is not None else None}
 
 
 def read_small_file(store, cid: bytes, limit: int = MAX_README) -> str | None:
@@ -95,13 +108,16 @@ def claim_rows(by_trust: dict) -> list[dict]:
 # ------------------------------------------------------------------ lineage drawing
 
 
-def lineage_svg(records, design: bytes, log: dict) -> str:
+def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str) -> str:
     """The design's versions, where it came from and what was adapted from it, as one SVG:
     a column per design, time downwards, parent → child arrows; canonical versions filled,
     proposals hollow; under each version one line per predicate and result claimed by keys
     this node trusts ("✓ built · passed ×2", "⚠ tested · warned ×1": issue 15 keeps results
     apart, in words and not by colour alone), and, apart and grey, how many claims keys it does
-    not trust made (issue 12: they never count)."""
+    not trust made (issue 12: they never count). ``gettext`` and ``num``: the page's language
+    (node/http/i18n.py)."""
+    _ = gettext
+    word = lambda w: _(WORDS[w]) if w in WORDS else w  # noqa: E731
     versions: dict[str, dict] = {v["version"]: v for v in log["versions"]}
     columns: list[str] = []
     nodes: dict[str, dict] = {}
@@ -134,7 +150,16 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
             add(a["design"], {"title": row.title, "label": row.label, "ts": row.ts, "parents": a["from"],
                               "canonical": True, "claims": [], "unknown": 0, "design": a["design"]}, a["design"])
     order = sorted(nodes, key=lambda k: (nodes[k]["ts"], k))
-    col_w, row_h, line_h, pad = 260, 64, 13, 34
+
+    def claim_text(key: str, count: int) -> str:
+        predicate, _sep, result = key.partition("/")
+        return (_("%(mark)s %(predicate)s · %(result)s ×%(count)s by trusted labs")
+                % {"mark": RESULT_MARKS.get(result, "·"), "predicate": word(predicate), "result": word(result),
+                   "count": num(count)})
+
+    longest = max((len(claim_text(k, c)) for n in nodes.values() for k, c in n["claims"]), default=0)
+    # a column is as wide as its longest claim line (about 6 px a character at 11 px): translations run longer
+    col_w, row_h, line_h, pad = max(260, 40 + 6 * longest), 64, 13, 34
     pos, top = {}, pad
     for k in order:  # a row grows with its lines of claims
         pos[k] = (pad + col_w * columns.index(nodes[k]["column"]) + 16, top + 20)
@@ -142,8 +167,10 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
     width = pad * 2 + col_w * max(1, len(columns))
     height = max(top, pad + row_h) + pad
     e = html.escape
+    aria_label = _("Lineage of %(title)s") % {"title": log["title"]}
+    this_design = _("this design")
     parts = [f'<svg class="lineage" id="lineage" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-             f'width="{width}" height="{height}" role="img" aria-label="Lineage of {e(log["title"])}">',
+             f'width="{width}" height="{height}" role="img" aria-label="{e(aria_label)}">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#888"/></marker></defs>']
     for i, column in enumerate(columns):
@@ -152,7 +179,8 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
             title = ", ".join(sorted({nodes[k]["language"] for k in order if nodes[k]["column"] == column}))
         short = title if len(title) <= 26 else title[:25] + "…"
         parts.append(f'<text x="{pad + col_w * i}" y="{pad - 12}" font-size="12" fill="#555">{e(short)}'
-                     + ('<tspan font-style="italic"> · this design</tspan>' if column == log["design"] and len(columns) > 1
+                     + (f'<tspan font-style="italic"> · {e(this_design)}</tspan>'
+                        if column == log["design"] and len(columns) > 1
                         else "") + "</text>")
     for k in order:
         for parent in nodes[k]["parents"]:
@@ -182,14 +210,14 @@ def lineage_svg(records, design: bytes, log: dict) -> str:
                      f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
         line = y + 20
         for key, count in n["claims"]:
-            predicate, _, result = key.partition("/")
+            result = key.partition("/")[2]
             parts.append(f'<text class="claim" data-claim="{e(key)}" x="{x + 16}" y="{line}" font-size="11" '
-                         f'fill="{RESULT_COLOURS.get(result, "#555")}">{RESULT_MARKS.get(result, "·")} {e(predicate)} · '
-                         f'{e(result)} ×{count} by trusted labs</text>')
+                         f'fill="{RESULT_COLOURS.get(result, "#555")}">{e(claim_text(key, count))}</text>')
             line += line_h
         if n["unknown"]:
             parts.append(f'<text class="badge-untrusted" x="{x + 16}" y="{line}" font-size="10" fill="#777">'
-                         f'{n["unknown"]} by unknown keys (not counted)</text>')
+                         + e(_("%(count)s by unknown keys (not counted)") % {"count": num(n["unknown"])})
+                         + '</text>')
         parts.append("</g></a>")
     parts.append("</svg>")
     return "".join(parts)
@@ -209,36 +237,78 @@ class Pages:
     """
 
     def __init__(self, home, store, status=None) -> None:
-        from jinja2 import Environment, FileSystemLoader, select_autoescape
-
         from fabnode.storage import Stores
 
         self.home = home
         self.store = store
         self.records = Stores.of(store).records
         self.status = status or (lambda: {})
-        from fabnode.protocol.reputation import short_did
-
-        self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-        self.env.filters["short_did"] = short_did
-        self.env.filters["human_size"] = human_size  # the one rule the command line uses too
-        self.env.globals["result_mark"] = lambda result: RESULT_MARKS.get(result, "·")
-        self.env.globals["claim_rows"] = claim_rows
-        self.env.globals["lab_of"] = self._lab
-        if "_" not in self.env.globals:  # until the pages' gettext catalogs (issue 19) are installed
-            self.env.globals["_"] = lambda text, **kw: text % kw if kw else text
         self.identity = home.identity()
         self._names = None
+        self._envs: dict = {}
+        self.lang = DEFAULT_LANGUAGE
+        """The language of the page being rendered (set by web.py per request; pages render
+        synchronously on one thread, so one attribute is enough)."""
+        self.path = "/"
+        """The path and query of the page being rendered, for the language switch's links."""
+
+    @property
+    def env(self):
+        """The Jinja2 environment of the current language: ``jinja2.ext.i18n`` with that
+        language's catalog installed (new-style gettext: ``%`` placeholders checked, output
+        escaped), one environment per language, made when first asked for."""
+        env = self._envs.get(self.lang)
+        if env is None:
+            from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+            from fabnode.node.http.i18n import Formats, translations
+            from fabnode.protocol.reputation import short_did
+
+            env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                              extensions=["jinja2.ext.i18n"])
+            env.policies["ext.i18n.trimmed"] = True
+            catalog = translations(self.lang)
+            env.install_gettext_translations(catalog, newstyle=True)
+            fmt = Formats(self.lang)
+            env.filters["short_did"] = short_did
+            env.filters["human_size"] = fmt.size  # human_size's rule in the page's digits
+            env.globals["num"] = fmt.number
+            env.globals["score"] = lambda value: fmt.signed(value)
+            env.globals["word"] = lambda w: catalog.gettext(WORDS[w]) if w in WORDS else w
+            env.globals["result_mark"] = lambda result: RESULT_MARKS.get(result, "·")
+            env.globals["claim_rows"] = claim_rows
+            env.globals["lab_of"] = self._lab
+            self._envs[self.lang] = env
+        return env
+
+    def gettext(self, message: str) -> str:
+        from fabnode.node.http.i18n import translations
+
+        return translations(self.lang).gettext(message)
+
+    @property
+    def fmt(self):
+        from fabnode.node.http.i18n import Formats
+
+        return Formats(self.lang)
+
+    def _when(self, ms: int) -> str:
+        return self.fmt.when(ms)
 
     def _lab(self, key) -> str:
         """``{{ lab_of(key) }}``: a did:key or peer ID as its lab (node/local/names.py), in every
         template and macro; the names are read once per page."""
         from fabnode.node.local.names import Names
 
+        from fabnode.protocol.labs import UNVERIFIED
+
         if self._names is None:
             self._names = Names(self.records, self.identity.did, self.identity.name)
             self._names.my_peer_id = self.identity.peer_id
-        return self._names.label(key)
+        label = self._names.label(key)
+        if label.endswith(UNVERIFIED) and self.lang != DEFAULT_LANGUAGE:
+            label = self.gettext("%(name)s (unverified)") % {"name": label[: -len(UNVERIFIED)]}
+        return label
 
     def _trust(self, records):
         """This node's trust graph, computed once per page (issue 12: who says it)."""
@@ -247,8 +317,12 @@ class Pages:
         return trust_map_for(self.identity.did, records)[1]
 
     def _render(self, name: str, **context) -> str:
+        from fabnode.node.http.i18n import direction, language_links
+
         self._names = None  # names arrive with records: read afresh for each page
-        return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", **context)
+        return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", lang=self.lang,
+                                                  dir=direction(self.lang),
+                                                  language_links=language_links(self.path), **context)
 
     def home_page(self) -> str:
         from fabnode.node.local.commons import history
@@ -257,7 +331,7 @@ class Pages:
         trust_map = self._trust(records)
         versions = history(records, self.identity.did, None, limit=15, trust_map=trust_map)["versions"]
         for v in versions:
-            v["when"] = _when(v["ts"])
+            v["when"] = self._when(v["ts"])
         trusted, unknown = records.recent_attestations_split(trust_map.keys(), 15)
         titles: dict[bytes, str] = {}
 
@@ -268,9 +342,9 @@ class Pages:
             return titles[cid]
 
         attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                         "when": _when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject)}
+                         "when": self._when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject)}
                         for a in trusted]
-        others = [{"predicate": p, "result": r, "count": n, "authors": keys, "when": _when(ts), "subject": cid_str(s),
+        others = [{"predicate": p, "result": r, "count": n, "authors": keys, "when": self._when(ts), "subject": cid_str(s),
                    "subject_title": title(s)} for s, p, r, n, keys, ts in unknown]
         return self._render("home.html", identity=self.identity, peers=self.status().get("connected", {}),
                             versions=versions, attestations=attestations, unknown=others)
@@ -280,7 +354,7 @@ class Pages:
 
         rows = search_designs(self.records, query, limit + 1) if query else list_designs(self.records, limit + 1)
         for d in rows:
-            d["when"] = _when(d["updated_ts"])
+            d["when"] = self._when(d["updated_ts"])
         return self._render("designs.html", designs=rows[:limit], more=len(rows) > limit, query=query)
 
     def design_page(self, text: str) -> str:
@@ -291,7 +365,7 @@ class Pages:
         records = self.records
         history = design_history(records, self.identity.did, text, trust_map=self._trust(records), store=self.store)
         for v in history["versions"]:
-            v["when"] = _when(v["ts"])
+            v["when"] = self._when(v["ts"])
         head = next((v for v in history["versions"] if v.get("head")),
                     next((v for v in history["versions"] if "translation_of" not in v), None))
         files = pictures = readme = readme_name = manifest = downloads = None
@@ -301,7 +375,8 @@ class Pages:
                 files = [{"path": p, "size": size} for p, (_, size) in sorted(found.items())]
                 pictures = [p for p in sorted(found) if p.lower().endswith(PICTURE_SUFFIXES)][:12]
                 downloads = download_links(head["bundle"], history["title"], head.get("label") or "",
-                                           sum(size for _, size in found.values()) if len(found) < MAX_FILES_LISTED else None)
+                                           sum(size for _, size in found.values()) if len(found) < MAX_FILES_LISTED else None,
+                                           self.fmt.size)
                 known = known_paths(found) if len(found) < MAX_FILES_LISTED else None
                 for name in ("README.md", "readme.md", "manufacturing-instructions.md"):
                     if name in found:
@@ -320,7 +395,21 @@ class Pages:
                         manifest = None
         return self._render("design.html", log=history, head=head, files=files, pictures=pictures, readme=readme,
                             readme_name=readme_name, manifest=manifest, downloads=downloads,
-                            lineage=lineage_svg(records, parse_cid(history["design"]), history))
+                            lineage=lineage_svg(records, parse_cid(history["design"]), history, self.gettext,
+                                                               self.fmt.number))
+
+    def _word(self, word: str) -> str:
+        return self.gettext(WORDS[word]) if word in WORDS else word
+
+    def _details(self, details: dict) -> dict:
+        """Evidence names and sizes in the page's language."""
+        _ = self.gettext
+        for e in details["evidence"]:
+            e["name"] = (_("evidence %(number)s (a folder)") if e["folder"] else _("evidence %(number)s")) % {
+                "number": self.fmt.number(e["number"])}
+            if e["bytes"] is not None:
+                e["size"] = self.fmt.size(e["bytes"])
+        return details
 
     def version_page(self, text: str) -> str:
         from fabnode.node.local.commons import is_trusted, score, version_json
@@ -331,13 +420,13 @@ class Pages:
             raise FabnodeError(f"no version {text} is known here")
         trust_map = self._trust(records)
         v = version_json(row, None, records, trust_map)
-        v["when"] = _when(v["ts"])
+        v["when"] = self._when(v["ts"])
         parent = records.version(row.parents[0]) if row.parents else None
         diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None
         held = bundle_files(self.store, row.bundle)
         downloads = None if held is None else download_links(
             v["bundle"], v["title"], v.get("label") or "",
-            sum(size for _, size in held.values()) if len(held) < MAX_FILES_LISTED else None)
+            sum(size for _, size in held.values()) if len(held) < MAX_FILES_LISTED else None, self.fmt.size)
         rows = records.attestations_on([row.cid])
         rows.sort(key=lambda a: not is_trusted(trust_map, a.author))  # trusted first; stable otherwise
         evidence = EvidenceReader(self.store)
@@ -345,11 +434,12 @@ class Pages:
         for a in rows[:MAX_ATTESTATIONS_LISTED]:
             trusted = is_trusted(trust_map, a.author)
             attestations.append({"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                                 "trusted": trusted, "when": _when(a.ts),
-                                 **attestation_details(records, evidence, a.cid, trusted)})
+                                 "trusted": trusted, "when": self._when(a.ts),
+                                 **self._details(attestation_details(records, evidence, a.cid, trusted))})
         try:
             reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab,
-                                         declared=lambda key: (records.lab(key) or (None,))[0]), ""
+                                         declared=lambda key: (records.lab(key) or (None,))[0],
+                                         gettext=self.gettext, word=self._word, trust_text=self.fmt.trust), ""
         except FabnodeError as exc:
             reputation, score_error = None, str(exc)
         return self._render("version.html", v=v, me=self.identity.did, diff=diff, attestations=attestations,

@@ -406,13 +406,29 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
 
     def page(render):
         async def handler(request):
+            from fabnode.node.http.i18n import COOKIE, choose, direction, translations
+
             if pages is None:
                 return PlainTextResponse("fabnode: see /ipfs/CID for content this node holds\n")
+            # the page's language (node/http/i18n.py): the header's switch, its cookie, Accept-Language
+            asked = request.query_params.get("lang")
+            lang = choose(asked, request.cookies.get(COOKIE), request.headers.get("accept-language"))
+            headers = {**page_headers, "Content-Language": lang.replace("_", "-"),
+                       "Vary": "Accept-Language, Cookie"}
+            pages.lang = lang
+            pages.path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             try:
-                return HTMLResponse(render(request), headers=page_headers)
+                response = HTMLResponse(render(request), headers=headers)
             except (FabnodeError, ValueError) as exc:
-                return HTMLResponse(f"<!doctype html><meta charset=utf-8><title>Not found</title><p>{html.escape(str(exc))}"
-                                    '</p><p><a href="/">Home</a></p>', status_code=404, headers=page_headers)
+                _ = translations(lang).gettext
+                title, home = html.escape(_("Not found")), html.escape(_("Home"))
+                response = HTMLResponse(
+                    f'<!doctype html><html lang="{lang}" dir="{direction(lang)}"><meta charset=utf-8>'
+                    f"<title>{title}</title><p>{html.escape(str(exc))}"
+                    f'</p><p><a href="/">{home}</a></p>', status_code=404, headers=headers)
+            if asked == lang:  # the switch was used: remember it for the pages that follow
+                response.set_cookie(COOKIE, lang, max_age=365 * 24 * 3600, httponly=True, samesite="lax")
+            return response
         return handler
 
     def search_text(request) -> str | None:

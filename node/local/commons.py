@@ -689,8 +689,9 @@ def reputation(home: Home, target: str, trust_map=None) -> dict:
     return result
 
 
-def score(records: RecordStore, me: str, target: str, trust_map=None, label=None, declared=None) -> dict:
-    """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store)."""
+def score(records: RecordStore, me: str, target: str, trust_map=None, label=None, declared=None, **language) -> dict:
+    """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store,
+    and ``language``: explain's ``gettext``, ``word`` and ``trust_text`` for the page's language)."""
     from fabnode.protocol.reputation import Attestation, Vouch, distrusted_keys, explain, score_version
 
     design, version = _resolve_design(records, target)
@@ -714,7 +715,7 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
                      "path": list(r.path), "status": r.status} for r in result.reasons],
         "explanation": explain(result, distrusted_keys(me, trust_map, (Vouch(v.author, v.subject, v.trust, v.ts)
                                                                        for v in records.vouches())),
-                               **({"label": label, "declared": declared} if label else {})),
+                               **({"label": label, "declared": declared} if label else {}), **language),
     }
 
 
