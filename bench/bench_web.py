@@ -3,12 +3,14 @@
 
 The store gets 10,000 designs (one first version each, titles and messages from a seeded word
 list, every tenth with a second version, every hundredth adapted by another design, attestations
-on a thousand versions) plus the example bundle, so one design page has real files. Then, for
-each page kind, the server time to render it (in-process, the daemon's own `Pages`), and the
+on a thousand versions) plus the example bundle, so one design page has real files. With
+``--languages 3`` (the default, issue 19) every design also has translations of its first version
+into Swahili and Spanish, so it exists in three languages, and every page is rendered in three
+interface languages (English, Spanish, Arabic). Then, for each page kind, the server time to render it (in-process, the daemon's own `Pages`), and the
 time a client sees through a real `fabnode run` on 127.0.0.1 (which adds HTTP, Starlette and
 Hypercorn). Medians and 95th percentiles over many requests. Goal: under 100 ms of server time.
 
-Usage:  .venv/bin/python bench/bench_web.py [--designs 10000] [--requests 30]
+Usage:  .venv/bin/python bench/bench_web.py [--designs 10000] [--requests 30] [--languages 3]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ WORDS = ("pump water solar dryer loom press mill kiln oven filter bike cart fram
          "bamboo steel wood clay seed grain honey milk tool bench drill lathe saw").split()
 
 
-def build(home: Path, designs: int) -> dict:
+def build(home: Path, designs: int, languages: int = 1) -> dict:
     from cryptography.hazmat.primitives import serialization
 
     from fabnode.node.local.commons import publish
@@ -65,9 +67,18 @@ def build(home: Path, designs: int) -> dict:
                 "maintainers": [me]}
         if i % 100 == 99:  # an adaptation of an earlier design
             body["parents"] = [Link(firsts[rng.randrange(len(firsts))])]
+        body["language"] = "en"
         record = make_record("version", body, author=me, ts=now + i, sign=key.sign)
         records.ingest(record, received_ms=now)
         firsts.append(record.cid)
+        for lang in TRANSLATIONS[:languages - 1]:  # issue 19: the design in three languages
+            words = TRANSLATED_WORDS[lang]
+            translated = make_record("version", {
+                "bundle": Link(make_cid(RAW, b"bundle %d %s" % (i, lang.encode()))), "parents": [Link(record.cid)],
+                "design": Link(record.cid), "title": " ".join(rng.choice(words) for _ in range(3)).capitalize() + f" {i}",
+                "message": " ".join(rng.choice(words) for _ in range(8)), "license": "CERN-OHL-S-2.0",
+                "language": lang, "translation_of": Link(record.cid)}, author=me, ts=now + 3 * designs + i, sign=key.sign)
+            records.ingest(translated, received_ms=now)
         if i % 10 == 0:
             second = make_record("version", {"bundle": Link(make_cid(RAW, b"bundle %d b" % i)), "parents": [Link(record.cid)],
                                              "design": Link(record.cid), "title": title, "label": "1.1.0",
@@ -86,6 +97,14 @@ def build(home: Path, designs: int) -> dict:
             "query": "solar pump"}
 
 
+TRANSLATIONS = ("sw", "es")
+TRANSLATED_WORDS = {
+    "sw": "pampu maji jua kikaushio kitanzi mashine kinu tanuri chujio baiskeli gari fremu gia bomba mianzi chuma mbao udongo mbegu nafaka asali maziwa zana".split(),
+    "es": "bomba agua solar secador telar prensa molino horno filtro bicicleta carro marco engranaje válvula tubo bambú acero madera arcilla semilla grano miel".split(),
+}
+UI_LANGUAGES = ("en", "es", "ar")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -95,10 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--designs", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--languages", type=int, default=3, choices=(1, 2, 3),
+                        help="languages each design exists in (its own plus translations)")
     args = parser.parse_args()
-    home = WORK / f"web-home-{args.designs}"
+    home = WORK / f"web-home-{args.designs}-{args.languages}"
     start = time.monotonic()
-    ids = build(home, args.designs)
+    ids = build(home, args.designs, args.languages)
     print(f"store with {args.designs} designs built in {time.monotonic() - start:.1f} s", file=sys.stderr)
 
     from fabnode.node.home import Home
@@ -115,7 +136,8 @@ def main() -> None:
         "version": (f"/version/{ids['version']}", lambda: pages.version_page(ids["version"])),
     }
     server: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(args.requests):
+    for i in range(args.requests):
+        pages.lang = UI_LANGUAGES[i % len(UI_LANGUAGES)]  # the interface's language, as web.py sets it
         for name, (_, render) in kinds.items():
             t = time.perf_counter()
             render()
@@ -130,10 +152,12 @@ def main() -> None:
         while "web interface on" not in proc.stdout.readline():
             assert time.monotonic() < deadline, "daemon did not start"
         base = "http://" + json.loads((home / "daemon.json").read_text())["http"]
-        for _ in range(args.requests):
+        for i in range(args.requests):
+            lang = UI_LANGUAGES[i % len(UI_LANGUAGES)]
             for name, (path, _) in kinds.items():
                 t = time.perf_counter()
-                with urllib.request.urlopen(base + path, timeout=30) as r:
+                request = urllib.request.Request(base + path, headers={"Accept-Language": lang})
+                with urllib.request.urlopen(request, timeout=30) as r:
                     assert r.status == 200
                     r.read()
                 client[name].append((time.perf_counter() - t) * 1000)
@@ -142,8 +166,9 @@ def main() -> None:
         proc.wait(timeout=20)
 
     print(f"Machine: {machine()}\n")
-    print(f"{args.designs} designs ({args.designs + args.designs // 10} versions, {args.designs // 10} attestations); "
-          f"{args.requests} requests per page kind.\n")
+    print(f"{args.designs} designs in {args.languages} language(s) "
+          f"({args.designs * args.languages + args.designs // 10} versions, {args.designs // 10} attestations); "
+          f"{args.requests} requests per page kind, the interface in {', '.join(UI_LANGUAGES)} in turn.\n")
     print("| page | server render: median ms | p95 ms | through the daemon (HTTP): median ms | p95 ms |")
     print("|---|---:|---:|---:|---:|")
     for name in kinds:
