@@ -253,6 +253,11 @@ def test_translation_round_trip_staleness_and_languages_through_a_usb_stick(tmp_
     assert xs[tr["version"]] > xs[first["version"]] == xs[second["version"]]  # its own column, beside
     assert 'class="version translation stale"' in page and 'class="edge translation"' in page
 
+    # a translation of 2.0.0 made from a folder whose okh.toml still says 1.0.0 is labelled 2.0.0
+    newer = a.json("publish", str(sw_dir), "-m", "Swahili, again", "--translation-of", second["version"],
+                   "--language", "sw")
+    assert a.json("show", newer["version"])["body"]["label"] == "2.0.0"
+
 
 def _design_page(cli: Cli, design: str) -> str:
     from fabnode.node.home import Home

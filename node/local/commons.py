@@ -191,8 +191,11 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         "message": message,
         "license": licence,
     }
-    if label or summary.get("version") or (target is not None and target.label):
-        body["label"] = label or summary.get("version") or target.label
+    # a translation is labelled as the version it translates (its folder's okh.toml may still
+    # carry the version it was copied from), unless --label says otherwise
+    inherited = target.label if target is not None else None
+    if label or inherited or summary.get("version"):
+        body["label"] = label or inherited or summary.get("version")
     if design_cid is not None:
         body["design"] = Link(design_cid)
     else:
