@@ -70,6 +70,19 @@ def _get(lab: Cli, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _wait_for_share(link, get: subprocess.Popen, crossed: int, what: str) -> None:
+    """Until ``crossed`` bytes went down the link (or the command already ended)."""
+    wait_until(lambda: link.carried["down"] >= crossed or get.poll() is not None, timeout=30,
+               what=what)
+
+
+def _assert_cut_and_resumed(link, size: int) -> None:
+    """The link really was cut and came back, and nothing went around it (the resumed fetch
+    carried the bundle once more at most by a tenth)."""
+    assert link.refused >= 1 or link.connections >= 2
+    assert size <= link.carried["down"] <= 1.1 * size, link.carried
+
+
 def _finish(proc: subprocess.Popen, timeout: float = 90) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -108,15 +121,13 @@ def test_a_cut_at_half_is_survived_and_costs_at_most_a_tenth_more(tmp_path, aske
     # 1 MB/s: the second half takes 3 s, so the cut lands mid-transfer even on a loaded machine
     with LinkShaper(d.port, rate=1_000_000) as link:
         get = _get(asker, bundle, "--peer", _via(link, d), "-o", str(out), "--timeout", "60s")
-        wait_until(lambda: link.carried["down"] >= size // 2 or get.poll() is not None, timeout=30,
-                   what="half the bundle to cross the link")
+        _wait_for_share(link, get, size // 2, "half the bundle to cross the link")
         link.cut(down=3)
         code, stdout, stderr = _finish(get)
         assert code == 0, stderr
         assert stdout.strip() == str(out)
         assert _same_tree(tree, out)
-        assert link.refused >= 1 or link.connections >= 2  # it really was cut and came back
-        assert size <= link.carried["down"] <= 1.1 * size, link.carried  # nothing went around the link
+        _assert_cut_and_resumed(link, size)
         # resumed exactly: at most the block in flight at the cut (256 KiB) came twice, plus framing
         assert link.carried["down"] <= size + (256 << 10) + (64 << 10), link.carried
     assert asker.json("fsck")["ok"]
@@ -138,14 +149,12 @@ def test_a_cut_is_survived_through_the_daemon(tmp_path, asker, daemons):
         mine.wait_for(f"peer connected: {d.peer_id}")
         out = tmp_path / "copy"
         get = _get(asker, bundle, "-o", str(out), "--timeout", "60s")
-        wait_until(lambda: link.carried["down"] >= size // 2 or get.poll() is not None, timeout=30,
-                   what="half the bundle to cross the link")
+        _wait_for_share(link, get, size // 2, "half the bundle to cross the link")
         link.cut(down=3)
         code, stdout, stderr = _finish(get)
         assert code == 0, (stderr, mine.lines)
         assert _same_tree(tree, out)
-        assert link.refused >= 1 or link.connections >= 2
-        assert size <= link.carried["down"] <= 1.1 * size, link.carried
+        _assert_cut_and_resumed(link, size)
         mine.wait_for(f"fetch finished: {bundle}")
         assert not [line for line in mine.said("peer connected") if f"/tcp/{port}" in line]  # never directly
 
@@ -161,8 +170,7 @@ def test_the_deadline_passes_with_the_link_down_and_the_next_get_fetches_only_th
     # 500 kB/s: the last two thirds take 5.6 s, so the cut lands mid-way even on a loaded machine
     with LinkShaper(d.port, rate=500_000) as link:
         get = _get(asker, bundle, "--peer", _via(link, d), "-o", str(out), "--timeout", "5s")
-        wait_until(lambda: link.carried["down"] >= size // 3 or get.poll() is not None, timeout=30,
-                   what="a third of the bundle to cross the link")
+        _wait_for_share(link, get, size // 3, "a third of the bundle to cross the link")
         link.cut(down=600)
         code, stdout, stderr = _finish(get, timeout=30)
         lines = [line for line in stderr.splitlines() if line.strip()]
@@ -217,8 +225,7 @@ def test_ctrl_c_keeps_what_arrived_and_the_next_get_resumes(tmp_path, asker, dae
     out = tmp_path / "copy"
     with LinkShaper(d.port, rate=1_000_000) as link:
         get = _get(asker, bundle, "--peer", _via(link, d), "-o", str(out))
-        wait_until(lambda: link.carried["down"] >= size // 2 or get.poll() is not None, timeout=30,
-                   what="half the bundle to cross the link")
+        _wait_for_share(link, get, size // 2, "half the bundle to cross the link")
         get.send_signal(signal.SIGINT)
         code, stdout, stderr = _finish(get, timeout=30)
         assert code == 130 and stderr.strip().splitlines()[-1] == "error: interrupted", stderr
@@ -279,8 +286,7 @@ def test_one_of_two_peers_cut_mid_way_the_other_finishes(tmp_path, asker, daemon
     out = tmp_path / "copy"
     with LinkShaper(d1.port, rate=1_000_000) as l1, LinkShaper(d2.port, rate=1_000_000) as l2:
         get = _get(asker, bundle, "--peer", _via(l1, d1), "--peer", _via(l2, d2), "-o", str(out))
-        wait_until(lambda: l2.carried["down"] >= size // 6 or get.poll() is not None, timeout=30,
-                   what="the second peer to be sending")
+        _wait_for_share(l2, get, size // 6, "the second peer to be sending")
         l2.cut(down=600)
         code, stdout, stderr = _finish(get)
         assert code == 0, stderr
@@ -295,8 +301,7 @@ def test_one_of_two_peers_stalls_the_other_takes_over_its_part(tmp_path, asker, 
     out = tmp_path / "copy"
     with LinkShaper(d1.port, rate=1_000_000) as l1, LinkShaper(d2.port, rate=1_000_000) as l2:
         get = _get(asker, bundle, "--peer", _via(l1, d1), "--peer", _via(l2, d2), "-o", str(out))
-        wait_until(lambda: l2.carried["down"] >= size // 6 or get.poll() is not None, timeout=30,
-                   what="the second peer to be sending")
+        _wait_for_share(l2, get, size // 6, "the second peer to be sending")
         l2.stall(120)
         code, stdout, stderr = _finish(get)
         assert code == 0, stderr
