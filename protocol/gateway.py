@@ -193,12 +193,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
             return "unsatisfiable"
         return max(size - length, 0), size - 1
     first = int(match[1])
-    last = int(match[2]) if match[2] else size - 1
-    if last < first:
+    if match[2] and int(match[2]) < first:
         return None  # invalid, so ignored (RFC 9110 §14.2)
     if first >= size:
         return "unsatisfiable"
-    return first, min(last, size - 1)
+    return first, min(int(match[2]) if match[2] else size - 1, size - 1)
 
 
 def entity_range(entity_bytes: tuple[int, int | None], size: int) -> tuple[int, int] | None:
@@ -368,6 +367,16 @@ def identity_cid(text: str) -> bytes | None:
     if len(cid.raw_digest) > MAX_IDENTITY_BYTES:
         raise Refused(400, f"identity CID holds {len(cid.raw_digest)} bytes (at most {MAX_IDENTITY_BYTES})")
     return bytes(cid.set(version=1))
+
+
+def car_header(roots: list[bytes]) -> bytes:
+    """A CARv1 header naming ``roots``, which may be identity CIDs (the probe's CAR is rooted at
+    ``bafkqaaa``); :func:`protocol.car.encode_header` accepts only CIDs fabnode stores."""
+    from .dagcbor import Link, encode
+    from .varint import encode_varint
+
+    body = encode({"roots": [Link(bytes(root)) for root in roots], "version": 1})
+    return encode_varint(len(body)) + body
 
 
 def identity_block(cid: bytes) -> bytes | None:

@@ -37,11 +37,12 @@ import secrets
 import urllib.parse
 from pathlib import Path
 
-from fabnode.protocol.car import encode_header, encode_section
-from fabnode.protocol.cid import DAG_CBOR, cid_codec, cid_str, parse_cid
+from fabnode.protocol.car import encode_section
+from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW as RAW_CODEC, cid_codec, cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound, human_size
-from fabnode.protocol.gateway import (DAG_CBOR_TYPE, Refused, byte_range, car_etag, etag_matches, expanded_count,
-                                      file_parts, identity_block, identity_cid, negotiate, scoped_blocks)
+from fabnode.protocol.gateway import (DAG_CBOR_TYPE, Refused, byte_range, car_etag, car_header, entity_range,
+                                      etag_matches, expanded_count, file_parts, identity_block, identity_cid,
+                                      negotiate, scoped_blocks)
 from fabnode.protocol.paths import segment_problem
 from fabnode.protocol.unixfs import (MAX_EXPANSION, dag_sizes, decode as decode_unixfs, iter_file,
                                      resolve_crossing)
@@ -282,10 +283,22 @@ class GatewayBlocks:
 
     def get(self, cid: bytes) -> bytes:
         data = identity_block(cid)
-        return self.store.get(cid) if data is None else data
+        if data is not None:
+            return data
+        try:
+            return self.store.get(cid)
+        except MissingBlock:
+            record = self.record(cid)
+            if record is None:
+                raise
+            return record
 
     def has(self, cid: bytes) -> bool:
         return identity_block(cid) is not None or self.store.has(cid) or self.record(cid) is not None
+
+    def size(self, cid: bytes) -> int | None:
+        data = identity_block(cid)
+        return self.store.size(cid) if data is None else len(data)
 
 
 def files_redirect(store, root: bytes, segments: list[str], query: str = "") -> tuple[str, str] | None:
@@ -432,7 +445,11 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     def car_answer(request, root: bytes, segments: list[str], crossed: list[bytes], target: bytes, params,
                    common: dict):
         """A CARv1 rooted at ``root``: the path's blocks, then the target's as ``params`` scope them."""
-        blocks.get(target)  # 404 now rather than a broken stream later
+        block = blocks.get(target)  # 404 now rather than a broken stream later
+        if params.entity_bytes is not None and cid_codec(target) in (DAG_PB, RAW_CODEC):
+            node = decode_unixfs(target, block)
+            if node.kind == "file":
+                entity_range(params.entity_bytes, node.filesize)  # 400 now for a range past the end
         if params.dups and params.scope != "block" and params.entity_bytes is None:
             distinct, total = expanded_count(blocks.get, target, blocks.has)
             if total > MAX_EXPANSION * distinct + 1024:  # a block linked a million times: a bomb
@@ -441,7 +458,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                    "Content-Disposition": content_disposition(f"{cid_str(root)}.car")}
 
         def sections():
-            yield encode_header([root])
+            yield car_header([root])
             path_blocks = ((cid, blocks.get(cid)) for cid in crossed)
             for cid, data in itertools.chain(path_blocks, scoped_blocks(blocks.get, target, params, set(crossed))):
                 if identity_block(cid) is None:  # the spec: identity blocks are never sent
@@ -471,7 +488,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             return PlainTextResponse(f"range not satisfiable: the file holds {node.filesize} bytes\n", 416,
                                      headers=safe_headers({**headers, "Content-Range": f"bytes */{node.filesize}"}))
         if span is None:
-            dag_sizes(blocks.get, target, raw_size=store.size)  # sizes that lie, or a bomb: 502, not 1 TiB
+            dag_sizes(blocks.get, target, raw_size=blocks.size)  # sizes that lie, or a bomb: 502, not 1 TiB
             status, content = 200, (lambda: iter_file(blocks.get, target))
         else:  # only the blocks covering the range are read (protocol/gateway.py file_parts)
             first, last = span
