@@ -1,24 +1,32 @@
-"""The daemon's HTTP side (docs/protocol.md §11): an IPFS trustless-gateway subset, safely.
+"""The daemon's HTTP side (docs/protocol.md §11): an IPFS path and trustless gateway, safely.
 
 Served by Hypercorn's trio worker inside the daemon's nursery (:func:`serve_http`), as a
 Starlette app (:func:`make_app`). What it answers:
 
 * ``GET /ipfs/CID[/PATH]?format=raw`` (or ``Accept: application/vnd.ipld.raw``): the one block
-  the path resolves to, as ``application/vnd.ipld.raw``;
+  the path resolves to, as ``application/vnd.ipld.raw`` (``dag-cbor`` likewise, for DAG-CBOR
+  blocks such as signed records);
 * ``GET /ipfs/CID[/PATH]?format=car`` (or ``Accept: application/vnd.ipld.car``): a CARv1 whose
-  root is CID, holding the blocks from CID along PATH and then the whole DAG at PATH,
-  depth-first, each once — what a client needs to verify the answer from CID alone;
+  root is CID, holding the blocks from CID along PATH and then the DAG at PATH as ``dag-scope``
+  and ``entity-bytes`` scope it, depth-first, each once unless ``dups=y`` — what a client needs
+  to verify the answer from CID alone;
 * ``GET /ipfs/CID[/PATH]?format=zip[&filename=NAME.zip]``: the files at PATH as a ZIP a lab
   without IPFS tools can open, streamed as the DAG is walked (node/http/zipstream.py);
-* ``GET /ipfs/CID[/PATH]`` with none: the file's bytes, or a plain listing of a folder.
+* ``GET /ipfs/CID[/PATH]`` with none: the file's bytes (or the part a ``Range`` names), or a
+  plain listing of a folder (whose URL must end with ``/``: 301 otherwise).
+
+What the IPFS specifications ask of every answer (``If-None-Match`` → 304, ETags, ``Vary``, CORS,
+``only-if-cached`` → 412, 405 for other methods) is decided in protocol/gateway.py; the choices
+are in docs/design.md, "Gateway conformance (issue 16)".
 
 Safety. Files come from other labs: every ``/ipfs/`` answer carries ``Content-Security-Policy:
 sandbox`` and ``X-Content-Type-Options: nosniff``, and HTML, SVG and XML files are served as
 attachments, so nothing from a bundle runs script in this origin. Paths are resolved only
 through the DAG's own links, and a segment that is empty, ``.``, ``..`` or holds ``/``, ``\\``
 or NUL is refused, so a path cannot leave its DAG. Only what this node holds is served; nothing
-is fetched on a browser's behalf. Any request that is not GET or HEAD needs the token in
-``HOME/http.token`` (``Authorization: Bearer …``); none changes the node yet.
+is fetched on a browser's behalf. ``/ipfs/`` answers any page (CORS) but only GET, HEAD and
+OPTIONS; elsewhere any request that is not GET or HEAD needs the token in ``HOME/http.token``
+(``Authorization: Bearer …``) and must come from this node's own pages; none changes the node yet.
 
 Hostile clients (issue 12). Only requests whose ``Host`` names this node are answered
 (:class:`HostAllowlist`: 127.0.0.1, localhost, [::1], the configured address and the config's
