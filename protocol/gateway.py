@@ -162,7 +162,7 @@ def car_etag(root: bytes, segments: list[str], params: CarParams) -> str:
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether ``If-None-Match`` names ``etag`` (RFC 9110 §13.1.2: weak comparison, so
+    """Whether ``If-None-Match`` names ``etag`` (RFC 9110, section 13.1.2: weak comparison, so
     ``W/"x"`` matches ``"x"``; ``*`` matches anything that exists)."""
     if not if_none_match:
         return False
@@ -176,7 +176,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
-    """An HTTP ``Range`` header against a file of ``size`` bytes (RFC 9110 §14): (first, last)
+    """An HTTP ``Range`` header against a file of ``size`` bytes (RFC 9110, section 14): (first, last)
     inclusive; None to answer the whole file (no header, a syntax this gateway ignores, or
     several ranges — answered whole, as RFC 9110 allows); ``"unsatisfiable"`` for 416."""
     if not header:
@@ -194,7 +194,7 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
         return max(size - length, 0), size - 1
     first = int(match[1])
     if match[2] and int(match[2]) < first:
-        return None  # invalid, so ignored (RFC 9110 §14.2)
+        return None  # invalid, so ignored (RFC 9110, section 14.2)
     if first >= size:
         return "unsatisfiable"
     return first, min(int(match[2]) if match[2] else size - 1, size - 1)
