@@ -35,9 +35,9 @@ def _file_blocks(db_path, bundle: str, name: str) -> tuple[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    """One lab holding the example design (also published: a signed record), a bundle with hostile
-    file names and an HTML page, a four-leaf file, two identical files, and a four-leaf file whose
-    last leaf is gone from the store (to prove a range reads only the leaves it needs)."""
+    """One lab holding the example design (also published: a signed record); a bundle with hostile
+    file names, an HTML page and a four-leaf file whose last leaf is gone from the store (to prove
+    a range reads only the leaves it needs); and a four-leaf file beside two identical files."""
     tmp = tmp_path_factory.mktemp("gateway")
     lab = Cli(tmp / "lab")
     lab.run("init", "--name", "Gateway Lab")
@@ -47,23 +47,22 @@ def node(tmp_path_factory):
     odd.mkdir()
     (odd / "page.html").write_text("<script>document.title='pwned'</script><p>hello</p>")
     (odd / "<img src=x onerror=alert(1)>.txt").write_text("name with markup")
+    write_random_file(odd / "sparse.bin", BIG_SIZE, seed=17)
     odd_bundle = lab.out("add", str(odd))
     write_random_file(tmp / "big" / "big.bin", BIG_SIZE, seed=16)
     (tmp / "big" / "a.txt").write_text("same bytes\n")
     (tmp / "big" / "b.txt").write_text("same bytes\n")
     big = lab.out("add", str(tmp / "big"))
-    write_random_file(tmp / "sparse" / "big.bin", BIG_SIZE, seed=17)
-    sparse = lab.out("add", str(tmp / "sparse"))
     db = lab.home / "fabnode.db"
     big_file, big_leaves = _file_blocks(db, big, "big.bin")
-    sparse_file, sparse_leaves = _file_blocks(db, sparse, "big.bin")
+    sparse_file, sparse_leaves = _file_blocks(db, odd_bundle, "sparse.bin")
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM blocks WHERE cid = ?", (parse_cid(sparse_leaves[3]),))
     daemon = Daemon(lab)
     http_addr = json.loads((lab.home / "daemon.json").read_text())["http"]
     yield {"lab": lab, "bundle": bundle, "odd": odd_bundle, "base": f"http://{http_addr}", "tmp": tmp,
            "daemon": daemon, "http": http_addr, "version": version, "big": big, "big_file": big_file,
-           "big_leaves": big_leaves, "sparse": sparse, "sparse_file": sparse_file, "sparse_leaves": sparse_leaves}
+           "big_leaves": big_leaves, "sparse": odd_bundle, "sparse_file": sparse_file, "sparse_leaves": sparse_leaves}
     assert daemon.stop() < STOP_DEADLINE_S and daemon.proc.returncode == 0  # the web server does not hold it up
     assert daemon.proc.stderr.read() == b""
 
@@ -326,12 +325,12 @@ def test_entity_bytes_refusals_and_a_folder_ignores_them(node):
 
 def test_entity_bytes_and_range_never_read_a_leaf_outside_the_range(node):
     """The sparse file lacks its last leaf: the whole file is 404, but the first leaves serve."""
-    file_path = f"/ipfs/{node['sparse']}/big.bin"
+    file_path = f"/ipfs/{node['sparse']}/sparse.bin"
     assert get(node, file_path)[0] == 404
     _, _, blocks = car_blocks(node, f"{file_path}?format=car&entity-bytes=0:{3 * CHUNK_SIZE - 1}")
     assert blocks == [node["sparse"], node["sparse_file"], *node["sparse_leaves"][:3]]
     status, headers, body = get(node, file_path, {"Range": f"bytes={CHUNK_SIZE - 5}-{CHUNK_SIZE + 4}"})
-    expected = (node["tmp"] / "sparse" / "big.bin").read_bytes()[CHUNK_SIZE - 5:CHUNK_SIZE + 5]
+    expected = (node["tmp"] / "odd" / "sparse.bin").read_bytes()[CHUNK_SIZE - 5:CHUNK_SIZE + 5]
     assert status == 206 and body == expected and headers["content-range"] == f"bytes {CHUNK_SIZE - 5}-{CHUNK_SIZE + 4}/{BIG_SIZE}"
     assert get(node, file_path, {"Range": "bytes=-10"})[0] == 404  # that one needs the missing leaf
 
@@ -456,3 +455,32 @@ def test_helia_verified_fetch_reads_through_the_gateway(node, tmp_path):
 
 def _verify_car_of(node, path: str) -> list[str]:
     return car_blocks(node, path)[2]
+
+
+async def test_car_dups_y_is_refused_for_a_dag_that_repeats_its_blocks_a_million_times(tmp_path):
+    """Three blocks, a folder linking 1,000 times to a folder linking 1,000 times to one leaf:
+    dups=y would be a million sections, so it is 400 before any byte; dups=n sends the three.
+    On the real ASGI app over a real SQLite store (the daemon's store cannot hold such a DAG
+    without a crafted import)."""
+    import httpx
+
+    from fabnode.node.http.web import make_app
+    from fabnode.protocol.dagpb import PBLink, encode_node
+    from fabnode.protocol.unixfs import DIRECTORY_DATA
+    from fabnode.storage import BlockStore, open_db
+
+    store = BlockStore(open_db(tmp_path / "fabnode.db"))
+    leaf = b"x"
+    inner = encode_node([PBLink(make_cid(RAW, leaf), f"{i:04}", 1) for i in range(1000)], DIRECTORY_DATA)
+    top = encode_node([PBLink(make_cid(DAG_PB, inner), f"{i:04}", len(inner)) for i in range(1000)], DIRECTORY_DATA)
+    for codec, data in ((RAW, leaf), (DAG_PB, inner), (DAG_PB, top)):
+        store.put(make_cid(codec, data), data)
+    app = make_app(store, token="t" * 32, log=print)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        path = f"/ipfs/{cid_str(make_cid(DAG_PB, top))}?format=car"
+        refused = await client.get(path + "&car-dups=y")
+        assert refused.status_code == 400 and b"repeats its 3 blocks 1001001 times" in refused.content
+        assert len(refused.content.splitlines()) == 1
+        sent = await client.get(path)
+        assert sent.status_code == 200 and sent.headers["content-type"].endswith("dups=n")
+        assert len(sent.content) < len(top) + len(inner) + 300  # three sections and a header

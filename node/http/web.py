@@ -458,12 +458,11 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             node = decode_unixfs(target, block)
             if node.kind == "file":
                 entity_range(params.entity_bytes, node.filesize)  # 400 now for a range past the end
-        if params.dups and params.scope != "block" and params.entity_bytes is None:
-            distinct, total = expanded_count(blocks.get, target, blocks.has)
-            if total > MAX_EXPANSION * distinct + 1024:  # a block linked a million times: a bomb
-                raise GatewayError(400, f"this DAG repeats its {distinct} blocks {total} times; ask car-dups=n")
         headers = {**common, "Etag": car_etag(root, segments, params), "Accept-Ranges": "none",
                    "Content-Disposition": content_disposition(f"{cid_str(root)}.car")}
+        walks_with_dups = params.dups and params.entity_bytes is None and (
+            params.scope == "all" or (params.scope == "entity" and cid_codec(target) in (DAG_PB, RAW_CODEC)
+                                      and decode_unixfs(target, block).kind == "file"))
 
         def sections():
             yield car_header([root])
@@ -476,8 +475,14 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             for piece in pieces(sections()):
                 yield piece
 
-        return conditional(request, headers, lambda: BigStream(car(), media_type=params.content_type,
-                                                               headers=safe_headers(headers)))
+        def answer():
+            if walks_with_dups:  # a few blocks linked a million times would be a million sections
+                distinct, total = expanded_count(blocks.get, target, blocks.has)
+                if total > MAX_EXPANSION * distinct + 1024:
+                    raise GatewayError(400, f"this DAG repeats its {distinct} blocks {total} times; ask car-dups=n")
+            return BigStream(car(), media_type=params.content_type, headers=safe_headers(headers))
+
+        return conditional(request, headers, answer)
 
     def file_answer(request, target: bytes, node, name: str, common: dict):
         """A file's bytes, or the part a ``Range`` names (206; 416 when outside the file)."""
