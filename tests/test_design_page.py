@@ -166,7 +166,7 @@ def test_a_zip_of_a_folder_and_hostile_or_missing_names(site):
     status, _, body = request(site, f"/ipfs/{absent}?format=zip")
     assert status == 404 and body.decode().count("\n") == 1 and body.startswith(b"not held on this node")
     status, _, body = request(site, f"/ipfs/{bundle}?format=tar")
-    assert status == 400 and body == b"unsupported format 'tar' (this gateway serves raw, car and zip)\n"
+    assert status == 400 and body == b"unsupported format 'tar' (this gateway serves raw, car, dag-cbor and zip)\n"
 
 
 def test_a_block_damaged_midway_breaks_the_download_instead_of_ending_it(site):

@@ -1,24 +1,32 @@
-"""The daemon's HTTP side (docs/protocol.md §11): an IPFS trustless-gateway subset, safely.
+"""The daemon's HTTP side (docs/protocol.md §11): an IPFS path and trustless gateway, safely.
 
 Served by Hypercorn's trio worker inside the daemon's nursery (:func:`serve_http`), as a
 Starlette app (:func:`make_app`). What it answers:
 
 * ``GET /ipfs/CID[/PATH]?format=raw`` (or ``Accept: application/vnd.ipld.raw``): the one block
-  the path resolves to, as ``application/vnd.ipld.raw``;
+  the path resolves to, as ``application/vnd.ipld.raw`` (``dag-cbor`` likewise, for DAG-CBOR
+  blocks such as signed records);
 * ``GET /ipfs/CID[/PATH]?format=car`` (or ``Accept: application/vnd.ipld.car``): a CARv1 whose
-  root is CID, holding the blocks from CID along PATH and then the whole DAG at PATH,
-  depth-first, each once — what a client needs to verify the answer from CID alone;
+  root is CID, holding the blocks from CID along PATH and then the DAG at PATH as ``dag-scope``
+  and ``entity-bytes`` scope it, depth-first, each once unless ``dups=y`` — what a client needs
+  to verify the answer from CID alone;
 * ``GET /ipfs/CID[/PATH]?format=zip[&filename=NAME.zip]``: the files at PATH as a ZIP a lab
   without IPFS tools can open, streamed as the DAG is walked (node/http/zipstream.py);
-* ``GET /ipfs/CID[/PATH]`` with none: the file's bytes, or a plain listing of a folder.
+* ``GET /ipfs/CID[/PATH]`` with none: the file's bytes (or the part a ``Range`` names), or a
+  plain listing of a folder (whose URL must end with ``/``: 301 otherwise).
+
+What the IPFS specifications ask of every answer (``If-None-Match`` → 304, ETags, ``Vary``, CORS,
+``only-if-cached`` → 412, 405 for other methods) is decided in protocol/gateway.py; the choices
+are in docs/design.md, "Gateway conformance (issue 16)".
 
 Safety. Files come from other labs: every ``/ipfs/`` answer carries ``Content-Security-Policy:
 sandbox`` and ``X-Content-Type-Options: nosniff``, and HTML, SVG and XML files are served as
 attachments, so nothing from a bundle runs script in this origin. Paths are resolved only
 through the DAG's own links, and a segment that is empty, ``.``, ``..`` or holds ``/``, ``\\``
 or NUL is refused, so a path cannot leave its DAG. Only what this node holds is served; nothing
-is fetched on a browser's behalf. Any request that is not GET or HEAD needs the token in
-``HOME/http.token`` (``Authorization: Bearer …``); none changes the node yet.
+is fetched on a browser's behalf. ``/ipfs/`` answers any page (CORS) but only GET, HEAD and
+OPTIONS; elsewhere any request that is not GET or HEAD needs the token in ``HOME/http.token``
+(``Authorization: Bearer …``) and must come from this node's own pages; none changes the node yet.
 
 Hostile clients (issue 12). Only requests whose ``Host`` names this node are answered
 (:class:`HostAllowlist`: 127.0.0.1, localhost, [::1], the configured address and the config's
@@ -31,24 +39,43 @@ docs/design.md, "HTTP budgets (issue 12)".
 from __future__ import annotations
 
 import html
+import itertools
 import mimetypes
 import secrets
 import urllib.parse
 from pathlib import Path
 
-from fabnode.protocol.car import encode_header, encode_section
-from fabnode.protocol.cid import DAG_CBOR, cid_codec, cid_str, parse_cid
+from fabnode.protocol.car import encode_section
+from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW as RAW_CODEC, cid_codec, cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound, human_size
+from fabnode.protocol.gateway import (DAG_CBOR_TYPE, Refused, byte_range, car_etag, car_header, entity_range,
+                                      etag_matches, expanded_count, file_parts, identity_block, identity_cid,
+                                      negotiate, scoped_blocks)
 from fabnode.protocol.paths import segment_problem
-from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
+from fabnode.protocol.unixfs import (MAX_EXPANSION, dag_sizes, decode as decode_unixfs, iter_file,
+                                     resolve_crossing)
 
 from fabnode.node.http.zipstream import zip_download
-from fabnode.node.runtime.fetch import dag_in_order
 
 TOKEN_FILE = "http.token"
 RAW = "application/vnd.ipld.raw"
 CAR = "application/vnd.ipld.car"
 IMMUTABLE = "public, max-age=29030400, immutable"
+DIR_INDEX_VERSION = "fabnode-1"
+"""Part of a folder listing's ETag (the path gateway spec's ``"DirIndex-VERSION_CID-CID"``): change
+it whenever the listing's HTML changes, so browsers do not keep the old page for a year."""
+READ_METHODS = "GET, HEAD, OPTIONS"
+"""What ``/ipfs/`` answers; any other method there is 405 with this as ``Allow``."""
+CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", READ_METHODS.encode()),
+    (b"access-control-allow-headers", b"Accept, Cache-Control, Content-Type, If-None-Match, Range, User-Agent, "
+                                      b"X-Requested-With"),
+    (b"access-control-expose-headers", b"Content-Range, Content-Length, Content-Type, Content-Disposition, ETag, "
+                                       b"X-Ipfs-Path, X-Ipfs-Roots, X-Chunked-Output, X-Stream-Output"),
+]
+"""CORS on every ``/ipfs/`` answer (content-addressed, public, read-only): any page may read it, as
+browser-side verified fetch needs. The lab's pages and anything that changes the node get none."""
 TEXT_TYPES = {".toml": "text/plain; charset=utf-8", ".md": "text/markdown; charset=utf-8",
               ".csv": "text/csv; charset=utf-8", ".scad": "text/plain; charset=utf-8"}
 """Types the files of an open-hardware bundle often have and ``mimetypes`` does not know."""
@@ -145,6 +172,59 @@ class HostAllowlist:
         await self.app(scope, receive, send)
 
 
+class GatewayMethods:
+    """ASGI middleware for ``/ipfs/``: CORS for reads, 405 for everything else (issue 16).
+
+    Content-addressed answers are public and read-only, so every GET and HEAD answer carries
+    :data:`CORS_HEADERS` (``Access-Control-Allow-Origin: *``) and OPTIONS (a preflight or not) is
+    answered 204 with them. POST, PUT, DELETE, PATCH… on ``/ipfs/`` are 405 with ``Allow``: nothing
+    there can change, with or without the token. Written by hand rather than Starlette's
+    CORSMiddleware, which passes an OPTIONS without ``Access-Control-Request-Method`` on to the
+    routes and puts no ``Access-Control-Allow-Methods`` on GET answers (the gateway conformance
+    suite checks both), and which would have to be kept off the lab's pages."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/ipfs/"):
+            return await self.app(scope, receive, send)
+        method = scope["method"]
+        if method == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204,
+                        "headers": [*CORS_HEADERS, (b"access-control-max-age", b"86400"),
+                                    (b"allow", READ_METHODS.encode())]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if method not in ("GET", "HEAD"):
+            body = f"{method[:20]} is not allowed here: /ipfs/ answers {READ_METHODS}\n".encode("latin-1", "replace")
+            await send({"type": "http.response.start", "status": 405,
+                        "headers": [(b"allow", READ_METHODS.encode()), (b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def with_cors(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *CORS_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_cors)
+
+
+def same_origin(headers) -> bool:
+    """Whether a request comes from this node's own pages, or from no page at all (a command
+    line client sends no ``Origin``): a browser names the page's origin on every write, and
+    ``Sec-Fetch-Site`` where it supports it."""
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    parsed = urllib.parse.urlsplit(origin)
+    return parsed.scheme in ("http", "https") and parsed.netloc.lower() == headers.get("host", "").lower()
+
+
 def allowed_hosts(address: str | None, extra=()) -> list[str]:
     """LOCAL_HOSTS, the host of the configured ``address`` (HOST:PORT) and ``extra`` names."""
     hosts = list(LOCAL_HOSTS) + [h for h in extra if h]
@@ -174,7 +254,9 @@ def _parse(cid_path: str) -> tuple[bytes, list[str]]:
     try:
         root = parse_cid(cid_text)
     except (InvalidCID, FabnodeError) as exc:
-        raise GatewayError(400, str(exc)) from None
+        root = identity_cid(cid_text)  # bafkqaaa, the gateway probe, and other identity CIDs
+        if root is None:
+            raise GatewayError(400, str(exc)) from None
     segments = rest.split("/") if rest else []
     if segments and segments[-1] == "":
         segments.pop()  # a trailing slash names the same folder
@@ -185,12 +267,46 @@ def _parse(cid_path: str) -> tuple[bytes, list[str]]:
     return root, segments
 
 
-def _walk(store, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
+def _walk(blocks, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
     """(CID the path names, CIDs of the blocks crossed from root to it) — DAG links only."""
     try:
-        return resolve_crossing(store.get, root, segments)
+        return resolve_crossing(blocks.get, root, segments)
     except PathNotFound as exc:
         raise GatewayError(404, str(exc)) from None
+
+
+class GatewayBlocks:
+    """The blocks ``/ipfs/`` serves: the store's, identity CIDs' own bytes (never stored), and
+    signed records, which are DAG-CBOR blocks kept in the records table (issue 16)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def record(self, cid: bytes) -> bytes | None:
+        if cid_codec(cid) != DAG_CBOR or identity_block(cid) is not None:
+            return None
+        from fabnode.storage import Stores
+
+        return Stores.of(self.store).records.raw(cid)
+
+    def get(self, cid: bytes) -> bytes:
+        data = identity_block(cid)
+        if data is not None:
+            return data
+        try:
+            return self.store.get(cid)
+        except MissingBlock:
+            record = self.record(cid)
+            if record is None:
+                raise
+            return record
+
+    def has(self, cid: bytes) -> bool:
+        return identity_block(cid) is not None or self.store.has(cid) or self.record(cid) is not None
+
+    def size(self, cid: bytes) -> int | None:
+        data = identity_block(cid)
+        return self.store.size(cid) if data is None else len(data)
 
 
 def files_redirect(store, root: bytes, segments: list[str], query: str = "") -> tuple[str, str] | None:
@@ -213,20 +329,6 @@ def files_redirect(store, root: bytes, segments: list[str], query: str = "") -> 
     if query:
         location += "?" + query
     return location, ("no-cache" if files.named == DESIGN else IMMUTABLE)
-
-
-def _wanted_format(request) -> str | None:
-    fmt = request.query_params.get("format")
-    if fmt is not None:
-        if fmt not in ("raw", "car", "zip"):
-            raise GatewayError(400, f"unsupported format {fmt!r} (this gateway serves raw, car and zip)")
-        return fmt
-    accept = request.headers.get("accept", "")
-    if RAW in accept:
-        return "raw"
-    if CAR in accept:
-        return "car"
-    return None
 
 
 INTERNAL_ERROR = "internal error"
@@ -330,70 +432,141 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             for start in range(0, len(chunk), SEND_PIECE):
                 yield chunk[start:start + SEND_PIECE]
 
+    blocks = GatewayBlocks(store)
+
+    def conditional(request, headers: dict, answer):
+        """304 with no body when ``If-None-Match`` names the ETag in ``headers``, else ``answer()``."""
+        if etag_matches(request.headers.get("if-none-match"), headers["Etag"]):
+            return Response(status_code=304, headers=safe_headers(headers))
+        return answer()
+
+    def block_answer(request, fmt: str, cid: bytes, data: bytes, common: dict):
+        """One block as itself: ``raw`` (any codec) or ``dag-cbor`` (DAG-CBOR blocks only)."""
+        if fmt == "dag-cbor" and cid_codec(cid) != DAG_CBOR:
+            raise GatewayError(406, f"{cid_str(cid)} is not a DAG-CBOR block; ask for format=raw "
+                                    "(this gateway converts nothing)")
+        media = RAW if fmt == "raw" else DAG_CBOR_TYPE
+        headers = {**common, "Etag": f'"{cid_str(cid)}.{fmt}"',
+                   "Content-Disposition": content_disposition(f"{cid_str(cid)}.bin")}
+        return conditional(request, headers, lambda: Response(data, media_type=media, headers=safe_headers(headers)))
+
+    def car_answer(request, root: bytes, segments: list[str], crossed: list[bytes], target: bytes, params,
+                   common: dict):
+        """A CARv1 rooted at ``root``: the path's blocks, then the target's as ``params`` scope them."""
+        block = blocks.get(target)  # 404 now rather than a broken stream later
+        if params.entity_bytes is not None and cid_codec(target) in (DAG_PB, RAW_CODEC):
+            node = decode_unixfs(target, block)
+            if node.kind == "file":
+                entity_range(params.entity_bytes, node.filesize)  # 400 now for a range past the end
+        headers = {**common, "Etag": car_etag(root, segments, params), "Accept-Ranges": "none",
+                   "Content-Disposition": content_disposition(f"{cid_str(root)}.car")}
+        walks_with_dups = params.dups and params.entity_bytes is None and (
+            params.scope == "all" or (params.scope == "entity" and cid_codec(target) in (DAG_PB, RAW_CODEC)
+                                      and decode_unixfs(target, block).kind == "file"))
+
+        def sections():
+            yield car_header([root])
+            path_blocks = ((cid, blocks.get(cid)) for cid in crossed)
+            for cid, data in itertools.chain(path_blocks, scoped_blocks(blocks.get, target, params, set(crossed))):
+                if identity_block(cid) is None:  # the spec: identity blocks are never sent
+                    yield encode_section(cid, data)
+
+        async def car():  # async: the store's connection belongs to the trio thread
+            for piece in pieces(sections()):
+                yield piece
+
+        def answer():
+            if walks_with_dups:  # a few blocks linked a million times would be a million sections
+                distinct, total = expanded_count(blocks.get, target, blocks.has)
+                if total > MAX_EXPANSION * distinct + 1024:
+                    raise GatewayError(400, f"this DAG repeats its {distinct} blocks {total} times; ask car-dups=n")
+            return BigStream(car(), media_type=params.content_type, headers=safe_headers(headers))
+
+        return conditional(request, headers, answer)
+
+    def file_answer(request, target: bytes, node, name: str, common: dict):
+        """A file's bytes, or the part a ``Range`` names (206; 416 when outside the file)."""
+        media = TEXT_TYPES.get(Path(name).suffix.lower()) or mimetypes.guess_type(name)[0] \
+            or "application/octet-stream"
+        headers = {**common, "Etag": f'"{cid_str(target)}"', "Accept-Ranges": "bytes",
+                   "Content-Length": str(node.filesize)}
+        if media.split(";")[0] in ATTACHMENT_TYPES:
+            headers["Content-Disposition"] = content_disposition(name)
+        if etag_matches(request.headers.get("if-none-match"), headers["Etag"]):
+            del headers["Content-Length"]
+            return Response(status_code=304, headers=safe_headers(headers))
+        span = byte_range(request.headers.get("range"), node.filesize)
+        if span == "unsatisfiable":
+            del headers["Content-Length"]
+            return PlainTextResponse(f"range not satisfiable: the file holds {node.filesize} bytes\n", 416,
+                                     headers=safe_headers({**headers, "Content-Range": f"bytes */{node.filesize}"}))
+        if span is None:
+            dag_sizes(blocks.get, target, raw_size=blocks.size)  # sizes that lie, or a bomb: 502, not 1 TiB
+            status, content = 200, (lambda: iter_file(blocks.get, target))
+        else:  # only the blocks covering the range are read (protocol/gateway.py file_parts)
+            first, last = span
+            headers.update({"Content-Length": str(last - first + 1),
+                            "Content-Range": f"bytes {first}-{last}/{node.filesize}"})
+            status = 206
+            content = lambda: (part.content for part in file_parts(blocks.get, target, first, last) if part.content)  # noqa: E731
+        if int(headers["Content-Length"]) <= BIG_BODY:
+            return Response(b"".join(content()), status_code=status, media_type=media, headers=safe_headers(headers))
+
+        async def body():
+            for piece in pieces(content()):
+                yield piece
+
+        return BigStream(body(), status_code=status, media_type=media, headers=safe_headers(headers))
+
     async def ipfs(request):
         cid_path = request.path_params["cid_path"]
         try:
             root, segments = _parse(cid_path)
-            fmt = _wanted_format(request)
+            fmt, car_params = negotiate(request.query_params, request.headers.get("accept", ""))
+            if "only-if-cached" in request.headers.get("cache-control", "").lower() and not blocks.has(root):
+                # the path gateway spec: 412, no body, for what this node would have to fetch
+                return Response(status_code=412, headers=safe_headers({"Vary": "Accept"}))
+            # header values are latin-1: the path as it travels in a URL, percent-encoded
+            common = {"X-Ipfs-Path": urllib.parse.quote("/ipfs/" + cid_path, errors="replace"),
+                      "Cache-Control": IMMUTABLE, "Vary": "Accept"}
+            record = blocks.record(root) if fmt in ("raw", "car", "dag-cbor") and not segments \
+                and not store.has(root) else None
+            if record is not None:  # a signed record is IPLD too: served as the block it is
+                common["X-Ipfs-Roots"] = cid_str(root)
+                if fmt == "car":
+                    return car_answer(request, root, [], [], root, car_params, common)
+                return block_answer(request, fmt, root, record, common)
             moved = files_redirect(store, root, segments, request.url.query)
             if moved is not None:
                 location, cache = moved
                 return PlainTextResponse(f"see {location}\n", status_code=301 if cache == IMMUTABLE else 302,
-                                         headers=safe_headers({"Location": location, "Cache-Control": cache}))
-            target, crossed = _walk(store, root, segments)
-            roots = " ".join(cid_str(c) for c in crossed + [target])
-            # header values are latin-1: the path as it travels in a URL, percent-encoded
-            common = {"X-Ipfs-Path": urllib.parse.quote("/ipfs/" + cid_path, errors="replace"), "X-Ipfs-Roots": roots,
-                      "Cache-Control": IMMUTABLE}
-            if fmt == "raw":
-                data = store.get(target)
-                return Response(data, media_type=RAW, headers=safe_headers({
-                    **common, "Etag": f'"{cid_str(target)}.raw"',
-                    "Content-Disposition": content_disposition(f"{cid_str(target)}.bin")}))
+                                         headers=safe_headers({"Location": location, "Cache-Control": cache,
+                                                               "Vary": "Accept"}))
+            target, crossed = _walk(blocks, root, segments)
+            common["X-Ipfs-Roots"] = " ".join(cid_str(c) for c in crossed + [target])
+            if fmt in ("raw", "dag-cbor"):
+                return block_answer(request, fmt, target, blocks.get(target), common)
             if fmt == "car":
-                store.get(target)  # 404 now rather than a broken stream later
-
-                def sections():
-                    yield encode_header([root])
-                    for cid in crossed:
-                        yield encode_section(cid, store.get(cid))
-                    for cid, data in dag_in_order(store, target, set(crossed)):
-                        yield encode_section(cid, data)
-
-                async def car():  # async: the store's connection belongs to the trio thread
-                    for piece in pieces(sections()):
-                        yield piece
-
-                return BigStream(car(), media_type=f"{CAR}; version=1; order=dfs; dups=n", headers=safe_headers({
-                    **common, "Etag": f'"{cid_str(target)}.car"',
-                    "Content-Disposition": content_disposition(f"{cid_str(target)}.car")}))
+                return car_answer(request, root, segments, crossed, target, car_params, common)
             if fmt == "zip":
                 return zip_download(store, target, segments, request.query_params.get("filename", ""), common,
                                     BigStream, pieces, safe_headers)
-            node = decode_unixfs(target, store.get(target))
+            node = decode_unixfs(target, blocks.get(target))
             if node.kind == "directory":
+                if not cid_path.endswith("/"):  # the spec: a folder's URL ends with /, so relative links work
+                    location = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1") + "/" + \
+                        (f"?{request.url.query}" if request.url.query else "")
+                    return PlainTextResponse(f"see {location}\n", status_code=301, headers=safe_headers(
+                        {**common, "Location": location}))
                 base = "/ipfs/" + cid_path.rstrip("/")
                 rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(link.name)}">{html.escape(link.name)}</a>'
                                f" ({human_size(link.tsize)})</li>" for link in node.links)
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
                         f"<h1>/ipfs/{html.escape(cid_path)}</h1><ul>{rows}</ul>")
-                return HTMLResponse(page, headers=safe_headers({**common, "Etag": f'"{cid_str(target)}.dir"'}))
-            dag_sizes(store.get, target, raw_size=store.size)  # sizes that lie, or a bomb: 502, not 1 TiB
-            name = segments[-1] if segments else cid_str(target)
-            media = TEXT_TYPES.get(Path(name).suffix.lower()) or mimetypes.guess_type(name)[0] \
-                or "application/octet-stream"
-            headers = safe_headers({**common, "Etag": f'"{cid_str(target)}"', "Content-Length": str(node.filesize)})
-            if media.split(";")[0] in ATTACHMENT_TYPES:
-                headers["Content-Disposition"] = content_disposition(name)
-            if node.filesize <= BIG_BODY:
-                return Response(b"".join(iter_file(store.get, target)), media_type=media, headers=headers)
-
-            async def body():
-                for piece in pieces(iter_file(store.get, target)):
-                    yield piece
-
-            return BigStream(body(), media_type=media, headers=headers)
-        except GatewayError as exc:
+                headers = {**common, "Etag": f'"DirIndex-{DIR_INDEX_VERSION}_CID-{cid_str(target)}"'}
+                return conditional(request, headers, lambda: HTMLResponse(page, headers=safe_headers(headers)))
+            return file_answer(request, target, node, segments[-1] if segments else cid_str(target), common)
+        except (GatewayError, Refused) as exc:
             return PlainTextResponse(str(exc) + "\n", status_code=exc.status, headers=safe_headers())
         except MissingBlock as exc:
             return PlainTextResponse(f"not held on this node: {exc}\n", status_code=404, headers=safe_headers())
@@ -472,7 +645,11 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
                 from starlette.datastructures import Headers
 
-                given = Headers(scope=scope).get("authorization", "").removeprefix("Bearer ").strip()
+                headers = Headers(scope=scope)
+                if not same_origin(headers):  # CORS opens reads of /ipfs/ only; changes stay this origin's
+                    refusal = PlainTextResponse("changes are refused from another site's page\n", status_code=403)
+                    return await refusal(scope, receive, send)
+                given = headers.get("authorization", "").removeprefix("Bearer ").strip()
                 # headers are latin-1 text: back to the bytes that were sent, compared as bytes
                 if not token_matches(given.encode("latin-1"), token):
                     refusal = PlainTextResponse("this needs the token from the node's home folder\n", status_code=401,
@@ -484,7 +661,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                             Route("/version/{cid}", version_page), Route("/ipfs/{cid_path:path}", ipfs)],
                     middleware=[Middleware(TokenForChanges)],
                     exception_handlers={Exception: lambda request, exc: PlainTextResponse(f"{INTERNAL_ERROR}\n", 500)})
-    return LogInternalErrors(HostAllowlist(app, hosts), log)
+    return LogInternalErrors(HostAllowlist(GatewayMethods(app), hosts), log)
 
 
 class _TimedStream:
