@@ -40,7 +40,7 @@ from fabnode.protocol.car import encode_header, encode_section
 from fabnode.protocol.cid import DAG_CBOR, cid_codec, cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError, InvalidCID, MissingBlock, PathNotFound, human_size
 from fabnode.protocol.paths import segment_problem
-from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, iter_file, resolve_crossing
+from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, directory_entries, iter_file, resolve_crossing
 
 from fabnode.node.http.zipstream import zip_download
 from fabnode.node.runtime.fetch import dag_in_order
@@ -374,7 +374,8 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             if node.kind == "directory":
                 base = "/ipfs/" + cid_path.rstrip("/")
                 rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(link.name)}">{html.escape(link.name)}</a>'
-                               f" ({human_size(link.tsize)})</li>" for link in node.links)
+                               f" ({human_size(link.tsize)})</li>"
+                               for link in directory_entries(store.get, target, node))
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
                         f"<h1>/ipfs/{html.escape(cid_path)}</h1><ul>{rows}</ul>")
                 return HTMLResponse(page, headers=safe_headers({**common, "Etag": f'"{cid_str(target)}.dir"'}))
