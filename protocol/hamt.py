@@ -37,6 +37,7 @@ import mmh3
 
 from .dagpb import PBLink
 from .errors import InvalidBlock
+from .varint import encode_varint
 
 MURMUR3_X64_64 = 0x22
 """The only hashType fabnode reads or writes (the multicodec of murmur3-x64-64)."""
@@ -90,8 +91,6 @@ def should_shard(entries: list[tuple[str, bytes, bool]]) -> bool:
 def shard_data(bitfield: int, fanout: int) -> bytes:
     """UnixFS Data of a HAMT node, byte for byte as ipfs-unixfs writes it: Type, Data (the
     bitfield), hashType, fanout."""
-    from .varint import encode_varint
-
     raw = bitfield.to_bytes(max(1, (bitfield.bit_length() + 7) // 8), "big")
     return (b"\x08\x05\x12" + encode_varint(len(raw)) + raw + b"\x28" + encode_varint(MURMUR3_X64_64)
             + b"\x30" + encode_varint(fanout))
