@@ -26,7 +26,10 @@ When to shard (the ``unixfs-v1-2025`` default Helia applies, ipfs-unixfs-importe
 ``links-bytes`` strategy): a directory becomes a HAMT once the sum, over its entries that are
 files, of UTF-8 name bytes plus CID bytes exceeds 256 KiB. Sub-folders count nothing: the
 importer decides while they are still unbuilt and have no CID. ipfs-car 3 shards by count
-instead (more than 1,000 entries); fabnode follows Helia and Kubo.
+instead (more than 1,000 entries); fabnode follows Helia. (ipfs-unixfs-importer's own
+``profile: "unixfs-v1-2025"`` would measure the exact node size, ``block-bytes``, but
+@helia/unixfs does not pass a profile; Kubo's ``links-bytes`` estimate also counts sub-folders,
+whose CIDs it has by then: not checked here, no Kubo binary is in the registries.)
 """
 
 from __future__ import annotations
