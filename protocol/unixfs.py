@@ -362,7 +362,7 @@ def lookup(get: Get, cid: bytes, node: UnixFSNode, name: str) -> tuple[bytes | N
 
 
 def directory_entries(get: Get, cid: bytes, node: UnixFSNode | None = None,
-                      shards: list[bytes] | None = None) -> list[PBLink]:
+                      shards: set[bytes] | None = None) -> list[PBLink]:
     """A directory's entries (name, CID, Tsize), sorted by the UTF-8 bytes of their names.
 
     A HAMT is read whole and checked: every sub-shard once, no deeper than its hash bits
@@ -386,7 +386,7 @@ def directory_entries(get: Get, cid: bytes, node: UnixFSNode | None = None,
             if shard_node.shard.is_subshard(link):
                 stack.append((link.cid, _subshard(get, shard_node, link.cid, seen), depth + 1, prefix))
                 if shards is not None:
-                    shards.append(link.cid)
+                    shards.add(link.cid)
                 continue
             name = shard_node.shard.entry_name(link)
             if hamt.bucket_prefix(hamt.name_hash(name), depth, fanout) != prefix:
