@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from fabnode.protocol.car import Block, read_car
+from fabnode.protocol.cid import cid_str
+from fabnode.protocol.unixfs import decode
+
 from conftest import TOOLS, Cli, ipfs_car_cid
 from daemons import start
 
@@ -133,6 +137,12 @@ def test_a_peer_and_a_browser_read_hamt_folders_from_a_daemon(made, daemons, tmp
     http = json.loads((cli.home / "daemon.json").read_text())["http"]
     with urllib.request.urlopen(f"http://{http}/ipfs/{big}/{name(777)}", timeout=30) as response:
         assert response.status == 200 and response.read() == b"777\n"
+    # a trustless CAR for the path carries the root, the sub-shards on the name's buckets, the file
+    with urllib.request.urlopen(f"http://{http}/ipfs/{big}/{name(777)}?format=car", timeout=30) as response:
+        sections = [e for e in read_car([response.read()]) if isinstance(e, Block)]
+    path_blocks = [decode(e.cid, e.data) for e in sections[:-1]]
+    assert cid_str(sections[0].cid) == big and all(node.shard is not None for node in path_blocks)
+    assert 2 <= len(sections) <= 4 and sections[-1].data == b"777\n"
     with urllib.request.urlopen(f"http://{http}/ipfs/{long_root}/", timeout=30) as response:
         page = response.read().decode()
     assert page.count("<li>") == 1000 and FOLDERS["1000-long"][1](999) in page
