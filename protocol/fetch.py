@@ -95,6 +95,8 @@ class FetchSession:
         self._path_left = list(request.path)
         self._next_on_path: bytes | None = None
         """While the path is being resolved: the one block the stream must carry next."""
+        self._shard_depth = 0
+        """Levels below a HAMT directory's root the next path block is (0: not inside a HAMT)."""
         self.root: bytes | None = None
         """The DAG the request resolves to (the target), once the stream has proven it."""
         self.blocks = 0
@@ -118,7 +120,7 @@ class FetchSession:
 
     def _path_block(self, block: Block) -> None:
         """One directory on the way to the target: it must be the one expected, and name the next."""
-        from .unixfs import decode as decode_unixfs
+        from .unixfs import decode as decode_unixfs, hamt_step
 
         if block.cid != self._next_on_path:
             raise RemoteProtocolError(f"the peer sent block {cid_str(block.cid)} where the path needs "
@@ -127,12 +129,27 @@ class FetchSession:
             node = decode_unixfs(block.cid, block.data)
         except InvalidBlock as exc:
             raise RemoteProtocolError(f"the peer sent a bad node {cid_str(block.cid)}: {exc}") from None
-        name = self._path_left.pop(0)
+        name = self._path_left[0]
         if node.kind != "directory":
             raise RemoteProtocolError(f"{cid_str(block.cid)} is a file: the path has no {name!r} there")
-        following = next((link.cid for link in node.links if link.name == name), None)
+        if node.shard is None:
+            if self._shard_depth:
+                raise RemoteProtocolError(f"{cid_str(block.cid)} is linked as a HAMT sub-shard but is not one")
+            following = next((link.cid for link in node.links if link.name == name), None)
+        else:  # a HAMT: the stream carries the sub-shards on the name's buckets, one by one
+            try:
+                step = hamt_step(block.cid, node, name, self._shard_depth)
+            except InvalidBlock as exc:
+                raise RemoteProtocolError(f"the peer sent a bad node {cid_str(block.cid)}: {exc}") from None
+            following = None if step is None else step[1]
+            if step is not None and step[0] == "shard":
+                self._shard_depth += 1
+                self._next_on_path = following
+                return
+            self._shard_depth = 0
         if following is None:
             raise RemoteProtocolError(f"no {name!r} in {cid_str(block.cid)}")
+        self._path_left.pop(0)
         if self._path_left:
             self._next_on_path = following
         else:

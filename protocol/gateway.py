@@ -305,13 +305,24 @@ def walk_with_dups(get: Get, root: bytes) -> Iterator[tuple[bytes, bytes]]:
         stack.extend((child, depth + 1) for child, _ in reversed(child_links(cid, block)))
 
 
+def _directory_blocks(get: Get, cid: bytes, block: bytes, node) -> Iterator[tuple[bytes, bytes]]:
+    """A folder's own blocks, depth-first: its node and, for a HAMT, every sub-shard (not entries)."""
+    yield cid, block
+    if node.shard is None:
+        return
+    for _index, link in sorted(node.shard.slots.items()):
+        if node.shard.is_subshard(link):
+            child_block = get(link.cid)
+            yield from _directory_blocks(get, link.cid, child_block, decode(link.cid, child_block))
+
+
 def scoped_blocks(get: Get, target: bytes, params: CarParams, skip: set[bytes]) -> Iterator[tuple[bytes, bytes]]:
     """(cid, block) a CAR carries for the DAG at the end of its path, after the path's own blocks
     (``skip``, not sent again), depth-first:
 
     * ``block`` — the target's block only;
     * ``entity`` — a file: every block of the file (with ``entity-bytes``, only those covering the
-      range, :func:`file_parts`); a folder: its own block, not its entries; anything that is not
+      range, :func:`file_parts`); a folder: its own block (and a HAMT's sub-shards), not its entries; anything that is not
       UnixFS (a signed record): its block;
     * ``all`` — the whole DAG under the target.
 
@@ -331,7 +342,7 @@ def scoped_blocks(get: Get, target: bytes, params: CarParams, skip: set[bytes]) 
         block = get(target)
         node = decode(target, block)
         if node.kind == "directory":
-            yield from once([(target, block)])
+            yield from once(_directory_blocks(get, target, block, node))
             return
         if params.entity_bytes is not None:
             span = entity_range(params.entity_bytes, node.filesize)

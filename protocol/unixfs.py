@@ -12,13 +12,18 @@ remains: the root. This is the layout of ``@ipld/unixfs``'s ``balanced.js`` with
 it keeps memory at O(depth x 1024) entries whatever the file size.
 
 Directories are one dag-pb node with Data ``08 01`` and links sorted by the UTF-8 bytes of
-their names; above 1000 entries ipfs-car switches to HAMT sharding, which fabnode does not build.
+their names, until Helia's size rule says to shard them: then they are a HAMT
+(:mod:`protocol.hamt`; :func:`build_directory_blocks` decides). ipfs-car 3 shards by count (more
+than 1,000 entries) instead, so for such folders fabnode's CID is Helia's and Kubo's, not ipfs-car's.
 
 Reading
 -------
 Readers take a ``get(cid) -> bytes`` callable returning *verified* block bytes, so the same code
 reads from the SQLite store, from a CAR file being imported or from a peer's stream. Every walk is
 bounded in depth; names are checked with :mod:`protocol.paths` before anyone may write them.
+A directory's entries are read with :func:`directory_entries` (a HAMT is flattened and checked
+whole) and one name with :func:`lookup` (a HAMT is descended only along that name's buckets), so
+no caller reads ``links`` of a directory node directly.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from . import hamt
 from .cid import DAG_PB, RAW, check_cid_bytes, cid_codec, cid_str, make_cid
 from .dag import MAX_DEPTH, walk
 from .dagpb import PBLink, decode_node, encode_node
@@ -36,8 +42,6 @@ CHUNK_SIZE = 1024 * 1024
 """Bytes per leaf: fixed 1 MiB chunks."""
 MAX_LINKS = 1024
 """Children per dag-pb File node in the balanced layout."""
-MAX_PLAIN_DIRECTORY_ENTRIES = 1000
-"""Above this ipfs-car writes a HAMT-sharded directory; fabnode refuses instead of differing."""
 
 DIRECTORY_DATA = b"\x08\x01"
 
@@ -64,6 +68,8 @@ class Built:
     """Cumulative bytes of every block in the DAG (the dag-pb link Tsize)."""
     size: int
     """Bytes of file content under it."""
+    directory: bool = False
+    """Whether it is a folder (Helia's shard rule counts only files' links)."""
 
 
 def file_node_data(filesize: int, blocksizes: list[int]) -> bytes:
@@ -137,14 +143,48 @@ class FileBuilder:
 
 def build_directory(entries: list[tuple[str, Built]]) -> tuple[Block, Built]:
     """One plain UnixFS directory node over already-built children."""
-    if len(entries) > MAX_PLAIN_DIRECTORY_ENTRIES:
-        raise ValueError("too many entries for a plain directory")
     ordered = sorted(entries, key=lambda e: e[0].encode("utf-8"))
     links = [PBLink(child.cid, name, child.tsize) for name, child in ordered]
     block_bytes = encode_node(links, DIRECTORY_DATA)
     cid = make_cid(DAG_PB, block_bytes)
     tsize = len(block_bytes) + sum(child.tsize for _, child in ordered)
-    return Block(cid, block_bytes), Built(cid, tsize, sum(child.size for _, child in ordered))
+    return Block(cid, block_bytes), Built(cid, tsize, sum(child.size for _, child in ordered), True)
+
+
+def build_hamt_directory(entries: list[tuple[str, Built]], fanout: int = hamt.DEFAULT_FANOUT) -> tuple[list[Block], Built]:
+    """A HAMT-sharded directory over already-built children, as Helia writes it; sub-shards
+    come before the shards linking them."""
+    blocks: list[Block] = []
+    width = hamt.label_width(fanout)
+
+    def encode_shard(shard: hamt.ShardNode) -> Built:
+        links = []
+        bitfield = 0
+        for index in sorted(shard.slots):
+            bitfield |= 1 << index
+            slot = shard.slots[index]
+            label = f"{index:0{width}X}"
+            if isinstance(slot, hamt.ShardNode):
+                child = encode_shard(slot)
+                links.append(PBLink(child.cid, label, child.tsize))
+            else:
+                name, child = slot
+                links.append(PBLink(child.cid, label + name, child.tsize))
+        block_bytes = encode_node(links, hamt.shard_data(bitfield, fanout))
+        cid = make_cid(DAG_PB, block_bytes)
+        blocks.append(Block(cid, block_bytes))
+        return Built(cid, len(block_bytes) + sum(link.tsize for link in links), 0, True)
+
+    root = encode_shard(hamt.plan_shards(entries, fanout))
+    return blocks, Built(root.cid, root.tsize, sum(child.size for _, child in entries), True)
+
+
+def build_directory_blocks(entries: list[tuple[str, Built]]) -> tuple[list[Block], Built]:
+    """A directory by the profile's size rule: plain, or a HAMT once Helia would shard it."""
+    if hamt.should_shard([(name, child.cid, child.directory) for name, child in entries]):
+        return build_hamt_directory(entries)
+    block, built = build_directory(entries)
+    return [block], built
 
 
 # ---------------------------------------------------------------- reading
@@ -163,13 +203,17 @@ class UnixFSNode:
     """Declared content size of a file; 0 for directories."""
     blocksizes: tuple[int, ...] = ()
     """Content size under each link of a file node."""
+    shard: hamt.Shard | None = None
+    """For a HAMT-sharded directory node: its buckets (its ``links`` are then shard links, not
+    entries: read entries with :func:`directory_entries`)."""
 
 
-def _decode_unixfs_data(buf: bytes) -> tuple[int, bytes, int | None, list[int]]:
+def _decode_unixfs_data(buf: bytes) -> tuple[int, bytes, int | None, list[int], int | None, int | None]:
     pos = 0
     utype = None
     data = b""
     filesize = None
+    hash_type = fanout = None
     blocksizes: list[int] = []
     while pos < len(buf):
         key, pos = decode_varint(buf, pos)
@@ -182,7 +226,11 @@ def _decode_unixfs_data(buf: bytes) -> tuple[int, bytes, int | None, list[int]]:
                 filesize = value
             elif field == 4:
                 blocksizes.append(value)
-            # hashType (5), fanout (6), mode (7): no bearing on content
+            elif field == 5:
+                hash_type = value
+            elif field == 6:
+                fanout = value
+            # mode (7): no bearing on content
         elif wire == 2:
             length, pos = decode_varint(buf, pos)
             chunk = buf[pos:pos + length]
@@ -203,7 +251,7 @@ def _decode_unixfs_data(buf: bytes) -> tuple[int, bytes, int | None, list[int]]:
             raise InvalidBlock(f"UnixFS Data has unsupported wire type {wire}")
     if utype is None:
         raise InvalidBlock("UnixFS Data has no Type")
-    return utype, data, filesize, blocksizes
+    return utype, data, filesize, blocksizes, hash_type, fanout
 
 
 def decode(cid: bytes, block: bytes) -> UnixFSNode:
@@ -221,9 +269,12 @@ def decode(cid: bytes, block: bytes) -> UnixFSNode:
             raise InvalidBlock(f"{cid_str(cid)}: link {link.name!r} is not a usable CID ({exc})") from None
     if node.data is None:
         raise InvalidBlock(f"{cid_str(cid)} is a dag-pb node without UnixFS Data")
-    utype, data, filesize, blocksizes = _decode_unixfs_data(node.data)
+    utype, data, filesize, blocksizes, hash_type, fanout = _decode_unixfs_data(node.data)
     if utype == T_DIRECTORY:
         return UnixFSNode("directory", node.links, b"", 0)
+    if utype == T_HAMT:
+        shard = hamt.parse_shard(cid_str(cid), node.links, data, hash_type, fanout)
+        return UnixFSNode("directory", node.links, b"", 0, (), shard)
     if utype in (T_FILE, T_RAW):
         if node.links and len(blocksizes) != len(node.links):
             raise InvalidBlock(f"{cid_str(cid)}: file node has {len(node.links)} links but {len(blocksizes)} blocksizes")
@@ -241,7 +292,8 @@ def resolve(get: Get, root: bytes, segments: list[str]) -> bytes:
 
 def resolve_crossing(get: Get, root: bytes, segments: list[str]) -> tuple[bytes, list[bytes]]:
     """Like :func:`resolve`, and also the CIDs of the directories crossed on the way (what a
-    verifier needs, besides the target's DAG, to check the path from ``root``)."""
+    verifier needs, besides the target's DAG, to check the path from ``root``): for a HAMT,
+    its root and the sub-shards on the name's buckets, in the order they are descended."""
     cid = root
     walked: list[str] = []
     crossed: list[bytes] = []
@@ -250,14 +302,99 @@ def resolve_crossing(get: Get, root: bytes, segments: list[str]) -> tuple[bytes,
         crossed.append(cid)
         if node.kind != "directory":
             raise PathNotFound(f"{cid_str(root)}/{'/'.join(walked)} is a file, not a directory")
-        for link in node.links:
-            if link.name == segment:
-                cid = link.cid
-                break
-        else:
+        found, shards = lookup(get, cid, node, segment)
+        crossed.extend(shards)
+        if found is None:
             raise PathNotFound(f"no entry {segment!r} in {cid_str(root)}/{'/'.join(walked)}".rstrip("/"))
+        cid = found
         walked.append(segment)
     return cid, crossed
+
+
+def hamt_step(cid: bytes, node: UnixFSNode, name: str, depth: int) -> tuple[str, bytes] | None:
+    """One level of a HAMT lookup: ``("shard", sub-shard CID)`` to descend, ``("entry", CID)``
+    when found, None when ``name`` is not in this directory. ``depth`` is the node's level
+    below the HAMT's root (0 for the root)."""
+    shard = node.shard
+    if depth >= hamt.max_levels(shard.fanout):
+        raise InvalidBlock(f"{cid_str(cid)}: HAMT deeper than its {hamt.HASH_BITS} hash bits allow "
+                           f"({hamt.max_levels(shard.fanout)} levels at fanout {shard.fanout})")
+    link = shard.slots.get(hamt.bucket_index(hamt.name_hash(name), depth, shard.fanout))
+    if link is None:
+        return None
+    if shard.is_subshard(link):
+        return "shard", link.cid
+    return ("entry", link.cid) if shard.entry_name(link) == name else None
+
+
+def _subshard(get: Get, parent: UnixFSNode, cid: bytes, seen: set[bytes]) -> UnixFSNode:
+    if cid in seen:
+        raise InvalidBlock(f"{cid_str(cid)}: HAMT shard linked twice (a cycle or a repeated sub-shard)")
+    seen.add(cid)
+    child = decode(cid, get(cid))
+    if child.shard is None:
+        raise InvalidBlock(f"{cid_str(cid)}: HAMT sub-shard link leads to a {child.kind}, not a shard")
+    if child.shard.fanout != parent.shard.fanout:
+        raise InvalidBlock(f"{cid_str(cid)}: HAMT sub-shard has fanout {child.shard.fanout} under a "
+                           f"shard of fanout {parent.shard.fanout}")
+    return child
+
+
+def lookup(get: Get, cid: bytes, node: UnixFSNode, name: str) -> tuple[bytes | None, list[bytes]]:
+    """The CID ``name`` names in the directory ``node`` (None if absent), and the HAMT
+    sub-shards read on the way. A HAMT is descended along ``name``'s buckets only."""
+    if node.shard is None:
+        return next((link.cid for link in node.links if link.name == name), None), []
+    crossed: list[bytes] = []
+    seen = {cid}
+    depth = 0
+    current, current_cid = node, cid
+    while True:
+        step = hamt_step(current_cid, current, name, depth)
+        if step is None:
+            return None, crossed
+        what, child = step
+        if what == "entry":
+            return child, crossed
+        current, current_cid = _subshard(get, current, child, seen), child
+        crossed.append(child)
+        depth += 1
+
+
+def directory_entries(get: Get, cid: bytes, node: UnixFSNode | None = None,
+                      shards: set[bytes] | None = None) -> list[PBLink]:
+    """A directory's entries (name, CID, Tsize), sorted by the UTF-8 bytes of their names.
+
+    A HAMT is read whole and checked: every sub-shard once, no deeper than its hash bits
+    allow, each entry in the bucket its name hashes to. ``shards``, when given, collects the
+    sub-shard CIDs read."""
+    if node is None:
+        node = decode(cid, get(cid))
+    if node.shard is None:
+        return list(node.links)
+    out: list[PBLink] = []
+    seen = {cid}
+    fanout = node.shard.fanout
+    stack: list[tuple[bytes, UnixFSNode, int, int]] = [(cid, node, 0, 0)]  # (cid, node, depth, buckets above)
+    while stack:
+        shard_cid, shard_node, depth, above = stack.pop()
+        if depth >= hamt.max_levels(fanout):
+            raise InvalidBlock(f"{cid_str(shard_cid)}: HAMT deeper than its {hamt.HASH_BITS} hash bits allow "
+                               f"({hamt.max_levels(fanout)} levels at fanout {fanout})")
+        for index, link in shard_node.shard.slots.items():
+            prefix = (above << hamt.bits_of(fanout)) | index
+            if shard_node.shard.is_subshard(link):
+                stack.append((link.cid, _subshard(get, shard_node, link.cid, seen), depth + 1, prefix))
+                if shards is not None:
+                    shards.add(link.cid)
+                continue
+            name = shard_node.shard.entry_name(link)
+            if hamt.bucket_prefix(hamt.name_hash(name), depth, fanout) != prefix:
+                raise InvalidBlock(f"{cid_str(shard_cid)}: HAMT entry {name!r} is in the wrong bucket "
+                                   f"(its name hashes elsewhere)")
+            out.append(PBLink(link.cid, name, link.tsize))
+    out.sort(key=lambda link: link.name.encode("utf-8"))
+    return out
 
 
 def iter_file(get: Get, cid: bytes) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from fabnode.protocol.unixfs import DIRECTORY_DATA
 from fabnode.protocol.varint import encode_varint
 
 from conftest import Cli, write_random_file
+from test_hamt import hostile_hamts
 from test_sneakernet import state
 
 KEY = SigningKey(bytes(range(1, 33)))
@@ -110,7 +111,9 @@ def corpus() -> list[tuple[str, bytes, str]]:
     cases.append(("a symlink entry", car([d[0]], blocks), "symlink"))
     hamt = pb([], b"\x08\x05")
     d, blocks = directory({"shard": hamt})
-    cases.append(("a HAMT-sharded folder", car([d[0]], blocks), "HAMT"))
+    cases.append(("a HAMT shard with no hash type", car([d[0]], blocks), "HAMT directory uses hash type none"))
+    for name, root, hamt_blocks, reason in hostile_hamts():  # each kind of hostile HAMT (issue 16)
+        cases.append((name, car([root], hamt_blocks), reason))
     no_data = pb([PBLink(hello[0], "x", 11)], None)
     cases.append(("dag-pb node without UnixFS data", car([no_data[0]], [no_data, hello]), "without UnixFS Data"))
     missing_child = pb([PBLink(raw(b"absent")[0], "gone.txt", 6)])

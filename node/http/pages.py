@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fabnode.protocol.cid import cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError, MissingBlock, human_size
-from fabnode.protocol.unixfs import decode as decode_unixfs
+from fabnode.protocol.unixfs import decode as decode_unixfs, directory_entries
 
 from fabnode.node.http.attestations import (RESULT_COLOURS, RESULT_MARKS, EvidenceReader, attestation_details,
                                              claim_order)
@@ -55,7 +55,8 @@ def bundle_files(store, root: bytes) -> dict[str, tuple[bytes, int]] | None:
             prefix, cid = stack.pop()
             node = decode_unixfs(cid, store.get(cid))
             if node.kind == "directory":
-                stack.extend((f"{prefix}{link.name}/", link.cid) for link in reversed(node.links))
+                stack.extend((f"{prefix}{link.name}/", link.cid)
+                             for link in reversed(directory_entries(store.get, cid, node)))
             else:
                 out[prefix.rstrip("/") or cid_str(cid)] = (cid, node.filesize)
     except MissingBlock:

@@ -52,7 +52,7 @@ from fabnode.protocol.gateway import (DAG_CBOR_TYPE, Refused, byte_range, car_et
                                       etag_matches, expanded_count, file_parts, identity_block, identity_cid,
                                       negotiate, scoped_blocks)
 from fabnode.protocol.paths import segment_problem
-from fabnode.protocol.unixfs import (MAX_EXPANSION, dag_sizes, decode as decode_unixfs, iter_file,
+from fabnode.protocol.unixfs import (MAX_EXPANSION, dag_sizes, decode as decode_unixfs, directory_entries, iter_file,
                                      resolve_crossing)
 
 from fabnode.node.http.zipstream import zip_download
@@ -560,7 +560,8 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                         {**common, "Location": location}))
                 base = "/ipfs/" + cid_path.rstrip("/")
                 rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(link.name)}">{html.escape(link.name)}</a>'
-                               f" ({human_size(link.tsize)})</li>" for link in node.links)
+                               f" ({human_size(link.tsize)})</li>"
+                               for link in directory_entries(blocks.get, target, node))
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
                         f"<h1>/ipfs/{html.escape(cid_path)}</h1><ul>{rows}</ul>")
                 headers = {**common, "Etag": f'"DirIndex-{DIR_INDEX_VERSION}_CID-{cid_str(target)}"'}

@@ -32,7 +32,7 @@ from fabnode.protocol.cid import RAW, cid_codec, cid_str
 from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.errors import InvalidBlock
 from fabnode.protocol.paths import directory_problem
-from fabnode.protocol.unixfs import decode, iter_file
+from fabnode.protocol.unixfs import decode, directory_entries, iter_file
 
 Get = Callable[[bytes], bytes]
 
@@ -85,9 +85,8 @@ def plan_zip(get: Get, root: bytes, top: str, *, raw_size: Callable[[bytes], int
     node = decode(root, get(root))
     if node.kind == "file":
         return [ZipEntry(top, root, node.filesize)]
-    _check_names(root, node)
     entries = [ZipEntry(top + "/", None, 0)]
-    stack = [(top, iter(node.links), 0)]  # folders being listed, innermost last
+    stack = [(top, iter(_checked_entries(get, root, root, node)), 0)]  # folders being listed, innermost last
     while stack:
         prefix, links, depth = stack[-1]
         link = next(links, None)
@@ -107,16 +106,18 @@ def plan_zip(get: Get, root: bytes, top: str, *, raw_size: Callable[[bytes], int
             continue
         if depth + 1 > MAX_DEPTH:
             raise InvalidBlock(f"refusing to zip {cid_str(root)}: folders nested deeper than {MAX_DEPTH}")
-        _check_names(root, child)
+        links = _checked_entries(get, root, link.cid, child)
         entries.append(ZipEntry(path + "/", None, 0))
-        stack.append((path, iter(child.links), depth + 1))
+        stack.append((path, iter(links), depth + 1))
     return entries
 
 
-def _check_names(root: bytes, folder) -> None:
-    problem = directory_problem(link.name for link in folder.links)
+def _checked_entries(get: Get, root: bytes, cid: bytes, folder) -> list:
+    links = directory_entries(get, cid, folder)
+    problem = directory_problem(link.name for link in links)
     if problem is not None:
         raise InvalidBlock(f"refusing to zip {cid_str(root)}: the DAG contains {problem}")
+    return links
 
 
 class _Sink:

@@ -486,7 +486,7 @@ MAX_TREE_FILES = 20_000
 def file_tree(store, root: bytes) -> dict[str, bytes] | None:
     """path -> CID of every file in a bundle held here whole, else None."""
     from fabnode.protocol.errors import MissingBlock
-    from fabnode.protocol.unixfs import decode as decode_unixfs
+    from fabnode.protocol.unixfs import decode as decode_unixfs, directory_entries
 
     out: dict[str, bytes] = {}
     stack = [("", root)]
@@ -495,7 +495,7 @@ def file_tree(store, root: bytes) -> dict[str, bytes] | None:
             prefix, cid = stack.pop()
             node = decode_unixfs(cid, store.get(cid))
             if node.kind == "directory":
-                stack.extend((f"{prefix}{link.name}/", link.cid) for link in node.links)
+                stack.extend((f"{prefix}{link.name}/", link.cid) for link in directory_entries(store.get, cid, node))
             else:
                 out[prefix.rstrip("/")] = cid
             if len(out) > MAX_TREE_FILES:

@@ -9,8 +9,9 @@ What ``add`` takes from a folder (decided here, documented in README and docs/de
   unless ``include_hidden``; empty directories are **dropped**, as ipfs-car does; both are
   counted in the result so the caller can say so. This keeps ``fabnode add DIR`` and
   ``ipfs-car pack DIR`` giving the same CID;
-* a name that is not UTF-8, or that could not be written back safely (``\\``), is refused; so
-  is a directory of more than 1000 entries (ipfs-car would shard it; fabnode does not yet).
+* a name that is not UTF-8, or that could not be written back safely (``\\``), is refused;
+* a folder whose links pass Helia's 256 KiB estimate is written as a HAMT-sharded directory,
+  as Helia and Kubo do (ipfs-car shards above 1,000 entries instead: there the CIDs differ).
 
 The whole add is one write transaction: its blocks and its pin appear together or not at all.
 ``get`` checks every name of the DAG before writing anything, writes into a fresh temporary
@@ -36,11 +37,11 @@ from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_
 from fabnode.protocol.paths import directory_problem, segment_problem
 from fabnode.protocol.unixfs import (
     CHUNK_SIZE,
-    MAX_PLAIN_DIRECTORY_ENTRIES,
     Built,
     FileBuilder,
-    build_directory,
+    build_directory_blocks,
     decode,
+    directory_entries,
     iter_file,
     resolve,
 )
@@ -141,11 +142,6 @@ class _Scan:
                 plan.entries.append((entry.name, self.file(child, st)))
             else:
                 raise FabnodeError(f"cannot add {child}: it is not a regular file or folder (a device, FIFO or socket)")
-        if len(plan.entries) > MAX_PLAIN_DIRECTORY_ENTRIES:
-            raise FabnodeError(
-                f"cannot add {path}: it has {len(plan.entries)} entries; fabnode builds plain directories of at "
-                f"most {MAX_PLAIN_DIRECTORY_ENTRIES} entries (larger ones need HAMT sharding): split it into subfolders"
-            )
         return plan if plan.entries else None
 
 
@@ -238,8 +234,9 @@ def _store_dir(store: BlockStore, plan: _DirPlan, progress: Progress) -> Built:
             children.append((name, _store_dir(store, child, progress)))
         else:
             children.append((name, _store_file(store, child.path, progress, child.size)))
-    block, built = build_directory(children)
-    store.put(block.cid, block.data)
+    blocks, built = build_directory_blocks(children)
+    for block in blocks:
+        store.put(block.cid, block.data)
     return built
 
 
@@ -336,7 +333,7 @@ def list_path(store: BlockStore, root: bytes, segments: list[str]) -> list[Entry
         name = segments[-1] if segments else cid_str(cid)
         return [Entry(name, cid_str(cid), "file", node.filesize)]
     entries = []
-    for link in node.links:
+    for link in directory_entries(store.get, cid, node):
         kind, size = _kind_and_size(store, link.cid)
         entries.append(Entry(link.name, cid_str(link.cid), kind, size))
     return entries
@@ -394,10 +391,11 @@ def _plan_get(store: BlockStore, cid: bytes, name: str, depth: int, where: str, 
         totals[0] += node.filesize
         return _OutFile(name, cid, node.filesize)
     out = _OutDir(name)
-    problem = directory_problem(link.name for link in node.links)
+    links = directory_entries(store.get, cid, node)
+    problem = directory_problem(link.name for link in links)
     if problem is not None:
         raise InvalidBlock(f"refusing {where}: the DAG contains {problem}; nothing was written")
-    for link in node.links:
+    for link in links:
         out.children.append(_plan_get(store, link.cid, link.name, depth + 1, f"{where}/{link.name}", totals))
     return out
 

@@ -40,7 +40,7 @@ from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, Missin
 from fabnode.protocol.paths import directory_problem
 from fabnode.protocol import dag
 from fabnode.protocol.dag import MAX_DEPTH
-from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs
+from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, directory_entries
 from fabnode.storage import BlockStore, Pin
 from fabnode.storage.db import is_disk_full, room_for
 from fabnode.storage.records import RecordStore
@@ -297,6 +297,13 @@ def _is_record(value) -> bool:
 def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
     """Walk an imported UnixFS DAG: every block present, names safe, bounded; returns its CIDs."""
     paths: dict[bytes, str] = {}
+    sub_shards: set[bytes] = set()  # HAMT sub-shards, checked with their HAMT's root
+
+    def get(cid: bytes) -> bytes:
+        data = store.get_unverified(cid)
+        if data is None:
+            raise InvalidBlock(f"block {cid_str(cid)} is neither in the file nor in this store")
+        return data
 
     def path_of(parent: bytes | None, name: str) -> str:
         if parent is None:
@@ -316,8 +323,12 @@ def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
                 raise ImportRejected(f"{path}: {exc}") from None
             if len(node.links) > MAX_LINKS_PER_NODE:
                 raise ImportRejected(f"{path}: a node with {len(node.links)} links (at most {MAX_LINKS_PER_NODE})")
-            if node.kind == "directory":
-                problem = directory_problem(link.name for link in node.links)
+            if node.kind == "directory" and visit.cid not in sub_shards:  # a HAMT is checked whole from its root
+                try:
+                    entries = directory_entries(get, visit.cid, node, sub_shards)
+                except InvalidBlock as exc:
+                    raise ImportRejected(f"{path}: {exc}") from None
+                problem = directory_problem(link.name for link in entries)
                 if problem is not None:
                     raise ImportRejected(f"{path}: the bundle contains {problem}")
     except dag.DagTooDeep as exc:
