@@ -1303,19 +1303,24 @@ def have(ctx, out, as_json):
 
 @command("import")
 @argument("path", type=Path)
+@option("--root", metavar="CID", help="The root of the DAG to keep, for a CAR whose header names none "
+        "(ipfs-car pack writing to stdout); it must be in the file.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def import_(ctx, path, as_json):
+def import_(ctx, path, root, as_json):
     """Verify a CAR file and store what it holds: all of it, or nothing if anything is wrong.
 
-    Reads fabnode exports and plain CARs such as 'ipfs-car pack' writes.
+    Reads fabnode exports and plain CARs such as 'ipfs-car pack' or Kubo write (CARv1 or CARv2,
+    CIDv1 or CIDv0; CIDv0 are stored and shown as CIDv1).
 
     Usage:  fabnode import /media/stick/lab-a.car
+            fabnode import pump.car --root bafybei…
     """
     from fabnode.node.local.sneakernet import import_car
 
     home = _home(ctx).require()
     size = path.stat().st_size if path.is_file() else 0
-    summary = _run_with_progress(size, "importing", lambda progress: import_car(home, path, progress=progress))
+    summary = _run_with_progress(size, "importing",
+                                 lambda progress: import_car(home, path, progress=progress, root=root))
     if as_json:
         _print_json(summary.as_json())
         return
