@@ -397,6 +397,8 @@ class CarReader:
                 self._consume(self._need)
                 self._state = state = _V2_HEADER
             else:
+                if self._data_end is not None and raw == V2_PRAGMA[1:]:
+                    raise self._fail("the data of this CARv2 is another CARv2; it must be a CARv1")
                 if self._data_end is not None and self._offset + self._need > self._data_end:
                     raise self._fail(f"the CARv1 header inside the CARv2 runs past the end of the data "
                                      f"(byte {self._data_end}, from the data size)")
