@@ -557,12 +557,12 @@ class CarReader:
 
         version = field("version")
         if version == SHA2_256 and self._ipfs_tools:
+            if limit < CIDV0_LENGTH:
+                raise self._fail(f"{self._where()}: its CID runs past the end of the {limit}-byte section")
             if avail < 2:
                 raise _Incomplete
             if buf[1] != 0x20:
                 raise self._fail(f"{self._where()}: a CIDv0 must be a 32-byte sha2-256 multihash")
-            if limit < CIDV0_LENGTH:
-                raise self._fail(f"{self._where()}: its CID runs past the end of the {limit}-byte section")
             if avail < CIDV0_LENGTH:
                 raise _Incomplete
             self._cid_v0 = True

@@ -243,3 +243,18 @@ def test_publish_cid_publishes_an_added_folder_and_refuses_what_is_not_a_design(
         f"error: cannot publish {missing}: it is not held here (add the folder, import a CAR or "
         f"'fabnode get {missing}' first)")
     assert state(lab) == before
+
+
+@pytest.mark.parametrize("section, message", [
+    (b"\x12", "section 1 at byte {at}: its CID runs past the end of the 1-byte section"),
+    (b"\x12\x21" + bytes(40), "section 1 at byte {at}: a CIDv0 must be a 32-byte sha2-256 multihash"),
+])
+def test_broken_cidv0_sections(section, message):
+    from fabnode.protocol.varint import encode_varint
+
+    head = encode_header([HELLO[0]])
+    data = head + encode_varint(len(section)) + section + encode_section(*HELLO)
+    for step in (None, 1):
+        with pytest.raises(CarError) as caught:
+            _events(data, step=step)
+        assert str(caught.value) == message.format(at=len(head))
