@@ -232,11 +232,17 @@ def test_publish_cid_publishes_an_added_folder_and_refuses_what_is_not_a_design(
     (bare / "cad" / "x.scad").write_text("cube(1);\n")
     no_manifest = lab.out("add", str(bare))
     a_file = lab.out("add", str(bare / "cad" / "x.scad"))
+    (bare / "okh.toml").write_text((EXAMPLE / "okh.toml").read_text(encoding="utf-8").replace('"OTRL-4"', '"OTRL-9"'),
+                                   encoding="utf-8")
+    off_schema = lab.out("add", str(bare))
     missing = cid_str(make_cid(DAG_PB, b"never stored"))
     before = state(lab)
     assert lab.fails("publish", no_manifest, "-m", "x") == (
         f"error: cannot publish {no_manifest}: the folder has no okh.toml at its top (a published design "
         "carries its Open Know-How manifest)")
+    assert lab.fails("publish", off_schema, "-m", "x") == (  # the stored okh.toml is checked as a folder's is
+        "error: okh.toml does not follow the OKH-LOSH schema at technology-readiness-level: 'OTRL-9' is not one of "
+        "'OTRL-1', 'OTRL-2', 'OTRL-3', 'OTRL-4', 'OTRL-5', 'OTRL-6'; fix it, or publish anyway with --force")
     assert lab.fails("publish", a_file, "-m", "x") == (
         f"error: cannot publish {a_file}: it is a file, and a design is a folder (with an okh.toml)")
     assert lab.fails("publish", missing, "-m", "x") == (
