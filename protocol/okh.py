@@ -92,16 +92,23 @@ def _compiled(pattern: str) -> re.Pattern:
     return re.compile(_ecma_to_python(pattern))
 
 
+def load_schema() -> dict:
+    """The shipped OKH-LOSH schema, parsed (a fresh copy each call)."""
+    return json.loads(resources.files(__package__).joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
 @functools.cache
 def _validator():
-    """A draft-07 validator for the shipped schema, whose ``pattern`` keyword reads ECMA-262.
+    return schema_validator(load_schema())
+
+
+def schema_validator(schema: dict):
+    """A draft-07 ``jsonschema`` validator for ``schema``, whose ``pattern`` keyword reads ECMA-262.
 
     ``format`` is not asserted (draft-07 makes it an annotation); ``webUrl`` still needs
     ``^https?://`` by its pattern. Imported lazily: most commands never validate a manifest."""
     from jsonschema import Draft7Validator, validators
     from jsonschema.exceptions import ValidationError
-
-    schema = json.loads(resources.files(__package__).joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8"))
 
     def pattern(validator, patrn, instance, subschema):
         if validator.is_type(instance, "string") and not _compiled(patrn).search(instance):
@@ -151,11 +158,15 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def schema_violations(manifest: dict) -> list[SchemaViolation]:
-    """What the official OKH-LOSH schema rejects in ``manifest`` (a parsed okh.toml), in document
-    order; empty when it is valid. Any TOML value is fine input (a peer's manifest included)."""
+def schema_violations(manifest: dict, validator=None) -> list[SchemaViolation]:
+    """What the official OKH-LOSH schema rejects in ``manifest`` (a parsed okh.toml), sorted by
+    path; empty when it is valid. Any TOML value is fine input (a peer's manifest included).
+    ``validator`` (from :func:`schema_validator`) replaces the shipped schema's, for tests."""
     found = []
-    for error in sorted(_validator().iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path]):
+    def where(error) -> list[tuple[int, str]]:  # part[2] before part[10]
+        return [(p, "") if isinstance(p, int) else (-1, str(p)) for p in error.absolute_path]
+
+    for error in sorted((validator or _validator()).iter_errors(manifest), key=where):
         message = " ".join(_message(error).split())
         if len(message) > _MAX_MESSAGE:
             message = message[:_MAX_MESSAGE - 3] + "..."

@@ -221,7 +221,8 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
         body["translation_of"] = Link(target.cid)
     index_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
     ts = now_ms()
-    with room_for(store.db.path, f"publishing {path.name or path if path is not None else where}", size), \
+    shown = (path.name or str(path)) if path is not None else where
+    with room_for(store.db.path, f"publishing {shown}", size), \
             store.write_transaction(final=True):
         if path is not None:
             root = parse_cid(store_planned(store, path, plan, now_ms=ts, progress=progress).cid)
