@@ -743,7 +743,7 @@ def _when(ts: int) -> str:
 
 
 @command()
-@argument("path", type=Path)
+@argument("source", metavar="FOLDER|CID")
 @option("-m", "--message", required=True, help="What changed and why.")
 @option("--design", "design", metavar="D", help="Add a version to design D (default parents: D's heads).")
 @option("--parent", "parents", metavar="V", multiple=True, help="Parent version (repeat); alone: adapt V as a new design.")
@@ -758,26 +758,35 @@ def _when(ts: int) -> str:
 @option("--language", metavar="TAG",
         help="The language the documentation is written in, a BCP 47 tag such as sw or pt-BR "
              "(default: okh.toml documentation-language).")
+@option("--force", is_flag=True,
+        help="Publish even though okh.toml breaks the OKH-LOSH schema (each problem is then a warning).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def publish(ctx, path, message, design, parents, title, label, license_, hidden, same_files, translation_of,
-            language, as_json):
-    """Store a design folder and sign a version of it.
+def publish(ctx, source, message, design, parents, title, label, license_, hidden, same_files, translation_of,
+            language, force, as_json):
+    """Store a design folder (or take a folder already stored, by CID) and sign a version of it.
 
     With neither --design nor --parent this starts a new design; --design D adds a version to
     D; --parent V alone starts an adaptation of V. The licence comes from okh.toml or --license
-    and must be a valid SPDX expression; the manifest is checked and problems are warned about.
+    and must be a valid SPDX expression. okh.toml must follow the official OKH-LOSH schema
+    (else the publish is refused, unless --force); fabnode's own advice on it is only warned.
+    A CID instead of a folder publishes a bundle already held here (added, imported or fetched);
+    it must be a folder with an okh.toml at its top.
     Files identical to the design's current head are refused unless --same-files says why.
     --translation-of V --language TAG publishes a translation of version V into TAG: a version
     of V's design that stands beside V and never becomes a head.
 
     Usage:  fabnode publish ./hand-pump -m "first design"
+            fabnode publish bafybei… -m "as imported from the stick"
     """
     from fabnode.node.local.commons import publish as run_publish
 
     home = _home(ctx).require()
-    result = run_publish(home, path, message=message, design=design, parents=list(parents), title=title,
-                         label=label, license_=license_, include_hidden=hidden, same_files=same_files,
-                         language=language, translation_of=translation_of)
+    path = Path(source)
+    folder = path.exists() or os.sep in source or source.startswith(".")
+    result = run_publish(home, path if folder else None, bundle=None if folder else source, message=message,
+                         design=design, parents=list(parents), title=title, label=label, license_=license_,
+                         include_hidden=hidden, same_files=same_files, language=language,
+                         translation_of=translation_of, force=force)
     for warning in result.warnings:
         echo(f"warning: {warning}", err=True)
     if as_json:
@@ -1294,19 +1303,24 @@ def have(ctx, out, as_json):
 
 @command("import")
 @argument("path", type=Path)
+@option("--root", metavar="CID", help="The root of the DAG to keep, for a CAR whose header names none "
+        "(ipfs-car pack writing to stdout); it must be in the file.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def import_(ctx, path, as_json):
+def import_(ctx, path, root, as_json):
     """Verify a CAR file and store what it holds: all of it, or nothing if anything is wrong.
 
-    Reads fabnode exports and plain CARs such as 'ipfs-car pack' writes.
+    Reads fabnode exports and plain CARs such as 'ipfs-car pack' or Kubo write (CARv1 or CARv2,
+    CIDv1 or CIDv0; CIDv0 are stored and shown as CIDv1).
 
     Usage:  fabnode import /media/stick/lab-a.car
+            fabnode import pump.car --root bafybei…
     """
     from fabnode.node.local.sneakernet import import_car
 
     home = _home(ctx).require()
     size = path.stat().st_size if path.is_file() else 0
-    summary = _run_with_progress(size, "importing", lambda progress: import_car(home, path, progress=progress))
+    summary = _run_with_progress(size, "importing",
+                                 lambda progress: import_car(home, path, progress=progress, root=root))
     if as_json:
         _print_json(summary.as_json())
         return

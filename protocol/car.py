@@ -63,7 +63,38 @@ Bounds, and why each exists
 
 Only CIDv1 with sha2-256 and the codecs raw, dag-pb and dag-cbor are accepted (see
 :func:`protocol.cid.check_cid_bytes`): those are the blocks fabnode can verify and store. CIDv0
-sections are refused. The spec warns that roots need not describe the contents and that blocks
+sections are refused, except by a reader made with ``ipfs_tools=True`` (below).
+
+Files from other IPFS tools (issue 16)
+--------------------------------------
+A reader made with ``ipfs_tools=True`` (``fabnode import`` uses one; a peer's fetch stream does
+not) also reads what Kubo, go-car and friends write:
+
+* **CIDv0** (a bare sha2-256 multihash, ``Qm…`` in text), as a header root or a section's CID.
+  By the CID spec a CIDv0 is always dag-pb with sha2-256, so it is the CIDv1 ``0x01 0x70`` +
+  the same multihash: the reader returns that CIDv1 (roots and blocks), and verifies the block
+  against the same digest. (Links inside dag-pb nodes are converted the same way by
+  :mod:`protocol.dagpb`.)
+* **CARv2** (IPLD spec ``transport/car/carv2``): the 11-byte pragma ``0a a1 67 76 65 72 73 69 6f
+  6e 02`` (a CARv1-style header that is exactly the DAG-CBOR ``{"version": 2}``), a 40-byte header
+  (16 bytes of characteristics, then data offset, data size and index offset, each an unsigned
+  64-bit little-endian integer), padding up to the data offset, the inner CARv1 (``data size``
+  bytes), and an optional index at the index offset. States, after the pragma:
+
+  ``V2_HEADER``
+      waiting for the 40 bytes; the offsets must be coherent (the data starts after the
+      header, holds at least one byte, and an index, if any, starts after the data).
+  ``V2_PADDING``
+      skipping bytes up to the data offset (a file that ends first is refused).
+  then the CARv1 states above, on the inner CARv1, where no header or section may run past the
+  data's end; at the data's end:
+  ``V2_TAIL``
+      the padding and index after the data are counted and dropped, and at EOF the index offset
+      must fall inside the file. The index is never read for blocks: the reader goes through the
+      data in order and verifies every block exactly as in a CARv1, so an index cannot make it
+      trust anything (the spec calls the index a hint; a lying one changes nothing here).
+
+  The characteristics are ignored (the only one defined, "fully indexed", is about the index). The spec warns that roots need not describe the contents and that blocks
 may appear in any order or more than once; callers decide what that means for them.
 
 Every failure raises :class:`CarError` (an :class:`~protocol.errors.InvalidBlock`) with one line
@@ -77,7 +108,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import dagcbor
-from .cid import CID_LENGTH, CODEC_NAMES, RAW, SHA2_256, block_matches, check_cid_bytes, cid_str
+from .cid import CID_LENGTH, CODEC_NAMES, DAG_PB, RAW, SHA2_256, block_matches, check_cid_bytes, cid_str
 from .dagcbor import Link
 from .errors import InvalidBlock, InvalidCID
 from .varint import MAX_VARINT_BYTES, decode_varint, encode_varint
@@ -85,7 +116,7 @@ from .varint import MAX_VARINT_BYTES, decode_varint, encode_varint
 __all__ = [
     "MAX_HEADER_BYTES", "MAX_BLOCK_BYTES", "MAX_SECTION_BYTES", "MAX_ROOTS", "MAX_BUFFERED_BYTES",
     "CarError", "Header", "Block", "UnverifiedBlock", "End", "NEED_DATA", "CarReader",
-    "encode_header", "encode_section", "read_car",
+    "encode_header", "encode_section", "read_car", "V2_PRAGMA", "V2_HEADER_BYTES", "cid_v0_to_v1",
 ]
 
 MAX_HEADER_BYTES = 1 << 20
@@ -94,6 +125,8 @@ MAX_BLOCK_BYTES = 2 << 20
 """Largest block: 2 MiB (docs/protocol.md §2)."""
 MAX_SECTION_BYTES = MAX_BLOCK_BYTES + CID_LENGTH
 """Largest section (CID + block) after its length varint."""
+CIDV0_LENGTH = 34
+"""A CIDv0: the sha2-256 multihash alone (0x12, 0x20, 32-byte digest)."""
 MAX_ROOTS = 64
 """Most roots a header may name."""
 MAX_BUFFERED_BYTES = MAX_SECTION_BYTES + MAX_VARINT_BYTES
@@ -125,6 +158,8 @@ class Header:
     """The CAR header: its roots (binary CIDs, possibly none)."""
 
     roots: tuple[bytes, ...]
+    car_version: int = 1
+    """2 when these are the roots of a CARv2's inner CARv1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +244,13 @@ def encode_section(cid: bytes, data: bytes) -> bytes:
 
 # ---------------------------------------------------------------------------------------- reader
 
-_HEADER_LENGTH, _HEADER, _SECTION_LENGTH, _SECTION, _DONE, _ERROR = range(6)
+_HEADER_LENGTH, _HEADER, _SECTION_LENGTH, _SECTION, _DONE, _ERROR, _V2_HEADER, _V2_PADDING, _V2_TAIL = range(9)
+
+V2_PRAGMA = bytes.fromhex("0aa16776657273696f6e02")
+"""The first 11 bytes of every CARv2 file: ``varint(10)`` + DAG-CBOR ``{"version": 2}``."""
+V2_HEADER_BYTES = 40
+"""characteristics (16) + data offset (8) + data size (8) + index offset (8)."""
+_V2_DATA_MIN_OFFSET = len(V2_PRAGMA) + V2_HEADER_BYTES
 
 
 class _Incomplete(Exception):
@@ -219,9 +260,15 @@ class _Incomplete(Exception):
 class CarReader:
     """Sans-IO CARv1 reader; see the module docstring for its states and bounds."""
 
-    def __init__(self, *, verify_raw: bool = True) -> None:
+    def __init__(self, *, verify_raw: bool = True, ipfs_tools: bool = False) -> None:
         self._verify_raw = verify_raw
         """False: raw-codec sections come out as :class:`UnverifiedBlock`, for the caller to hash."""
+        self._ipfs_tools = ipfs_tools
+        """True: also read CARv2 and CIDv0 (files from Kubo and other IPFS tools; module docstring)."""
+        self._car_version = 1
+        self._data_end: int | None = None  # CARv2: file offset where the inner CARv1 ends
+        self._index_offset = 0  # CARv2: where the header says the index starts (0: none)
+        self._cid_v0 = False  # the current section's CID is a CIDv0
         self._buf = bytearray()
         self._offset = 0  # file offset of self._buf[0]
         self._state = _HEADER_LENGTH
@@ -342,14 +389,64 @@ class CarReader:
                     raise CarError(f"truncated CAR: header ends after {len(self._buf)} of {self._need} bytes",
                                    offset=0)
                 return NEED_DATA
-            roots = _parse_header(bytes(self._buf[:self._need]))
-            self._consume(self._need)
-            self._state = _SECTION_LENGTH
+            raw = bytes(self._buf[:self._need])
+            if self._data_end is None and _is_v2_pragma(raw, self._need, self._ipfs_tools):
+                if not self._ipfs_tools:
+                    raise CarError("this is a CARv2 file; only 'fabnode import' reads CARv2 (peers send CARv1)",
+                                   offset=0)
+                self._consume(self._need)
+                self._state = state = _V2_HEADER
+            else:
+                if self._data_end is not None and raw == V2_PRAGMA[1:]:
+                    raise self._fail("the data of this CARv2 is another CARv2; it must be a CARv1")
+                if self._data_end is not None and self._offset + self._need > self._data_end:
+                    raise self._fail(f"the CARv1 header inside the CARv2 runs past the end of the data "
+                                     f"(byte {self._data_end}, from the data size)")
+                roots = _parse_header(raw, self._ipfs_tools)
+                self._consume(self._need)
+                self._state = _SECTION_LENGTH
+                self._start = self._offset
+                return Header(roots, self._car_version)
+        if state == _V2_HEADER:
+            if len(self._buf) < V2_HEADER_BYTES:
+                if self._eof:
+                    raise CarError(f"truncated CARv2: the file ends inside its {V2_HEADER_BYTES}-byte header",
+                                   offset=len(V2_PRAGMA))
+                return NEED_DATA
+            self._read_v2_header(bytes(self._buf[:V2_HEADER_BYTES]))
+            self._consume(V2_HEADER_BYTES)
+            self._state = state = _V2_PADDING
+        if state == _V2_PADDING:
+            data_start = self._data_end - self._data_size
+            skip = min(len(self._buf), data_start - self._offset)
+            self._consume(skip)
+            if self._offset < data_start:
+                if self._eof:
+                    raise CarError(f"CARv2 data offset {data_start} is beyond the end of the file "
+                                   f"({self._offset} bytes)", offset=len(V2_PRAGMA))
+                return NEED_DATA
+            self._car_version = 2
             self._start = self._offset
-            return Header(roots)
+            self._state = state = _HEADER_LENGTH
+            return self._next()
+        if state == _V2_TAIL:
+            self._consume(len(self._buf))
+            if not self._eof:
+                return NEED_DATA
+            if self._index_offset and self._index_offset >= self._offset:
+                raise CarError(f"CARv2 index offset {self._index_offset} is beyond the end of the file "
+                               f"({self._offset} bytes)", offset=len(V2_PRAGMA))
+            self._state = _DONE
+            return End()
         if state == _SECTION_LENGTH:
+            if self._data_end is not None and self._offset >= self._data_end:
+                self._state = _V2_TAIL
+                return self._next()
             if not self._buf:
                 if self._eof:
+                    if self._data_end is not None:
+                        raise self._fail(f"truncated CARv2: the file ends at byte {self._offset} but its header "
+                                         f"says the data runs to byte {self._data_end}")
                     self._state = _DONE
                     return End()
                 return NEED_DATA
@@ -364,8 +461,12 @@ class CarReader:
                 return NEED_DATA
             if length == 0:
                 raise self._fail(f"{self._where()} has zero length (a section holds at least a CID)")
+            if self._data_end is not None and self._offset + length > self._data_end:
+                raise self._fail(f"{self._where()} runs past the end of the CARv2 data (byte {self._data_end}, "
+                                 "from the header's data size)")
             self._need = length
             self._cid_len = 0
+            self._cid_v0 = False
             self._state = state = _SECTION
         if state == _SECTION:
             if not self._cid_len:
@@ -382,6 +483,8 @@ class CarReader:
                                      f"of {self._need} bytes")
                 return NEED_DATA
             cid = bytes(self._buf[:self._cid_len])
+            if self._cid_v0:
+                cid = cid_v0_to_v1(cid)
             if not self._verify_raw and cid[1] == RAW:
                 with memoryview(self._buf) as view:
                     data_view = view[self._cid_len:self._need]
@@ -408,6 +511,23 @@ class CarReader:
             self._start = self._offset
             return Block(cid, data)
         raise AssertionError(f"CarReader in unknown state {state}")  # pragma: no cover
+
+    def _read_v2_header(self, raw: bytes) -> None:
+        """Check the CARv2 header's offsets against each other (the file's size is checked as it ends)."""
+        data_offset = int.from_bytes(raw[16:24], "little")
+        data_size = int.from_bytes(raw[24:32], "little")
+        index_offset = int.from_bytes(raw[32:40], "little")
+        if data_offset < _V2_DATA_MIN_OFFSET:
+            raise CarError(f"CARv2 data offset {data_offset} points inside the pragma and header (the data "
+                           f"starts at byte {_V2_DATA_MIN_OFFSET} or later)", offset=len(V2_PRAGMA))
+        if data_size == 0:
+            raise CarError("CARv2 data size is 0: the file holds no CARv1", offset=len(V2_PRAGMA))
+        if index_offset and index_offset < data_offset + data_size:
+            raise CarError(f"CARv2 index offset {index_offset} points into the header or the data "
+                           f"(bytes 0-{data_offset + data_size - 1})", offset=len(V2_PRAGMA))
+        self._data_size = data_size
+        self._data_end = data_offset + data_size
+        self._index_offset = index_offset
 
     def _parse_cid(self) -> int:
         """Check the CID at the head of the current section; return its length.
@@ -436,6 +556,17 @@ class CarReader:
             raise _Incomplete
 
         version = field("version")
+        if version == SHA2_256 and self._ipfs_tools:
+            if limit < CIDV0_LENGTH:
+                raise self._fail(f"{self._where()}: its CID runs past the end of the {limit}-byte section")
+            if avail < 2:
+                raise _Incomplete
+            if buf[1] != 0x20:
+                raise self._fail(f"{self._where()}: a CIDv0 must be a 32-byte sha2-256 multihash")
+            if avail < CIDV0_LENGTH:
+                raise _Incomplete
+            self._cid_v0 = True
+            return CIDV0_LENGTH
         if version == SHA2_256 and (avail < 2 or buf[1] == 0x20):
             raise self._fail(f"{self._where()} holds a CIDv0 (bare sha2-256 multihash); "
                              "fabnode reads only CIDv1 sections")
@@ -465,7 +596,33 @@ class CarReader:
         return end
 
 
-def _parse_header(raw: bytes) -> tuple[bytes, ...]:
+def _is_v2_pragma(raw: bytes, length: int, ipfs_tools: bool) -> bool:
+    """Whether a header body is a CARv2 pragma; a reader of CARv2 refuses a near-miss (version 2
+    with other keys) as such."""
+    if len(raw) + 1 == len(V2_PRAGMA) and length == 10 and raw == V2_PRAGMA[1:]:
+        return True
+    if not ipfs_tools:
+        return False
+    try:
+        value = dagcbor.decode(raw)
+    except InvalidBlock:
+        return False
+    if isinstance(value, dict) and value.get("version") == 2:
+        raise CarError("CAR header says version 2 but is not the CARv2 pragma (exactly the 11 bytes "
+                       f"{V2_PRAGMA.hex(' ')})", offset=0)
+    return False
+
+
+def cid_v0_to_v1(multihash: bytes) -> bytes:
+    """A CIDv0 (a bare sha2-256 multihash) as the CIDv1 it stands for: dag-pb, same multihash."""
+    return bytes([1, DAG_PB]) + multihash
+
+
+def _is_cid_v0(value: bytes) -> bool:
+    return len(value) == CIDV0_LENGTH and value[0] == SHA2_256 and value[1] == 32
+
+
+def _parse_header(raw: bytes, ipfs_tools: bool = False) -> tuple[bytes, ...]:
     try:
         value = dagcbor.decode(raw)
     except InvalidBlock as exc:
@@ -491,6 +648,8 @@ def _parse_header(raw: bytes) -> tuple[bytes, ...]:
     for i, root in enumerate(roots, 1):
         if not isinstance(root, bytes):
             raise CarError(f"CAR header root {i} is {_kind(root)}, not a CID", offset=0)
+        if ipfs_tools and _is_cid_v0(root):
+            continue  # a CIDv0 root (Kubo): converted below, once the header is proven canonical
         try:
             check_cid_bytes(root)
         except InvalidCID as exc:
@@ -501,7 +660,7 @@ def _parse_header(raw: bytes) -> tuple[bytes, ...]:
         if dagcbor.encode({"roots": roots, "version": 1}) == raw:
             raise CarError("CAR header roots are byte strings, not CID links (tag 42)", offset=0)
         raise CarError("CAR header is not canonical DAG-CBOR (or a root is not a CID link)", offset=0)
-    return tuple(roots)
+    return tuple(cid_v0_to_v1(r) if ipfs_tools and _is_cid_v0(r) else r for r in roots)
 
 
 def _bytes(n: int) -> str:
@@ -514,12 +673,13 @@ def _kind(value) -> str:
             int: "an integer", float: "a float", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def read_car(chunks: Iterable[bytes]) -> Iterator[Header | Block]:
+def read_car(chunks: Iterable[bytes], *, ipfs_tools: bool = False) -> Iterator[Header | Block]:
     """Read a whole CAR from an iterable of byte chunks: one :class:`Header`, then each :class:`Block`.
 
     Memory stays at about one section plus one chunk. Raises :class:`CarError` on bad input.
+    ``ipfs_tools``: also read CARv2 and CIDv0 (see the module docstring).
     """
-    reader = CarReader()
+    reader = CarReader(ipfs_tools=ipfs_tools)
     for chunk in chunks:
         reader.feed(chunk)
         while True:

@@ -79,6 +79,10 @@ def _decode_link(buf: bytes) -> PBLink:
             raise InvalidBlock(f"dag-pb link has unknown field {field} (wire type {wire})")
     if cid is None:
         raise InvalidBlock("dag-pb link has no Hash")
+    if len(cid) == 34 and cid[0] == 0x12 and cid[1] == 0x20:
+        # a CIDv0 (Kubo's links): always dag-pb + sha2-256, so the CIDv1 0x01 0x70 + the same
+        # multihash names the same block (issue 16); everything past here sees CIDv1 only
+        cid = b"\x01\x70" + cid
     return PBLink(cid=cid, name=name if name is not None else "", tsize=tsize or 0)
 
 

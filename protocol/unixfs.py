@@ -459,7 +459,11 @@ def dag_sizes(get: Get, root: bytes, raw_size: Callable[[bytes], int] | None = N
         if data is None:  # a leaf of another codec: read it, so that decode() says what it is
             data = get(visit.cid)
         unique += len(data)
-        nodes[visit.cid] = decode(visit.cid, data)
+        node = decode(visit.cid, data)
+        if not node.links:  # a leaf: keep its size, not its bytes (Kubo's dag-pb leaves hold 256 KiB each)
+            size_of[visit.cid] = len(node.data) if node.kind == "file" else 0
+            continue
+        nodes[visit.cid] = node
     # children before parents, without recursion; a link back up the path cannot be (hashes)
     stack: list[tuple[bytes, bool]] = [(root, False)]
     while stack:

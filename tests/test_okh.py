@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabnode.protocol.errors import FabnodeError
-from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
+from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest, schema_violations
 
 HAND_PUMP = Path(__file__).resolve().parent.parent / "examples" / "hand-pump"
 
@@ -98,28 +98,27 @@ def test_parse_manifest_reports_where():
         parse_manifest('name = "x"\nversion = \n')
 
 
-def test_empty_manifest_misses_every_required_field():
-    assert lint_manifest({}, set()) == [
-        f"okh.toml is missing the required field {field!r}"
-        for field in ("okhv", "name", "repo", "version", "license", "licensor",
-                      "documentation-language", "function")
-    ]
+def test_empty_manifest_misses_every_required_field_by_the_schema_not_the_linter():
+    assert [str(v) for v in schema_violations({})] == [
+        f"okh.toml: {field!r} is a required property"
+        for field in ("okhv", "name", "repo", "version", "license", "licensor", "function")]
+    assert lint_manifest({}, set()) == []  # shapes and required fields are the schema's, said once
 
 
 def test_minimal_manifest_is_clean():
     assert lint_manifest(MINIMAL, {"okh.toml"}) == []
+    assert schema_violations(MINIMAL) == []
 
 
-@pytest.mark.parametrize("field, value, kind", [
-    ("version", 2.5, "a float"),
-    ("version", 3, "an integer"),
-    ("name", ["Pump"], "an array"),
-    ("licensor", {"name": "x"}, "a table"),
-    ("okhv", True, "a boolean"),
+@pytest.mark.parametrize("field, value, message", [
+    ("name", ["Pump"], "['Pump'] is not of type 'string'"),
+    ("licensor", {"name": "x"}, "{'name': 'x'} is not of type 'array'"),
+    ("okhv", "OKH-LOSHv2", "'OKH-LOSHv1.0' was expected"),
+    ("version", True, "True is not of type 'string', 'number'"),
 ])
-def test_required_fields_must_be_strings(field, value, kind):
-    assert lint_manifest({**MINIMAL, field: value}, set()) == [
-        f"okh.toml field {field!r} should be a string, not {kind}"]
+def test_wrong_types_are_the_schemas_verdict(field, value, message):
+    assert [str(v) for v in schema_violations({**MINIMAL, field: value})] == [f"okh.toml {field}: {message}"]
+    assert lint_manifest({**MINIMAL, field: value}, set()) == []
 
 
 def test_blank_required_field_warns():
@@ -178,13 +177,13 @@ def test_every_path_field_is_checked_and_lists_are_walked():
         f"okh.toml field {field!r}: 'missing-{field}.txt' is not in the bundle" for field in fields]
 
 
-@pytest.mark.parametrize("value, kind", [(3, "an integer"), (["a.txt", 3], "an array"), ({"a": "b"}, "a table")])
-def test_path_fields_of_the_wrong_type(value, kind):
-    assert lint_manifest(_with(export=value), {"a.txt"}) == [
-        f"okh.toml field 'export' should be a path or a list of paths, not {kind}"]
+@pytest.mark.parametrize("value", [3, ["a.txt", 3], {"a": "b"}])
+def test_path_fields_of_the_wrong_type_are_the_schemas_verdict(value):
+    assert lint_manifest(_with(export=value), {"a.txt"}) == []
+    assert [v.path.split("[")[0] for v in schema_violations(_with(export=value))] == ["export"]
 
 
-def test_parts_need_name_and_source_and_their_paths_are_checked():
+def test_part_paths_are_checked_and_their_shape_is_the_schemas():
     manifest = _with(part=[
         {"name": "piston", "source": "cad/piston.scad", "image": "img/piston.png"},
         {"source": "cad/valve.scad"},
@@ -195,18 +194,21 @@ def test_parts_need_name_and_source_and_their_paths_are_checked():
     files = {"cad/piston.scad", "cad/valve.scad", "cad/rod.scad"}
     assert lint_manifest(manifest, files) == [
         "okh.toml part 1 ('piston') field 'image': 'img/piston.png' is not in the bundle",
-        "okh.toml part 2 has no 'name'",
-        "okh.toml part 3 ('rod') has no 'source'",
-        "okh.toml part 4 field 'name' should be a string, not an integer",
         "okh.toml part 4 field 'export': 'cad/rod.stl' is not in the bundle",
-        "okh.toml part 5 should be a table, not a string",
+    ]
+    assert [str(v) for v in schema_violations(manifest)] == [
+        "okh.toml part[1]: 'name' is a required property",
+        "okh.toml part[2]: needs 'source' or 'export'",
+        "okh.toml part[3].name: 7 is not of type 'string'",
+        "okh.toml part[4]: 'not a table' is not of type 'object'",
     ]
 
 
-def test_part_written_as_a_single_table_warns():
+def test_part_written_as_a_single_table_is_refused_by_the_schema():
     manifest = parse_manifest(_minimal_toml() + '[part]\nname = "x"\nsource = "x.scad"\n')
-    assert lint_manifest(manifest, {"x.scad"}) == [
-        "okh.toml 'part' should be an array of tables ([[part]]), not a single table ([part])"]
+    assert lint_manifest(manifest, {"x.scad"}) == []
+    assert [str(v) for v in schema_violations(manifest)] == [
+        "okh.toml part: {'name': 'x', 'source': 'x.scad'} is not of type 'array'"]
 
 
 def _minimal_toml() -> str:
@@ -254,7 +256,7 @@ _keys = st.sampled_from(["okhv", "name", "license", "version", "source", "export
 @settings(max_examples=300)
 def test_a_peer_cannot_crash_the_linter(manifest, files):
     """Manifests arrive from other nodes: any shape of TOML value gives warnings, never an exception."""
-    warnings = lint_manifest(manifest, files)
-    assert all(isinstance(w, str) and "\n" not in w for w in warnings)
+    warnings = lint_manifest(manifest, files) + [str(v) for v in schema_violations(manifest)]
+    assert all(isinstance(w, str) and "\n" not in w and w.startswith("okh.toml") for w in warnings)
     summary = manifest_summary(manifest)
     assert all(isinstance(k, str) for k in summary["keywords"])

@@ -23,6 +23,7 @@ def _design(folder: Path, name: str, function: str, keywords: list[str], readme:
     folder.mkdir(parents=True)
     quoted = ", ".join(f'"{k}"' for k in keywords)
     (folder / "okh.toml").write_text(f'okhv = "OKH-LOSHv1.0"\nname = "{name}"\nlicense = "{LICENCE}"\n'
+                                     'repo = "https://example.org/design"\nversion = "1.0"\nlicensor = "A lab"\n'
                                      f'function = "{function}"\nkeywords = [{quoted}]\nreadme = "README.md"\n',
                                      encoding="utf-8")
     (folder / "README.md").write_text(readme, encoding="utf-8")

@@ -64,6 +64,13 @@ def test_the_wheel_installs_one_package_named_fabnode(tmp_path):
     for lang in ("es", "fr", "pt", "sw", "hi", "ar"):  # catalogs compiled when the wheel was built (setup.py)
         assert (site / "fabnode" / "node" / "http" / "locale" / lang / "LC_MESSAGES" / "fabnode.mo").is_file(), lang
     assert not (site / "fabnode" / "setup.py").exists()
+    # the official OKH-LOSH schema and its source/licence note (issue 16), read from the wheel
+    assert (site / "fabnode" / "protocol" / "schemas" / "okh-losh.schema.json").is_file()
+    assert "AGPL-3.0-or-later" in (site / "fabnode" / "protocol" / "schemas" / "README.md").read_text()
+    verdict = subprocess.run([str(venv / "bin" / "python"), "-c", "from fabnode.protocol.okh import schema_violations; "
+                              "print(*schema_violations({'technology-readiness-level': 'OTRL-9'}), sep='|')"],
+                             cwd=tmp_path, env=_env(tmp_path / "h"), capture_output=True, timeout=60, check=True)
+    assert "okh.toml technology-readiness-level: 'OTRL-9' is not one of" in verdict.stdout.decode()
     for name in ("node", "protocol", "storage", "cli.py", "cli"):
         assert not (site / name).exists(), f"{name} installed at the top of site-packages"
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import fabnode, sys; print(fabnode.__file__)"],

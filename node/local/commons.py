@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.cid import RAW, cid_codec, cid_str, parse_cid
 from typing import TYPE_CHECKING, NamedTuple
 
 from fabnode.protocol.errors import FabnodeError
@@ -107,10 +107,11 @@ class Published(NamedTuple):
         return {"version": self.version, "design": self.design, "bundle": self.bundle, "warnings": self.warnings}
 
 
-def publish(home: Home, path: Path, *, message: str, design: str | None = None, parents: list[str] = (),
+def publish(home: Home, path: Path | None, *, message: str, design: str | None = None, parents: list[str] = (),
             title: str | None = None, label: str | None = None, license_: str | None = None,
             include_hidden: bool = False, same_files: str | None = None, progress=lambda n: None,
-            language: str | None = None, translation_of: str | None = None) -> Published:
+            language: str | None = None, translation_of: str | None = None, bundle: str | None = None,
+            force: bool = False) -> Published:
     """Store a bundle and a signed version of it (``fabnode publish``; docs/protocol.md §4.2).
 
     A version whose files are exactly those of the design's current head is refused unless
@@ -121,16 +122,21 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     ``translation_of`` (with ``language``) publishes a translation of that version's
     documentation: a version of the same design that never becomes a head (issue 19). Without
     it, ``language`` (else okh.toml's ``documentation-language``) declares the language the
-    version is written in."""
+    version is written in.
+
+    ``bundle`` (a CID, with ``path`` None) publishes files already in the store instead of a
+    folder (issue 16): the same checks, its okh.toml read from the stored bundle. An okh.toml the
+    official OKH-LOSH schema rejects refuses the publish unless ``force`` (then each violation is a
+    warning); fabnode's own advice (protocol/okh.py ``lint_manifest``) only ever warns."""
     from fabnode.protocol.licenses import check_spdx, share_alike_problem
-    from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest
+    from fabnode.protocol.okh import lint_manifest, manifest_summary, parse_manifest, schema_refusal, schema_violations
 
     from fabnode.protocol.dagcbor import Link
     from fabnode.storage.db import room_for
 
     from fabnode.node.local.files import plan_add, planned_paths, store_planned
 
-    if path.is_file():  # before the manifest and licence checks, which would only confuse
+    if path is not None and path.is_file():  # before the manifest and licence checks, which would only confuse
         raise FabnodeError(f"cannot publish {path}: it is a file, and a design is a folder: put it in a folder "
                            "(with an okh.toml) and publish the folder, or store it alone with 'fabnode add'")
     if same_files is not None and not same_files.strip():
@@ -165,13 +171,22 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         if state.maintainers is not None and identity.did not in state.maintainers:
             warnings.append(f"you are not a maintainer of {cid_str(design_cid)}: this version is a proposal")
 
-    plan = plan_add(path, include_hidden)
+    if path is not None:
+        plan = plan_add(path, include_hidden)
+        where, size, bundle_paths = str(path), plan[0].bytes, planned_paths(plan)
+        manifest_text = _folder_manifest(path)
+    else:
+        stored, manifest_text, bundle_paths = stored_bundle(store, bundle)
+        where, size = cid_str(stored), 0
     manifest: dict = {}
-    manifest_path = path / "okh.toml"
-    if path.is_dir() and manifest_path.is_file():
-        manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"))
-        warnings.extend(f"okh.toml: {w}" for w in lint_manifest(manifest, planned_paths(plan)))
-    elif path.is_dir():
+    if manifest_text is not None:
+        manifest = parse_manifest(manifest_text)
+        violations = schema_violations(manifest)
+        if violations and not force:
+            raise FabnodeError(schema_refusal(violations))
+        warnings.extend(str(v) for v in violations)
+        warnings.extend(lint_manifest(manifest, bundle_paths))
+    else:
         warnings.append("the bundle has no okh.toml (Open Know-How manifest): add one so others can find and build it")
     summary = manifest_summary(manifest) if manifest else {}
     language = _declared_language(manifest, language, warnings)
@@ -187,7 +202,7 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
     body = {
         "bundle": None,
         "parents": [Link(p.cid) for p in parent_rows],
-        "title": title or summary.get("name") or (previous.title if previous else path.resolve().name),
+        "title": title or summary.get("name") or (previous.title if previous else (path.resolve().name if path is not None else where)),
         "message": message,
         "license": licence,
     }
@@ -204,27 +219,92 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         body["language"] = language
     if target is not None:
         body["translation_of"] = Link(target.cid)
-    manifest_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
+    index_text = " ".join(str(summary.get(k, "")) for k in ("name", "function")) + " " + " ".join(summary.get("keywords", []))
     ts = now_ms()
-    with room_for(store.db.path, f"publishing {path.name or path}", plan[0].bytes), \
+    shown = (path.name or str(path)) if path is not None else where
+    with room_for(store.db.path, f"publishing {shown}", size), \
             store.write_transaction(final=True):
-        added = store_planned(store, path, plan, now_ms=ts, progress=progress)
-        bundle = parse_cid(added.cid)
-        same = _head_with_bundle(records, state, bundle) if state is not None else None
+        if path is not None:
+            root = parse_cid(store_planned(store, path, plan, now_ms=ts, progress=progress).cid)
+        else:
+            root = stored
+        same = _head_with_bundle(records, state, root) if state is not None else None
         if same is not None and same_files is None:
             raise FabnodeError(
-                f"nothing changed: {path} holds exactly the files of the design's current head {cid_str(same)}; "
+                f"nothing changed: {where} holds exactly the files of the design's current head {cid_str(same)}; "
                 "nothing was published (to sign these same files again, say why with --same-files \"REASON\")")
         if same is not None:
             body["message"] = f"{message} (same files as {cid_str(same)}: {same_files.strip()})"
             warnings.append("these are the same files as the head it replaces: attestations of that version do "
                             "not carry over to this one")
-        body["bundle"] = Link(bundle)
+        body["bundle"] = Link(root)
         record = _record(home, "version", body, ts)
-        records.ingest(record, received_ms=ts, outbox=True, manifest=manifest_text.strip())
+        records.ingest(record, received_ms=ts, outbox=True, manifest=index_text.strip())
     _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
-    return Published(record.id, design_out, added.cid, warnings)
+    return Published(record.id, design_out, cid_str(root), warnings)
+
+
+def _folder_manifest(path: Path) -> str | None:
+    """The text of ``path``'s okh.toml, or None when it has none."""
+    from fabnode.protocol.okh import MAX_MANIFEST_BYTES
+
+    manifest_path = path / "okh.toml"
+    if not manifest_path.is_file():
+        return None
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise FabnodeError(f"{manifest_path} is {manifest_path.stat().st_size} bytes: an okh.toml is at most "
+                           f"{MAX_MANIFEST_BYTES >> 10} KiB")
+    return manifest_path.read_text(encoding="utf-8")
+
+
+def stored_bundle(store, text: str) -> tuple[bytes, str | None, set[str]]:
+    """(root, okh.toml text, file paths) of a folder held whole in the store, for ``publish CID``.
+
+    Refused in one line: not a CID, not held (or not whole), not a folder, no okh.toml, an
+    okh.toml over the size bound or not UTF-8. Cheap checks come first: the manifest's size is
+    read from its UnixFS node before its bytes are."""
+    from fabnode.node.local.files import cat_path
+    from fabnode.node.local.sneakernet import dag_cids
+    from fabnode.protocol.errors import InvalidBlock, InvalidCID
+    from fabnode.protocol.okh import MAX_MANIFEST_BYTES
+    from fabnode.protocol.unixfs import decode as decode_unixfs
+
+    try:
+        root = parse_cid(text)
+    except (InvalidCID, FabnodeError):
+        raise FabnodeError(f"cannot publish {text}: it is neither a folder nor a CID") from None
+    shown = cid_str(root)
+    if not store.has(root):
+        raise FabnodeError(f"cannot publish {shown}: it is not held here (add the folder, import a CAR "
+                           f"or 'fabnode get {shown}' first)")
+    if cid_codec(root) == RAW:
+        raise FabnodeError(f"cannot publish {shown}: it is a file, and a design is a folder (with an okh.toml)")
+    try:
+        node = decode_unixfs(root, store.get(root))
+    except InvalidBlock as exc:
+        raise FabnodeError(f"cannot publish {shown}: {exc}") from None
+    if node.kind != "directory":
+        raise FabnodeError(f"cannot publish {shown}: it is a {node.kind}, and a design is a folder (with an okh.toml)")
+    if not dag_cids(store, root)[1]:
+        raise FabnodeError(f"cannot publish {shown}: not all of its blocks are held here "
+                           f"('fabnode get {shown}' fetches the rest)")
+    tree = file_tree(store, root)
+    if tree is None:
+        raise FabnodeError(f"cannot publish {shown}: its file tree cannot be read (over {MAX_TREE_FILES} files?)")
+    if "okh.toml" not in tree:
+        raise FabnodeError(f"cannot publish {shown}: the folder has no okh.toml at its top (a published design "
+                           "carries its Open Know-How manifest)")
+    manifest_cid = tree["okh.toml"]
+    size = len(store.get(manifest_cid)) if cid_codec(manifest_cid) == RAW else \
+        decode_unixfs(manifest_cid, store.get(manifest_cid)).filesize
+    if size > MAX_MANIFEST_BYTES:
+        raise FabnodeError(f"cannot publish {shown}: its okh.toml is {size} bytes (at most {MAX_MANIFEST_BYTES >> 10} KiB)")
+    try:
+        manifest_text = b"".join(cat_path(store, root, ["okh.toml"])).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FabnodeError(f"cannot publish {shown}: its okh.toml is not UTF-8 text") from None
+    return root, manifest_text, set(tree)
 
 
 def _translation_target(records: RecordStore, text: str, language: str | None,
@@ -256,6 +336,8 @@ def _declared_language(manifest: dict, language: str | None, warnings: list[str]
     from fabnode.protocol.translations import BadLanguage, normalize_tag
 
     said = manifest.get("documentation-language")
+    if isinstance(said, list):  # the schema allows several: the version declares the first
+        said = next((tag for tag in said if isinstance(tag, str)), None)
     if not isinstance(said, str) or not said.strip():
         return language
     try:

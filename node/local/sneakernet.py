@@ -340,16 +340,27 @@ def _check_bundle(store: BlockStore, root: bytes, where: str) -> set[bytes]:
     return set(paths)
 
 
-def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, now: int | None = None) -> ImportSummary:
+def import_car(home: Home, path: Path, *, progress: Progress = lambda n: None, now: int | None = None,
+               root: str | None = None) -> ImportSummary:
     """Verify and store a CAR file: all of it, or (on any problem, a full disk, an interrupt
-    before the commit) none of it."""
+    before the commit) none of it.
+
+    CARv2 and CIDv0 (Kubo) are read too (protocol/car.py ``ipfs_tools``). ``root`` names the DAG
+    to keep in place of the header's roots, for a CAR that names none (``ipfs-car pack`` writing
+    to stdout); it must be in the file, and every block must belong to it, as with a header root."""
     if not path.is_file():
         raise FabnodeError(f"cannot import {path}: no such file")
+    chosen = None
+    if root is not None:
+        try:
+            chosen = parse_cid(root)
+        except FabnodeError as exc:
+            raise FabnodeError(f"--root: {exc}") from None
     with room_for(home.db_path, f"importing {path.name}", path.stat().st_size):
-        return _import_car(home, path, progress, now)
+        return _import_car(home, path, progress, now, chosen)
 
 
-def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> ImportSummary:
+def _import_car(home: Home, path: Path, progress: Progress, now: int | None, chosen: bytes | None = None) -> ImportSummary:
     from fabnode.node.local.commons import receive_records
 
     store, records = _open(home)
@@ -363,9 +374,9 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
             in_file: set[bytes] = set()
             index = None
             index_cid = None
-            for event in read_car(_file_chunks(path, progress)):
+            for event in read_car(_file_chunks(path, progress), ipfs_tools=True):
                 if isinstance(event, Header):
-                    roots = event.roots
+                    roots = event.roots if chosen is None else (chosen,)
                     continue
                 cid, data = event.cid, event.data
                 if cid in in_file:
@@ -386,12 +397,15 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None) -> 
                     store.put(cid, data)
                     summary.blocks_new += 1
             if not roots:
-                raise ImportRejected("the CAR header names no root: fabnode imports only CARs that say what they hold")
+                raise ImportRejected("the CAR header names no root (ipfs-car pack writes none when its output "
+                                     "goes to stdout): pack again with 'ipfs-car pack DIR --output FILE.car', or "
+                                     f"name the root: 'fabnode import {name} --root CID'")
             if index is not None and len(roots) != 1:
                 raise ImportRejected("an export file has exactly one root, its index")
             for root in roots:
                 if root not in in_file:
-                    raise ImportRejected(f"root {cid_str(root)} named in the header is not in the file")
+                    named = "named in the header" if chosen is None else "given with --root"
+                    raise ImportRejected(f"root {cid_str(root)} {named} is not in the file")
             if index is not None:
                 wanted_records = _links(index.get("records"), "records")
                 bundle_roots = _links(index.get("bundles"), "bundles")
