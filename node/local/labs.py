@@ -82,6 +82,9 @@ def set_profile(home: "Home", *, name: str | None = None, place: str | None = No
             raise FabnodeError(f"place {resolved.describe()} not confirmed: nothing published")
         else:
             lat, lon = resolved.lat, resolved.lon
+    if precision_km is not None and lat is None:
+        raise ProfileRefused("--precision-km needs the coordinates again (--lat and --lon, or --place): "
+                             "the precise spot is never stored, only the rounded one")
     given = profile_body(place=place, lat=lat, lon=lon, precision_km=precision_km, bioregion=bioregion,
                          processes=list(processes), machines=list(machines), materials=list(materials),
                          languages=list(languages), contact=contact, taking_requests=taking_requests)
@@ -100,9 +103,6 @@ def set_profile(home: "Home", *, name: str | None = None, place: str | None = No
     fields = {k: old_body[k] for k in PROFILE_FIELDS if k in old_body}
     for field in clear:
         fields.pop("location" if field == "coordinates" else field, None)
-    if precision_km is not None and lat is None and "location" in fields:
-        raise ProfileRefused("--precision-km needs the coordinates again (--lat and --lon, or --place): "
-                             "the precise spot was never stored here")
     if place is not None and lat is None and "location" in fields and resolved is None:
         fields.pop("location")  # a new place that could not be located: the old spot would lie
     fields.update(given)
