@@ -35,7 +35,7 @@ class ProcessInfo:
     okh: str
     """The OKH-LOSH production-metadata wording for it."""
     tsdc: str | None
-    """The TsDC id (OKH-LOSH production-metadata.md / DIN SPEC 3105), None where there is none."""
+    """The TsDC id (OKH-LOSH's production-metadata notes, DIN SPEC 3105), None where there is none."""
     synonyms: tuple[str, ...]
     """Other spellings, folded before lookup."""
 

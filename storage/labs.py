@@ -60,7 +60,7 @@ def drop_profile(db, author: str) -> None:
 
 
 def reindex_all(db) -> None:
-    """Index every lab record held (the migration; ``fsck --repair``). A record that today's
+    """Index every lab record held (migration 011). A record that today's
     rules refuse (an old node kept an unknown field that is now a bounded profile field) is
     left out of the profiles: it stays in ``records``, as every record does."""
     from fabnode.protocol.errors import FabnodeError
@@ -88,6 +88,13 @@ def lab_profiles(db, *, near: tuple[float, float] | None = None, radius_km: floa
     """The newest profile of every lab, nearest first when ``near`` is given (then only labs with
     coordinates, and within ``radius_km`` if given), else by name. ``process``: a canonical id or
     a term (folded and looked up in the vocabulary first)."""
+    return [_from_json(text) for text, _ in profile_rows(db, near=near, radius_km=radius_km, process=process)]
+
+
+def profile_rows(db, *, near: tuple[float, float] | None = None, radius_km: float | None = None,
+                 process: str | None = None) -> list[tuple[str, float | None]]:
+    """:func:`lab_profiles` as (profile JSON, distance in km or None) rows, in the same order:
+    what a listing of thousands of labs reads without building objects it only prints."""
     from fabnode.protocol.processes import canonical_process, fold_term
 
     conn = _conn(db)
@@ -102,18 +109,19 @@ def lab_profiles(db, *, near: tuple[float, float] | None = None, radius_km: floa
         if box is not None:
             where.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
             args.extend(box)
-    sql = "SELECT profile, lat, lon FROM lab_profiles" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = "SELECT profile, lat, lon, name FROM lab_profiles JOIN labs USING (author)"
+    sql += (" WHERE " + " AND ".join(where) if where else "")
     rows = conn.execute(sql, args).fetchall()
     if near is None:
-        profiles = [_from_json(r[0]) for r in rows]
-        return sorted(profiles, key=lambda p: (p.name.casefold(), p.author))
+        rows.sort(key=lambda r: (r[3].casefold(), r[0]))
+        return [(text, None) for text, _, _, _ in rows]
     located = []
-    for text, lat, lon in rows:
+    for text, lat, lon, _ in rows:
         d = distance_km(near[0], near[1], lat, lon)
         if radius_km is None or d <= radius_km:
-            located.append((d, text))
-    located.sort(key=lambda dt: dt[0])
-    return [_from_json(text) for _, text in located]
+            located.append((text, d))
+    located.sort(key=lambda row: row[1])
+    return located
 
 
 def name_clashes(db) -> dict[str, int]:

@@ -131,20 +131,21 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
     """``fabnode labs``: every lab known here (newest profile each), nearest first when asked,
     each with how it is shown (names layer), its distance, whether this lab trusts its key, and
     whether another key declares the same name."""
-    from fabnode.node.local.names import names_for
-
     stores = home.open_stores()
-    return labs_over(stores.db.conn, stores.records, home.identity(), names_for(home, stores.records),
+    return labs_over(stores.db.conn, stores.records, home.identity(),
                      near=near, near_me=near_me, radius_km=radius_km, process=process)
 
 
-def labs_over(conn, records, identity, names, *, near: tuple[float, float] | None = None, near_me: bool = False,
+def labs_over(conn, records, identity, *, near: tuple[float, float] | None = None, near_me: bool = False,
               radius_km: float | None = None, process: str | None = None) -> dict:
     """:func:`labs` over an open connection (the CLI's, or the daemon's for the labs page)."""
+    import json
+
     from fabnode.node.local.commons import is_trusted, trust_map_for
     from fabnode.protocol.geo import check_coordinates, distance_km
-    from fabnode.protocol.processes import canonical_process, fold_term
-    from fabnode.storage.labs import lab_profile, lab_profiles, name_clashes
+    from fabnode.protocol.labs import lab_label
+    from fabnode.protocol.processes import PROCESSES, canonical_process, fold_term
+    from fabnode.storage.labs import lab_profile, name_clashes, profile_rows
 
     if radius_km is not None and not (0 < radius_km <= 20_040):
         raise FabnodeError(f"--radius {radius_km:g} km: give a distance above 0 and at most 20040 km (half the Earth)")
@@ -163,20 +164,30 @@ def labs_over(conn, records, identity, names, *, near: tuple[float, float] | Non
             raise FabnodeError(f"--near: {exc}") from None
     elif radius_km is not None:
         raise FabnodeError("--radius needs --near LAT,LON or --near-me")
-    rows = lab_profiles(conn, near=near, radius_km=radius_km, process=process)
+    rows = profile_rows(conn, near=near, radius_km=radius_km, process=process)
     _, trust_map = trust_map_for(identity.did, records)
     clashes = name_clashes(conn)
+    local = {key: name for key, name, _ in records.local_names() if key.startswith("did:")}
     here = near or ((mine.lat, mine.lon) if mine is not None and mine.lat is not None else None)
     out = []
-    for p in rows:
-        entry = profile_json(p)
-        entry.update(names.json_fields(p.author))
-        entry["shown"] = names.label(p.author)
-        entry["own"] = p.author == identity.did
-        entry["trusted"] = entry["own"] or is_trusted(trust_map, p.author)
-        entry["distance_km"] = (round(distance_km(here[0], here[1], p.lat, p.lon), 1)
-                                if here is not None and p.lat is not None else None)
-        entry["name_clash"] = clashes.get(fold_term(p.name), 1) - 1
+    for text, distance in rows:
+        entry = json.loads(text)  # as storage/labs.py stored it: LabProfile's fields
+        author = entry["author"]
+        own = author == identity.did
+        # the names layer's rule (node/local/names.py), without a query per lab: local, own, declared
+        if author in local:
+            entry.update(name_source="local", shown=local[author])
+        elif own and identity.name:
+            entry.update(name_source="own", shown=identity.name)
+        else:
+            entry.update(name_source="declared", shown=lab_label(author, declared=entry["name"]))
+        entry["process_labels"] = {p: PROCESSES[p].label for p in entry["processes"] if p in PROCESSES}
+        entry["own"] = own
+        entry["trusted"] = own or is_trusted(trust_map, author)
+        if distance is None and here is not None and entry["lat"] is not None:
+            distance = distance_km(here[0], here[1], entry["lat"], entry["lon"])
+        entry["distance_km"] = round(distance, 1) if distance is not None else None
+        entry["name_clash"] = clashes.get(fold_term(entry["name"]), 1) - 1
         out.append(entry)
     return {"near": list(near) if near else None, "radius_km": radius_km,
             "process": (canonical_process(process) or fold_term(process)) if process else None,
