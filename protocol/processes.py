@@ -20,7 +20,6 @@ Pure: no storage, clock or network.
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -136,6 +135,8 @@ def canonical_process(text: str) -> str | None:
 
 def nearest_processes(text: str, n: int = 3) -> list[str]:
     """Canonical ids the operator may have meant by an unknown term (closest spellings first)."""
+    import difflib  # only when a term is unknown: importing it costs a reading command time
+
     found: list[str] = []
     for spelling in difflib.get_close_matches(fold_term(text), list(_INDEX), n=n * 3, cutoff=0.6):
         pid = _INDEX[spelling]

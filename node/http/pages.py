@@ -362,10 +362,9 @@ class Pages:
         from fabnode.node.local.labs import labs_over
         from fabnode.protocol.labs import UNVERIFIED
 
-        result = labs_over(self.store.db.conn, self.records, self.identity, process=process or None)
+        result = labs_over(self.store.db.conn, self.records, self.identity, process=process or None,
+                           nearest_from_here=True, detailed=MAX_LABS_LISTED)
         rows = result["labs"]
-        if result["here"] is not None:
-            rows.sort(key=lambda lab: (lab["distance_km"] is None, lab["distance_km"] or 0.0))
         if self.lang != DEFAULT_LANGUAGE:
             marked = self.gettext("%(name)s (unverified)")
             for lab in rows:

@@ -137,15 +137,19 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
 
 
 def labs_over(conn, records, identity, *, near: tuple[float, float] | None = None, near_me: bool = False,
-              radius_km: float | None = None, process: str | None = None) -> dict:
-    """:func:`labs` over an open connection (the CLI's, or the daemon's for the labs page)."""
-    import json
+              radius_km: float | None = None, process: str | None = None, nearest_from_here: bool = False,
+              detailed: int | None = None) -> dict:
+    """:func:`labs` over an open connection (the CLI's, or the daemon's for the labs page).
 
+    ``nearest_from_here``: every lab (none filtered out by distance), nearest to this lab first,
+    those without coordinates last (the labs page). ``detailed``: only the first so many labs
+    carry the whole profile; the others only what a map dot needs (author, name, shown,
+    coordinates, own, trusted): a page of thousands of labs decodes only the rows it lists."""
     from fabnode.node.local.commons import is_trusted, trust_map_for
     from fabnode.protocol.geo import check_coordinates, distance_km
     from fabnode.protocol.labs import lab_label
     from fabnode.protocol.processes import PROCESSES, canonical_process, fold_term
-    from fabnode.storage.labs import lab_profile, name_clashes, profile_rows
+    from fabnode.storage.labs import decode_profile, lab_profile, name_clashes, profile_rows
 
     if radius_km is not None and not (0 < radius_km <= 20_040):
         raise FabnodeError(f"--radius {radius_km:g} km: give a distance above 0 and at most 20040 km (half the Earth)")
@@ -165,29 +169,34 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
     elif radius_km is not None:
         raise FabnodeError("--radius needs --near LAT,LON or --near-me")
     rows = profile_rows(conn, near=near, radius_km=radius_km, process=process)
+    here = near or ((mine.lat, mine.lon) if mine is not None and mine.lat is not None else None)
+    if here is not None and near is None:
+        rows = [row._replace(distance_km=distance_km(here[0], here[1], row.lat, row.lon) if row.lat is not None else None)
+                for row in rows]
+        if nearest_from_here:
+            rows.sort(key=lambda row: (row.distance_km is None, row.distance_km or 0.0))
     _, trust_map = trust_map_for(identity.did, records)
     clashes = name_clashes(conn)
     local = {key: name for key, name, _ in records.local_names() if key.startswith("did:")}
-    here = near or ((mine.lat, mine.lon) if mine is not None and mine.lat is not None else None)
     out = []
-    for text, distance in rows:
-        entry = json.loads(text)  # as storage/labs.py stored it: LabProfile's fields
-        author = entry["author"]
+    for i, row in enumerate(rows):
+        author = row.author
         own = author == identity.did
         # the names layer's rule (node/local/names.py), without a query per lab: local, own, declared
         if author in local:
-            entry.update(name_source="local", shown=local[author])
+            source, shown = "local", local[author]
         elif own and identity.name:
-            entry.update(name_source="own", shown=identity.name)
+            source, shown = "own", identity.name
         else:
-            entry.update(name_source="declared", shown=lab_label(author, declared=entry["name"]))
-        entry["process_labels"] = {p: PROCESSES[p].label for p in entry["processes"] if p in PROCESSES}
-        entry["own"] = own
-        entry["trusted"] = own or is_trusted(trust_map, author)
-        if distance is None and here is not None and entry["lat"] is not None:
-            distance = distance_km(here[0], here[1], entry["lat"], entry["lon"])
-        entry["distance_km"] = round(distance, 1) if distance is not None else None
-        entry["name_clash"] = clashes.get(fold_term(entry["name"]), 1) - 1
+            source, shown = "declared", lab_label(author, declared=row.name)
+        if detailed is None or i < detailed:
+            entry = decode_profile(row.profile)  # LabProfile's fields, as storage/labs.py stored them
+            entry["process_labels"] = {p: PROCESSES[p].label for p in entry["processes"] if p in PROCESSES}
+        else:
+            entry = {"author": author, "name": row.name, "lat": row.lat, "lon": row.lon}
+        entry.update(name_source=source, shown=shown, own=own, trusted=own or is_trusted(trust_map, author),
+                     distance_km=round(row.distance_km, 1) if row.distance_km is not None else None,
+                     name_clash=clashes.get(row.name_key, 1) - 1)
         out.append(entry)
     return {"near": list(near) if near else None, "radius_km": radius_km,
             "process": (canonical_process(process) or fold_term(process)) if process else None,
