@@ -114,6 +114,7 @@ def test_careless_and_hostile_input_is_refused_in_one_line_and_changes_nothing(t
         (["--place", "Nakuru"], "error: found the place Nakuru (region 39, Kenya, KE) at -0.3072, 36.0722, "
                                 "population 570,674: confirm it with --yes, or give --lat and --lon"),
     ]
+    cases.append(([], "error: lab set: nothing to change"))  # not a new record saying the same
     for args, says in cases:
         assert lab.fails("lab", "set", *args).startswith(says), (args, says)
     assert lab.json("lab") == before
