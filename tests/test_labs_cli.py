@@ -79,6 +79,7 @@ def test_a_daemon_renewing_its_lab_record_keeps_the_profile(two_labs):
 
 def test_a_profile_travels_on_a_usb_stick_and_a_name_two_keys_declare_is_flagged(two_labs, tmp_path):
     nakuru = two_labs["nakuru"]
+    wait_until(lambda: "Nairobi Makers" in _by_name(nakuru), timeout=60, what="Nairobi on Nakuru")
     stick = tmp_path / "stick.car"
     nakuru.run("export", "--records-only", str(stick))
     impostor = Cli(tmp_path / "impostor")  # another key, declaring Nakuru's name
