@@ -25,6 +25,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 MAX_README = 256 * 1024
 MAX_FILES_LISTED = 2000
+MAX_LABS_LISTED = 200
+"""Rows of the labs page's table (nearest, or by name); every lab is still a dot on the map."""
+WORLD_OUTLINE = Path(__file__).parent / "static" / "world-land-110m.path"
+"""Natural Earth 1:110m land (public domain) as one SVG path, equirectangular in a 360 x 180 box
+(tools/world_outline.py made it from the npm package world-atlas)."""
 MAX_ATTESTATIONS_LISTED = 100
 """Attestations shown on a version page (trusted keys' first); the rest are counted."""
 
@@ -227,6 +232,34 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
 # ------------------------------------------------------------------ pages
 
 
+_world_outline: str | None = None
+
+
+def world_outline() -> str:
+    """The land's SVG path data, read from the package once."""
+    global _world_outline
+    if _world_outline is None:
+        _world_outline = WORLD_OUTLINE.read_text(encoding="ascii").strip()
+    return _world_outline
+
+
+def labs_map_svg(labs: list[dict], label: str) -> str:
+    """The map of the labs page: the world's land and a dot per lab with coordinates
+    (equirectangular: x = lon + 180, y = 90 - lat), this lab's dot marked, each dot titled with
+    the lab as shown in the table. No outside host, no tiles, no script."""
+    dots = []
+    for lab in labs:
+        if lab["lat"] is None:
+            continue
+        kind = "lab own" if lab["own"] else ("lab" if lab["trusted"] else "lab untrusted")
+        # a did:key is base58 (checked when its record was): nothing in it to escape
+        dots.append(f'<circle class="{kind}" cx="{lab["lon"] + 180:.2f}" cy="{90 - lab["lat"]:.2f}" r="1.6" '
+                    f'data-author="{lab["author"]}"><title>{html.escape(lab["shown"])}</title></circle>')
+    return (f'<svg class="labs-map" id="labs-map" viewBox="0 0 360 180" role="img" aria-label="{html.escape(label)}" '
+            'xmlns="http://www.w3.org/2000/svg"><rect class="sea" width="360" height="180"/>'
+            f'<path class="land" d="{world_outline()}"/><g class="dots">{"".join(dots)}</g></svg>')
+
+
 class Pages:
     """The lab's web pages, rendered from one open store: the daemon's (or ``fabnode run``'s).
 
@@ -324,6 +357,30 @@ class Pages:
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", lang=self.lang,
                                                   dir=direction(self.lang),
                                                   language_links=language_links(self.path), **context)
+
+    def labs_page(self, process: str | None = None) -> str:
+        """Every lab known here on a map and in a table: nearest first from this lab when it has
+        shared coordinates, else by name (node/local/labs.py, as ``fabnode labs``)."""
+        from fabnode.node.local.labs import labs_over
+        from fabnode.protocol.labs import UNVERIFIED
+
+        result = labs_over(self.store.db.conn, self.records, self.identity, process=process or None,
+                           nearest_from_here=True, detailed=MAX_LABS_LISTED)
+        rows = result["labs"]
+        if self.lang != DEFAULT_LANGUAGE:
+            marked = self.gettext("%(name)s (unverified)")
+            for lab in rows:
+                if lab["shown"].endswith(UNVERIFIED):
+                    lab["shown"] = marked % {"name": lab["shown"][: -len(UNVERIFIED)]}
+        shown = rows[:MAX_LABS_LISTED]
+        km = self.gettext("%(km)s km")
+        number = self.fmt.number
+        for lab in shown:
+            if lab["distance_km"] is not None:
+                lab["distance_text"] = km % {"km": number(round(lab["distance_km"]))}
+        svg = labs_map_svg(rows, self.gettext("Map of the labs this node knows"))
+        return self._render("labs.html", labs=shown, total=len(rows), map_svg=svg,
+                            here=result["here"], process=result["process"])
 
     def home_page(self) -> str:
         from fabnode.node.local.commons import history
