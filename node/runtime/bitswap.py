@@ -51,7 +51,6 @@ from fabnode.protocol.dagpb import decode_node
 from fabnode.protocol.errors import FabnodeError, InvalidBlock, RemoteProtocolError
 from fabnode.storage import BlockStore
 
-from fabnode.node.service.loglimit import LogLimiter
 from fabnode.node.service.pacing import BUNDLES
 
 from .wire import StreamEnded, read_frame, write_all
@@ -70,6 +69,8 @@ WINDOW = 32
 READ_TIMEOUT = 30
 """A fetch gives up on a peer that sends none of the wanted blocks for this long."""
 BATCH_BYTES = 8 << 20
+MAX_LOGGED_PEERS = 10_000
+"""Peers whose last log line is remembered (the oldest forgotten first)."""
 
 
 def _short(peer: str) -> str:
@@ -105,7 +106,7 @@ class Bitswap:
         self._senders: set[str] = set()
         self._sender_slots = trio.Semaphore(streams_total)
         self._receivers: list[_Receiver] = []
-        self._lines = LogLimiter(log, per_minute=1, clock=trio.current_time)
+        self._lines: dict[tuple[str, str], tuple[float, int]] = {}
         self.served_blocks = self.served_bytes = 0
         self.dropped_blocks = 0
         """Blocks received that no fetch here asked for (or with bytes that are not the CID asked)."""
@@ -116,10 +117,20 @@ class Bitswap:
             self.host.set_stream_handler(protocol, self.handle)
 
     def _say(self, peer: str, topic: str, line: str) -> None:
-        """One line a minute per peer and topic (a flood is summed up, never echoed)."""
-        who = _short(peer)
-        self._lines.say(f"{topic}:{peer}", line, stopping=f"bitswap: more of the same from {who} this minute",
-                        left_out=lambda n: f"bitswap: {n} more {topic} line(s) from {who} left out last minute")
+        """One line a minute per peer and topic: the rest of the minute's are counted, and the
+        next line says how many were left out (a flood is summed up, never echoed)."""
+        key = (topic, peer)
+        now = trio.current_time()
+        start, left_out = self._lines.pop(key, (None, 0))
+        if start is not None and now - start < 60:
+            self._lines[key] = (start, left_out + 1)
+            return
+        if left_out:
+            line += f" ({left_out} more like it in the minute before)"
+        self._lines[key] = (now, 0)
+        while len(self._lines) > MAX_LOGGED_PEERS:
+            del self._lines[next(iter(self._lines))]
+        self.log(line)
 
     # ---------------------------------------------------------------- inbound streams
 
@@ -415,6 +426,8 @@ async def fetch_over_bitswap(bitswap: Bitswap, store: BlockStore, root: bytes, p
             attempts.append(f"{_short(name)}: sent {fetched} block(s) over Bitswap")
             return {"root": target, "fetched": fetched, "held": progress.get("held", 0), "from": name, "attempts": attempts}
     kept = "; what arrived is kept, run again to resume" if progress.get("bytes") else ""
+    if bitswap.dropped_blocks:
+        kept = f"; dropped {bitswap.dropped_blocks} block(s) that were not the ones asked for" + kept
     if deadline.cancelled_caught:
         raise FabnodeError(f"could not fetch {cid_str(root)} over Bitswap: gave up after {_duration(timeout_s)} "
                            f"(--timeout){'; ' + '; '.join(attempts) if attempts else ''}{kept}")

@@ -700,7 +700,7 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
             # Bitswap; with --bitswap every peer is (docs/design.md, "Bitswap (issue 16)")
             ipfs_only = infos if bitswap else [info for info in infos if await speaks_fetch(host, info) is False]
             if ipfs_only and (bitswap or len(ipfs_only) == len(infos)):
-                swap = Bitswap(host, store, serve=False)
+                swap = Bitswap(host, store, serve=False, log=lambda line: None)  # the error says it all
                 swap.register()
                 return await fetch_over_bitswap(swap, store, root, path, ipfs_only, timeout_s=timeout_s,
                                                 on_change=progress, renew=renew)
