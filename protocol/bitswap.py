@@ -48,7 +48,7 @@ V100 = "/ipfs/bitswap/1.0.0"
 MAX_MESSAGE_BYTES = 4 << 20
 """A received message over this is refused (an offence): go-bitswap and Helia send at most 4 MiB."""
 MAX_BLOCK_BYTES = 2 << 20
-"""A block over this is refused: fabnode's blocks are at most 2 MiB (DESIGN §1), as IPFS's."""
+"""A block over this is refused: fabnode's blocks are at most 2 MiB (protocol/car.py), as IPFS's."""
 SEND_MESSAGE_BYTES = 1 << 20
 """The server packs blocks into messages of about this size (at least one block each)."""
 MAX_CID_BYTES = 128
