@@ -17,7 +17,8 @@ one is decoded (a malformed or oversized message is an offence), then split:
   opens* with the version the peer spoke: each block read from the store re-hashed
   (``BlockStore.get``), packed into messages of about 1 MiB, every piece paced with sync, gossip
   and fetch serving under one upload cap; DONT_HAVE/HAVE when the peer asked for them. A
-  sender ends when the queue is empty, or when the peer takes nothing for ``SEND_TIMEOUT``.
+  sender keeps its stream while the peer keeps asking, and ends once the queue has been empty
+  for ``SENDER_LINGER``, or when the peer takes nothing for ``SEND_TIMEOUT``.
 * its **blocks and presences** go to the fetches running here (:func:`fetch_over_bitswap`) that
   wait for exactly those CIDs. A block's CID is computed from its bytes, so a block is delivered
   only if its bytes hash to a CID a fetch asked this peer for, and at most once; anything else
@@ -62,6 +63,8 @@ IDLE_TIMEOUT = 60
 SEND_TIMEOUT = 30
 """The peer must take some of our answer within this, or its queue is dropped."""
 STREAM_OPEN_TIMEOUT = 30
+SENDER_LINGER = 10
+"""A sender whose peer wants nothing more keeps its stream this long for the next want."""
 TAKE_AT_ONCE = 16
 """Wants taken from a peer's queue per round (a cancel still removes the ones not yet taken)."""
 WINDOW = 32
@@ -104,6 +107,8 @@ class Bitswap:
         self._wants: dict[str, PeerWants] = {}
         self._protocol: dict[str, str] = {}
         self._senders: set[str] = set()
+        self._news: dict[str, trio.Event] = {}
+        """Set when a lingering sender's peer wants more."""
         self._sender_slots = trio.Semaphore(streams_total)
         self._receivers: list[_Receiver] = []
         self._lines: dict[tuple[str, str], tuple[float, int]] = {}
@@ -187,10 +192,13 @@ class Bitswap:
                                      f"dropped {wants.dropped} wantlist entries (it may ask again later)")
             wants.dropped = 0
         self._protocol[peer] = protocol
-        if len(wants) and peer not in self._senders and self.nursery is not None:
+        if peer in self._senders:
+            if len(wants) and peer in self._news:
+                self._news[peer].set()  # a lingering sender: more to answer
+        elif len(wants) and self.nursery is not None:
             self._senders.add(peer)
             self.nursery.start_soon(self._send_to, peer_id, peer)
-        elif not len(wants) and peer not in self._senders:
+        elif not len(wants):
             del self._wants[peer]
 
     def _deliver(self, peer: str, msg) -> None:
@@ -216,14 +224,22 @@ class Bitswap:
     # ---------------------------------------------------------------- answering one peer
 
     async def _send_to(self, peer_id, peer: str) -> None:
+        """Answer ``peer``'s wants on one stream of ours, kept open while it keeps asking: an
+        IPFS client asks for a file's blocks a few at a time, and a new stream per answer would
+        cost a protocol negotiation each (a round trip). Idle for ``SENDER_LINGER`` s, it ends."""
         stream = None
         try:
-            async with self._sender_slots:
-                while True:
-                    wants = self._wants.get(peer)
-                    batch = wants.take(TAKE_AT_ONCE) if wants is not None else []
-                    if not batch:
-                        break
+            while True:
+                wants = self._wants.get(peer)
+                batch = wants.take(TAKE_AT_ONCE) if wants is not None else []
+                if not batch:
+                    news = self._news[peer] = trio.Event()
+                    with trio.move_on_after(SENDER_LINGER):
+                        await news.wait()
+                    if news.is_set():
+                        continue
+                    break
+                async with self._sender_slots:
                     stream = await self._answer(peer_id, peer, batch, stream)
         except (trio.TooSlowError, Exception) as exc:
             self._say(peer, "send", f"bitswap: stopped answering {_short(peer)}: {type(exc).__name__} {exc}".strip())
@@ -231,6 +247,7 @@ class Bitswap:
         finally:
             # no await between the last look at the queue and this: a want arriving now starts a new sender
             self._senders.discard(peer)
+            self._news.pop(peer, None)
             if peer in self._wants and not len(self._wants[peer]):
                 del self._wants[peer]
             if stream is not None:
@@ -270,10 +287,33 @@ class Bitswap:
         return stream
 
     async def _send(self, peer_id, peer: str, stream, blocks, presences, v100: bool):
-        if stream is None:
-            with trio.fail_after(STREAM_OPEN_TIMEOUT):
-                stream = await self.host.new_stream(peer_id, [self._protocol.get(peer, PROTOCOLS[0])])
+        """Write one answer on ``stream`` (opened if None); a kept stream the peer has since
+        closed or reset is replaced once. Returns the stream written on."""
         data = frame(encode_message(blocks=blocks, presences=presences, v100=v100))
+        for attempt in (1, 2):
+            fresh = stream is None
+            if fresh:
+                with trio.fail_after(STREAM_OPEN_TIMEOUT):
+                    stream = await self.host.new_stream(peer_id, [self._protocol.get(peer, PROTOCOLS[0])])
+            try:
+                await self._write(stream, data, peer)
+                break
+            except trio.TooSlowError:
+                raise
+            except Exception:
+                if fresh or attempt == 2:
+                    raise
+                with trio.move_on_after(1):
+                    try:
+                        await stream.reset()
+                    except Exception:
+                        pass
+                stream = None
+        self.served_blocks += len(blocks)
+        self.served_bytes += sum(len(d) for _, d in blocks)
+        return stream
+
+    async def _write(self, stream, data: bytes, peer: str) -> None:
         if self.pacer is not None and self.pacer.rate:
             piece = self.pacer.pacer.piece_bytes()
             for start in range(0, len(data), piece):
@@ -284,9 +324,6 @@ class Bitswap:
             await write_all(stream, data, SEND_TIMEOUT)
             if self.pacer is not None:
                 self.pacer.pacer.request(None, BUNDLES, len(data), 0, protocol="bitswap", peer=peer)  # counted only
-        self.served_blocks += len(blocks)
-        self.served_bytes += sum(len(d) for _, d in blocks)
-        return stream
 
     # ---------------------------------------------------------------- asking one peer
 
