@@ -42,13 +42,15 @@ def make_tree(root: Path, big: int, small: int, seed: int) -> int:
     rng = random.Random(seed)
     shutil.rmtree(root, ignore_errors=True)
     (root / "cad").mkdir(parents=True)
-    (root / "docs").mkdir()
+    (root / "docs").mkdir()  # removed again if left empty (empty folders: Helia keeps them, fabnode does not)
     (root / "cad" / "body.step").write_bytes(rng.randbytes(big))
     total = big
     for i in range(small):
         data = rng.randbytes(rng.randint(200, 32 * 1024))
         (root / ("docs" if i % 2 else "cad") / f"part-{i:03d}.txt").write_bytes(data)
         total += len(data)
+    if not small:
+        (root / "docs").rmdir()
     return total
 
 

@@ -211,7 +211,8 @@ def _blocks_in(home: Path) -> set[bytes]:
 def test_the_daemon_stores_no_pushed_block_and_limits_huge_wantlists(node):
     """A peer pushes a block nobody asked for and a forged copy of a block the daemon holds:
     neither is stored, one line says so. It then asks for 3,000 blocks at once: the daemon keeps
-    1,024 of its wants (one log line), still answers the one it holds, and the peer is not cut off."""
+    1,024 of its wants (one log line), still answers the one it holds, and the peer is not cut off.
+    A fifth stream held open at once is refused."""
     from fabnode.node.runtime.wire import read_frame
 
     daemon, home = node["daemon"], node["cli"].home
@@ -244,7 +245,10 @@ def test_the_daemon_stores_no_pushed_block_and_limits_huge_wantlists(node):
                     bs.WantEntry(make_cid(RAW, rng.randbytes(8)), want_have=True) for _ in range(2999)]
                 await stream.write(bs.frame(bs.encode_message(wants=wants)))
                 await got.wait()
-                await stream.close()
+                held_open = [await host.new_stream(info.peer_id, [bs.PROTOCOLS[0]]) for _ in range(4)]
+                await trio.to_thread.run_sync(daemon.wait_for, "refused a stream from", WAIT)  # 4 per peer
+                for extra in (stream, *held_open):
+                    await extra.close()
 
     trio.run(main)
     assert _blocks_in(home) == before  # nothing stored: not the stray block, not the forgery
