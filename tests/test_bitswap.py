@@ -245,8 +245,14 @@ def test_the_daemon_stores_no_pushed_block_and_limits_huge_wantlists(node):
                     bs.WantEntry(make_cid(RAW, rng.randbytes(8)), want_have=True) for _ in range(2999)]
                 await stream.write(bs.frame(bs.encode_message(wants=wants)))
                 await got.wait()
-                held_open = [await host.new_stream(info.peer_id, [bs.PROTOCOLS[0]]) for _ in range(4)]
+                held_open = []
+                for _ in range(4):
+                    try:
+                        held_open.append(await host.new_stream(info.peer_id, [bs.PROTOCOLS[0]]))
+                    except Exception:  # the one over the limit may be reset while its protocol is agreed
+                        pass
                 await trio.to_thread.run_sync(daemon.wait_for, "refused a stream from", WAIT)  # 4 per peer
+                assert len(held_open) >= 3
                 for extra in (stream, *held_open):
                     await extra.close()
 
@@ -255,9 +261,8 @@ def test_the_daemon_stores_no_pushed_block_and_limits_huge_wantlists(node):
     assert node["cli"].run("cat", f"{node['root']}/cad/frame.bin").stdout == (node["src"] / "cad/frame.bin").read_bytes()
     assert [(b.cid, hashlib.sha256(b.data).digest()) for b in answered[0].blocks] == \
         [(held_leaf, held_leaf[4:])]  # the one held block, served intact
-    line = daemon.wait_for("wants more than 1024 blocks at once", WAIT)
-    assert "dropped 1976 wantlist entries" in line
-    assert len(daemon.said("wants more than")) == 1
+    lines = daemon.said("wants more than 1024 blocks at once")  # said before the block was answered
+    assert len(lines) == 1 and "dropped 1976 wantlist entries" in lines[0], lines
     peers = node["cli"].out("peers")
     assert "cut off" not in peers
 

@@ -200,6 +200,7 @@ class Bitswap:
             self.nursery.start_soon(self._send_to, peer_id, peer)
         elif not len(wants):
             del self._wants[peer]
+            del self._protocol[peer]
 
     def _deliver(self, peer: str, msg) -> None:
         dropped = msg.unverifiable
@@ -215,6 +216,7 @@ class Bitswap:
             cid = internal_cid(wire_cid)
             for receiver in self._receivers:
                 if kind == DONT_HAVE and receiver.peer == peer and cid in receiver.wanted:
+                    receiver.wanted.discard(cid)  # heard once: the fetch ends its attempt on it
                     receiver.send.send_nowait(("dont-have", cid, b""))
         if dropped:
             self.dropped_blocks += dropped
@@ -250,6 +252,8 @@ class Bitswap:
             self._news.pop(peer, None)
             if peer in self._wants and not len(self._wants[peer]):
                 del self._wants[peer]
+            if peer not in self._wants:
+                self._protocol.pop(peer, None)
             if stream is not None:
                 with trio.move_on_after(1) as cleanup:
                     cleanup.shield = True
