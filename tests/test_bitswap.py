@@ -21,7 +21,7 @@ from conftest import TOOLS, Cli, write_random_file
 from daemons import Daemon, wait_until
 
 from fabnode.protocol import bitswap as bs
-from fabnode.protocol.cid import DAG_PB, RAW, cid_str, make_cid, parse_cid
+from fabnode.protocol.cid import DAG_PB, RAW, cid_str, make_cid
 from fabnode.protocol.errors import RemoteProtocolError
 
 NODE = TOOLS / "node_modules" / ".bin" / "node"
@@ -186,6 +186,7 @@ def test_get_over_bitswap_from_a_fabnode_daemon(node, tmp_path):
                   "-o", str(tmp_path / "cad"), "--timeout", "40s", timeout=WAIT)
     assert "fetched" in got.stderr.decode()
     _same_tree(node["src"] / "cad", tmp_path / "cad")
+    assert "--bitswap needs --peer" in cli.fails("get", cid_str(make_cid(RAW, b"elsewhere")), "--bitswap")
 
 
 # ------------------------------------------------------------------ hostile Bitswap peers
