@@ -1,6 +1,8 @@
 // Shared by helia-serve.mjs and helia-fetch.mjs: an in-memory Helia 7 node with only TCP (on
 // 127.0.0.1), Noise, Yamux, identify and Bitswap — no DHT, no HTTP routers, no other transports —
 // so the only way a block can reach it is Bitswap over the connection the test makes.
+// @helia/libp2p and @multiformats/multiaddr come with helia and libp2p (hoisted, pinned by
+// package-lock.json); withLibp2pLight keeps Helia from adding its default services (DHT, …).
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { withBitswap } from '@helia/bitswap'
