@@ -475,14 +475,37 @@ async def fetch_over_bitswap(bitswap: Bitswap, store: BlockStore, root: bytes, p
     raise FabnodeError(f"could not fetch {cid_str(root)} over Bitswap: {'; '.join(attempts)}{kept}")
 
 
+IDENTIFY_WAIT = 3
+"""How long `get` waits for a peer's identify answer (its protocol list) before asking directly."""
+
+
 async def speaks_fetch(host, info) -> bool | None:
     """Whether a peer answers fabnode's fetch protocol (True), only Bitswap (False), or could
-    not be asked (None: the fetch itself will say why). One stream, reset at once."""
+    not be asked (None: the fetch itself will say why). The protocols the peer listed in its
+    identify answer decide; without one (within :data:`IDENTIFY_WAIT`), one stream proposing
+    fetch first, then Bitswap, is opened and reset at once."""
     from .fetch import CONNECT_TIMEOUT, PROTOCOL as FETCH
 
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
             await host.connect(info)
+    except Exception:
+        return None
+    listed: set[str] = set()
+    with trio.move_on_after(IDENTIFY_WAIT):
+        while not listed:
+            try:
+                listed = {str(p) for p in host.get_peerstore().get_protocols(info.peer_id)}
+            except Exception:  # not identified yet
+                listed = set()
+            if not listed:
+                await trio.sleep(0.05)  # the library fills the peerstore; there is no event to await
+    if FETCH in listed:
+        return True
+    if listed & set(PROTOCOLS):
+        return False
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
             stream = await host.new_stream(info.peer_id, [FETCH, *PROTOCOLS])
     except Exception:
         return None
