@@ -1223,6 +1223,11 @@ def status(ctx: Context, as_json: bool) -> None:
             echo(f"fetching  {t['root']} from {names.label(t['from'])}: {t['blocks']} blocks, {t['bytes']} bytes")
         for t in info["serving"]:
             echo(f"serving   {t['root']} to {names.label(t['peer'])}: {t['sent_bytes']} bytes")
+        swap = info.get("bitswap") or {}
+        if swap.get("served_blocks") or swap.get("dropped_blocks") or swap.get("dropped_wants"):
+            echo(f"bitswap   {swap['served_blocks']} block(s), {_human(swap['served_bytes'])} served to IPFS peers; "
+                 f"{swap['peers_asking']} asking now; refused {swap['dropped_blocks']} unasked-for block(s), "
+                 f"{swap['dropped_wants']} want(s) over the limit")
         seeding = info["seeding"]
         echo(f"seeding   {seeding['wanted']} bundle(s) wanted, {seeding['used_bytes'] >> 20} of "
              f"{seeding['budget_bytes'] >> 20} MiB used")

@@ -266,6 +266,9 @@ def test_the_daemon_stores_no_pushed_block_and_limits_huge_wantlists(node):
     assert len(lines) == 1 and "dropped 1976 wantlist entries" in lines[0], lines
     peers = node["cli"].out("peers")
     assert "cut off" not in peers
+    swap = node["cli"].json("status")["bitswap"]
+    assert swap["served_blocks"] >= 1 and swap["dropped_blocks"] == 2 and swap["dropped_wants"] == 1976, swap
+    assert "refused 2 unasked-for block(s), 1976 want(s) over the limit" in node["cli"].out("status")
 
 
 def test_a_malformed_message_cuts_the_peer_off(node):

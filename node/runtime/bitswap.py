@@ -117,6 +117,12 @@ class Bitswap:
         """Blocks received that no fetch here asked for (or with bytes that are not the CID asked)."""
         self.dropped_wants = 0
 
+    def status(self) -> dict:
+        """What `fabnode status` shows: served since the start, and what was refused."""
+        return {"served_blocks": self.served_blocks, "served_bytes": self.served_bytes,
+                "peers_asking": len(self._wants), "dropped_blocks": self.dropped_blocks,
+                "dropped_wants": self.dropped_wants}
+
     def register(self) -> None:
         for protocol in PROTOCOLS:
             self.host.set_stream_handler(protocol, self.handle)

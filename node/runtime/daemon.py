@@ -389,6 +389,7 @@ class Daemon:
             "mdns": self.options.mdns, "http": self.http or "off",
             "last_syncs": service["last_syncs"], "seeding": service["seeding"],
             "waiting": self._waiting(service), "sent": {**self.pacer.status(), "records": service["records_sent"]},
+            "bitswap": self.bitswap.status(),
         }
 
     def _waiting(self, service: dict) -> dict:
