@@ -135,11 +135,12 @@ def main() -> None:
     init_home(lab, "serving lab")
     cid = subprocess.run([str(FABNODE), "add", str(tree)], env=env_for(lab), capture_output=True,
                          check=True).stdout.decode().strip()
-    daemon = Daemon(lab)
-    helia = HeliaServer(tree)
-    assert helia.cid == cid, f"Helia's CID {helia.cid} is not fabnode's {cid}"
     times: dict[str, list[float]] = {case: [] for case in (*CASES, "fabnode get --peer (whole command)")}
+    daemon = Daemon(lab)
+    helia = None
     try:
+        helia = HeliaServer(tree)
+        assert helia.cid == cid, f"Helia's CID {helia.cid} is not fabnode's {cid}"
         for run in range(args.runs):
             for case in CASES:
                 out = base / "out"
@@ -157,8 +158,9 @@ def main() -> None:
             times["fabnode get --peer (whole command)"].append(seconds)
             print(f"run {run + 1} whole get: {seconds:.3f} s", flush=True)
     finally:
-        helia.stop()
-        cleanup()
+        if helia is not None:
+            helia.stop()
+        cleanup()  # the daemon too, whatever failed
     anchor = statistics.median(times[CASES[0]])
     print()
     print(f"Machine: {machine()}")
