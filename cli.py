@@ -530,10 +530,12 @@ def cat(ctx: Context, cid_path: str, language: str | None) -> None:
         help="Fetch what is missing from this peer (/ip4/…/tcp/…/p2p/…; repeat: tried in order, each resuming the last).")
 @option("--timeout", "timeout_s", metavar="DURATION", type=_duration, default="10m",
         help="Keep trying to fetch for this long (e.g. 90s, 10m, 1h); what arrived is kept.")
+@option("--bitswap", is_flag=True,
+        help="Ask the --peer nodes over Bitswap (any IPFS node: Kubo, Helia); done anyway when none of them is a fabnode node.")
 @option("--language", metavar="TAG",
         help="For a design id: its newest translation into TAG (BCP 47, e.g. sw), else say which languages exist.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], timeout_s: float,
+def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], timeout_s: float, bitswap: bool,
         language: str | None, as_json: bool) -> None:
     """Write a stored file or folder out, byte for byte, as a new file or folder.
 
@@ -546,6 +548,7 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     running daemon (connected peers first, then providers found in the DHT). Several peers
     send disjoint parts at once; a broken link is retried (1 s, 2 s … 30 s apart) until
     --timeout, and a new attempt (or a new `get`, after Ctrl-C) resumes where the last stopped.
+    A --peer that is an IPFS node (Kubo, Helia) rather than a fabnode node is asked over Bitswap.
 
     With --language, a design id means the design's newest translation into that language
     (its own files if it is written in it); with none, one line lists the languages that exist.
@@ -554,7 +557,11 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
     """
     from fabnode.node.local.files import get_path, plan_get
     from fabnode.protocol.cid import cid_str
+    from fabnode.protocol.errors import FabnodeError
     from fabnode.storage.gc import end_lease, take_lease
+
+    if bitswap and not peers:
+        raise FabnodeError("--bitswap needs --peer ADDR: the IPFS node to ask (/ip4/…/tcp/…/p2p/…)")
 
     store = _home(ctx).open_store()
     files = _files(store, cid_path, language=_asked_language(language, env=False))
@@ -568,7 +575,8 @@ def get(ctx: Context, cid_path: str, output: Path | None, peers: list[str], time
 
         line = FetchLine() if sys.stdout.isatty() and sys.stderr.isatty() else None
         try:
-            fetched = fetch(_home(ctx).require(), cid_path, list(peers), timeout_s, progress=line)
+            fetched = fetch(_home(ctx).require(), cid_path, list(peers), timeout_s, progress=line,
+                            bitswap=True if bitswap else None)
         finally:
             if line is not None:
                 line.finish()
@@ -1415,6 +1423,11 @@ def status(ctx: Context, as_json: bool) -> None:
             echo(f"fetching  {t['root']} from {names.label(t['from'])}: {t['blocks']} blocks, {t['bytes']} bytes")
         for t in info["serving"]:
             echo(f"serving   {t['root']} to {names.label(t['peer'])}: {t['sent_bytes']} bytes")
+        swap = info.get("bitswap") or {}
+        if swap.get("served_blocks") or swap.get("dropped_blocks") or swap.get("dropped_wants"):
+            echo(f"bitswap   {swap['served_blocks']} block(s), {_human(swap['served_bytes'])} served to IPFS peers; "
+                 f"{swap['peers_asking']} asking now; refused {swap['dropped_blocks']} unasked-for block(s), "
+                 f"{swap['dropped_wants']} want(s) over the limit")
         seeding = info["seeding"]
         echo(f"seeding   {seeding['wanted']} bundle(s) wanted, {seeding['used_bytes'] >> 20} of "
              f"{seeding['budget_bytes'] >> 20} MiB used")

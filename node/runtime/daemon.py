@@ -18,6 +18,8 @@ module only wires it to the world, under one trio nursery:
 * **sync** (:mod:`node.runtime.sync`): the sessions' frames over ``/fabnode/sync/1.0.0`` streams.
 * **fetch** (:mod:`node.runtime.fetch`, :mod:`node.runtime.fetcher`): serving
   ``/fabnode/car/1.0.0`` within its budgets, and fetching for `get` and seeding.
+* **Bitswap** (:mod:`node.runtime.bitswap`): serving every held block to IPFS nodes
+  (``/ipfs/bitswap/1.2.0``, ``1.1.0``, ``1.0.0``) within the same budgets and upload cap.
 * **providers** (:mod:`node.runtime.providers`): the Kademlia DHT.
 * **control** (:func:`node.runtime.control.serve_control`): the CLI's port on 127.0.0.1.
 * **HTTP** (:func:`node.http.web.serve_http`), unless ``http = "off"``: the lab's pages and
@@ -87,7 +89,7 @@ class Daemon:
         self.started = time.time()
         self.service: NodeService | None = None
         self.host = self.nursery = None
-        self.peers = self.gossip = self.syncs = self.providers = self.fetcher = None
+        self.peers = self.gossip = self.syncs = self.providers = self.fetcher = self.bitswap = None
         self.http = None
         self.token = ""
         self.http_socket = http_socket  # bound by run_daemon before the start; None: no web interface
@@ -236,6 +238,7 @@ class Daemon:
         from fabnode.node.service.peers import PeerEntry
         from fabnode.protocol.sync import PROTOCOL as SYNC
 
+        from .bitswap import Bitswap
         from .fetch import PROTOCOL as FETCH
         from .fetcher import Fetcher
         from .gossip import GossipRuntime
@@ -265,12 +268,16 @@ class Daemon:
                 self.syncs = SyncStreams(host, self.feed, self.service.frame_limit, self.pacer)
                 self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log)
                 host.set_stream_handler(FETCH, self.server.handle)
+                self.bitswap = Bitswap(host, self.store, self.log, pacer=self.pacer,
+                                       streams_per_peer=opts.streams_per_peer, streams_total=opts.streams_total)
+                self.bitswap.on_offence = self.server.on_offence
+                self.bitswap.register()
                 host.set_stream_handler(SYNC, self.syncs.handle_inbound)
                 async with background_trio_service(pubsub), background_trio_service(gossipsub), \
                         background_trio_service(self.providers.dht):
                     subscription = await self.gossip.subscribe()
                     async with trio.open_nursery() as nursery:
-                        self.nursery = self.peers.nursery = self.syncs.nursery = nursery
+                        self.nursery = self.peers.nursery = self.syncs.nursery = self.bitswap.nursery = nursery
                         control_port = await nursery.start(self._serve_control)
                         for task in (functools.partial(self.gossip.drain_deliveries, subscription),
                                      self.gossip.storer, self.gossip.publisher, self.peers.watch,
@@ -382,6 +389,7 @@ class Daemon:
             "mdns": self.options.mdns, "http": self.http or "off",
             "last_syncs": service["last_syncs"], "seeding": service["seeding"],
             "waiting": self._waiting(service), "sent": {**self.pacer.status(), "records": service["records_sent"]},
+            "bitswap": self.bitswap.status(),
         }
 
     def _waiting(self, service: dict) -> dict:

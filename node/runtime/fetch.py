@@ -676,7 +676,8 @@ async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str]
 
 
 async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], peer_addrs: list[str],
-                               timeout_s: float | None = None, progress=None, renew=None) -> dict:
+                               timeout_s: float | None = None, progress=None, renew=None,
+                               bitswap: bool | None = None) -> dict:
     from libp2p.crypto.ed25519 import create_new_key_pair
     from libp2p.peer.peerinfo import info_from_p2p_addr
     from multiaddr import Multiaddr
@@ -692,6 +693,17 @@ async def _fetch_with_own_host(store: BlockStore, root: bytes, path: list[str], 
             raise FabnodeError(f"not a peer address: {addr!r} (want /ip4/…/tcp/…/p2p/…): {exc}") from None
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
         _learn_no_other_addrs(host, infos)
+        if bitswap is not False:
+            from .bitswap import Bitswap, fetch_over_bitswap, speaks_fetch
+
+            # a peer that does not answer fabnode's fetch protocol (Kubo, Helia) is asked over
+            # Bitswap; with --bitswap every peer is (docs/design.md, "Bitswap (issue 16)")
+            ipfs_only = infos if bitswap else [info for info in infos if await speaks_fetch(host, info) is False]
+            if ipfs_only and (bitswap or len(ipfs_only) == len(infos)):
+                swap = Bitswap(host, store, serve=False, log=lambda line: None)  # the error says it all
+                swap.register()
+                return await fetch_over_bitswap(swap, store, root, path, ipfs_only, timeout_s=timeout_s,
+                                                on_change=progress, renew=renew)
         return await fetch_from_peers(host, store, root, path, infos, timeout_s=timeout_s, on_change=progress,
                                       renew=renew)
 
@@ -801,11 +813,13 @@ DEFAULT_TIMEOUT_S = 600
 
 
 def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-          progress=None) -> dict:
+          progress=None, bitswap: bool | None = None) -> dict:
     """Fetch a DAG from the given peers (all at once, each retried with backoff until
     ``timeout_s``) into the store, verified, and pin it; without peers, ask the running daemon
     to find them. ``progress(status)`` is called a few times a second with a dict: ``bytes``,
-    ``total`` (0 until known), ``state`` ("fetching" or "waiting"), ``retry_in_s``, ``last``."""
+    ``total`` (0 until known), ``state`` ("fetching" or "waiting"), ``retry_in_s``, ``last``.
+    ``bitswap``: True asks the peers over Bitswap only; None (the default) does so when none of
+    them answers fabnode's own fetch protocol (an IPFS node: Kubo, Helia)."""
     root, path = parse_cid_path(cid_path)
     if isinstance(peer_addrs, str):
         peer_addrs = [peer_addrs]
@@ -822,7 +836,7 @@ def fetch(home: Home, cid_path: str, peer_addrs: list[str] | str, timeout_s: flo
     with fetch_lease(store, root) as renew:
         try:
             result = trio.run(_until_interrupted, _fetch_with_own_host, store, root, path, peer_addrs, timeout_s,
-                              progress, renew)
+                              progress, renew, bitswap)
         except BaseExceptionGroup as group:  # libp2p's nurseries wrap what our code raised inside them
             raise interrupts.find_interrupt(group) or first_in_group(group, FabnodeError) or group from None
         pin_fetched(store, result["root"])
