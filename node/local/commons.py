@@ -167,10 +167,16 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
 
     plan = plan_add(path, include_hidden)
     manifest: dict = {}
+    requirements = None
     manifest_path = path / "okh.toml"
     if path.is_dir() and manifest_path.is_file():
         manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"))
         warnings.extend(f"okh.toml: {w}" for w in lint_manifest(manifest, planned_paths(plan)))
+        if translation_of is None:  # a translation shares the requirements of what it translates
+            from fabnode.node.local.making import folder_requirements
+
+            requirements, requirement_warnings = folder_requirements(path, manifest)
+            warnings.extend(requirement_warnings)
     elif path.is_dir():
         warnings.append("the bundle has no okh.toml (Open Know-How manifest): add one so others can find and build it")
     summary = manifest_summary(manifest) if manifest else {}
@@ -222,6 +228,10 @@ def publish(home: Home, path: Path, *, message: str, design: str | None = None, 
         body["bundle"] = Link(bundle)
         record = _record(home, "version", body, ts)
         records.ingest(record, received_ms=ts, outbox=True, manifest=manifest_text.strip())
+        if translation_of is None:
+            from fabnode.storage.making import index_requirements
+
+            index_requirements(store.db.conn, record.cid, design_cid or record.cid, ts, requirements)
     _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
     return Published(record.id, design_out, added.cid, warnings)
