@@ -163,13 +163,14 @@ def _resolve_design(records, text: str) -> tuple[bytes, bytes | None]:
 
 
 def can_make_design(home: "Home", design_text: str, *, near: tuple[float, float] | None = None,
-                    near_me: bool = False, radius_km: float | None = None, limit: int = DEFAULT_LIMIT) -> dict:
+                    near_me: bool = False, radius_km: float | None = None, limit: int = DEFAULT_LIMIT,
+                    stores=None) -> dict:
     """Labs that can make a design (every process and material), then those one short, nearest
     and most trusted first; the design's needs; or why they are unknown."""
     from fabnode.node.local.names import names_for
     from fabnode.protocol.canmake import match_labs
 
-    stores = home.open_stores()
+    stores = stores or home.open_stores()
     records = stores.records
     me = home.identity().did
     design, version = _resolve_design(records, design_text)
