@@ -1044,6 +1044,196 @@ def name(ctx, key, name, clear, as_json):
         echo(f"{row['key']} is now shown as {row['shown']}")
 
 
+def _yes_no(text: str) -> bool:
+    word = text.strip().casefold()
+    if word in ("yes", "y", "true", "1", "on"):
+        return True
+    if word in ("no", "n", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: write yes or no")
+
+
+def _lat_lon(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write LAT,LON in degrees, e.g. -0.30,36.07") from None
+    return lat, lon
+
+
+def _print_profile(p: dict) -> None:
+    """A lab profile as lines of ``field  value`` (``fabnode lab``, ``fabnode lab set``)."""
+    echo(f"lab        {p['shown']}  ({p['author']})")
+    if p.get("place"):
+        echo(f"place      {p['place']}")
+    if p.get("lat") is not None:
+        echo(f"location   {p['lat']:.4f}, {p['lon']:.4f}  (rounded to {p['precision_km']:g} km before signing)")
+    else:
+        echo("location   not shared")
+    if p.get("bioregion"):
+        echo(f"bioregion  {p['bioregion']}")
+    procs = [f"{pid}" for pid in p["processes"]] + [f"{t} (unknown process)" for t in p["unknown_processes"]]
+    echo("processes  " + (", ".join(procs) if procs else "none listed"))
+    for m in p["machines"]:
+        echo("machine    " + "; ".join(x for x in (m["kind"], m.get("size"), m.get("notes")) if x))
+    if p["materials"]:
+        echo("materials  " + ", ".join(p["materials"]))
+    if p["languages"]:
+        echo("languages  " + ", ".join(p["languages"]))
+    if p.get("contact"):
+        echo(f"contact    {p['contact']}")
+    echo("requests   " + ("taking requests" if p["taking_requests"] else "not taking requests"))
+    echo(f"nodes      {', '.join(p['nodes']) or 'none'}")
+
+
+@command()
+@argument("action", metavar="set", required=False, choices=["set"])
+@option("--name", help="The lab's name (also written to config.toml).")
+@option("--place", help="Where the lab is, as free text; a town's name alone is looked up offline "
+                        "(\"Nakuru\", or \"Nakuru, KE\" when several places share it).")
+@option("--lat", type=float, help="Latitude in degrees (with --lon; rounded to --precision-km before signing).")
+@option("--lon", type=float, help="Longitude in degrees.")
+@option("--precision-km", "precision_km", type=float,
+        help="How precisely to share the coordinates, 0.1 to 500 km (default 10).")
+@option("--bioregion", help="The bioregion the lab works in, e.g. \"Lake Nakuru basin\".")
+@option("--process", "processes", metavar="PROCESS", multiple=True,
+        help="A process the lab can do (repeat): laser-cutting, 3d-printing-fdm, welding… ('fabnode labs --processes' lists them).")
+@option("--machine", "machines", metavar="\"KIND[; SIZE[; NOTES]]\"", multiple=True,
+        help="A machine (repeat), e.g. \"laser cutter; 600x400 mm; CO2 60 W\".")
+@option("--material", "materials", metavar="MATERIAL", multiple=True, help="A material usually in stock (repeat).")
+@option("--language", "languages", metavar="TAG", multiple=True, help="A language the lab works in (BCP 47; repeat).")
+@option("--contact", help="How to reach the lab (one line, shared with every peer).")
+@option("--taking-requests", "taking_requests", metavar="yes|no", type=_yes_no,
+        help="Whether the lab currently takes requests from others.")
+@option("--clear", "clear", metavar="FIELD", multiple=True,
+        help="Remove a field: place, coordinates, bioregion, processes, machines, materials, languages, contact (repeat).")
+@option("--from-json", "from_json", metavar="FILE",
+        help="Read the options from a JSON object (keys as the options: place, lat, processes…; '-' for stdin).")
+@option("--yes", "-y", "yes", is_flag=True, help="Accept the place found for --place without asking.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def lab(ctx, action, name, place, lat, lon, precision_km, bioregion, processes, machines, materials, languages,
+        contact, taking_requests, clear, from_json, yes, as_json):
+    """Show this lab's profile, or publish a new one with 'lab set'.
+
+    Each option of 'lab set' replaces that field of the current profile; the others are kept.
+    List options repeat. Coordinates are rounded to --precision-km (default 10 km) before the
+    profile is signed: the precise spot never leaves this machine.
+
+    Usage:  fabnode lab set --place "Nakuru" --process laser-cutting --process welding --taking-requests yes
+    """
+    from fabnode.node.local.labs import my_profile, set_profile
+    from fabnode.protocol.errors import FabnodeError
+
+    home = _home(ctx).require()
+    given = dict(name=name, place=place, lat=lat, lon=lon, precision_km=precision_km, bioregion=bioregion,
+                 processes=processes, machines=machines, materials=materials, languages=languages,
+                 contact=contact, taking_requests=taking_requests, clear=clear)
+    if action is None:
+        if from_json or any(v not in (None, [], ()) for v in given.values()):
+            raise FabnodeError("profile options need 'set': fabnode lab set --place …")
+        profile = my_profile(home)
+        _print_json(profile) if as_json else _print_profile(profile)
+        return
+    if from_json:
+        given = _merge_json_options(given, from_json)
+
+    def confirm(found) -> bool:
+        echo(f"place: {found.describe()}", err=True)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise FabnodeError(f"place {found.name!r} found ({found.country_code}): confirm it with --yes, "
+                               "or give --lat and --lon")
+        return input("share this place, rounded? [y/N] ").strip().casefold() in ("y", "yes")
+
+    profile = set_profile(home, **given, confirm_place=confirm, warn=lambda line: echo(line, err=True))
+    if as_json:
+        _print_json(profile)
+    else:
+        _print_profile(profile)
+
+
+def _merge_json_options(given: dict, source: str) -> dict:
+    """``lab set --from-json``: a JSON object whose keys are the options (lists for repeatable ones)."""
+    import json
+
+    from fabnode.protocol.errors import FabnodeError
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FabnodeError(f"--from-json {source}: not a readable JSON object ({exc})") from None
+    if not isinstance(data, dict):
+        raise FabnodeError(f"--from-json {source}: the JSON must be an object of options")
+    keys = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(keys) - set(given))
+    if unknown:
+        raise FabnodeError(f"--from-json {source}: unknown option(s) {', '.join(unknown)} (known: {', '.join(given)})")
+    merged = dict(given)
+    for key, value in keys.items():
+        if key in ("processes", "machines", "materials", "languages", "clear"):
+            if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
+                raise FabnodeError(f"--from-json {source}: {key} must be a list")
+            merged[key] = list(given[key]) + value
+        elif key == "taking_requests" and isinstance(value, str):
+            merged[key] = _yes_no(value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@command()
+@option("--near", type=_lat_lon, metavar="LAT,LON", help="Nearest first from this point.")
+@option("--near-me", "near_me", is_flag=True, help="Nearest first from this lab's own (rounded) coordinates.")
+@option("--radius", "radius_km", type=float, metavar="KM", help="Only labs this close (with --near or --near-me).")
+@option("--process", metavar="PROCESS", help="Only labs that list this process (any spelling of it).")
+@option("--processes", "list_processes", is_flag=True, help="List the process vocabulary instead.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def labs(ctx, near, near_me, radius_km, process, list_processes, as_json):
+    """List the labs this node knows, with distance, processes and trust.
+
+    Names are shown as everywhere: your own name for a key, else the name the lab declares
+    "(unverified)"; a name that several keys declare is flagged, and labs whose keys your trust
+    does not reach are marked "(not trusted)".
+
+    Usage:  fabnode labs --near-me --radius 100 --process welding
+    """
+    if list_processes:
+        from fabnode.protocol.processes import PROCESSES
+
+        rows = [{"id": p.id, "label": p.label, "okh": p.okh, "tsdc": p.tsdc, "synonyms": list(p.synonyms)}
+                for p in PROCESSES.values()]
+        if as_json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                echo(f"{r['id']:<22} {r['label']}" + (f"  [TsDC {r['tsdc']}]" if r["tsdc"] else ""))
+        return
+    from fabnode.node.local.labs import labs as list_labs
+
+    result = list_labs(_home(ctx).require(), near=near, near_me=near_me, radius_km=radius_km, process=process)
+    if as_json:
+        _print_json(result)
+        return
+    if not result["labs"]:
+        echo("no labs" + (" within reach" if result["near"] else "") + (f" that do {result['process']}" if process else ""))
+    for lab_ in result["labs"]:
+        shown = lab_["shown"]
+        if lab_["name_clash"]:
+            shown += f" (name also declared by {lab_['name_clash']} other lab{'s' if lab_['name_clash'] > 1 else ''})"
+        if not lab_["trusted"]:
+            shown += " (not trusted)"
+        where = lab_.get("place") or "place not shared"
+        if lab_["distance_km"] is not None:
+            where += f", {lab_['distance_km']:.0f} km"
+        elif result["near"] is None and lab_["lat"] is None:
+            where += ", no coordinates"
+        procs = ", ".join([*lab_["processes"], *(f"{t} (unknown process)" for t in lab_["unknown_processes"])])
+        requests = "taking requests" if lab_["taking_requests"] else "not taking requests"
+        echo(f"{shown}  {where}  {procs or 'no processes listed'}  {requests}  {lab_['author']}")
+
+
 @command("trust")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def trust_(ctx, as_json):

@@ -187,6 +187,18 @@ class Home:
         return Stores.over(open_db(self.db_path))
 
 
+def set_config_name(path: Path, name: str) -> None:
+    """Write the lab's ``name`` into config.toml (``init --name``, ``lab set --name``)."""
+    config = path / CONFIG_NAME
+    if Home(path).setting("name", None) != name:
+        lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
+        new_line = f"name = {json.dumps(name, ensure_ascii=False)}\n"
+        replaced = [new_line if line.startswith("name =") else line for line in lines]
+        if new_line not in replaced:
+            replaced.insert(1 if replaced and replaced[0].startswith("#") else 0, new_line)
+        config.write_text("".join(replaced), encoding="utf-8")
+
+
 def init_home(path: Path, name: str | None) -> Identity:
     """Create the home, keys, config and database; keep whatever already exists.
 
@@ -213,14 +225,7 @@ def init_home(path: Path, name: str | None) -> Identity:
         if config.stat().st_mode & 0o077:
             os.chmod(config, 0o600)  # a home made before issue 12
     if not fresh and name is not None:
-        home = Home(path)
-        if home.setting("name", None) != name:
-            lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
-            new_line = f"name = {json.dumps(name, ensure_ascii=False)}\n"
-            replaced = [new_line if line.startswith("name =") else line for line in lines]
-            if new_line not in replaced:
-                replaced.insert(1 if replaced and replaced[0].startswith("#") else 0, new_line)
-            config.write_text("".join(replaced), encoding="utf-8")
+        set_config_name(path, name)
     home = Home(path)
     home.open_store()  # creates and migrates the database
     from fabnode.node.local.names import ensure_lab_record

@@ -22,7 +22,10 @@ a record means exactly one thing to every node):
   result (passed|warned|failed), lab, notes, tests (strings), evidence (links).
 * vouch: subject (did:key), trust (trusted|distrusted), note.
 * lab: name (protocol/labs.py's rules), nodes (list of {"peer": peer ID, "sig": 64 bytes by that
-  node's key over protocol.labs.node_tie_statement(author)}). Unknown body fields of a lab are
+  node's key over protocol.labs.node_tie_statement(author)}), and the optional profile fields of
+  issue 18 (place, location, bioregion, processes, machines, materials, languages, contact,
+  taking_requests; bounds in protocol.labs.check_profile_field). A lab record dated before 2020
+  is refused (protocol.labs.MIN_LAB_TS). Unknown body fields of a lab are
   kept and ignored rather than refused (:data:`OPEN_TYPES`), so a later profile may add fields
   that this node still relays and verifies.
 * request (issue 18): a need for things made from a design: design (link to a design or one of
@@ -98,6 +101,16 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
     "lab": {
         "name": ("name", True),
         "nodes": ("nodes", True),
+        # the profile (issue 18): bounds in protocol/labs.py check_profile_field
+        "place": ("profile", False),
+        "location": ("profile", False),
+        "bioregion": ("profile", False),
+        "processes": ("profile", False),
+        "machines": ("profile", False),
+        "materials": ("profile", False),
+        "languages": ("profile", False),
+        "contact": ("profile", False),
+        "taking_requests": ("profile", False),
     },
     "request": {
         "design": ("link", False),
@@ -218,6 +231,13 @@ def _typed_field(kind, name: str, value):
         if len(value) > MAX_NOTE:
             raise _reject(f"body.{name} is longer than {MAX_NOTE} characters")
         return value
+    if kind == "profile":
+        from .labs import ProfileRefused, check_profile_field
+
+        try:
+            return check_profile_field(name, value)
+        except ProfileRefused as exc:
+            raise _reject(str(exc)) from None
     if kind == "language":
         from .translations import BadLanguage, check_tag
 
@@ -266,6 +286,13 @@ def check_node_ties(author: str, body: dict) -> None:
         if not _verify_ed25519(ed25519_from_peer_id(entry["peer"]), entry["sig"], statement):
             raise _reject(f"body.nodes[{i}]: node {entry['peer']} did not sign that it runs for {author} "
                           "(a wrong signature, or one made for another lab)")
+
+
+def _check_lab_ts(ts: int) -> None:
+    from .labs import MIN_LAB_TS
+
+    if ts < MIN_LAB_TS:
+        raise _reject(f"a lab record dated {ts} ms (before 2020-01-01) is past-dated nonsense")
 
 
 def check_body(rtype: str, author: str, body) -> dict:
@@ -331,6 +358,7 @@ def make_record(rtype: str, body: dict, *, author: str, ts: int, sign: Callable[
     """Build and sign a record; ``sign`` is the author's Ed25519 signing function."""
     typed = check_body(rtype, author, body)
     if rtype == "lab":
+        _check_lab_ts(ts)
         check_node_ties(author, typed)
     sig = sign(signing_bytes(rtype, author, ts, typed))
     raw = encode({"fabnode": FORMAT_VERSION, "type": rtype, "author": author, "ts": ts, "body": typed, "sig": sig})
@@ -378,6 +406,8 @@ def verify_record(raw: bytes, now_ms: int, cid: bytes | None = None) -> Record:
         raise _reject(f"ts is {(ts - now_ms) // 1000} s in the future (more than {MAX_FUTURE_MS // 60000} minutes)")
     if not isinstance(sig, bytes) or len(sig) != 64:
         raise _reject("sig must be 64 bytes")
+    if rtype == "lab":
+        _check_lab_ts(ts)
     body = check_body(rtype, author, value["body"])
     to_sign, whole = _encoded_forms(rtype, author, ts, body, sig)
     if whole != raw:

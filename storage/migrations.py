@@ -275,6 +275,36 @@ def search_scripts(db: Database) -> None:
         reindex(conn, design)
 
 
+@migrations(name="011_lab_profiles")
+def lab_profiles(db: Database) -> None:
+    # Lab profiles (issue 18; storage/labs.py has the theory). `lab_profiles`: the newest lab
+    # record of each author as a profile (JSON of protocol.labs.LabProfile), with its rounded
+    # coordinates as columns so "near" is a range scan. `lab_processes`: each profile's process
+    # terms (canonical ids, and unknown terms folded), so "--process P" is an index lookup.
+    # Filled from the lab records already here.
+    from fabnode.storage.labs import reindex_all
+
+    db.executescript(
+        """
+        CREATE TABLE lab_profiles (
+            author TEXT PRIMARY KEY NOT NULL,
+            cid BLOB NOT NULL,
+            ts INTEGER NOT NULL,
+            lat REAL,
+            lon REAL,
+            profile TEXT NOT NULL
+        );
+        CREATE INDEX lab_profiles_lat ON lab_profiles (lat, lon) WHERE lat IS NOT NULL;
+        CREATE TABLE lab_processes (
+            process TEXT NOT NULL,
+            author TEXT NOT NULL,
+            PRIMARY KEY (process, author)
+        ) WITHOUT ROWID;
+        """
+    )
+    reindex_all(db.conn)
+
+
 @migrations(name="012_design_requirements")
 def design_requirements(db: Database) -> None:
     # What designs need (issue 18; storage/making.py has the theory). `requirements_read`: each

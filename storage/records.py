@@ -138,6 +138,9 @@ class RecordStore:
             "INSERT INTO lab_nodes (peer_id, author, ts) VALUES (?, ?, ?) ON CONFLICT (peer_id, author) DO UPDATE"
             " SET ts = max(ts, excluded.ts)",
             [(node["peer"], record.author, record.ts) for node in record.body["nodes"]])
+        from fabnode.storage.labs import index_profile
+
+        index_profile(self._conn, record)
 
     def _rebuild_lab(self, author: str) -> None:
         """Index an author's lab records again (after one was evicted)."""
@@ -145,6 +148,9 @@ class RecordStore:
 
         self._conn.execute("DELETE FROM labs WHERE author = ?", (author,))
         self._conn.execute("DELETE FROM lab_nodes WHERE author = ?", (author,))
+        from fabnode.storage.labs import drop_profile
+
+        drop_profile(self._conn, author)
         rows = self._conn.execute("SELECT data FROM records WHERE type = 'lab' AND author = ?", (author,)).fetchall()
         for (data,) in rows:
             self._index_lab(verify_record(data, now_ms=1 << 62))

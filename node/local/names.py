@@ -95,6 +95,28 @@ def _node_signer(home: "Home"):
     return key.sign
 
 
+def sign_lab_body(home: "Home", records: "RecordStore", *, name: str, profile: dict | None = None) -> dict:
+    """The body of this lab's next ``lab`` record: ``name``, the node entries of the newest
+    record known here plus this node's own (freshly signed by the node key), and ``profile``
+    (the profile fields, protocol/labs.py) or else the newest record's profile fields, kept as
+    they were signed: renewing the name or the node never drops what ``lab set`` published."""
+    from fabnode.protocol.dagcbor import decode
+    from fabnode.protocol.labs import PROFILE_FIELDS
+
+    identity = home.identity()
+    latest = records.lab(identity.did)
+    old: dict = {}
+    if latest is not None:
+        raw = records.raw(latest[2])
+        if raw is not None:
+            old = decode(raw)["body"]
+    nodes = {n["peer"]: n for n in old.get("nodes", ())}
+    nodes[identity.peer_id] = {"peer": identity.peer_id,
+                               "sig": _node_signer(home)(node_tie_statement(identity.did))}
+    kept = profile if profile is not None else {k: old[k] for k in PROFILE_FIELDS if k in old}
+    return {"name": name, "nodes": [nodes[p] for p in sorted(nodes)], **kept}
+
+
 def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     """Sign and queue this lab's ``lab`` record if the newest one here lacks its configured name
     or this node; returns the new record's id, or None when nothing changed.
@@ -103,7 +125,6 @@ def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     node's own entry added. A configured name that is not safe to show is an error.
     ``announce=False``: the caller is the daemon itself (it reads its outbox; nobody to poke)."""
     from fabnode.node.local.commons import _announce, _open, _record, now_ms
-    from fabnode.protocol.dagcbor import decode
 
     identity = home.identity()
     name = check_name(identity.name, "the lab's name in config.toml")
@@ -111,17 +132,10 @@ def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     latest = records.lab(identity.did)
     if latest is not None and latest[0] == name and identity.peer_id in records.nodes_of(identity.did):
         return None
-    nodes = {}
-    if latest is not None:
-        raw = records.raw(latest[2])
-        if raw is not None:
-            nodes = {n["peer"]: n for n in decode(raw)["body"]["nodes"]}
-    nodes[identity.peer_id] = {"peer": identity.peer_id,
-                               "sig": _node_signer(home)(node_tie_statement(identity.did))}
+    body = sign_lab_body(home, records, name=name)
     ts = now_ms()
     if latest is not None and ts <= latest[1]:
         ts = latest[1] + 1  # newer than the one it replaces, even if this clock is behind
-    body = {"name": name, "nodes": [nodes[p] for p in sorted(nodes)]}
     with store.write_transaction(final=True):
         record = _record(home, "lab", body, ts)
         records.ingest(record, received_ms=ts, outbox=True)
