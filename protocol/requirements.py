@@ -23,7 +23,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from .processes import canonical_process, fold_material, fold_term
+from .processes import PROCESSES, canonical_process, fold_material, fold_term
 
 MAX_PARTS = 500
 """Parts read from one manifest; more are ignored (with a warning)."""
@@ -63,6 +63,26 @@ class Requirements:
                      + [("material", m) for m in self.materials])
 
 
+def _family_heads() -> dict[str, str]:
+    """TsDC id (folded) -> the first process of the vocabulary in that family: ``WEL`` ->
+    welding, ``CNC`` -> cnc-milling, ``PCB`` -> pcb-milling. A TsDC id names a family of
+    processes; a design that gives only the id is matched by the family's most common process
+    (the vocabulary lists it first), and ``manufacturing-process`` says more when it matters."""
+    heads: dict[str, str] = {}
+    for pid, info in PROCESSES.items():
+        if info.tsdc:
+            heads.setdefault(fold_term(info.tsdc), pid)
+    return heads
+
+
+_TSDC_HEADS = _family_heads()
+
+
+def process_of(term: str) -> str | None:
+    """The canonical process a manifest's term means: a vocabulary term or synonym, else a TsDC id."""
+    return canonical_process(term) or _TSDC_HEADS.get(fold_term(term))
+
+
 def _texts(value: object) -> list[str] | None:
     """A field that is text or a list of texts, as a list; None when it is neither."""
     if isinstance(value, str):
@@ -95,7 +115,7 @@ class _Collector:
             self.warnings.append(f"okh.toml: {where}: {field} is longer than {MAX_TERM} characters (ignored): "
                                  "name the process, describe it in the manufacturing instructions")
             return False
-        canonical = canonical_process(term)
+        canonical = process_of(term)
         if canonical is not None:
             if len(self.processes) < MAX_TERMS:
                 self.processes.add(canonical)
@@ -107,7 +127,7 @@ class _Collector:
             self.unknown.add(folded)
         self.warnings.append(f"okh.toml: {where}: {field} {term!r} is not in fabnode's process vocabulary "
                              "(kept, but only labs that wrote the same words match it): use a term from "
-                             "'fabnode lab set --help' or a TsDC id such as 3DP, LAS, CNC or WEL")
+                             "'fabnode lab set --help' or a TsDC id such as 3DP, CNC, WEL or PCB")
         return True
 
     def material(self, term: str, where: str) -> bool:
@@ -176,7 +196,7 @@ def read_requirements(manifest: dict, bom_csv: str | None = None) -> tuple[Requi
         if not named:
             found.warnings.append(f"okh.toml: {where} names no manufacturing process: add "
                                   "`manufacturing-process = \"…\"` (such as \"laser cutting\") or a TsDC id "
-                                  "(`tsdc = \"LAS\"`) so labs can tell whether they can make it")
+                                  "(`tsdc = \"WEL\"`) so labs can tell whether they can make it")
         materials = _texts(part.get("material", []))
         if materials is None:
             found.warnings.append(f"okh.toml: {where}: material should be text or a list of texts")

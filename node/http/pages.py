@@ -419,8 +419,12 @@ class Pages:
         from fabnode.storage import Stores
         from fabnode.node.local.making import can_make_design
 
-        return can_make_design(self.home, design, near=self._here(), limit=MAX_MAKERS_LISTED,
-                               stores=Stores.of(self.store))
+        makers = can_make_design(self.home, design, near=self._here(), limit=MAX_MAKERS_LISTED,
+                                 stores=Stores.of(self.store))
+        for lab in makers["labs"]:
+            for missing in lab["missing"]:
+                missing["is_process"] = missing["kind"] == "process"
+        return makers
 
     def requests_page(self) -> str:
         from fabnode.storage import Stores
