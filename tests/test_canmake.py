@@ -48,6 +48,15 @@ def two(tmp_path_factory):
     da.stop()
 
 
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    """One lab with a profile and the pump, no daemon: for what is refused before any network."""
+    lab = Cli(tmp_path_factory.mktemp("solo") / "nairobi")
+    lab.run("init", "--name", "Fab Lab Nairobi")
+    lab.run("lab", "set", "--place", "Nairobi", "--lat", NAIROBI[0], "--lon", NAIROBI[1], "--process", "lathe", "--yes")
+    return {"a": lab, "design": lab.out("publish", str(EXAMPLE), "-m", "first pump")}
+
+
 def test_publish_warns_what_a_manifest_should_add(tmp_path):
     cli = Cli(tmp_path / "home")
     cli.run("init", "--name", "Lab")
@@ -154,15 +163,15 @@ def test_every_command_across_two_daemons(two, browser):
     (["--quantity", "2", "--needed-by", SOON, "--note", "x" * 501], "error: --note is 501 characters long; at most 500"),
     (["--quantity", "2"], "error: a request needs DESIGN, --quantity N and --needed-by YYYY-MM-DD"),
 ])
-def test_careless_requests_are_refused_in_one_line_and_nothing_is_signed(two, args, says):
-    a = two["a"]
+def test_careless_requests_are_refused_in_one_line_and_nothing_is_signed(solo, args, says):
+    a = solo["a"]
     before = record_count(a.home)
-    assert a.fails("request", two["design"], *args).startswith(says)
+    assert a.fails("request", solo["design"], *args).startswith(says)
     assert record_count(a.home) == before
 
 
-def test_other_refusals_are_one_line(two, tmp_path):
-    a, design = two["a"], two["design"]
+def test_other_refusals_are_one_line(solo, tmp_path):
+    a, design = solo["a"], solo["design"]
     mine = a.out("request", design, "--quantity", "1", "--needed-by", SOON)
     assert a.fails("offer", mine, "--quantity", "1").startswith("error: that is this lab's own request")
     assert a.fails("offer", design, "--quantity", "1") == \
@@ -171,5 +180,5 @@ def test_other_refusals_are_one_line(two, tmp_path):
     assert a.fails("can-make", design, "--near", "95,10").startswith("error: --near '95,10': latitude must be within")
     fresh = Cli(tmp_path / "fresh")
     fresh.run("init")
-    assert fresh.fails("can-make").startswith("error: this lab has no profile yet")
+    assert fresh.fails("can-make").startswith("error: this lab's profile names no process or material yet")
     assert fresh.fails("requests", "--near-me").startswith("error: --near-me needs this lab's coordinates")

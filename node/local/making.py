@@ -210,8 +210,8 @@ def can_make_here(home: "Home", *, limit: int = 200) -> dict:
     stores = home.open_stores()
     me = home.identity().did
     profile = lab_profile(stores.db.conn, me)
-    if profile is None:
-        raise FabnodeError("this lab has no profile yet: say what it can do with "
+    if profile is None or not (profile.processes or profile.unknown_processes or profile.materials):
+        raise FabnodeError("this lab's profile names no process or material yet: say what it can do with "
                            "'fabnode lab set --process … --material …'")
     read_held_requirements(stores)
     have = capabilities(profile)
