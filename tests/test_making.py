@@ -255,3 +255,33 @@ def test_designs_a_lab_can_make_then_one_short():
                   (b"4", "Unknown", Needs())]
     matches = match_designs(candidates, have)
     assert [(m.title, m.missing) for m in matches] == [("Bench", ()), ("Trailer", (("process", "cnc-milling"),))]
+
+
+# ------------------------------------------------------------------ storage: strangers' quotas, eviction
+
+
+def test_strangers_requests_and_offers_fall_under_the_same_quotas_and_leave_the_index_when_evicted(tmp_path):
+    """A stranger's requests count against its hourly quota like any record; evicted over the
+    storage quota, a request leaves the requests table too (nothing half-indexed stays)."""
+    from fabnode.node.local.commons import receive_records
+    from fabnode.node.runtime.quota import StrangerQuota
+    from fabnode.protocol.quota import StrangerLimits
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
+
+    db = open_db(tmp_path / "fabnode.db")
+    records = RecordStore(db.conn)
+    spam = [request_record({"design": DESIGN, "quantity": i + 1, "needed_by": "2026-12-20"}, key=OTHER_KEY, ts=TS + i)
+            for i in range(8)]
+    limits = StrangerLimits(per_author_per_hour=5, per_peer_per_hour=1000, storage_bytes=3 * len(spam[0].raw))
+    quota = StrangerQuota(records, DID, limits, log=lambda *_: None)
+    db.conn.execute("BEGIN IMMEDIATE")
+    result = receive_records(records, [(r.cid, r.raw) for r in spam], now=TS + 100, all_or_nothing=False,
+                             quota=quota, peer="12D3KooWpeer")
+    db.conn.execute("COMMIT")
+    assert len(result.over_quota) == 3 and "already sent 5 records this hour" in result.over_quota[0][1]
+    kept = db.conn.execute("SELECT count(*) FROM records WHERE type = 'request'").fetchone()[0]
+    indexed = db.conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+    assert kept == indexed == 3  # 5 admitted, the 2 received longest ago evicted over the storage quota
+    assert db.conn.execute("SELECT min(quantity) FROM requests").fetchone()[0] == 3
+    db.close()
