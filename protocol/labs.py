@@ -283,6 +283,8 @@ def profile_body(*, place: str | None = None, lat: float | None = None, lon: flo
 
     body: dict = {}
     for field, value in (("place", place), ("bioregion", bioregion), ("contact", contact)):
+        if isinstance(value, str):
+            value = value.strip()  # what an operator typed: spaces around it are not part of it
         if value is not None and value != "":
             body[field] = check_profile_field(field, value, "")
     if (lat is None) != (lon is None):
@@ -303,7 +305,7 @@ def profile_body(*, place: str | None = None, lat: float | None = None, lon: flo
             raise ProfileRefused(f"processes has {len(processes)} entries (at most {MAX_PROCESSES})")
         terms = []
         for text in processes:
-            _line(text, "a process", 64)
+            text = _line(text.strip() if isinstance(text, str) else text, "a process", 64)
             term = canonical_process(text) or fold_term(text)
             if term not in terms:
                 terms.append(term)
@@ -313,7 +315,7 @@ def profile_body(*, place: str | None = None, lat: float | None = None, lon: flo
             raise ProfileRefused(f"materials has {len(materials)} entries (at most {MAX_MATERIALS})")
         folded = []
         for text in materials:
-            _line(text, "a material", 64)
+            text = _line(text.strip() if isinstance(text, str) else text, "a material", 64)
             if fold_material(text) not in folded:
                 folded.append(fold_material(text))
         body["materials"] = check_profile_field("materials", folded, "")

@@ -25,6 +25,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg")
 MAX_README = 256 * 1024
 MAX_FILES_LISTED = 2000
+MAX_LABS_LISTED = 200
+"""Rows of the labs page's table (nearest, or by name); every lab is still a dot on the map."""
+WORLD_OUTLINE = Path(__file__).parent / "static" / "world-land-110m.path"
+"""Natural Earth 1:110m land (public domain) as one SVG path, equirectangular in a 360 x 180 box
+(tools/world_outline.py made it from the npm package world-atlas)."""
 MAX_ATTESTATIONS_LISTED = 100
 """Attestations shown on a version page (trusted keys' first); the rest are counted."""
 
@@ -231,6 +236,33 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
 # ------------------------------------------------------------------ pages
 
 
+_world_outline: str | None = None
+
+
+def world_outline() -> str:
+    """The land's SVG path data, read from the package once."""
+    global _world_outline
+    if _world_outline is None:
+        _world_outline = WORLD_OUTLINE.read_text(encoding="ascii").strip()
+    return _world_outline
+
+
+def labs_map_svg(labs: list[dict], label: str) -> str:
+    """The map of the labs page: the world's land and a dot per lab with coordinates
+    (equirectangular: x = lon + 180, y = 90 - lat), this lab's dot marked, each dot titled with
+    the lab as shown in the table. No outside host, no tiles, no script."""
+    dots = []
+    for lab in labs:
+        if lab["lat"] is None:
+            continue
+        kind = "lab own" if lab["own"] else ("lab" if lab["trusted"] else "lab untrusted")
+        dots.append(f'<circle class="{kind}" cx="{lab["lon"] + 180:.2f}" cy="{90 - lab["lat"]:.2f}" r="1.6" '
+                    f'data-author="{html.escape(lab["author"])}"><title>{html.escape(lab["shown"])}</title></circle>')
+    return (f'<svg class="labs-map" id="labs-map" viewBox="0 0 360 180" role="img" aria-label="{html.escape(label)}" '
+            'xmlns="http://www.w3.org/2000/svg"><rect class="sea" width="360" height="180"/>'
+            f'<path class="land" d="{world_outline()}"/><g class="dots">{"".join(dots)}</g></svg>')
+
+
 class Pages:
     """The lab's web pages, rendered from one open store: the daemon's (or ``fabnode run``'s).
 
@@ -328,6 +360,31 @@ class Pages:
         return self.env.get_template(name).render(lab_name=self.identity.name or "fabnode", lang=self.lang,
                                                   dir=direction(self.lang),
                                                   language_links=language_links(self.path), **context)
+
+    def labs_page(self, process: str | None = None) -> str:
+        """Every lab known here on a map and in a table: nearest first from this lab when it has
+        shared coordinates, else by name (node/local/labs.py, as ``fabnode labs``)."""
+        from fabnode.node.local.labs import labs_over
+        from fabnode.node.local.names import Names
+
+        names = Names(self.records, self.identity.did, self.identity.name)
+        names.my_peer_id = self.identity.peer_id
+        conn = self.store.db.conn
+        here = None
+        from fabnode.storage.labs import lab_profile
+
+        mine = lab_profile(conn, self.identity.did)
+        if mine is not None and mine.lat is not None:
+            here = (mine.lat, mine.lon)
+        result = labs_over(conn, self.records, self.identity, names, near=None, process=process or None)
+        rows = result["labs"]
+        if here is not None:
+            rows = sorted(rows, key=lambda lab: (lab["distance_km"] is None, lab["distance_km"] or 0.0))
+        for lab in rows:
+            lab["shown"] = self._lab(lab["author"]) if not lab["own"] else lab["shown"]
+        svg = labs_map_svg(rows, self.gettext("Map of the labs this node knows"))
+        return self._render("labs.html", labs=rows[:MAX_LABS_LISTED], total=len(rows), map_svg=svg,
+                            here=here, process=result["process"])
 
     def home_page(self) -> str:
         from fabnode.node.local.commons import history

@@ -459,6 +459,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     designs_listing = page(lambda r: pages.designs_page(r.state.search))
     design_page = page(lambda r: pages.design_page(r.path_params["cid"]))
     version_page = page(lambda r: pages.version_page(r.path_params["cid"]))
+    labs_page = page(lambda r: pages.labs_page(r.query_params.get("process", "")[:64]))
     requests_page = page(lambda r: pages.requests_page())
 
     class TokenForChanges:
@@ -482,7 +483,8 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
             await self.app(scope, receive, send)
 
     app = Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
-                            Route("/version/{cid}", version_page), Route("/requests", requests_page),
+                            Route("/version/{cid}", version_page), Route("/labs", labs_page),
+                            Route("/requests", requests_page),
                             Route("/ipfs/{cid_path:path}", ipfs)],
                     middleware=[Middleware(TokenForChanges)],
                     exception_handlers={Exception: lambda request, exc: PlainTextResponse(f"{INTERNAL_ERROR}\n", 500)})

@@ -131,8 +131,17 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
     """``fabnode labs``: every lab known here (newest profile each), nearest first when asked,
     each with how it is shown (names layer), its distance, whether this lab trusts its key, and
     whether another key declares the same name."""
-    from fabnode.node.local.commons import is_trusted, trust_map_for
     from fabnode.node.local.names import names_for
+
+    stores = home.open_stores()
+    return labs_over(stores.db.conn, stores.records, home.identity(), names_for(home, stores.records),
+                     near=near, near_me=near_me, radius_km=radius_km, process=process)
+
+
+def labs_over(conn, records, identity, names, *, near: tuple[float, float] | None = None, near_me: bool = False,
+              radius_km: float | None = None, process: str | None = None) -> dict:
+    """:func:`labs` over an open connection (the CLI's, or the daemon's for the labs page)."""
+    from fabnode.node.local.commons import is_trusted, trust_map_for
     from fabnode.protocol.geo import check_coordinates, distance_km
     from fabnode.protocol.processes import canonical_process, fold_term
     from fabnode.storage.labs import lab_profile, lab_profiles, name_clashes
@@ -141,11 +150,8 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
         raise FabnodeError(f"--radius {radius_km:g} km: give a distance above 0 and at most 20040 km (half the Earth)")
     if near is not None and near_me:
         raise FabnodeError("give --near LAT,LON or --near-me, not both")
-    identity = home.identity()
-    stores = home.open_stores()
-    conn = stores.db.conn
+    mine = lab_profile(conn, identity.did)
     if near_me:
-        mine = lab_profile(conn, identity.did)
         if mine is None or mine.lat is None:
             raise FabnodeError("--near-me: this lab has not shared coordinates yet "
                                "(fabnode lab set --place TOWN, or --lat and --lon)")
@@ -158,9 +164,9 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
     elif radius_km is not None:
         raise FabnodeError("--radius needs --near LAT,LON or --near-me")
     rows = lab_profiles(conn, near=near, radius_km=radius_km, process=process)
-    names = names_for(home, stores.records)
-    _, trust_map = trust_map_for(identity.did, stores.records)
+    _, trust_map = trust_map_for(identity.did, records)
     clashes = name_clashes(conn)
+    here = near or ((mine.lat, mine.lon) if mine is not None and mine.lat is not None else None)
     out = []
     for p in rows:
         entry = profile_json(p)
@@ -168,12 +174,13 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
         entry["shown"] = names.label(p.author)
         entry["own"] = p.author == identity.did
         entry["trusted"] = entry["own"] or is_trusted(trust_map, p.author)
-        entry["distance_km"] = (round(distance_km(near[0], near[1], p.lat, p.lon), 1)
-                                if near is not None and p.lat is not None else None)
+        entry["distance_km"] = (round(distance_km(here[0], here[1], p.lat, p.lon), 1)
+                                if here is not None and p.lat is not None else None)
         entry["name_clash"] = clashes.get(fold_term(p.name), 1) - 1
         out.append(entry)
     return {"near": list(near) if near else None, "radius_km": radius_km,
-            "process": (canonical_process(process) or fold_term(process)) if process else None, "labs": out}
+            "process": (canonical_process(process) or fold_term(process)) if process else None,
+            "here": list(here) if here else None, "labs": out}
 
 
-__all__ = ["labs", "my_profile", "profile_json", "set_profile"]
+__all__ = ["labs", "labs_over", "my_profile", "profile_json", "set_profile"]
