@@ -55,7 +55,7 @@ def versions_to_read(conn: sqlite3.Connection, limit: int = 200) -> list[tuple[b
     """(version, design, ts, bundle) of versions whose bundle is pinned here but whose okh.toml
     was not read yet (translations aside: they share their original's requirements), newest first."""
     return conn.execute(
-        "SELECT v.cid, v.design, v.ts, v.bundle FROM versions v JOIN pins p ON p.cid = v.bundle"
+        "SELECT v.cid, v.design, v.ts, v.bundle FROM pins p JOIN versions v ON v.bundle = p.cid"
         " LEFT JOIN requirements_read r ON r.version = v.cid"
         " WHERE r.version IS NULL AND v.translation_of IS NULL ORDER BY v.ts DESC LIMIT ?", (limit,)).fetchall()
 
@@ -95,16 +95,18 @@ def design_needs(conn: sqlite3.Connection, design: bytes) -> DesignNeeds | None:
 def designs_short_of(conn: sqlite3.Connection, have: Iterable[tuple[str, str]], max_missing: int = 1
                      ) -> list[DesignNeeds]:
     """Every design (with known requirements) missing at most ``max_missing`` of its (kind, term)
-    needs from ``have``: the candidates, filtered in SQL so that 20,000 designs cost one scan
-    of the requirement rows; protocol/canmake.py then names what is missing and orders them."""
+    needs from ``have``: the candidates, found in SQL from the rows naming what the lab has (the
+    ``(kind, term)`` index) plus the designs needing at most ``max_missing`` things at all, so
+    20,000 designs are not scanned; protocol/canmake.py then names what is missing and orders them."""
     have_json = json.dumps([[k, t] for k, t in have])
     rows = conn.execute(
         "WITH have (kind, term) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
         "   FROM json_each(?)),"
-        " short AS (SELECT d.design, d.version FROM design_requirements d"
-        "   JOIN version_requirements r ON r.version = d.version"
-        "   LEFT JOIN have h ON h.kind = r.kind AND h.term = r.term"
-        "   GROUP BY d.design HAVING sum(h.term IS NULL) <= ?)"
+        " hits AS (SELECT r.version, count(*) AS n FROM have h JOIN version_requirements r"
+        "   ON r.kind = h.kind AND r.term = h.term GROUP BY r.version),"
+        " short AS (SELECT d.design, d.version FROM hits JOIN design_requirements d ON d.version = hits.version"
+        "   WHERE d.needs - hits.n <= ?2"
+        "   UNION SELECT design, version FROM design_requirements WHERE needs <= ?2 AND needs > 0)"
         " SELECT s.design, s.version, r.kind, r.term, r.known FROM short s"
         " JOIN version_requirements r ON r.version = s.version ORDER BY s.design, r.kind, r.term",
         (have_json, max_missing)).fetchall()
@@ -113,6 +115,17 @@ def designs_short_of(conn: sqlite3.Connection, have: Iterable[tuple[str, str]], 
         entry = grouped.setdefault(design, (version, [], [], []))
         (entry[3] if kind == "material" else entry[1] if known else entry[2]).append(term)
     return [DesignNeeds(d, v, tuple(p), tuple(u), tuple(m)) for d, (v, p, u, m) in grouped.items()]
+
+
+def titles(conn: sqlite3.Connection, designs: Iterable[bytes]) -> dict[bytes, str]:
+    """design -> title, in one query."""
+    keys = list(designs)
+    out: dict[bytes, str] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        out.update(conn.execute(f"SELECT design, title FROM designs WHERE design IN ({','.join('?' * len(chunk))})",
+                                chunk).fetchall())
+    return out
 
 
 def forget_version_requirements(conn: sqlite3.Connection, versions: Iterable[bytes]) -> None:
@@ -220,27 +233,46 @@ def closes_of(conn: sqlite3.Connection, requests: Iterable[bytes]) -> dict[bytes
 # ------------------------------------------------------------------ labs that may make a design
 
 
+class LabCapabilities(NamedTuple):
+    """What can-make needs of a lab profile, without decoding the whole profile."""
+
+    author: str
+    name: str
+    lat: float | None
+    lon: float | None
+    processes: tuple[str, ...]
+    """Every process term it declared (canonical ids and unknown terms alike)."""
+    materials: tuple[str, ...]
+    unknown_processes: tuple[str, ...] = ()
+
+
 def lab_candidates(conn: sqlite3.Connection, needs: list[tuple[str, str]], *,
-                   near: tuple[float, float] | None = None, radius_km: float | None = None) -> list:
-    """Lab profiles (storage/labs.py's index, migration 011) that have all but at most one of
-    ``needs``, counted in SQL (processes through ``lab_processes``, materials inside the
-    profile's JSON), so only candidates are decoded; within the box around ``near`` when a
-    radius is given. protocol/canmake.py then names what is missing, measures and ranks."""
+                   near: tuple[float, float] | None = None, radius_km: float | None = None) -> list[LabCapabilities]:
+    """Labs (storage/labs.py's index, migration 011) that have all but at most one of ``needs``:
+    counted in one SQL query (processes through the ``lab_processes`` index, materials inside the
+    profile's JSON), within the box around ``near`` when a radius is given. Only what matching
+    needs is read; protocol/canmake.py then names what is missing, measures and ranks, and only
+    the labs shown are decoded whole (storage.labs.lab_profile)."""
     from fabnode.protocol.geo import bounding_box
-    from fabnode.storage.labs import _from_json
 
     processes = json.dumps([t for k, t in needs if k == "process"])
     materials = json.dumps([t for k, t in needs if k == "material"])
-    where = ["((SELECT count(*) FROM lab_processes lp WHERE lp.author = p.author"
-             "   AND lp.process IN (SELECT value FROM json_each(?)))"
-             " + (SELECT count(*) FROM json_each(p.profile, '$.materials') m"
-             "   WHERE m.value IN (SELECT value FROM json_each(?)))) >= ?"]
+    where = ["coalesce(lp.n, 0) + (SELECT count(*) FROM json_each(p.profile, '$.materials') m"
+             " WHERE m.value IN (SELECT value FROM json_each(?2))) >= ?3"]
     args: list = [processes, materials, len(needs) - 1]
     if near is not None and radius_km is not None:
         box = bounding_box(near[0], near[1], radius_km)
         where.append("p.lat IS NOT NULL")
         if box is not None:
-            where.append("p.lat BETWEEN ? AND ? AND p.lon BETWEEN ? AND ?")
+            where.append("p.lat BETWEEN ?4 AND ?5 AND p.lon BETWEEN ?6 AND ?7")
             args.extend(box)
-    rows = conn.execute("SELECT p.profile FROM lab_profiles p WHERE " + " AND ".join(where), args).fetchall()
-    return [_from_json(r[0]) for r in rows]
+    rows = conn.execute(
+        "SELECT p.author, json_extract(p.profile, '$.name'), p.lat, p.lon,"
+        " json_extract(p.profile, '$.processes'), json_extract(p.profile, '$.unknown_processes'),"
+        " json_extract(p.profile, '$.materials')"
+        " FROM lab_profiles p LEFT JOIN (SELECT author, count(*) AS n FROM lab_processes"
+        "   WHERE process IN (SELECT value FROM json_each(?1)) GROUP BY author) lp ON lp.author = p.author"
+        " WHERE " + " AND ".join(where), args).fetchall()
+    return [LabCapabilities(author, name or "", lat, lon, tuple(json.loads(procs or "[]")),
+                            tuple(json.loads(mats or "[]")), tuple(json.loads(unknown or "[]")))
+            for author, name, lat, lon, procs, unknown, mats in rows]

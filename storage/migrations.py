@@ -312,7 +312,8 @@ def design_requirements(db: Database) -> None:
     # names and tools (JSON lists, shown, never matched). `version_requirements`: the processes
     # (known 1: a canonical id of protocol/processes.py; 0: a term outside the vocabulary, folded)
     # and materials (folded) it needs. `design_requirements`: the version whose needs stand for the
-    # design (its newest read) and how many needs it has, for can-make's one-scan filter.
+    # design (its newest read) and how many needs it has, for can-make's filter. `versions_bundle`:
+    # which versions a pinned bundle belongs to, so finding versions to read starts from the pins.
     # Versions stored before this migration are read when first asked for (their bundles may be here).
     db.executescript(
         """
@@ -340,6 +341,9 @@ def design_requirements(db: Database) -> None:
             ts INTEGER NOT NULL,
             needs INTEGER NOT NULL
         );
+        CREATE INDEX design_requirements_version ON design_requirements (version);
+        CREATE INDEX design_requirements_needs ON design_requirements (needs);
+        CREATE INDEX versions_bundle ON versions (bundle);
         """
     )
 

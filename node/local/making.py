@@ -169,6 +169,7 @@ def can_make_design(home: "Home", design_text: str, *, near: tuple[float, float]
     and most trusted first; the design's needs; or why they are unknown."""
     from fabnode.node.local.names import names_for
     from fabnode.protocol.canmake import match_labs
+    from fabnode.storage.labs import lab_profile
 
     stores = stores or home.open_stores()
     records = stores.records
@@ -193,10 +194,10 @@ def can_make_design(home: "Home", design_text: str, *, near: tuple[float, float]
         out["unknown"] = "its okh.toml names no process or material: any lab may be able to make it"
         return out
     weights = _trust_weights(stores, me)
-    profiles = making.lab_candidates(stores.db.conn, _needs_of(row).pairs(), near=here, radius_km=radius_km)
-    matches = match_labs(_needs_of(row), profiles, here=here, trust=weights, radius_km=radius_km)
+    candidates = making.lab_candidates(stores.db.conn, _needs_of(row).pairs(), near=here, radius_km=radius_km)
+    matches = match_labs(_needs_of(row), candidates, here=here, trust=weights, radius_km=radius_km)
     names = names_for(home, records)
-    out["labs"] = [{**_lab_json(names, m.profile, weights, m.distance_km),
+    out["labs"] = [{**_lab_json(names, lab_profile(stores.db.conn, m.profile.author), weights, m.distance_km),
                     "missing": [{"kind": k, "term": t} for k, t in m.missing]} for m in matches[:limit]]
     out["more"] = max(0, len(matches) - limit)
     return out
@@ -216,11 +217,8 @@ def can_make_here(home: "Home", *, limit: int = 200) -> dict:
     read_held_requirements(stores)
     have = capabilities(profile)
     rows = making.designs_short_of(stores.db.conn, have)
-    titles = {}
-    for r in rows:
-        d = stores.records.design(r.design)
-        titles[r.design] = d.title if d else ""
-    matches = match_designs(((r.design, titles[r.design], Needs(r.processes, r.unknown_processes, r.materials))
+    titles = making.titles(stores.db.conn, [r.design for r in rows])
+    matches = match_designs(((r.design, titles.get(r.design, ""), Needs(r.processes, r.unknown_processes, r.materials))
                              for r in rows), have)
     unknown = stores.db.conn.execute("SELECT count(*) FROM designs WHERE design NOT IN "
                                      "(SELECT design FROM design_requirements)").fetchone()[0]
