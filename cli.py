@@ -1532,10 +1532,10 @@ def _missing_text(missing: list[dict]) -> str:
 
 def _lab_line(lab: dict) -> str:
     where = ", ".join(x for x in (lab.get("place"), lab.get("bioregion")) if x)
-    distance = f"{lab['distance_km']:>8.1f} km" if lab.get("distance_km") is not None else "        ?   "
+    distance = f"{lab['distance_km']:>7.1f} km" if lab.get("distance_km") is not None else "      ? km"
     mark = "" if lab["trusted"] else " (not trusted)"
     taking = "" if lab.get("taking_requests", True) else "  [not taking requests]"
-    return f"  {lab['label']}{mark}  {distance}  {where}{taking}"
+    return f"  {distance}  {lab['label']}{mark}  {where}{taking}"
 
 
 @command("can-make")
