@@ -81,6 +81,8 @@ def read_held_requirements(stores, limit: int = READ_BATCH) -> int:
     from fabnode.protocol.requirements import bom_path, read_requirements
 
     conn = stores.db.conn
+    if conn.in_transaction:
+        return 0  # Nb. the daemon's connection, mid-write for another task: read them next time
     pending = making.versions_to_read(conn, limit)
     if not pending:
         return 0
