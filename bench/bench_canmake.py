@@ -158,6 +158,20 @@ def main() -> None:
         found = count(*argv) if argv and argv[0] == "can-make" else ""
         results[name] = wall
         print(f"| {name} | {found} | {wall:.0f} | {best:.0f} | {cpu:.0f} |")
+    from fabnode.node.http.pages import Pages
+    from fabnode.node.local.making import can_make_design, can_make_here
+    from bench_search import _median_ms
+
+    h = Home(home)
+    stores = h.open_stores()
+    pages = Pages(h, h.open_store())
+    pages.design_page(typical)  # the templates are compiled once per language in a daemon's life
+    print("\nIn-process (median of 20): "
+          f"can_make_design (2 processes, 1 material, all labs) {_median_ms(lambda: can_make_design(h, typical, stores=stores), 20):.1f} ms; "
+          f"can_make_design (1 process, 1 material, all labs) {_median_ms(lambda: can_make_design(h, wide, stores=stores), 20):.1f} ms; "
+          f"can_make_here {_median_ms(lambda: can_make_here(h), 20):.1f} ms; "
+          f"design page server render (with \"Labs that can make this\") {_median_ms(lambda: pages.design_page(typical), 20):.1f} ms; "
+          f"requests page (no requests) {_median_ms(lambda: pages.requests_page(), 20):.1f} ms")
     design_worst = max(v for k, v in results.items() if "DESIGN" in k)
     print(f"\n- load average {os.getloadavg()[0]:.1f} at the end")
     print(f"- slowest `can-make DESIGN` (median): {design_worst:.0f} ms (goal under 200 ms: "
