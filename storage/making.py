@@ -233,6 +233,21 @@ def closes_of(conn: sqlite3.Connection, requests: Iterable[bytes]) -> dict[bytes
 # ------------------------------------------------------------------ labs that may make a design
 
 
+def index_lab_materials(conn: sqlite3.Connection, author: str) -> None:
+    """Copy a lab's materials from its newest profile (storage/labs.py) into ``lab_materials``,
+    so "who stocks plywood" is an index lookup like "who can laser-cut" (``lab_processes``)."""
+    conn.execute("DELETE FROM lab_materials WHERE author = ?", (author,))
+    conn.execute("INSERT OR IGNORE INTO lab_materials (material, author) SELECT m.value, p.author FROM lab_profiles p,"
+                 " json_each(p.profile, '$.materials') m WHERE p.author = ?", (author,))
+
+
+def reindex_lab_materials(conn: sqlite3.Connection) -> None:
+    """Every lab's materials again, from the profiles held (migration 012)."""
+    conn.execute("DELETE FROM lab_materials")
+    conn.execute("INSERT OR IGNORE INTO lab_materials (material, author) SELECT m.value, p.author FROM lab_profiles p,"
+                 " json_each(p.profile, '$.materials') m")
+
+
 class LabCapabilities(NamedTuple):
     """What can-make needs of a lab profile, without decoding the whole profile."""
 
@@ -248,31 +263,40 @@ class LabCapabilities(NamedTuple):
 
 def lab_candidates(conn: sqlite3.Connection, needs: list[tuple[str, str]], *,
                    near: tuple[float, float] | None = None, radius_km: float | None = None) -> list[LabCapabilities]:
-    """Labs (storage/labs.py's index, migration 011) that have all but at most one of ``needs``:
-    counted in one SQL query (processes through the ``lab_processes`` index, materials inside the
-    profile's JSON), within the box around ``near`` when a radius is given. Only what matching
-    needs is read; protocol/canmake.py then names what is missing, measures and ranks, and only
-    the labs shown are decoded whole (storage.labs.lab_profile)."""
+    """Labs (storage/labs.py's index, migration 011) that have all but at most one of ``needs``.
+
+    Three cheap queries instead of decoding 5,000 profiles: which labs declare which of the
+    needed processes (the ``lab_processes`` index), which declare which of the needed materials
+    (``lab_materials``, migration 012), and every lab's name and rounded place (within
+    the box around ``near`` when a radius is given). Each lab comes back with only those of its
+    terms that the design needs, all that matching looks at: protocol/canmake.py names what is
+    missing, measures and ranks, and only the labs shown are decoded whole."""
     from fabnode.protocol.geo import bounding_box
 
-    processes = json.dumps([t for k, t in needs if k == "process"])
-    materials = json.dumps([t for k, t in needs if k == "material"])
-    where = ["coalesce(lp.n, 0) + (SELECT count(*) FROM json_each(p.profile, '$.materials') m"
-             " WHERE m.value IN (SELECT value FROM json_each(?2))) >= ?3"]
-    args: list = [processes, materials, len(needs) - 1]
+    has: dict[str, list[tuple[str, str]]] = {}
+    processes = [t for k, t in needs if k == "process"]
+    materials = [t for k, t in needs if k == "material"]
+    if processes:
+        for author, term in conn.execute("SELECT author, process FROM lab_processes WHERE process IN"
+                                         " (SELECT value FROM json_each(?))", (json.dumps(processes),)):
+            has.setdefault(author, []).append(("process", term))
+    if materials:
+        for author, term in conn.execute("SELECT author, material FROM lab_materials WHERE material IN"
+                                         " (SELECT value FROM json_each(?))", (json.dumps(materials),)):
+            has.setdefault(author, []).append(("material", term))
+    sql = "SELECT p.author, l.name, p.lat, p.lon FROM lab_profiles p LEFT JOIN labs l ON l.author = p.author"
+    args: list = []
     if near is not None and radius_km is not None:
         box = bounding_box(near[0], near[1], radius_km)
-        where.append("p.lat IS NOT NULL")
+        sql += " WHERE p.lat IS NOT NULL"
         if box is not None:
-            where.append("p.lat BETWEEN ?4 AND ?5 AND p.lon BETWEEN ?6 AND ?7")
+            sql += " AND p.lat BETWEEN ? AND ? AND p.lon BETWEEN ? AND ?"
             args.extend(box)
-    rows = conn.execute(
-        "SELECT p.author, json_extract(p.profile, '$.name'), p.lat, p.lon,"
-        " json_extract(p.profile, '$.processes'), json_extract(p.profile, '$.unknown_processes'),"
-        " json_extract(p.profile, '$.materials')"
-        " FROM lab_profiles p LEFT JOIN (SELECT author, count(*) AS n FROM lab_processes"
-        "   WHERE process IN (SELECT value FROM json_each(?1)) GROUP BY author) lp ON lp.author = p.author"
-        " WHERE " + " AND ".join(where), args).fetchall()
-    return [LabCapabilities(author, name or "", lat, lon, tuple(json.loads(procs or "[]")),
-                            tuple(json.loads(mats or "[]")), tuple(json.loads(unknown or "[]")))
-            for author, name, lat, lon, procs, unknown, mats in rows]
+    out = []
+    least = len(needs) - 1
+    for author, name, lat, lon in conn.execute(sql, args):
+        found = has.get(author, ())
+        if len(found) >= least:
+            out.append(LabCapabilities(author, name or "", lat, lon, tuple(t for k, t in found if k == "process"),
+                                       tuple(t for k, t in found if k == "material")))
+    return out

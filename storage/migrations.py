@@ -314,6 +314,8 @@ def design_requirements(db: Database) -> None:
     # and materials (folded) it needs. `design_requirements`: the version whose needs stand for the
     # design (its newest read) and how many needs it has, for can-make's filter. `versions_bundle`:
     # which versions a pinned bundle belongs to, so finding versions to read starts from the pins.
+    # `lab_materials`: each lab profile's materials (storage/labs.py keeps its processes in
+    # `lab_processes`), so can-make finds who stocks what through an index.
     # Versions stored before this migration are read when first asked for (their bundles may be here).
     db.executescript(
         """
@@ -344,8 +346,17 @@ def design_requirements(db: Database) -> None:
         CREATE INDEX design_requirements_version ON design_requirements (version);
         CREATE INDEX design_requirements_needs ON design_requirements (needs);
         CREATE INDEX versions_bundle ON versions (bundle);
+        CREATE TABLE lab_materials (
+            material TEXT NOT NULL,
+            author TEXT NOT NULL,
+            PRIMARY KEY (material, author)
+        ) WITHOUT ROWID;
+        CREATE INDEX lab_materials_author ON lab_materials (author);
         """
     )
+    from fabnode.storage.making import reindex_lab_materials
+
+    reindex_lab_materials(db.conn)
 
 
 @migrations(name="013_requests")

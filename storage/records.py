@@ -141,6 +141,7 @@ class RecordStore:
         from fabnode.storage.labs import index_profile
 
         index_profile(self._conn, record)
+        making.index_lab_materials(self._conn, record.author)
 
     def _rebuild_lab(self, author: str) -> None:
         """Index an author's lab records again (after one was evicted)."""
@@ -149,6 +150,8 @@ class RecordStore:
         self._conn.execute("DELETE FROM labs WHERE author = ?", (author,))
         self._conn.execute("DELETE FROM lab_nodes WHERE author = ?", (author,))
         from fabnode.storage.labs import drop_profile
+
+        self._conn.execute("DELETE FROM lab_materials WHERE author = ?", (author,))
 
         drop_profile(self._conn, author)
         rows = self._conn.execute("SELECT data FROM records WHERE type = 'lab' AND author = ?", (author,)).fetchall()
