@@ -285,3 +285,39 @@ def test_strangers_requests_and_offers_fall_under_the_same_quotas_and_leave_the_
     assert kept == indexed == 3  # 5 admitted, the 2 received longest ago evicted over the storage quota
     assert db.conn.execute("SELECT min(quantity) FROM requests").fetchone()[0] == 3
     db.close()
+
+
+def test_lab_candidates_follow_the_newest_profile_and_name_what_is_missing(tmp_path):
+    """The SQL filter (storage/making.py) and the pure ranking agree with a profile's latest word."""
+    from fabnode.protocol.labs import profile_body
+    from fabnode.storage import open_db
+    from fabnode.storage.making import lab_candidates
+    from fabnode.storage.records import RecordStore
+
+    db = open_db(tmp_path / "fabnode.db")
+    records = RecordStore(db.conn)
+
+    def lab(key, ts, **profile):
+        did = did_from_ed25519(bytes(key.verify_key))
+        body = {"name": f"Lab {ts}", "nodes": [], **profile_body(**profile)}
+        return make_record("lab", body, author=did, ts=ts, sign=lambda m: key.sign(m).signature)
+
+    db.conn.execute("BEGIN IMMEDIATE")
+    records.ingest(lab(KEY, TS, lat=-1.29, lon=36.82, processes=["laser cutting", "welding"], materials=["Plywood 6 mm"]),
+                   received_ms=TS)
+    records.ingest(lab(OTHER_KEY, TS, lat=0.1, lon=34.75, processes=["laser cutting"], materials=["plywood 6 mm"]),
+                   received_ms=TS)
+    db.conn.execute("COMMIT")
+    found = lab_candidates(db.conn, list(NEEDS.pairs()))
+    matches = match_labs(NEEDS, found, here=NAIROBI, trust={})
+    assert [(m.profile.author, describe_missing(m.missing)) for m in matches] == [(DID, ""), (OTHER, "no welding")]
+    db.conn.execute("BEGIN IMMEDIATE")  # Nairobi's newer profile: no plywood any more
+    records.ingest(lab(KEY, TS + 1, lat=-1.29, lon=36.82, processes=["laser cutting", "welding"], materials=["steel"]),
+                   received_ms=TS + 1)
+    db.conn.execute("COMMIT")
+    matches = match_labs(NEEDS, lab_candidates(db.conn, list(NEEDS.pairs())), here=NAIROBI, trust={})
+    assert [(m.profile.author, describe_missing(m.missing)) for m in matches] == [
+        (DID, "no plywood 6 mm in stock"), (OTHER, "no welding")]
+    assert lab_candidates(db.conn, list(NEEDS.pairs()), near=NAIROBI, radius_km=50)[0].author == DID
+    assert len(lab_candidates(db.conn, list(NEEDS.pairs()), near=NAIROBI, radius_km=50)) == 1
+    db.close()
