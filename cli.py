@@ -1138,13 +1138,10 @@ def lab(ctx, action, name, place, lat, lon, precision_km, bioregion, processes, 
         given = _merge_json_options(given, from_json)
 
     def confirm(found) -> bool:
+        if not yes and not sys.stdin.isatty():
+            raise FabnodeError(f"found the place {found.describe()}: confirm it with --yes, or give --lat and --lon")
         echo(f"place: {found.describe()}", err=True)
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise FabnodeError(f"place {found.name!r} found ({found.country_code}): confirm it with --yes, "
-                               "or give --lat and --lon")
-        return input("share this place, rounded? [y/N] ").strip().casefold() in ("y", "yes")
+        return yes or input("share this place, rounded? [y/N] ").strip().casefold() in ("y", "yes")
 
     profile = set_profile(home, **given, confirm_place=confirm, warn=lambda line: echo(line, err=True))
     if as_json:
@@ -1184,7 +1181,8 @@ def _merge_json_options(given: dict, source: str) -> dict:
 
 
 @command()
-@option("--near", type=_lat_lon, metavar="LAT,LON", help="Nearest first from this point.")
+@option("--near", type=_lat_lon, metavar="LAT,LON",
+        help="Nearest first from this point (south or west: --near=-1.28,36.82).")
 @option("--near-me", "near_me", is_flag=True, help="Nearest first from this lab's own (rounded) coordinates.")
 @option("--radius", "radius_km", type=float, metavar="KM", help="Only labs this close (with --near or --near-me).")
 @option("--process", metavar="PROCESS", help="Only labs that list this process (any spelling of it).")

@@ -20,7 +20,6 @@ Pure: no storage, clock or network.
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ class ProcessInfo:
     okh: str
     """The OKH-LOSH production-metadata wording for it."""
     tsdc: str | None
-    """The TsDC id (OKH-LOSH production-metadata.md / DIN SPEC 3105), None where there is none."""
+    """The TsDC id (OKH-LOSH's production-metadata notes, DIN SPEC 3105), None where there is none."""
     synonyms: tuple[str, ...]
     """Other spellings, folded before lookup."""
 
@@ -136,6 +135,8 @@ def canonical_process(text: str) -> str | None:
 
 def nearest_processes(text: str, n: int = 3) -> list[str]:
     """Canonical ids the operator may have meant by an unknown term (closest spellings first)."""
+    import difflib  # only when a term is unknown: importing it costs a reading command time
+
     found: list[str] = []
     for spelling in difflib.get_close_matches(fold_term(text), list(_INDEX), n=n * 3, cutoff=0.6):
         pid = _INDEX[spelling]

@@ -18,9 +18,26 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict
+from typing import NamedTuple
 
 from fabnode.protocol.geo import bounding_box, distance_km
 from fabnode.protocol.labs import LabProfile, Machine, profile_from_record
+
+
+class ProfileRow(NamedTuple):
+    author: str
+    name: str
+    lat: float | None
+    lon: float | None
+    name_key: str
+    """The name folded (protocol.processes.fold_term): equal keys are a name clash."""
+    profile: str
+    """The JSON of the LabProfile: decoded (:func:`decode_profile`) only where needed."""
+    distance_km: float | None
+
+
+def decode_profile(text: str) -> dict:
+    return json.loads(text)
 
 
 def _conn(db) -> sqlite3.Connection:
@@ -45,9 +62,13 @@ def index_profile(db, record) -> None:
     row = conn.execute("SELECT ts, cid FROM lab_profiles WHERE author = ?", (record.author,)).fetchone()
     if row is not None and (row[0], row[1]) >= (record.ts, record.cid):
         return
+    from fabnode.protocol.processes import fold_term
+
     profile = profile_from_record(record)
-    conn.execute("INSERT OR REPLACE INTO lab_profiles (author, cid, ts, lat, lon, profile) VALUES (?, ?, ?, ?, ?, ?)",
-                 (record.author, record.cid, record.ts, profile.lat, profile.lon, _to_json(profile)))
+    conn.execute("INSERT OR REPLACE INTO lab_profiles (author, cid, ts, lat, lon, name_key, profile)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (record.author, record.cid, record.ts, profile.lat, profile.lon, fold_term(profile.name),
+                  _to_json(profile)))
     conn.execute("DELETE FROM lab_processes WHERE author = ?", (record.author,))
     conn.executemany("INSERT OR IGNORE INTO lab_processes (process, author) VALUES (?, ?)",
                      [(p, record.author) for p in (*profile.processes, *profile.unknown_processes)])
@@ -60,7 +81,7 @@ def drop_profile(db, author: str) -> None:
 
 
 def reindex_all(db) -> None:
-    """Index every lab record held (the migration; ``fsck --repair``). A record that today's
+    """Index every lab record held (migration 011). A record that today's
     rules refuse (an old node kept an unknown field that is now a bounded profile field) is
     left out of the profiles: it stays in ``records``, as every record does."""
     from fabnode.protocol.errors import FabnodeError
@@ -88,6 +109,13 @@ def lab_profiles(db, *, near: tuple[float, float] | None = None, radius_km: floa
     """The newest profile of every lab, nearest first when ``near`` is given (then only labs with
     coordinates, and within ``radius_km`` if given), else by name. ``process``: a canonical id or
     a term (folded and looked up in the vocabulary first)."""
+    return [_from_json(row.profile) for row in profile_rows(db, near=near, radius_km=radius_km, process=process)]
+
+
+def profile_rows(db, *, near: tuple[float, float] | None = None, radius_km: float | None = None,
+                 process: str | None = None) -> list[ProfileRow]:
+    """:func:`lab_profiles` as :class:`ProfileRow` (the JSON still text), in the same order: a
+    listing of thousands of labs decodes only the rows it shows in full."""
     from fabnode.protocol.processes import canonical_process, fold_term
 
     conn = _conn(db)
@@ -102,29 +130,26 @@ def lab_profiles(db, *, near: tuple[float, float] | None = None, radius_km: floa
         if box is not None:
             where.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
             args.extend(box)
-    sql = "SELECT profile, lat, lon FROM lab_profiles" + (" WHERE " + " AND ".join(where) if where else "")
+    sql = ("SELECT p.author, l.name, p.lat, p.lon, p.name_key, p.profile FROM lab_profiles p JOIN labs l USING (author)"
+           + (" WHERE " + " AND ".join(where) if where else ""))
     rows = conn.execute(sql, args).fetchall()
     if near is None:
-        profiles = [_from_json(r[0]) for r in rows]
-        return sorted(profiles, key=lambda p: (p.name.casefold(), p.author))
+        rows.sort(key=lambda r: (r[1].casefold(), r[0]))
+        return [ProfileRow(author, name, lat, lon, key, text, None) for author, name, lat, lon, key, text in rows]
     located = []
-    for text, lat, lon in rows:
+    for author, name, lat, lon, key, text in rows:
         d = distance_km(near[0], near[1], lat, lon)
         if radius_km is None or d <= radius_km:
-            located.append((d, text))
-    located.sort(key=lambda dt: dt[0])
-    return [_from_json(text) for _, text in located]
+            located.append(ProfileRow(author, name, lat, lon, key, text, d))
+    located.sort(key=lambda row: row.distance_km)
+    return located
 
 
 def name_clashes(db) -> dict[str, int]:
-    """Declared names held by more than one lab key (folded), with how many keys claim each."""
-    from fabnode.protocol.processes import fold_term
-
-    counts: dict[str, int] = {}
-    for (name,) in _conn(db).execute("SELECT name FROM labs"):
-        key = fold_term(name)
-        counts[key] = counts.get(key, 0) + 1
-    return {k: n for k, n in counts.items() if n > 1}
+    """Folded names declared by more than one lab key, with how many keys declare each."""
+    rows = _conn(db).execute("SELECT name_key, count(*) FROM lab_profiles GROUP BY name_key HAVING count(*) > 1")
+    return dict(rows.fetchall())
 
 
-__all__ = ["drop_profile", "index_profile", "lab_profile", "lab_profiles", "name_clashes", "reindex_all"]
+__all__ = ["ProfileRow", "decode_profile", "drop_profile", "index_profile", "lab_profile", "lab_profiles", "name_clashes",
+           "profile_rows", "reindex_all"]

@@ -279,9 +279,10 @@ def search_scripts(db: Database) -> None:
 def lab_profiles(db: Database) -> None:
     # Lab profiles (issue 18; storage/labs.py has the theory). `lab_profiles`: the newest lab
     # record of each author as a profile (JSON of protocol.labs.LabProfile), with its rounded
-    # coordinates as columns so "near" is a range scan. `lab_processes`: each profile's process
-    # terms (canonical ids, and unknown terms folded), so "--process P" is an index lookup.
-    # Filled from the lab records already here.
+    # coordinates as columns so "near" is a range scan, and its name folded (`name_key`) so
+    # names several keys declare are found by the index. `lab_processes`: each profile's
+    # process terms (canonical ids, and unknown terms folded), so "--process P" is an index
+    # lookup. Filled from the lab records already here.
     from fabnode.storage.labs import reindex_all
 
     db.executescript(
@@ -292,9 +293,11 @@ def lab_profiles(db: Database) -> None:
             ts INTEGER NOT NULL,
             lat REAL,
             lon REAL,
+            name_key TEXT NOT NULL,
             profile TEXT NOT NULL
         );
         CREATE INDEX lab_profiles_lat ON lab_profiles (lat, lon) WHERE lat IS NOT NULL;
+        CREATE INDEX lab_profiles_name_key ON lab_profiles (name_key);
         CREATE TABLE lab_processes (
             process TEXT NOT NULL,
             author TEXT NOT NULL,

@@ -61,6 +61,7 @@ def test_the_wheel_installs_one_package_named_fabnode(tmp_path):
     venv = Path(VENV).resolve()
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert (site / "fabnode" / "node" / "http" / "templates" / "design.html").is_file()
+    assert (site / "fabnode" / "node" / "http" / "static" / "world-land-110m.path").is_file()  # the labs page's map
     for lang in ("es", "fr", "pt", "sw", "hi", "ar"):  # catalogs compiled when the wheel was built (setup.py)
         assert (site / "fabnode" / "node" / "http" / "locale" / lang / "LC_MESSAGES" / "fabnode.mo").is_file(), lang
     assert not (site / "fabnode" / "setup.py").exists()
@@ -94,7 +95,7 @@ def test_the_installed_node_serves_every_page_and_a_file(tmp_path):
                 out += os.read(proc.stdout.fileno(), 65536)
         base = out.decode().split("web interface on ", 1)[1].split()[0].rstrip("/")
         pages = ["/", "/designs", "/designs?q=pump", f"/design/{published['design']}",
-                 f"/version/{published['version']}", f"/ipfs/{bundle}/okh.toml", f"/ipfs/{bundle}/"]
+                 f"/version/{published['version']}", f"/ipfs/{bundle}/okh.toml", f"/ipfs/{bundle}/", "/labs"]
         for page in pages:
             with urllib.request.urlopen(base + page, timeout=10) as response:
                 body = response.read()
@@ -103,6 +104,8 @@ def test_the_installed_node_serves_every_page_and_a_file(tmp_path):
                 assert body == (EXAMPLE / "okh.toml").read_bytes()
             elif page.startswith("/design/"):
                 assert b"lineage" in body.lower()
+            elif page == "/labs":
+                assert b'<path class="land" d="M' in body
         # the pages in the lab's language, from the compiled catalogs (issue 19)
         for lang, heading in (("es", "Últimas versiones"), ("ar", "أحدث الإصدارات")):
             request = urllib.request.Request(base + "/", headers={"Accept-Language": lang})

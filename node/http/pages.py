@@ -365,26 +365,25 @@ class Pages:
         """Every lab known here on a map and in a table: nearest first from this lab when it has
         shared coordinates, else by name (node/local/labs.py, as ``fabnode labs``)."""
         from fabnode.node.local.labs import labs_over
-        from fabnode.node.local.names import Names
+        from fabnode.protocol.labs import UNVERIFIED
 
-        names = Names(self.records, self.identity.did, self.identity.name)
-        names.my_peer_id = self.identity.peer_id
-        conn = self.store.db.conn
-        here = None
-        from fabnode.storage.labs import lab_profile
-
-        mine = lab_profile(conn, self.identity.did)
-        if mine is not None and mine.lat is not None:
-            here = (mine.lat, mine.lon)
-        result = labs_over(conn, self.records, self.identity, names, near=None, process=process or None)
+        result = labs_over(self.store.db.conn, self.records, self.identity, process=process or None,
+                           nearest_from_here=True, detailed=MAX_LABS_LISTED)
         rows = result["labs"]
-        if here is not None:
-            rows = sorted(rows, key=lambda lab: (lab["distance_km"] is None, lab["distance_km"] or 0.0))
-        for lab in rows:
-            lab["shown"] = self._lab(lab["author"]) if not lab["own"] else lab["shown"]
+        if self.lang != DEFAULT_LANGUAGE:
+            marked = self.gettext("%(name)s (unverified)")
+            for lab in rows:
+                if lab["shown"].endswith(UNVERIFIED):
+                    lab["shown"] = marked % {"name": lab["shown"][: -len(UNVERIFIED)]}
+        shown = rows[:MAX_LABS_LISTED]
+        km = self.gettext("%(km)s km")
+        number = self.fmt.number
+        for lab in shown:
+            if lab["distance_km"] is not None:
+                lab["distance_text"] = km % {"km": number(round(lab["distance_km"]))}
         svg = labs_map_svg(rows, self.gettext("Map of the labs this node knows"))
-        return self._render("labs.html", labs=rows[:MAX_LABS_LISTED], total=len(rows), map_svg=svg,
-                            here=here, process=result["process"])
+        return self._render("labs.html", labs=shown, total=len(rows), map_svg=svg,
+                            here=result["here"], process=result["process"])
 
     def home_page(self) -> str:
         from fabnode.node.local.commons import history

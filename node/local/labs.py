@@ -82,6 +82,9 @@ def set_profile(home: "Home", *, name: str | None = None, place: str | None = No
             raise FabnodeError(f"place {resolved.describe()} not confirmed: nothing published")
         else:
             lat, lon = resolved.lat, resolved.lon
+    if precision_km is not None and lat is None:
+        raise ProfileRefused("--precision-km needs the coordinates again (--lat and --lon, or --place): "
+                             "the precise spot is never stored, only the rounded one")
     given = profile_body(place=place, lat=lat, lon=lon, precision_km=precision_km, bioregion=bioregion,
                          processes=list(processes), machines=list(machines), materials=list(materials),
                          languages=list(languages), contact=contact, taking_requests=taking_requests)
@@ -100,9 +103,6 @@ def set_profile(home: "Home", *, name: str | None = None, place: str | None = No
     fields = {k: old_body[k] for k in PROFILE_FIELDS if k in old_body}
     for field in clear:
         fields.pop("location" if field == "coordinates" else field, None)
-    if precision_km is not None and lat is None and "location" in fields:
-        raise ProfileRefused("--precision-km needs the coordinates again (--lat and --lon, or --place): "
-                             "the precise spot was never stored here")
     if place is not None and lat is None and "location" in fields and resolved is None:
         fields.pop("location")  # a new place that could not be located: the old spot would lie
     fields.update(given)
@@ -131,20 +131,25 @@ def labs(home: "Home", *, near: tuple[float, float] | None = None, near_me: bool
     """``fabnode labs``: every lab known here (newest profile each), nearest first when asked,
     each with how it is shown (names layer), its distance, whether this lab trusts its key, and
     whether another key declares the same name."""
-    from fabnode.node.local.names import names_for
-
     stores = home.open_stores()
-    return labs_over(stores.db.conn, stores.records, home.identity(), names_for(home, stores.records),
+    return labs_over(stores.db.conn, stores.records, home.identity(),
                      near=near, near_me=near_me, radius_km=radius_km, process=process)
 
 
-def labs_over(conn, records, identity, names, *, near: tuple[float, float] | None = None, near_me: bool = False,
-              radius_km: float | None = None, process: str | None = None) -> dict:
-    """:func:`labs` over an open connection (the CLI's, or the daemon's for the labs page)."""
+def labs_over(conn, records, identity, *, near: tuple[float, float] | None = None, near_me: bool = False,
+              radius_km: float | None = None, process: str | None = None, nearest_from_here: bool = False,
+              detailed: int | None = None) -> dict:
+    """:func:`labs` over an open connection (the CLI's, or the daemon's for the labs page).
+
+    ``nearest_from_here``: every lab (none filtered out by distance), nearest to this lab first,
+    those without coordinates last (the labs page). ``detailed``: only the first so many labs
+    carry the whole profile; the others only what a map dot needs (author, name, shown,
+    coordinates, own, trusted): a page of thousands of labs decodes only the rows it lists."""
     from fabnode.node.local.commons import is_trusted, trust_map_for
     from fabnode.protocol.geo import check_coordinates, distance_km
-    from fabnode.protocol.processes import canonical_process, fold_term
-    from fabnode.storage.labs import lab_profile, lab_profiles, name_clashes
+    from fabnode.protocol.labs import lab_label
+    from fabnode.protocol.processes import PROCESSES, canonical_process, fold_term
+    from fabnode.storage.labs import decode_profile, lab_profile, name_clashes, profile_rows
 
     if radius_km is not None and not (0 < radius_km <= 20_040):
         raise FabnodeError(f"--radius {radius_km:g} km: give a distance above 0 and at most 20040 km (half the Earth)")
@@ -163,20 +168,35 @@ def labs_over(conn, records, identity, names, *, near: tuple[float, float] | Non
             raise FabnodeError(f"--near: {exc}") from None
     elif radius_km is not None:
         raise FabnodeError("--radius needs --near LAT,LON or --near-me")
-    rows = lab_profiles(conn, near=near, radius_km=radius_km, process=process)
+    rows = profile_rows(conn, near=near, radius_km=radius_km, process=process)
+    here = near or ((mine.lat, mine.lon) if mine is not None and mine.lat is not None else None)
+    if here is not None and near is None:
+        rows = [row._replace(distance_km=distance_km(here[0], here[1], row.lat, row.lon) if row.lat is not None else None)
+                for row in rows]
+        if nearest_from_here:
+            rows.sort(key=lambda row: (row.distance_km is None, row.distance_km or 0.0))
     _, trust_map = trust_map_for(identity.did, records)
     clashes = name_clashes(conn)
-    here = near or ((mine.lat, mine.lon) if mine is not None and mine.lat is not None else None)
+    local = {key: name for key, name, _ in records.local_names() if key.startswith("did:")}
     out = []
-    for p in rows:
-        entry = profile_json(p)
-        entry.update(names.json_fields(p.author))
-        entry["shown"] = names.label(p.author)
-        entry["own"] = p.author == identity.did
-        entry["trusted"] = entry["own"] or is_trusted(trust_map, p.author)
-        entry["distance_km"] = (round(distance_km(here[0], here[1], p.lat, p.lon), 1)
-                                if here is not None and p.lat is not None else None)
-        entry["name_clash"] = clashes.get(fold_term(p.name), 1) - 1
+    for i, row in enumerate(rows):
+        author = row.author
+        own = author == identity.did
+        # the names layer's rule (node/local/names.py), without a query per lab: local, own, declared
+        if author in local:
+            source, shown = "local", local[author]
+        elif own and identity.name:
+            source, shown = "own", identity.name
+        else:
+            source, shown = "declared", lab_label(author, declared=row.name)
+        if detailed is None or i < detailed:
+            entry = decode_profile(row.profile)  # LabProfile's fields, as storage/labs.py stored them
+            entry["process_labels"] = {p: PROCESSES[p].label for p in entry["processes"] if p in PROCESSES}
+        else:
+            entry = {"author": author, "name": row.name, "lat": row.lat, "lon": row.lon}
+        entry.update(name_source=source, shown=shown, own=own, trusted=own or is_trusted(trust_map, author),
+                     distance_km=round(row.distance_km, 1) if row.distance_km is not None else None,
+                     name_clash=clashes.get(row.name_key, 1) - 1)
         out.append(entry)
     return {"near": list(near) if near else None, "radius_km": radius_km,
             "process": (canonical_process(process) or fold_term(process)) if process else None,
