@@ -12,7 +12,6 @@ a bounded batch each time): before that a design's requirements are *unknown unt
 from __future__ import annotations
 
 import datetime
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -262,8 +261,6 @@ def make_request(home: "Home", design_text: str, *, quantity: int, needed_by: st
 
 
 def _request_view(stores, me: str, request: bytes, weights=None):
-    from fabnode.protocol.requests import Offer, request_state
-
     rows = making.request_rows(stores.db.conn, cid=request)
     if not rows:
         kind = stores.records.record_kind(request)
@@ -378,7 +375,3 @@ def list_requests(home: "Home", *, near: tuple[float, float] | None = None, near
     names = names_for(home, stores.records)
     return [request_json(v, stores.records, names, weights, distances[v.author])
             for v in order_requests(views, distances)[:limit]]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
