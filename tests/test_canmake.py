@@ -182,3 +182,16 @@ def test_other_refusals_are_one_line(solo, tmp_path):
     fresh.run("init")
     assert fresh.fails("can-make").startswith("error: this lab's profile names no process or material yet")
     assert fresh.fails("requests", "--near-me").startswith("error: --near-me needs this lab's coordinates")
+
+
+def test_requests_and_offers_travel_on_a_usb_stick(solo, tmp_path):
+    a, design = solo["a"], solo["design"]
+    request = a.out("request", design, "--quantity", "3", "--needed-by", SOON, "--note", "for the clinic")
+    stick = tmp_path / "stick.car"
+    a.run("export", str(stick), "--records-only")
+    other = Cli(tmp_path / "other")
+    other.run("init", "--name", "Other Lab")
+    other.run("import", str(stick))
+    row = next(r for r in other.json("requests") if r["request"] == request)
+    assert (row["state"], row["quantity"], row["needed_by"], row["note"]) == ("open", 3, SOON, "for the clinic")
+    assert row["title"] == "Direct-action PVC hand pump" and row["trusted"] is False
