@@ -148,8 +148,11 @@ def main() -> None:
     print(f"Store: {held} lab profiles, {versions} designs, {size:.0f} MiB database. Command: median of "
           f"{args.runs} processes after a warm-up; in-process: median of 20.\n")
     floor = command("--help")
+    designs = command("designs", "--limit", "50")
     within = len(lab_profiles(conn, near=near, radius_km=200))
     print(f"- `fabnode --help` (start-up floor): median {floor[0]:.0f} ms, best {floor[1]:.0f} ms, CPU {floor[2]:.0f} ms")
+    print(f"- `fabnode designs --limit 50` (a reading command of before, for comparison): median {designs[0]:.0f} ms, "
+          f"best {designs[1]:.0f} ms, CPU {designs[2]:.0f} ms")
     print(f"- labs within 200 km of this lab: {within}\n")
     print("| what | median ms | best ms | CPU ms |")
     print("|---|---:|---:|---:|")

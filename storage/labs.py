@@ -31,13 +31,25 @@ class ProfileRow(NamedTuple):
     lon: float | None
     name_key: str
     """The name folded (protocol.processes.fold_term): equal keys are a name clash."""
-    profile: str
-    """The JSON of the LabProfile: decoded (:func:`decode_profile`) only where needed."""
+    profile: str | None
+    """The JSON of the LabProfile: decoded (:func:`decode_profile`) only where needed; None when
+    the query read every lab (then :func:`profile_texts` reads the ones wanted)."""
     distance_km: float | None
 
 
 def decode_profile(text: str) -> dict:
     return json.loads(text)
+
+
+def profile_texts(db, authors: list[str]) -> dict[str, str]:
+    """author -> profile JSON, for the rows a listing shows in full."""
+    conn = _conn(db)
+    out: dict[str, str] = {}
+    for i in range(0, len(authors), 500):
+        chunk = authors[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        out.update(conn.execute(f"SELECT author, profile FROM lab_profiles WHERE author IN ({marks})", chunk).fetchall())
+    return out
 
 
 def _conn(db) -> sqlite3.Connection:
@@ -109,7 +121,9 @@ def lab_profiles(db, *, near: tuple[float, float] | None = None, radius_km: floa
     """The newest profile of every lab, nearest first when ``near`` is given (then only labs with
     coordinates, and within ``radius_km`` if given), else by name. ``process``: a canonical id or
     a term (folded and looked up in the vocabulary first)."""
-    return [_from_json(row.profile) for row in profile_rows(db, near=near, radius_km=radius_km, process=process)]
+    rows = profile_rows(db, near=near, radius_km=radius_km, process=process)
+    texts = profile_texts(db, [r.author for r in rows if r.profile is None])
+    return [_from_json(row.profile if row.profile is not None else texts[row.author]) for row in rows]
 
 
 def profile_rows(db, *, near: tuple[float, float] | None = None, radius_km: float | None = None,
@@ -130,7 +144,9 @@ def profile_rows(db, *, near: tuple[float, float] | None = None, radius_km: floa
         if box is not None:
             where.append("lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?")
             args.extend(box)
-    sql = ("SELECT p.author, l.name, p.lat, p.lon, p.name_key, p.profile FROM lab_profiles p JOIN labs l USING (author)"
+    # without a filter (the labs page: thousands of rows) the JSON is read later, for the rows shown
+    column = "p.profile" if where else "NULL"
+    sql = (f"SELECT p.author, l.name, p.lat, p.lon, p.name_key, {column} FROM lab_profiles p JOIN labs l USING (author)"
            + (" WHERE " + " AND ".join(where) if where else ""))
     rows = conn.execute(sql, args).fetchall()
     if near is None:
@@ -151,5 +167,5 @@ def name_clashes(db) -> dict[str, int]:
     return dict(rows.fetchall())
 
 
-__all__ = ["ProfileRow", "decode_profile", "drop_profile", "index_profile", "lab_profile", "lab_profiles", "name_clashes",
+__all__ = ["ProfileRow", "decode_profile", "profile_texts", "drop_profile", "index_profile", "lab_profile", "lab_profiles", "name_clashes",
            "profile_rows", "reindex_all"]

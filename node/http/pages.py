@@ -256,8 +256,9 @@ def labs_map_svg(labs: list[dict], label: str) -> str:
         if lab["lat"] is None:
             continue
         kind = "lab own" if lab["own"] else ("lab" if lab["trusted"] else "lab untrusted")
+        # a did:key is base58 (checked when its record was): nothing in it to escape
         dots.append(f'<circle class="{kind}" cx="{lab["lon"] + 180:.2f}" cy="{90 - lab["lat"]:.2f}" r="1.6" '
-                    f'data-author="{html.escape(lab["author"])}"><title>{html.escape(lab["shown"])}</title></circle>')
+                    f'data-author="{lab["author"]}"><title>{html.escape(lab["shown"])}</title></circle>')
     return (f'<svg class="labs-map" id="labs-map" viewBox="0 0 360 180" role="img" aria-label="{html.escape(label)}" '
             'xmlns="http://www.w3.org/2000/svg"><rect class="sea" width="360" height="180"/>'
             f'<path class="land" d="{world_outline()}"/><g class="dots">{"".join(dots)}</g></svg>')

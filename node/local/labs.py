@@ -149,7 +149,7 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
     from fabnode.protocol.geo import check_coordinates, distance_km
     from fabnode.protocol.labs import lab_label
     from fabnode.protocol.processes import PROCESSES, canonical_process, fold_term
-    from fabnode.storage.labs import decode_profile, lab_profile, name_clashes, profile_rows
+    from fabnode.storage.labs import decode_profile, lab_profile, name_clashes, profile_rows, profile_texts
 
     if radius_km is not None and not (0 < radius_km <= 20_040):
         raise FabnodeError(f"--radius {radius_km:g} km: give a distance above 0 and at most 20040 km (half the Earth)")
@@ -175,6 +175,8 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
                 for row in rows]
         if nearest_from_here:
             rows.sort(key=lambda row: (row.distance_km is None, row.distance_km or 0.0))
+    wanted = rows if detailed is None else rows[:detailed]
+    texts = profile_texts(conn, [row.author for row in wanted if row.profile is None])
     _, trust_map = trust_map_for(identity.did, records)
     clashes = name_clashes(conn)
     local = {key: name for key, name, _ in records.local_names() if key.startswith("did:")}
@@ -190,7 +192,7 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
         else:
             source, shown = "declared", lab_label(author, declared=row.name)
         if detailed is None or i < detailed:
-            entry = decode_profile(row.profile)  # LabProfile's fields, as storage/labs.py stored them
+            entry = decode_profile(row.profile or texts[author])  # LabProfile's fields, as storage/labs.py stored them
             entry["process_labels"] = {p: PROCESSES[p].label for p in entry["processes"] if p in PROCESSES}
         else:
             entry = {"author": author, "name": row.name, "lat": row.lat, "lon": row.lon}
