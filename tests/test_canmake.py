@@ -195,3 +195,33 @@ def test_requests_and_offers_travel_on_a_usb_stick(solo, tmp_path):
     row = next(r for r in other.json("requests") if r["request"] == request)
     assert (row["state"], row["quantity"], row["needed_by"], row["note"]) == ("open", 3, SOON, "for the clinic")
     assert row["title"] == "Direct-action PVC hand pump" and row["trusted"] is False
+
+
+def test_a_received_request_dated_in_the_past_is_kept_and_shown_expired(solo):
+    """Refused when made here, but a request that arrives late (a USB stick carried for weeks)
+    is stored and shown as expired, not refused."""
+    import time
+
+    from fabnode.node.home import Home
+    from fabnode.protocol.cid import cid_str, parse_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.records import make_record, verify_record
+    from fabnode.storage import open_db
+    from fabnode.storage.records import RecordStore
+
+    from daemons import signing_key
+
+    key, author = signing_key(44)
+    now = int(time.time() * 1000)
+    record = make_record("request", {"design": Link(parse_cid(solo["design"])), "quantity": 2,
+                                     "needed_by": "2025-01-31"}, author=author, ts=now, sign=key.sign)
+    verify_record(record.raw, now_ms=now)  # what a receiving node checks: valid, whatever its date
+    db = open_db(Home(solo["a"].home).db_path)
+    db.conn.execute("BEGIN IMMEDIATE")
+    RecordStore(db.conn).ingest(record, received_ms=now)
+    db.conn.execute("COMMIT")
+    db.close()
+    row = next(r for r in solo["a"].json("requests") if r["request"] == cid_str(record.cid))
+    assert (row["state"], row["needed_by"], row["trusted"]) == ("expired", "2025-01-31", False)
+    assert solo["a"].fails("offer", cid_str(record.cid), "--quantity", "1") == \
+        f"error: request {cid_str(record.cid)} is expired: nothing to offer for"
