@@ -1136,6 +1136,9 @@ def lab(ctx, action, name, place, lat, lon, precision_km, bioregion, processes, 
         return
     if from_json:
         given = _merge_json_options(given, from_json)
+    elif all(v in (None, [], ()) for v in given.values()):
+        raise FabnodeError("lab set: nothing to change (give --place, --process, … or --clear FIELD; "
+                           "'fabnode lab set --help' lists them)")
 
     def confirm(found) -> bool:
         if not yes and not sys.stdin.isatty():

@@ -79,6 +79,7 @@ def test_a_daemon_renewing_its_lab_record_keeps_the_profile(two_labs):
 
 def test_a_profile_travels_on_a_usb_stick_and_a_name_two_keys_declare_is_flagged(two_labs, tmp_path):
     nakuru = two_labs["nakuru"]
+    wait_until(lambda: "Nairobi Makers" in _by_name(nakuru), timeout=60, what="Nairobi on Nakuru")
     stick = tmp_path / "stick.car"
     nakuru.run("export", "--records-only", str(stick))
     impostor = Cli(tmp_path / "impostor")  # another key, declaring Nakuru's name
@@ -114,6 +115,7 @@ def test_careless_and_hostile_input_is_refused_in_one_line_and_changes_nothing(t
         (["--place", "Nakuru"], "error: found the place Nakuru (region 39, Kenya, KE) at -0.3072, 36.0722, "
                                 "population 570,674: confirm it with --yes, or give --lat and --lon"),
     ]
+    cases.append(([], "error: lab set: nothing to change"))  # not a new record saying the same
     for args, says in cases:
         assert lab.fails("lab", "set", *args).startswith(says), (args, says)
     assert lab.json("lab") == before
@@ -143,3 +145,51 @@ def test_the_labs_page_draws_the_map_and_the_table_in_a_browser(two_labs, browse
     assert page.locator("h1").inner_text() == "Maabara" and page.locator("#labs tr[data-author]").count() == 1
     assert page.evaluate("() => performance.getEntriesByType('resource').filter(e => !e.name.startsWith(location.origin)).length") == 0
     page.close()
+
+
+def _answer_on_terminal(cli: Cli, answer: bytes, *args: str, timeout: float = 60) -> tuple[int, bytes]:
+    """Run fabnode with stdin, stdout and stderr on a pseudo-terminal, type ``answer`` when it
+    asks a question (a line ending in "] "), and return (exit code, everything shown)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    from conftest import FABNODE, cli_env
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([str(FABNODE), *args], env=cli_env(cli.home), stdin=secondary, stdout=secondary,
+                            stderr=secondary)
+    os.close(secondary)
+    shown, answered, deadline = bytearray(), False, time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([primary], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"fabnode said nothing more within {timeout} s: {bytes(shown)!r}"
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # EIO: the terminal closed when the process exited
+                break
+            if not data:
+                break
+            shown += data
+            if not answered and shown.rstrip(b"\r\n").endswith(b"] "):
+                os.write(primary, answer)
+                answered = True
+    finally:
+        os.close(primary)
+    return proc.wait(timeout=30), bytes(shown)
+
+
+def test_on_a_terminal_the_operator_confirms_the_place_found(tmp_path):
+    lab = Cli(tmp_path / "lab")
+    lab.run("init", "--name", "Fab Lab Nakuru")
+    code, shown = _answer_on_terminal(lab, b"n\n", "lab", "set", "--place", "Nakuru", "--process", "welding")
+    assert code == 1 and b"place: Nakuru (region 39, Kenya, KE) at -0.3072, 36.0722" in shown
+    assert b"share this place, rounded? [y/N]" in shown and b"not confirmed: nothing published" in shown
+    assert lab.json("lab")["processes"] == []
+    code, shown = _answer_on_terminal(lab, b"y\n", "lab", "set", "--place", "Nakuru", "--process", "welding")
+    assert code == 0, shown
+    mine = lab.json("lab")
+    assert mine["place"] == "Nakuru" and mine["processes"] == ["welding"] and abs(mine["lat"] + 0.3) < 0.1
