@@ -1510,12 +1510,15 @@ def import_(ctx, path, as_json):
 # ------------------------------------------------------------------ making things nearby: can-make, requests, offers
 
 
-def _coordinates(text: str | None) -> tuple[float, float] | None:
-    """``--near LAT,LON`` as two numbers in range; one line when they are not."""
+def _coordinates(text: str | None, near_me: bool = False) -> tuple[float, float] | None:
+    """``--near LAT,LON`` as two numbers in range; one line when they are not (or when
+    ``--near-me`` was given too)."""
     from fabnode.protocol.errors import FabnodeError
 
     if text is None:
         return None
+    if near_me:
+        raise FabnodeError("give --near LAT,LON or --near-me, not both")
     try:
         lat, lon = (float(part) for part in text.split(","))
     except ValueError:
@@ -1581,7 +1584,7 @@ def can_make(ctx, design, near, near_me, radius_km, limit, as_json):
             echo(f"{result['requirements_unknown']} design(s) known here have no requirements yet "
                  "(their files are not here, or their okh.toml names none)")
         return
-    result = can_make_design(home, design, near=_coordinates(near), near_me=near_me, radius_km=radius_km, limit=limit)
+    result = can_make_design(home, design, near=_coordinates(near, near_me), near_me=near_me, radius_km=radius_km, limit=limit)
     if as_json:
         _print_json(result)
         return
@@ -1668,7 +1671,7 @@ def requests(ctx, near, near_me, radius_km, design, only_open, as_json):
     """
     from fabnode.node.local.making import list_requests
 
-    rows = list_requests(_home(ctx).require(), near=_coordinates(near), near_me=near_me, radius_km=radius_km,
+    rows = list_requests(_home(ctx).require(), near=_coordinates(near, near_me), near_me=near_me, radius_km=radius_km,
                          design_text=design, include_done=not only_open)
     if as_json:
         _print_json(rows)

@@ -178,6 +178,7 @@ def test_other_refusals_are_one_line(solo, tmp_path):
         f"error: {design} is a version record, not a request (see 'fabnode requests')"
     assert a.fails("can-make", design, "--radius", "10").startswith("error: --radius needs a place to measure from")
     assert a.fails("can-make", design, "--near", "95,10").startswith("error: --near '95,10': latitude must be within")
+    assert a.fails("requests", "--near", "1,2", "--near-me") == "error: give --near LAT,LON or --near-me, not both"
     fresh = Cli(tmp_path / "fresh")
     fresh.run("init")
     assert fresh.fails("can-make").startswith("error: this lab's profile names no process or material yet")
