@@ -1534,6 +1534,192 @@ def import_(ctx, path, root, as_json):
     for root in summary.bundles:
         echo(f"bundle {root}")
 
+# ------------------------------------------------------------------ making things nearby: can-make, requests, offers
+
+
+def _coordinates(text: str | None, near_me: bool = False) -> tuple[float, float] | None:
+    """``--near LAT,LON`` as two numbers in range; one line when they are not (or when
+    ``--near-me`` was given too)."""
+    from fabnode.protocol.errors import FabnodeError
+
+    if text is None:
+        return None
+    if near_me:
+        raise FabnodeError("give --near LAT,LON or --near-me, not both")
+    try:
+        lat, lon = (float(part) for part in text.split(","))
+    except ValueError:
+        raise FabnodeError(f"--near {text!r}: give LAT,LON in decimal degrees, such as -1.29,36.82") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise FabnodeError(f"--near {text!r}: latitude must be within ±90 and longitude within ±180")
+    return lat, lon
+
+
+def _missing_text(missing: list[dict]) -> str:
+    from fabnode.protocol.canmake import describe_missing
+
+    return describe_missing((m["kind"], m["term"]) for m in missing)
+
+
+def _lab_line(lab: dict) -> str:
+    where = ", ".join(x for x in (lab.get("place"), lab.get("bioregion")) if x)
+    distance = f"{lab['distance_km']:>7.1f} km" if lab.get("distance_km") is not None else "      ? km"
+    mark = "" if lab["trusted"] else " (not trusted)"
+    taking = "" if lab.get("taking_requests", True) else "  [not taking requests]"
+    return f"  {distance}  {lab['label']}{mark}  {where}{taking}"
+
+
+@command("can-make")
+@argument("design", metavar="DESIGN", required=False)
+@option("--near", metavar="LAT,LON", help="Measure distances from this point.")
+@option("--near-me", "near_me", is_flag=True, help="Measure distances from this lab's own coordinates.")
+@option("--radius", "radius_km", type=float, metavar="KM", help="Only labs within KM kilometres (with --near or --near-me).")
+@option("--limit", type=int, default=50, help="How many labs or designs to list.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def can_make(ctx, design, near, near_me, radius_km, limit, as_json):
+    """Which labs can make a design, or (without DESIGN) which designs this lab can make.
+
+    With DESIGN: labs whose profiles have every process and material its okh.toml names, then
+    those missing exactly one (named), nearest and most trusted first. Without: the designs this
+    lab's own profile covers, then those it is one process or material short of.
+
+    Usage:  fabnode can-make bafyrei… --near-me --radius 100
+    """
+    from fabnode.node.local.making import can_make_design, can_make_here
+    from fabnode.protocol.errors import FabnodeError
+
+    home = _home(ctx).require()
+    if design is None:
+        if near or near_me or radius_km is not None:
+            raise FabnodeError("--near, --near-me and --radius choose labs for a DESIGN: give one, or leave them out")
+        result = can_make_here(home, limit=limit)
+        if as_json:
+            _print_json(result)
+            return
+        full = [d for d in result["designs"] if not d["missing"]]
+        short = [d for d in result["designs"] if d["missing"]]
+        echo(f"this lab can make {len(full)} design(s)" + (":" if full else ""))
+        for d in full:
+            echo(f"  {d['design']}  {d['title']}")
+        if short:
+            echo(f"one process or material short of {len(short)}:")
+            for d in short:
+                echo(f"  {d['design']}  {d['title']}  ({_missing_text(d['missing'])})")
+        if result["more"]:
+            echo(f"… and {result['more']} more (--limit)")
+        if result["requirements_unknown"]:
+            echo(f"{result['requirements_unknown']} design(s) known here have no requirements yet "
+                 "(their files are not here, or their okh.toml names none)")
+        return
+    result = can_make_design(home, design, near=_coordinates(near, near_me), near_me=near_me, radius_km=radius_km, limit=limit)
+    if as_json:
+        _print_json(result)
+        return
+    echo(f"design {result['design']}  {result['title'] or ''}".rstrip())
+    if result["needs"] is None or result.get("unknown"):
+        echo(result["unknown"])
+        return
+    needs = result["needs"]
+    processes = needs["processes"] + [f"{p} (not in the vocabulary)" for p in needs["unknown_processes"]]
+    echo(f"needs  processes: {', '.join(processes) or 'none named'}; materials: {', '.join(needs['materials']) or 'none named'}")
+    full = [lab for lab in result["labs"] if not lab["missing"]]
+    short = [lab for lab in result["labs"] if lab["missing"]]
+    scope = f" within {radius_km:g} km" if radius_km is not None else ""
+    echo(f"labs that can make it{scope}: {len(full) or 'none'}")
+    for lab in full:
+        echo(_lab_line(lab))
+    if short:
+        echo(f"labs one process or material short{scope}:")
+        for lab in short:
+            echo(_lab_line(lab) + f"  ({_missing_text(lab['missing'])})")
+    if result["more"]:
+        echo(f"… and {result['more']} more (--limit)")
+
+
+@command()
+@argument("design", metavar="DESIGN", required=False)
+@option("--quantity", type=int, metavar="N", help="How many are needed (1 to 1,000,000).")
+@option("--needed-by", "needed_by", metavar="DATE", help="The date they are needed by, YYYY-MM-DD (today or later).")
+@option("--note", default="", help="What for, who to ask, sizes (at most 500 characters).")
+@option("--close", "close", metavar="REQUEST", help="Close this lab's own request (met, or no longer needed).")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def request(ctx, design, quantity, needed_by, note, close, as_json):
+    """Ask nearby labs to make things from a design (signed, shared like every record).
+
+    Usage:  fabnode request bafyrei… --quantity 4 --needed-by 2026-12-20 --note "for the school well"
+            fabnode request --close bafyrei…
+    """
+    from fabnode.node.local.making import close_request, make_request
+    from fabnode.protocol.errors import FabnodeError
+
+    home = _home(ctx).require()
+    if close is not None:
+        if design is not None or quantity is not None or needed_by is not None or note:
+            raise FabnodeError("--close REQUEST stands alone: leave out DESIGN, --quantity, --needed-by and --note")
+        cid = close_request(home, close)
+        _print_json({"request": close, "closed_by": cid}) if as_json else echo(cid)
+        return
+    if design is None or quantity is None or needed_by is None:
+        raise FabnodeError("a request needs DESIGN, --quantity N and --needed-by YYYY-MM-DD (or --close REQUEST)")
+    cid = make_request(home, design, quantity=quantity, needed_by=needed_by, note=note)
+    _print_json({"request": cid}) if as_json else echo(cid)
+
+
+@command()
+@argument("request_cid", metavar="REQUEST")
+@option("--quantity", type=int, required=True, metavar="N", help="How many this lab offers to make.")
+@option("--note", default="", help="When, how, what to bring (at most 500 characters).")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def offer(ctx, request_cid, quantity, note, as_json):
+    """Offer to make some or all of what a request asks for (signed, shared like every record).
+
+    Usage:  fabnode offer bafyrei… --quantity 2 --note "ready in a week"
+    """
+    from fabnode.node.local.making import make_offer
+
+    cid = make_offer(_home(ctx).require(), request_cid, quantity=quantity, note=note)
+    _print_json({"offer": cid}) if as_json else echo(cid)
+
+
+@command()
+@option("--near", metavar="LAT,LON", help="Measure distances from this point.")
+@option("--near-me", "near_me", is_flag=True, help="Measure distances from this lab's own coordinates.")
+@option("--radius", "radius_km", type=float, metavar="KM", help="Only requests by labs within KM kilometres.")
+@option("--design", metavar="D", help="Only requests for design D.")
+@option("--open", "only_open", is_flag=True, help="Only open requests.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def requests(ctx, near, near_me, radius_km, design, only_open, as_json):
+    """Requests known here, with their state computed from the records: open first, nearest first.
+
+    A request is fulfilled when offers by keys this lab trusts cover the quantity, closed when
+    its author closed it, expired when its date has passed. Offers by other keys are shown apart.
+
+    Usage:  fabnode requests --near-me --radius 100
+    """
+    from fabnode.node.local.making import list_requests
+
+    rows = list_requests(_home(ctx).require(), near=_coordinates(near, near_me), near_me=near_me, radius_km=radius_km,
+                         design_text=design, include_done=not only_open)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        echo("no requests known here" + (" within that radius" if radius_km is not None else ""))
+    for r in rows:
+        mark = "" if r["trusted"] else " (not trusted)"
+        distance = f", {r['distance_km']:.1f} km" if r["distance_km"] is not None else ""
+        offered = f"{r['offered']} of {r['quantity']} offered"
+        if r["offered_untrusted"]:
+            offered += f" (+{r['offered_untrusted']} by untrusted keys, not counted)"
+        echo(f"{r['request']}  {r['state']:<9} {r['quantity']} x {r['title'] or r['design']}  by {r['needed_by']}  "
+             f"from {r['label']}{mark}{distance}  [{offered}]")
+        if r["note"]:
+            echo(f"    note: {r['note']}")
+        for o in r["offers"]:
+            omark = "" if o["trusted"] else " (not trusted)"
+            echo(f"    offer {o['offer']}  {o['quantity']} by {o['label']}{omark}" + (f": {o['note']}" if o["note"] else ""))
+
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ Measured: `fabnode labs --near-me --radius 200` as a whole command (median, best
 of --runs processes), the same with --process welding, `fabnode labs` listing every lab, the
 query itself in-process (storage.labs.lab_profiles), and the labs page's server render
 (Pages.labs_page, median and p95 of 20). Goals from the issue: the command under 200 ms, the
-page under 100 ms server time.
+page under 100 ms server time. Then bench_canmake.py's can-make rows on the same store.
 
 Usage:  .venv/bin/python bench/bench_labs.py [--labs 5000] [--designs 20000] [--runs 5]
 """
@@ -175,6 +175,9 @@ def main() -> None:
           f"(goal under 100 ms: {'met' if page_p95 < 100 else 'NOT met'})")
     print(f"- slowest `labs --near-me --radius 200` (median): {worst:.0f} ms (goal under 200 ms: "
           f"{'met' if worst < 200 else 'NOT met'})")
+    from bench_canmake import can_make_rows  # issue 18's other half: can-make on this store
+
+    can_make_rows(home, args.runs, args.seed)
     print(f"- load average {os.getloadavg()[0]:.1f} at the end")
 
 

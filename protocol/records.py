@@ -28,6 +28,11 @@ a record means exactly one thing to every node):
   is refused (protocol.labs.MIN_LAB_TS). Unknown body fields of a lab are
   kept and ignored rather than refused (:data:`OPEN_TYPES`), so a later profile may add fields
   that this node still relays and verifies.
+* request (issue 18): a need for things made from a design: design (link to a design or one of
+  its versions), quantity (integer 1..10^6), needed_by (a date, YYYY-MM-DD), note (at most 500
+  characters). Or, to close a request of one's own: closes (link to the request) and nothing
+  else; protocol/requests.py computes what a request's records mean together.
+* offer: request (link), quantity (integer 1..10^6), note (at most 500 characters).
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ MAX_LIST_TEXT = 1024
 PREDICATES = ("built", "tested", "reviewed", "defect")
 RESULTS = ("passed", "warned", "failed")
 TRUST_LEVELS = ("trusted", "distrusted")
+MAX_QUANTITY = 1_000_000
+"""Things asked for or offered in one request or offer."""
+MAX_NOTE = 500
+"""Characters in a request's or an offer's note: a line or two, not a document."""
 
 
 class RecordRejected(FabnodeError):
@@ -103,7 +112,21 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "contact": ("profile", False),
         "taking_requests": ("profile", False),
     },
+    "request": {
+        "design": ("link", False),
+        "quantity": ("quantity", False),
+        "needed_by": ("date", False),
+        "note": ("note", False),
+        "closes": ("link", False),
+    },
+    "offer": {
+        "request": ("link", True),
+        "quantity": ("quantity", True),
+        "note": ("note", False),
+    },
 }
+REQUEST_FIELDS = ("design", "quantity", "needed_by")
+"""What a request (one that does not close another) must carry."""
 OPEN_TYPES = frozenset({"lab"})
 """Types whose unknown body fields are kept (signed, relayed) and ignored, not refused: a lab's
 profile grows (issue 18) and older nodes must still pass newer profiles on."""
@@ -188,6 +211,26 @@ def _typed_field(kind, name: str, value):
             raise _reject(str(exc)) from None
     if kind == "nodes":
         return _typed_nodes(name, value)
+    if kind == "quantity":
+        if type(value) is not int:
+            raise _reject(f"body.{name} must be a whole number, not {type(value).__name__}")
+        if not 1 <= value <= MAX_QUANTITY:
+            raise _reject(f"body.{name} must be between 1 and {MAX_QUANTITY:,}, not {value}")
+        return value
+    if kind == "date":
+        from .requests import BadDate, parse_date
+
+        try:
+            parse_date(value)
+        except BadDate as exc:
+            raise _reject(f"body.{name}: {exc}") from None
+        return value
+    if kind == "note":
+        if not isinstance(value, str):
+            raise _reject(f"body.{name} must be text, not {type(value).__name__}")
+        if len(value) > MAX_NOTE:
+            raise _reject(f"body.{name} is longer than {MAX_NOTE} characters")
+        return value
     if kind == "profile":
         from .labs import ProfileRefused, check_profile_field
 
@@ -273,6 +316,12 @@ def check_body(rtype: str, author: str, body) -> dict:
                 raise _reject(f"a {rtype} needs body.{name}")
             continue
         typed[name] = _typed_field(kind, name, body[name])
+    if rtype == "request":
+        if "closes" in typed and len(typed) > 1:
+            raise _reject("a request that closes another (body.closes) carries nothing else")
+        missing = [f for f in REQUEST_FIELDS if f not in typed]
+        if "closes" not in typed and missing:
+            raise _reject(f"a request needs body.{missing[0]} (or body.closes alone, to close one)")
     if rtype == "version":
         first = "design" not in typed
         if first and author not in typed.get("maintainers", ()):

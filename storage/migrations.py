@@ -306,3 +306,97 @@ def lab_profiles(db: Database) -> None:
         """
     )
     reindex_all(db.conn)
+
+
+@migrations(name="012_design_requirements")
+def design_requirements(db: Database) -> None:
+    # What designs need (issue 18; storage/making.py has the theory). `requirements_read`: each
+    # version whose okh.toml was read (has_manifest 0: its bundle had none), with its BOM item
+    # names and tools (JSON lists, shown, never matched). `version_requirements`: the processes
+    # (known 1: a canonical id of protocol/processes.py; 0: a term outside the vocabulary, folded)
+    # and materials (folded) it needs. `design_requirements`: the version whose needs stand for the
+    # design (its newest read) and how many needs it has, for can-make's filter. `versions_bundle`:
+    # which versions a pinned bundle belongs to, so finding versions to read starts from the pins.
+    # `lab_materials`: each lab profile's materials (storage/labs.py keeps its processes in
+    # `lab_processes`), so can-make finds who stocks what through an index.
+    # Versions stored before this migration are read when first asked for (their bundles may be here).
+    db.executescript(
+        """
+        CREATE TABLE requirements_read (
+            version BLOB PRIMARY KEY NOT NULL,
+            design BLOB NOT NULL,
+            ts INTEGER NOT NULL,
+            has_manifest INTEGER NOT NULL,
+            parts INTEGER NOT NULL,
+            tools TEXT NOT NULL,
+            bom_items TEXT NOT NULL
+        );
+        CREATE INDEX requirements_read_design ON requirements_read (design, ts);
+        CREATE TABLE version_requirements (
+            version BLOB NOT NULL,
+            kind TEXT NOT NULL,          -- 'process' or 'material'
+            term TEXT NOT NULL,
+            known INTEGER NOT NULL,
+            PRIMARY KEY (version, kind, term)
+        ) WITHOUT ROWID;
+        CREATE INDEX version_requirements_term ON version_requirements (kind, term);
+        CREATE TABLE design_requirements (
+            design BLOB PRIMARY KEY NOT NULL,
+            version BLOB NOT NULL,
+            ts INTEGER NOT NULL,
+            needs INTEGER NOT NULL
+        );
+        CREATE INDEX design_requirements_version ON design_requirements (version);
+        CREATE INDEX design_requirements_needs ON design_requirements (needs);
+        CREATE INDEX versions_bundle ON versions (bundle);
+        CREATE TABLE lab_materials (
+            material TEXT NOT NULL,
+            author TEXT NOT NULL,
+            PRIMARY KEY (material, author)
+        ) WITHOUT ROWID;
+        CREATE INDEX lab_materials_author ON lab_materials (author);
+        """
+    )
+    from fabnode.storage.making import reindex_lab_materials
+
+    reindex_lab_materials(db.conn)
+
+
+@migrations(name="013_requests")
+def requests(db: Database) -> None:
+    # Requests and offers (issue 18; protocol/requests.py computes their state). `requests`: each
+    # request record that asks for something (design: the design or version it names);
+    # `request_closes`: each request record that closes one (counted only when its author is the
+    # request's); `offers`: each offer. Rows follow records in any order: an offer may name a
+    # request not here yet.
+    db.executescript(
+        """
+        CREATE TABLE requests (
+            cid BLOB PRIMARY KEY NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            design BLOB NOT NULL,
+            quantity INTEGER NOT NULL,
+            needed_by TEXT NOT NULL,
+            note TEXT NOT NULL
+        );
+        CREATE INDEX requests_design ON requests (design);
+        CREATE INDEX requests_author ON requests (author, ts);
+        CREATE TABLE request_closes (
+            cid BLOB PRIMARY KEY NOT NULL,
+            request BLOB NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL
+        );
+        CREATE INDEX request_closes_request ON request_closes (request);
+        CREATE TABLE offers (
+            cid BLOB PRIMARY KEY NOT NULL,
+            request BLOB NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            quantity INTEGER NOT NULL,
+            note TEXT NOT NULL
+        );
+        CREATE INDEX offers_request ON offers (request, ts);
+        """
+    )

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from fabnode.storage import search
+from fabnode.storage import making, search
 
 
 if TYPE_CHECKING:
@@ -121,6 +121,10 @@ class RecordStore:
             )
         elif record.type == "lab":
             self._index_lab(record)
+        elif record.type == "request":
+            making.index_request(self._conn, record)
+        elif record.type == "offer":
+            making.index_offer(self._conn, record)
         return True
 
     def _index_lab(self, record: Record) -> None:
@@ -137,6 +141,7 @@ class RecordStore:
         from fabnode.storage.labs import index_profile
 
         index_profile(self._conn, record)
+        making.index_lab_materials(self._conn, record.author)
 
     def _rebuild_lab(self, author: str) -> None:
         """Index an author's lab records again (after one was evicted)."""
@@ -145,6 +150,8 @@ class RecordStore:
         self._conn.execute("DELETE FROM labs WHERE author = ?", (author,))
         self._conn.execute("DELETE FROM lab_nodes WHERE author = ?", (author,))
         from fabnode.storage.labs import drop_profile
+
+        self._conn.execute("DELETE FROM lab_materials WHERE author = ?", (author,))
 
         drop_profile(self._conn, author)
         rows = self._conn.execute("SELECT data FROM records WHERE type = 'lab' AND author = ?", (author,)).fetchall()
@@ -425,7 +432,10 @@ class RecordStore:
             elif rtype == "vouch":
                 self._conn.execute("DELETE FROM vouches WHERE cid = ?", (cid,))
             elif rtype == "version":
+                making.forget_version_requirements(self._conn, [cid])
                 self._rebuild_design(design)
+            elif rtype in ("request", "offer"):
+                making.forget_request_records(self._conn, cid)
             elif rtype == "lab":
                 self._rebuild_lab(author)
 

@@ -49,6 +49,11 @@ WORDS = {
 }
 """Words that arrive as data (a record's predicate and result, a score's verdict) and are shown
 in the page's language; a word a newer node sends that is not here is shown as it came."""
+REQUEST_STATES = {"open": N_("open"), "fulfilled": N_("fulfilled"), "closed": N_("closed"), "expired": N_("expired")}
+"""A request's state (protocol/requests.py), as the requests page shows it."""
+MAX_MAKERS_LISTED = 20
+"""Labs listed under "Labs that can make this" on a design page."""
+MAX_REQUESTS_LISTED = 200
 
 
 def bundle_files(store, root: bytes) -> dict[str, tuple[bytes, int]] | None:
@@ -453,8 +458,39 @@ class Pages:
                         manifest = None
         return self._render("design.html", log=history, head=head, files=files, pictures=pictures, readme=readme,
                             readme_name=readme_name, manifest=manifest, downloads=downloads,
+                            makers=self._makers(history["design"]),
                             lineage=lineage_svg(records, parse_cid(history["design"]), history, self.gettext,
                                                                self.fmt.number))
+
+    def _here(self):
+        """This lab's own coordinates, None when it has set none (then nothing is ordered by distance)."""
+        from fabnode.storage import Stores
+        from fabnode.node.local.making import my_place
+
+        try:
+            return my_place(Stores.of(self.store), self.identity.did)
+        except FabnodeError:
+            return None
+
+    def _makers(self, design: str) -> dict:
+        """"Labs that can make this", nearest first (node/local/making.py, as ``can-make`` shows)."""
+        from fabnode.storage import Stores
+        from fabnode.node.local.making import can_make_design
+
+        makers = can_make_design(self.home, design, near=self._here(), limit=MAX_MAKERS_LISTED,
+                                 stores=Stores.of(self.store))
+        for lab in makers["labs"]:
+            for missing in lab["missing"]:
+                missing["is_process"] = missing["kind"] == "process"
+        return makers
+
+    def requests_page(self) -> str:
+        from fabnode.storage import Stores
+        from fabnode.node.local.making import list_requests
+
+        rows = list_requests(self.home, near=self._here(), stores=Stores.of(self.store), limit=MAX_REQUESTS_LISTED)
+        states = {state: self.gettext(label) for state, label in REQUEST_STATES.items()}
+        return self._render("requests.html", requests=rows, states=states)
 
     def _word(self, word: str) -> str:
         return self.gettext(WORDS[word]) if word in WORDS else word

@@ -634,6 +634,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
     design_page = page(lambda r: pages.design_page(r.path_params["cid"]))
     version_page = page(lambda r: pages.version_page(r.path_params["cid"]))
     labs_page = page(lambda r: pages.labs_page(r.query_params.get("process", "")[:64]))
+    requests_page = page(lambda r: pages.requests_page())
 
     class TokenForChanges:
         """Whatever is not a read needs the home's token. Plain ASGI, not Starlette's
@@ -661,6 +662,7 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
 
     app = Starlette(routes=[Route("/", index), Route("/designs", designs_page), Route("/design/{cid}", design_page),
                             Route("/version/{cid}", version_page), Route("/labs", labs_page),
+                            Route("/requests", requests_page),
                             Route("/ipfs/{cid_path:path}", ipfs)],
                     middleware=[Middleware(TokenForChanges)],
                     exception_handlers={Exception: lambda request, exc: PlainTextResponse(f"{INTERNAL_ERROR}\n", 500)})

@@ -179,6 +179,7 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
         stored, manifest_text, bundle_paths = stored_bundle(store, bundle)
         where, size = cid_str(stored), 0
     manifest: dict = {}
+    requirements = None
     if manifest_text is not None:
         manifest = parse_manifest(manifest_text)
         violations = schema_violations(manifest)
@@ -186,6 +187,14 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
             raise FabnodeError(schema_refusal(violations))
         warnings.extend(str(v) for v in violations)
         warnings.extend(lint_manifest(manifest, bundle_paths))
+        if translation_of is None:  # a translation shares the requirements of what it translates
+            from fabnode.node.local.making import bundle_requirements, folder_requirements
+
+            if path is not None:
+                requirements, requirement_warnings = folder_requirements(path, manifest)
+            else:
+                requirements, requirement_warnings = bundle_requirements(store, stored, manifest)
+            warnings.extend(requirement_warnings)
     else:
         warnings.append("the bundle has no okh.toml (Open Know-How manifest): add one so others can find and build it")
     summary = manifest_summary(manifest) if manifest else {}
@@ -240,6 +249,10 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
         body["bundle"] = Link(root)
         record = _record(home, "version", body, ts)
         records.ingest(record, received_ms=ts, outbox=True, manifest=index_text.strip())
+        if translation_of is None:
+            from fabnode.storage.making import index_requirements
+
+            index_requirements(store.db.conn, record.cid, design_cid or record.cid, ts, requirements)
     _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
     return Published(record.id, design_out, cid_str(root), warnings)
