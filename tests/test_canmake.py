@@ -65,7 +65,7 @@ def test_publish_warns_what_a_manifest_should_add(tmp_path):
     (folder / "stool.svg").write_text("<svg/>")
     (folder / "okh.toml").write_text('okhv = "OKH-LOSHv1.0"\nname = "Stool"\nlicense = "CC0-1.0"\n'
                                      '[[part]]\nname = "seat"\nsource = "stool.svg"\nmaterial = "plywood 9 mm"\n')
-    result = cli.run("publish", str(folder), "-m", "a stool")
+    result = cli.run("publish", str(folder), "-m", "a stool", "--force")  # a sketch: no repo or licensor yet
     err = result.stderr.decode()
     assert "warning: okh.toml: part 'seat' names no manufacturing process: add `manufacturing-process = " in err
     design = result.stdout.decode().strip()

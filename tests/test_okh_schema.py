@@ -116,6 +116,9 @@ def test_publish_force_turns_violations_into_warnings_beside_the_advice(lab, tmp
     warnings = json.loads(result.stdout)["warnings"]
     assert warnings == [REJECTED["english language"][1],  # the schema's, first
                         "okh.toml field 'bom': 'bom.csv' is not in the bundle",  # then fabnode's advice
+                        "okh.toml says nothing about how the design is made: add a [[part]] with "
+                        "`manufacturing-process = \"…\"` and `material = \"…\"` (or a module `tsdc`) so labs can "
+                        "find out whether they can make it",
                         "okh.toml: documentation-language: 'english language' is not a well-formed language tag "
                         "(BCP 47, e.g. sw, pt-BR, zh-Hant); not declared"]
     stderr = result.stderr.decode()
@@ -124,7 +127,8 @@ def test_publish_force_turns_violations_into_warnings_beside_the_advice(lab, tmp
 
 def test_publish_accepts_what_the_schema_accepts_without_warnings(lab, tmp_path):
     folder = _design(tmp_path, "fine", ACCEPTED["an integer version"] + 'documentation-language = ["en", "sw"]\n'
-                     '[[part]]\nname = "body"\nexport = ["cad/pump.scad"]\n')
+                     '[[part]]\nname = "body"\nexport = ["cad/pump.scad"]\n'
+                     'manufacturing-process = "3D printing"\nmaterial = "PLA"\n')
     result = lab.run("publish", str(folder), "-m", "fine", "--json")
     assert json.loads(result.stdout)["warnings"] == []
     version = json.loads(result.stdout)["version"]
