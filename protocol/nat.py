@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
-DIALBACK_INTERVAL_MS = 30_000
+DIALBACK_INTERVAL_MS = 10_000
 DIALBACK_AT_ONCE = 4
 
 REACHABLE, BEHIND_NAT, UNKNOWN = "reachable", "behind NAT", "unknown"

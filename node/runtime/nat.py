@@ -53,7 +53,9 @@ MAX_REQUEST = 256
 
 
 def short(peer: str) -> str:
-    return f"{peer[:4]}…{peer[-4:]}" if len(peer) > 12 else peer
+    from fabnode.protocol.labs import short_key
+
+    return short_key(peer)
 
 
 def is_relayed(conn) -> bool:
@@ -328,7 +330,12 @@ class NatRuntime:
 
         tried = []
         for relay in self.direct_peers():
-            if relay == peer_id or not self._speaks(relay, HOP):
+            if relay == peer_id:
+                continue
+            try:  # does it relay? (identify's list may be stale: a peer restarted without relay)
+                with trio.fail_after(CIRCUIT_DIAL_S):
+                    await (await self.host.new_stream(relay, [HOP])).reset()
+            except Exception:
                 continue
             tried.append(str(relay))
             try:
