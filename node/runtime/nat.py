@@ -35,7 +35,6 @@ import time
 import msgpack
 import trio
 
-from fabnode.node.service.loglimit import LogLimiter
 from fabnode.protocol.errors import FabnodeError
 from fabnode.protocol.nat import BEHIND_NAT, REACHABLE, DialbackBudget, Reachability, RelayGate, RelayLimits
 
@@ -95,7 +94,8 @@ class NatRuntime:
         self.reach = Reachability(confirmations=max(1, confirmations))
         self.budget = DialbackBudget()
         self.gate = RelayGate(limits)
-        self.quiet = LogLimiter(log, 1, clock=time.monotonic)
+        self._said_at: dict[str, tuple[float, int]] = {}
+        """peer -> (when its last refusal was logged, refusals left out since)."""
         lib_limits = LibLimits(duration=limits.circuit_seconds, data=limits.circuit_bytes,
                                max_circuit_conns=limits.circuits_per_peer, max_reservations=limits.reservations)
         self.proto = CircuitV2Protocol(host, limits=lib_limits, allow_hop=False)
@@ -141,7 +141,7 @@ class NatRuntime:
         peer = str(stream.muxed_conn.peer_id)
         reason = self.budget.take(peer, _now_ms())
         if reason is not None:
-            self.quiet.say(peer, f"dial-back for {short(peer)} refused: {reason}", stopping="", left_out=lambda n: "")
+            self._say(peer, f"dial-back for {short(peer)} refused: {reason}")
             await stream.reset()
             return
         try:
@@ -357,7 +357,17 @@ class NatRuntime:
     # ------------------------------------------------------------------ the relay's gate
 
     def _say(self, peer: str, line: str) -> None:
-        self.quiet.say(peer, line, stopping="", left_out=lambda n: f"relay: left out {n} more refusal(s) for {short(peer)}")
+        """At most one line per peer per minute: a flood of requests is one line, not thousands."""
+        now = time.monotonic()
+        at, left_out = self._said_at.get(peer, (-1e9, 0))
+        if now - at < 60:
+            self._said_at[peer] = (at, left_out + 1)
+            return
+        more = f" ({left_out} more refused in the minute before)" if left_out else ""
+        self._said_at[peer] = (now, 0)
+        if len(self._said_at) > 10_000:
+            del self._said_at[next(iter(self._said_at))]
+        self.log(line + more)
 
     async def _gated_reserve(self, stream, msg) -> None:
         from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
