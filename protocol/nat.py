@@ -13,7 +13,7 @@ offers to relay; a node behind NAT reserves a slot on a reachable relay.
 own observed IP (never a host the asker names: no amplification), at most once per
 :data:`DIALBACK_INTERVAL_MS` per peer and a few at once.
 
-**The relay's gate** (:class:`RelayGate`). py-libp2p's relay enforces little (docs/libp2p.md),
+**The relay's gate** (:class:`RelayGate`). py-libp2p's relay enforces few of its limits,
 so every reservation and circuit passes through fabnode's own limits first, cheapest check first:
 a banned peer gets nothing; a peer asking for reservations faster than
 ``reservations_per_minute`` is refused; the total of reservations and of circuits is capped, and

@@ -4,13 +4,13 @@ reservations on public peers, relayed dials for `get`, and DCUtR hole punching.
 Theory of operation
 -------------------
 The decisions are pure (protocol/nat.py); this module carries them out with py-libp2p 0.8.1,
-wired by hand as docs/libp2p.md ("Relay, hole punching, AutoNAT and Bitswap") found to work:
+wired by hand as the probes of the library found to work (docs/design.md, "Labs behind NAT"):
 
 * **Where do I stand?** Every few seconds, :meth:`NatRuntime.check_reachability` asks up to two
   directly connected fabnode peers it has not asked lately to dial it back
   (``/fabnode/dialback/1.0.0``: the request names only the listen ports; the helper dials the
   IP it observes the asker at, on a fresh TCP connection, within 3 s). libp2p's AutoNAT answers
-  from the existing connection and so cannot tell (docs/libp2p.md pitfall 3).
+  from the existing connection and so cannot tell.
 * **Relaying.** Once reachable, and unless ``relay = false``, the node serves the relay's hop
   protocol; every reservation, circuit and relayed chunk goes through :class:`RelayGate`
   first (its limits, bans, each peer's hourly bytes, the total bandwidth), and a refusal is
@@ -21,7 +21,7 @@ wired by hand as docs/libp2p.md ("Relay, hole punching, AutoNAT and Bitswap") fo
 * **Dialling a peer for `get`** (:meth:`connect`): its addresses first; if none answers, a
   circuit through each directly connected peer that serves hop (the holder's relay is, in a
   region, the hub both know: the relay refuses at once when the holder holds no slot on it).
-  A circuit that died is dialled again at the next attempt (the swarm cannot: pitfall 1).
+  A circuit that died is dialled again at the next attempt (the swarm cannot dial circuits).
 * **Hole punching**: with ``hole_punching = true``, DCUtR runs on every node; once two NATed
   peers share a circuit it tries a direct connection, and new streams then use it.
 """
