@@ -117,3 +117,34 @@ def test_a_relay_client_flooding_reservations_and_circuits_is_limited_and_logged
         assert helper.peer_id in relay_lab.json("status")["nat"]["links"]
     finally:
         flood.stop()
+
+
+def test_a_large_fetch_over_a_relay_past_its_limits_says_why_it_stopped_and_who_could_seed_it(tmp_path, daemons):
+    """Labs A and B cannot be dialled (each announces a closed port, as labs behind NAT are seen)
+    and A holds 3 MiB; the relay cuts a circuit after 1 MiB and relays 2 MiB an hour for a peer.
+    B's `get` comes back with one line naming the relay, its limits and the public node to ask."""
+    from conftest import write_random_file
+    from daemons import make_labs, start
+    from fabnode.protocol.labs import short_key
+
+    r, a, b = make_labs(tmp_path, 3)
+    with open(r.home / "config.toml", "a") as config:
+        config.write("[limits]\nrelay_circuit_mib = 1\nrelay_peer_mib_per_hour = 2\n")
+    for lab in (a, b):
+        with open(lab.home / "config.toml", "a") as config:
+            config.write("hole_punching = false\n")
+    dr = start(daemons, r)
+    da = start(daemons, a, "--bootstrap", dr.addr, "--announce", "/ip4/127.0.0.1/tcp/1")
+    db = start(daemons, b, "--bootstrap", dr.addr, "--announce", "/ip4/127.0.0.1/tcp/1")
+    da.wait_for(f"relay: reachable through relay {dr.peer_id}", timeout=40)
+    big = write_random_file(tmp_path / "big.bin", 3 << 20, seed=21)
+    bundle = a.out("add", str(big))
+    da.wait_for("as provider in the DHT")
+    line = b.fails("get", bundle, "-o", str(tmp_path / "out.bin"), "--timeout", "12")
+    # the last word on A: its circuit was cut past the relay's limits, or the relay refuses more
+    last = line.split(f"{short_key(da.peer_id)}: ", 1)[1]
+    assert f"relay {short_key(dr.peer_id)}" in last and "past its limits" in last or "over its limits" in last, line
+    assert f"ask a public node ({short_key(dr.peer_id)}) to seed it" in last, line
+    assert dr.said(f"relay: cut a circuit of {short_key(da.peer_id)}: over the relay's 1 MiB a circuit")
+    assert r.json("status")["nat"]["relay"]["refused"] >= 1  # the circuit past A's 2 MiB this hour
+    assert not (tmp_path / "out.bin").exists()

@@ -270,9 +270,10 @@ class Daemon:
                 self.syncs = SyncStreams(host, self.feed, self.service.frame_limit, self.pacer)
                 self.nat = NatRuntime(host, self.log, relay=opts.relay, hole_punching=opts.hole_punching,
                                       limits=opts.relay_limits or RelayLimits(), confirmations=opts.dialback_confirmations,
-                                      banned=lambda p: self.service.penalties.cut_off(p, now_ms()) is not None)
+                                      banned=lambda p: self.service.penalties.cut_off(p, now_ms()) is not None,
+                                      announce=opts.announce)
                 self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log,
-                                       dialer=self.nat.connect)
+                                       dialer=self.nat.connect, explain=self.nat.explain)
                 host.set_stream_handler(FETCH, self.server.handle)
                 host.set_stream_handler(SYNC, self.syncs.handle_inbound)
                 async with background_trio_service(pubsub), background_trio_service(gossipsub), \

@@ -354,9 +354,10 @@ class _MultiFetch:
 
     def __init__(self, host, store: BlockStore, root: bytes, path: list[str], candidates, *, log=None,
                  status=None, jitter=None, find_more=None, connect=True, on_change=None, renew=None,
-                 dialer=None) -> None:
+                 dialer=None, explain=None) -> None:
         self.host, self.store, self.root, self.path = host, store, root, list(path)
-        self.dialer = dialer
+        self.dialer, self.explain = dialer, explain
+        """``explain(peer)``: more words on why a peer failed (reached through a relay), or ""."""
         """Reaches a peer (direct, else through a relay: node/runtime/nat.py); None: ``host.connect``."""
         self.candidates, self.log, self.status, self.find_more = candidates, log, status, find_more
         self.on_change = on_change
@@ -491,6 +492,8 @@ class _MultiFetch:
             await self.done.wait()
 
     def _failed(self, name: str, reason: str, refused: bool = False) -> None:
+        if self.explain is not None and "relay" not in reason:
+            reason += self.explain(name)
         self.plan.peer_failed(name, reason, self._now(), refused=refused)
         if self.log:
             self.log(f"fetch of {cid_str(self.root)} from {_short(name)} failed: {reason}")
@@ -662,7 +665,7 @@ def _duration(seconds: float | None) -> str:
 
 async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
                            progress=None, *, timeout_s: float | None = None, jitter=None, find_more=None,
-                           connect: bool = True, on_change=None, renew=None, dialer=None) -> dict:
+                           connect: bool = True, on_change=None, renew=None, dialer=None, explain=None) -> dict:
     """Fetch a DAG from ``peers`` (PeerInfo, or a function returning the PeerInfo to ask now)
     at once, each sending disjoint parts, retrying each with backoff until ``timeout_s``.
 
@@ -674,7 +677,8 @@ async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str]
     """
     candidates = peers if callable(peers) else (lambda fixed=list(peers): fixed)
     job = _MultiFetch(host, store, root, path, candidates, log=log, status=progress, jitter=jitter,
-                      find_more=find_more, connect=connect, on_change=on_change, renew=renew, dialer=dialer)
+                      find_more=find_more, connect=connect, on_change=on_change, renew=renew, dialer=dialer,
+                      explain=explain)
     return await job.run(timeout_s)
 
 

@@ -82,14 +82,15 @@ def _now_ms() -> int:
 
 class NatRuntime:
     def __init__(self, host, log, *, relay: bool, hole_punching: bool, limits: RelayLimits,
-                 confirmations: int, banned) -> None:
-        """``banned(peer)``: whether this node refuses the peer (node/service/peers.py)."""
+                 confirmations: int, banned, announce=()) -> None:
+        """``banned(peer)``: whether this node refuses the peer (node/service/peers.py);
+        ``announce``: the addresses peers are told (``--announce``), whose ports are dialled back."""
         from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
         from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
         from libp2p.relay.circuit_v2.resources import RelayLimits as LibLimits
         from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
-        self.host, self.log, self.banned = host, log, banned
+        self.host, self.log, self.banned, self.announce = host, log, banned, tuple(announce)
         self.relay_enabled, self.hole_punching = relay, hole_punching
         self.reach = Reachability(confirmations=max(1, confirmations))
         self.budget = DialbackBudget()
@@ -118,6 +119,8 @@ class NatRuntime:
         self._circuit_of: dict[int, int] = {}
         self._said = ""
         self.ever_relayed: set[str] = set()
+        self.relayed_via: dict[str, str] = {}
+        """peer -> the relay we last reached it through."""
         self.nursery: trio.Nursery | None = None
         host.set_stream_handler(DIALBACK, self.handle_dialback)
 
@@ -128,8 +131,10 @@ class NatRuntime:
     # ------------------------------------------------------------------ reachability
 
     def _listen_ports(self) -> list[int]:
+        from multiaddr import Multiaddr
+
         ports = []
-        for addr in self.host.get_transport_addrs():
+        for addr in [Multiaddr(a) for a in self.announce] or self.host.get_transport_addrs():
             try:
                 ports.append(int(addr.value_for_protocol("tcp")))
             except Exception:
@@ -328,7 +333,7 @@ class NatRuntime:
         from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
         from multiaddr import Multiaddr
 
-        tried = []
+        tried, over_limits = [], []
         for relay in self.direct_peers():
             if relay == peer_id:
                 continue
@@ -342,10 +347,18 @@ class NatRuntime:
                 with trio.fail_after(CIRCUIT_DIAL_S):
                     await self.transport.dial(Multiaddr(f"{self._relay_addr(relay)}/p2p-circuit/p2p/{peer_id}"))
                 self.ever_relayed.add(str(peer_id))
+                self.relayed_via[str(peer_id)] = str(relay)
                 return
-            except Exception:
+            except Exception as exc:
+                if _relay_status(exc) == "RESOURCE_LIMIT_EXCEEDED":
+                    over_limits.append(str(relay))
                 continue
         peer = str(peer_id)
+        if over_limits:
+            relays = ", ".join(short(r) for r in over_limits)
+            raise FabnodeError(f"the holder {short(peer)} is reachable only through the relay {relays}, which refuses "
+                               f"more for now (over its limits for relayed bytes or connections); ask a public node "
+                               f"({relays}) to seed it")
         natted = not addrs or all(private_address(a) for a in addrs)
         why = "is behind NAT" if natted else f"cannot be dialled at {', '.join(addrs[:2])}"
         public = ", ".join(short(str(p)) for p in self.direct_peers() if p != peer_id) or "none connected"
@@ -353,6 +366,15 @@ class NatRuntime:
             else "no relay is reachable"
         raise FabnodeError(f"the holder {short(peer)} {why} and {relays}; ask a public node "
                            f"({public}) to seed it")
+
+    def explain(self, peer: str) -> str:
+        """Why a fetch from ``peer`` may have been cut: said when it was reached through a relay
+        (whose limits cut large or long transfers) and no direct connection is up now."""
+        relay = self.relayed_via.get(peer)
+        if relay is None or self.links().get(peer) in ("direct", "hole-punched"):
+            return ""
+        return (f" (reached through the relay {short(relay)}, which cuts a relayed connection past its limits; "
+                f"ask a public node ({short(relay)}) to seed it)")
 
     # ------------------------------------------------------------------ the relay's gate
 
@@ -431,6 +453,19 @@ class NatRuntime:
             except Exception:
                 pass
 
+
+
+def _relay_status(exc: BaseException) -> str | None:
+    """The relay's status code (its name) behind a failed circuit dial, if it gave one: the
+    library wraps the error that carries it."""
+    seen = 0
+    while exc is not None and seen < 8:
+        code = getattr(exc, "status_code", None)
+        if code is not None:
+            return getattr(code, "name", str(code))
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 @contextlib.asynccontextmanager
