@@ -125,3 +125,24 @@ def test_with_the_hubs_relay_off_get_says_in_one_line_why_it_cannot_reach_the_ho
     assert not (world["tmp"] / "second-out").exists()
     status = hub.json("status")
     assert status["nat"]["relay"] is None and "relay     off" in hub.out("status")
+    world.update(dh=dh2, da=da, db=db)
+
+
+def test_a_hub_seeds_what_its_trusted_labs_publish_so_others_get_it_with_the_lab_gone(world):
+    """The hub configuration (config.example.toml): the hub vouches for lab A, so it seeds what A
+    publishes (seeding.follow_trusted_authors); A goes offline, and B still gets A's new design,
+    byte-identical, from the hub, with the hub's relay still off."""
+    a, b, hub, dh, da, db = (world[k] for k in ("a", "b", "hub", "dh", "da", "db"))
+    hub.run("vouch", a.json("id")["did"], "-m", "our region's lab A")
+    tree = world["tmp"] / "third"
+    (tree / "cad").mkdir(parents=True)
+    (tree / "cad" / "frame.scad").write_text("cube([40, 40, 2]);\n")
+    (tree / "okh.toml").write_bytes((EXAMPLE / "okh.toml").read_bytes())
+    published = a.json("publish", str(tree), "-m", "a frame, seeded by the hub")
+    dh.wait_for(f"fetch finished: {published['bundle']}", timeout=60)
+    da.stop()
+    out = world["tmp"] / "third-out"
+    assert b.out("get", published["bundle"], "-o", str(out), "--timeout", "30") == str(out)
+    assert (out / "cad" / "frame.scad").read_bytes() == (tree / "cad" / "frame.scad").read_bytes()
+    assert (out / "okh.toml").read_bytes() == (tree / "okh.toml").read_bytes()
+    assert db.wait_for(f"fetch finished: {published['bundle']}").endswith(f"from {short_key(dh.peer_id)}")
