@@ -73,7 +73,7 @@ def run_mode(mode: str, topo: NatTopology, base: Path, mib: int, runs: int) -> l
         bundle = holder.out("add", str(big.parent))
         dholder.wait_for("as provider in the DHT", timeout=60)
         if mode != "direct":
-            dholder.wait_for("relay: reachable through relay", timeout=60)
+            wait_until(lambda: dholder.said("relay: reachable through relay"), timeout=60, what="a relay slot")
         for run in range(runs):
             b = home(topo, "lab-b", work / f"b{run}", f"B{run}", f"hole_punching = {punch}\n")
             db = Daemon(b, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_B_IP}/tcp/4001", prefix=topo.prefix("lab-b"))
