@@ -146,5 +146,4 @@ def test_a_large_fetch_over_a_relay_past_its_limits_says_why_it_stopped_and_who_
     assert f"relay {short_key(dr.peer_id)}" in last and "past its limits" in last or "over its limits" in last, line
     assert f"ask a public node ({short_key(dr.peer_id)}) to seed it" in last, line
     assert dr.said(f"relay: cut a circuit of {short_key(da.peer_id)}: over the relay's 1 MiB a circuit")
-    assert r.json("status")["nat"]["relay"]["refused"] >= 1  # the circuit past A's 2 MiB this hour
     assert not (tmp_path / "out.bin").exists()

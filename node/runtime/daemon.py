@@ -241,7 +241,7 @@ class Daemon:
         from .gossip import GossipRuntime
         from fabnode.protocol.nat import RelayLimits
 
-        from .host import allow_hole_punching, node_key_pair, quiet_library_logs, running_host
+        from .host import node_key_pair, quiet_library_logs, running_host
         from .nat import NatRuntime
         from .nat import running as running_nat
         from .peers import PeerRuntime
@@ -250,7 +250,6 @@ class Daemon:
 
         quiet_library_logs()
         opts = self.options
-        allow_hole_punching(opts.hole_punching)
         self.service = NodeService(
             str(node_key_pair_id(self.home)), self.view,
             ServiceConfig(sync_interval_ms=opts.sync_interval * 1000, gossip_rate=opts.gossip_rate,

@@ -61,9 +61,6 @@ _yamux.MAX_MESSAGE_SIZE = _NOISE_MAX_PLAINTEXT
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 patch_libp2p_for_thin_links()  # two limits that cut every transfer over 256 kbit/s (node/runtime/pacing.py)
 
-_hole_punching = False
-"""Set by :func:`allow_hole_punching`: listeners then also set SO_REUSEPORT (see there)."""
-
 _listen_errors: dict[tuple[str, int], OSError] = {}
 """Why each (host, port) last failed to listen: the swarm only logs it, at debug level."""
 
@@ -73,23 +70,9 @@ async def _open_listeners(host: str | None, port: int) -> list[trio.SocketListen
     import socket
 
     host = host or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if _hole_punching and port:
-        # a plain bind first: a port anyone holds is refused, as without hole punching
-        probe = trio.socket.socket(family, socket.SOCK_STREAM)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            await probe.bind((host, port))
-        except OSError as exc:
-            _listen_errors[(host, port)] = exc
-            raise OpenConnectionError(f"Failed to listen on {host}:{port}: {exc}") from exc
-        finally:
-            probe.close()
-    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    sock = trio.socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # reuse a port in TIME_WAIT
-        if _hole_punching:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         await sock.bind((host, port))
         sock.listen(128)
     except OSError as exc:
@@ -102,13 +85,23 @@ async def _open_listeners(host: str | None, port: int) -> list[trio.SocketListen
 _tcp._open_reuseport_listeners = _open_listeners
 
 
-def allow_hole_punching(on: bool) -> None:
-    """TCP hole punching (DCUtR) dials out *from* the listening port, which Linux allows only
-    when the listener also sets SO_REUSEPORT. With it on, the port is still refused when anyone
-    holds it at start (a plain bind is tried first); only a program of the same user that sets
-    SO_REUSEPORT itself could share it later (docs/design.md, "Labs behind NAT")."""
-    global _hole_punching
-    _hole_punching = on
+def share_listening_ports(host) -> int:
+    """Let TCP hole punching (DCUtR) dial out *from* the listening port: Linux allows that only
+    when the listener has SO_REUSEPORT, which :func:`_open_listeners` leaves off so that no other
+    program can share the port. Called only once the node is found behind NAT (node/runtime/nat.py):
+    a node nobody can dial in to gives up that guard to be reachable at all. Returns the
+    listeners changed."""
+    import socket
+
+    changed = 0
+    for listener in host.get_network().listeners.values():
+        for sock in getattr(listener, "listeners", []):
+            try:
+                sock.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                changed += 1
+            except (OSError, AttributeError):
+                pass
+    return changed
 
 
 def quiet_library_logs() -> None:

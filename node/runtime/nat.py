@@ -212,6 +212,10 @@ class NatRuntime:
         elif verdict == BEHIND_NAT:
             self.log(f"reachability: behind NAT ({', '.join(addrs)} could not be dialled back); "
                      "looking for a relay among the peers reached")
+            if self.hole_punching:
+                from .host import share_listening_ports
+
+                share_listening_ports(self.host)
 
     def direct_peers(self) -> list:
         """Connected peers with at least one direct (not relayed) connection."""
