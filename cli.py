@@ -1419,6 +1419,7 @@ def status(ctx: Context, as_json: bool) -> None:
         for addr in info["addrs"]:
             echo(f"address   {addr}")
         echo(f"peers     {info['connected']} connected, {info['known_peers']} known")
+        _print_nat(info.get("nat"), names)
         for t in info["fetching"]:
             echo(f"fetching  {t['root']} from {names.label(t['from'])}: {t['blocks']} blocks, {t['bytes']} bytes")
         for t in info["serving"]:
@@ -1439,6 +1440,27 @@ def status(ctx: Context, as_json: bool) -> None:
                 echo(f"sync      {names.label(sync['peer'])}: sent {sync['sent']}, received {sync['new']} new record(s), "
                      f"{sync['round_trips']} round trip(s), {sync['bytes_out'] + sync['bytes_in']} bytes")
     echo(f"records   {info['records']} ({info['outbox']} waiting to be announced), digest {info['records_digest']}")
+
+
+def _print_nat(nat: dict | None, names) -> None:
+    """How the node stands behind its NAT, and how each peer is reached (issue 21)."""
+    if not nat:
+        return
+    if nat["reachability"] == "reachable":
+        echo(f"reach     reachable at {', '.join(nat['addrs'])}")
+    elif nat["reachability"] == "behind NAT":
+        through = ", ".join(nat["relays"]) if nat["relays"] else "no relay yet"
+        echo(f"reach     behind NAT: reachable through relay {through}")
+    else:
+        echo("reach     not known yet (no peer has tried to dial this node back)")
+    relay = nat.get("relay")
+    if relay is None:
+        echo("relay     off (relay = false)")
+    elif relay["offering"]:
+        echo(f"relay     offering: {relay['reservations']} reservation(s), {relay['circuits']} circuit(s), "
+             f"{relay['relayed_bytes']} bytes relayed, {relay['refused']} request(s) refused")
+    for peer, how in sorted(nat.get("links", {}).items()):
+        echo(f"link      {names.label(peer)} {peer}: {how}")
 
 
 def _print_link_status(info: dict) -> None:

@@ -51,6 +51,17 @@ KEYS: tuple[Key, ...] = (
     Key("limits.stranger_records_per_author_per_hour", int, 1000, "records kept per untrusted key per hour"),
     Key("limits.stranger_records_per_peer_per_hour", int, 10_000, "untrusted records kept per peer per hour"),
     Key("limits.stranger_storage_mib", int, 64, "storage all untrusted records may take, in MiB"),
+    Key("relay", bool, True, "relay for peers behind NAT once this node is found reachable"),
+    Key("hole_punching", bool, True, "try a direct connection (DCUtR) to a peer reached through a relay"),
+    Key("dialback_confirmations", int, 1, "peers that must dial this node back to call it reachable"),
+    Key("limits.relay_reservations", int, 32, "peers behind NAT holding a relay slot here at once"),
+    Key("limits.relay_reservations_per_minute", int, 6, "relay reservation requests one peer may make a minute"),
+    Key("limits.relay_circuits", int, 16, "relayed connections through this node at once"),
+    Key("limits.relay_circuits_per_peer", int, 4, "relayed connections one peer may take part in at once"),
+    Key("limits.relay_circuit_mib", int, 64, "bytes one relayed connection may carry, in MiB"),
+    Key("limits.relay_circuit_seconds", int, 600, "how long one relayed connection may last"),
+    Key("limits.relay_bytes_per_second", int, 4 << 20, "all relayed traffic together, bytes a second (0: no cap)"),
+    Key("limits.relay_peer_mib_per_hour", int, 256, "bytes relayed for one peer an hour, in MiB"),
     Key("sync.interval_seconds", int, 60, "how often records are reconciled with each peer"),
     Key("seeding.follow_trusted_authors", bool, True, "fetch the bundles of trusted authors on its own"),
     Key("seeding.budget_mib", int, 2048, "disk the bundles fetched on its own may take, in MiB"),
@@ -185,6 +196,11 @@ class DaemonOptions:
     http_hosts: tuple[str, ...] = ()
     announce: tuple[str, ...] = ()
     """Addresses peers are told (identify) instead of the listen addresses (``--announce``)."""
+    relay: bool = DEFAULTS["relay"]
+    hole_punching: bool = DEFAULTS["hole_punching"]
+    dialback_confirmations: int = DEFAULTS["dialback_confirmations"]
+    relay_limits: object = None
+    """protocol.nat.RelayLimits from the ``limits.relay_*`` keys (None: their defaults)."""
 
 
 def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http: str | None,
@@ -228,4 +244,22 @@ def daemon_options(home: Home, *, listen: list[str], bootstrap: list[str], http:
         stranger_storage=home.setting("limits.stranger_storage_mib") << 20,
         http_hosts=tuple(home.setting("http_hosts")),
         announce=tuple(listen_address(a, "--announce") for a in announce),
+        relay=home.setting("relay"), hole_punching=home.setting("hole_punching"),
+        dialback_confirmations=max(1, home.setting("dialback_confirmations")),
+        relay_limits=relay_limits(home),
     )
+
+
+def relay_limits(home: Home):
+    """The relay's limits (protocol/nat.py) from config.toml."""
+    from fabnode.protocol.nat import RelayLimits
+
+    return RelayLimits(
+        reservations=max(0, home.setting("limits.relay_reservations")),
+        reservations_per_minute=max(1, home.setting("limits.relay_reservations_per_minute")),
+        circuits=max(0, home.setting("limits.relay_circuits")),
+        circuits_per_peer=max(1, home.setting("limits.relay_circuits_per_peer")),
+        circuit_bytes=max(1, home.setting("limits.relay_circuit_mib")) << 20,
+        circuit_seconds=max(1, home.setting("limits.relay_circuit_seconds")),
+        bytes_per_second=max(0, home.setting("limits.relay_bytes_per_second")),
+        peer_bytes_per_hour=max(1, home.setting("limits.relay_peer_mib_per_hour")) << 20)

@@ -19,6 +19,10 @@ Usage:
   python tests/attacker.py sync-streams TARGET_ADDR N
       Open N sync streams at once, each stalled one byte short of a 4 MiB frame.
 
+  python tests/attacker.py relay-flood TARGET_ADDR N
+      Ask TARGET's circuit relay for N reservations, then for N circuits to made-up peers, each
+      on its own stream; prints "ready GRANTED REFUSED" (reservations) once done.
+
 Each prints one line when ready ("ready ADDR" or "ready"), then runs until its stdin closes.
 """
 
@@ -192,6 +196,46 @@ async def connect_many(target: str, n: int) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
+async def relay_flood(target: str, n: int) -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, PeerId as Peer
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+    from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+    from multiaddr import Multiaddr
+
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
+
+    quiet_library_logs()
+    info = info_from_p2p_addr(Multiaddr(target))
+    granted = refused = 0
+    async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+        await host.connect(info)
+
+        async def ask(message) -> int:
+            stream = await host.new_stream(info.peer_id, [HOP])
+            try:
+                with trio.fail_after(10):
+                    await write_delimited_msg(stream, message)
+                    return (await read_delimited_msg(stream, HopMessage)).status
+            finally:
+                await _quietly(stream.reset)
+
+        for _ in range(n):
+            status = await ask(HopMessage(type=HopMessage.RESERVE))
+            if status == StatusCode.OK:
+                granted += 1
+            else:
+                refused += 1
+        for i in range(n):
+            made_up = ID(bytes([0, 36, 8, 1, 18, 32]) + bytes([i % 256]) * 32)
+            await _quietly(ask, HopMessage(type=HopMessage.CONNECT, peer=Peer(id=made_up.to_bytes())))
+        print(f"ready {granted} {refused}", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve-car":
@@ -202,6 +246,8 @@ if __name__ == "__main__":
         trio.run(sync_attack, mode, args[0])
     elif mode == "connect-many":
         trio.run(connect_many, args[0], int(args[1]))
+    elif mode == "relay-flood":
+        trio.run(relay_flood, args[0], int(args[1]))
     elif mode == "sync-streams":
         trio.run(sync_attack, mode, args[0], int(args[1]))
     else:

@@ -29,11 +29,12 @@ def cli_env(home: Path | None) -> dict:
 class Cli:
     """Runs ``fabnode`` exactly as an operator does: a separate process, a real home."""
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    def __init__(self, home: Path, prefix: tuple[str, ...] = ()) -> None:
+        """``prefix``: run inside a network namespace (``ip netns exec NS``), as a lab's own machine."""
+        self.home, self.prefix = home, prefix
 
     def run(self, *args: str, check: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(FABNODE), *args], env=cli_env(self.home), capture_output=True,
+        result = subprocess.run([*self.prefix, str(FABNODE), *args], env=cli_env(self.home), capture_output=True,
                                 timeout=timeout, **kw)
         if check and result.returncode != 0:
             raise AssertionError(f"fabnode {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
@@ -122,7 +123,7 @@ def attackers():
 # make test runs the files on xdist workers (--dist loadfile), handed out in collection order: the
 # files that take longest (real daemons, large files) go first, so that no worker is still busy
 # with one of them after the others have finished. The order of tests within a file is kept.
-LONGEST_FIRST = ["test_network.py", "test_simnet.py", "test_sync.py", "test_failures.py", "test_hostile_peers.py", "test_parity.py", "test_hamt_parity.py",
+LONGEST_FIRST = ["test_network.py", "test_nat.py", "test_simnet.py", "test_sync.py", "test_failures.py", "test_hostile_peers.py", "test_parity.py", "test_hamt_parity.py",
                  "test_docs.py", "test_crash.py", "test_disk.py", "test_operator_errors.py", "test_fetch.py", "test_sneakernet.py",
                  "test_commons.py", "test_quota.py", "test_hostile_http.py"]
 

@@ -89,7 +89,7 @@ class Daemon:
         self.started = time.time()
         self.service: NodeService | None = None
         self.host = self.nursery = None
-        self.peers = self.gossip = self.syncs = self.providers = self.fetcher = self.bitswap = None
+        self.peers = self.gossip = self.syncs = self.providers = self.fetcher = self.bitswap = self.nat = None
         self.http = None
         self.token = ""
         self.http_socket = http_socket  # bound by run_daemon before the start; None: no web interface
@@ -242,7 +242,11 @@ class Daemon:
         from .fetch import PROTOCOL as FETCH
         from .fetcher import Fetcher
         from .gossip import GossipRuntime
+        from fabnode.protocol.nat import RelayLimits
+
         from .host import node_key_pair, quiet_library_logs, running_host
+        from .nat import NatRuntime
+        from .nat import running as running_nat
         from .peers import PeerRuntime
         from .providers import Providers
         from .sync import SyncStreams
@@ -266,7 +270,12 @@ class Daemon:
                 self.providers = Providers(host, self.store, self.log, lambda: bool(self.service.connected))
                 self.peers = PeerRuntime(host, self.feed, self.log, self.gossip.mesh_peers)
                 self.syncs = SyncStreams(host, self.feed, self.service.frame_limit, self.pacer)
-                self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log)
+                self.nat = NatRuntime(host, self.log, relay=opts.relay, hole_punching=opts.hole_punching,
+                                      limits=opts.relay_limits or RelayLimits(), confirmations=opts.dialback_confirmations,
+                                      banned=lambda p: self.service.penalties.cut_off(p, now_ms()) is not None,
+                                      announce=opts.announce)
+                self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log,
+                                       dialer=self.nat.connect, explain=self.nat.explain)
                 host.set_stream_handler(FETCH, self.server.handle)
                 self.bitswap = Bitswap(host, self.store, self.log, pacer=self.pacer,
                                        streams_per_peer=opts.streams_per_peer, streams_total=opts.streams_total)
@@ -274,14 +283,15 @@ class Daemon:
                 self.bitswap.register()
                 host.set_stream_handler(SYNC, self.syncs.handle_inbound)
                 async with background_trio_service(pubsub), background_trio_service(gossipsub), \
-                        background_trio_service(self.providers.dht):
+                        background_trio_service(self.providers.dht), running_nat(self.nat):
                     subscription = await self.gossip.subscribe()
                     async with trio.open_nursery() as nursery:
                         self.nursery = self.peers.nursery = self.syncs.nursery = self.bitswap.nursery = nursery
+                        self.nat.nursery = nursery
                         control_port = await nursery.start(self._serve_control)
                         for task in (functools.partial(self.gossip.drain_deliveries, subscription),
                                      self.gossip.storer, self.gossip.publisher, self.peers.watch,
-                                     self.providers.provide_bundles, self._timer):
+                                     self.providers.provide_bundles, self._timer, self.nat.check_reachability):
                             nursery.start_soon(self._keep_running, task)
                         self.peers.remember_bootstrap(opts.bootstrap)
                         http = None
@@ -390,6 +400,7 @@ class Daemon:
             "last_syncs": service["last_syncs"], "seeding": service["seeding"],
             "waiting": self._waiting(service), "sent": {**self.pacer.status(), "records": service["records_sent"]},
             "bitswap": self.bitswap.status(),
+            "nat": self.nat.status(),
         }
 
     def _waiting(self, service: dict) -> dict:

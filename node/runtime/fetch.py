@@ -353,8 +353,12 @@ class _MultiFetch:
     """
 
     def __init__(self, host, store: BlockStore, root: bytes, path: list[str], candidates, *, log=None,
-                 status=None, jitter=None, find_more=None, connect=True, on_change=None, renew=None) -> None:
+                 status=None, jitter=None, find_more=None, connect=True, on_change=None, renew=None,
+                 dialer=None, explain=None) -> None:
         self.host, self.store, self.root, self.path = host, store, root, list(path)
+        self.dialer, self.explain = dialer, explain
+        """``explain(peer)``: more words on why a peer failed (reached through a relay), or ""."""
+        """Reaches a peer (direct, else through a relay: node/runtime/nat.py); None: ``host.connect``."""
         self.candidates, self.log, self.status, self.find_more = candidates, log, status, find_more
         self.on_change = on_change
         self.renew = renew
@@ -452,10 +456,10 @@ class _MultiFetch:
                     # a failed dial blocks a peer for 60 s (docs/libp2p.md pitfall 4)
                     self.host.get_network().unblock_peer(info.peer_id)
                     self._only_given_addrs(info)
-                    with trio.fail_after(CONNECT_TIMEOUT):
-                        await self.host.connect(info)
+                    with trio.fail_after(CONNECT_TIMEOUT if self.dialer is None else 3 * CONNECT_TIMEOUT):
+                        await (self.dialer or self.host.connect)(info)
             except Exception as exc:
-                self._failed(name, f"cannot connect ({type(exc).__name__})")
+                self._failed(name, str(exc) if isinstance(exc, FabnodeError) else f"cannot connect ({type(exc).__name__})")
                 continue
             workers = [(name, slot) for slot in range(REQUESTS_IN_FLIGHT)]
             for worker in workers:
@@ -488,6 +492,8 @@ class _MultiFetch:
             await self.done.wait()
 
     def _failed(self, name: str, reason: str, refused: bool = False) -> None:
+        if self.explain is not None and "relay" not in reason:
+            reason += self.explain(name)
         self.plan.peer_failed(name, reason, self._now(), refused=refused)
         if self.log:
             self.log(f"fetch of {cid_str(self.root)} from {_short(name)} failed: {reason}")
@@ -659,7 +665,7 @@ def _duration(seconds: float | None) -> str:
 
 async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
                            progress=None, *, timeout_s: float | None = None, jitter=None, find_more=None,
-                           connect: bool = True, on_change=None, renew=None) -> dict:
+                           connect: bool = True, on_change=None, renew=None, dialer=None, explain=None) -> dict:
     """Fetch a DAG from ``peers`` (PeerInfo, or a function returning the PeerInfo to ask now)
     at once, each sending disjoint parts, retrying each with backoff until ``timeout_s``.
 
@@ -671,7 +677,8 @@ async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str]
     """
     candidates = peers if callable(peers) else (lambda fixed=list(peers): fixed)
     job = _MultiFetch(host, store, root, path, candidates, log=log, status=progress, jitter=jitter,
-                      find_more=find_more, connect=connect, on_change=on_change, renew=renew)
+                      find_more=find_more, connect=connect, on_change=on_change, renew=renew, dialer=dialer,
+                      explain=explain)
     return await job.run(timeout_s)
 
 

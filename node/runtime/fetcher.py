@@ -14,9 +14,11 @@ SEEDING_ROUND_S = 300
 
 
 class Fetcher:
-    def __init__(self, host, store, providers, candidates, log) -> None:
-        """``candidates()``: the connected peers worth asking (fabnode peers, known peers)."""
+    def __init__(self, host, store, providers, candidates, log, dialer=None, explain=None) -> None:
+        """``candidates()``: the connected peers worth asking (fabnode peers, known peers);
+        ``dialer(info)``: reaches a peer the DHT named, directly or through a relay."""
         self.host, self.store, self.providers, self.candidates, self.log = host, store, providers, candidates, log
+        self.dialer, self.explain = dialer, explain
         self.active: dict[int, dict] = {}
         """Fetches in progress, for `fabnode status`."""
 
@@ -43,7 +45,8 @@ class Fetcher:
                 result = await fetch_from_peers(self.host, self.store, root, path, self._infos, self.log, progress,
                                                 timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
                                                 find_more=self.providers.find, connect=False, on_change=on_change,
-                                                renew=renew)
+                                                renew=renew, dialer=self.dialer,
+                                                explain=self.explain)
                 pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "

@@ -85,6 +85,25 @@ async def _open_listeners(host: str | None, port: int) -> list[trio.SocketListen
 _tcp._open_reuseport_listeners = _open_listeners
 
 
+def share_listening_ports(host) -> int:
+    """Let TCP hole punching (DCUtR) dial out *from* the listening port: Linux allows that only
+    when the listener has SO_REUSEPORT, which :func:`_open_listeners` leaves off so that no other
+    program can share the port. Called only once the node is found behind NAT (node/runtime/nat.py):
+    a node nobody can dial in to gives up that guard to be reachable at all. Returns the
+    listeners changed."""
+    import socket
+
+    changed = 0
+    for listener in host.get_network().listeners.values():
+        for sock in getattr(listener, "listeners", []):
+            try:
+                sock.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                changed += 1
+            except (OSError, AttributeError):
+                pass
+    return changed
+
+
 def quiet_library_logs() -> None:
     """py-libp2p logs normal events (a refused dial, a closed stream) at WARNING and ERROR
     (docs/libp2p.md pitfall 9); fabnode says what matters itself, in one line."""

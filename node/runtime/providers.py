@@ -32,11 +32,14 @@ class Providers:
                 last_round = trio.current_time()
             if self.connected():
                 added = 0
+                if any(pin.cid not in self._provided for pin in self.store.pins()):
+                    await self.know_connected_peers()
                 for pin in self.store.pins():
                     if pin.cid not in self._provided:
                         with trio.move_on_after(LOOKUP_TIMEOUT_S):
                             try:
-                                ok = await self.dht.provide(cid_str(pin.cid))
+                                ok = await self._provide_to_connected(pin.cid) or \
+                                    await self.dht.provide(cid_str(pin.cid))
                             except Exception:
                                 ok = False  # retried on the next round
                             if ok:
@@ -46,12 +49,69 @@ class Providers:
                     self.log(f"announced {added} bundle(s) as provider in the DHT")
             await trio.sleep(CHECK_INTERVAL_S)
 
+    async def know_connected_peers(self) -> None:
+        """0.8.1 puts a peer in the routing table only once it has queried us, so a lab that just
+        connected to its hub would provide to nobody and look nowhere (issue 21): every
+        connected peer that serves the DHT goes in (the library checks it does, via identify)."""
+        for peer_id in list(self.host.get_network().get_connections_map()):
+            with trio.move_on_after(1):
+                try:
+                    await self.dht.add_peer(peer_id)
+                except Exception:
+                    pass
+
+    async def _provide_to_connected(self, root: bytes) -> bool:
+        """Tell the connected peers first, one message each (within 3 s): the library's provide
+        looks for the closest peers first, dialling each it was told of, and a lab behind NAT it
+        once met over a relay holds it past the deadline, so nothing was announced (issue 21)."""
+        from libp2p.kad_dht.kad_dht import _encode_key
+
+        key = _encode_key(cid_str(root))
+        told = []
+
+        async def tell(peer_id) -> None:
+            with trio.move_on_after(3):
+                try:
+                    if await self.dht.provider_store._send_add_provider(peer_id, key):
+                        told.append(peer_id)
+                except Exception:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in list(self.host.get_network().get_connections_map()):
+                nursery.start_soon(tell, peer_id)
+        return bool(told)
+
+    async def _ask_connected(self, root: bytes) -> list:
+        """Providers the connected peers know of, one question each (within 3 s): the hub of a
+        region holds its labs' provider records, and asking it costs one round trip, where the
+        library's iterative lookup first dials the peers it names, labs behind NAT among them,
+        and runs out of time (issue 21). The method is private in 0.8.1 (pinned exactly)."""
+        from libp2p.kad_dht.kad_dht import _encode_key
+
+        key = _encode_key(cid_str(root))
+        found: list = []
+
+        async def ask(peer_id) -> None:
+            with trio.move_on_after(3):
+                try:
+                    providers, _ = await self.dht.provider_store._get_providers_from_peer_with_closers(peer_id, key)
+                    found.extend(providers)
+                except Exception:
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in list(self.host.get_network().get_connections_map()):
+                nursery.start_soon(ask, peer_id)
+        return found
+
     async def find(self, root: bytes) -> list:
         """Providers of ``root`` other than us, each once (the library returns duplicates:
         docs/libp2p.md pitfall 7); none if the lookup fails or takes over 10 s."""
         try:
             with trio.move_on_after(LOOKUP_TIMEOUT_S):
-                found = await self.dht.find_providers(cid_str(root))
+                await self.know_connected_peers()
+                found = await self._ask_connected(root) or await self.dht.find_providers(cid_str(root))
                 seen, out = set(), []
                 for info in found:
                     if info.peer_id not in seen and info.peer_id != self.host.get_id():

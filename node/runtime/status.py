@@ -37,7 +37,8 @@ def status(home: Home) -> dict:
                     connected=len(live["connected"]), peers=live["connected"], mesh_peers=live["mesh_peers"],
                     fetching=live["fetching"], serving=live["serving"], mdns=live["mdns"], http=live["http"],
                     last_syncs=live["last_syncs"], seeding=live["seeding"],
-                    waiting=live.get("waiting", {}), sent=live.get("sent", {}), bitswap=live.get("bitswap", {}))
+                    waiting=live.get("waiting", {}), sent=live.get("sent", {}), bitswap=live.get("bitswap", {}),
+                    nat=live.get("nat"))
     return info
 
 
