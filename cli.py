@@ -621,14 +621,16 @@ def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
                              ("index damage (the data is intact; 'fabnode fsck --repair' rebuilds it): ",
                               report.index_damage),
                              ("block not found through the damaged index, but present: ", report.unindexed),
-                             ("database damage: ", report.database_damage)):
+                             ("database damage: ", report.database_damage),
+                             ("pack damage: ", report.pack_damage), ("note: ", report.reclaimable)):
             for item in items:
                 echo(label + item)
         echo(f"checked {report.blocks} blocks ({_human(report.bytes)}), {report.pins} pinned root(s) and "
                    f"{report.records} record(s): " + ("the store is sound" if report.ok else "PROBLEMS FOUND"))
     if not report.ok:
         sqlite = (f", {len(report.index_damage)} index problem(s) (run 'fabnode fsck --repair')" if report.index_damage
-                  else "") + (f", {len(report.database_damage)} database problem(s)" if report.database_damage else "")
+                  else "") + (f", {len(report.database_damage)} database problem(s)" if report.database_damage else "") \
+            + (f", {len(report.pack_damage)} pack problem(s)" if report.pack_damage else "")
         echo(f"error: {len(report.damaged)} damaged and {len(report.missing)} missing block(s), "
                    f"{len(report.invalid_records)} invalid record(s){sqlite}", err=True)
         ctx.exit(EXIT_FAILURE)
