@@ -141,15 +141,16 @@ class PackWriter:
                 self._conn.execute("UPDATE packs SET size = ? WHERE id = ?", (p.end, p.id))
 
     def discard(self) -> None:
-        """Before a ROLLBACK, while the write lock is still held: cut what this transaction
-        appended (remove a pack file it made), so a failed write leaves the disk as it was.
-        Best effort: the next writer cuts any tail left anyway."""
+        """Under the write lock, after the rollback: cut each pack this transaction appended to
+        back to its committed length, as the index says now (a pack whose row the rollback
+        removed goes whole)."""
         for p in self._packs:
+            row = self._conn.execute("SELECT size FROM packs WHERE id = ?", (p.id,)).fetchone()
             with contextlib.suppress(OSError):
-                if p.new:
+                if row is None:
                     pack_path(self.directory, p.id).unlink()
-                elif p.end != p.committed:
-                    os.ftruncate(p.fd, p.committed)
+                elif os.fstat(p.fd).st_size > row[0]:
+                    os.ftruncate(p.fd, row[0])
 
     def close(self) -> None:
         for p in self._packs:
@@ -173,6 +174,9 @@ class BlockStore:
         self._conn = db.conn
         self.pack_dir: Path | None = None if db.path is None else Path(db.path).parent / PACK_DIR
         """Where this store's packs live; None for an in-memory store (its blocks stay inline)."""
+        if self.pack_dir is not None:
+            with contextlib.suppress(OSError):  # made with the home, so a home's files do not change on first write
+                self.pack_dir.mkdir(mode=0o700, exist_ok=True)
         self._writer: PackWriter | None = None
         self._in_write = False
         self._readers: dict[int, int] = {}
@@ -192,11 +196,11 @@ class BlockStore:
         self._in_write = True
         try:
             yield
-            if self._writer is not None:
-                self._writer.make_durable()
             if final:
                 interrupts.point_of_no_return()
             try:
+                if self._writer is not None:
+                    self._writer.make_durable()
                 self._conn.execute("COMMIT")
             except BaseException:
                 if final:
@@ -204,16 +208,27 @@ class BlockStore:
                 raise
         except BaseException:
             if self._conn.in_transaction:
-                if self._writer is not None:  # only while the lock is ours: no one else appends
-                    self._writer.discard()
                 with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
                     self._conn.execute("ROLLBACK")
+            if self._writer is not None:
+                self._cut_back(self._writer)
             raise
         finally:
             self._in_write = False
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+
+    def _cut_back(self, writer: PackWriter) -> None:
+        """After a rollback: cut what the transaction appended, under the write lock taken
+        again (so no other writer is appending), so a failed write leaves the disk as it was.
+        Best effort: the next writer cuts any tail left anyway."""
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                writer.discard()
+            finally:
+                self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close the connection; the last one to close copies the WAL into the main file."""
