@@ -94,8 +94,10 @@ class PackWriter:
         return sum(p.end - p.committed for p in self._packs)
 
     def _open(self) -> _OpenPack:
-        row = None if self._fresh else self._conn.execute("SELECT id, size FROM packs ORDER BY id DESC LIMIT 1").fetchone()
-        self._fresh = False
+        # a new pack when asked, or when this transaction filled one (the index still holds that
+        # pack's committed length: reopening it would cut what the transaction wrote)
+        fresh = self._fresh or bool(self._packs)
+        row = None if fresh else self._conn.execute("SELECT id, size FROM packs ORDER BY id DESC LIMIT 1").fetchone()
         new = row is None or row[1] >= self.target
         if new:
             pack = self._conn.execute("INSERT INTO packs (size) VALUES (0)").lastrowid
