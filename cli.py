@@ -693,15 +693,17 @@ def unpin(ctx: Context, target: str, as_json: bool) -> None:
 
 @command()
 @option("--compact", is_flag=True,
-        help="Afterwards rewrite the database (VACUUM) so the file shrinks; needs free space as large as "
-             "the store, and the daemon stopped.")
+        help="Compact every pack file with a byte no block uses (not only mostly unused ones), then rewrite "
+             "the database (VACUUM) so its file shrinks too; needs the daemon stopped.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gc(ctx: Context, compact: bool, as_json: bool) -> None:
     """Delete the blocks no pin reaches, and leftovers of fetches interrupted over a week ago.
 
     Safe while add, get, import and the daemon run, and if killed: it deletes in batches,
-    each one transaction. Freed space is reused by the database for new blocks; the file
-    itself shrinks only with --compact.
+    each one transaction. Pack files mostly unused afterwards are compacted (their live blocks
+    copied to a new pack), which gives their space back; blocks a home from before pack files
+    still holds in the database are moved into packs. The database file itself shrinks only
+    with --compact.
 
     Usage:  fabnode gc
     """

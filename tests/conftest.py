@@ -159,7 +159,7 @@ def attackers():
 # files that take longest (real daemons, large files) go first, so that no worker is still busy
 # with one of them after the others have finished. The order of tests within a file is kept.
 LONGEST_FIRST = ["test_network.py", "test_simnet.py", "test_sync.py", "test_failures.py", "test_hostile_peers.py", "test_parity.py", "test_hamt_parity.py",
-                 "test_docs.py", "test_crash.py", "test_disk.py", "test_operator_errors.py", "test_fetch.py", "test_sneakernet.py",
+                 "test_docs.py", "test_crash.py", "test_packs.py", "test_disk.py", "test_operator_errors.py", "test_fetch.py", "test_sneakernet.py",
                  "test_commons.py", "test_quota.py", "test_hostile_http.py"]
 
 
