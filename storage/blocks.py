@@ -98,20 +98,28 @@ class PackWriter:
         # pack's committed length: reopening it would cut what the transaction wrote)
         fresh = self._fresh or bool(self._packs)
         row = None if fresh else self._conn.execute("SELECT id, size FROM packs ORDER BY id DESC LIMIT 1").fetchone()
-        new = row is None or row[1] >= self.target
+        fd = None
+        if row is not None and row[1] < self.target:
+            pack, size = row
+            try:
+                fd = os.open(pack_path(self.directory, pack), os.O_RDWR | os.O_CLOEXEC)
+                if os.fstat(fd).st_size < size:  # damaged (fsck says so): never pad it, never append to it
+                    os.close(fd)
+                    fd = None
+                elif os.fstat(fd).st_size > size:
+                    os.ftruncate(fd, size)  # a rollback's or a kill's tail: no row points past `size`
+            except FileNotFoundError:
+                fd = None
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
+        new = fd is None
         if new:
             pack = self._conn.execute("INSERT INTO packs (size) VALUES (0)").lastrowid
             size = 0
             self.directory.mkdir(mode=0o700, exist_ok=True)
-        else:
-            pack, size = row
-        fd = os.open(pack_path(self.directory, pack), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if os.fstat(fd).st_size != size:
-                os.ftruncate(fd, size)  # a rollback's or a kill's tail: no row points past `size`
-        except BaseException:
-            os.close(fd)
-            raise
+            fd = os.open(pack_path(self.directory, pack), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         opened = _OpenPack(pack, fd, size, new)
         self._packs.append(opened)
         return opened
