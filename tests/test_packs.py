@@ -330,10 +330,10 @@ def test_fifty_kills_over_add_import_gc_and_migration_lose_nothing_committed(tmp
             if len(pins) > 2:  # garbage for it to sweep and compact
                 cli.json("unpin", sorted(pins)[rng.randrange(len(pins))])
             pins = {p["cid"] for p in cli.json("ls")}
-            kill_at(["gc"], env, rng.uniform(0.3, 1.5))
+            kill_at(["gc"], env, rng.uniform(0.25, 1.0))
         else:
             unpack_rows(db)
-            kill_at(["gc"], env, rng.uniform(0.3, 1.5))
+            kill_at(["gc"], env, rng.uniform(0.25, 1.0))
         store = BlockStore(open_db(db))
         try:
             report = fsck(store)
