@@ -291,8 +291,15 @@ class BlockStore:
 
     def _reader(self, pack: int) -> int:
         fd = self._readers.get(pack)
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            # compacted and unlinked by gc: let its space go, and open the name again (gone: the
+            # caller looks the block up again and finds its new place)
+            self.forget_reader(pack)
+            fd = None
         if fd is None:
             assert self.pack_dir is not None
+            for gone in [p for p, f in self._readers.items() if os.fstat(f).st_nlink == 0]:
+                self.forget_reader(gone)  # opening a pack (rare): also drop handles on compacted ones
             fd = os.open(pack_path(self.pack_dir, pack), os.O_RDONLY | os.O_CLOEXEC)
             if len(self._readers) >= READERS_KEPT:
                 os.close(self._readers.pop(next(iter(self._readers))))

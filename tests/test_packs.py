@@ -4,6 +4,7 @@ compacts; a home from before packs is migrated in place, resumably; 50 SIGKILLs 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -163,6 +164,28 @@ def test_readers_read_committed_blocks_while_a_writer_appends(tmp_path, monkeypa
     assert not errors and len(committed) == 40 and reads > 160
     assert len(list(reader.pack_dir.glob("*.pack"))) > 3
     assert fsck(reader).ok
+    reader.close()
+
+
+def test_a_reader_follows_a_compacted_block_and_lets_go_of_the_old_pack(tmp_path):
+    from fabnode.storage.packs import compact
+
+    db = tmp_path / "fabnode.db"
+    writer, reader = BlockStore(open_db(db)), BlockStore(open_db(db))
+    kept, dropped = some_blocks(8, 3, 6_000), some_blocks(9, 3, 6_000)
+    with writer.write_transaction():
+        writer.put_many({**kept, **dropped}.items())
+    assert all(reader.get(cid) == data for cid, data in kept.items())  # its handle on pack 1 is open
+    with writer.write_transaction():
+        writer.db.conn.executemany("DELETE FROM blocks WHERE cid = ?", [(cid,) for cid in dropped])
+    result = compact(writer, everything=True)
+    assert result.packs_compacted == 1 and result.bytes_copied == 18_000
+    assert [p.name for p in writer.pack_dir.glob("*.pack")] == ["000002.pack"]
+    assert all(reader.get(cid) == data for cid, data in kept.items())
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [h for h in held if "000001.pack" in h], held  # its space is given back
+    writer.close()
     reader.close()
 
 

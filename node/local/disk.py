@@ -365,7 +365,8 @@ def _refuse_compact_with_daemon(home: Home) -> None:
 
 def evict_bundle(db_path: Path, bundle: bytes) -> int:
     """The daemon's seeding budget: unpin a seeded bundle and delete the blocks only it used (a
-    sweep limited to its DAG). Runs in a worker thread with its own connection; returns bytes freed."""
+    sweep limited to its DAG), then compact the packs that left mostly unused. Runs in a worker
+    thread with its own connection; returns bytes freed."""
     from fabnode.storage import open_db
 
     store = BlockStore(open_db(db_path))
@@ -375,6 +376,8 @@ def evict_bundle(db_path: Path, bundle: bytes) -> int:
             with store.write_transaction():
                 store.db.conn.execute("DELETE FROM pins WHERE cid = ? AND source LIKE 'seeded:%'", (bundle,))
             marked = storegc.mark(store, now_ms())
-            return storegc.sweep(store, marked, only=cids).bytes
+            freed = storegc.sweep(store, marked, only=cids).bytes
+            storepacks.compact(store)  # the freed bytes leave the disk once a pack is mostly unused
+            return freed
     finally:
         store.close()
