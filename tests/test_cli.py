@@ -117,7 +117,7 @@ def test_add_is_idempotent_and_fsck_reports_counts(cli: Cli, tmp_path):
     report = cli.json("fsck")  # one record: the lab's own, made by init
     assert report == {"ok": True, "blocks": 5, "bytes": report["bytes"], "pins": 1, "damaged": [], "missing": [],
                       "records": 1, "invalid_records": [], "index_damage": [], "database_damage": [],
-                      "unindexed": [], "repaired": []}
+                      "unindexed": [], "repaired": [], "pack_damage": [], "reclaimable": []}
     assert report["bytes"] > 3 * (1 << 20)
 
 
