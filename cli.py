@@ -629,14 +629,16 @@ def fsck(ctx: Context, repair: bool, as_json: bool) -> None:
                              ("index damage (the data is intact; 'fabnode fsck --repair' rebuilds it): ",
                               report.index_damage),
                              ("block not found through the damaged index, but present: ", report.unindexed),
-                             ("database damage: ", report.database_damage)):
+                             ("database damage: ", report.database_damage),
+                             ("pack damage: ", report.pack_damage), ("note: ", report.reclaimable)):
             for item in items:
                 echo(label + item)
         echo(f"checked {report.blocks} blocks ({_human(report.bytes)}), {report.pins} pinned root(s) and "
                    f"{report.records} record(s): " + ("the store is sound" if report.ok else "PROBLEMS FOUND"))
     if not report.ok:
         sqlite = (f", {len(report.index_damage)} index problem(s) (run 'fabnode fsck --repair')" if report.index_damage
-                  else "") + (f", {len(report.database_damage)} database problem(s)" if report.database_damage else "")
+                  else "") + (f", {len(report.database_damage)} database problem(s)" if report.database_damage else "") \
+            + (f", {len(report.pack_damage)} pack problem(s)" if report.pack_damage else "")
         echo(f"error: {len(report.damaged)} damaged and {len(report.missing)} missing block(s), "
                    f"{len(report.invalid_records)} invalid record(s){sqlite}", err=True)
         ctx.exit(EXIT_FAILURE)
@@ -699,15 +701,17 @@ def unpin(ctx: Context, target: str, as_json: bool) -> None:
 
 @command()
 @option("--compact", is_flag=True,
-        help="Afterwards rewrite the database (VACUUM) so the file shrinks; needs free space as large as "
-             "the store, and the daemon stopped.")
+        help="Compact every pack file with a byte no block uses (not only mostly unused ones), then rewrite "
+             "the database (VACUUM) so its file shrinks too; needs the daemon stopped.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gc(ctx: Context, compact: bool, as_json: bool) -> None:
     """Delete the blocks no pin reaches, and leftovers of fetches interrupted over a week ago.
 
     Safe while add, get, import and the daemon run, and if killed: it deletes in batches,
-    each one transaction. Freed space is reused by the database for new blocks; the file
-    itself shrinks only with --compact.
+    each one transaction. Pack files mostly unused afterwards are compacted (their live blocks
+    copied to a new pack), which gives their space back; blocks a home from before pack files
+    still holds in the database are moved into packs. The database file itself shrinks only
+    with --compact.
 
     Usage:  fabnode gc
     """

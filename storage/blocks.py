@@ -1,16 +1,42 @@
 """The block store: immutable, content-addressed blocks and the pins that keep roots.
 
-Blocks are only ever inserted (``INSERT OR IGNORE``: the same CID is the same bytes) and every
-read re-hashes what it returns, so a damaged disk sector is reported as a damaged block, never
-handed on. Writes happen inside :meth:`BlockStore.write_transaction`, so a whole ``add`` (its
-blocks and its pin) appears at once or not at all.
+Blocks are only ever inserted (the same CID is the same bytes) and every read re-hashes what it
+returns, so a damaged disk sector is reported as a damaged block, never handed on. Writes happen
+inside :meth:`BlockStore.write_transaction`, so a whole ``add`` (its blocks and its pin) appears
+at once or not at all.
+
+Theory of operation (issue 20: each byte written once)
+------------------------------------------------------
+A block's bytes live in an append-only *pack file* under the home (``packs/NNNNNN.pack``); the
+``blocks`` table holds only its index row: cid, size, pack, offset (``data`` is empty). A row
+whose ``pack`` is NULL still carries its bytes inline: a home made before migration 014 (moved
+into packs by :func:`move_inline_blocks`, in batches) and in-memory stores (tests), which have no
+home to put packs in. Both kinds of row are read the same way, so a half-moved store works.
+
+* Only one transaction writes at a time (``BEGIN IMMEDIATE`` takes SQLite's write lock), and
+  only a write transaction appends to a pack: the lock is the packs' lock too.
+* ``packs.size`` is a pack's *committed* length. A write transaction opens its pack, cuts it to
+  that length (what lies past it was left by a rollback or a kill: garbage no row points at),
+  appends, and before COMMIT calls ``fdatasync`` on every pack it touched (and ``fsync`` on the
+  folder when it made a pack file), then records the new lengths in the same transaction. So an
+  index row is never committed before its bytes are durable, and one fsync per pack per
+  transaction is all an ``add`` costs (SQLite's own WAL carries only the small rows).
+* Pack bytes are never changed in place. Space comes back only through gc's compaction
+  (storage/gc.py): live blocks are copied to a new pack, which is fsynced before their rows are
+  moved in one transaction; the old pack's row goes in that transaction and its file is unlinked
+  after the commit. A kill at any point leaves the old or the new copy complete and indexed; a
+  pack file with no ``packs`` row is garbage, removed by the next gc.
+* Readers open packs read-only and ``pread`` committed ranges only, so they run beside a writer.
+  A pack unlinked by a compaction between a reader's SELECT and its open is looked up again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 from fabnode import interrupts
@@ -18,6 +44,129 @@ from fabnode.protocol.cid import block_matches, cid_str
 from fabnode.protocol.errors import DamagedBlock, MissingBlock
 
 from .db import Database
+
+PACK_DIR = "packs"
+"""The folder, beside the database file, that holds the pack files."""
+PACK_TARGET_BYTES = int(os.environ.get("FABNODE_TEST_PACK_BYTES", 256 << 20))
+"""A write moves on to a new pack once its pack holds this much: gc compacts a pack at a time,
+so smaller packs free space sooner; larger ones mean fewer files and fsyncs. (The environment
+variable is for tests only: small packs, so a small store has several.)"""
+READERS_KEPT = 64
+"""Pack files a store keeps open for reading."""
+
+
+def pack_path(directory: Path, pack: int) -> Path:
+    return directory / f"{pack:06d}.pack"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _OpenPack:
+    __slots__ = ("id", "fd", "end", "committed", "new")
+
+    def __init__(self, pack: int, fd: int, end: int, new: bool) -> None:
+        self.id, self.fd, self.end, self.committed, self.new = pack, fd, end, end, new
+
+
+class PackWriter:
+    """The packs one write transaction appends to (see the module docstring); made inside the
+    transaction, so it holds SQLite's write lock and no other writer appends meanwhile."""
+
+    def __init__(self, conn: sqlite3.Connection, directory: Path, *, fresh: bool = False,
+                 target: int | None = None) -> None:
+        """``fresh`` starts a new pack even when the last one has room (gc's compaction must
+        never copy into a pack it may compact)."""
+        self._conn = conn
+        self.directory = directory
+        self.target = PACK_TARGET_BYTES if target is None else target
+        self._packs: list[_OpenPack] = []
+        self._current: _OpenPack | None = None
+        self._fresh = fresh
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(p.end - p.committed for p in self._packs)
+
+    def _open(self) -> _OpenPack:
+        # a new pack when asked, or when this transaction filled one (the index still holds that
+        # pack's committed length: reopening it would cut what the transaction wrote)
+        fresh = self._fresh or bool(self._packs)
+        row = None if fresh else self._conn.execute("SELECT id, size FROM packs ORDER BY id DESC LIMIT 1").fetchone()
+        fd = None
+        if row is not None and row[1] < self.target:
+            pack, size = row
+            try:
+                fd = os.open(pack_path(self.directory, pack), os.O_RDWR | os.O_CLOEXEC)
+                if os.fstat(fd).st_size < size:  # damaged (fsck says so): never pad it, never append to it
+                    os.close(fd)
+                    fd = None
+                elif os.fstat(fd).st_size > size:
+                    os.ftruncate(fd, size)  # a rollback's or a kill's tail: no row points past `size`
+            except FileNotFoundError:
+                fd = None
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
+        new = fd is None
+        if new:
+            pack = self._conn.execute("INSERT INTO packs (size) VALUES (0)").lastrowid
+            size = 0
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(pack_path(self.directory, pack), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        opened = _OpenPack(pack, fd, size, new)
+        self._packs.append(opened)
+        return opened
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        """Write ``data`` at the end of the current pack; returns (pack, offset)."""
+        current = self._current
+        if current is None or current.end >= self.target:
+            current = self._current = self._open()
+        offset = current.end
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(current.fd, view[done:], offset + done)
+        current.end += len(view)
+        return current.id, offset
+
+    def make_durable(self) -> None:
+        """Before COMMIT: fdatasync what was appended, then record the packs' new lengths."""
+        made_file = False
+        for p in self._packs:
+            if p.end != p.committed or p.new:
+                os.fdatasync(p.fd)
+                made_file |= p.new
+        if made_file:
+            _fsync_dir(self.directory)
+        for p in self._packs:
+            if p.end != p.committed or p.new:
+                self._conn.execute("UPDATE packs SET size = ? WHERE id = ?", (p.end, p.id))
+
+    def discard(self) -> None:
+        """Under the write lock, after the rollback: cut each pack this transaction appended to
+        back to its committed length, as the index says now (a pack whose row the rollback
+        removed goes whole)."""
+        for p in self._packs:
+            row = self._conn.execute("SELECT size FROM packs WHERE id = ?", (p.id,)).fetchone()
+            with contextlib.suppress(OSError):
+                if row is None:
+                    pack_path(self.directory, p.id).unlink()
+                elif os.fstat(p.fd).st_size > row[0]:
+                    os.ftruncate(p.fd, row[0])
+
+    def close(self) -> None:
+        for p in self._packs:
+            os.close(p.fd)
+        self._packs.clear()
+        self._current = None
 
 
 class Pin(NamedTuple):
@@ -33,23 +182,35 @@ class BlockStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._conn = db.conn
+        self.pack_dir: Path | None = None if db.path is None else Path(db.path).parent / PACK_DIR
+        """Where this store's packs live; None for an in-memory store (its blocks stay inline)."""
+        if self.pack_dir is not None:
+            with contextlib.suppress(OSError):  # made with the home, so a home's files do not change on first write
+                self.pack_dir.mkdir(mode=0o700, exist_ok=True)
+        self._writer: PackWriter | None = None
+        self._in_write = False
+        self._readers: dict[int, int] = {}
 
     @contextlib.contextmanager
     def write_transaction(self, *, final: bool = False) -> Iterator[None]:
         """One IMMEDIATE transaction: takes the write lock up front so two writers queue
         instead of deadlocking on a read-to-write upgrade.
 
-        On any exception (Ctrl-C included) it rolls back, unless SQLite already has: after
-        SQLITE_FULL, SQLITE_IOERR and the like SQLite ends the transaction itself, and a second
-        ROLLBACK would hide the real error behind "no transaction is active". ``final`` marks a
+        The packs written in it are made durable before the COMMIT (module docstring). On any
+        exception (Ctrl-C included) it rolls back, unless SQLite already has: after SQLITE_FULL,
+        SQLITE_IOERR and the like SQLite ends the transaction itself, and a second ROLLBACK
+        would hide the real error behind "no transaction is active". ``final`` marks a
         command's last transaction: see :func:`fabnode.interrupts.point_of_no_return`.
         """
         self._conn.execute("BEGIN IMMEDIATE")
+        self._in_write = True
         try:
             yield
             if final:
                 interrupts.point_of_no_return()
             try:
+                if self._writer is not None:
+                    self._writer.make_durable()
                 self._conn.execute("COMMIT")
             except BaseException:
                 if final:
@@ -59,24 +220,116 @@ class BlockStore:
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # the first error is the one to report
                     self._conn.execute("ROLLBACK")
+            if self._writer is not None:
+                self._cut_back(self._writer)
             raise
+        finally:
+            self._in_write = False
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def _cut_back(self, writer: PackWriter) -> None:
+        """After a rollback: cut what the transaction appended, under the write lock taken
+        again (so no other writer is appending), so a failed write leaves the disk as it was.
+        Best effort: the next writer cuts any tail left anyway."""
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                writer.discard()
+            finally:
+                self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close the connection; the last one to close copies the WAL into the main file."""
+        for fd in self._readers.values():
+            os.close(fd)
+        self._readers.clear()
         self.db.close()
+
+    def pack_writer(self, *, fresh: bool = False) -> PackWriter:
+        """The pack writer of the write transaction in progress (made on first use; ``fresh``
+        makes it start a new pack, for gc's compaction)."""
+        if not self._in_write:
+            raise RuntimeError("blocks are written inside BlockStore.write_transaction()")
+        if self._writer is None:
+            assert self.pack_dir is not None
+            self._writer = PackWriter(self._conn, self.pack_dir, fresh=fresh)
+        return self._writer
+
+    def forget_reader(self, pack: int) -> None:
+        """Close this store's read handle on a pack (gc unlinked it)."""
+        fd = self._readers.pop(pack, None)
+        if fd is not None:
+            os.close(fd)
 
     def put(self, cid: bytes, data: bytes) -> None:
         """Store a block whose CID the caller computed from ``data`` (or verified)."""
-        self._conn.execute("INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)", (cid, len(data), data))
+        self.put_many(((cid, data),))
 
     def put_many(self, blocks: Iterable[tuple[bytes, bytes]]) -> None:
-        """:meth:`put` for many (cid, data) pairs in one statement run (a fetch's batch)."""
-        self._conn.executemany("INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)",
-                               ((cid, len(data), data) for cid, data in blocks))
+        """:meth:`put` for many (cid, data) pairs (a fetch's batch). Outside a write transaction
+        each call is one of its own."""
+        if not self._in_write:
+            with self.write_transaction():
+                self.put_many(blocks)
+            return
+        if self.pack_dir is None:
+            self._conn.executemany("INSERT OR IGNORE INTO blocks (cid, size, data) VALUES (?, ?, ?)",
+                                   ((cid, len(data), data) for cid, data in blocks))
+            return
+        writer = self.pack_writer()
+        conn = self._conn
+        for cid, data in blocks:
+            if conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid,)).fetchone() is not None:
+                continue  # the same CID is the same bytes: written once
+            pack, offset = writer.append(data)
+            conn.execute("INSERT INTO blocks (cid, size, data, pack, pack_offset) VALUES (?, ?, x'', ?, ?)",
+                         (cid, len(data), pack, offset))
+
+    # ---- reading
+
+    def _reader(self, pack: int) -> int:
+        fd = self._readers.get(pack)
+        if fd is not None and os.fstat(fd).st_nlink == 0:
+            # compacted and unlinked by gc: let its space go, and open the name again (gone: the
+            # caller looks the block up again and finds its new place)
+            self.forget_reader(pack)
+            fd = None
+        if fd is None:
+            assert self.pack_dir is not None
+            for gone in [p for p, f in self._readers.items() if os.fstat(f).st_nlink == 0]:
+                self.forget_reader(gone)  # opening a pack (rare): also drop handles on compacted ones
+            fd = os.open(pack_path(self.pack_dir, pack), os.O_RDONLY | os.O_CLOEXEC)
+            if len(self._readers) >= READERS_KEPT:
+                os.close(self._readers.pop(next(iter(self._readers))))
+            self._readers[pack] = fd
+        return fd
+
+    def read_packed(self, pack: int, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of a pack (short if the file was cut: a damaged block)."""
+        fd = self._reader(pack)
+        data = os.pread(fd, size, offset)
+        while len(data) < size:
+            more = os.pread(fd, size - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+        return data
 
     def get_unverified(self, cid: bytes) -> bytes | None:
-        row = self._conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()
-        return None if row is None else row[0]
+        for attempt in range(3):
+            row = self._conn.execute("SELECT data, pack, pack_offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+            if row is None:
+                return None
+            data, pack, offset, size = row
+            if pack is None:
+                return data
+            try:
+                return self.read_packed(pack, offset, size)
+            except FileNotFoundError:
+                continue  # a compaction moved it between the SELECT and the open: look again
+        raise DamagedBlock(f"block {cid_str(cid)} is damaged: its pack file {pack:06d}.pack is missing (run 'fabnode fsck')")
 
     def get(self, cid: bytes) -> bytes:
         """The block's bytes, re-hashed against its CID; raises if missing or damaged."""
@@ -119,12 +372,25 @@ class BlockStore:
         return n, total
 
     def iter_all(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every stored block as (cid, data), unverified, one row in memory at a time."""
-        cursor = self._conn.execute("SELECT cid, data FROM blocks ORDER BY rowid")
-        while True:
-            rows = cursor.fetchmany(16)
-            if not rows:
-                return
+        """Every stored block as (cid, data), unverified, one block in memory at a time: inline
+        rows first, then packed ones in pack order (each pack read front to back)."""
+        for cid, data, pack, offset, size in self._iter_rows():
+            if pack is None:
+                yield cid, data
+            else:
+                try:
+                    yield cid, self.read_packed(pack, offset, size)
+                except FileNotFoundError:
+                    yield cid, b""  # its pack is gone: reported as a damaged block
+        return
+
+    def _iter_rows(self) -> Iterator[tuple]:
+        cursor = self._conn.execute("SELECT cid, data, pack, pack_offset, size FROM blocks WHERE pack IS NULL ORDER BY rowid")
+        while rows := cursor.fetchmany(16):
+            yield from rows
+        cursor = self._conn.execute("SELECT cid, data, pack, pack_offset, size FROM blocks WHERE pack IS NOT NULL"
+                                    " ORDER BY pack, pack_offset")
+        while rows := cursor.fetchmany(256):
             yield from rows
 
     # ---- pins

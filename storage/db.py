@@ -17,7 +17,7 @@ PAGE_SIZE = 65536
 """Large pages: most rows are 1 MiB blocks, which then take 16 overflow pages instead of 256."""
 BUSY_TIMEOUT_MS = 10_000
 """The daemon and CLI commands share one file; a writer waits this long for the other."""
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 """How many migrations storage/migrations.py defines (a test keeps the two equal). Stored in
 ``PRAGMA user_version`` once they are applied, so an up-to-date database opens without importing
 sqlite-utils (~0.1 s): the command line must answer quickly."""
@@ -111,16 +111,16 @@ def is_disk_full(exc: BaseException) -> bool:
 @contextlib.contextmanager
 def room_for(db_path: Path, what: str, size: int) -> Iterator[None]:
     """Turn a full disk met while opening the database or during ``what`` into one line that
-    says how much room it needed, and where. It asks for twice ``size``: SQLite writes new pages
-    to its write-ahead log first, then copies them into the database at the checkpoint, and
-    both files hold them until the log is reset. Put it outside the transaction, so that the
-    rollback is over when the message is written: nothing of ``what`` is stored."""
+    says how much room it needed, and where. It asks for ``size``: the blocks' bytes are written
+    once, to a pack file (storage/blocks.py); SQLite holds only their small index rows. Put it
+    outside the transaction, so that the rollback (which also cuts the pack back) is over when
+    the message is written: nothing of ``what`` is stored."""
     try:
         yield
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         if not is_disk_full(exc):
             raise
-        raise DiskFull(f"disk full: {what} ({human_size(size)}) needs about {human_size(2 * size)} free on the "
+        raise DiskFull(f"disk full: {what} ({human_size(size)}) needs about {human_size(size)} free on the "
                        f"home's filesystem ({db_path.parent}); nothing was stored") from None
 
 

@@ -26,8 +26,8 @@ every row still present, and the sweep goes up in rowid order, so the rows not y
 to the mark's highest rowid) keep new rowids above that bound.
 
 Nb. two gc runs at once would break that last argument: the caller holds a lock (node/local/disk.py).
-Issue 20 replaces the blocks table with pack files: :func:`mark` stays, :func:`sweep` is what
-changes.
+Since issue 20 a row's bytes live in a pack file: the sweep deletes rows, and the pack bytes they
+pointed at are reclaimed afterwards by compaction (storage/packs.py).
 """
 
 from __future__ import annotations

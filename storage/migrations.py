@@ -398,5 +398,19 @@ def requests(db: Database) -> None:
             note TEXT NOT NULL
         );
         CREATE INDEX offers_request ON offers (request, ts);
+@migrations(name="014_packs")
+def packs(db: Database) -> None:
+    # Issue 20: block bytes move to append-only pack files (storage/blocks.py); a row keeps only
+    # where they are. `data` stays for rows not moved yet (x'' once moved) and in-memory stores.
+    # `packs.size` is each pack's committed length: bytes past it are garbage.
+    db.executescript(
+        """
+        ALTER TABLE blocks ADD COLUMN pack INTEGER;
+        ALTER TABLE blocks ADD COLUMN pack_offset INTEGER;
+        CREATE INDEX blocks_place ON blocks (pack, pack_offset) WHERE pack IS NOT NULL;
+        CREATE TABLE packs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a reader's open pack stays its own
+            size INTEGER NOT NULL
+        );
         """
     )

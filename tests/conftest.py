@@ -96,6 +96,42 @@ def write_random_file(path: Path, size: int, seed: int) -> Path:
     return path
 
 
+def stored_block(conn, cid: bytes) -> bytes | None:
+    """A block's bytes as stored, read straight from the files without fabnode's code: its
+    inline row, or its range of its pack file (storage/blocks.py). Unverified."""
+    row = conn.execute("SELECT data, pack, pack_offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+    if row is None:
+        return None
+    data, pack, offset, size = row
+    if pack is None:
+        return data
+    db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+    with open(Path(db_file).parent / "packs" / f"{pack:06d}.pack", "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def damage_block(conn, cid: bytes, data: bytes) -> int:
+    """Put ``data`` where block ``cid`` is stored, as a failing disk would: over its bytes in its
+    pack when the length is the same, else as an inline row (a home from before packs). Returns
+    the rows changed (0: no such block); commits."""
+    row = conn.execute("SELECT pack, pack_offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
+    if row is None:
+        return 0
+    pack, offset, size = row
+    if pack is not None and size == len(data):
+        db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+        with open(Path(db_file).parent / "packs" / f"{pack:06d}.pack", "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+        return 1
+    changed = conn.execute("UPDATE blocks SET data = ?, pack = NULL, pack_offset = NULL WHERE cid = ?",
+                           (data, cid)).rowcount
+    if conn.in_transaction:
+        conn.commit()
+    return changed
+
+
 @pytest.fixture
 def daemons():
     """Daemons started in a test; whatever is still running at the end is killed."""
@@ -124,7 +160,7 @@ def attackers():
 # files that take longest (real daemons, large files) go first, so that no worker is still busy
 # with one of them after the others have finished. The order of tests within a file is kept.
 LONGEST_FIRST = ["test_network.py", "test_nat.py", "test_simnet.py", "test_sync.py", "test_failures.py", "test_hostile_peers.py", "test_parity.py", "test_hamt_parity.py",
-                 "test_docs.py", "test_crash.py", "test_disk.py", "test_operator_errors.py", "test_fetch.py", "test_sneakernet.py",
+                 "test_docs.py", "test_crash.py", "test_packs.py", "test_disk.py", "test_operator_errors.py", "test_fetch.py", "test_sneakernet.py",
                  "test_commons.py", "test_quota.py", "test_hostile_http.py"]
 
 

@@ -71,7 +71,7 @@ async def test_a_damaged_block_is_raised_where_it_would_have_been_sent(bundle):
     order = [c for c, _ in dag_in_order(store, root, set())]
     victim = order[len(order) // 2]
     with store.write_transaction():
-        store.db.conn.execute("UPDATE blocks SET data = ? WHERE cid = ?", (b"not the block", victim))
+        store.db.conn.execute("UPDATE blocks SET data = ?, pack = NULL WHERE cid = ?", (b"not the block", victim))
     got = []
     with pytest.raises(DamagedBlock, match=cid_str(victim)):
         with trio.fail_after(WAIT):

@@ -33,9 +33,16 @@ def test_import_killed_at_twenty_random_moments(tmp_path):
     probe.out("import", str(car))
     whole = time.monotonic() - start
 
+    def checked(cli: Cli) -> dict:
+        """fsck's report without its notes on garbage: a killed import may leave a pack tail
+        past the committed end (cut by the next write), which is not a difference in content."""
+        report = cli.json("fsck")
+        assert all("past its committed end" in note or "has no index row" in note for note in report.pop("reclaimable"))
+        return report
+
     rng = random.Random(20261125)
-    empty = b.json("fsck")
-    complete = probe.json("fsck")
+    empty = checked(b)
+    complete = checked(probe)
     outcomes = {"nothing": 0, "everything": 0}
     for attempt in range(20):
         proc = subprocess.Popen([str(FABNODE), "import", str(car)], env=cli_env(b.home),
@@ -45,7 +52,7 @@ def test_import_killed_at_twenty_random_moments(tmp_path):
         time.sleep(rng.uniform(0.0, 0.5 * whole))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        report = b.json("fsck")
+        report = checked(b)
         # All or nothing: either the store is as before, or the import had committed whole.
         if report == empty:
             assert b.json("ls") == [] and b.json("designs") == []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Cli, write_random_file
+from conftest import ROOT, Cli, damage_block, write_random_file
 from daemons import Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
@@ -104,9 +104,7 @@ def _damage_middle_block(home: Path, source: Path) -> None:
 
     middle = source.read_bytes()[1 << 20:2 << 20]
     conn = sqlite3.connect(home / "fabnode.db")
-    with conn:
-        changed = conn.execute("UPDATE blocks SET data = ? WHERE cid = ?",
-                               (bytes([middle[0] ^ 1]) + middle[1:], make_cid(RAW, middle))).rowcount
+    changed = damage_block(conn, make_cid(RAW, middle), bytes([middle[0] ^ 1]) + middle[1:])
     conn.close()
     assert changed == 1
 

@@ -16,7 +16,7 @@ import pytest
 from fabnode.protocol.cid import DAG_CBOR, DAG_PB, RAW, cid_codec, cid_str, make_cid, parse_cid
 from fabnode.protocol.unixfs import CHUNK_SIZE, decode, resolve
 
-from conftest import ROOT, TOOLS, Cli, write_random_file
+from conftest import ROOT, TOOLS, Cli, stored_block, write_random_file
 from daemons import STOP_DEADLINE_S, Daemon
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
@@ -28,7 +28,7 @@ def _file_blocks(db_path, bundle: str, name: str) -> tuple[str, list[str]]:
     """(CID of the file ``name`` in ``bundle``, CIDs of its leaves in order), read from SQLite."""
     with sqlite3.connect(db_path) as conn:
         def get(cid):
-            return conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()[0]
+            return stored_block(conn, cid)
         file_cid = resolve(get, parse_cid(bundle), [name])
         return cid_str(file_cid), [cid_str(link.cid) for link in decode(file_cid, get(file_cid)).links]
 

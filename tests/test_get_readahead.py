@@ -10,7 +10,7 @@ import sqlite3
 
 from fabnode.protocol.cid import parse_cid
 
-from conftest import Cli, write_random_file
+from conftest import Cli, damage_block, stored_block, write_random_file
 
 
 def tree(root, seed: int):
@@ -64,12 +64,11 @@ def test_a_damaged_block_half_way_stops_the_get_and_leaves_nothing(tmp_path):
     # so the files before it have been written when the damage is found
     from fabnode.protocol.dagpb import decode_node
 
-    node = conn.execute("SELECT data FROM blocks WHERE cid = ?", (parse_cid(leaf),)).fetchone()[0]
+    node = stored_block(conn, parse_cid(leaf))
     first_leaf = decode_node(node).links[0].cid
-    data = bytearray(conn.execute("SELECT data FROM blocks WHERE cid = ?", (first_leaf,)).fetchone()[0])
+    data = bytearray(stored_block(conn, first_leaf))
     data[len(data) // 2] ^= 0xFF
-    conn.execute("UPDATE blocks SET data = ? WHERE cid = ?", (bytes(data), first_leaf))
-    conn.commit()
+    damage_block(conn, first_leaf, bytes(data))
     conn.close()
     out = tmp_path / "out"
     line = cli.fails("get", cid, "-o", str(out))

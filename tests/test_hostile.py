@@ -13,14 +13,15 @@ from fabnode.protocol.dagpb import PBLink, encode_node
 from fabnode.protocol.unixfs import DIRECTORY_DATA
 from fabnode.storage import BlockStore, open_db
 
-from conftest import FABNODE, Cli, cli_env, write_random_file
+from conftest import FABNODE, Cli, cli_env, damage_block, stored_block, write_random_file
 
 
 def _store_state(cli: Cli) -> list[tuple]:
     """Every row of the store, to show that a refusal changed nothing."""
     conn = sqlite3.connect(cli.home / "fabnode.db")
     try:
-        return (conn.execute("SELECT cid, data FROM blocks ORDER BY cid").fetchall()
+        return (conn.execute("SELECT cid, size, data, pack, pack_offset FROM blocks ORDER BY cid").fetchall()
+                + conn.execute("SELECT * FROM packs ORDER BY id").fetchall()
                 + conn.execute("SELECT * FROM pins ORDER BY cid").fetchall())
     finally:
         conn.close()
@@ -152,9 +153,8 @@ def test_damaged_block_is_named_by_fsck_and_cat_fails_cleanly(cli: Cli, tmp_path
     root = cli.out("add", str(design))
     leaf = make_cid(RAW, (design / "big.bin").read_bytes()[1 << 20: 2 << 20])
     conn = sqlite3.connect(cli.home / "fabnode.db")
-    data = conn.execute("SELECT data FROM blocks WHERE cid = ?", (leaf,)).fetchone()[0]
-    conn.execute("UPDATE blocks SET data = ? WHERE cid = ?", (bytes([data[0] ^ 1]) + data[1:], leaf))
-    conn.commit()
+    data = stored_block(conn, leaf)
+    damage_block(conn, leaf, bytes([data[0] ^ 1]) + data[1:])
     conn.close()
     result = cli.run("fsck", check=False)
     assert result.returncode == 1

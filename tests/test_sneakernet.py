@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TOOLS, Cli, write_random_file
+from conftest import ROOT, TOOLS, Cli, stored_block, write_random_file
 
 EXAMPLE = ROOT / "examples" / "hand-pump"
 
@@ -51,9 +51,9 @@ def _dag(conn, root: str) -> set:
     from fabnode.protocol.dag import walk
 
     def get_block(cid: bytes) -> bytes | None:
-        row = conn.execute("SELECT data FROM blocks WHERE cid = ?", (cid,)).fetchone()
-        assert row is not None, f"block {cid_str(cid)} missing"
-        return row[0]
+        data = stored_block(conn, cid)
+        assert data is not None, f"block {cid_str(cid)} missing"
+        return data
 
     return {cid_str(visit.cid) for visit in walk(get_block, parse_cid(root))}
 

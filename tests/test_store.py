@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import damage_block
+
 from fabnode.protocol.cid import RAW, make_cid
 from fabnode.protocol.errors import DamagedBlock, MissingBlock
 from fabnode.storage import BlockStore, open_db
@@ -25,7 +27,7 @@ def test_database_is_wal_with_recorded_migrations(tmp_path):
     applied = [r[0] for r in db.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == ["001_blocks", "002_pins", "003_records", "004_peers", "005_follows", "006_stranger_quota",
                        "007_leases", "008_lab_names", "009_translations", "010_search_scripts",
-                       "011_lab_profiles", "012_design_requirements", "013_requests"]
+                       "011_lab_profiles", "012_design_requirements", "013_requests", "014_packs"]
     db.conn.close()
     again = open_db(tmp_path / "fabnode.db")  # reopening applies nothing twice
     assert again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(applied)
@@ -96,8 +98,7 @@ def test_damaged_block_is_detected_on_read(tmp_path, store):
     with store.write_transaction():
         store.put(cid, b"original")
     raw = sqlite3.connect(tmp_path / "fabnode.db")
-    raw.execute("UPDATE blocks SET data = ? WHERE cid = ?", (b"origina1", cid))
-    raw.commit()
+    damage_block(raw, cid, b"origina1")
     with pytest.raises(DamagedBlock, match="no longer hash"):
         store.get(cid)
 

@@ -28,6 +28,7 @@ from fabnode.protocol.cid import cid_str, parse_cid
 from fabnode.protocol.errors import FabnodeError
 from fabnode.storage import BlockStore
 from fabnode.storage import gc as storegc
+from fabnode.storage import packs as storepacks
 from fabnode.storage.records import RecordStore
 
 from fabnode.node.home import Home
@@ -108,14 +109,19 @@ class DiskUse:
 
 
 def file_size(store: BlockStore) -> tuple[int, int]:
-    """(bytes of the database file and its write-ahead log, bytes of free pages inside the file)."""
+    """(bytes of the database file, its write-ahead log and the pack files; bytes of those free
+    for reuse: SQLite's free pages, pack bytes no block uses any more and pack tails past the
+    committed end)."""
+    from fabnode.storage.packs import pack_report
+
     path = store.db.path
     size = 0
     for p in (path, path.with_name(path.name + "-wal")):
         with contextlib.suppress(OSError):
             size += p.stat().st_size
     page, free = (store.db.conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "freelist_count"))
-    return size, page * free
+    packs = pack_report(store)
+    return size + packs.file_bytes, page * free + packs.dead_bytes + packs.tail_bytes
 
 
 def disk_use(home: Home) -> DiskUse:
@@ -314,8 +320,10 @@ def gc_lock(home_path: Path, *, wait: bool = False) -> Iterator[None]:
 
 
 def collect(home: Home, *, compact: bool = False, progress=lambda n: None) -> GcReport:
-    """Delete every block no pin and no live lease reaches (storage/gc.py); with ``compact``,
-    VACUUM the database afterwards so the file shrinks (refused while the daemon runs)."""
+    """Delete every block no pin and no live lease reaches (storage/gc.py), move blocks a home
+    from before migration 014 holds inline into packs, and compact the packs that are mostly
+    dead (storage/packs.py); with ``compact``, every pack with a dead byte, then VACUUM the
+    database so the file shrinks (refused while the daemon runs)."""
     started = time.monotonic()
     store = home.open_store()
     if os.environ.get(TEST_BATCH_ENV):
@@ -329,6 +337,8 @@ def collect(home: Home, *, compact: bool = False, progress=lambda n: None) -> Gc
         leased = marked.roots - set(storegc.pinned_roots(store.db.conn))
         swept = storegc.sweep(store, marked, progress=progress)
         dropped = storegc.drop_expired_leases(store, marked.lease_cutoff_ms)
+        storepacks.move_inline_blocks(store)  # a home from before migration 014: resumable
+        storepacks.compact(store, everything=compact)
         store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if compact:
             store.db.conn.execute("VACUUM")
@@ -355,7 +365,8 @@ def _refuse_compact_with_daemon(home: Home) -> None:
 
 def evict_bundle(db_path: Path, bundle: bytes) -> int:
     """The daemon's seeding budget: unpin a seeded bundle and delete the blocks only it used (a
-    sweep limited to its DAG). Runs in a worker thread with its own connection; returns bytes freed."""
+    sweep limited to its DAG), then compact the packs that left mostly unused. Runs in a worker
+    thread with its own connection; returns bytes freed."""
     from fabnode.storage import open_db
 
     store = BlockStore(open_db(db_path))
@@ -365,6 +376,8 @@ def evict_bundle(db_path: Path, bundle: bytes) -> int:
             with store.write_transaction():
                 store.db.conn.execute("DELETE FROM pins WHERE cid = ? AND source LIKE 'seeded:%'", (bundle,))
             marked = storegc.mark(store, now_ms())
-            return storegc.sweep(store, marked, only=cids).bytes
+            freed = storegc.sweep(store, marked, only=cids).bytes
+            storepacks.compact(store)  # the freed bytes leave the disk once a pack is mostly unused
+            return freed
     finally:
         store.close()
