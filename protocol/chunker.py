@@ -102,3 +102,31 @@ class RabinChunker:
 def rabin_chunks(data: bytes, avg: int) -> list[bytes]:
     """All chunks of ``data`` (tests and small inputs)."""
     return list(RabinChunker(avg).chunks([data]))
+
+
+# ------------------------------------------------------------------ profiles
+
+DEFAULT_PROFILE = "unixfs-v1-2025"
+PROFILES: dict[str, int | None] = {
+    DEFAULT_PROFILE: None,
+    "rabin-64k": 64 << 10,
+}
+"""How files are cut, by profile name: None is fixed 1 MiB chunks (``ipfs-car pack``'s CIDs);
+a number is rabin with that average (ipfs-unixfs-importer's ``rabin({avgChunkSize})``), the
+rest of the layout unchanged (raw leaves, balanced, 1024 links wide)."""
+
+
+def check_profile(name: str) -> str:
+    """``name`` if it is a known profile; ValueError naming the known ones otherwise."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown chunking profile {name!r} (known: {', '.join(PROFILES)})")
+    return name
+
+
+def profile_chunks(name: str, pieces: Iterable[bytes]) -> tuple[Iterator[bytes], int]:
+    """(chunks, largest chunk) of ``pieces`` (fixed 1 MiB reads) under profile ``name``."""
+    avg = PROFILES[check_profile(name)]
+    if avg is None:
+        return iter(pieces), 1 << 20
+    chunker = RabinChunker(avg)
+    return chunker.chunks(pieces), chunker.max

@@ -273,3 +273,19 @@ def search_scripts(db: Database) -> None:
     conn = db.conn
     for (design,) in conn.execute("SELECT design FROM designs").fetchall():
         reindex(conn, design)
+
+
+@migrations(name="021_design_profiles")
+def design_profiles(db: Database) -> None:
+    # Content-defined chunking (issue 20): the chunking profile each design's files were stored
+    # with here (protocol/chunker.py PROFILES), so a later `publish --design D` cuts the new
+    # version's files the same way and only what changed is new. Designs without a row use the
+    # home's `add.profile` (default unixfs-v1-2025).
+    db.executescript(
+        """
+        CREATE TABLE design_profiles (
+            design BLOB PRIMARY KEY NOT NULL,
+            profile TEXT NOT NULL
+        );
+        """
+    )
