@@ -24,6 +24,7 @@ from fabnode.protocol.dagpb import decode_node
 from fabnode.protocol import dag
 from fabnode.protocol.errors import FabnodeError, InvalidBlock, first_in_group, human_size
 from fabnode.protocol.fetch import (
+    MAX_HAVE,
     MAX_REQUEST_BYTES,
     PROTOCOL,
     FetchRequest,
@@ -72,6 +73,14 @@ def dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
     ``skip`` are walked through, not yielded (the asker holds them, or they were sent already)."""
     for visit in dag.walk(store.get, root, skip=skip, descend_skipped=True):
         yield visit.cid, visit.data
+
+
+def dag_interior_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
+    """(cid, data) of the dag-pb nodes of root's DAG depth-first (an ``interior`` request,
+    protocol/fetch.py): leaves are neither read nor sent."""
+    for visit in dag.walk(store.get, root, skip=skip, descend_skipped=True, has_block=store.has):
+        if visit.data is not None:
+            yield visit.cid, visit.data
 
 
 def _now_ms() -> float:
@@ -193,7 +202,8 @@ class FetchServer:
         # read, verified and encoded in a worker thread ahead of the stream (blockreader.py),
         # each section paced with sync and gossip under one cap (records first: pacing.py)
         skip = set(request.have) | set(crossed)
-        async with aclosing(sections_ahead(self.store, lambda store: dag_in_order(store, root, skip))) as sections:
+        order = dag_interior_in_order if request.interior else dag_in_order
+        async with aclosing(sections_ahead(self.store, lambda store: order(store, root, skip))) as sections:
             async for _cid, size, section in sections:
                 await self._pace(section, priority, peer, send)
                 transfer["sent_bytes"] += size
@@ -247,14 +257,43 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     the DAG is someone else's work: node/service/fetchplan.py). ``on_data(nbytes)`` hears of
     every read (a large block arrives in many).
     """
+    name = str(peer_id)
+    interior = 0
+    if not path and cid_codec(root) == DAG_PB and not store.has(root):
+        # only what changed travels (protocol/fetch.py): learn the DAG's interior first, so the
+        # request for the rest can name every block held here, from any design or version
+        ask = FetchRequest(root, (), (), interior=True)
+        session, interior, stopped = await _one_request(host, store, peer_id, ask, [], progress, on_block, on_data)
+        if stopped:
+            return {"root": session.root, "fetched": interior, "held": 0, "from": name, "stopped": True}
+        if session.root is None:
+            raise PeerRefused(f"does not have {cid_str(root)}")
+        if session.missing():
+            raise PeerFailed(f"stopped after {interior} block(s) with {len(session.missing())} still missing")
+    held = (_held_part(store, root) if not path else [])[:MAX_HAVE]
+    request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
+    session, fetched, stopped = await _one_request(host, store, peer_id, request, held, progress, on_block, on_data)
+    fetched += interior
+    if stopped:
+        return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}
+    if session.root is None:
+        raise PeerRefused(f"does not have {cid_str(root)}")
+    missing = session.missing()
+    if missing:
+        raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
+    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
+
+
+async def _one_request(host, store: BlockStore, peer_id, request: FetchRequest, held: list[tuple[bytes, bytes]],
+                       progress, on_block, on_data) -> tuple[FetchSession, int, bool]:
+    """One stream: send ``request``, store the verified blocks as they come; (session, blocks
+    stored, whether ``on_block`` stopped it). See :func:`fetch_from_peer` for the rest."""
     from libp2p.network.stream.exceptions import StreamEOF
 
-    held = _held_part(store, root) if not path else []
-    request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
+    root = request.root
     session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
     for cid, data in held:
         session.held_block(cid, data)
-    name = str(peer_id)
     try:
         with trio.fail_after(STREAM_OPEN_TIMEOUT):
             stream = await host.new_stream(peer_id, [PROTOCOL])
@@ -315,14 +354,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True  # also when cancelled: the server stops sending at once
             await stream.reset()
-    if stopped:
-        return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}
-    if session.root is None:
-        raise PeerRefused(f"does not have {cid_str(root)}")
-    missing = session.missing()
-    if missing:
-        raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
-    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
+    return session, fetched, stopped
 
 
 async def _link_broke(stream) -> bool:
@@ -371,6 +403,7 @@ class _MultiFetch:
         self.infos: dict[str, object] = {}
         self.path_busy = False
         self.held_before = 0
+        self.blocks_received = 0
         self.bytes = 0
         self.total = 0
         self.path_result: dict | None = None
@@ -421,6 +454,7 @@ class _MultiFetch:
     def _on_block(self, worker):
         def heard(cid: bytes, nbytes: int, links) -> bool:
             self.bytes += nbytes
+            self.blocks_received += 1
             keep = self.plan.received(worker, cid, nbytes, links, int(trio.current_time() * 1000))
             if cid == self.target:
                 self._set_total()
@@ -639,10 +673,14 @@ class _MultiFetch:
                 raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}; gave up after "
                                    f"{_duration(timeout_s)} (--timeout): {kept}")
         self._report()
-        fetched = max(len(dag_cids(self.store, self.target)[0]) - self.held_before, 0) if self.path_result is None \
-            else self.path_result["fetched"]
+        total = len(dag_cids(self.store, self.target)[0])
+        if self.path_result is not None:
+            fetched, held = self.path_result["fetched"], self.held_before
+        else:  # what arrived; the rest was here before (of this DAG, or of another: issue 20)
+            fetched = min(self.blocks_received, total - self.held_before)
+            held = total - fetched
         senders = sorted(self.infos, key=lambda n: -self.plan.peer(n).bytes)
-        return {"root": self.target, "fetched": fetched, "held": self.held_before,
+        return {"root": self.target, "fetched": fetched, "held": held,
                 "from": senders[0] if senders else "", "attempts": self.attempts(),
                 "steals": self.plan.steals, "duplicates": self.plan.duplicates}
 
