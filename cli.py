@@ -423,7 +423,7 @@ def id_(ctx: Context, as_json: bool) -> None:
 @argument("path", type=Path)
 @option("--hidden", "-H", is_flag=True, help="Also store names starting with '.' (skipped by default).")
 @option("--profile", metavar="NAME",
-        help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-64k (content-defined: "
+        help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-32k (content-defined: "
              "revisions share blocks). Default: the design's recorded profile, else config add.profile.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def add(ctx: Context, path: Path, hidden: bool, profile: str | None, as_json: bool) -> None:
@@ -766,7 +766,7 @@ def _when(ts: int) -> str:
 @option("--force", is_flag=True,
         help="Publish even though okh.toml breaks the OKH-LOSH schema (each problem is then a warning).")
 @option("--profile", metavar="NAME",
-        help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-64k (content-defined: "
+        help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-32k (content-defined: "
              "revisions share blocks). Default: the design's recorded profile, else config add.profile.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def publish(ctx, source, message, design, parents, title, label, license_, hidden, same_files, translation_of,

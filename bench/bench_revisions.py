@@ -7,7 +7,7 @@ edited by (a) a 1 % insertion near the start (new content of the same kind at 1 
 file), or (b) 20 scattered small changes (40 bytes replaced by 44 in the text; 48 bytes
 overwritten in place in the binary, as moving a vertex does). B then fetches version 2 from A's
 daemon (`fabnode get --peer`), once with the default fixed-chunk profile (`unixfs-v1-2025`)
-and once with content-defined chunks (`--profile rabin-64k`); and, for the same update, rsync
+and once with content-defined chunks (`--profile rabin-32k`); and, for the same update, rsync
 fetches version 2 from an `rsync --daemon` onto a copy of version 1 (`--no-whole-file`, the
 delta algorithm). Every byte of both goes through one counting TCP relay on 127.0.0.1, both
 directions added up, so the two are measured alike (fabnode's include the Noise handshake,
@@ -44,7 +44,7 @@ from daemons import Daemon  # noqa: E402
 MANIFEST = ('okhv = "OKH-LOSHv1.0"\nname = "Bracket"\nversion = "1.0"\nrepo = "https://example.org/bracket"\n'
             'license = "CERN-OHL-S-2.0"\nlicensor = "Lab A"\ndocumentation-language = "en"\n'
             'function = "holds the pump"\n')
-PROFILES = ("unixfs-v1-2025", "rabin-64k")
+PROFILES = ("unixfs-v1-2025", "rabin-32k")
 
 
 # ------------------------------------------------------------------ inputs

@@ -109,7 +109,7 @@ def rabin_chunks(data: bytes, avg: int) -> list[bytes]:
 DEFAULT_PROFILE = "unixfs-v1-2025"
 PROFILES: dict[str, int | None] = {
     DEFAULT_PROFILE: None,
-    "rabin-64k": 64 << 10,
+    "rabin-32k": 32 << 10,
 }
 """How files are cut, by profile name: None is fixed 1 MiB chunks (``ipfs-car pack``'s CIDs);
 a number is rabin with that average (ipfs-unixfs-importer's ``rabin({avgChunkSize})``), the

@@ -123,7 +123,7 @@ def test_edit_costs_about_the_change():
     def reads(data: bytes) -> list[bytes]:  # as files.py reads a file: 1 MiB at a time
         return [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
 
-    for name, most_new in (("rabin-64k", 4), ("unixfs-v1-2025", None)):
+    for name, most_new in (("rabin-32k", 4), ("unixfs-v1-2025", None)):
         old = set(profile_chunks(name, reads(v1))[0])
         new = [c for c in profile_chunks(name, reads(v2))[0] if c not in old]
         if most_new is None:
@@ -133,7 +133,7 @@ def test_edit_costs_about_the_change():
 
 
 def test_profile_is_recorded_and_kept_across_versions(cli: Cli, tmp_path):
-    """publish --profile rabin-64k records the profile for the design; the next publish of the
+    """publish --profile rabin-32k records the profile for the design; the next publish of the
     design (no --profile) uses it, so the revised file shares all but the edited chunks; an
     unknown profile is one clear error that stores nothing."""
     folder = tmp_path / "pump"
@@ -144,7 +144,7 @@ def test_profile_is_recorded_and_kept_across_versions(cli: Cli, tmp_path):
     rng = random.Random(3)
     body = rng.randbytes(600_000)
     (folder / "body.stl").write_bytes(body)
-    first = cli.json("publish", str(folder), "-m", "first", "--profile", "rabin-64k")
+    first = cli.json("publish", str(folder), "-m", "first", "--profile", "rabin-32k")
     design = first["design"]
     (folder / "body.stl").write_bytes(body[:5000] + b"a small change" + body[5000:])
     second = cli.json("publish", str(folder), "-m", "thicker wall", "--design", design)
@@ -160,6 +160,6 @@ def test_profile_is_recorded_and_kept_across_versions(cli: Cli, tmp_path):
     old, new = leaves(first["bundle"]), leaves(second["bundle"])
     assert len(old) >= 6 and len(new - old) <= 3  # content-defined: most chunks shared
     # the same folder with the default profile gives ipfs-car's fixed 1 MiB layout: another root
-    assert cli.out("add", str(folder / "body.stl")) != cli.out("add", "--profile", "rabin-64k", str(folder / "body.stl"))
+    assert cli.out("add", str(folder / "body.stl")) != cli.out("add", "--profile", "rabin-32k", str(folder / "body.stl"))
     assert "unknown chunking profile 'fastcdc'" in cli.fails("publish", str(folder), "-m", "x", "--design", design,
                                                               "--profile", "fastcdc")

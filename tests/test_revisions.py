@@ -27,7 +27,7 @@ def _car_blocks(path: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def labs(tmp_path_factory):
-    """Lab A publishes version 1 and 2 of a design (rabin-64k chunks; version 2 inserts 3 KB near
+    """Lab A publishes version 1 and 2 of a design (rabin-32k chunks; version 2 inserts 3 KB near
     the start of body.stl and adds extra.stl); lab B already holds version 1 (imported from a
     stick) and, from elsewhere, extra.stl. ``blocks``: each DAG's blocks as A holds them."""
     tmp = tmp_path_factory.mktemp("revisions")
@@ -40,11 +40,11 @@ def labs(tmp_path_factory):
     (folder / "okh.toml").write_text(MANIFEST)
     body, extra = rng.randbytes(900_000), rng.randbytes(300_000)
     (folder / "body.stl").write_bytes(body)
-    v1 = a.json("publish", str(folder), "-m", "first", "--profile", "rabin-64k")
+    v1 = a.json("publish", str(folder), "-m", "first", "--profile", "rabin-32k")
     a.run("export", str(tmp / "v1.car"))
     b.run("import", str(tmp / "v1.car"))
     (tmp / "extra.stl").write_bytes(extra)
-    extra_cid = b.out("add", "--profile", "rabin-64k", str(tmp / "extra.stl"))
+    extra_cid = b.out("add", "--profile", "rabin-32k", str(tmp / "extra.stl"))
     (folder / "body.stl").write_bytes(body[:2000] + rng.randbytes(3000) + body[2000:])
     (folder / "extra.stl").write_bytes(extra)
     v2 = a.json("publish", str(folder), "-m", "thicker wall, and the extra part", "--design", v1["design"])
