@@ -27,7 +27,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgpack
 import trio
+
+
+def _answer(car: bytes, request: dict) -> bytes:
+    """``car`` as an honest server would cut it for ``request`` (issue 20): the sections listed
+    in ``have`` left out and, for an ``interior`` request, every non-dag-pb one; split without
+    checking anything (the file may be hostile on purpose)."""
+    from fabnode.protocol.varint import decode_varint
+
+    have, interior = set(request.get("have", [])), request.get("interior", False)
+    size, pos = decode_varint(car, 0)
+    out, pos = [car[:pos + size]], pos + size
+    while pos < len(car):
+        size, start = decode_varint(car, pos)
+        _, at = decode_varint(car, start)  # CID version
+        codec, at = decode_varint(car, at)
+        _, at = decode_varint(car, at)  # multihash code
+        length, at = decode_varint(car, at)
+        if car[start:at + length] not in have and (codec == 0x70 or not interior):
+            out.append(car[pos:start + size])
+        pos = start + size
+    return b"".join(out)
 
 
 async def serve_car(car_file: str) -> None:
@@ -42,8 +64,9 @@ async def serve_car(car_file: str) -> None:
 
     async def handle(stream) -> None:
         try:
-            await read_frame(stream, MAX_REQUEST_BYTES)
-            await stream.write(answer)
+            request = msgpack.unpackb(await read_frame(stream, MAX_REQUEST_BYTES))
+            # an asker first asks for the DAG's dag-pb nodes, then for the rest (issue 20)
+            await stream.write(_answer(answer, request))
             await stream.close()
         except Exception:
             pass
