@@ -43,9 +43,8 @@ def test_a_forged_leaf_ends_the_fetch_keeping_only_what_came_before_it(tmp_path,
     lab = Cli(tmp_path / "lab")
     lab.run("init")
     line = lab.fails("get", cid_str(root), "--peer", liar.addr, "-o", str(tmp_path / "out"))
-    # the session's own words, with the section and the peer's part: the root came first alone
-    # (the interior request, issue 20), so the leaves are sections 1… of the second stream
-    assert f"bad CAR stream from the peer: section {FORGED} at byte" in line
+    # the session's own words, with the section (the root is section 1) and the peer's part
+    assert f"bad CAR stream from the peer: section {FORGED + 1} at byte" in line
     assert f"block {cid_str(cids[FORGED - 1])} does not match its CID" in line
     assert "what arrived is kept, run again to resume" in line
     assert not (tmp_path / "out").exists() and lab.json("ls") == []

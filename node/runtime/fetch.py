@@ -259,9 +259,10 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     """
     name = str(peer_id)
     interior = 0
-    if not path and cid_codec(root) == DAG_PB and not store.has(root):
+    if not path and cid_codec(root) == DAG_PB and not store.has(root) and store.pins():
         # only what changed travels (protocol/fetch.py): learn the DAG's interior first, so the
-        # request for the rest can name every block held here, from any design or version
+        # request for the rest can name every block held here, from any design or version (a
+        # home that keeps nothing yet has nothing to name: it saves the round trip)
         ask = FetchRequest(root, (), (), interior=True)
         session, interior, stopped = await _one_request(host, store, peer_id, ask, [], progress, on_block, on_data)
         if stopped:
