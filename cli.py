@@ -424,7 +424,7 @@ def id_(ctx: Context, as_json: bool) -> None:
 @option("--hidden", "-H", is_flag=True, help="Also store names starting with '.' (skipped by default).")
 @option("--profile", metavar="NAME",
         help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-32k (content-defined: "
-             "revisions share blocks). Default: the design's recorded profile, else config add.profile.")
+             "revisions share blocks). Default: config add.profile.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def add(ctx: Context, path: Path, hidden: bool, profile: str | None, as_json: bool) -> None:
     """Store a file or a folder; print its CID.
