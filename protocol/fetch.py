@@ -17,7 +17,10 @@ it knows every block of the DAG, and its second, ordinary request lists in ``hav
 holds — from any design or version — and the server sends only the rest. ``have`` is exact (no
 filter): a false positive could never lose a block, and its cost stays bounded by the frame
 limits below (an asker with more held blocks than :data:`MAX_HAVE` lists that many; the rest
-are sent again, which costs bytes, never correctness).
+are sent again, which costs bytes, never correctness). ``interior`` travels only over
+``/fabnode/car/1.1.0`` (:data:`PROTOCOL_INTERIOR`): a server from before issue 20 speaks only
+1.0.0 and cuts off a peer that sends it an unknown key, so the asker offers 1.1.0 first and,
+when multistream-select settles on 1.0.0, sends the plain request of old (docs/protocol.md §9.1).
 
 The asker feeds the bytes to :class:`FetchSession`, which verifies each block against its CID
 (through the CAR reader) and accepts only blocks it can prove it asked for: the requested root,
@@ -40,6 +43,11 @@ from .dagpb import decode_node
 from .errors import InvalidBlock, InvalidCID, RemoteProtocolError
 
 PROTOCOL = "/fabnode/car/1.0.0"
+PROTOCOL_INTERIOR = "/fabnode/car/1.1.0"
+"""The same stream, and a request may also carry ``interior`` (issue 20). A server before issue
+20 speaks only :data:`PROTOCOL` and treats any other key as an offence (it cuts the asker
+off), so an asker offers this id first and sends ``interior`` only when multistream-select
+agreed on it; on :data:`PROTOCOL` a request is exactly root, path and have, as before."""
 MAX_REQUEST_BYTES = 4 << 20
 """A request frame (docs/protocol.md §12: stream frames at most 4 MiB)."""
 MAX_HAVE = 100_000
@@ -69,14 +77,17 @@ def encode_request(request: FetchRequest) -> bytes:
     return encode_varint(len(body)) + body
 
 
-def decode_request(body: bytes) -> FetchRequest:
-    """Check a request frame's body (the length prefix already read and bounded)."""
+def decode_request(body: bytes, interior_allowed: bool = True) -> FetchRequest:
+    """Check a request frame's body (the length prefix already read and bounded).
+    ``interior_allowed``: False on :data:`PROTOCOL` (1.0.0), whose map has exactly three keys."""
     try:
         value = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=MAX_REQUEST_BYTES)
     except Exception as exc:
         raise RemoteProtocolError(f"fetch request is not msgpack ({exc})") from None
     if not isinstance(value, dict) or set(value) - {"interior"} != {"root", "path", "have"}:
         raise RemoteProtocolError("fetch request must be a map of exactly root, path and have (and interior)")
+    if "interior" in value and not interior_allowed:
+        raise RemoteProtocolError(f"fetch request: interior is not part of {PROTOCOL} (ask over {PROTOCOL_INTERIOR})")
     root, path, have = value["root"], value["path"], value["have"]
     interior = value.get("interior", False)
     if not isinstance(interior, bool):

@@ -1,9 +1,11 @@
 """Hostile libp2p peers for the hardening tests (issue 12), each a separate process.
 
 Usage:
-  python tests/attacker.py serve-car CAR_FILE
-      Answer every /fabnode/car/1.0.0 request with the bytes of CAR_FILE, whatever was asked
-      (a valid CAR of some other DAG: "get trusts the root the server names").
+  python tests/attacker.py serve-car CAR_FILE [--old]
+      Answer every /fabnode/car/1.1.0 and 1.0.0 request with the bytes of CAR_FILE, whatever was
+      asked (a valid CAR of some other DAG: "get trusts the root the server names"). --old: a
+      server from before issue 20, honest: only 1.0.0, and a request map with any key but root,
+      path and have is refused (the stream reset) and counted in the line "offences N" on stderr.
   python tests/attacker.py hog-fetch TARGET_ADDR PEERS STREAMS
       From PEERS throwaway peer ids, keep STREAMS fetch streams each open on TARGET, sending only
       a length prefix and never the request; a stream the target cuts is opened again at once.
@@ -52,19 +54,27 @@ def _answer(car: bytes, request: dict) -> bytes:
     return b"".join(out)
 
 
-async def serve_car(car_file: str) -> None:
+async def serve_car(car_file: str, old: bool = False) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
 
     from fabnode.node.runtime.wire import read_frame
     from fabnode.node.runtime.host import dial_address, quiet_library_logs, running_host
-    from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL
+    from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_INTERIOR
 
     quiet_library_logs()
     answer = Path(car_file).read_bytes()
+    offences = 0
 
     async def handle(stream) -> None:
+        nonlocal offences
         try:
             request = msgpack.unpackb(await read_frame(stream, MAX_REQUEST_BYTES))
+            if old and (not isinstance(request, dict) or set(request) != {"root", "path", "have"}):
+                # the check of protocol/fetch.py before issue 20: an offence, the stream reset
+                offences += 1
+                print(f"offences {offences}", file=sys.stderr, flush=True)
+                await stream.reset()
+                return
             # an asker first asks for the DAG's dag-pb nodes, then for the rest (issue 20)
             await stream.write(_answer(answer, request))
             await stream.close()
@@ -73,6 +83,8 @@ async def serve_car(car_file: str) -> None:
 
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
         host.set_stream_handler(PROTOCOL, handle)
+        if not old:
+            host.set_stream_handler(PROTOCOL_INTERIOR, handle)
         print(f"ready {dial_address(host)}", flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -218,7 +230,7 @@ async def connect_many(target: str, n: int) -> None:
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve-car":
-        trio.run(serve_car, args[0])
+        trio.run(serve_car, args[0], "--old" in args[1:])
     elif mode == "hog-fetch":
         trio.run(hog_fetch, args[0], int(args[1]), int(args[2]))
     elif mode in ("sync-rounds", "sync-junk", "fetch-garbage"):

@@ -101,6 +101,27 @@ def test_get_of_version_2_fetches_only_new_blocks(labs, tmp_path):
     assert c.json("fsck")["ok"]
 
 
+def test_a_lab_holding_version_1_still_gets_version_2_from_a_server_before_issue_20(labs, tmp_path, attackers):
+    """A server from before issue 20 speaks only /fabnode/car/1.0.0 and cuts off a peer sending
+    ``interior``. A lab holding version 1 offers 1.1.0 first, settles on 1.0.0 and sends the
+    plain request of old on the same stream: version 2 arrives whole, byte for byte, and the
+    old server counted no offence."""
+    from test_hostile_peers import Attacker
+
+    tmp = labs["tmp"]
+    c = Cli(tmp_path / "c")
+    c.run("init", "--name", "Lab C")
+    c.run("import", str(tmp / "v1.car"))
+    old = Attacker("serve-car", str(tmp / "v2.bundle.car"), "--old")
+    attackers.append(old)
+    c.run("get", labs["v2"]["bundle"], "--peer", old.addr, "-o", str(tmp_path / "v2"))
+    assert (tmp_path / "v2" / "body.stl").read_bytes() == labs["body"]
+    assert c.run("cat", f"{labs['v2']['bundle']}/body.stl").stdout == labs["body"]
+    old.stop()
+    assert "offences" not in old.proc.stderr.read().decode()
+    assert c.json("fsck")["ok"]
+
+
 def test_an_interior_request_is_checked_and_carries_no_leaves():
     """The wire: ``interior`` round-trips, must be a boolean, and a session asking for the
     interior refuses a leaf the server should have left out (one clear line)."""
@@ -122,6 +143,8 @@ def test_an_interior_request_is_checked_and_carries_no_leaves():
     frame = encode_request(request)
     assert decode_request(frame[decode_varint(frame, 0)[1]:]) == request
     assert b"interior" not in encode_request(FetchRequest(root))  # plain requests are unchanged
+    with pytest.raises(RemoteProtocolError, match="not part of /fabnode/car/1.0.0"):
+        decode_request(frame[decode_varint(frame, 0)[1]:], interior_allowed=False)  # only over 1.1.0
     bad = msgpack.packb({"root": root, "path": [], "have": [], "interior": 1}, use_bin_type=True)
     with pytest.raises(RemoteProtocolError, match="interior must be true or false"):
         decode_request(bad)

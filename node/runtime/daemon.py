@@ -17,7 +17,7 @@ module only wires it to the world, under one trio nursery:
   records stored in batches; announcements published.
 * **sync** (:mod:`node.runtime.sync`): the sessions' frames over ``/fabnode/sync/1.0.0`` streams.
 * **fetch** (:mod:`node.runtime.fetch`, :mod:`node.runtime.fetcher`): serving
-  ``/fabnode/car/1.0.0`` within its budgets, and fetching for `get` and seeding.
+  ``/fabnode/car/1.1.0`` and ``1.0.0`` within its budgets, and fetching for `get` and seeding.
 * **providers** (:mod:`node.runtime.providers`): the Kademlia DHT.
 * **control** (:func:`node.runtime.control.serve_control`): the CLI's port on 127.0.0.1.
 * **HTTP** (:func:`node.http.web.serve_http`), unless ``http = "off"``: the lab's pages and
@@ -236,7 +236,7 @@ class Daemon:
         from fabnode.node.service.peers import PeerEntry
         from fabnode.protocol.sync import PROTOCOL as SYNC
 
-        from .fetch import PROTOCOL as FETCH
+        from .fetch import PROTOCOL as FETCH, PROTOCOL_INTERIOR as FETCH_INTERIOR
         from .fetcher import Fetcher
         from .gossip import GossipRuntime
         from .host import node_key_pair, quiet_library_logs, running_host
@@ -265,6 +265,7 @@ class Daemon:
                 self.syncs = SyncStreams(host, self.feed, self.service.frame_limit, self.pacer)
                 self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log)
                 host.set_stream_handler(FETCH, self.server.handle)
+                host.set_stream_handler(FETCH_INTERIOR, self.server.handle)  # 1.1.0: also ``interior``
                 host.set_stream_handler(SYNC, self.syncs.handle_inbound)
                 async with background_trio_service(pubsub), background_trio_service(gossipsub), \
                         background_trio_service(self.providers.dht):

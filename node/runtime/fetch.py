@@ -1,4 +1,4 @@
-"""Fetching a DAG from a peer over ``/fabnode/car/1.0.0``, and serving ours (docs/protocol.md §9).
+"""Fetching a DAG from a peer over ``/fabnode/car/1.1.0`` or ``1.0.0``, and serving ours (docs/protocol.md §9).
 
 The protocol core is :mod:`protocol.fetch`; this module moves its frames over libp2p streams
 under trio. The asker stores verified blocks in batches, each in its own transaction, so a
@@ -13,6 +13,7 @@ import math
 import signal
 import sqlite3
 import time
+import weakref
 from contextlib import aclosing, contextmanager
 
 import trio
@@ -27,6 +28,7 @@ from fabnode.protocol.fetch import (
     MAX_HAVE,
     MAX_REQUEST_BYTES,
     PROTOCOL,
+    PROTOCOL_INTERIOR,
     FetchRequest,
     FetchSession,
     RemoteProtocolError,
@@ -182,7 +184,9 @@ class FetchServer:
 
     async def _serve(self, stream, key: int, peer: str, transfer: dict) -> None:
         with trio.fail_after(REQUEST_TIMEOUT):
-            request = decode_request(await read_frame(stream, MAX_REQUEST_BYTES))
+            # ``interior`` only over 1.1.0; on 1.0.0 the request is what it was before issue 20
+            request = decode_request(await read_frame(stream, MAX_REQUEST_BYTES),
+                                     interior_allowed=_protocol_of(stream) == PROTOCOL_INTERIOR)
         self.slots.requested(key, _now_ms())
         root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
         transfer["root"] = cid_str(root)
@@ -259,21 +263,37 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     """
     name = str(peer_id)
     interior = 0
-    if not path and cid_codec(root) == DAG_PB and not store.has(root) and store.pins():
+    stream = None
+    if not path and cid_codec(root) == DAG_PB and not store.has(root) and store.pins() \
+            and not _speaks_only_1_0(host, name):
         # only what changed travels (protocol/fetch.py): learn the DAG's interior first, so the
         # request for the rest can name every block held here, from any design or version (a
-        # home that keeps nothing yet has nothing to name: it saves the round trip)
-        ask = FetchRequest(root, (), (), interior=True)
-        session, interior, stopped = await _one_request(host, store, peer_id, ask, [], progress, on_block, on_data)
-        if stopped:
-            return {"root": session.root, "fetched": interior, "held": 0, "from": name, "stopped": True}
-        if session.root is None:
-            raise PeerRefused(f"does not have {cid_str(root)}")
-        if session.missing():
-            raise PeerFailed(f"stopped after {interior} block(s) with {len(session.missing())} still missing")
-    held = (_held_part(store, root) if not path else [])[:MAX_HAVE]
+        # home that keeps nothing yet has nothing to name: it saves the round trip). Only over
+        # 1.1.0: a server from before issue 20 cuts off a peer sending it ``interior``; when
+        # it settles on 1.0.0 the same stream carries the plain request of old (docs/protocol.md §9.1)
+        stream = await _open_stream(host, peer_id, [PROTOCOL_INTERIOR, PROTOCOL])
+        if _protocol_of(stream) == PROTOCOL_INTERIOR:
+            ask = FetchRequest(root, (), (), interior=True)
+            session, interior, stopped = await _one_request(stream, store, ask, [], progress, on_block, on_data)
+            stream = None
+            if stopped:
+                return {"root": session.root, "fetched": interior, "held": 0, "from": name, "stopped": True}
+            if session.root is None:
+                raise PeerRefused(f"does not have {cid_str(root)}")
+            if session.missing():
+                raise PeerFailed(f"stopped after {interior} block(s) with {len(session.missing())} still missing")
+        else:  # a server from before issue 20: remembered, and asked as before
+            _OLD_PEERS.setdefault(host, {})[name] = trio.current_time()
+    try:
+        held = (_held_part(store, root) if not path else [])[:MAX_HAVE]
+        if stream is None:  # a plain request: 1.0.0, which every server speaks
+            stream = await _open_stream(host, peer_id, [PROTOCOL])
+    except BaseException:
+        if stream is not None:
+            await _reset(stream)
+        raise
     request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
-    session, fetched, stopped = await _one_request(host, store, peer_id, request, held, progress, on_block, on_data)
+    session, fetched, stopped = await _one_request(stream, store, request, held, progress, on_block, on_data)
     fetched += interior
     if stopped:
         return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}
@@ -285,21 +305,58 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
 
 
-async def _one_request(host, store: BlockStore, peer_id, request: FetchRequest, held: list[tuple[bytes, bytes]],
+OLD_PEER_MEMORY_S = 3600
+"""How long a peer that settled on 1.0.0 is asked only over 1.0.0 (it may upgrade meanwhile)."""
+_OLD_PEERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+"""Per host: peer id → when it last settled on 1.0.0 (it does not speak ``interior``)."""
+
+
+def _speaks_only_1_0(host, name: str) -> bool:
+    """Whether ``name`` settled on 1.0.0 lately: then it is not offered 1.1.0 (saves a round trip)."""
+    since = _OLD_PEERS.get(host, {}).get(name)
+    return since is not None and trio.current_time() - since < OLD_PEER_MEMORY_S
+
+
+def _protocol_of(stream) -> str | None:
+    """The protocol id multistream-select agreed on for ``stream``."""
+    try:
+        return str(stream.get_protocol())
+    except Exception:
+        return None
+
+
+async def _open_stream(host, peer_id, protocols: list[str]):
+    try:
+        with trio.fail_after(STREAM_OPEN_TIMEOUT):
+            return await host.new_stream(peer_id, protocols)
+    except Exception as exc:
+        raise PeerFailed(f"cannot open a fetch stream: {type(exc).__name__} {exc}".strip()) from None
+
+
+async def _reset(stream) -> None:
+    with trio.move_on_after(1) as cleanup:
+        cleanup.shield = True  # also when cancelled: the server stops sending at once
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+
+
+async def _one_request(stream, store: BlockStore, request: FetchRequest, held: list[tuple[bytes, bytes]],
                        progress, on_block, on_data) -> tuple[FetchSession, int, bool]:
-    """One stream: send ``request``, store the verified blocks as they come; (session, blocks
-    stored, whether ``on_block`` stopped it). See :func:`fetch_from_peer` for the rest."""
+    """On an open ``stream`` (reset at the end): send ``request``, store the verified blocks as
+    they come; (session, blocks stored, whether ``on_block`` stopped it). See
+    :func:`fetch_from_peer` for the rest."""
     from libp2p.network.stream.exceptions import StreamEOF
 
     root = request.root
-    session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
-    for cid, data in held:
-        session.held_block(cid, data)
     try:
-        with trio.fail_after(STREAM_OPEN_TIMEOUT):
-            stream = await host.new_stream(peer_id, [PROTOCOL])
-    except Exception as exc:
-        raise PeerFailed(f"cannot open a fetch stream: {type(exc).__name__} {exc}".strip()) from None
+        session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
+        for cid, data in held:
+            session.held_block(cid, data)
+    except BaseException:
+        await _reset(stream)
+        raise
     fetched = received = fetched_bytes = 0
     batch: list = []
     batch_bytes = 0
