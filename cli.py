@@ -422,8 +422,11 @@ def id_(ctx: Context, as_json: bool) -> None:
 @command()
 @argument("path", type=Path)
 @option("--hidden", "-H", is_flag=True, help="Also store names starting with '.' (skipped by default).")
+@option("--profile", metavar="NAME",
+        help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-32k (content-defined: "
+             "revisions share blocks). Default: config add.profile.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
+def add(ctx: Context, path: Path, hidden: bool, profile: str | None, as_json: bool) -> None:
     """Store a file or a folder; print its CID.
 
     A folder's contents become the root (the same CID as 'ipfs-car pack DIR'); a single file
@@ -432,6 +435,7 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
 
     Usage:  fabnode add ./hand-pump
     """
+    from fabnode.node.local.commons import chosen_profile
     from fabnode.node.local.files import add_path, peers_would_refuse, plan_add
     from fabnode.storage.db import room_for
 
@@ -439,9 +443,10 @@ def add(ctx: Context, path: Path, hidden: bool, as_json: bool) -> None:
     plan = plan_add(path, hidden)
     with room_for(home.db_path, f"adding {path.name or path}", plan[0].bytes):
         store = home.open_store()
+        profile = chosen_profile(home, store, profile, None)
         result = _run_with_progress(
             plan[0].bytes, "adding", lambda progress: add_path(store, path, now_ms=_now_ms(), include_hidden=hidden,
-                                                              progress=progress, plan=plan)
+                                                              progress=progress, plan=plan, profile=profile)
         )
     refused = peers_would_refuse(store, result.cid)
     if refused:
@@ -772,9 +777,12 @@ def _when(ts: int) -> str:
              "(default: okh.toml documentation-language).")
 @option("--force", is_flag=True,
         help="Publish even though okh.toml breaks the OKH-LOSH schema (each problem is then a warning).")
+@option("--profile", metavar="NAME",
+        help="How files are cut: unixfs-v1-2025 (fixed 1 MiB, ipfs-car's CIDs) or rabin-32k (content-defined: "
+             "revisions share blocks). Default: the design's recorded profile, else config add.profile.")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
 def publish(ctx, source, message, design, parents, title, label, license_, hidden, same_files, translation_of,
-            language, force, as_json):
+            language, force, profile, as_json):
     """Store a design folder (or take a folder already stored, by CID) and sign a version of it.
 
     With neither --design nor --parent this starts a new design; --design D adds a version to
@@ -798,7 +806,7 @@ def publish(ctx, source, message, design, parents, title, label, license_, hidde
     result = run_publish(home, path if folder else None, bundle=None if folder else source, message=message,
                          design=design, parents=list(parents), title=title, label=label, license_=license_,
                          include_hidden=hidden, same_files=same_files, language=language,
-                         translation_of=translation_of, force=force)
+                         translation_of=translation_of, force=force, profile=profile)
     for warning in result.warnings:
         echo(f"warning: {warning}", err=True)
     if as_json:

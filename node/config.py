@@ -65,6 +65,7 @@ KEYS: tuple[Key, ...] = (
     Key("sync.interval_seconds", int, 60, "how often records are reconciled with each peer"),
     Key("seeding.follow_trusted_authors", bool, True, "fetch the bundles of trusted authors on its own"),
     Key("seeding.budget_mib", int, 2048, "disk the bundles fetched on its own may take, in MiB"),
+    Key("add.profile", str, "unixfs-v1-2025", "how add and publish cut files (unixfs-v1-2025 or rabin-32k)"),
 )
 
 CONFIG_KEYS: dict[str, type | tuple[type, type]] = {key.name: key.kind for key in KEYS}

@@ -9,6 +9,19 @@ every block of the DAG the path resolves to (the *target*: the root itself witho
 depth-first, leaving out the ones in ``have``; and closes the stream. This is the layout of the
 trustless gateway's ``?format=car`` answer.
 
+Only what changed travels (issue 20). A lab holding version 1 of a design asks for version 2,
+whose root it does not hold, so it cannot yet name the blocks of version 2 it already has. It
+first asks for the DAG's *interior* (request key ``"interior": true``): the same stream but only
+the dag-pb nodes (directories and file nodes), which are about a thousandth of the bytes. Then
+it knows every block of the DAG, and its second, ordinary request lists in ``have`` every one it
+holds — from any design or version — and the server sends only the rest. ``have`` is exact (no
+filter): a false positive could never lose a block, and its cost stays bounded by the frame
+limits below (an asker with more held blocks than :data:`MAX_HAVE` lists that many; the rest
+are sent again, which costs bytes, never correctness). ``interior`` travels only over
+``/fabnode/car/1.1.0`` (:data:`PROTOCOL_INTERIOR`): a server from before issue 20 speaks only
+1.0.0 and cuts off a peer that sends it an unknown key, so the asker offers 1.1.0 first and,
+when multistream-select settles on 1.0.0, sends the plain request of old (docs/protocol.md §9.1).
+
 The asker feeds the bytes to :class:`FetchSession`, which verifies each block against its CID
 (through the CAR reader) and accepts only blocks it can prove it asked for: the requested root,
 each directory of the path resolved from the last, then the target and the children of dag-pb
@@ -30,6 +43,11 @@ from .dagpb import decode_node
 from .errors import InvalidBlock, InvalidCID, RemoteProtocolError
 
 PROTOCOL = "/fabnode/car/1.0.0"
+PROTOCOL_INTERIOR = "/fabnode/car/1.1.0"
+"""The same stream, and a request may also carry ``interior`` (issue 20). A server before issue
+20 speaks only :data:`PROTOCOL` and treats any other key as an offence (it cuts the asker
+off), so an asker offers this id first and sends ``interior`` only when multistream-select
+agreed on it; on :data:`PROTOCOL` a request is exactly root, path and have, as before."""
 MAX_REQUEST_BYTES = 4 << 20
 """A request frame (docs/protocol.md §12: stream frames at most 4 MiB)."""
 MAX_HAVE = 100_000
@@ -43,27 +61,37 @@ class FetchRequest:
     root: bytes
     path: tuple[str, ...] = ()
     have: tuple[bytes, ...] = ()
+    interior: bool = False
+    """Send only the DAG's dag-pb nodes (see the module docstring)."""
 
 
 def encode_request(request: FetchRequest) -> bytes:
     from .varint import encode_varint
 
-    body = msgpack.packb({"root": request.root, "path": list(request.path), "have": list(request.have)},
-                         use_bin_type=True)
+    fields = {"root": request.root, "path": list(request.path), "have": list(request.have)}
+    if request.interior:  # only then: a plain request stays what servers before issue 20 read
+        fields["interior"] = True
+    body = msgpack.packb(fields, use_bin_type=True)
     if len(body) > MAX_REQUEST_BYTES:
         raise ValueError("request too large: ask for fewer held blocks")
     return encode_varint(len(body)) + body
 
 
-def decode_request(body: bytes) -> FetchRequest:
-    """Check a request frame's body (the length prefix already read and bounded)."""
+def decode_request(body: bytes, interior_allowed: bool = True) -> FetchRequest:
+    """Check a request frame's body (the length prefix already read and bounded).
+    ``interior_allowed``: False on :data:`PROTOCOL` (1.0.0), whose map has exactly three keys."""
     try:
         value = msgpack.unpackb(body, raw=False, strict_map_key=True, max_bin_len=MAX_REQUEST_BYTES)
     except Exception as exc:
         raise RemoteProtocolError(f"fetch request is not msgpack ({exc})") from None
-    if not isinstance(value, dict) or set(value) != {"root", "path", "have"}:
-        raise RemoteProtocolError("fetch request must be a map of exactly root, path and have")
+    if not isinstance(value, dict) or set(value) - {"interior"} != {"root", "path", "have"}:
+        raise RemoteProtocolError("fetch request must be a map of exactly root, path and have (and interior)")
+    if "interior" in value and not interior_allowed:
+        raise RemoteProtocolError(f"fetch request: interior is not part of {PROTOCOL} (ask over {PROTOCOL_INTERIOR})")
     root, path, have = value["root"], value["path"], value["have"]
+    interior = value.get("interior", False)
+    if not isinstance(interior, bool):
+        raise RemoteProtocolError("fetch request: interior must be true or false")
     if not isinstance(path, list) or len(path) > MAX_PATH or not all(isinstance(p, str) for p in path) \
             or any(len(p.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for p in path):
         raise RemoteProtocolError(f"fetch request path must be at most {MAX_PATH} names of at most "
@@ -76,7 +104,7 @@ def decode_request(body: bytes) -> FetchRequest:
             check_cid_bytes(cid if isinstance(cid, bytes) else b"")
     except InvalidCID as exc:
         raise RemoteProtocolError(f"fetch request: {exc}") from None
-    return FetchRequest(root, tuple(path), tuple(have))
+    return FetchRequest(root, tuple(path), tuple(have), interior)
 
 
 class FetchSession:
@@ -101,10 +129,14 @@ class FetchSession:
         """The DAG the request resolves to (the target), once the stream has proven it."""
         self.blocks = 0
 
+    def _wanted(self, cid: bytes) -> bool:
+        """Whether the stream must carry ``cid`` (an interior request: only dag-pb nodes)."""
+        return cid not in self._seen and (not self._request.interior or cid_codec(cid) == DAG_PB)
+
     def _expect_children(self, cid: bytes, data: bytes) -> None:
         if cid_codec(cid) == DAG_PB:
             for link in decode_node(data).links:
-                if link.cid not in self._seen:
+                if self._wanted(link.cid):
                     self._expected.add(link.cid)
 
     def held_block(self, cid: bytes, data: bytes) -> None:
@@ -115,7 +147,7 @@ class FetchSession:
 
     def _target_known(self, target: bytes) -> None:
         self.root = target
-        if target not in self._seen:
+        if self._wanted(target):
             self._expected.add(target)
 
     def _path_block(self, block: Block) -> None:

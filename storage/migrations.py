@@ -412,5 +412,17 @@ def packs(db: Database) -> None:
             id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a reader's open pack stays its own
             size INTEGER NOT NULL
         );
+@migrations(name="015_design_profiles")
+def design_profiles(db: Database) -> None:
+    # Content-defined chunking (issue 20): the chunking profile each design's files were stored
+    # with here (protocol/chunker.py PROFILES), so a later `publish --design D` cuts the new
+    # version's files the same way and only what changed is new. Designs without a row use the
+    # home's `add.profile` (default unixfs-v1-2025).
+    db.executescript(
+        """
+        CREATE TABLE design_profiles (
+            design BLOB PRIMARY KEY NOT NULL,
+            profile TEXT NOT NULL
+        );
         """
     )

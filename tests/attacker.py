@@ -1,9 +1,11 @@
 """Hostile libp2p peers for the hardening tests (issue 12), each a separate process.
 
 Usage:
-  python tests/attacker.py serve-car CAR_FILE
-      Answer every /fabnode/car/1.0.0 request with the bytes of CAR_FILE, whatever was asked
-      (a valid CAR of some other DAG: "get trusts the root the server names").
+  python tests/attacker.py serve-car CAR_FILE [--old]
+      Answer every /fabnode/car/1.1.0 and 1.0.0 request with the bytes of CAR_FILE, whatever was
+      asked (a valid CAR of some other DAG: "get trusts the root the server names"). --old: a
+      server from before issue 20, honest: only 1.0.0, and a request map with any key but root,
+      path and have is refused (the stream reset) and counted in the line "offences N" on stderr.
   python tests/attacker.py hog-fetch TARGET_ADDR PEERS STREAMS
       From PEERS throwaway peer ids, keep STREAMS fetch streams each open on TARGET, sending only
       a length prefix and never the request; a stream the target cuts is opened again at once.
@@ -31,29 +33,62 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgpack
 import trio
 
 
-async def serve_car(car_file: str) -> None:
+def _answer(car: bytes, request: dict) -> bytes:
+    """``car`` as an honest server would cut it for ``request`` (issue 20): the sections listed
+    in ``have`` left out and, for an ``interior`` request, every non-dag-pb one; split without
+    checking anything (the file may be hostile on purpose)."""
+    from fabnode.protocol.varint import decode_varint
+
+    have, interior = set(request.get("have", [])), request.get("interior", False)
+    size, pos = decode_varint(car, 0)
+    out, pos = [car[:pos + size]], pos + size
+    while pos < len(car):
+        size, start = decode_varint(car, pos)
+        _, at = decode_varint(car, start)  # CID version
+        codec, at = decode_varint(car, at)
+        _, at = decode_varint(car, at)  # multihash code
+        length, at = decode_varint(car, at)
+        if car[start:at + length] not in have and (codec == 0x70 or not interior):
+            out.append(car[pos:start + size])
+        pos = start + size
+    return b"".join(out)
+
+
+async def serve_car(car_file: str, old: bool = False) -> None:
     from libp2p.crypto.ed25519 import create_new_key_pair
 
     from fabnode.node.runtime.wire import read_frame
     from fabnode.node.runtime.host import dial_address, quiet_library_logs, running_host
-    from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL
+    from fabnode.protocol.fetch import MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_INTERIOR
 
     quiet_library_logs()
     answer = Path(car_file).read_bytes()
+    offences = 0
 
     async def handle(stream) -> None:
+        nonlocal offences
         try:
-            await read_frame(stream, MAX_REQUEST_BYTES)
-            await stream.write(answer)
+            request = msgpack.unpackb(await read_frame(stream, MAX_REQUEST_BYTES))
+            if old and (not isinstance(request, dict) or set(request) != {"root", "path", "have"}):
+                # the check of protocol/fetch.py before issue 20: an offence, the stream reset
+                offences += 1
+                print(f"offences {offences}", file=sys.stderr, flush=True)
+                await stream.reset()
+                return
+            # an asker first asks for the DAG's dag-pb nodes, then for the rest (issue 20)
+            await stream.write(_answer(answer, request))
             await stream.close()
         except Exception:
             pass
 
     async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
         host.set_stream_handler(PROTOCOL, handle)
+        if not old:
+            host.set_stream_handler(PROTOCOL_INTERIOR, handle)
         print(f"ready {dial_address(host)}", flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -239,7 +274,7 @@ async def relay_flood(target: str, n: int) -> None:
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve-car":
-        trio.run(serve_car, args[0])
+        trio.run(serve_car, args[0], "--old" in args[1:])
     elif mode == "hog-fetch":
         trio.run(hog_fetch, args[0], int(args[1]), int(args[2]))
     elif mode in ("sync-rounds", "sync-junk", "fetch-garbage"):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from fabnode.protocol.errors import FabnodeError
 from fabnode.protocol.lineage import VersionNode, canonical_and_heads
 from fabnode.storage.records import RecordStore, VersionRow
+from fabnode.storage.profiles import set_design_profile
 
 if TYPE_CHECKING:
     from fabnode.protocol.records import Record
@@ -111,7 +112,7 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
             title: str | None = None, label: str | None = None, license_: str | None = None,
             include_hidden: bool = False, same_files: str | None = None, progress=lambda n: None,
             language: str | None = None, translation_of: str | None = None, bundle: str | None = None,
-            force: bool = False) -> Published:
+            force: bool = False, profile: str | None = None) -> Published:
     """Store a bundle and a signed version of it (``fabnode publish``; docs/protocol.md §4.2).
 
     A version whose files are exactly those of the design's current head is refused unless
@@ -171,6 +172,7 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
         if state.maintainers is not None and identity.did not in state.maintainers:
             warnings.append(f"you are not a maintainer of {cid_str(design_cid)}: this version is a proposal")
 
+    profile = chosen_profile(home, store, profile, design_cid or (parent_rows[0].design if parent_rows else None))
     if path is not None:
         plan = plan_add(path, include_hidden)
         where, size, bundle_paths = str(path), plan[0].bytes, planned_paths(plan)
@@ -234,7 +236,7 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
     with room_for(store.db.path, f"publishing {shown}", size), \
             store.write_transaction(final=True):
         if path is not None:
-            root = parse_cid(store_planned(store, path, plan, now_ms=ts, progress=progress).cid)
+            root = parse_cid(store_planned(store, path, plan, now_ms=ts, progress=progress, profile=profile).cid)
         else:
             root = stored
         same = _head_with_bundle(records, state, root) if state is not None else None
@@ -253,9 +255,26 @@ def publish(home: Home, path: Path | None, *, message: str, design: str | None =
             from fabnode.storage.making import index_requirements
 
             index_requirements(store.db.conn, record.cid, design_cid or record.cid, ts, requirements)
+        if path is not None:
+            set_design_profile(store.db.conn, design_cid or parse_cid(record.id), profile)
     _announce(home)
     design_out = cid_str(design_cid) if design_cid is not None else record.id
     return Published(record.id, design_out, cid_str(root), warnings)
+
+
+def chosen_profile(home: Home, store, explicit: str | None, design: bytes | None) -> str:
+    """The chunking profile an add or publish uses: ``explicit``, else the one recorded for
+    ``design``, else the home's ``add.profile``; an unknown name is refused in one line."""
+    from fabnode.protocol.chunker import check_profile
+    from fabnode.storage.profiles import design_profile
+
+    name = explicit or (design_profile(store.db.conn, design) if design is not None else None) \
+        or home.setting("add.profile")
+    try:
+        return check_profile(name)
+    except ValueError as exc:
+        source = "--profile" if explicit else ("config.toml add.profile" if name == home.setting("add.profile") else "")
+        raise FabnodeError(f"{exc}{' in ' + source if source else ''}") from None
 
 
 def _folder_manifest(path: Path) -> str | None:

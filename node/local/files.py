@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fabnode import interrupts
+from fabnode.protocol.chunker import DEFAULT_PROFILE, profile_chunks
 from fabnode.protocol.cid import cid_str, parse_cid
 from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
@@ -207,11 +208,13 @@ PIPELINE_MIN_BYTES = 8 * CHUNK_SIZE
 """Files at least this large are read and hashed in a second thread while blocks are stored."""
 
 
-def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0) -> Built:
-    builder = FileBuilder()
+def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0,
+                profile: str = DEFAULT_PROFILE) -> Built:
+    chunks, largest = profile_chunks(profile, _read_chunks(path))
+    builder = FileBuilder(chunk_size=largest)
 
     def hashed() -> Iterator[tuple[list, int]]:
-        for chunk in _read_chunks(path):
+        for chunk in chunks:
             yield builder.add_chunk(chunk), len(chunk)
 
     try:
@@ -227,13 +230,13 @@ def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0
     return built
 
 
-def _store_dir(store: BlockStore, plan: _DirPlan, progress: Progress) -> Built:
+def _store_dir(store: BlockStore, plan: _DirPlan, progress: Progress, profile: str = DEFAULT_PROFILE) -> Built:
     children: list[tuple[str, Built]] = []
     for name, child in plan.entries:
         if isinstance(child, _DirPlan):
-            children.append((name, _store_dir(store, child, progress)))
+            children.append((name, _store_dir(store, child, progress, profile)))
         else:
-            children.append((name, _store_file(store, child.path, progress, child.size)))
+            children.append((name, _store_file(store, child.path, progress, child.size, profile)))
     blocks, built = build_directory_blocks(children)
     for block in blocks:
         store.put(block.cid, block.data)
@@ -257,16 +260,16 @@ def plan_add(path: Path, include_hidden: bool = False) -> tuple[_Scan, _FilePlan
 
 
 def store_planned(store: BlockStore, path: Path, plan: tuple[_Scan, _FilePlan | _DirPlan | None], *,
-                  now_ms: int, progress: Progress = _noop) -> AddResult:
+                  now_ms: int, progress: Progress = _noop, profile: str = DEFAULT_PROFILE) -> AddResult:
     """Store and pin a planned add; the caller holds the write transaction."""
     scan, root_plan = plan
     if root_plan is None:
         raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
     if isinstance(root_plan, _DirPlan):
-        built = _store_dir(store, root_plan, progress)
+        built = _store_dir(store, root_plan, progress, profile)
         kind = "directory"
     else:
-        built = _store_file(store, root_plan.path, progress, root_plan.size)
+        built = _store_file(store, root_plan.path, progress, root_plan.size, profile)
         kind = "file"
     store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
     return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)
@@ -296,13 +299,15 @@ def add_path(
     include_hidden: bool = False,
     progress: Progress = _noop,
     plan: tuple[_Scan, _FilePlan | _DirPlan | None] | None = None,
+    profile: str = DEFAULT_PROFILE,
 ) -> AddResult:
     """Store a file (as ``ipfs-car pack --no-wrap FILE``) or a folder's contents (as
     ``ipfs-car pack DIR``) and pin the root, all in one transaction: a failure (a full disk)
-    or an interrupt before the commit leaves nothing of it."""
+    or an interrupt before the commit leaves nothing of it. ``profile`` (protocol/chunker.py)
+    says how files are cut; only the default gives ipfs-car's CIDs."""
     plan = plan or plan_add(path, include_hidden)
     with store.write_transaction(final=True):
-        return store_planned(store, path, plan, now_ms=now_ms, progress=progress)
+        return store_planned(store, path, plan, now_ms=now_ms, progress=progress, profile=profile)
 
 
 # ------------------------------------------------------------------ reading

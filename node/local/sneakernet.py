@@ -13,10 +13,14 @@ what is missing::
 
     {"type": "fabnode-have", "version": 1, "node": "did:key:…", "created": <ms>,
      "records": <bytes: the sorted 32-byte sha2-256 digests of every record id, concatenated>,
-     "bundles": [Link…]}          # bundles held completely
+     "bundles": [Link…],          # bundles held completely
+     "blocks": <bytes: the sorted sha2-256 digests of every block held of every kept DAG>}
 
-One DAG-CBOR block, about 32 bytes per record. The exporting lab expands each listed bundle it
-can walk into block CIDs, so a new version that changes one file sends just that file's blocks.
+One DAG-CBOR block, about 32 bytes per record and per block. The exporting lab expands each
+listed bundle it can walk into block CIDs, and skips every block whose digest ``blocks`` lists
+(issue 20: from any design or version, complete or not, also ones the exporter does not hold),
+so a new version sends only its new blocks. ``blocks`` is exact, never a filter: on a stick there
+is no second round trip to repair a false positive. Have files without it (older) still work.
 
 Import streams the CAR (bounded memory), verifies every block as it arrives, and writes inside
 one transaction; records are staged, all verified, and only then indexed. Anything wrong —
@@ -51,6 +55,9 @@ EXPORT_TYPE = "fabnode-export"
 HAVE_TYPE = "fabnode-have"
 FORMAT_VERSION = 1
 MAX_HAVE_BYTES = 64 << 20
+MAX_HAVE_BLOCKS = 1_500_000
+"""Block digests a have file lists at most (48 MB); a larger home lists that many, and the
+exporter sends the rest again (bytes, never correctness)."""
 MAX_LINKS_PER_NODE = 20_000
 """Widest dag-pb node an import accepts; a 2 MiB block could otherwise carry ~50,000 links."""
 READ_CHUNK = 1 << 20
@@ -91,16 +98,41 @@ class Have:
     created: int
     records: frozenset[bytes]
     bundles: tuple[bytes, ...]
+    blocks: frozenset[bytes] = frozenset()
+    """sha2-256 digests of blocks held (empty in have files written before issue 20)."""
+
+    def holds(self, cid: bytes) -> bool:
+        return _sha256_digest(cid) in self.blocks
+
+
+def _sha256_digest(cid: bytes) -> bytes | None:
+    """The 32-byte digest of a CIDv1 with a one-byte codec and sha2-256 (what fabnode stores)."""
+    return cid[4:] if len(cid) == 36 and cid[0] == 1 and cid[2:4] == b"\x12\x20" else None
+
+
+def held_digests(store: BlockStore, roots: list[bytes], limit: int = MAX_HAVE_BLOCKS) -> list[bytes]:
+    """Sorted digests of the blocks held of the DAGs under ``roots`` (complete or not), at most
+    ``limit``; only dag-pb nodes are read."""
+    out: set[bytes] = set()
+    for root in roots:
+        for visit in dag.walk(store.get_unverified, root, has_block=store.has):
+            digest = _sha256_digest(visit.cid)
+            if visit.present and digest is not None:
+                out.add(digest)
+    return sorted(out)[:limit]
 
 
 def write_have(home: Home, out: Path) -> dict:
     store, records = _open(home)
-    complete = [b for b in dict.fromkeys(records.bundles() + [p.cid for p in store.pins()]) if dag_cids(store, b)[1]]
+    kept = list(dict.fromkeys(records.bundles() + [p.cid for p in store.pins()]))
+    complete = [b for b in kept if dag_cids(store, b)[1]]
     digests = records.record_digests()
+    blocks = held_digests(store, kept)
     block = encode({"type": HAVE_TYPE, "version": FORMAT_VERSION, "node": home.identity().did, "created": _now_ms(),
-                    "records": b"".join(digests), "bundles": [Link(b) for b in complete]})
+                    "records": b"".join(digests), "bundles": [Link(b) for b in complete], "blocks": b"".join(blocks)})
     _write_atomically(out, [block])
-    return {"path": str(out), "records": len(digests), "bundles": len(complete), "bytes": len(block)}
+    return {"path": str(out), "records": len(digests), "bundles": len(complete), "blocks": len(blocks),
+            "bytes": len(block)}
 
 
 def read_have(path: Path) -> Have:
@@ -118,9 +150,13 @@ def read_have(path: Path) -> Have:
     digests, bundles = value.get("records"), value.get("bundles")
     if not isinstance(digests, bytes) or len(digests) % 32 or not isinstance(bundles, list):
         raise FabnodeError(f"{path}: malformed have file (records must be 32-byte digests, bundles a list)")
+    blocks = value.get("blocks", b"")
+    if not isinstance(blocks, bytes) or len(blocks) % 32:
+        raise FabnodeError(f"{path}: malformed have file (blocks must be 32-byte digests)")
     return Have(str(value.get("node", "")), int(value.get("created", 0) or 0),
                 frozenset(digests[i:i + 32] for i in range(0, len(digests), 32)),
-                tuple(b for b in bundles if isinstance(b, bytes)))
+                tuple(b for b in bundles if isinstance(b, bytes)),
+                frozenset(blocks[i:i + 32] for i in range(0, len(blocks), 32)))
 
 
 # ------------------------------------------------------------------ export
@@ -214,10 +250,14 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
         chosen = [(cid, data) for cid, data in chosen if cid[4:] not in have.records]
     bundle_roots = [] if records_only else [b for b in dict.fromkeys(bundle_roots) if dag_cids(store, b)[1]]
     skip: set[bytes] = set()
+    """Blocks left out: of their complete bundles, and (issue 20) every block they hold at all."""
     if have is not None:
         for theirs in have.bundles:
             skip |= dag_cids(store, theirs)[0]
         bundle_roots = [b for b in bundle_roots if b not in skip]
+        if have.blocks:  # of any design or version, complete or not
+            for root in bundle_roots:
+                skip |= {cid for cid in dag_cids(store, root)[0] if have.holds(cid)}
     index = encode({"type": EXPORT_TYPE, "version": FORMAT_VERSION, "created": _now_ms(),
                     "exporter": home.identity().did, "records": [Link(cid) for cid, _ in chosen],
                     "bundles": [Link(b) for b in bundle_roots]})
@@ -235,7 +275,10 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
             yield encode_section(cid, data)
         sent: set[bytes] = set(skip)
         for root in bundle_roots:
-            for cid, data in walk_dag(store, root, skip=sent):
+            # through the blocks left out to their children (a node they hold may still lack
+            # some), reading only dag-pb nodes until a block is to be written
+            for visit in dag.walk(store.get, root, skip=sent, descend_skipped=True, has_block=store.has):
+                cid, data = visit.cid, visit.data if visit.data is not None else store.get(visit.cid)
                 sent.add(cid)
                 summary.blocks += 1
                 progress(len(data))

@@ -17,7 +17,7 @@ module only wires it to the world, under one trio nursery:
   records stored in batches; announcements published.
 * **sync** (:mod:`node.runtime.sync`): the sessions' frames over ``/fabnode/sync/1.0.0`` streams.
 * **fetch** (:mod:`node.runtime.fetch`, :mod:`node.runtime.fetcher`): serving
-  ``/fabnode/car/1.0.0`` within its budgets, and fetching for `get` and seeding.
+  ``/fabnode/car/1.1.0`` and ``1.0.0`` within its budgets, and fetching for `get` and seeding.
 * **Bitswap** (:mod:`node.runtime.bitswap`): serving every held block to IPFS nodes
   (``/ipfs/bitswap/1.2.0``, ``1.1.0``, ``1.0.0``) within the same budgets and upload cap.
 * **providers** (:mod:`node.runtime.providers`): the Kademlia DHT.
@@ -239,7 +239,7 @@ class Daemon:
         from fabnode.protocol.sync import PROTOCOL as SYNC
 
         from .bitswap import Bitswap
-        from .fetch import PROTOCOL as FETCH
+        from .fetch import PROTOCOL as FETCH, PROTOCOL_INTERIOR as FETCH_INTERIOR
         from .fetcher import Fetcher
         from .gossip import GossipRuntime
         from fabnode.protocol.nat import RelayLimits
@@ -277,6 +277,7 @@ class Daemon:
                 self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log,
                                        dialer=self.nat.connect, explain=self.nat.explain)
                 host.set_stream_handler(FETCH, self.server.handle)
+                host.set_stream_handler(FETCH_INTERIOR, self.server.handle)  # 1.1.0: also ``interior``
                 self.bitswap = Bitswap(host, self.store, self.log, pacer=self.pacer,
                                        streams_per_peer=opts.streams_per_peer, streams_total=opts.streams_total)
                 self.bitswap.on_offence = self.server.on_offence

@@ -1,4 +1,4 @@
-"""Fetching a DAG from a peer over ``/fabnode/car/1.0.0``, and serving ours (docs/protocol.md §9).
+"""Fetching a DAG from a peer over ``/fabnode/car/1.1.0`` or ``1.0.0``, and serving ours (docs/protocol.md §9).
 
 The protocol core is :mod:`protocol.fetch`; this module moves its frames over libp2p streams
 under trio. The asker stores verified blocks in batches, each in its own transaction, so a
@@ -13,6 +13,7 @@ import math
 import signal
 import sqlite3
 import time
+import weakref
 from contextlib import aclosing, contextmanager
 
 import trio
@@ -24,8 +25,10 @@ from fabnode.protocol.dagpb import decode_node
 from fabnode.protocol import dag
 from fabnode.protocol.errors import FabnodeError, InvalidBlock, first_in_group, human_size
 from fabnode.protocol.fetch import (
+    MAX_HAVE,
     MAX_REQUEST_BYTES,
     PROTOCOL,
+    PROTOCOL_INTERIOR,
     FetchRequest,
     FetchSession,
     RemoteProtocolError,
@@ -72,6 +75,14 @@ def dag_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
     ``skip`` are walked through, not yielded (the asker holds them, or they were sent already)."""
     for visit in dag.walk(store.get, root, skip=skip, descend_skipped=True):
         yield visit.cid, visit.data
+
+
+def dag_interior_in_order(store: BlockStore, root: bytes, skip: set[bytes]):
+    """(cid, data) of the dag-pb nodes of root's DAG depth-first (an ``interior`` request,
+    protocol/fetch.py): leaves are neither read nor sent."""
+    for visit in dag.walk(store.get, root, skip=skip, descend_skipped=True, has_block=store.has):
+        if visit.data is not None:
+            yield visit.cid, visit.data
 
 
 def _now_ms() -> float:
@@ -173,7 +184,9 @@ class FetchServer:
 
     async def _serve(self, stream, key: int, peer: str, transfer: dict) -> None:
         with trio.fail_after(REQUEST_TIMEOUT):
-            request = decode_request(await read_frame(stream, MAX_REQUEST_BYTES))
+            # ``interior`` only over 1.1.0; on 1.0.0 the request is what it was before issue 20
+            request = decode_request(await read_frame(stream, MAX_REQUEST_BYTES),
+                                     interior_allowed=_protocol_of(stream) == PROTOCOL_INTERIOR)
         self.slots.requested(key, _now_ms())
         root, crossed = resolve_crossing(self.store.get, request.root, list(request.path))
         transfer["root"] = cid_str(root)
@@ -193,7 +206,8 @@ class FetchServer:
         # read, verified and encoded in a worker thread ahead of the stream (blockreader.py),
         # each section paced with sync and gossip under one cap (records first: pacing.py)
         skip = set(request.have) | set(crossed)
-        async with aclosing(sections_ahead(self.store, lambda store: dag_in_order(store, root, skip))) as sections:
+        order = dag_interior_in_order if request.interior else dag_in_order
+        async with aclosing(sections_ahead(self.store, lambda store: order(store, root, skip))) as sections:
             async for _cid, size, section in sections:
                 await self._pace(section, priority, peer, send)
                 transfer["sent_bytes"] += size
@@ -247,19 +261,102 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
     the DAG is someone else's work: node/service/fetchplan.py). ``on_data(nbytes)`` hears of
     every read (a large block arrives in many).
     """
-    from libp2p.network.stream.exceptions import StreamEOF
-
-    held = _held_part(store, root) if not path else []
-    request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
-    session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
-    for cid, data in held:
-        session.held_block(cid, data)
     name = str(peer_id)
+    interior = 0
+    stream = None
+    if not path and cid_codec(root) == DAG_PB and not store.has(root) and store.pins() \
+            and not _speaks_only_1_0(host, name):
+        # only what changed travels (protocol/fetch.py): learn the DAG's interior first, so the
+        # request for the rest can name every block held here, from any design or version (a
+        # home that keeps nothing yet has nothing to name: it saves the round trip). Only over
+        # 1.1.0: a server from before issue 20 cuts off a peer sending it ``interior``; when
+        # it settles on 1.0.0 the same stream carries the plain request of old (docs/protocol.md §9.1)
+        stream = await _open_stream(host, peer_id, [PROTOCOL_INTERIOR, PROTOCOL])
+        if _protocol_of(stream) == PROTOCOL_INTERIOR:
+            ask = FetchRequest(root, (), (), interior=True)
+            session, interior, stopped = await _one_request(stream, store, ask, [], progress, on_block, on_data)
+            stream = None
+            if stopped:
+                return {"root": session.root, "fetched": interior, "held": 0, "from": name, "stopped": True}
+            if session.root is None:
+                raise PeerRefused(f"does not have {cid_str(root)}")
+            if session.missing():
+                raise PeerFailed(f"stopped after {interior} block(s) with {len(session.missing())} still missing")
+        else:  # a server from before issue 20: remembered, and asked as before
+            _OLD_PEERS.setdefault(host, {})[name] = trio.current_time()
+    try:
+        held = (_held_part(store, root) if not path else [])[:MAX_HAVE]
+        if stream is None:  # a plain request: 1.0.0, which every server speaks
+            stream = await _open_stream(host, peer_id, [PROTOCOL])
+    except BaseException:
+        if stream is not None:
+            await _reset(stream)
+        raise
+    request = FetchRequest(root, tuple(path), tuple(cid for cid, _ in held))
+    session, fetched, stopped = await _one_request(stream, store, request, held, progress, on_block, on_data)
+    fetched += interior
+    if stopped:
+        return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}
+    if session.root is None:
+        raise PeerRefused(f"does not have {cid_str(root)}")
+    missing = session.missing()
+    if missing:
+        raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
+    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
+
+
+OLD_PEER_MEMORY_S = 3600
+"""How long a peer that settled on 1.0.0 is asked only over 1.0.0 (it may upgrade meanwhile)."""
+_OLD_PEERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+"""Per host: peer id → when it last settled on 1.0.0 (it does not speak ``interior``)."""
+
+
+def _speaks_only_1_0(host, name: str) -> bool:
+    """Whether ``name`` settled on 1.0.0 lately: then it is not offered 1.1.0 (saves a round trip)."""
+    since = _OLD_PEERS.get(host, {}).get(name)
+    return since is not None and trio.current_time() - since < OLD_PEER_MEMORY_S
+
+
+def _protocol_of(stream) -> str | None:
+    """The protocol id multistream-select agreed on for ``stream``."""
+    try:
+        return str(stream.get_protocol())
+    except Exception:
+        return None
+
+
+async def _open_stream(host, peer_id, protocols: list[str]):
     try:
         with trio.fail_after(STREAM_OPEN_TIMEOUT):
-            stream = await host.new_stream(peer_id, [PROTOCOL])
+            return await host.new_stream(peer_id, protocols)
     except Exception as exc:
         raise PeerFailed(f"cannot open a fetch stream: {type(exc).__name__} {exc}".strip()) from None
+
+
+async def _reset(stream) -> None:
+    with trio.move_on_after(1) as cleanup:
+        cleanup.shield = True  # also when cancelled: the server stops sending at once
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+
+
+async def _one_request(stream, store: BlockStore, request: FetchRequest, held: list[tuple[bytes, bytes]],
+                       progress, on_block, on_data) -> tuple[FetchSession, int, bool]:
+    """On an open ``stream`` (reset at the end): send ``request``, store the verified blocks as
+    they come; (session, blocks stored, whether ``on_block`` stopped it). See
+    :func:`fetch_from_peer` for the rest."""
+    from libp2p.network.stream.exceptions import StreamEOF
+
+    root = request.root
+    try:
+        session = FetchSession(request, set(), defer_leaf_hashing=True)  # leaves hashed by the writer
+        for cid, data in held:
+            session.held_block(cid, data)
+    except BaseException:
+        await _reset(stream)
+        raise
     fetched = received = fetched_bytes = 0
     batch: list = []
     batch_bytes = 0
@@ -315,14 +412,7 @@ async def fetch_from_peer(host, store: BlockStore, root: bytes, path: list[str],
         with trio.move_on_after(1) as cleanup:
             cleanup.shield = True  # also when cancelled: the server stops sending at once
             await stream.reset()
-    if stopped:
-        return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": True}
-    if session.root is None:
-        raise PeerRefused(f"does not have {cid_str(root)}")
-    missing = session.missing()
-    if missing:
-        raise PeerFailed(f"stopped after {fetched} block(s) with {len(missing)} still missing")
-    return {"root": session.root, "fetched": fetched, "held": len(held), "from": name, "stopped": False}
+    return session, fetched, stopped
 
 
 async def _link_broke(stream) -> bool:
@@ -375,6 +465,7 @@ class _MultiFetch:
         self.infos: dict[str, object] = {}
         self.path_busy = False
         self.held_before = 0
+        self.blocks_received = 0
         self.bytes = 0
         self.total = 0
         self.path_result: dict | None = None
@@ -425,6 +516,7 @@ class _MultiFetch:
     def _on_block(self, worker):
         def heard(cid: bytes, nbytes: int, links) -> bool:
             self.bytes += nbytes
+            self.blocks_received += 1
             keep = self.plan.received(worker, cid, nbytes, links, int(trio.current_time() * 1000))
             if cid == self.target:
                 self._set_total()
@@ -645,10 +737,14 @@ class _MultiFetch:
                 raise FabnodeError(f"could not fetch {cid_str(self.root)}: {self._reasons()}; gave up after "
                                    f"{_duration(timeout_s)} (--timeout): {kept}")
         self._report()
-        fetched = max(len(dag_cids(self.store, self.target)[0]) - self.held_before, 0) if self.path_result is None \
-            else self.path_result["fetched"]
+        total = len(dag_cids(self.store, self.target)[0])
+        if self.path_result is not None:
+            fetched, held = self.path_result["fetched"], self.held_before
+        else:  # what arrived; the rest was here before (of this DAG, or of another: issue 20)
+            fetched = min(self.blocks_received, total - self.held_before)
+            held = total - fetched
         senders = sorted(self.infos, key=lambda n: -self.plan.peer(n).bytes)
-        return {"root": self.target, "fetched": fetched, "held": self.held_before,
+        return {"root": self.target, "fetched": fetched, "held": held,
                 "from": senders[0] if senders else "", "attempts": self.attempts(),
                 "steals": self.plan.steals, "duplicates": self.plan.duplicates}
 
