@@ -398,6 +398,10 @@ def requests(db: Database) -> None:
             note TEXT NOT NULL
         );
         CREATE INDEX offers_request ON offers (request, ts);
+        """
+    )
+
+
 @migrations(name="014_packs")
 def packs(db: Database) -> None:
     # Issue 20: block bytes move to append-only pack files (storage/blocks.py); a row keeps only
@@ -412,6 +416,10 @@ def packs(db: Database) -> None:
             id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: a reader's open pack stays its own
             size INTEGER NOT NULL
         );
+        """
+    )
+
+
 @migrations(name="015_design_profiles")
 def design_profiles(db: Database) -> None:
     # Content-defined chunking (issue 20): the chunking profile each design's files were stored
