@@ -48,11 +48,12 @@ wheel: install
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/pip install --quiet --no-compile build/wheel/fabnode-*.whl
 
-# Three workers (pytest-xdist): most tests wait on daemons and subprocesses rather than compute.
+# Four workers (pytest-xdist): most tests wait on daemons and subprocesses rather than compute
+# (with three, the suite took 10:50 on a clean clone once issues 16-21 added ~350 tests).
 # Tests go out in collection order (tests/conftest.py puts the longest files first) and an idle
 # worker steals from a busy one (--dist worksteal: 5:18 against --dist loadfile's 5:43 here,
 # where one worker was left with the whole of test_network.py at the end).
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 # The wheel is built in the background while the tests run (it takes about a minute, mostly

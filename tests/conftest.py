@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# hypercorn's HTTP/2 package, imported before any test runs: once a worker found `h2` shadowed by
+# a module that is not the package (hypercorn then failed to import mid-suite; cause not found)
+import h2.events  # noqa: F401,E402
+import hypercorn.trio.tcp_server  # noqa: F401,E402
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "test-tools"
 FABNODE = Path(sys.executable).parent / "fabnode"
