@@ -175,15 +175,19 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
 
 
-def run_on_terminal(cli: "Cli", *args: str, columns: int = 100, quiet_s: float = 60) -> tuple[int, bytes]:
+def run_on_terminal(cli: "Cli", *args: str, columns: int = 100, quiet_s: float = 60,
+                    answer: bytes | None = None) -> tuple[int, bytes]:
     """Run fabnode with stdout and stderr on a pseudo-terminal (where progress lines are drawn);
-    return (exit code, everything shown). Fails if nothing is shown for ``quiet_s``."""
+    return (exit code, everything shown). Fails if nothing is shown for ``quiet_s``. With
+    ``answer``, stdin is the terminal too and ``answer`` is typed when fabnode asks a question
+    (a line ending in "] ")."""
     import pty
     import select
 
     primary, secondary = pty.openpty()
     proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(cli.home), "COLUMNS": str(columns)},
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+                            stdin=subprocess.DEVNULL if answer is None else secondary, stdout=secondary,
+                            stderr=secondary)
     os.close(secondary)
     shown = bytearray()
     try:
@@ -197,6 +201,9 @@ def run_on_terminal(cli: "Cli", *args: str, columns: int = 100, quiet_s: float =
             if not data:
                 break
             shown += data
+            if answer is not None and shown.rstrip(b"\r\n").endswith(b"] "):
+                os.write(primary, answer)
+                answer = None
     finally:
         os.close(primary)
         if proc.poll() is None and not shown:

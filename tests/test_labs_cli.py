@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import Cli
+from conftest import Cli, run_on_terminal
 from daemons import Daemon, wait_until
 
 
@@ -147,49 +147,14 @@ def test_the_labs_page_draws_the_map_and_the_table_in_a_browser(two_labs, browse
     page.close()
 
 
-def _answer_on_terminal(cli: Cli, answer: bytes, *args: str, timeout: float = 60) -> tuple[int, bytes]:
-    """Run fabnode with stdin, stdout and stderr on a pseudo-terminal, type ``answer`` when it
-    asks a question (a line ending in "] "), and return (exit code, everything shown)."""
-    import os
-    import pty
-    import select
-    import subprocess
-    import time
-
-    from conftest import FABNODE, cli_env
-
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen([str(FABNODE), *args], env=cli_env(cli.home), stdin=secondary, stdout=secondary,
-                            stderr=secondary)
-    os.close(secondary)
-    shown, answered, deadline = bytearray(), False, time.monotonic() + timeout
-    try:
-        while True:
-            ready, _, _ = select.select([primary], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"fabnode said nothing more within {timeout} s: {bytes(shown)!r}"
-            try:
-                data = os.read(primary, 65536)
-            except OSError:  # EIO: the terminal closed when the process exited
-                break
-            if not data:
-                break
-            shown += data
-            if not answered and shown.rstrip(b"\r\n").endswith(b"] "):
-                os.write(primary, answer)
-                answered = True
-    finally:
-        os.close(primary)
-    return proc.wait(timeout=30), bytes(shown)
-
-
 def test_on_a_terminal_the_operator_confirms_the_place_found(tmp_path):
     lab = Cli(tmp_path / "lab")
     lab.run("init", "--name", "Fab Lab Nakuru")
-    code, shown = _answer_on_terminal(lab, b"n\n", "lab", "set", "--place", "Nakuru", "--process", "welding")
+    code, shown = run_on_terminal(lab, "lab", "set", "--place", "Nakuru", "--process", "welding", answer=b"n\n")
     assert code == 1 and b"place: Nakuru (region 39, Kenya, KE) at -0.3072, 36.0722" in shown
     assert b"share this place, rounded? [y/N]" in shown and b"not confirmed: nothing published" in shown
     assert lab.json("lab")["processes"] == []
-    code, shown = _answer_on_terminal(lab, b"y\n", "lab", "set", "--place", "Nakuru", "--process", "welding")
+    code, shown = run_on_terminal(lab, "lab", "set", "--place", "Nakuru", "--process", "welding", answer=b"y\n")
     assert code == 0, shown
     mine = lab.json("lab")
     assert mine["place"] == "Nakuru" and mine["processes"] == ["welding"] and abs(mine["lat"] + 0.3) < 0.1
