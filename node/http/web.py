@@ -558,8 +558,11 @@ def make_app(store, *, token: str, pages=None, log=print, hosts=LOCAL_HOSTS):
                         (f"?{request.url.query}" if request.url.query else "")
                     return PlainTextResponse(f"see {location}\n", status_code=301, headers=safe_headers(
                         {**common, "Location": location}))
-                base = "/ipfs/" + cid_path.rstrip("/")
-                rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(link.name)}">{html.escape(link.name)}</a>'
+                # hrefs are URLs: each name percent-encoded (a "#", "?" or "%" in a file name is
+                # part of the name, not a fragment or a query), then HTML-escaped
+                base = urllib.parse.quote("/ipfs/" + cid_path.rstrip("/"), safe="/")
+                rows = "".join(f'<li><a href="{html.escape(base)}/{html.escape(urllib.parse.quote(link.name, safe=""))}">'
+                               f'{html.escape(link.name)}</a>'
                                f" ({human_size(link.tsize)})</li>"
                                for link in directory_entries(blocks.get, target, node))
                 page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(cid_path)}</title>"
