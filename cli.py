@@ -438,8 +438,8 @@ def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Pat
 
     done = init_home(_home(ctx).path, name, keep_recovery=keep_recovery, recovery_file=recovery_file)
     if as_json:
-        recovery = _recovery_json(done.recovery, keep_recovery, recovery_file) if done.recovery else None
-        _print_json({**done.identity.as_json(), "recovery": recovery})
+        recovery = {"recovery": _recovery_json(done.recovery, keep_recovery, recovery_file)} if done.recovery else {}
+        _print_json({**done.identity.as_json(), **recovery})  # the recovery key: only when this init made it
         return
     _print_identity(done.identity, False)
     if done.recovery is not None:

@@ -2,7 +2,7 @@
 
 A recovery key is an Ed25519 key distinct from the author key, kept on paper rather than on the
 node, so that a lab whose laptop is stolen can still say which new key speaks for it
-(revocations, protocol/keys.py). Its 32-byte seed is written as 24 BIP39 English words (the
+(its revocation records, issue 17). Its 32-byte seed is written as 24 BIP39 English words (the
 Trezor reference implementation, the ``mnemonic`` package): 256 bits of seed plus an 8-bit
 checksum, so a mistyped word is caught before anything is signed. The lab's ``lab`` record
 carries ``recovery`` = SHA-256 of the recovery key's raw public key (:func:`recovery_commitment`):
