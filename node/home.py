@@ -257,10 +257,11 @@ def init_home(path: Path, name: str | None, *, keep_recovery: bool = False,
     if name is not None:
         check_name(name, "--name")  # before anything is written
     new_identity = not (path / AUTHOR_KEY).exists()
+    if not new_identity and (recovery_file is not None or keep_recovery):
+        flag = "--recovery-file" if recovery_file is not None else "--keep-recovery"
+        raise FabnodeError(f"{flag}: this home already has its keys, and a recovery key is made only with new ones; "
+                           "see 'fabnode key recovery' and 'fabnode key backup'")
     if recovery_file is not None:
-        if not new_identity:
-            raise FabnodeError("--recovery-file: this home already has its keys; "
-                               "use 'fabnode key backup --recovery-file' or 'fabnode key recovery --create'")
         recovery.check_backup_path(recovery_file)
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)

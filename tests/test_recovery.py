@@ -112,6 +112,10 @@ def test_reading_back_refuses_another_key_and_hostile_files(tmp_path):
         read_recovery_key(fake)
     with pytest.raises(FabnodeError, match="no such file"):
         read_recovery_key(str(tmp_path / "missing.txt"))
+    spaced = tmp_path / "My USB" / "lab words.txt"  # a path with spaces is a path, not words
+    spaced.parent.mkdir()
+    spaced.write_text("heading\n" + "\n".join(f"{n}. {w}" for n, w in enumerate(key.words, 1)))
+    assert raw_public(read_recovery_key(str(spaced))) == key.public_key
 
 
 def _lab_bytes(recovery) -> bytes:
@@ -195,6 +199,7 @@ def test_re_signing_keeps_the_commitment_and_it_cannot_be_replaced(fresh):
     assert cli.fails("key", "recovery", "--create").startswith(
         "error: this lab already committed to a recovery key (")
     assert "the recovery key is not on this node" in cli.fails("key", "backup")
+    assert "a recovery key is made only with new ones" in cli.fails("init", "--keep-recovery")
     assert cli.json("key", "recovery") == {"commitment": commitment.hex(), "published": True, "kept": False,
                                            "did": RecoveryKey(_shown_key(shown.stdout).private_bytes_raw()).did}
 

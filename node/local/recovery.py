@@ -286,6 +286,16 @@ def _png_words(data: bytes, where: str) -> str:
                        "(type the words printed on it instead)")
 
 
+def _names_a_file(text: str) -> bool:
+    """Whether ``text`` is the path of an existing file (a path may hold spaces: "/media/My USB/…")."""
+    if "\n" in text or len(text) > 4096:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def read_recovery_key(kept: str | Path, *, commitment: bytes | None = None) -> "Ed25519PrivateKey":
     """The recovery private key from what the operator kept: a path to the backup file (the words
     file or the PNG ``--recovery-file`` wrote, or any text file holding the 24 words), or the words
@@ -294,8 +304,7 @@ def read_recovery_key(kept: str | Path, *, commitment: bytes | None = None) -> "
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     text = str(kept)
-    one_token = len(text.split()) == 1 and len(text) < 4096
-    path = Path(kept) if isinstance(kept, Path) or one_token else None  # many words: typed, not a path
+    path = Path(kept) if isinstance(kept, Path) or _names_a_file(text) or len(text.split()) == 1 else None
     if path is not None and path.is_file():
         size = path.stat().st_size
         if path.suffix.casefold() == ".png":
