@@ -112,6 +112,18 @@ def test_reading_back_refuses_another_key_and_hostile_files(tmp_path):
         read_recovery_key(fake)
     with pytest.raises(FabnodeError, match="no such file"):
         read_recovery_key(str(tmp_path / "missing.txt"))
+    broken = tmp_path / "chunks.png"  # a chunk length pointing far past the end: no words, no crash
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\xff\xff\xff\xfftEXt" + b"fabnode-recovery-words\x00abandon")
+    with pytest.raises(FabnodeError, match="carries no recovery words"):
+        read_recovery_key(broken)
+    with pytest.raises(BadRecoveryWords, match=r"^word number 2 appears twice$"):
+        seed_of_words("1 abandon 2 ability\n2 able 3 about")
+    from fabnode.node.home import Home
+    from fabnode.node.local.recovery import committed
+
+    (tmp_path / "recovery.json").write_text('{"commitment": "not hex"}')
+    with pytest.raises(FabnodeError, match=r"recovery.json is damaged: it should hold the lab's recovery commitment"):
+        committed(Home(tmp_path))
     spaced = tmp_path / "My USB" / "lab words.txt"  # a path with spaces is a path, not words
     spaced.parent.mkdir()
     spaced.write_text("heading\n" + "\n".join(f"{n}. {w}" for n, w in enumerate(key.words, 1)))

@@ -269,6 +269,8 @@ def _png_words(data: bytes, where: str) -> str:
     at = 8
     while at + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if at + 12 + length > len(data):
+            break  # a chunk running past the end of the file: truncated or forged, not read
         chunk = data[at + 8:at + 8 + length]
         if kind in (b"tEXt", b"zTXt", b"iTXt"):
             name, _, rest = chunk.partition(b"\x00")
