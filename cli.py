@@ -445,7 +445,8 @@ def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Pat
     if done.recovery is not None:
         _show_recovery(done.recovery, keep_recovery, recovery_file)
     elif not done.has_recovery:
-        echo("note: this lab has no recovery key yet: create one with 'fabnode key recovery --create'", err=True)
+        echo("note: no recovery key is known for this lab here: create one with 'fabnode key recovery --create' "
+             "(if another node of this lab made one, sync or import from it first)", err=True)
 
 
 @command()

@@ -216,6 +216,26 @@ def test_re_signing_keeps_the_commitment_and_it_cannot_be_replaced(fresh):
                                            "did": RecoveryKey(_shown_key(shown.stdout).private_bytes_raw()).did}
 
 
+def test_a_second_node_of_the_lab_keeps_the_commitment_it_learns(fresh, tmp_path):
+    """The lab copies author.key to a second node (DESIGN §1): that node's first lab record knows
+    no commitment; once it imports the lab's records (a USB stick), it refuses to make another
+    and its next lab record carries the first node's commitment again."""
+    import shutil
+
+    cli, base, shown = fresh
+    commitment = recovery_commitment(raw_public(_shown_key(shown.stdout)))
+    second = Cli(tmp_path / "second")
+    second.home.mkdir(mode=0o700)
+    shutil.copy(cli.home / "author.key", second.home / "author.key")
+    assert "sync or import from it first" in second.run("init", "--name", "Lab A").stderr.decode()
+    assert "recovery" not in _lab_bodies(second.home)[-1]
+    cli.run("export", str(tmp_path / "stick.car"))
+    second.run("import", str(tmp_path / "stick.car"))
+    assert second.fails("key", "recovery", "--create").startswith("error: this lab already committed")
+    second.run("lab", "set", "--contact", "second node")
+    assert _lab_bodies(second.home)[-1]["recovery"] == commitment
+
+
 def test_keep_recovery_keeps_it_and_backup_reprints_the_same_words_and_a_png(tmp_path):
     import io
 

@@ -114,18 +114,18 @@ def sign_lab_body(home: "Home", records: "RecordStore", *, name: str, profile: d
     nodes[identity.peer_id] = {"peer": identity.peer_id,
                                "sig": _node_signer(home)(node_tie_statement(identity.did))}
     kept = profile if profile is not None else {k: old[k] for k in PROFILE_FIELDS if k in old}
-    recovery = lab_recovery(home, old)
+    recovery = lab_recovery(home, records, identity.did)
     return {"name": name, "nodes": [nodes[p] for p in sorted(nodes)], **kept,
             **({"recovery": recovery} if recovery is not None else {})}
 
 
-def lab_recovery(home: "Home", old_body: dict) -> bytes | None:
+def lab_recovery(home: "Home", records: "RecordStore", did: str) -> bytes | None:
     """The ``recovery`` every lab record this node signs carries (issue 17): the commitment kept
-    in the home (node/local/recovery.py), else the one the newest lab record already carries (a
-    second node of the lab), so no re-signing ever drops it."""
-    from fabnode.node.local.recovery import committed
+    in the home (node/local/recovery.py), else the one the lab's earlier records carry (a second
+    node of the lab, with only the author key), so no re-signing ever drops it."""
+    from fabnode.node.local.recovery import committed, published_commitment
 
-    return committed(home) or old_body.get("recovery")
+    return committed(home) or published_commitment(records, did)
 
 
 def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:

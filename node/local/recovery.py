@@ -64,16 +64,24 @@ def committed(home: "Home") -> bytes | None:
     return value
 
 
-def _published_commitment(home: "Home") -> bytes | None:
-    """The ``recovery`` of the newest lab record by this lab known here (a second node of the
-    same lab learns it by sync), or None."""
-    from fabnode.node.local.commons import _open
+def published_commitment(records, did: str) -> bytes | None:
+    """The recovery commitment lab ``did`` published, as far as the records held here tell: the
+    ``recovery`` of its earliest lab record that carries one (the rule of issue 17's resolver), or
+    None. A second node of the same lab, holding only the author key, learns it by sync."""
     from fabnode.protocol.dagcbor import decode
 
+    for raw in records.lab_records(did):
+        value = decode(raw)["body"].get("recovery")
+        if value is not None:
+            return value
+    return None
+
+
+def _published_commitment(home: "Home") -> bytes | None:
+    from fabnode.node.local.commons import _open
+
     _, records = _open(home)
-    latest = records.lab(home.identity().did)
-    raw = records.raw(latest[2]) if latest is not None else None
-    return decode(raw)["body"].get("recovery") if raw is not None else None
+    return published_commitment(records, home.identity().did)
 
 
 def has_commitment(home: "Home") -> bool:
