@@ -217,9 +217,9 @@ def test_re_signing_keeps_the_commitment_and_it_cannot_be_replaced(fresh):
 
 
 def test_a_second_node_of_the_lab_keeps_the_commitment_it_learns(fresh, tmp_path):
-    """The lab copies author.key to a second node (DESIGN §1): that node's first lab record knows
-    no commitment; once it imports the lab's records (a USB stick), it refuses to make another
-    and its next lab record carries the first node's commitment again."""
+    """The lab copies author.key to a second node (as the README's home layout advises): that
+    node's first lab record knows no commitment; once it imports the lab's records (a USB stick),
+    it refuses to make another and its next lab record carries the first node's commitment again."""
     import shutil
 
     cli, base, shown = fresh
