@@ -397,19 +397,107 @@ def _print_identity(identity, as_json: bool) -> None:
         echo(f"peer id  {identity.peer_id}")
 
 
+def _recovery_json(key, kept: bool, written: Path | None) -> dict:
+    return {"words": key.words, "did": key.did, "commitment": key.commitment.hex(), "kept": kept,
+            "file": str(written) if written else None}
+
+
+def _show_recovery(key, kept: bool, written: Path | None) -> None:
+    """The recovery words, shown once, with what a workshop operator must do with them."""
+    from fabnode.node.local.recovery import INSTRUCTIONS, KEPT_HERE, SHOWN_ONCE, numbered_lines
+
+    echo()
+    echo("RECOVERY KEY of this lab: 24 words")
+    for line in numbered_lines(key.words):
+        echo("  " + line)
+    echo()
+    for line in INSTRUCTIONS:
+        echo(line)
+    echo(KEPT_HERE if kept else SHOWN_ONCE)
+    if written:
+        echo(f"backup written to {written}: print it or keep it on a USB stick, away from this computer")
+
+
 @command()
 @option("--name", help="The lab's name, e.g. \"Fab Lab Nairobi\".")
+@option("--keep-recovery", "keep_recovery", is_flag=True,
+        help="Also keep the recovery key on this node (recovery.key), so 'fabnode key backup' can show it again.")
+@option("--recovery-file", "recovery_file", metavar="PATH", type=Path,
+        help="Also write the recovery key's printable backup there: a QR code and the words if PATH ends in "
+             ".png, else the words as text (e.g. on a USB stick).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def init(ctx: Context, name: str | None, as_json: bool) -> None:
-    """Create the home directory, the author and node keys, and the database.
+def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Path | None, as_json: bool) -> None:
+    """Create the home directory, the author and node keys, the recovery key, and the database.
 
-    Never overwrites keys: on an existing home it only updates --name.
+    Never overwrites keys: on an existing home it only updates --name. The recovery key is shown
+    once as 24 words (write them down): by default this node does not keep it.
 
-    Usage:  fabnode init --name "Fab Lab Nairobi"
+    Usage:  fabnode init --name "Fab Lab Nairobi" --recovery-file /media/usb/fablab-recovery.png
     """
     from fabnode.node.home import init_home
 
-    _print_identity(init_home(_home(ctx).path, name), as_json)
+    done = init_home(_home(ctx).path, name, keep_recovery=keep_recovery, recovery_file=recovery_file)
+    if as_json:
+        recovery = {"recovery": _recovery_json(done.recovery, keep_recovery, recovery_file)} if done.recovery else {}
+        _print_json({**done.identity.as_json(), **recovery})  # the recovery key: only when this init made it
+        return
+    _print_identity(done.identity, False)
+    if done.recovery is not None:
+        _show_recovery(done.recovery, keep_recovery, recovery_file)
+    elif not done.has_recovery:
+        echo("note: no recovery key is known for this lab here: create one with 'fabnode key recovery --create' "
+             "(if another node of this lab made one, sync or import from it first)", err=True)
+
+
+@command()
+@argument("action", metavar="backup|recovery", choices=["backup", "recovery"])
+@option("--create", is_flag=True, help="recovery: make a recovery key for a lab that has none (a home made "
+                                       "before recovery keys), show it once and commit to it.")
+@option("--keep-recovery", "keep_recovery", is_flag=True,
+        help="recovery --create: also keep the new recovery key on this node.")
+@option("--recovery-file", "recovery_file", metavar="PATH", type=Path,
+        help="Write the printable backup there (.png: QR code and words; else the words as text).")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def key(ctx, action, create, keep_recovery, recovery_file, as_json):
+    """The lab's keys: 'key backup' shows the recovery key again while this node keeps it;
+    'key recovery' tells whether the lab committed to one, and 'key recovery --create' makes one
+    for a lab that has none.
+
+    The recovery key takes the lab's identity back when the author key is lost or stolen. The
+    first commitment is final: 'key recovery --create' refuses when one exists.
+
+    Usage:  fabnode key backup --recovery-file /media/usb/fablab-recovery.txt
+    """
+    from fabnode.node.local import recovery
+    from fabnode.protocol.errors import FabnodeError
+
+    home = _home(ctx).require()
+    if action == "backup":
+        if create or keep_recovery:
+            raise FabnodeError("key backup takes only --recovery-file")
+        made = recovery.kept_recovery_key(home)
+        if recovery_file is not None:
+            recovery.write_backup(recovery_file, made, home.identity())
+        kept = True
+    elif create:
+        made = recovery.create_recovery_key(home, keep=keep_recovery, backup_file=recovery_file)
+        kept = keep_recovery
+    else:
+        if keep_recovery or recovery_file:
+            raise FabnodeError("--keep-recovery and --recovery-file go with 'key recovery --create' or 'key backup'")
+        status = recovery.recovery_status(home)
+        if as_json:
+            _print_json(status)
+        elif status["commitment"] is None:
+            echo("no recovery key: create one with 'fabnode key recovery --create'")
+        else:
+            where = "kept on this node" if status["kept"] else "not on this node (on paper)"
+            echo(f"recovery key committed: sha256 {status['commitment']}, {where}")
+        return
+    if as_json:
+        _print_json(_recovery_json(made, kept, recovery_file))
+    else:
+        _show_recovery(made, kept, recovery_file)
 
 
 @command("id")

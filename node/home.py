@@ -12,6 +12,10 @@ Layout (the home itself is mode 0700)::
                         control port and token (mode 0600; node/runtime/control.py)
     HOME/http.token     the token for any HTTP request that is not a read (mode 0600, made on
                         the daemon's first start with HTTP on; node/http/web.py)
+    HOME/recovery.json  the lab's recovery commitment (issue 17; public facts, mode 0600)
+    HOME/recovery.key   the recovery private key, ONLY if kept (``init --keep-recovery``; mode
+                        0600); by default it is shown once and never written here
+                        (node/local/recovery.py)
 
 The home is mode 0700; the keys, config.toml and fabnode.db (with its -wal and -shm) are 0600.
 
@@ -227,16 +231,38 @@ def set_config_name(path: Path, name: str) -> None:
         config.write_text("".join(replaced), encoding="utf-8")
 
 
-def init_home(path: Path, name: str | None) -> Identity:
+class Initialized(NamedTuple):
+    identity: Identity
+    recovery: object | None
+    """The recovery key made by this init (protocol.recovery.RecoveryKey), to be shown once; None
+    when the home already had its author key."""
+    has_recovery: bool
+    """Whether this lab has committed to a recovery key (False: a home made before issue 17)."""
+
+
+def init_home(path: Path, name: str | None, *, keep_recovery: bool = False,
+              recovery_file: Path | None = None) -> Initialized:
     """Create the home, keys, config and database; keep whatever already exists.
 
-    Given ``name`` on an existing home, the name is updated; keys are never replaced. The lab's
-    signed ``lab`` record (its name and this node, node/local/names.py) is made or renewed.
+    Given ``name`` on an existing home, the name is updated; keys are never replaced. A new
+    author key comes with a new recovery key (issue 17, node/local/recovery.py): its commitment
+    is in the home before the lab's first ``lab`` record is signed, so that record carries it;
+    the private key is kept only with ``keep_recovery``, and written to ``recovery_file`` if
+    given. The lab's signed ``lab`` record (its name, this node, the recovery commitment,
+    node/local/names.py) is made or renewed.
     """
+    from fabnode.node.local import recovery
     from fabnode.protocol.labs import check_name
 
     if name is not None:
         check_name(name, "--name")  # before anything is written
+    new_identity = not (path / AUTHOR_KEY).exists()
+    if not new_identity and (recovery_file is not None or keep_recovery):
+        flag = "--recovery-file" if recovery_file is not None else "--keep-recovery"
+        raise FabnodeError(f"{flag}: this home already has its keys, and a recovery key is made only with new ones; "
+                           "see 'fabnode key recovery' and 'fabnode key backup'")
+    if recovery_file is not None:
+        recovery.check_backup_path(recovery_file)
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     for key in (AUTHOR_KEY, NODE_KEY):
@@ -256,7 +282,16 @@ def init_home(path: Path, name: str | None) -> Identity:
         set_config_name(path, name)
     home = Home(path)
     home.open_store()  # creates and migrates the database
+    from fabnode.node.local.commons import now_ms
     from fabnode.node.local.names import ensure_lab_record
 
-    ensure_lab_record(home)
-    return home.identity()
+    made = recovery.make_recovery_key(home, keep=keep_recovery, now_ms=now_ms()) if new_identity else None
+    try:
+        if made is not None and recovery_file is not None:
+            recovery.write_backup(recovery_file, made, home.identity())
+        ensure_lab_record(home)
+    except BaseException:
+        if made is not None:
+            recovery.forget_recovery_key(home)  # never a commitment whose words nobody saw
+        raise
+    return Initialized(home.identity(), made, made is not None or recovery.has_commitment(home))

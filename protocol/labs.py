@@ -254,6 +254,13 @@ def check_profile_field(field: str, value, where: str = "body."):
             if "notes" in m:
                 _line(m["notes"], f"{what}[{i}].notes", MAX_MACHINE_NOTES)
         return value
+    if field == "recovery":  # issue 17: SHA-256 of the recovery public key (protocol/recovery.py)
+        from .recovery import check_commitment
+
+        try:
+            return check_commitment(value, what)
+        except FabnodeError as exc:
+            raise ProfileRefused(str(exc)) from None
     raise ProfileRefused(f"{what} is not a profile field")
 
 

@@ -24,7 +24,8 @@ a record means exactly one thing to every node):
 * lab: name (protocol/labs.py's rules), nodes (list of {"peer": peer ID, "sig": 64 bytes by that
   node's key over protocol.labs.node_tie_statement(author)}), and the optional profile fields of
   issue 18 (place, location, bioregion, processes, machines, materials, languages, contact,
-  taking_requests; bounds in protocol.labs.check_profile_field). A lab record dated before 2020
+  taking_requests; bounds in protocol.labs.check_profile_field), and recovery (issue 17: 32 bytes,
+  SHA-256 of the lab's recovery public key, protocol/recovery.py). A lab record dated before 2020
   is refused (protocol.labs.MIN_LAB_TS). Unknown body fields of a lab are
   kept and ignored rather than refused (:data:`OPEN_TYPES`), so a later profile may add fields
   that this node still relays and verifies.
@@ -111,6 +112,8 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "languages": ("profile", False),
         "contact": ("profile", False),
         "taking_requests": ("profile", False),
+        # issue 17: SHA-256 of the lab's recovery public key (protocol/recovery.py)
+        "recovery": ("profile", False),
     },
     "request": {
         "design": ("link", False),

@@ -165,6 +165,12 @@ class RecordStore:
         row = self._conn.execute("SELECT name, ts, cid FROM labs WHERE author = ?", (author,)).fetchone()
         return tuple(row) if row else None
 
+    def lab_records(self, author: str) -> list[bytes]:
+        """The raw blocks of every lab record by ``author`` held here, oldest first (ties: smallest
+        record id): issue 17's committed recovery is the earliest one that carries it."""
+        return [bytes(r[0]) for r in self._conn.execute(
+            "SELECT data FROM records WHERE type = 'lab' AND author = ? ORDER BY ts, cid", (author,))]
+
     def labs(self) -> list[tuple[str, str, int]]:
         """(author, declared name, ts) of every lab that declared a name, by name."""
         return [tuple(r) for r in self._conn.execute("SELECT author, name, ts FROM labs ORDER BY name, author")]

@@ -1,8 +1,8 @@
 """Names for labs (issue 15): this lab's own ``lab`` record, local names, and showing keys.
 
 * :func:`ensure_lab_record` signs this lab's ``lab`` record (its configured name and this node's
-  peer ID, tied by the node key's signature) whenever the newest one known here says otherwise:
-  on ``init`` and when the daemon starts. It goes into the outbox like any record.
+  peer ID, tied by the node key's signature, and the recovery commitment of issue 17) whenever
+  the newest one known here says otherwise: on ``init`` and when the daemon starts. It goes into the outbox like any record.
 * :func:`set_name` / :func:`names` keep what this operator calls a key. Local names live in one
   SQLite table and are never sent anywhere.
 * :class:`Names` shows a did:key or a peer ID the one way every command and page uses
@@ -114,7 +114,18 @@ def sign_lab_body(home: "Home", records: "RecordStore", *, name: str, profile: d
     nodes[identity.peer_id] = {"peer": identity.peer_id,
                                "sig": _node_signer(home)(node_tie_statement(identity.did))}
     kept = profile if profile is not None else {k: old[k] for k in PROFILE_FIELDS if k in old}
-    return {"name": name, "nodes": [nodes[p] for p in sorted(nodes)], **kept}
+    recovery = lab_recovery(home, records, identity.did)
+    return {"name": name, "nodes": [nodes[p] for p in sorted(nodes)], **kept,
+            **({"recovery": recovery} if recovery is not None else {})}
+
+
+def lab_recovery(home: "Home", records: "RecordStore", did: str) -> bytes | None:
+    """The ``recovery`` every lab record this node signs carries (issue 17): the commitment kept
+    in the home (node/local/recovery.py), else the one the lab's earlier records carry (a second
+    node of the lab, with only the author key), so no re-signing ever drops it."""
+    from fabnode.node.local.recovery import committed, published_commitment
+
+    return committed(home) or published_commitment(records, did)
 
 
 def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
@@ -130,7 +141,8 @@ def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     name = check_name(identity.name, "the lab's name in config.toml")
     store, records = _open(home)
     latest = records.lab(identity.did)
-    if latest is not None and latest[0] == name and identity.peer_id in records.nodes_of(identity.did):
+    if latest is not None and latest[0] == name and identity.peer_id in records.nodes_of(identity.did) \
+            and _carries_recovery(home, records, latest[2]):
         return None
     body = sign_lab_body(home, records, name=name)
     ts = now_ms()
@@ -142,6 +154,20 @@ def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     if announce:
         _announce(home)
     return record.id
+
+
+def _carries_recovery(home: "Home", records: "RecordStore", cid: bytes) -> bool:
+    """Whether the lab record ``cid`` carries the home's recovery commitment (issue 17: a home
+    that just made one re-signs, so the commitment reaches peers)."""
+    from fabnode.node.local.recovery import committed
+
+    wanted = committed(home)
+    if wanted is None:
+        return True
+    from fabnode.protocol.dagcbor import decode
+
+    raw = records.raw(cid)
+    return raw is not None and decode(raw)["body"].get("recovery") == wanted
 
 
 def _check_key(key: str) -> str:
