@@ -37,10 +37,12 @@ never by arrival: the same set gives the same Identities on every node, whatever
 5. **Chains.** Roots are keys that no standing edge enters; each chain is walked from its root,
    and every key on it has ``identity_of`` = the root. A key no chain reaches is its own identity.
 
-6. **Standing** of a record by ``author`` at ``ts``: *conflict* if the author's identity is
-   forked; *refused* if dated after the author's rotation time or after its revocation cutoff;
-   *revoked* if dated at or before a revocation cutoff (storage tells "signed by a key later
-   revoked" from "doubtful" by arrival time); else *ok*.
+6. **Standing** of a record by ``author`` at ``ts``, first match: *refused* if dated after its
+   key's revocation cutoff; *revoked* if dated at or before it (storage tells "signed by a key
+   later revoked" from "doubtful" by arrival time); *refused* if dated after the key's rotation
+   time (a forked key's earliest branch); *conflict* if the author's identity is forked and not
+   settled; else *ok*. Refusals come first and only grow as records arrive (a second succession
+   can only move a rotation time earlier), so storage may drop refused records on arrival.
 
 7. **Members**, per lab in (ts, CID) order: a member record stands if, at its ts, its author is a
    key of the lab's chain in good standing, or holds the role ``maintainer`` there. A delegation
@@ -57,6 +59,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .errors import FabnodeError
 from .identity import ed25519_from_did
 
 SUCCESSION_DOMAIN = b"fabnode-succession-v1\x00"
@@ -80,6 +83,11 @@ def revocation_statement(identity: str, revoked: str, next_: str, cutoff: int) -
 def recovery_commitment(recovery_public_key: bytes) -> bytes:
     """The 32 bytes a lab record's ``recovery`` carries: SHA-256 of the raw Ed25519 public key."""
     return hashlib.sha256(recovery_public_key).digest()
+
+
+class ChainRefused(FabnodeError):
+    """A record its author's chain of keys refuses (signed after the key's rotation or revocation
+    cutoff). Not a peer's offence: the peer may not know that chain yet (docs/design.md)."""
 
 
 class KeyRecord(NamedTuple):
@@ -125,7 +133,7 @@ class Identities:
     _chains: dict[str, list[ChainLink]] = field(default_factory=dict)
     _conflicts: dict[str, str] = field(default_factory=dict)
     _rotated: dict[str, tuple[int, str]] = field(default_factory=dict)
-    """key -> (rotation ts, next key) for a key with one standing succession."""
+    """key -> (rotation ts, next key) for a key with standing successions (the earliest)."""
     _revoked: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     """key -> (cutoff, revocation CID)."""
     _members: dict[str, dict[str, list[tuple[int, str]]]] = field(default_factory=dict)
@@ -137,9 +145,7 @@ class Identities:
         return self._identity.get(did, did)
 
     def standing(self, author: str, ts: int) -> Standing:
-        identity = self.identity_of(author)
-        if identity in self._conflicts:
-            return Standing("conflict", self._conflicts[identity])
+        """Whether a record by ``author`` dated ``ts`` stands (see the module's theory, 6)."""
         revoked = self._revoked.get(author)
         if revoked is not None:
             cutoff, cid = revoked
@@ -149,7 +155,18 @@ class Identities:
         rotated = self._rotated.get(author)
         if rotated is not None and ts > rotated[0]:
             return Standing("refused", f"signed by {author} after it was rotated to {rotated[1]} at {rotated[0]}")
+        identity = self.identity_of(author)
+        if identity in self._conflicts:
+            return Standing("conflict", self._conflicts[identity])
         return OK
+
+    def refusal_limits(self) -> dict[str, int]:
+        """key -> the ts after which its records are refused (its rotation time or revocation
+        cutoff): what storage needs to find the records a chain refuses."""
+        limits = {key: cutoff for key, (cutoff, _) in self._revoked.items()}
+        for key, (ts, _) in self._rotated.items():
+            limits.setdefault(key, ts)
+        return limits
 
     def _role_of_identity(self, identity: str, lab: str, ts: int) -> str | None:
         history = self._members.get(lab, {}).get(identity)
@@ -352,8 +369,8 @@ def resolve(records: Iterable[KeyRecord], first_signed: Mapping[str, int] | None
             if revocation is not None:
                 out._revoked[key] = (cutoff, revocation.cid)
             live = [e for e in outgoing if e[4] == "rotated"]
-            if len(live) == 1 and revocation is None:
-                out._rotated[key] = (live[0][0], live[0][3])
+            if live and revocation is None:  # a fork rotates the key too, at its earliest branch
+                out._rotated[key] = (live[0][0], live[0][3] if len(live) == 1 else "several keys (a fork)")
             until = outgoing[0][0] if outgoing else None
             index = next(i for i, link in enumerate(chain) if link.key == key)
             chain[index] = chain[index]._replace(until_ts=until, revoked_cutoff=cutoff)

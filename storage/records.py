@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from fabnode.storage import making, search
+from fabnode.storage.keys import KEY_TYPES, KeyIndex, check_chain
 
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class VouchRow(NamedTuple):
 class RecordStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.keys = KeyIndex(conn)
+        """The chains of keys (issue 17): their records, refusals and resolved Identities."""
 
     # ------------------------------------------------------------ writing
 
@@ -90,10 +93,14 @@ class RecordStore:
     def ingest(self, record: "Record", *, received_ms: int, outbox: bool = False, manifest: str = "") -> bool:
         """Store and index one verified record; returns False if it was already here.
 
-        Call inside the caller's write transaction, so a batch is all-or-nothing.
+        Call inside the caller's write transaction, so a batch is all-or-nothing. A record its
+        author's chain of keys refuses raises :class:`protocol.keys.ChainRefused` (one line) and
+        is not stored (its id is kept in ``key_refused``); one refused before returns False.
         """
-        if self.has(record.cid):
+        if self.has(record.cid) or self.keys.is_refused(record.cid):
             return False
+        self.keys.signed(record.author, record.ts)
+        check_chain(self.keys, record, received_ms)
         body = record.body
         design = subject = None
         if record.type == "version":
@@ -125,6 +132,9 @@ class RecordStore:
             making.index_request(self._conn, record)
         elif record.type == "offer":
             making.index_offer(self._conn, record)
+        if record.type in KEY_TYPES or record.type == "lab":
+            if self.keys.add(record):
+                self.keys.settle(self._drop, received_ms)
         return True
 
     def _index_lab(self, record: Record) -> None:
@@ -345,14 +355,16 @@ class RecordStore:
 
     def sync_items(self) -> list[tuple[int, bytes]]:
         """(ts, id digest) of every record, and of every tombstone: what set reconciliation works
-        over (a record evicted over the strangers' quota counts as held, so no peer resends it)."""
+        over (a record evicted over the strangers' quota, or refused by its chain of keys, counts
+        as held, so no peer resends it)."""
         return [(ts, cid[4:]) for ts, cid in self._conn.execute("SELECT ts, cid FROM records UNION ALL "
-                                                                "SELECT ts, cid FROM evicted")]
+                                                                "SELECT ts, cid FROM evicted UNION ALL "
+                                                                "SELECT ts, cid FROM key_refused")]
 
-    def change_marker(self) -> tuple[int, int, int]:
-        """Changes whenever a record is added or evicted: for caching derived sets."""
-        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0), "
-                                        "(SELECT count(*) FROM evicted) FROM records").fetchone())
+    def change_marker(self) -> tuple[int, int, int, int]:
+        """Changes whenever a record is added, evicted or refused by its chain: for caching derived sets."""
+        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0), (SELECT count(*) FROM evicted),"
+                                        " (SELECT count(*) FROM key_refused) FROM records").fetchone())
 
     # ------------------------------------------------------------ strangers (protocol/quota.py)
 
@@ -419,13 +431,23 @@ class RecordStore:
     def evict(self, cids: list[bytes], now_ms: int) -> None:
         """Remove records (and everything indexed from them), leaving a tombstone for each.
         Call inside the caller's write transaction."""
+        keys_changed = False
         for cid in cids:
-            row = self._conn.execute("SELECT author, ts, type, design FROM records WHERE cid = ?", (cid,)).fetchone()
+            row = self._drop(cid)
             if row is None:
                 continue
-            author, ts, rtype, design = row
+            author, ts, rtype, _design = row
+            keys_changed = keys_changed or rtype in KEY_TYPES or rtype == "lab"
             self._conn.execute("INSERT OR IGNORE INTO evicted (cid, author, ts, evicted_ms) VALUES (?, ?, ?, ?)",
                                (cid, author, ts, now_ms))
+        if keys_changed:
+            self.keys.settle(self._drop, now_ms)
+
+    def _drop(self, cid: bytes) -> tuple | None:
+        """Remove one record and everything indexed from it; (author, ts, type, design) or None."""
+        row = self._conn.execute("SELECT author, ts, type, design FROM records WHERE cid = ?", (cid,)).fetchone()
+        if row is not None:
+            author, ts, rtype, design = row
             self._conn.execute("DELETE FROM records WHERE cid = ?", (cid,))
             if rtype == "attestation":
                 self._conn.execute("DELETE FROM attestations WHERE cid = ?", (cid,))
@@ -438,6 +460,9 @@ class RecordStore:
                 making.forget_request_records(self._conn, cid)
             elif rtype == "lab":
                 self._rebuild_lab(author)
+            if rtype in KEY_TYPES or rtype == "lab":
+                self.keys.forget(cid)
+        return row
 
     def _rebuild_design(self, design: bytes) -> None:
         """Index a design again from the version records still here (after one was evicted)."""

@@ -181,9 +181,11 @@ def test_a_fork_is_a_conflict_trusted_nowhere_until_the_recovery_key_settles_it(
     ids = resolved(*records)
     assert "rotated twice" in ids.conflicts()[root.did]
     assert ids.current_key(root.did) is None
-    for key in (root, nxt, thief):
-        assert ids.standing(key.did, T0 + 4 * MIN).kind == "conflict"
-        assert ids.speaks_for(key.did, T0 + 4 * MIN) is None
+    for key, ts in ((root, T0 + MIN), (nxt, T0 + 4 * MIN), (thief, T0 + 4 * MIN)):
+        assert ids.standing(key.did, ts).kind == "conflict"
+        assert ids.speaks_for(key.did, ts) is None
+    # the forked key is retired at its earliest branch all the same
+    assert ids.standing(root.did, T0 + 4 * MIN).kind == "refused"
     # the recovery key chooses `next`: the fork is settled, the thief's branch counts for no one
     settle = revocation(rec, root, root, nxt, cutoff=T0 + MIN, ts=T0 + 5 * MIN)
     ids = resolved(*records, settle)
