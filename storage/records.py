@@ -10,9 +10,10 @@ right as soon as the last piece arrives. :meth:`RecordStore.ingest` must be give
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -84,6 +85,21 @@ class RecordStore:
         self._conn = conn
         self.keys = KeyIndex(conn)
         """The chains of keys (issue 17): their records, refusals and resolved Identities."""
+        self._settling_deferred = 0
+        self._settle_due: int | None = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Ingest many records, settling the chains of keys once at the end instead of after
+        each key record (resolving is O(key records); a sync batch may bring thousands)."""
+        self._settling_deferred += 1
+        try:
+            yield
+        finally:
+            self._settling_deferred -= 1
+        if not self._settling_deferred and self._settle_due is not None:
+            due, self._settle_due = self._settle_due, None
+            self.keys.settle(self._drop, due)
 
     # ------------------------------------------------------------ writing
 
@@ -134,7 +150,10 @@ class RecordStore:
             making.index_offer(self._conn, record)
         if record.type in KEY_TYPES or record.type == "lab":
             if self.keys.add(record):
-                self.keys.settle(self._drop, received_ms)
+                if self._settling_deferred:
+                    self._settle_due = max(self._settle_due or 0, received_ms)
+                else:
+                    self.keys.settle(self._drop, received_ms)
         return True
 
     def _index_lab(self, record: Record) -> None:
