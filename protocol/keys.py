@@ -355,30 +355,30 @@ def resolve(records: Iterable[KeyRecord], first_signed: Mapping[str, int] | None
 
     # 5. chains from the roots
     keys = set(entered) | set(edges) | set(commitments)
-    roots = sorted(k for k in keys if k not in entered)
-    for root in roots:
-        chain = [ChainLink(root, first.get(root, 0), None, "root", None)]
-        out._identity[root] = root
-        todo = [root]
-        while todo:
-            key = todo.pop(0)
+    for root in sorted(k for k in keys if k not in entered):
+        order, since, until = [root], {root: (first.get(root, 0), "root")}, {}
+        at = 0
+        while at < len(order):
+            key = order[at]
+            at += 1
             out._identity[key] = root
-            outgoing = sorted(edges.get(key, ()), key=lambda e: (e[0], e[1]))
             revocation = revocations.get(key)
-            cutoff = revocation.body["cutoff"] if revocation is not None else None
             if revocation is not None:
-                out._revoked[key] = (cutoff, revocation.cid)
+                out._revoked[key] = (revocation.body["cutoff"], revocation.cid)
+            outgoing = edges.get(key)
+            if not outgoing:
+                continue
+            outgoing.sort(key=lambda e: (e[0], e[1]))
+            until[key] = outgoing[0][0]
             live = [e for e in outgoing if e[4] == "rotated"]
             if live and revocation is None:  # a fork rotates the key too, at its earliest branch
                 out._rotated[key] = (live[0][0], live[0][3] if len(live) == 1 else "several keys (a fork)")
-            until = outgoing[0][0] if outgoing else None
-            index = next(i for i, link in enumerate(chain) if link.key == key)
-            chain[index] = chain[index]._replace(until_ts=until, revoked_cutoff=cutoff)
             for edge in outgoing:
-                chain.append(ChainLink(edge[3], edge[0], None, edge[4], None))
-                todo.append(edge[3])
-        if len(chain) > 1 or root in commitments:
-            out._chains[root] = chain
+                since[edge[3]] = (edge[0], edge[4])
+                order.append(edge[3])
+        if len(order) > 1 or root in commitments:
+            out._chains[root] = [ChainLink(key, since[key][0], until.get(key), since[key][1],
+                                           out._revoked[key][0] if key in out._revoked else None) for key in order]
     for old, group in sorted(forks.items()):
         if len(group) > 1:
             identity = out.identity_of(old)

@@ -29,7 +29,7 @@ class KeyIndex:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._cached: tuple[int, Identities] | None = None
+        self._cached: tuple[int, Identities, frozenset[str]] | None = None
 
     # ------------------------------------------------------------ reading
 
@@ -61,10 +61,16 @@ class KeyIndex:
 
     def identities(self) -> Identities:
         """The resolved chains, recomputed only after the key tables changed."""
+        return self._state()[0]
+
+    def _state(self) -> tuple[Identities, frozenset[str]]:
+        """(Identities, the keys some succession or revocation rotates to), cached on the version."""
         version = self.version()
         if self._cached is None or self._cached[0] != version:
-            self._cached = (version, resolve(self.key_records(), self.first_signed()))
-        return self._cached[1]
+            rows = self.key_records()
+            nexts = frozenset(r.body["next"] for r in rows if r.type in ("succession", "revocation"))
+            self._cached = (version, resolve(rows, self.first_signed()), nexts)
+        return self._cached[1], self._cached[2]
 
     def refusal(self, author: str, ts: int) -> str | None:
         """Why a record by ``author`` at ``ts`` cannot stand (one line), or None."""
@@ -90,13 +96,27 @@ class KeyIndex:
 
     # ------------------------------------------------------------ writing (inside the caller's transaction)
 
-    def signed(self, author: str, ts: int) -> None:
-        """Remember that ``author`` signed something dated ``ts`` (any record, even a refused one)."""
+    def admit(self, record, now_ms: int) -> None:
+        """At ingest: remember that the author signed something dated ``record.ts`` (even if it
+        is refused: a key that signed anything cannot be rotated to later), then refuse the record
+        (remembered in ``key_refused``, :class:`ChainRefused` raised) if its chain refuses it.
+
+        Key records are never refused here: whether they stand depends on the whole set, which
+        the resolver decides (they are stored, relayed and offered so that every node sees it)."""
+        ids, nexts = self._state()
         lowered = self._conn.execute(
             "INSERT INTO key_authors (author, first_ts) VALUES (?, ?) ON CONFLICT (author) DO UPDATE"
-            " SET first_ts = excluded.first_ts WHERE excluded.first_ts < key_authors.first_ts", (author, ts)).rowcount
-        if lowered and self._conn.execute("SELECT 1 FROM key_records WHERE next = ? LIMIT 1", (author,)).fetchone():
+            " SET first_ts = excluded.first_ts WHERE excluded.first_ts < key_authors.first_ts",
+            (record.author, record.ts)).rowcount
+        if lowered and record.author in nexts:
             self._bump()
+            ids = self.identities()
+        if record.type in KEY_TYPES or record.type == "lab":
+            return
+        standing = ids.standing(record.author, record.ts)
+        if standing.kind == "refused":
+            self.refuse(record.cid, record.author, record.ts, standing.reason, now_ms)
+            raise ChainRefused(f"record refused: {standing.reason}")
 
     def refuse(self, cid: bytes, author: str, ts: int, reason: str, now_ms: int) -> None:
         self._conn.execute("INSERT OR IGNORE INTO key_refused (cid, author, ts, reason, refused_ms)"
@@ -152,16 +172,3 @@ class KeyIndex:
                   if ts <= limits.get(author, NEVER)]
         self._conn.executemany("DELETE FROM key_refused WHERE cid = ?", [(c,) for c in lifted])
         return refused, len(lifted)
-
-
-def check_chain(keys: KeyIndex, record, now_ms: int) -> None:
-    """Refuse (and remember as refused) a record that the chains already known refuse.
-
-    Key records are never refused here: whether they stand depends on the whole set and the
-    resolver decides it (they are stored, relayed and offered so that every node sees the set)."""
-    if record.type in KEY_TYPES or record.type == "lab":
-        return
-    reason = keys.refusal(record.author, record.ts)
-    if reason is not None:
-        keys.refuse(record.cid, record.author, record.ts, reason, now_ms)
-        raise ChainRefused(f"record refused: {reason}")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from fabnode.storage import making, search
-from fabnode.storage.keys import KEY_TYPES, KeyIndex, check_chain
+from fabnode.storage.keys import KEY_TYPES, KeyIndex
 
 
 if TYPE_CHECKING:
@@ -113,10 +113,10 @@ class RecordStore:
         author's chain of keys refuses raises :class:`protocol.keys.ChainRefused` (one line) and
         is not stored (its id is kept in ``key_refused``); one refused before returns False.
         """
-        if self.has(record.cid) or self.keys.is_refused(record.cid):
+        if self._conn.execute("SELECT 1 FROM records WHERE cid = ? UNION ALL SELECT 1 FROM key_refused WHERE cid = ?",
+                              (record.cid, record.cid)).fetchone() is not None:
             return False
-        self.keys.signed(record.author, record.ts)
-        check_chain(self.keys, record, received_ms)
+        self.keys.admit(record, received_ms)
         body = record.body
         design = subject = None
         if record.type == "version":
