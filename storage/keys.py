@@ -103,16 +103,19 @@ class KeyIndex:
 
         Key records are never refused here: whether they stand depends on the whole set, which
         the resolver decides (they are stored, relayed and offered so that every node sees it)."""
-        ids, nexts = self._state()
         lowered = self._conn.execute(
             "INSERT INTO key_authors (author, first_ts) VALUES (?, ?) ON CONFLICT (author) DO UPDATE"
             " SET first_ts = excluded.first_ts WHERE excluded.first_ts < key_authors.first_ts",
             (record.author, record.ts)).rowcount
+        if record.type in KEY_TYPES or record.type == "lab":  # no resolving here: a batch settles once
+            if lowered and self._conn.execute("SELECT 1 FROM key_records WHERE next = ? LIMIT 1",
+                                              (record.author,)).fetchone():
+                self._bump()
+            return
+        ids, nexts = self._state()
         if lowered and record.author in nexts:
             self._bump()
             ids = self.identities()
-        if record.type in KEY_TYPES or record.type == "lab":
-            return
         standing = ids.standing(record.author, record.ts)
         if standing.kind == "refused":
             self.refuse(record.cid, record.author, record.ts, standing.reason, now_ms)

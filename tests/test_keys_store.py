@@ -157,3 +157,42 @@ def test_records_by_a_revoked_key_are_revoked_later_or_doubtful_by_arrival(world
     assert records.keys.mark(s.did, old_dated.ts, received[old_dated.cid]) == DOUBTFUL
     assert records.keys.mark(world.k["s2"].did, T0 + 21 * MIN, 99) is None
     blocks.db.close()
+
+
+def test_rotating_this_labs_key_and_delegating_in_a_real_home(tmp_path):
+    from fabnode.node.home import Home, init_home
+    from fabnode.node.local.keys import rotate_key, set_member
+    from fabnode.protocol.errors import FabnodeError
+
+    old_did = init_home(tmp_path / "home", "Rotating Lab").did
+    home = Home(tmp_path / "home")
+    old_key_bytes = (home.path / "author.key").read_bytes()
+    out = rotate_key(home)
+    assert out["old"] == old_did and out["identity"] == old_did
+    assert home.identity().did == out["new"] != old_did
+    assert (home.path / out["retired_key_file"]).read_bytes() == old_key_bytes
+    assert not (home.path / "author.key.next").exists()
+    stores = home.open_stores()
+    ids = stores.records.keys.identities()
+    assert ids.current_key(old_did) == out["new"]
+    outbox = {cid for cid, _ in stores.records.outbox()}
+    from fabnode.protocol.cid import parse_cid
+
+    assert parse_cid(out["succession"]) in outbox
+    # the new key delegates; a delegation the rules refuse is not stored
+    alice = Key(901)
+    added = set_member(home, alice.did, "maintainer")
+    assert added["lab"] == old_did
+    ids = stores.records.keys.identities()
+    assert ids.role(alice.did, old_did, added["ts"]) == "maintainer"
+    with pytest.raises(FabnodeError, match="role 'owner'"):
+        set_member(home, alice.did, "owner")
+    # the retired key's records are refused from now on, whoever signs them
+    from cryptography.hazmat.primitives import serialization
+
+    retired = serialization.load_pem_private_key(old_key_bytes, password=None)
+    late = make_record("vouch", {"subject": alice.did, "trust": "trusted"}, author=old_did, ts=out["ts"] + 1,
+                       sign=retired.sign)
+    with stores.blocks.write_transaction(), pytest.raises(ChainRefused, match="after it was rotated"):
+        stores.records.ingest(late, received_ms=out["ts"] + 2)
+    stores.db.close()
