@@ -196,3 +196,37 @@ def test_rotating_this_labs_key_and_delegating_in_a_real_home(tmp_path):
     with stores.blocks.write_transaction(), pytest.raises(ChainRefused, match="after it was rotated"):
         stores.records.ingest(late, received_ms=out["ts"] + 2)
     stores.db.close()
+
+
+def test_gossip_neither_relays_nor_stores_a_chain_refused_record_and_strikes_no_one(world):
+    from memstore import MemoryRecords
+
+    from fabnode.node.service import effects as fx
+    from fabnode.node.service import events as ev
+    from fabnode.node.service.service import NodeService, ServiceConfig
+    from fabnode.protocol.keys import resolve
+
+    from keychains import key_records
+
+    ids = resolve(key_records([world.rotation]))
+
+    class ChainView(MemoryRecords):
+        def chain_refusal(self, author, ts):
+            standing = ids.standing(author, ts)
+            return standing.reason if standing.kind == "refused" else None
+
+    now = T0 + 60 * MIN
+    svc = NodeService("m", ChainView(), ServiceConfig(outbox_poll_ms=None))
+    svc.handle(ev.PeerConnected("z", "/ip4/127.0.0.1/tcp/9"), now)
+    svc.handle(ev.PeerSpeaksFabnode("z", ("/ip4/127.0.0.1/tcp/9",)), now)
+    svc.drain()
+    out = []
+    for i in range(60):  # more than the invalid records a minute that cut a forwarder off
+        late = vouch(world.k["r"], world.k["friend"], T0 + 6 * MIN + i)
+        svc.handle(ev.GossipReceived("z", late.raw, "origin"), now + i)
+        out += svc.drain()
+    assert not any(isinstance(e, (fx.Forward, fx.StoreRecords, fx.Disconnect)) for e in out)
+    assert any("after it was rotated to" in e.line for e in out if isinstance(e, fx.Log))
+    good = vouch(world.k["n"], world.k["friend"], T0 + 6 * MIN)
+    svc.handle(ev.GossipReceived("z", good.raw, "origin"), now + 100)
+    assert any(isinstance(e, fx.Forward) for e in svc.drain())
