@@ -286,3 +286,16 @@ def test_any_arrival_order_gives_the_same_identities(seed, order):
         for ts in (T0, T0 + 10 * MIN, T0 + 40 * MIN):
             assert got.standing(author, ts) == expected.standing(author, ts)
             assert got.speaks_for(author, ts) == expected.speaks_for(author, ts)
+
+
+def test_key_records_read_as_one_log_line(keys):
+    from fabnode.node.service.service import describe_record
+
+    root, nxt, rec = keys["root"], keys["next"], keys["recovery"]
+    lines = [describe_record(succession(root, nxt, T0)),
+             describe_record(revocation(rec, root, root, nxt, cutoff=T0, ts=T0 + 1)),
+             describe_record(member(root, root, keys["alice"], "maintainer", T0))]
+    assert lines[0].startswith("succession ") and "rotates to" in lines[0]
+    assert lines[1].startswith("revocation ") and f"revoked from {T0}" in lines[1]
+    assert lines[2].startswith("member ") and "maintainer" in lines[2]
+    assert all("\n" not in line for line in lines)

@@ -110,7 +110,16 @@ def describe_record(record: Record, label=short_key) -> str:
     if record.type == "attestation":
         return (f"attestation {cid_str(record.cid)}: {body['predicate']} {body['result']} on "
                 f"{cid_str(body['subject'].cid)} by {who}")
-    return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
+    if record.type == "vouch":
+        return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
+    if record.type == "succession":
+        return f"succession {cid_str(record.cid)}: {who} rotates to {label(body['next'])}"
+    if record.type == "revocation":
+        return (f"revocation {cid_str(record.cid)}: {label(body['revoked'])} revoked from {body['cutoff']},"
+                f" {label(body['next'])} takes over {label(body['identity'])}")
+    if record.type == "member":
+        return f"member {cid_str(record.cid)}: {who} makes {label(body['member'])} {body['role']} of {label(body['lab'])}"
+    return f"{record.type} {cid_str(record.cid)} by {who}"
 
 
 class NodeService:
