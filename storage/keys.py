@@ -96,13 +96,15 @@ class KeyIndex:
 
     # ------------------------------------------------------------ writing (inside the caller's transaction)
 
-    def admit(self, record, now_ms: int) -> None:
+    def admit(self, record, now_ms: int) -> bool:
         """At ingest: remember that the author signed something dated ``record.ts`` (even if it
         is refused: a key that signed anything cannot be rotated to later), then refuse the record
         (remembered in ``key_refused``, :class:`ChainRefused` raised) if its chain refuses it.
 
         Key records are never refused here: whether they stand depends on the whole set, which
-        the resolver decides (they are stored, relayed and offered so that every node sees it)."""
+        the resolver decides (they are stored, relayed and offered so that every node sees it).
+        Returns True when the record changed the chains (its author, rotated to by a succession,
+        turns out to have signed earlier): the caller settles them."""
         lowered = self._conn.execute(
             "INSERT INTO key_authors (author, first_ts) VALUES (?, ?) ON CONFLICT (author) DO UPDATE"
             " SET first_ts = excluded.first_ts WHERE excluded.first_ts < key_authors.first_ts",
@@ -111,15 +113,18 @@ class KeyIndex:
             if lowered and self._conn.execute("SELECT 1 FROM key_records WHERE next = ? LIMIT 1",
                                               (record.author,)).fetchone():
                 self._bump()
-            return
+                return True
+            return False
         ids, nexts = self._state()
-        if lowered and record.author in nexts:
+        changed = bool(lowered) and record.author in nexts
+        if changed:
             self._bump()
             ids = self.identities()
         standing = ids.standing(record.author, record.ts)
         if standing.kind == "refused":
             self.refuse(record.cid, record.author, record.ts, standing.reason, now_ms)
             raise ChainRefused(f"record refused: {standing.reason}")
+        return changed
 
     def refuse(self, cid: bytes, author: str, ts: int, reason: str, now_ms: int) -> None:
         self._conn.execute("INSERT OR IGNORE INTO key_refused (cid, author, ts, reason, refused_ms)"

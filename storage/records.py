@@ -116,7 +116,7 @@ class RecordStore:
         if self._conn.execute("SELECT 1 FROM records WHERE cid = ? UNION ALL SELECT 1 FROM key_refused WHERE cid = ?",
                               (record.cid, record.cid)).fetchone() is not None:
             return False
-        self.keys.admit(record, received_ms)
+        chains_changed = self.keys.admit(record, received_ms)
         body = record.body
         design = subject = None
         if record.type == "version":
@@ -149,11 +149,12 @@ class RecordStore:
         elif record.type == "offer":
             making.index_offer(self._conn, record)
         if record.type in KEY_TYPES or record.type == "lab":
-            if self.keys.add(record):
-                if self._settling_deferred:
-                    self._settle_due = max(self._settle_due or 0, received_ms)
-                else:
-                    self.keys.settle(self._drop, received_ms)
+            chains_changed = self.keys.add(record) or chains_changed
+        if chains_changed:
+            if self._settling_deferred:
+                self._settle_due = max(self._settle_due or 0, received_ms)
+            else:
+                self.keys.settle(self._drop, received_ms)
         return True
 
     def _index_lab(self, record: Record) -> None:

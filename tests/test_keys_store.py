@@ -230,3 +230,17 @@ def test_gossip_neither_relays_nor_stores_a_chain_refused_record_and_strikes_no_
     good = vouch(world.k["n"], world.k["friend"], T0 + 6 * MIN)
     svc.handle(ev.GossipReceived("z", good.raw, "origin"), now + 100)
     assert any(isinstance(e, fx.Forward) for e in svc.drain())
+
+
+def test_a_refusal_that_a_later_record_lifts_is_forgotten_and_the_record_can_come_back(world, tmp_path):
+    blocks, records = _store(tmp_path / "lift.db")
+    r, n, friend = world.k["r"], world.k["n"], world.k["friend"]
+    late = vouch(r, friend, T0 + 6 * MIN)
+    refused = _ingest_all(blocks, records, [world.rotation, late])
+    assert len(refused) == 1 and (late.ts, late.cid[4:]) in records.sync_items()
+    # `n` turns out to have signed a record before the rotation: the rotation does not stand
+    _ingest_all(blocks, records, [vouch(n, friend, T0 + MIN)])
+    assert "a key already in use" in records.keys.identities().refused_records()[world.rotation.cid]
+    assert records.keys.refused() == [] and (late.ts, late.cid[4:]) not in records.sync_items()
+    assert _ingest_all(blocks, records, [late]) == [] and records.has(late.cid)  # the next sync brings it
+    blocks.db.close()
