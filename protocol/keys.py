@@ -140,6 +140,7 @@ class Identities:
     """lab -> member identity -> [(ts, role)] sorted by ts."""
     _refused: dict[bytes, str] = field(default_factory=dict)
     _labs_of_member: dict[str, list[str]] = field(default_factory=dict)
+    _ignored_recoveries: dict[bytes, str] = field(default_factory=dict)
 
     def identity_of(self, did: str) -> str:
         return self._identity.get(did, did)
@@ -221,6 +222,11 @@ class Identities:
                     out.append(Membership(member, role, ts, history[i + 1][0] if i + 1 < len(history) else None))
         return out
 
+    def ignored_recoveries(self) -> dict[bytes, str]:
+        """Lab records whose ``recovery`` differs from the one committed first (CID -> one line):
+        ignored, and worth showing (who tried to change the recovery key?)."""
+        return dict(self._ignored_recoveries)
+
     def refused_records(self) -> dict[bytes, str]:
         """Key records the rules set aside (CID -> one-line reason): they count for nothing."""
         return dict(self._refused)
@@ -230,15 +236,18 @@ class Identities:
 
     def _signature(self) -> tuple:
         return (self._identity, self._chains, self._conflicts, self._rotated, self._revoked, self._members,
-                self._refused)
+                self._refused, self._ignored_recoveries)
 
 
-def _committed_recoveries(labs: list[KeyRecord]) -> dict[str, bytes]:
+def _committed_recoveries(labs: list[KeyRecord], ignored: dict[bytes, str]) -> dict[str, bytes]:
     commitments: dict[str, bytes] = {}
     for record in labs:  # sorted by (ts, cid): the earliest commitment wins
         recovery = record.body.get("recovery")
         if isinstance(recovery, bytes) and len(recovery) == 32:
-            commitments.setdefault(record.author, recovery)
+            first = commitments.setdefault(record.author, recovery)
+            if first != recovery:
+                ignored[record.cid] = (f"{record.author} committed to another recovery key first: "
+                                       "a later lab record cannot change it (a revocation can)")
     return commitments
 
 
@@ -269,7 +278,7 @@ def resolve(records: Iterable[KeyRecord], first_signed: Mapping[str, int] | None
     refused = out._refused
 
     # 1. commitments
-    commitments = _committed_recoveries(by_type["lab"])
+    commitments = _committed_recoveries(by_type["lab"], out._ignored_recoveries)
 
     # 2. successions on their own
     successions: list[KeyRecord] = []

@@ -129,9 +129,11 @@ def test_a_revocation_without_a_committed_recovery_is_refused(keys):
     # committed, but to another recovery key
     ids = resolved(lab(root, T0, recovery=keys["other"]), revoke)
     assert ids.refused_records()[revoke.cid] == f"not the recovery key committed for {root.did}"
-    # a later lab record changing the commitment does not count: the earliest one does
-    ids = resolved(lab(root, T0, recovery=keys["other"]), lab(root, T0 + 1, recovery=rec), revoke)
+    # a later lab record changing the commitment does not count: the earliest one does (flagged)
+    change = lab(root, T0 + 1, recovery=rec)
+    ids = resolved(lab(root, T0, recovery=keys["other"]), change, revoke)
     assert revoke.cid in ids.refused_records()
+    assert "committed to another recovery key first" in ids.ignored_recoveries()[change.cid]
 
 
 def test_a_revocation_cuts_off_the_key_and_its_next_takes_over(keys):
