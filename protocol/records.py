@@ -34,6 +34,21 @@ a record means exactly one thing to every node):
   characters). Or, to close a request of one's own: closes (link to the request) and nothing
   else; protocol/requests.py computes what a request's records mean together.
 * offer: request (link), quantity (integer 1..10^6), note (at most 500 characters).
+
+Keys over years (issue 17; docs/protocol.md §18; the chain rules live in protocol/keys.py):
+
+* succession: author = the OLD key; next (did:key), next_sig (64 bytes: Ed25519 by ``next`` over
+  ``protocol.keys.succession_statement(author, next, ts)``). Signed by both keys.
+* revocation: author = the identity's RECOVERY key; identity (did:key of the chain's root),
+  revoked (did:key), cutoff (integer ms, at most the record's ts), next (did:key), next_sig
+  (64 bytes: by ``next`` over ``protocol.keys.revocation_statement(identity, revoked, next,
+  cutoff)``), recovery (optional, 32 bytes: SHA-256 of a fresh recovery public key).
+* member: author = the lab's key or a maintainer's; lab (did:key, the identity's root), member
+  (did:key), role (maintainer|member|removed), note (at most 500 characters).
+
+verify_record checks only what such a record proves by itself (its fields, its two
+signatures); whether its author had the right to say it depends on other records and is
+decided by protocol.keys.resolve over the whole set, so arrival order never matters.
 """
 
 from __future__ import annotations
@@ -60,6 +75,9 @@ MAX_LIST_TEXT = 1024
 PREDICATES = ("built", "tested", "reviewed", "defect")
 RESULTS = ("passed", "warned", "failed")
 TRUST_LEVELS = ("trusted", "distrusted")
+MEMBER_ROLES = ("maintainer", "member", "removed")
+KEY_TYPES = frozenset({"succession", "revocation", "member"})
+"""Record types that make the chains of keys (protocol/keys.py)."""
 MAX_QUANTITY = 1_000_000
 """Things asked for or offered in one request or offer."""
 MAX_NOTE = 500
@@ -125,6 +143,24 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
     "offer": {
         "request": ("link", True),
         "quantity": ("quantity", True),
+        "note": ("note", False),
+    },
+    "succession": {
+        "next": ("did", True),
+        "next_sig": ("sig", True),
+    },
+    "revocation": {
+        "identity": ("did", True),
+        "revoked": ("did", True),
+        "cutoff": ("ms", True),
+        "next": ("did", True),
+        "next_sig": ("sig", True),
+        "recovery": ("digest", False),
+    },
+    "member": {
+        "lab": ("did", True),
+        "member": ("did", True),
+        "role": (MEMBER_ROLES, True),
         "note": ("note", False),
     },
 }
@@ -234,6 +270,15 @@ def _typed_field(kind, name: str, value):
         if len(value) > MAX_NOTE:
             raise _reject(f"body.{name} is longer than {MAX_NOTE} characters")
         return value
+    if kind in ("sig", "digest"):
+        size = 64 if kind == "sig" else 32
+        if not isinstance(value, bytes) or len(value) != size:
+            raise _reject(f"body.{name} must be {size} bytes")
+        return value
+    if kind == "ms":
+        if type(value) is not int or value < 0:
+            raise _reject(f"body.{name} must be a non-negative whole number of milliseconds")
+        return value
     if kind == "profile":
         from .labs import ProfileRefused, check_profile_field
 
@@ -291,6 +336,37 @@ def check_node_ties(author: str, body: dict) -> None:
                           "(a wrong signature, or one made for another lab)")
 
 
+def _check_key_fields(rtype: str, author: str, body: dict) -> None:
+    """The cross-field rules of succession, revocation and member bodies (no signatures)."""
+    if rtype == "succession" and body["next"] == author:
+        raise _reject("a succession must name a next key other than its author")
+    if rtype == "revocation":
+        if body["next"] == body["revoked"]:
+            raise _reject("a revocation must name a next key other than the revoked one")
+        if author in (body["revoked"], body["next"]):
+            raise _reject("a revocation is signed by the recovery key, not by the revoked or the next key")
+    if rtype == "member" and body["member"] == body["lab"]:
+        raise _reject("a lab's own key is not one of its members")
+
+
+def check_next_sig(rtype: str, author: str, ts: int, body: dict) -> None:
+    """The next key's own signature in a succession or revocation: without it, anyone could
+    rotate a key *to* someone else's. Checked after the record's signature (cheaper refusals first)."""
+    from .keys import revocation_statement, succession_statement
+
+    if rtype == "succession":
+        statement = succession_statement(author, body["next"], ts)
+    elif rtype == "revocation":
+        if body["cutoff"] > ts:
+            raise _reject(f"a revocation's cutoff ({body['cutoff']}) is after its own time ({ts})")
+        statement = revocation_statement(body["identity"], body["revoked"], body["next"], body["cutoff"])
+    else:
+        return
+    if not _verify_ed25519(ed25519_from_did(body["next"]), body["next_sig"], statement):
+        raise _reject(f"body.next_sig is not {body['next']}'s signature of this {rtype} "
+                      "(the next key must sign it too)")
+
+
 def _check_lab_ts(ts: int) -> None:
     from .labs import MIN_LAB_TS
 
@@ -325,6 +401,8 @@ def check_body(rtype: str, author: str, body) -> dict:
         missing = [f for f in REQUEST_FIELDS if f not in typed]
         if "closes" not in typed and missing:
             raise _reject(f"a request needs body.{missing[0]} (or body.closes alone, to close one)")
+    if rtype in KEY_TYPES:
+        _check_key_fields(rtype, author, typed)
     if rtype == "version":
         first = "design" not in typed
         if first and author not in typed.get("maintainers", ()):
@@ -363,6 +441,7 @@ def make_record(rtype: str, body: dict, *, author: str, ts: int, sign: Callable[
     if rtype == "lab":
         _check_lab_ts(ts)
         check_node_ties(author, typed)
+    check_next_sig(rtype, author, ts, typed)
     sig = sign(signing_bytes(rtype, author, ts, typed))
     raw = encode({"fabnode": FORMAT_VERSION, "type": rtype, "author": author, "ts": ts, "body": typed, "sig": sig})
     if len(raw) > MAX_RECORD_BYTES:
@@ -419,6 +498,7 @@ def verify_record(raw: bytes, now_ms: int, cid: bytes | None = None) -> Record:
         raise _reject(f"the signature does not verify for {author}")
     if rtype == "lab":
         check_node_ties(author, body)
+    check_next_sig(rtype, author, ts, body)
     return Record(own_cid, rtype, author, ts, body, sig, raw)
 
 

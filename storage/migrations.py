@@ -434,3 +434,48 @@ def design_profiles(db: Database) -> None:
         );
         """
     )
+
+
+@migrations(name="016_keys")
+def keys(db: Database) -> None:
+    # Issue 17: chains of keys (protocol/keys.py). `key_records` keeps the fields of lab records
+    # that commit a recovery key, successions, revocations and members, so the resolver runs
+    # without decoding blocks; `key_authors` the earliest ts each author signed (a key cannot be
+    # rotated *to* once it signed anything before); `key_refused` the ids of records a chain
+    # refuses (not stored, counted as held in sync so peers do not resend them); `key_state`
+    # a version bumped whenever the resolver's input changes (the cached Identities' marker).
+    db.executescript(
+        """
+        CREATE TABLE key_records (
+            cid BLOB PRIMARY KEY NOT NULL,
+            type TEXT NOT NULL,             -- lab | succession | revocation | member
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            lab TEXT,                       -- revocation: identity; member: lab
+            revoked TEXT,                   -- revocation: the revoked key
+            next TEXT,                      -- succession, revocation: next key; member: the member
+            role TEXT,                      -- member: maintainer | member | removed
+            cutoff INTEGER,                 -- revocation
+            recovery BLOB                   -- lab, revocation: a recovery key's SHA-256
+        );
+        CREATE INDEX key_records_next ON key_records (next);
+        CREATE TABLE key_authors (
+            author TEXT PRIMARY KEY NOT NULL,
+            first_ts INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO key_authors (author, first_ts) SELECT author, min(ts) FROM records GROUP BY author;
+        CREATE TABLE key_refused (
+            cid BLOB PRIMARY KEY NOT NULL,
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            refused_ms INTEGER NOT NULL
+        );
+        CREATE INDEX key_refused_author ON key_refused (author, ts);
+        CREATE TABLE key_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version INTEGER NOT NULL
+        );
+        INSERT INTO key_state (id, version) VALUES (1, 0);
+        """
+    )

@@ -10,13 +10,15 @@ right as soon as the last piece arrives. :meth:`RecordStore.ingest` must be give
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from typing import TYPE_CHECKING, NamedTuple
 
 from fabnode.storage import making, search
+from fabnode.storage.keys import KEY_TYPES, KeyIndex
 
 
 if TYPE_CHECKING:
@@ -81,6 +83,23 @@ class VouchRow(NamedTuple):
 class RecordStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.keys = KeyIndex(conn)
+        """The chains of keys (issue 17): their records, refusals and resolved Identities."""
+        self._settling_deferred = 0
+        self._settle_due: int | None = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Ingest many records, settling the chains of keys once at the end instead of after
+        each key record (resolving is O(key records); a sync batch may bring thousands)."""
+        self._settling_deferred += 1
+        try:
+            yield
+        finally:
+            self._settling_deferred -= 1
+        if not self._settling_deferred and self._settle_due is not None:
+            due, self._settle_due = self._settle_due, None
+            self.keys.settle(self._drop, due)
 
     # ------------------------------------------------------------ writing
 
@@ -90,10 +109,14 @@ class RecordStore:
     def ingest(self, record: "Record", *, received_ms: int, outbox: bool = False, manifest: str = "") -> bool:
         """Store and index one verified record; returns False if it was already here.
 
-        Call inside the caller's write transaction, so a batch is all-or-nothing.
+        Call inside the caller's write transaction, so a batch is all-or-nothing. A record its
+        author's chain of keys refuses raises :class:`protocol.keys.ChainRefused` (one line) and
+        is not stored (its id is kept in ``key_refused``); one refused before returns False.
         """
-        if self.has(record.cid):
+        if self._conn.execute("SELECT 1 FROM records WHERE cid = ? UNION ALL SELECT 1 FROM key_refused WHERE cid = ?",
+                              (record.cid, record.cid)).fetchone() is not None:
             return False
+        chains_changed = self.keys.admit(record, received_ms)
         body = record.body
         design = subject = None
         if record.type == "version":
@@ -125,6 +148,13 @@ class RecordStore:
             making.index_request(self._conn, record)
         elif record.type == "offer":
             making.index_offer(self._conn, record)
+        if record.type in KEY_TYPES or record.type == "lab":
+            chains_changed = self.keys.add(record) or chains_changed
+        if chains_changed:
+            if self._settling_deferred:
+                self._settle_due = max(self._settle_due or 0, received_ms)
+            else:
+                self.keys.settle(self._drop, received_ms)
         return True
 
     def _index_lab(self, record: Record) -> None:
@@ -351,14 +381,16 @@ class RecordStore:
 
     def sync_items(self) -> list[tuple[int, bytes]]:
         """(ts, id digest) of every record, and of every tombstone: what set reconciliation works
-        over (a record evicted over the strangers' quota counts as held, so no peer resends it)."""
+        over (a record evicted over the strangers' quota, or refused by its chain of keys, counts
+        as held, so no peer resends it)."""
         return [(ts, cid[4:]) for ts, cid in self._conn.execute("SELECT ts, cid FROM records UNION ALL "
-                                                                "SELECT ts, cid FROM evicted")]
+                                                                "SELECT ts, cid FROM evicted UNION ALL "
+                                                                "SELECT ts, cid FROM key_refused")]
 
-    def change_marker(self) -> tuple[int, int, int]:
-        """Changes whenever a record is added or evicted: for caching derived sets."""
-        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0), "
-                                        "(SELECT count(*) FROM evicted) FROM records").fetchone())
+    def change_marker(self) -> tuple[int, int, int, int]:
+        """Changes whenever a record is added, evicted or refused by its chain: for caching derived sets."""
+        return tuple(self._conn.execute("SELECT count(*), coalesce(max(rowid), 0), (SELECT count(*) FROM evicted),"
+                                        " (SELECT count(*) FROM key_refused) FROM records").fetchone())
 
     # ------------------------------------------------------------ strangers (protocol/quota.py)
 
@@ -425,13 +457,23 @@ class RecordStore:
     def evict(self, cids: list[bytes], now_ms: int) -> None:
         """Remove records (and everything indexed from them), leaving a tombstone for each.
         Call inside the caller's write transaction."""
+        keys_changed = False
         for cid in cids:
-            row = self._conn.execute("SELECT author, ts, type, design FROM records WHERE cid = ?", (cid,)).fetchone()
+            row = self._drop(cid)
             if row is None:
                 continue
-            author, ts, rtype, design = row
+            author, ts, rtype, _design = row
+            keys_changed = keys_changed or rtype in KEY_TYPES or rtype == "lab"
             self._conn.execute("INSERT OR IGNORE INTO evicted (cid, author, ts, evicted_ms) VALUES (?, ?, ?, ?)",
                                (cid, author, ts, now_ms))
+        if keys_changed:
+            self.keys.settle(self._drop, now_ms)
+
+    def _drop(self, cid: bytes) -> tuple | None:
+        """Remove one record and everything indexed from it; (author, ts, type, design) or None."""
+        row = self._conn.execute("SELECT author, ts, type, design FROM records WHERE cid = ?", (cid,)).fetchone()
+        if row is not None:
+            author, ts, rtype, design = row
             self._conn.execute("DELETE FROM records WHERE cid = ?", (cid,))
             if rtype == "attestation":
                 self._conn.execute("DELETE FROM attestations WHERE cid = ?", (cid,))
@@ -444,6 +486,9 @@ class RecordStore:
                 making.forget_request_records(self._conn, cid)
             elif rtype == "lab":
                 self._rebuild_lab(author)
+            if rtype in KEY_TYPES or rtype == "lab":
+                self.keys.forget(cid)
+        return row
 
     def _rebuild_design(self, design: bytes) -> None:
         """Index a design again from the version records still here (after one was evicted)."""

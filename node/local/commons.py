@@ -849,10 +849,15 @@ class Received:
         """(cid or position, one-line reason)"""
         self.over_quota: list[tuple[str, str]] = []
         """Valid records by strangers not stored (protocol/quota.py): not the sender's fault."""
+        self.refused_by_chain: list[tuple[str, str]] = []
+        """Valid records their author's chain of keys refuses (protocol/keys.py): not stored, and
+        not the sender's fault either (it may not know the chain yet)."""
 
     def as_json(self) -> dict:
         return {"new": self.new, "known": self.known,
-                "rejected": [{"record": r, "reason": why} for r, why in self.rejected]}
+                "rejected": [{"record": r, "reason": why} for r, why in self.rejected],
+                **({"refused_by_chain": [{"record": r, "reason": why} for r, why in self.refused_by_chain]}
+                   if self.refused_by_chain else {})}
 
 
 def translation_problem_in(records: RecordStore, record: "Record", batch: dict | None = None) -> str | None:
@@ -902,6 +907,7 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
     signatures are not checked twice.
     """
     from fabnode.node.local.verify import verify_blocks
+    from fabnode.protocol.keys import KEY_RECORD_TYPES, ChainRefused
 
     result = Received()
     valid = []
@@ -914,19 +920,28 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
     _refuse_misplaced_translations(records, valid, result)
     if result.rejected and all_or_nothing:
         return result
-    for record in valid:
-        if records.is_evicted(record.cid):  # evicted over the strangers' quota: not again
-            result.known.append(record.id)
-            continue
-        if quota is not None and not records.has(record.cid):
-            reason = quota.admit(record.author, peer, now, len(record.raw))
-            if reason is not None:
-                result.over_quota.append((record.id, reason))
+    # key records first: a succession in the batch refuses its old key's later records before
+    # they are stored, and the chains are settled once, at the end (storage/keys.py)
+    valid.sort(key=lambda r: r.type not in KEY_RECORD_TYPES)
+    with records.batch():
+        for record in valid:
+            if records.is_evicted(record.cid):  # evicted over the strangers' quota: not again
+                result.known.append(record.id)
                 continue
-        if records.ingest(record, received_ms=now):
-            result.new.append(record.id)
-        else:
-            result.known.append(record.id)
+            if quota is not None and not records.has(record.cid):
+                reason = quota.admit(record.author, peer, now, len(record.raw))
+                if reason is not None:
+                    result.over_quota.append((record.id, reason))
+                    continue
+            try:
+                stored = records.ingest(record, received_ms=now)
+            except ChainRefused as exc:
+                result.refused_by_chain.append((record.id, str(exc)))
+                continue
+            if stored:
+                result.new.append(record.id)
+            else:
+                result.known.append(record.id)
     if quota is not None and result.new:
         quota.enforce_storage(now)
     return result

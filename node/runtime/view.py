@@ -70,6 +70,10 @@ class StoreView:
         names.my_peer_id = self.my_peer_id
         return names.label(key)
 
+    def chain_refusal(self, author: str, ts: int) -> str | None:
+        """Why this node's chains of keys refuse a record by ``author`` at ``ts`` (None: they do not)."""
+        return self.records.keys.refusal(author, ts)
+
     def seeded_pins(self) -> list[tuple[bytes, int, int]]:
         from .seeding import seeded_pins
 

@@ -76,6 +76,9 @@ class RecordView(Protocol):
     def seeded_bytes(self) -> int: ...
     def label(self, key: str) -> str: ...  # a did:key or peer ID as its lab is shown (node/local/names.py)
     def seeded_pins(self) -> list[tuple[bytes, int, int]]: ...
+    # optional: def chain_refusal(self, author: str, ts: int) -> str | None — why the chains of keys
+    # known here refuse a record by ``author`` at ``ts`` (storage/keys.py); a view without it refuses nothing
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,16 @@ def describe_record(record: Record, label=short_key) -> str:
     if record.type == "attestation":
         return (f"attestation {cid_str(record.cid)}: {body['predicate']} {body['result']} on "
                 f"{cid_str(body['subject'].cid)} by {who}")
-    return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
+    if record.type == "vouch":
+        return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
+    if record.type == "succession":
+        return f"succession {cid_str(record.cid)}: {who} rotates to {label(body['next'])}"
+    if record.type == "revocation":
+        return (f"revocation {cid_str(record.cid)}: {label(body['revoked'])} revoked from {body['cutoff']},"
+                f" {label(body['next'])} takes over {label(body['identity'])}")
+    if record.type == "member":
+        return f"member {cid_str(record.cid)}: {who} makes {label(body['member'])} {body['role']} of {label(body['lab'])}"
+    return f"{record.type} {cid_str(record.cid)} by {who}"
 
 
 class NodeService:
@@ -350,6 +362,12 @@ class NodeService:
             if e.forwarder != self.me:
                 self._reject(e.forwarder, f"not a record ({type(exc).__name__})")
                 self._gossip_offence(e.forwarder)
+            return
+        chain_refusal = getattr(self.view, "chain_refusal", None)
+        refused = chain_refusal(record.author, record.ts) if chain_refusal is not None else None
+        if refused is not None:  # neither relayed nor stored, and no offence: the peer may not know the chain
+            if e.forwarder != self.me:
+                self._reject(e.forwarder, refused)
             return
         self._emit(fx.Forward(e.data, e.forwarder))
         if e.forwarder != self.me:
