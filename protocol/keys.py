@@ -53,7 +53,6 @@ never by arrival: the same set gives the same Identities on every node, whatever
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from typing import NamedTuple
 
 from .errors import FabnodeError
 from .identity import ed25519_from_did
+from .recovery import recovery_commitment  # noqa: F401  (one definition, re-exported for the resolver's callers)
 
 SUCCESSION_DOMAIN = b"fabnode-succession-v1\x00"
 REVOCATION_DOMAIN = b"fabnode-revocation-v1\x00"
@@ -78,11 +78,6 @@ def revocation_statement(identity: str, revoked: str, next_: str, cutoff: int) -
     """What the next key signs (``next_sig``) to take over ``identity`` after ``revoked``'s cutoff."""
     return (REVOCATION_DOMAIN + identity.encode() + b"\x00" + revoked.encode() + b"\x00" + next_.encode()
             + b"\x00" + str(cutoff).encode())
-
-
-def recovery_commitment(recovery_public_key: bytes) -> bytes:
-    """The 32 bytes a lab record's ``recovery`` carries: SHA-256 of the raw Ed25519 public key."""
-    return hashlib.sha256(recovery_public_key).digest()
 
 
 class ChainRefused(FabnodeError):

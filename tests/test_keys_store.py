@@ -164,7 +164,7 @@ def test_rotating_this_labs_key_and_delegating_in_a_real_home(tmp_path):
     from fabnode.node.local.keys import rotate_key, set_member
     from fabnode.protocol.errors import FabnodeError
 
-    old_did = init_home(tmp_path / "home", "Rotating Lab").did
+    old_did = init_home(tmp_path / "home", "Rotating Lab").identity.did
     home = Home(tmp_path / "home")
     old_key_bytes = (home.path / "author.key").read_bytes()
     out = rotate_key(home)
