@@ -136,6 +136,7 @@ class NatRuntime:
         self.relays: dict[str, str] = {}
         """relay peer -> our relayed address through it (reservations held)."""
         self._tried_relay: dict[str, float] = {}
+        self._wake = trio.Event()
         self._asked: dict[str, float] = {}
         self._circuit_of: dict[int, int] = {}
         self._said = ""
@@ -224,6 +225,7 @@ class NatRuntime:
         if said == self._said:
             return
         self._said = said
+        self._wake.set()  # reserve (or offer) now, not at the next check
         if verdict == REACHABLE:
             self.log(f"reachability: reachable at {', '.join(addrs)} (dialled back by a peer)")
             if self.relay_enabled and not self.offering:
@@ -269,6 +271,9 @@ class NatRuntime:
             connected = {str(p) for p in self.host.get_network().get_connections_map()}
             for helper in [h for h in self.reach.answers if h not in connected]:
                 self.reach.forget(helper)
+                self._asked.pop(helper, None)  # asked again when it is back
+            for gone in [p for p in self._tried_relay if p not in connected]:
+                del self._tried_relay[gone]  # when it is back it may relay (restarted with relay = true)
             for relay in [r for r in self.relays if r not in connected]:
                 del self.relays[relay]
                 self.log(f"relay: lost the relay {short(relay)}; looking for another")
@@ -277,7 +282,9 @@ class NatRuntime:
             if self.reach.verdict()[0] == BEHIND_NAT and len(self.relays) < MAX_RELAYS:
                 await self._reserve_some(now)
             self._track_links()
-            await trio.sleep(CHECK_EVERY_S)
+            with trio.move_on_after(CHECK_EVERY_S):
+                await self._wake.wait()
+            self._wake = trio.Event()
 
     async def _reserve_some(self, now: float) -> None:
         from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
