@@ -184,6 +184,20 @@ def test_a_relay_client_flooding_reservations_and_circuits_is_limited_and_logged
         flood.stop()
 
 
+def test_a_peer_cut_off_for_an_offence_gets_no_relay_slot(relays):
+    """A peer that broke a rule of issue 12 (a fetch request over 4 MiB) is cut off by R, and
+    R's relay then gives it nothing: its reservation is refused or its connection dropped."""
+    from test_hostile_peers import Attacker
+
+    dr = relays["dr"]
+    offender = Attacker("relay-after-offence", dr.addr)
+    try:
+        assert offender.addr in ("refused", "cut off"), offender.addr
+        dr.wait_for("cutting it off for")
+    finally:
+        offender.stop()
+
+
 def test_a_lab_sharing_no_relay_with_the_holder_reaches_it_through_its_advertised_relay_and_hears_why_slow(relays):
     """B knows only H2; A holds a slot only on R. A's provider record (kept by R) carries A's
     relayed address, so B dials R, then the circuit through it, and gets A's file; `get` on a
