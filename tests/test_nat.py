@@ -86,6 +86,9 @@ def test_a_lab_behind_nat_gets_a_design_held_only_by_another_lab_behind_nat(worl
     assert db.wait_for(f"fetch finished: {bundle}").endswith(f"from {short_key(da.peer_id)}")
     # A's provider record, kept by the hub, carried A's relayed address: B dialled the circuit from it
     assert db.said(f"relay: reached {short_key(da.peer_id)} through its advertised relay {short_key(world['dh'].peer_id)}")
+    # and `get` was told at once why (the daemon's log has the note `get` prints on a terminal)
+    assert db.said(f"fetching {bundle}: {short_key(da.peer_id)} is reached only through the relay "
+                   f"{short_key(world['dh'].peer_id)} (hole punching has not succeeded yet)")
 
     # the labs met over the hub's relay, then punched a hole through both NATs (DCUtR)
     wait_until(lambda: b.json("status")["nat"]["links"].get(da.peer_id) == "hole-punched", timeout=60,
