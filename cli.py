@@ -353,14 +353,21 @@ def _duration(text: str) -> float:
 
 class FetchLine:
     """The fetch's progress line on stderr (a terminal only), redrawn at most ten times a second:
-    bytes fetched (of the total once known), or, while no peer is linked, when the next try is."""
+    bytes fetched (of the total once known), or, while no peer is linked, when the next try is.
+    A note from the daemon (a peer reached only through a relay, and why that is slow; the link
+    made direct by hole punching) is printed once, on its own line above the progress line."""
 
     def __init__(self) -> None:
         self.drawn = 0.0
         self.width = 0
         self.shown = False
+        self.notes_printed = 0
 
     def __call__(self, status: dict) -> None:
+        notes = status.get("notes") or []
+        for note in notes[self.notes_printed:]:
+            sys.stderr.write("\r" + f"note: {note}".ljust(self.width) + "\n")
+            self.notes_printed = len(notes)
         now = time.monotonic()
         if now - self.drawn < 0.1:
             return

@@ -21,6 +21,10 @@ so are the circuits one peer takes part in. While a circuit runs, each chunk is 
 the circuit's bytes and seconds and against each end's hourly bytes (the per-peer budget); the
 relay's total bandwidth is paced (a delay to wait before forwarding). Each refusal is one reason,
 logged once per peer per minute by the caller.
+
+**What `get` says about a link** (:func:`link_note`): a holder reached only through a relay is
+named with the relay, why that is slow and who could seed it; a link hole punching made direct
+is named as such. The fetch prints each note once.
 """
 
 from __future__ import annotations
@@ -219,3 +223,19 @@ class RelayGate:
     def status(self) -> dict:
         return {"reservations": len(self.reservations), "circuits": len(self.circuits),
                 "relayed_bytes": self.relayed_bytes, "refused": self.refused}
+
+
+def link_note(peer: str, relay: str, link: str | None, hole_punching: bool, limits: RelayLimits) -> str:
+    """The note `get` prints about the link to ``peer`` (short ids), reached through ``relay``:
+    "" when there is nothing to say (a direct link, or no relay involved)."""
+    if not relay:
+        return ""
+    if link == "relayed":
+        punching = "hole punching has not succeeded yet" if hole_punching else "hole punching is off here"
+        return (f"{peer} is reached only through the relay {relay} ({punching}): slow, as a relay shares its "
+                f"bandwidth among its peers and cuts a relayed connection past its limits (a fabnode relay by "
+                f"default: {limits.circuit_bytes >> 20} MiB and {limits.circuit_seconds} s a connection, "
+                f"{limits.bytes_per_second >> 20} MiB/s in all); a public node ({relay}) could seed it")
+    if link == "hole-punched":
+        return f"{peer} is now reached directly (hole punched through both NATs), no longer through the relay {relay}"
+    return ""

@@ -24,6 +24,10 @@ Usage:
   python tests/attacker.py relay-flood TARGET_ADDR N
       Ask TARGET's circuit relay for N reservations, then for N circuits to made-up peers, each
       on its own stream; prints "ready GRANTED REFUSED" (reservations) once done.
+  python tests/attacker.py relay-after-offence TARGET_ADDR
+      Commit an offence (a fetch request over the 4 MiB frame limit), then dial TARGET again and
+      ask its relay for a reservation; prints "ready granted", "ready refused" or "ready cut off"
+      (the connection or the stream was dropped).
 
 Each prints one line when ready ("ready ADDR" or "ready"), then runs until its stdin closes.
 """
@@ -271,6 +275,43 @@ async def relay_flood(target: str, n: int) -> None:
         await trio.to_thread.run_sync(sys.stdin.read)
 
 
+async def relay_after_offence(target: str) -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
+    from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
+    from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
+    from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
+    from multiaddr import Multiaddr
+
+    from fabnode.node.runtime.host import quiet_library_logs, running_host
+    from fabnode.protocol.fetch import PROTOCOL as FETCH
+    from fabnode.protocol.varint import encode_varint
+
+    quiet_library_logs()
+    info = info_from_p2p_addr(Multiaddr(target))
+    async with running_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) as host:
+        await host.connect(info)
+        stream = await host.new_stream(info.peer_id, [FETCH])
+        await stream.write(encode_varint(64 << 20))
+        with trio.move_on_after(10):  # the target cuts us off: our connection goes
+            while host.get_network().get_connections(info.peer_id):
+                await trio.sleep(0.05)
+        outcome = "cut off"
+        try:
+            with trio.fail_after(10):
+                host.get_network().unblock_peer(info.peer_id)
+                await host.connect(info)
+                stream = await host.new_stream(info.peer_id, [HOP])
+                await write_delimited_msg(stream, HopMessage(type=HopMessage.RESERVE))
+                status = (await read_delimited_msg(stream, HopMessage)).status
+                outcome = "granted" if status == StatusCode.OK else "refused"
+        except Exception:
+            pass
+        print(f"ready {outcome}", flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "serve-car":
@@ -283,6 +324,8 @@ if __name__ == "__main__":
         trio.run(connect_many, args[0], int(args[1]))
     elif mode == "relay-flood":
         trio.run(relay_flood, args[0], int(args[1]))
+    elif mode == "relay-after-offence":
+        trio.run(relay_after_offence, args[0])
     elif mode == "sync-streams":
         trio.run(sync_attack, mode, args[0], int(args[1]))
     else:

@@ -3,7 +3,8 @@
 The test builds network namespaces (tests/nattopo.py): a public segment with a hub, and two labs
 each behind its own masquerading NAT that drops unsolicited SYNs; no route joins the labs'
 private networks. Real `fabnode run` daemons run inside them (``ip netns exec``), and the CLI
-runs there too, as on each lab's own machine. One topology serves the whole module. Without
+runs there too, as on each lab's own machine. One topology serves the whole module, and its
+tests run in order. Without
 root, ``ip`` or ``iptables`` the tests skip, saying which.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -32,6 +34,16 @@ def lab(topo: NatTopology, role: str, home, name: str, *config: str) -> Cli:
     return cli
 
 
+def start_labs(topo: NatTopology, a: Cli, b: Cli, hub: Daemon, started: list) -> tuple[Daemon, Daemon]:
+    """Labs A and B, each bootstrapped from the hub, started at once (each waits for its listening line)."""
+    with ThreadPoolExecutor(2) as pool:
+        starting = [pool.submit(Daemon, lab_cli, "--bootstrap", hub.addr, listen=f"/ip4/{ip}/tcp/4001",
+                                prefix=topo.prefix(role))
+                    for lab_cli, ip, role in ((a, LAB_A_IP, "lab-a"), (b, LAB_B_IP, "lab-b"))]
+        started += [f.result() for f in starting if f.exception() is None]
+        return starting[0].result(), starting[1].result()
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The topology, a hub and labs A and B behind their NATs, A having published a design."""
@@ -44,10 +56,7 @@ def world(tmp_path_factory):
         b = lab(topo, "lab-b", base / "b", "Lab B")
         dh = Daemon(hub, listen=f"/ip4/{HUB_IP}/tcp/4001", prefix=topo.prefix("hub"))
         started.append(dh)
-        da = Daemon(a, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_A_IP}/tcp/4001", prefix=topo.prefix("lab-a"))
-        started.append(da)
-        db = Daemon(b, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_B_IP}/tcp/4001", prefix=topo.prefix("lab-b"))
-        started.append(db)
+        da, db = start_labs(topo, a, b, dh, started)
         dh.wait_for(f"reachability: reachable at /ip4/{HUB_IP}/tcp/4001")
         da.wait_for("reachability: behind NAT")
         da.wait_for(f"relay: reachable through relay {dh.peer_id}", timeout=40)
@@ -75,6 +84,11 @@ def test_a_lab_behind_nat_gets_a_design_held_only_by_another_lab_behind_nat(worl
     for name in ["okh.toml", "bom.csv", "cad/hand-pump.scad", "images/hand-pump.png"]:
         assert (out / name).read_bytes() == (EXAMPLE / name).read_bytes()
     assert db.wait_for(f"fetch finished: {bundle}").endswith(f"from {short_key(da.peer_id)}")
+    # A's provider record, kept by the hub, carried A's relayed address: B dialled the circuit from it
+    assert db.said(f"relay: reached {short_key(da.peer_id)} through its advertised relay {short_key(world['dh'].peer_id)}")
+    # and `get` was told at once why (the daemon's log has the note `get` prints on a terminal)
+    assert db.said(f"fetching {bundle}: {short_key(da.peer_id)} is reached only through the relay "
+                   f"{short_key(world['dh'].peer_id)} (hole punching has not succeeded yet)")
 
     # the labs met over the hub's relay, then punched a hole through both NATs (DCUtR)
     wait_until(lambda: b.json("status")["nat"]["links"].get(da.peer_id) == "hole-punched", timeout=60,
@@ -107,10 +121,7 @@ def test_with_the_hubs_relay_off_get_says_in_one_line_why_it_cannot_reach_the_ho
         config.write("relay = false\n")
     dh2 = Daemon(hub, listen=f"/ip4/{HUB_IP}/tcp/4001", prefix=topo.prefix("hub"))
     world["started"].append(dh2)
-    da = Daemon(a, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_A_IP}/tcp/4001", prefix=topo.prefix("lab-a"))
-    world["started"].append(da)
-    db = Daemon(b, "--bootstrap", dh.addr, listen=f"/ip4/{LAB_B_IP}/tcp/4001", prefix=topo.prefix("lab-b"))
-    world["started"].append(db)
+    da, db = start_labs(topo, a, b, dh, world["started"])
     dh2.wait_for("reachability: reachable at", timeout=60)
     assert not dh2.said("relay: offering")
     da.wait_for("as provider in the DHT", timeout=60)  # the first design again, after the restart
@@ -119,7 +130,7 @@ def test_with_the_hubs_relay_off_get_says_in_one_line_why_it_cannot_reach_the_ho
     (tree / "notes.txt").write_text("a second design, held only by lab A\n")
     bundle = a.out("add", str(tree))
     da.wait_for("announced 1 bundle(s) as provider in the DHT", timeout=60)
-    line = b.fails("get", bundle, "-o", str(world["tmp"] / "second-out"), "--timeout", "12")
+    line = b.fails("get", bundle, "-o", str(world["tmp"] / "second-out"), "--timeout", "8")
     assert f"the holder {short_key(da.peer_id)} is behind NAT and no relay is reachable" in line, line
     assert f"ask a public node ({short_key(dh.peer_id)}) to seed it" in line, line
     assert not (world["tmp"] / "second-out").exists()

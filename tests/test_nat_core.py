@@ -1,10 +1,20 @@
 """The pure decisions behind NAT traversal (protocol/nat.py): reachability verdicts, the dial-back
-helper's budget and the relay's gate. The real thing, with namespaces, is tests/test_nat.py."""
+helper's budget, the relay's gate, what `get` says about a link, advertised circuit addresses;
+then relays on 127.0.0.1 for real, one set of daemons shared by the module (labs "behind NAT"
+there announce a closed port). The real thing, with namespaces, is tests/test_nat.py."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import run_on_terminal, write_random_file
+from daemons import Daemon, make_labs
+from fabnode.node.runtime.nat import circuit_relays
+from fabnode.protocol.labs import short_key
 from fabnode.protocol.nat import (BEHIND_NAT, HOUR_MS, MINUTE_MS, REACHABLE, UNKNOWN, DialbackBudget, Reachability,
-                                  RelayGate, RelayLimits)
+                                  RelayGate, RelayLimits, link_note)
 
 NOBODY_BANNED = staticmethod(lambda peer: False)
 
@@ -91,59 +101,139 @@ def test_relayed_bytes_count_per_circuit_per_peer_and_hour_and_the_total_is_pace
     assert gate.status()["relayed_bytes"] == 12 << 20
 
 
-# ------------------------------------------------------------------ the relay under attack, for real
+def test_get_names_the_relay_why_it_is_slow_and_who_could_seed_it_and_says_when_the_link_turned_direct():
+    limits = RelayLimits()
+    relayed = link_note("A", "R", "relayed", True, limits)
+    assert relayed.startswith("A is reached only through the relay R (hole punching has not succeeded yet): slow")
+    assert "64 MiB and 600 s a connection, 4 MiB/s in all" in relayed and relayed.endswith("a public node (R) could seed it")
+    assert "(hole punching is off here)" in link_note("A", "R", "relayed", False, limits)
+    assert link_note("A", "R", "hole-punched", True, limits) == \
+        "A is now reached directly (hole punched through both NATs), no longer through the relay R"
+    assert link_note("A", "R", "direct", True, limits) == "" and link_note("A", "", "relayed", True, limits) == ""
 
-def test_a_relay_client_flooding_reservations_and_circuits_is_limited_and_logged_in_one_line(tmp_path, daemons):
-    """A py-libp2p host asks a public node's relay (on 127.0.0.1) for 40 reservations and 40
-    circuits: it gets the per-minute allowance, the rest are refused, and the relay's log has one
-    line about it. The relay stays up and keeps serving its honest peer."""
+
+def test_only_well_formed_circuit_addresses_a_peer_advertises_for_itself_are_dialled():
+    relay, other, me, peer = "12D3KooWRelay", "12D3KooWOther", "12D3KooWMe", "12D3KooWPeer"
+    good = f"/ip4/198.18.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{peer}"
+    assert circuit_relays([good, good, f"/ip4/198.18.0.1/tcp/4001/p2p/{relay}/p2p-circuit"], peer, me) == \
+        [(f"/ip4/198.18.0.1/tcp/4001/p2p/{relay}", relay)]  # each relay once
+    assert circuit_relays([
+        f"/ip4/198.18.0.2/tcp/4001/p2p/{other}/p2p-circuit/p2p/{relay}",  # a circuit to someone else
+        f"/p2p/{other}/p2p-circuit/p2p/{peer}",  # no address to dial the relay at
+        f"/ip4/198.18.0.2/tcp/4001/p2p/{me}/p2p-circuit/p2p/{peer}",  # through us
+        f"/ip4/198.18.0.2/tcp/4001/p2p/{peer}/p2p-circuit/p2p/{peer}",  # through itself
+        "/ip4/198.18.0.2/tcp/4001"], peer, me) == []
+    many = [f"/ip4/198.18.0.{i}/tcp/4001/p2p/R{i}/p2p-circuit/p2p/{peer}" for i in range(10)]
+    assert len(circuit_relays(many, peer, me)) == 4  # a provider record cannot make us dial a crowd
+
+
+# ------------------------------------------------------------------ relays on 127.0.0.1, for real
+
+CLOSED = "/ip4/127.0.0.1/tcp/1"
+"""What a lab behind NAT announces here: an address nobody can dial."""
+
+
+@pytest.fixture(scope="module")
+def relays(tmp_path_factory):
+    """Relay R (1 MiB relayed per peer an hour) and hub H2, both public, H2 bootstrapped from R;
+    lab A behind "NAT" knows only R and holds a slot there, lab B behind "NAT" knows only H2.
+    Hole punching is off (on loopback it would always succeed)."""
+    base = tmp_path_factory.mktemp("relays")
+    r, h2, a, b = make_labs(base, 4)
+    (r.home / "config.toml").write_text("[limits]\nrelay_peer_mib_per_hour = 1\n")
+    for lab in (a, b):
+        (lab.home / "config.toml").write_text("hole_punching = false\n")
+    started: list[Daemon] = []
+    try:
+        dr = Daemon(r)
+        started.append(dr)
+        with ThreadPoolExecutor(2) as pool:  # both start at once: each waits for its listening line
+            starting = [pool.submit(Daemon, h2, "--bootstrap", dr.addr),
+                        pool.submit(Daemon, a, "--bootstrap", dr.addr, "--announce", CLOSED)]
+            started += [f.result() for f in starting if f.exception() is None]
+            dh2, da = (f.result() for f in starting)
+        db = Daemon(b, "--bootstrap", dh2.addr, "--announce", CLOSED)
+        started.append(db)
+        dr.wait_for("relay: offering circuit relay")
+        da.wait_for(f"relay: reachable through relay {dr.peer_id}", timeout=40)
+        yield {"base": base, "r": r, "a": a, "b": b, "dr": dr, "dh2": dh2, "da": da, "db": db}
+    finally:
+        for d in started:
+            if d.proc.poll() is None:
+                d.kill()
+
+
+def test_a_relay_client_flooding_reservations_and_circuits_is_limited_and_logged_in_one_line(relays):
+    """A py-libp2p host asks R's relay for 40 reservations and 40 circuits: it gets the
+    per-minute allowance, the rest are refused, and R's log has one line about it. R stays up
+    and keeps serving its honest peers."""
     from test_hostile_peers import Attacker
 
-    from daemons import make_labs, start
-
-    relay_lab, helper_lab = make_labs(tmp_path, 2)
-    relay = start(daemons, relay_lab)
-    helper = start(daemons, helper_lab, "--bootstrap", relay.addr)
-    relay.wait_for("reachability: reachable at /ip4/127.0.0.1/")  # the helper dialled it back
-    relay.wait_for("relay: offering circuit relay")
-    flood = Attacker("relay-flood", relay.addr, "40")
+    r, dr = relays["r"], relays["dr"]
+    refused_before = r.json("status")["nat"]["relay"]["refused"]
+    flood = Attacker("relay-flood", dr.addr, "40")
     try:
         granted, refused = map(int, flood.addr.split())
         assert (granted, refused) == (RelayLimits().reservations_per_minute, 40 - RelayLimits().reservations_per_minute)
-        lines = relay.said("relay: refused")
+        lines = [line for line in dr.said("relay: refused") if "reservation requests a minute" in line]
         assert len(lines) == 1 and "over 6 reservation requests a minute" in lines[0], lines
-        status = relay_lab.json("status")["nat"]["relay"]
-        assert status["refused"] == refused + 40 and status["circuits"] == 0  # every circuit refused too
-        assert helper.peer_id in relay_lab.json("status")["nat"]["links"]
+        status = r.json("status")["nat"]
+        assert status["relay"]["refused"] - refused_before == refused + 40  # every circuit refused too
+        assert relays["da"].peer_id in status["links"] and status["relay"]["reservations"] >= 1  # A keeps its slot
     finally:
         flood.stop()
 
 
-def test_a_large_fetch_over_a_relay_past_its_limits_says_why_it_stopped_and_who_could_seed_it(tmp_path, daemons):
-    """Labs A and B cannot be dialled (each announces a closed port, as labs behind NAT are seen)
-    and A holds 3 MiB; the relay cuts a circuit after 1 MiB and relays 2 MiB an hour for a peer.
-    B's `get` comes back with one line naming the relay, its limits and the public node to ask."""
-    from conftest import write_random_file
-    from daemons import make_labs, start
-    from fabnode.protocol.labs import short_key
+def test_a_peer_cut_off_for_an_offence_gets_no_relay_slot(relays):
+    """A peer that broke a rule of issue 12 (a fetch request over 4 MiB) is cut off by R, and
+    R's relay then gives it nothing: its reservation is refused or its connection dropped."""
+    from test_hostile_peers import Attacker
 
-    r, a, b = make_labs(tmp_path, 3)
-    with open(r.home / "config.toml", "a") as config:
-        config.write("[limits]\nrelay_circuit_mib = 1\nrelay_peer_mib_per_hour = 2\n")
-    for lab in (a, b):
-        with open(lab.home / "config.toml", "a") as config:
-            config.write("hole_punching = false\n")
-    dr = start(daemons, r)
-    da = start(daemons, a, "--bootstrap", dr.addr, "--announce", "/ip4/127.0.0.1/tcp/1")
-    db = start(daemons, b, "--bootstrap", dr.addr, "--announce", "/ip4/127.0.0.1/tcp/1")
-    da.wait_for(f"relay: reachable through relay {dr.peer_id}", timeout=40)
-    big = write_random_file(tmp_path / "big.bin", 3 << 20, seed=21)
+    dr = relays["dr"]
+    offender = Attacker("relay-after-offence", dr.addr)
+    try:
+        assert offender.addr in ("refused", "cut off"), offender.addr
+        dr.wait_for("cutting it off for")
+    finally:
+        offender.stop()
+
+
+def test_a_lab_sharing_no_relay_with_the_holder_reaches_it_through_its_advertised_relay_and_hears_why_slow(relays):
+    """B knows only H2; A holds a slot only on R. A's provider record (kept by R) carries A's
+    relayed address, so B dials R, then the circuit through it, and gets A's file; `get` on a
+    terminal says once, at once, that A is reached through R, why that is slow, who could seed it."""
+    a, b, dr, da, db = (relays[k] for k in ("a", "b", "dr", "da", "db"))
+    assert dr.peer_id not in b.json("status")["nat"]["links"]  # B met R nowhere yet
+    small = write_random_file(relays["base"] / "small.bin", 96 << 10, seed=211)
+    bundle = a.out("add", str(small))
+    da.wait_for("announced 1 bundle(s) as provider in the DHT")
+    out = relays["base"] / "small-out.bin"
+    code, shown = run_on_terminal(b, "get", bundle, "-o", str(out), "--timeout", "40")
+    text = shown.decode(errors="replace")
+    assert code == 0, text
+    assert out.read_bytes() == small.read_bytes()
+    assert db.said(f"relay: reached {short_key(da.peer_id)} through its advertised relay {short_key(dr.peer_id)}")
+    note = (f"note: {short_key(da.peer_id)} is reached only through the relay {short_key(dr.peer_id)} "
+            "(hole punching is off here): slow")
+    assert text.count(note) == 1, text
+    assert f"a public node ({short_key(dr.peer_id)}) could seed it" in text, text
+    assert db.said(f"fetching {bundle}: {short_key(da.peer_id)} is reached only through the relay")
+
+
+def test_a_peer_past_its_relayed_bytes_budget_is_cut_in_one_line_and_get_says_why_and_who_could_seed_it(relays):
+    """R relays 1 MiB an hour for a peer, counted also in its upload pacer per peer (the budgets
+    of issue 12). B's `get` of 2 MiB A holds (B reached A through R just before) is cut: one line in R's log, one line from `get`
+    naming the relay, its limits and the public node to ask."""
+    a, b, r, dr, da, db = (relays[k] for k in ("a", "b", "r", "dr", "da", "db"))
+    big = write_random_file(relays["base"] / "big.bin", 2 << 20, seed=21)
     bundle = a.out("add", str(big))
-    da.wait_for("as provider in the DHT")
-    line = b.fails("get", bundle, "-o", str(tmp_path / "out.bin"), "--timeout", "12")
-    # the last word on A: its circuit was cut past the relay's limits, or the relay refuses more
+    da.wait_for("announced 1 bundle(s) as provider in the DHT")
+    line = b.fails("get", bundle, "-o", str(relays["base"] / "big-out.bin"), "--timeout", "8")
     last = line.split(f"{short_key(da.peer_id)}: ", 1)[1]
-    assert f"relay {short_key(dr.peer_id)}" in last and "past its limits" in last or "over its limits" in last, line
+    assert f"relay {short_key(dr.peer_id)}" in last and ("past its limits" in last or "over its limits" in last), line
     assert f"ask a public node ({short_key(dr.peer_id)}) to seed it" in last, line
-    assert dr.said(f"relay: cut a circuit of {short_key(da.peer_id)}: over the relay's 1 MiB a circuit")
-    assert not (tmp_path / "out.bin").exists()
+    cut = [x for x in dr.said("relay: cut a circuit") if "of relaying an hour" in x]
+    assert len(cut) == 1 and "is over its 1 MiB of relaying an hour" in cut[0], dr.said("relay:")
+    per_peer = r.json("status")["sent"]["sent_bytes_per_peer"]
+    assert sum(per_peer.get(p, {}).get("relay", 0) for p in (da.peer_id, db.peer_id)) >= 1 << 19, per_peer
+    assert not (relays["base"] / "big-out.bin").exists()

@@ -267,15 +267,16 @@ class Daemon:
                 self._keep_routes(host)
                 self.gossip = GossipRuntime(self.feed, self.view, self.log, now_ms, self.pacer)
                 pubsub, gossipsub = self.gossip.make_services(host, opts.gossip_rate)
-                self.providers = Providers(host, self.store, self.log, lambda: bool(self.service.connected))
+                self.providers = Providers(host, self.store, self.log, lambda: bool(self.service.connected),
+                                           relayed_addrs=lambda: self.nat.relays.values() if self.nat else ())
                 self.peers = PeerRuntime(host, self.feed, self.log, self.gossip.mesh_peers)
                 self.syncs = SyncStreams(host, self.feed, self.service.frame_limit, self.pacer)
                 self.nat = NatRuntime(host, self.log, relay=opts.relay, hole_punching=opts.hole_punching,
                                       limits=opts.relay_limits or RelayLimits(), confirmations=opts.dialback_confirmations,
                                       banned=lambda p: self.service.penalties.cut_off(p, now_ms()) is not None,
-                                      announce=opts.announce)
+                                      announce=opts.announce, pacer=self.pacer)
                 self.fetcher = Fetcher(host, self.store, self.providers, self._fetch_candidates, self.log,
-                                       dialer=self.nat.connect, explain=self.nat.explain)
+                                       dialer=self.nat.connect, explain=self.nat.explain, describe=self.nat.link_note)
                 host.set_stream_handler(FETCH, self.server.handle)
                 host.set_stream_handler(FETCH_INTERIOR, self.server.handle)  # 1.1.0: also ``interior``
                 self.bitswap = Bitswap(host, self.store, self.log, pacer=self.pacer,

@@ -444,9 +444,12 @@ class _MultiFetch:
 
     def __init__(self, host, store: BlockStore, root: bytes, path: list[str], candidates, *, log=None,
                  status=None, jitter=None, find_more=None, connect=True, on_change=None, renew=None,
-                 dialer=None, explain=None) -> None:
+                 dialer=None, explain=None, describe=None) -> None:
         self.host, self.store, self.root, self.path = host, store, root, list(path)
-        self.dialer, self.explain = dialer, explain
+        self.dialer, self.explain, self.describe = dialer, explain, describe
+        """``describe(peer)``: a note on how a linked peer is reached (a relay: why it is slow), or ""."""
+        self.notes: list[str] = []
+        """Each note once, in the order they came: the progress `get` prints them from."""
         """``explain(peer)``: more words on why a peer failed (reached through a relay), or ""."""
         """Reaches a peer (direct, else through a relay: node/runtime/nat.py); None: ``host.connect``."""
         self.candidates, self.log, self.status, self.find_more = candidates, log, status, find_more
@@ -688,6 +691,13 @@ class _MultiFetch:
             self.renew()
         if self.status is None:
             self.status = {}
+        if self.describe is not None:
+            for name in sorted(self.linked):
+                note = self.describe(name)
+                if note and note not in self.notes:
+                    self.notes.append(note)
+                    if self.log:
+                        self.log(f"fetching {cid_str(self.root)}: {note}")
         waiting = not self.linked
         retry = self.plan.next_retry_ms([n for n in self.infos if n in self.dial]) if waiting else None
         self.status.update(
@@ -696,7 +706,7 @@ class _MultiFetch:
             state="waiting" if waiting else "fetching",
             retry_in_s=None if retry is None else max(0, round((retry - self._now()) / 1000)),
             last=self.plan.last_reason() or ("" if self.infos else "no peer connected"),
-            **{"from": ",".join(sorted(self.linked))})
+            notes=list(self.notes), **{"from": ",".join(sorted(self.linked))})
         if self.on_change is not None:
             self.on_change(dict(self.status))
 
@@ -761,7 +771,8 @@ def _duration(seconds: float | None) -> str:
 
 async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str], peers, log=None,
                            progress=None, *, timeout_s: float | None = None, jitter=None, find_more=None,
-                           connect: bool = True, on_change=None, renew=None, dialer=None, explain=None) -> dict:
+                           connect: bool = True, on_change=None, renew=None, dialer=None, explain=None,
+                           describe=None) -> dict:
     """Fetch a DAG from ``peers`` (PeerInfo, or a function returning the PeerInfo to ask now)
     at once, each sending disjoint parts, retrying each with backoff until ``timeout_s``.
 
@@ -774,7 +785,7 @@ async def fetch_from_peers(host, store: BlockStore, root: bytes, path: list[str]
     candidates = peers if callable(peers) else (lambda fixed=list(peers): fixed)
     job = _MultiFetch(host, store, root, path, candidates, log=log, status=progress, jitter=jitter,
                       find_more=find_more, connect=connect, on_change=on_change, renew=renew, dialer=dialer,
-                      explain=explain)
+                      explain=explain, describe=describe)
     return await job.run(timeout_s)
 
 

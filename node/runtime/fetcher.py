@@ -14,11 +14,12 @@ SEEDING_ROUND_S = 300
 
 
 class Fetcher:
-    def __init__(self, host, store, providers, candidates, log, dialer=None, explain=None) -> None:
+    def __init__(self, host, store, providers, candidates, log, dialer=None, explain=None, describe=None) -> None:
         """``candidates()``: the connected peers worth asking (fabnode peers, known peers);
-        ``dialer(info)``: reaches a peer the DHT named, directly or through a relay."""
+        ``dialer(info)``: reaches a peer the DHT named, directly or through a relay;
+        ``describe(peer)``: a note for `get` on how a peer is reached (through a relay: why slow)."""
         self.host, self.store, self.providers, self.candidates, self.log = host, store, providers, candidates, log
-        self.dialer, self.explain = dialer, explain
+        self.dialer, self.explain, self.describe = dialer, explain, describe
         self.active: dict[int, dict] = {}
         """Fetches in progress, for `fabnode status`."""
 
@@ -46,7 +47,7 @@ class Fetcher:
                                                 timeout_s=SEEDING_ROUND_S if timeout_s is None else timeout_s,
                                                 find_more=self.providers.find, connect=False, on_change=on_change,
                                                 renew=renew, dialer=self.dialer,
-                                                explain=self.explain)
+                                                explain=self.explain, describe=self.describe)
                 pin_fetched(self.store, result["root"], source)
             who = str(result["from"])
             self.log(f"fetch finished: {cid_str(result['root'])}, {result['fetched']} block(s) "

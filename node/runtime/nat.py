@@ -18,10 +18,18 @@ wired by hand as the probes of the library found to work (docs/design.md, "Labs 
   :meth:`_relay_data`, which asks the gate for each chunk.
 * **Behind NAT**: the node reserves a slot on one or two directly connected peers that serve
   the hop protocol (the library refreshes it), and says so once per relay.
-* **Dialling a peer for `get`** (:meth:`connect`): its addresses first; if none answers, a
-  circuit through each directly connected peer that serves hop (the holder's relay is, in a
-  region, the hub both know: the relay refuses at once when the holder holds no slot on it).
-  A circuit that died is dialled again at the next attempt (the swarm cannot dial circuits).
+* **Dialling a peer for `get`** (:meth:`connect`): its addresses and a circuit race, happy-
+  eyeballs style: a peer known to be behind NAT (every address it advertises is private, it was
+  reached over a relay before, or a direct dial to it failed in the last
+  :data:`DIRECT_FAILED_FOR_S`) is dialled both ways at once; any other peer gets
+  :data:`DIRECT_HEAD_START_S` for its direct dial before the circuit starts too. The first that
+  succeeds wins and the other is cancelled. A circuit goes through each directly connected peer
+  that serves hop (in a region, the hub both know: the relay refuses at once when the holder
+  holds no slot on it). A circuit that died is dialled again at the next attempt.
+* **Saying why it is slow** (:meth:`link_note`): while a fetch runs over a circuit, `get` is told
+  once which relay carries it, that a relay cuts a connection past its limits and shares its
+  bandwidth, and which public node could seed the design; once DCUtR punched a hole, that the
+  link is now direct.
 * **Hole punching**: with ``hole_punching = true``, DCUtR runs on every node; once two NATed
   peers share a circuit it tries a direct connection, and new streams then use it.
 """
@@ -35,8 +43,10 @@ import time
 import msgpack
 import trio
 
+from fabnode.node.service.pacing import BUNDLES
 from fabnode.protocol.errors import FabnodeError
-from fabnode.protocol.nat import BEHIND_NAT, REACHABLE, DialbackBudget, Reachability, RelayGate, RelayLimits
+from fabnode.protocol.nat import (BEHIND_NAT, REACHABLE, DialbackBudget, Reachability, RelayGate, RelayLimits,
+                                  link_note)
 
 DIALBACK = "/fabnode/dialback/1.0.0"
 DIALBACK_TIMEOUT_S = 3
@@ -47,6 +57,10 @@ CHECK_EVERY_S = 2
 RESERVE_RETRY_S = 10
 MAX_RELAYS = 2
 DIRECT_DIAL_S = 5
+DIRECT_HEAD_START_S = 1.0
+"""A peer not known to be behind NAT: how long its direct dial runs alone before a circuit races it."""
+DIRECT_FAILED_FOR_S = 600
+"""A failed direct dial marks a peer as behind NAT for this long (its next dial races a circuit at once)."""
 CIRCUIT_DIAL_S = 10
 MAX_REQUEST = 256
 
@@ -57,11 +71,15 @@ def short(peer: str) -> str:
     return short_key(peer)
 
 
-def is_relayed(conn) -> bool:
+def _addresses(conn) -> list:
     try:
-        return any("/p2p-circuit" in str(a) for a in conn.get_transport_addresses())
+        return list(conn.get_transport_addresses())
     except Exception:
-        return False
+        return []
+
+
+def is_relayed(conn) -> bool:
+    return any("/p2p-circuit" in str(a) for a in _addresses(conn))
 
 
 def private_address(addr: str) -> bool:
@@ -82,15 +100,18 @@ def _now_ms() -> int:
 
 class NatRuntime:
     def __init__(self, host, log, *, relay: bool, hole_punching: bool, limits: RelayLimits,
-                 confirmations: int, banned, announce=()) -> None:
+                 confirmations: int, banned, announce=(), pacer=None) -> None:
         """``banned(peer)``: whether this node refuses the peer (node/service/peers.py);
-        ``announce``: the addresses peers are told (``--announce``), whose ports are dialled back."""
+        ``announce``: the addresses peers are told (``--announce``), whose ports are dialled back;
+        ``pacer``: the node's upload pacer (node/runtime/pacing.py), which relayed bytes go through."""
         from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
         from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
         from libp2p.relay.circuit_v2.resources import RelayLimits as LibLimits
         from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 
         self.host, self.log, self.banned, self.announce = host, log, banned, tuple(announce)
+        self.pacer = pacer
+        self.limits = limits
         self.relay_enabled, self.hole_punching = relay, hole_punching
         self.reach = Reachability(confirmations=max(1, confirmations))
         self.budget = DialbackBudget()
@@ -115,12 +136,15 @@ class NatRuntime:
         self.relays: dict[str, str] = {}
         """relay peer -> our relayed address through it (reservations held)."""
         self._tried_relay: dict[str, float] = {}
+        self._wake = trio.Event()
         self._asked: dict[str, float] = {}
         self._circuit_of: dict[int, int] = {}
         self._said = ""
         self.ever_relayed: set[str] = set()
         self.relayed_via: dict[str, str] = {}
         """peer -> the relay we last reached it through."""
+        self._direct_failed: dict[str, float] = {}
+        """peer -> when (monotonic) a direct dial to it last failed."""
         self.nursery: trio.Nursery | None = None
         host.set_stream_handler(DIALBACK, self.handle_dialback)
 
@@ -201,6 +225,7 @@ class NatRuntime:
         if said == self._said:
             return
         self._said = said
+        self._wake.set()  # reserve (or offer) now, not at the next check
         if verdict == REACHABLE:
             self.log(f"reachability: reachable at {', '.join(addrs)} (dialled back by a peer)")
             if self.relay_enabled and not self.offering:
@@ -246,6 +271,9 @@ class NatRuntime:
             connected = {str(p) for p in self.host.get_network().get_connections_map()}
             for helper in [h for h in self.reach.answers if h not in connected]:
                 self.reach.forget(helper)
+                self._asked.pop(helper, None)  # asked again when it is back
+            for gone in [p for p in self._tried_relay if p not in connected]:
+                del self._tried_relay[gone]  # when it is back it may relay (restarted with relay = true)
             for relay in [r for r in self.relays if r not in connected]:
                 del self.relays[relay]
                 self.log(f"relay: lost the relay {short(relay)}; looking for another")
@@ -254,7 +282,9 @@ class NatRuntime:
             if self.reach.verdict()[0] == BEHIND_NAT and len(self.relays) < MAX_RELAYS:
                 await self._reserve_some(now)
             self._track_links()
-            await trio.sleep(CHECK_EVERY_S)
+            with trio.move_on_after(CHECK_EVERY_S):
+                await self._wake.wait()
+            self._wake = trio.Event()
 
     async def _reserve_some(self, now: float) -> None:
         from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
@@ -317,29 +347,89 @@ class NatRuntime:
 
     # ------------------------------------------------------------------ dialling for `get`
 
+    def known_behind_nat(self, peer: str, addrs: list[str]) -> bool:
+        """Whether a direct dial to ``peer`` is unlikely to answer: it advertises only private
+        addresses, was reached over a relay before, or a direct dial failed lately."""
+        failed = self._direct_failed.get(peer)
+        return (all(private_address(a) for a in addrs) or peer in self.ever_relayed
+                or (failed is not None and time.monotonic() - failed < DIRECT_FAILED_FOR_S))
+
     async def connect(self, info) -> None:
-        """Reach ``info``'s peer directly, else through a relay; a FabnodeError says why not."""
+        """Reach ``info``'s peer directly or through a relay, whichever answers first (the
+        theory above); a FabnodeError says why neither did."""
         network = self.host.get_network()
         if network.get_connections(info.peer_id):
             return
-        addrs = [str(a) for a in info.addrs]
-        if addrs:
+        peer = str(info.peer_id)
+        advertised = [str(a) for a in info.addrs if "/p2p-circuit" in str(a)]
+        addrs = [str(a) for a in info.addrs if "/p2p-circuit" not in str(a)]
+        if not addrs:
+            await self.dial_circuit(info.peer_id, addrs, advertised)
+            return
+        head_start = 0.0 if self.known_behind_nat(peer, addrs) else DIRECT_HEAD_START_S
+        direct_failed = trio.Event()
+        outcome: dict = {}
+
+        from libp2p.peer.peerinfo import PeerInfo
+        from multiaddr import Multiaddr
+
+        async def direct(race) -> None:
             try:
                 network.unblock_peer(info.peer_id)
                 with trio.fail_after(DIRECT_DIAL_S):
-                    await self.host.connect(info)
-                return
+                    await self.host.connect(PeerInfo(info.peer_id, [Multiaddr(a) for a in addrs]))
             except Exception:
-                pass
-        await self.dial_circuit(info.peer_id, addrs)
+                self._direct_failed[peer] = time.monotonic()
+                direct_failed.set()
+                return
+            self._direct_failed.pop(peer, None)
+            outcome["reached"] = "direct"
+            race.cancel_scope.cancel()
 
-    async def dial_circuit(self, peer_id, addrs=()) -> None:
+        async def relayed(race) -> None:
+            with trio.move_on_after(head_start):
+                await direct_failed.wait()
+            try:
+                await self.dial_circuit(info.peer_id, addrs, advertised)
+            except FabnodeError as exc:
+                outcome["error"] = exc
+                return
+            outcome["reached"] = "relay"
+            race.cancel_scope.cancel()
+
+        async with trio.open_nursery() as race:
+            race.start_soon(direct, race)
+            race.start_soon(relayed, race)
+        if "reached" not in outcome:
+            raise outcome.get("error") or FabnodeError(f"cannot reach {short(peer)}")
+
+    async def dial_circuit(self, peer_id, addrs=(), advertised=()) -> None:
+        """Reach ``peer_id`` through a relay: first those it advertised (``advertised``: circuit
+        addresses from its provider records, the relay dialled first if need be), then each
+        directly connected peer that relays. A FabnodeError says why none did."""
         from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP
         from multiaddr import Multiaddr
 
         tried, over_limits = [], []
+        for relay_addr, relay in circuit_relays(advertised, str(peer_id), str(self.host.get_id())):
+            tried.append(relay)
+            try:
+                with trio.fail_after(CIRCUIT_DIAL_S):
+                    if not self.host.get_network().get_connections(_peer_id(relay)):
+                        from libp2p.peer.peerinfo import info_from_p2p_addr
+
+                        await self.host.connect(info_from_p2p_addr(Multiaddr(relay_addr)))
+                    await self.transport.dial(Multiaddr(f"{relay_addr}/p2p-circuit/p2p/{peer_id}"))
+            except Exception as exc:
+                if _relay_status(exc) == "RESOURCE_LIMIT_EXCEEDED":
+                    over_limits.append(relay)
+                continue
+            self.ever_relayed.add(str(peer_id))
+            self.relayed_via[str(peer_id)] = relay
+            self.log(f"relay: reached {short(str(peer_id))} through its advertised relay {short(relay)}")
+            return
         for relay in self.direct_peers():
-            if relay == peer_id:
+            if relay == peer_id or str(relay) in tried:
                 continue
             try:  # does it relay? (identify's list may be stale: a peer restarted without relay)
                 with trio.fail_after(CIRCUIT_DIAL_S):
@@ -379,6 +469,25 @@ class NatRuntime:
             return ""
         return (f" (reached through the relay {short(relay)}, which cuts a relayed connection past its limits; "
                 f"ask a public node ({short(relay)}) to seed it)")
+
+    def link_note(self, peer: str) -> str:
+        """What `get` tells the operator about the link to ``peer`` while fetching from it: going
+        through a relay (why that is slow, who could seed it), or direct after hole punching; ""
+        for an ordinary direct link."""
+        relay = self.relayed_via.get(peer) or self._relay_of(peer)
+        return link_note(short(peer), short(relay) if relay else "", self.links().get(peer), self.hole_punching,
+                         RelayLimits())
+
+    def _relay_of(self, peer: str) -> str:
+        """The relay of a circuit ``peer`` dialled us through (its connection's address names it)."""
+        for peer_id, conns in self.host.get_network().get_connections_map().items():
+            if str(peer_id) != peer:
+                continue
+            for conn in conns:
+                for addr in (str(a) for a in _addresses(conn)):
+                    if "/p2p-circuit" in addr and "/p2p/" in addr.split("/p2p-circuit")[0]:
+                        return addr.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1]
+        return ""
 
     # ------------------------------------------------------------------ the relay's gate
 
@@ -435,6 +544,8 @@ class NatRuntime:
     async def _relay_data(self, src, dst, peer_id, deadline=None, data_left=None) -> None:
         """One direction of a circuit, each chunk counted by the gate (replaces the library's)."""
         circuit = self._circuit_of.get(id(src)) or self._circuit_of.get(id(dst))
+        ends = self.gate.circuits.get(circuit)
+        to_peer = "" if ends is None else (ends.target if id(src) in self._circuit_of else ends.source)
         try:
             while True:
                 data = await src.read(65536)
@@ -448,6 +559,8 @@ class NatRuntime:
                     return
                 if wait:
                     await trio.sleep(wait)
+                if self.pacer is not None:  # the node's upload cap, counted for the peer it goes to
+                    await self.pacer.acquire(BUNDLES, len(data), "relay", to_peer)
                 await dst.write(data)
         except Exception:
             pass
@@ -457,6 +570,29 @@ class NatRuntime:
             except Exception:
                 pass
 
+
+
+def circuit_relays(advertised, peer: str, me: str) -> list[tuple[str, str]]:
+    """(the relay's address ``/ip4/…/tcp/…/p2p/RELAY``, RELAY) of each well-formed circuit address
+    ``…/p2p/RELAY/p2p-circuit/p2p/PEER`` that ``peer`` advertised, each relay once, at most
+    :data:`MAX_RELAYS` × 2 (a provider record is the peer's word: anything else is dropped)."""
+    out, seen = [], set()
+    for addr in advertised:
+        head, sep, tail = str(addr).partition("/p2p-circuit")
+        if not sep or tail not in ("", f"/p2p/{peer}") or "/p2p/" not in head or not head.startswith("/ip"):
+            continue
+        relay = head.rsplit("/p2p/", 1)[1]
+        if relay in seen or relay in (peer, me) or "/" in relay:
+            continue
+        seen.add(relay)
+        out.append((head, relay))
+    return out[:MAX_RELAYS * 2]
+
+
+def _peer_id(text: str):
+    from libp2p.peer.id import ID
+
+    return ID.from_base58(text)
 
 
 def _relay_status(exc: BaseException) -> str | None:
