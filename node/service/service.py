@@ -107,7 +107,11 @@ def describe_record(record: Record, label=short_key) -> str:
     if record.type == "attestation":
         return (f"attestation {cid_str(record.cid)}: {body['predicate']} {body['result']} on "
                 f"{cid_str(body['subject'].cid)} by {who}")
-    return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
+    if record.type in ("retraction", "withdrawal"):  # issue 17: taking back a version or an attestation
+        return f"{record.type} {cid_str(record.cid)} of {cid_str(body['subject'].cid)} by {who}: {body['reason']}"
+    if record.type == "vouch":
+        return f"vouch {cid_str(record.cid)}: {who} {body['trust']} {label(body['subject'])}"
+    return f"{record.type} {cid_str(record.cid)} by {who}"
 
 
 class NodeService:
