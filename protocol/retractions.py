@@ -11,7 +11,7 @@ the attestation stays listed, weighing nothing. Anyone can sign such a record, s
 * a withdrawal counts when its author is the attestation's author.
 
 In this first wave authors are compared as did:keys. The chain of keys (rotations, members of a
-lab; protocol/keys.py) will map each did:key to the identity it speaks for before calling these
+lab, in the keys module of the second wave) will map each did:key to the identity it speaks for before calling these
 functions, so they take plain strings: identities or keys, whichever the caller compares.
 
 Everything is computed from the set of records known, never from arrival order: a retraction
