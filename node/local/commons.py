@@ -965,6 +965,9 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
     state = design_state(records, design)
     if version is None:
         if not state.heads:
+            if any(counted is not None for counted, _ in state.retractions.values()):
+                raise FabnodeError(f"design {cid_str(design)} has no canonical version left to judge: "
+                                   "its maintainers retracted every one ('fabnode log' shows why)")
             raise FabnodeError(f"design {cid_str(design)} has no known canonical version to judge")
         version = state.heads[0]
     if trust_map is None:
