@@ -69,6 +69,11 @@ COMMANDS = _COMMANDS
 """Every subcommand by name (the documentation tests walk it)."""
 
 
+class Misuse(Exception):
+    """A command called with options that do not go together (a check argparse cannot express):
+    reported as argparse reports misuse, with the usage line and exit status 2."""
+
+
 class Context:
     """What each command receives besides its own options: the global --home."""
 
@@ -214,6 +219,8 @@ def _run_command(args) -> int:
             db = sys.modules.get("fabnode.storage.db")  # not imported by every command
             if db is not None:
                 db.close_all()  # SQLite's checkpoint on close runs here, while interrupts are handled
+    except Misuse as exc:  # options that only go together: argparse's usage line, exit 2
+        args._sub.error(str(exc))
     except SystemExit:  # a command that printed its own verdict (fsck)
         raise
     except BaseException as exc:
@@ -1008,20 +1015,18 @@ def attest(ctx, version, result, predicate, notes, lab, tests, evidence, withdra
     Usage:  fabnode attest bafyrei… --result passed -m "built with 32 mm PVC" --evidence photo.jpg
             fabnode attest --withdraw bafyrei… --reason "we built it from the wrong files"
     """
-    from fabnode.protocol.errors import FabnodeError
-
     if withdraw is not None:
         from fabnode.node.local.commons import withdraw as run_withdraw
 
         if version is not None or result is not None or evidence or tests or notes:
-            raise FabnodeError("--withdraw ATTESTATION takes only --reason: no VERSION, --result, -m, --test or --evidence")
+            raise Misuse("--withdraw ATTESTATION takes only --reason: no VERSION, --result, -m, --test or --evidence")
         cid = run_withdraw(_home(ctx).require(), withdraw, reason=reason)
         _print_json({"withdrawal": cid, "attestation": withdraw}) if as_json else echo(cid)
         return
     if reason is not None:
-        raise FabnodeError("--reason goes with --withdraw ATTESTATION (or with fabnode retract)")
+        raise Misuse("--reason goes with --withdraw ATTESTATION (or with fabnode retract)")
     if version is None or result is None:
-        raise FabnodeError("attest needs a VERSION and --result passed|warned|failed (or --withdraw ATTESTATION)")
+        raise Misuse(f"the following arguments are required: {'version' if version is None else '--result'}")
     from fabnode.node.local.commons import attest as run_attest
 
     cid = run_attest(_home(ctx).require(), version, result=result, predicate=predicate, notes=notes, lab=lab,
