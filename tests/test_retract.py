@@ -268,6 +268,10 @@ def test_retract_and_withdraw_across_two_daemons_a_usb_stick_and_the_web_page(tm
         version_page = response.read().decode()
     assert 'id="retracted"' in version_page and 'class="attestation withdrawn"' in version_page
     assert reason_w in version_page
+    with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+        home_page = response.read().decode()
+    latest = home_page.split('id="latest-versions"', 1)[1].split("</table>", 1)[0]
+    assert '<tr class="retracted"><td><s>' in latest and reason_r in latest
     # a USB stick to a third lab, with no daemon: the design's records carry both
     stick = tmp_path / "stick.car"
     a.out("export", str(stick), "--design", design, "--records-only")

@@ -403,13 +403,15 @@ class Pages:
                             here=result["here"], process=result["process"])
 
     def home_page(self) -> str:
-        from fabnode.node.local.commons import history
+        from fabnode.node.local.commons import history, judged_withdrawals
 
         records = self.records
         trust_map = self._trust(records)
         versions = history(records, self.identity.did, None, limit=15, trust_map=trust_map)["versions"]
         for v in versions:
             v["when"] = self._when(v["ts"])
+            if v["retracted"]:
+                v["retracted"]["when"] = self._when(v["retracted"]["ts"])
         trusted, unknown = records.recent_attestations_split(trust_map.keys(), 15)
         titles: dict[bytes, str] = {}
 
@@ -419,8 +421,10 @@ class Pages:
                 titles[cid] = row.title if row else ""
             return titles[cid]
 
+        withdrawals = judged_withdrawals(records, trusted)
         attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                         "when": self._when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject)}
+                         "when": self._when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject),
+                         "withdrawn": getattr(withdrawals.get(a.cid, (None, []))[0], "reason", None)}
                         for a in trusted]
         others = [{"predicate": p, "result": r, "count": n, "authors": keys, "when": self._when(ts), "subject": cid_str(s),
                    "subject_title": title(s)} for s, p, r, n, keys, ts in unknown]
