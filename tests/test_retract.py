@@ -15,6 +15,7 @@ import pytest
 from fabnode.node.local.commons import history, receive_records, score
 from fabnode.protocol.cid import DAG_PB, cid_str, make_cid
 from fabnode.protocol.dagcbor import Link
+from fabnode.protocol.errors import FabnodeError
 from fabnode.protocol.lineage import VersionNode, canonical_and_heads
 from fabnode.protocol.records import RecordRejected, make_record, verify_record
 from fabnode.protocol.reputation import Attestation, TrustPath, WITHDRAWN, explain, score_version
@@ -149,6 +150,16 @@ def test_any_arrival_order_gives_the_same_lineage_reputation_and_export(tmp_path
     assert retracted["reason"] == "the handle snaps"
     design_hex = v1.cid.hex().upper()
     assert designs == sorted([f"retraction:{design_hex}"] * 2 + [f"withdrawal:{design_hex}"])  # a design export carries them
+    # the author retracts v1 too: no head is left, and judging the design says why
+    db = open_db(tmp_path / "all-retracted.db")
+    store = RecordStore(db.conn)
+    last = make_record("retraction", {"subject": Link(v1.cid), "reason": "the whole pump leaks"}, author=MAINTAINER,
+                       ts=TS + 6000, sign=_sign(MAINTAINER_KEY))
+    assert not receive_records(store, [(r.cid, r.raw) for r in (*records, last)], now=TS + 10_000).rejected
+    assert history(store, BUILDER, cid_str(v1.cid))["heads"] == []
+    with pytest.raises(FabnodeError, match="no canonical version left to judge: its maintainers retracted every one"):
+        score(store, BUILDER, cid_str(v1.cid))
+    db.close()
 
 
 @pytest.mark.parametrize("body, reason", [
