@@ -69,6 +69,11 @@ COMMANDS = _COMMANDS
 """Every subcommand by name (the documentation tests walk it)."""
 
 
+class Misuse(Exception):
+    """A command called with options that do not go together (a check argparse cannot express):
+    reported as argparse reports misuse, with the usage line and exit status 2."""
+
+
 class Context:
     """What each command receives besides its own options: the global --home."""
 
@@ -214,6 +219,8 @@ def _run_command(args) -> int:
             db = sys.modules.get("fabnode.storage.db")  # not imported by every command
             if db is not None:
                 db.close_all()  # SQLite's checkpoint on close runs here, while interrupts are handled
+    except Misuse as exc:  # options that only go together: argparse's usage line, exit 2
+        args._sub.error(str(exc))
     except SystemExit:  # a command that printed its own verdict (fsck)
         raise
     except BaseException as exc:
@@ -948,18 +955,44 @@ def log(ctx, target, language, as_json):
         status = ""
         if "translation_of" in v:
             status = f"translation ({v['language']}) of {v['translation_of']}"
+        elif v["retracted"]:
+            status = "RETRACTED"
         elif "canonical" in v:
             status = "head     " if v["head"] else ("canonical" if v["canonical"] else "proposal ")
         att = _claims_text(v["attestations_by_trust"]) or "no attestations"
+        if v["withdrawn_attestations"]:
+            att += f"; {v['withdrawn_attestations']} withdrawn by their authors, not counted"
         label = v["label"] or "-"
         echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  "
              f"by {_by(v['author'], v['author_trusted'], names)}")
+        for line in _takeback_lines(v, names, "    "):
+            echo(line)
         echo(f"    files {v['bundle']}")
         stale = stale_lines.get(v["version"])
         if stale:
             echo(f"    {stale}")
     for a in result.get("adaptations", []):
         echo(f"adapted as {a['design']}  {a['title']}  by {_by(a['author'], a['author_trusted'], names)}")
+
+
+def _takeback_lines(fields: dict, names, indent: str) -> list[str]:
+    """Issue 17: a retraction that counts, and retractions nobody with authority signed."""
+    out = []
+    if fields.get("retracted"):
+        r = fields["retracted"]
+        out.append(f"{indent}retracted by {names.label(r['by'])} on {_when(r['ts'])}: {r['reason']}  "
+                   f"(do not build; retraction {r['record']})")
+    for r in fields.get("retractions_ignored", []):
+        out.append(f"{indent}ignored: a retraction by {names.label(r['by'])}, who is not the author or a maintainer: "
+                   f"{r['reason']}")
+    if fields.get("withdrawn"):
+        w = fields["withdrawn"]
+        out.append(f"{indent}withdrawn by its author on {_when(w['ts'])}: {w['reason']}  (not counted; "
+                   f"withdrawal {w['record']})")
+    for w in fields.get("withdrawals_ignored", []):
+        out.append(f"{indent}ignored: a withdrawal by {names.label(w['by'])}, who is not the attestation's author: "
+                   f"{w['reason']}")
+    return out
 
 
 def _by(did: str, trusted: bool, names) -> str:
@@ -1012,6 +1045,10 @@ def show(ctx, cid, as_json):
         if key == "lab" and isinstance(result["author"], str):  # a claimed name, never without its key
             line += f" ({short_did(result['author'])}, {trusted})"
         echo(line)
+    for line in _takeback_lines(result, names, ""):
+        echo(line)
+    if result.get("counts") is not None or "why" in result:
+        echo(f"{'counts' if result['counts'] else 'pending' if result['counts'] is None else 'IGNORED'}  {result['why']}")
     echo("valid" if result["valid"] else f"NOT VALID: {result['reason']}")
 
 
@@ -1055,25 +1092,57 @@ def search(ctx, text, limit, as_json):
 
 
 @command()
-@argument("version")
-@option("--result", choices=["passed", "warned", "failed"], required=True, help="How it went.")
+@argument("version", required=False)
+@option("--result", choices=["passed", "warned", "failed"], help="How it went (required unless --withdraw).")
 @option("--predicate", choices=["built", "tested", "reviewed", "defect"], default="built",
  help="What the lab did.")
 @option("-m", "--message", "notes", default="", help="Notes: what was built, how, what happened.")
 @option("--lab", help="Where (default: this lab's name).")
 @option("--test", "tests", multiple=True, help="Name of a test performed (repeat).")
 @option("--evidence", type=Path, multiple=True, help="Photo, log or measurement to store and link (repeat).")
+@option("--withdraw", metavar="ATTESTATION", help="Withdraw this lab's attestation instead (with --reason).")
+@option("--reason", help="Why it is withdrawn (with --withdraw; at most 500 characters).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def attest(ctx, version, result, predicate, notes, lab, tests, evidence, as_json):
-    """Sign a statement that this lab built, tested or reviewed a version, and how it went.
+def attest(ctx, version, result, predicate, notes, lab, tests, evidence, withdraw, reason, as_json):
+    """Sign a statement that this lab built, tested or reviewed a version, and how it went;
+    or withdraw one this lab signed (it stays listed, marked withdrawn, and no longer counts).
 
     Usage:  fabnode attest bafyrei… --result passed -m "built with 32 mm PVC" --evidence photo.jpg
+            fabnode attest --withdraw bafyrei… --reason "we built it from the wrong files"
     """
+    if withdraw is not None:
+        from fabnode.node.local.commons import withdraw as run_withdraw
+
+        if version is not None or result is not None or evidence or tests or notes:
+            raise Misuse("--withdraw ATTESTATION takes only --reason: no VERSION, --result, -m, --test or --evidence")
+        cid = run_withdraw(_home(ctx).require(), withdraw, reason=reason)
+        _print_json({"withdrawal": cid, "attestation": withdraw}) if as_json else echo(cid)
+        return
+    if reason is not None:
+        raise Misuse("--reason goes with --withdraw ATTESTATION (or with fabnode retract)")
+    if version is None or result is None:
+        raise Misuse(f"the following arguments are required: {'version' if version is None else '--result'}")
     from fabnode.node.local.commons import attest as run_attest
 
     cid = run_attest(_home(ctx).require(), version, result=result, predicate=predicate, notes=notes, lab=lab,
                      tests=list(tests), evidence=list(evidence))
     _print_json({"attestation": cid}) if as_json else echo(cid)
+
+
+@command()
+@argument("version")
+@option("--reason", help="Why (required; at most 500 characters): what is wrong, what to build instead.")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def retract(ctx, version, reason, as_json):
+    """Retract a version: by its author or a maintainer of its design. It stays in the lineage,
+    shown struck through with the reason, and is never a head again (copies others hold stay).
+
+    Usage:  fabnode retract bafyrei… --reason "the pump housing cracks at 2 bar"
+    """
+    from fabnode.node.local.commons import retract as run_retract
+
+    cid = run_retract(_home(ctx).require(), version, reason=reason)
+    _print_json({"retraction": cid, "version": version}) if as_json else echo(cid)
 
 
 @command()
@@ -1395,11 +1464,14 @@ def reputation(ctx, target, as_json):
     """
     from fabnode.node.local.commons import reputation as run_reputation
 
-    result = run_reputation(_home(ctx).require(), target)
+    home = _home(ctx).require()
+    result = run_reputation(home, target)
     if as_json:
         _print_json(result)
         return
     echo(f"{result['version']}: {result['verdict']} (score {result['value']:+.2f})")
+    for line in _takeback_lines({"retracted": result["retracted"]}, _names(home), "  "):
+        echo(line)
     for line in result["explanation"]:
         echo(f"  {line}")
 

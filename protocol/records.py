@@ -34,6 +34,10 @@ a record means exactly one thing to every node):
   characters). Or, to close a request of one's own: closes (link to the request) and nothing
   else; protocol/requests.py computes what a request's records mean together.
 * offer: request (link), quantity (integer 1..10^6), note (at most 500 characters).
+* retraction (issue 17): subject (link to a version), reason (1..500 characters, required).
+* withdrawal (issue 17): subject (link to an attestation), reason (1..500 characters, required).
+  Whether either counts (who may take back what) depends on other records and is decided by
+  protocol/retractions.py, never here: records arrive in any order.
 
 Keys over years (issue 17; docs/protocol.md §18; the chain rules live in protocol/keys.py):
 
@@ -163,6 +167,14 @@ SCHEMAS: dict[str, dict[str, tuple[object, bool]]] = {
         "role": (MEMBER_ROLES, True),
         "note": ("note", False),
     },
+    "retraction": {
+        "subject": ("link", True),
+        "reason": ("reason", True),
+    },
+    "withdrawal": {
+        "subject": ("link", True),
+        "reason": ("reason", True),
+    },
 }
 REQUEST_FIELDS = ("design", "quantity", "needed_by")
 """What a request (one that does not close another) must carry."""
@@ -278,6 +290,14 @@ def _typed_field(kind, name: str, value):
     if kind == "ms":
         if type(value) is not int or value < 0:
             raise _reject(f"body.{name} must be a non-negative whole number of milliseconds")
+        return value
+    if kind == "reason":
+        if not isinstance(value, str):
+            raise _reject(f"body.{name} must be text, not {type(value).__name__}")
+        if not value.strip():
+            raise _reject(f"body.{name} must say why (it is empty)")
+        if len(value) > MAX_NOTE:
+            raise _reject(f"body.{name} is longer than {MAX_NOTE} characters")
         return value
     if kind == "profile":
         from .labs import ProfileRefused, check_profile_field

@@ -59,6 +59,10 @@ author's newest attestation counts (at the same ``ts`` the worse news); the rest
 untrusted authors, weigh 0 but are still listed as reasons, heaviest first, worse news first at
 equal weight, so a trusted lab's defect heads the list of what counts against.
 
+An attestation its author withdrew (issue 17: a ``withdrawal`` that counts, protocol/retractions.py)
+weighs 0 and is listed as "withdrawn by its author: REASON". It takes no part in choosing each
+author's newest either: the newest word an author still stands by is the one that counts.
+
 ``value`` is the weighted mean of the evidence, in [-1, 1]. ``verdict`` is "unknown" when nothing
 trusted was said (total weight 0), "recommended" at value >= 0.5, "not recommended" at value <= -0.5,
 and "mixed" in between. One trusted defect against one equally trusted pass gives -1/3 (mixed);
@@ -98,6 +102,7 @@ UNKNOWN = "unknown"
 COUNTED = "counted"
 UNTRUSTED = "untrusted"
 SUPERSEDED = "superseded"
+WITHDRAWN = "withdrawn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,8 @@ class Attestation:
     result: str
     lab: str
     ts: int
+    withdrawn: str | None = None
+    """The reason its author gave for withdrawing it, when a withdrawal by its author is known."""
 
     def __post_init__(self) -> None:
         if self.predicate not in PREDICATES:
@@ -150,7 +157,8 @@ class Reason:
 
     ``weight`` is its share in the score (0 when it does not count), ``trust`` its author's trust,
     ``evidence`` its signed direction (+ for, - against), ``status`` one of counted, untrusted
-    (no path from me: ``path`` is empty) or superseded (the same author said something newer).
+    (no path from me: ``path`` is empty), superseded (the same author said something newer) or
+    withdrawn (its author took it back: ``withdrawn`` is the reason given).
     """
 
     cid: str
@@ -163,6 +171,7 @@ class Reason:
     trust: float
     evidence: float
     status: str
+    withdrawn: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +313,8 @@ def _newest_per_author(attestations: Iterable[Attestation]) -> tuple[list[Attest
         unique.setdefault(attestation.cid, attestation)  # the same record seen twice is one record
     newest: dict[str, Attestation] = {}
     for attestation in unique.values():
+        if attestation.withdrawn is not None:
+            continue  # taken back: the author's newest word is the newest one still standing
         held = newest.get(attestation.author)
         if held is None or _recency(attestation) > _recency(held):
             newest[attestation.author] = attestation
@@ -321,7 +332,10 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
     for attestation in distinct:
         evidence = evidence_of(attestation.predicate, attestation.result)
         held = trust.get(attestation.author)
-        if held is None:
+        if attestation.withdrawn is not None:
+            status, weight = WITHDRAWN, 0.0
+            author_trust, path = (held.weight, held.path) if held is not None else (0.0, ())
+        elif held is None:
             status, author_trust, path, weight = UNTRUSTED, 0.0, (), 0.0
         else:
             author_trust, path = held.weight, held.path
@@ -335,7 +349,7 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
         reasons.append(Reason(cid=attestation.cid, lab=attestation.lab, author=attestation.author,
                               predicate=attestation.predicate, result=attestation.result,
                               weight=weight, path=path, trust=author_trust, evidence=evidence,
-                              status=status))
+                              status=status, withdrawn=attestation.withdrawn))
     # Heaviest first; at equal weight the worse news first, then a stable order by author and cid.
     reasons.sort(key=lambda r: (-r.weight, r.evidence, -r.trust, r.author, r.cid))
 
@@ -405,7 +419,10 @@ def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = Non
                 or (declared is not None and declared(reason.author) == reason.lab))
         who = shown if same else f"{reason.lab} ({shown})"
         head = {"head": _HEADS[reason.predicate](_) % {"who": who, "result": word(reason.result)}}
-        if reason.status == UNTRUSTED and reason.author in distrusted:
+        if reason.status == WITHDRAWN:
+            lines.append(_("%(head)s — not counted: withdrawn by its author: %(reason)s")
+                         % {**head, "reason": reason.withdrawn})
+        elif reason.status == UNTRUSTED and reason.author in distrusted:
             by = distrusted[reason.author]
             lines.append(_("%(head)s — not counted: you distrust this key") % head if len(by) <= 1
                          else _("%(head)s — not counted: %(lab)s, whom you trust, distrusts this key")

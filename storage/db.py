@@ -17,7 +17,7 @@ PAGE_SIZE = 65536
 """Large pages: most rows are 1 MiB blocks, which then take 16 overflow pages instead of 256."""
 BUSY_TIMEOUT_MS = 10_000
 """The daemon and CLI commands share one file; a writer waits this long for the other."""
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 """How many migrations storage/migrations.py defines (a test keeps the two equal). Stored in
 ``PRAGMA user_version`` once they are applied, so an up-to-date database opens without importing
 sqlite-utils (~0.1 s): the command line must answer quickly."""

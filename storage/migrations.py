@@ -479,3 +479,25 @@ def keys(db: Database) -> None:
         INSERT INTO key_state (id, version) VALUES (1, 0);
         """
     )
+
+
+@migrations(name="017_retractions")
+def retractions(db: Database) -> None:
+    # Issue 17: retractions (subject: a version) and withdrawals (subject: an attestation),
+    # indexed by subject so that a page, `log` or `reputation` asks for its versions' and
+    # attestations' take-backs in one indexed look-up. Who may take back what is decided when
+    # asked (protocol/retractions.py), not here: a record may arrive before its subject.
+    # records.subject/design are filled for them too, so a design's export carries them.
+    db.executescript(
+        """
+        CREATE TABLE takebacks (
+            cid BLOB PRIMARY KEY NOT NULL,
+            kind TEXT NOT NULL,           -- 'retraction' or 'withdrawal'
+            subject BLOB NOT NULL,        -- the version or attestation taken back
+            author TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX takebacks_subject ON takebacks (subject, ts);
+        """
+    )

@@ -23,6 +23,7 @@ from fabnode.storage.keys import KEY_TYPES, KeyIndex
 
 if TYPE_CHECKING:
     from fabnode.protocol.records import Record
+    from fabnode.protocol.retractions import TakeBack
 
 
 class VersionRow(NamedTuple):
@@ -121,9 +122,14 @@ class RecordStore:
         design = subject = None
         if record.type == "version":
             design = body["design"].cid if "design" in body else record.cid
-        elif record.type == "attestation":
+        elif record.type in ("attestation", "retraction"):
             subject = body["subject"].cid
             row = self._conn.execute("SELECT design FROM versions WHERE cid = ?", (subject,)).fetchone()
+            design = row[0] if row else None
+        elif record.type == "withdrawal":
+            subject = body["subject"].cid
+            row = self._conn.execute("SELECT design FROM records WHERE cid = ? AND type = 'attestation'",
+                                     (subject,)).fetchone()
             design = row[0] if row else None
         self._conn.execute(
             "INSERT INTO records (cid, type, author, ts, design, subject, data, received_ms, outbox)"
@@ -137,6 +143,12 @@ class RecordStore:
                 "INSERT INTO attestations (cid, subject, author, predicate, result, lab, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record.cid, subject, record.author, body["predicate"], body["result"], body.get("lab", ""), record.ts),
             )
+            if design is not None:  # withdrawals that arrived before this attestation learn their design
+                self._conn.execute("UPDATE records SET design = ? WHERE type = 'withdrawal' AND subject = ?",
+                                   (design, record.cid))
+        elif record.type in ("retraction", "withdrawal"):
+            self._conn.execute("INSERT INTO takebacks (cid, kind, subject, author, ts, reason) VALUES (?, ?, ?, ?, ?, ?)",
+                               (record.cid, record.type, subject, record.author, record.ts, body["reason"]))
         elif record.type == "vouch":
             self._conn.execute(
                 "INSERT INTO vouches (cid, author, subject, trust, ts) VALUES (?, ?, ?, ?, ?)",
@@ -246,7 +258,12 @@ class RecordStore:
             [(record.cid, p.cid) for p in body["parents"]],
         )
         # attestations that arrived before this version learn their design now
-        self._conn.execute("UPDATE records SET design = ? WHERE type = 'attestation' AND subject = ?", (design, record.cid))
+        # attestations and retractions that arrived before this version learn their design now,
+        # and so do withdrawals of those attestations (a design's export carries them all)
+        self._conn.execute("UPDATE records SET design = ? WHERE type IN ('attestation', 'retraction') AND subject = ?",
+                           (design, record.cid))
+        self._conn.execute("UPDATE records SET design = ? WHERE type = 'withdrawal' AND subject IN"
+                           " (SELECT cid FROM attestations WHERE subject = ?)", (design, record.cid))
         row = self._conn.execute("SELECT title, author, maintainers, created_ts, updated_ts, versions, manifest, license"
                                  " FROM designs WHERE design = ?", (design,)).fetchone()
         if row is None:
@@ -353,6 +370,31 @@ class RecordStore:
                                       " WHERE subject = ? ORDER BY ts", (v,))
             out.extend(AttestationRow(*r) for r in rows)
         return out
+
+    def takebacks_of(self, subjects: Iterable[bytes], kind: str) -> dict[bytes, list[TakeBack]]:
+        """subject -> its retractions (``kind`` "retraction") or withdrawals ("withdrawal"), every
+        one whoever signed it (protocol/retractions.py judges which count), oldest first."""
+        from fabnode.protocol.retractions import TakeBack
+
+        wanted = list(dict.fromkeys(subjects))
+        out: dict[bytes, list[TakeBack]] = {}
+        for start in range(0, len(wanted), 500):  # under SQLite's limit on bound parameters
+            chunk = wanted[start:start + 500]
+            for subject, cid, author, ts, reason in self._conn.execute(
+                    f"SELECT subject, cid, author, ts, reason FROM takebacks WHERE kind = ? AND subject IN"
+                    f" ({','.join('?' * len(chunk))}) ORDER BY ts, cid", (kind, *chunk)):
+                out.setdefault(subject, []).append(TakeBack(cid, author, ts, reason))
+        return out
+
+    def takeback(self, cid: bytes) -> tuple[str, bytes] | None:
+        """(kind, subject) of the retraction or withdrawal ``cid``, or None."""
+        row = self._conn.execute("SELECT kind, subject FROM takebacks WHERE cid = ?", (cid,)).fetchone()
+        return tuple(row) if row else None
+
+    def attestation(self, cid: bytes) -> AttestationRow | None:
+        row = self._conn.execute("SELECT cid, subject, author, predicate, result, lab, ts FROM attestations"
+                                 " WHERE cid = ?", (cid,)).fetchone()
+        return AttestationRow(*row) if row else None
 
     def vouches(self) -> list[VouchRow]:
         return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
@@ -479,6 +521,8 @@ class RecordStore:
                 self._conn.execute("DELETE FROM attestations WHERE cid = ?", (cid,))
             elif rtype == "vouch":
                 self._conn.execute("DELETE FROM vouches WHERE cid = ?", (cid,))
+            elif rtype in ("retraction", "withdrawal"):
+                self._conn.execute("DELETE FROM takebacks WHERE cid = ?", (cid,))
             elif rtype == "version":
                 making.forget_version_requirements(self._conn, [cid])
                 self._rebuild_design(design)

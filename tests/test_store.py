@@ -28,7 +28,7 @@ def test_database_is_wal_with_recorded_migrations(tmp_path):
     assert applied == ["001_blocks", "002_pins", "003_records", "004_peers", "005_follows", "006_stranger_quota",
                        "007_leases", "008_lab_names", "009_translations", "010_search_scripts",
                        "011_lab_profiles", "012_design_requirements", "013_requests", "014_packs", "015_design_profiles",
-                       "016_keys"]
+                       "016_keys", "017_retractions"]
     db.conn.close()
     again = open_db(tmp_path / "fabnode.db")  # reopening applies nothing twice
     assert again.conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(applied)

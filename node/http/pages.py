@@ -152,6 +152,7 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
         add(vid, {"title": v["title"], "label": v["label"], "ts": v["ts"],
                   "parents": [translated] if translated else v["parents"],
                   "canonical": v.get("canonical") is not False, "claims": claims, "unknown": unknown,
+                  "retracted": (v.get("retracted") or {}).get("reason"),
                   "design": v["design"], "language": v.get("language") if translated else None,
                   "stale": stale.get(vid)},
             log["design"] + "#translations" if translated else log["design"])
@@ -174,7 +175,8 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
     pos, top = {}, pad
     for k in order:  # a row grows with its lines of claims
         pos[k] = (pad + col_w * columns.index(nodes[k]["column"]) + 16, top + 20)
-        top += max(row_h, 38 + line_h * (len(nodes[k]["claims"]) + bool(nodes[k]["unknown"])))
+        top += max(row_h, 38 + line_h * (len(nodes[k]["claims"]) + bool(nodes[k]["unknown"])
+                                         + bool(nodes[k].get("retracted"))))
     width = pad * 2 + col_w * max(1, len(columns))
     height = max(top, pad + row_h) + pad
     e = html.escape
@@ -216,10 +218,23 @@ def lineage_svg(records, design: bytes, log: dict, gettext=lambda m: m, num=str)
         shape = (f'<rect x="{x - 8}" y="{y - 8}" width="16" height="16" fill="{"#fff" if n.get("stale") else "#4a62a8"}" '
                  'stroke="#4a62a8" stroke-width="2"/>') if n.get("language") else \
             f'<circle cx="{x}" cy="{y}" r="9" fill="{fill}" stroke="#2a7f62" stroke-width="2"/>'
+        retracted = n.get("retracted")
+        if retracted:  # issue 17: struck through (drawn, not only styled), grey, and the reason under it
+            kind += " retracted"
+            shape = f'<circle cx="{x}" cy="{y}" r="9" fill="#ccc" stroke="#8a1f1f" stroke-width="2"/>'
+            extra += ' data-retracted="true"'
         parts.append(f'<a href="/version/{e(k)}"><g class="version {kind}" data-version="{e(k)}" '
                      f'data-design="{e(n["design"])}"{extra}>' + shape +
-                     f'<text x="{x + 16}" y="{y + 4}" font-size="13">{e(label[:24])}</text>')
+                     f'<text x="{x + 16}" y="{y + 4}" font-size="13"'
+                     + (' text-decoration="line-through" fill="#777"' if retracted else "") + f'>{e(label[:24])}</text>')
         line = y + 20
+        if retracted:
+            parts.append(f'<line class="strike" x1="{x + 14}" y1="{y}" x2="{x + 18 + 8 * len(label[:24])}" y2="{y}" '
+                         'stroke="#8a1f1f" stroke-width="1.4"/>')
+            shown = retracted if len(retracted) <= 60 else retracted[:59] + "…"
+            parts.append(f'<text class="retraction" x="{x + 16}" y="{line}" font-size="11" fill="#8a1f1f">'
+                         + e(_("retracted: %(reason)s") % {"reason": shown}) + "</text>")
+            line += line_h
         for key, count in n["claims"]:
             result = key.partition("/")[2]
             parts.append(f'<text class="claim" data-claim="{e(key)}" x="{x + 16}" y="{line}" font-size="11" '
@@ -388,13 +403,15 @@ class Pages:
                             here=result["here"], process=result["process"])
 
     def home_page(self) -> str:
-        from fabnode.node.local.commons import history
+        from fabnode.node.local.commons import history, judged_withdrawals
 
         records = self.records
         trust_map = self._trust(records)
         versions = history(records, self.identity.did, None, limit=15, trust_map=trust_map)["versions"]
         for v in versions:
             v["when"] = self._when(v["ts"])
+            if v["retracted"]:
+                v["retracted"]["when"] = self._when(v["retracted"]["ts"])
         trusted, unknown = records.recent_attestations_split(trust_map.keys(), 15)
         titles: dict[bytes, str] = {}
 
@@ -404,8 +421,10 @@ class Pages:
                 titles[cid] = row.title if row else ""
             return titles[cid]
 
+        withdrawals = judged_withdrawals(records, trusted)
         attestations = [{"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                         "when": self._when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject)}
+                         "when": self._when(a.ts), "subject": cid_str(a.subject), "subject_title": title(a.subject),
+                         "withdrawn": getattr(withdrawals.get(a.cid, (None, []))[0], "reason", None)}
                         for a in trusted]
         others = [{"predicate": p, "result": r, "count": n, "authors": keys, "when": self._when(ts), "subject": cid_str(s),
                    "subject_title": title(s)} for s, p, r, n, keys, ts in unknown]
@@ -429,8 +448,10 @@ class Pages:
         history = design_history(records, self.identity.did, text, trust_map=self._trust(records), store=self.store)
         for v in history["versions"]:
             v["when"] = self._when(v["ts"])
+            if v["retracted"]:
+                v["retracted"]["when"] = self._when(v["retracted"]["ts"])
         head = next((v for v in history["versions"] if v.get("head")),
-                    next((v for v in history["versions"] if "translation_of" not in v), None))
+                    next((v for v in history["versions"] if "translation_of" not in v and not v["retracted"]), None))
         files = pictures = readme = readme_name = manifest = downloads = None
         if head is not None:
             found = bundle_files(self.store, parse_cid(head["bundle"]))
@@ -506,7 +527,7 @@ class Pages:
         return details
 
     def version_page(self, text: str) -> str:
-        from fabnode.node.local.commons import is_trusted, score, version_json
+        from fabnode.node.local.commons import is_trusted, judged_withdrawals, score, version_json
 
         records = self.records
         row = records.version(parse_cid(text))
@@ -515,6 +536,8 @@ class Pages:
         trust_map = self._trust(records)
         v = version_json(row, None, records, trust_map)
         v["when"] = self._when(v["ts"])
+        if v["retracted"]:
+            v["retracted"]["when"] = self._when(v["retracted"]["ts"])
         parent = records.version(row.parents[0]) if row.parents else None
         diff = bundle_diff(self.store, parent.bundle, row.bundle) if parent is not None else None
         held = bundle_files(self.store, row.bundle)
@@ -523,12 +546,15 @@ class Pages:
             sum(size for _, size in held.values()) if len(held) < MAX_FILES_LISTED else None, self.fmt.size)
         rows = records.attestations_on([row.cid])
         rows.sort(key=lambda a: not is_trusted(trust_map, a.author))  # trusted first; stable otherwise
+        withdrawals = judged_withdrawals(records, rows[:MAX_ATTESTATIONS_LISTED])
         evidence = EvidenceReader(self.store)
         attestations = []
         for a in rows[:MAX_ATTESTATIONS_LISTED]:
             trusted = is_trusted(trust_map, a.author)
+            withdrawn = withdrawals.get(a.cid, (None, []))[0]
             attestations.append({"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
                                  "trusted": trusted, "when": self._when(a.ts),
+                                 "withdrawn": withdrawn.reason if withdrawn is not None else None,
                                  **self._details(attestation_details(records, evidence, a.cid, trusted))})
         try:
             reputation, score_error = score(records, self.identity.did, text, trust_map, label=self._lab,

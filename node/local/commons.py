@@ -68,17 +68,41 @@ class DesignState(NamedTuple):
     maintainers: tuple[str, ...] | None
     canonical: set[bytes]
     heads: list[bytes]
+    retractions: dict = {}
+    """version -> (the retraction that counts or None, those ignored), for versions with any
+    (issue 17, protocol/retractions.py)."""
+
+
+def judged_retractions(records: RecordStore, versions: list[VersionRow], maintainers) -> dict:
+    """version -> (the retraction that counts or None, those ignored) for the given versions."""
+    from fabnode.protocol.retractions import judge_retractions
+
+    authors = {v.cid: v.author for v in versions}
+    return {subject: judge_retractions(found, authors[subject], maintainers)
+            for subject, found in records.takebacks_of(authors, "retraction").items()}
+
+
+def judged_withdrawals(records: RecordStore, attestations) -> dict:
+    """attestation -> (the withdrawal that counts or None, those ignored) for the given rows."""
+    from fabnode.protocol.retractions import judge_withdrawals
+
+    authors = {a.cid: a.author for a in attestations}
+    return {subject: judge_withdrawals(found, authors[subject])
+            for subject, found in records.takebacks_of(authors, "withdrawal").items()}
 
 
 def design_state(records: RecordStore, design: bytes) -> DesignState:
     """The design's versions and lineage. Translations (issue 19) are listed among ``versions``
-    but take no part in the lineage: never canonical, never a head, whoever signed them."""
+    but take no part in the lineage: never canonical, never a head, whoever signed them.
+    Retracted versions (issue 17) stay listed and canonical, never heads."""
     versions = records.versions_of(design)
     row = records.design(design)
     maintainers = row.maintainers if row else None
+    retractions = judged_retractions(records, versions, maintainers)
     canonical, heads = canonical_and_heads(
-        (VersionNode(v.cid, v.author, v.ts, v.parents) for v in versions if not v.is_translation), maintainers)
-    return DesignState(design, versions, maintainers, canonical, heads)
+        (VersionNode(v.cid, v.author, v.ts, v.parents) for v in versions if not v.is_translation), maintainers,
+        [cid for cid, (counted, _) in retractions.items() if counted is not None])
+    return DesignState(design, versions, maintainers, canonical, heads, retractions)
 
 
 def _resolve_design(records: RecordStore, text: str) -> tuple[bytes, bytes | None]:
@@ -427,6 +451,73 @@ def attest(home: Home, version: str, *, result: str, predicate: str = "built", n
     return record.id
 
 
+def _reason(reason: str | None) -> str:
+    from fabnode.protocol.retractions import check_reason
+
+    try:
+        return check_reason(reason)
+    except ValueError as exc:
+        raise FabnodeError(str(exc)) from None
+
+
+def _not_a(records: RecordStore, subject: bytes, wanted: str, verb: str) -> FabnodeError:
+    kind = records.record_kind(subject)
+    if kind is not None:
+        return FabnodeError(f"{cid_str(subject)} is a {kind}, not a{'n' if wanted[0] in 'aeiou' else ''} {wanted}: "
+                            f"only a{'n' if wanted[0] in 'aeiou' else ''} {wanted} can be {verb}")
+    return FabnodeError(f"no {wanted} {cid_str(subject)} is known here: only {wanted}s this node holds can be {verb}")
+
+
+def retract(home: Home, version: str, *, reason: str | None) -> str:
+    """Retract a version (issue 17): by its author or a maintainer of its design, with a reason.
+    The version stays in the lineage, struck through, and is never a head again."""
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.retractions import retraction_counts
+
+    reason = _reason(reason)
+    store, records = _open(home)
+    subject = parse_cid(version)
+    row = records.version(subject)
+    if row is None:
+        raise _not_a(records, subject, "version", "retracted")
+    design = records.design(row.design)
+    maintainers = design.maintainers if design else None
+    me = home.identity().did
+    if not retraction_counts(me, row.author, maintainers):
+        raise FabnodeError(f"this lab ({me}) is neither the author of version {cid_str(subject)} nor a maintainer of"
+                           " its design: a retraction by it would count nowhere")
+    ts = now_ms()
+    with store.write_transaction(final=True):
+        record = _record(home, "retraction", {"subject": Link(subject), "reason": reason}, ts)
+        records.ingest(record, received_ms=ts, outbox=True)
+    _announce(home)
+    return record.id
+
+
+def withdraw(home: Home, attestation: str, *, reason: str | None) -> str:
+    """Withdraw an attestation (issue 17): by its author only, with a reason. It stays listed,
+    marked withdrawn, and reputation stops counting it."""
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.retractions import withdrawal_counts
+
+    reason = _reason(reason)
+    store, records = _open(home)
+    subject = parse_cid(attestation)
+    row = records.attestation(subject)
+    if row is None:
+        raise _not_a(records, subject, "attestation", "withdrawn")
+    me = home.identity().did
+    if not withdrawal_counts(me, row.author):
+        raise FabnodeError(f"attestation {cid_str(subject)} was signed by {row.author}, not by this lab ({me}):"
+                           " only its author can withdraw it")
+    ts = now_ms()
+    with store.write_transaction(final=True):
+        record = _record(home, "withdrawal", {"subject": Link(subject), "reason": reason}, ts)
+        records.ingest(record, received_ms=ts, outbox=True)
+    _announce(home)
+    return record.id
+
+
 def vouch(home: Home, did: str, *, distrust: bool = False, note: str = "") -> str:
     from fabnode.protocol.identity import ed25519_from_did
 
@@ -489,7 +580,51 @@ def show(home: Home, text: str) -> dict:
                 "body": None, "valid": False, "reason": str(exc), **_trust_fields(trust_map, author)}
     return {"cid": record.id, "type": record.type, "author": record.author, "ts": record.ts,
             "body": {k: _link_json(v) for k, v in record.body.items()}, "valid": True,
-            **_trust_fields(trust_map, record.author)}
+            **_trust_fields(trust_map, record.author), **takeback_fields(records, record)}
+
+
+def _takeback_json(t) -> dict:
+    return {"record": cid_str(t.cid), "by": t.author, "ts": t.ts, "reason": t.reason}
+
+
+def takeback_fields(records: RecordStore, record: "Record") -> dict:
+    """What ``show`` adds about taking back (issue 17): for a version, ``retracted`` (the
+    retraction that counts, or None) and ``retractions_ignored``; for an attestation,
+    ``withdrawn`` and ``withdrawals_ignored``; for a retraction or withdrawal, ``counts`` (None
+    while its subject is not here) and ``why``."""
+    if record.type == "version":
+        row = records.version(record.cid)
+        design = records.design(row.design)
+        counted, ignored = judged_retractions(records, [row], design.maintainers if design else None).get(
+            record.cid, (None, []))
+        return {"retracted": _takeback_json(counted) if counted else None,
+                "retractions_ignored": [_takeback_json(t) for t in ignored]}
+    if record.type == "attestation":
+        row = records.attestation(record.cid)
+        counted, ignored = judged_withdrawals(records, [row]).get(record.cid, (None, []))
+        return {"withdrawn": _takeback_json(counted) if counted else None,
+                "withdrawals_ignored": [_takeback_json(t) for t in ignored]}
+    if record.type not in ("retraction", "withdrawal"):
+        return {}
+    from fabnode.protocol.retractions import retraction_counts, withdrawal_counts
+
+    subject = record.body["subject"].cid
+    if record.type == "retraction":
+        row = records.version(subject)
+        if row is None:
+            return {"counts": None, "why": "its version is not here yet: it counts once the version arrives, "
+                                          "if signed by its author or a maintainer"}
+        design = records.design(row.design)
+        if retraction_counts(record.author, row.author, design.maintainers if design else None):
+            return {"counts": True, "why": "signed by the version's author or a maintainer of its design"}
+        return {"counts": False, "why": "ignored: its author is not the version's author or a maintainer of its design"}
+    row = records.attestation(subject)
+    if row is None:
+        return {"counts": None, "why": "its attestation is not here yet: it counts once the attestation arrives, "
+                                      "if signed by its author"}
+    if withdrawal_counts(record.author, row.author):
+        return {"counts": True, "why": "signed by the attestation's author"}
+    return {"counts": False, "why": "ignored: its author is not the attestation's author"}
 
 
 def is_trusted(trust_map, did) -> bool:
@@ -509,6 +644,13 @@ def _attestation_summary(rows) -> dict[str, int]:
         key = f"{a.predicate}/{a.result}"
         summary[key] = summary.get(key, 0) + 1
     return dict(sorted(summary.items()))
+
+
+def _not_withdrawn(records: RecordStore, rows) -> tuple[list, int]:
+    """(the attestations still standing, how many were withdrawn by their authors)."""
+    rows = list(rows)
+    gone = {cid for cid, (counted, _) in judged_withdrawals(records, rows).items() if counted is not None}
+    return [a for a in rows if a.cid not in gone], len(gone)
 
 
 def _claims_by_trust(rows, trust_map) -> dict[str, dict[str, int]]:
@@ -571,11 +713,19 @@ def history(records: RecordStore, me: str, target: str | None, limit: int = 50, 
 def version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
     """One version as ``log`` and the web page show it; with ``trust_map`` (see
     :func:`trust_map_for`) also whether its author and attesters are trusted."""
-    attestations = records.attestations_on([v.cid])
+    attestations, withdrawn = _not_withdrawn(records, records.attestations_on([v.cid]))
+    if state is not None:
+        counted, ignored = state.retractions.get(v.cid, (None, []))
+    else:
+        design = records.design(v.design)
+        counted, ignored = judged_retractions(records, [v], design.maintainers if design else None).get(
+            v.cid, (None, []))
     out = {"version": cid_str(v.cid), "design": cid_str(v.design), "author": v.author, "ts": v.ts,
            "title": v.title, "label": v.label, "message": v.message, "license": v.license,
            "bundle": cid_str(v.bundle), "parents": [cid_str(p) for p in v.parents],
-           "attestations": _attestation_summary(attestations)}
+           "attestations": _attestation_summary(attestations), "withdrawn_attestations": withdrawn,
+           "retracted": _takeback_json(counted) if counted else None,
+           "retractions_ignored": [_takeback_json(t) for t in ignored]}
     if trust_map is not None:
         out["author_trusted"] = is_trusted(trust_map, v.author)
         out["attestations_by_trust"] = _claims_by_trust(attestations, trust_map)
@@ -815,21 +965,34 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
     state = design_state(records, design)
     if version is None:
         if not state.heads:
+            if any(counted is not None for counted, _ in state.retractions.values()):
+                raise FabnodeError(f"design {cid_str(design)} has no canonical version left to judge: "
+                                   "its maintainers retracted every one ('fabnode log' shows why)")
             raise FabnodeError(f"design {cid_str(design)} has no known canonical version to judge")
         version = state.heads[0]
     if trust_map is None:
         _, trust_map = trust_map_for(me, records)
     rows = records.attestations_on([version])
-    result = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts) for a in rows),
-                           trust_map)
+    withdrawals = judged_withdrawals(records, rows)
+
+    def withdrawn(a) -> str | None:
+        counted = withdrawals.get(a.cid, (None, []))[0]
+        return counted.reason if counted is not None else None
+
+    result = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts, withdrawn(a))
+                            for a in rows), trust_map)
+    row = records.version(version)
+    retracted = state.retractions.get(version, (None, []))[0] if row is not None and row.design == design else None
     return {
         "version": cid_str(version),
         "design": cid_str(design),
+        "retracted": _takeback_json(retracted) if retracted else None,
         "value": round(result.value, 6),
         "verdict": result.verdict,
         "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
-                     "path": list(r.path), "status": r.status} for r in result.reasons],
+                     "path": list(r.path), "status": r.status,
+                     **({"withdrawn": r.withdrawn} if r.withdrawn is not None else {})} for r in result.reasons],
         "explanation": explain(result, distrusted_keys(me, trust_map, (Vouch(v.author, v.subject, v.trust, v.ts)
                                                                        for v in records.vouches())),
                                **({"label": label, "declared": declared} if label else {}), **language),
@@ -894,6 +1057,30 @@ def _refuse_misplaced_translations(records: RecordStore, valid: list, result: "R
     valid[:] = keep
 
 
+TAKEBACK_SUBJECTS = {"retraction": "version", "withdrawal": "attestation"}
+"""What each kind of taking back may name as its subject (issue 17)."""
+
+
+def _refuse_misaimed_takebacks(records: RecordStore, valid: list, result: "Received") -> None:
+    """Move retractions whose subject is held (here or in the batch) and is not a version, and
+    withdrawals whose subject is not an attestation, from ``valid`` to the rejected. A subject
+    not held yet is no reason: it may arrive later (and if it is not a version then, the
+    retraction simply takes no effect)."""
+    batch = {r.cid: r.type for r in valid}
+    keep = []
+    for record in valid:
+        wanted = TAKEBACK_SUBJECTS.get(record.type)
+        if wanted is not None:
+            subject = record.body["subject"].cid
+            kind = batch.get(subject) or records.record_kind(subject)
+            if kind is not None and kind != wanted:
+                result.rejected.append((record.id, f"record rejected: a {record.type}'s subject must be a{'n' if wanted[0] in 'aeiou' else ''}"
+                                                   f" {wanted}, and {cid_str(subject)} is a {kind}"))
+                continue
+        keep.append(record)
+    valid[:] = keep
+
+
 def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes]], *, now: int,
                     all_or_nothing: bool = True, quota=None, peer: str | None = None,
                     verified: list | None = None) -> Received:
@@ -918,6 +1105,7 @@ def receive_records(records: RecordStore, blocks: list[tuple[bytes | None, bytes
         else:
             valid.append(outcome)
     _refuse_misplaced_translations(records, valid, result)
+    _refuse_misaimed_takebacks(records, valid, result)
     if result.rejected and all_or_nothing:
         return result
     # key records first: a succession in the batch refuses its old key's later records before

@@ -119,6 +119,8 @@ def describe_record(record: Record, label=short_key) -> str:
                 f" {label(body['next'])} takes over {label(body['identity'])}")
     if record.type == "member":
         return f"member {cid_str(record.cid)}: {who} makes {label(body['member'])} {body['role']} of {label(body['lab'])}"
+    if record.type in ("retraction", "withdrawal"):  # issue 17: taking back a version or an attestation
+        return f"{record.type} {cid_str(record.cid)} of {cid_str(body['subject'].cid)} by {who}: {body['reason']}"
     return f"{record.type} {cid_str(record.cid)} by {who}"
 
 
