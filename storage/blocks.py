@@ -56,7 +56,7 @@ READERS_KEPT = 64
 """Pack files a store keeps open for reading."""
 WRITEBACK_BYTES = 8 << 20
 """Appended bytes after which a writer asks the kernel to start writing them to the disk (see
-:func:`_start_writeback`)."""
+:func:`start_writeback`)."""
 
 
 def _sync_file_range():
@@ -75,7 +75,7 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(fd: int, offset: int, length: int) -> None:
+def start_writeback(fd: int, offset: int, length: int) -> None:
     """Ask the kernel to start writing a range out now, without waiting for it.
 
     Why: with gigabytes of free memory the kernel starts writing dirty pages only ~30 s later or
@@ -106,7 +106,7 @@ class _OpenPack:
     def __init__(self, pack: int, fd: int, end: int, new: bool) -> None:
         self.id, self.fd, self.end, self.committed, self.new = pack, fd, end, end, new
         self.written_out = end
-        """Where the last :func:`_start_writeback` ended."""
+        """Where the last :func:`start_writeback` ended."""
 
 
 class PackWriter:
@@ -195,7 +195,7 @@ class PackWriter:
                 views[i] = views[i][written:]
         pack.end = offset
         if pack.end - pack.written_out >= WRITEBACK_BYTES:
-            _start_writeback(pack.fd, pack.written_out, pack.end - pack.written_out)
+            start_writeback(pack.fd, pack.written_out, pack.end - pack.written_out)
             pack.written_out = pack.end
 
     def make_durable(self) -> None:
@@ -228,6 +228,17 @@ class PackWriter:
             os.close(p.fd)
         self._packs.clear()
         self._current = None
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` (short only at the end of the file)."""
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 GROUP_BLOCKS = 256
@@ -390,15 +401,7 @@ class BlockStore:
 
     def read_packed(self, pack: int, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` of a pack (short if the file was cut: a damaged block)."""
-        fd = self._reader(pack)
-        data = os.pread(fd, size, offset)
-        while len(data) < size:
-            more = os.pread(fd, size - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-        return data
-
+        return _read_at(self._reader(pack), offset, size)
     def get_unverified(self, cid: bytes) -> bytes | None:
         for attempt in range(3):
             row = self._conn.execute("SELECT data, pack, pack_offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
@@ -418,6 +421,12 @@ class BlockStore:
         data = self.get_unverified(cid)
         if data is None:
             raise MissingBlock(f"block {cid_str(cid)} is not in this store")
+        return self.verified(cid, data)
+
+    @staticmethod
+    def verified(cid: bytes, data: bytes) -> bytes:
+        """``data`` if it hashes to ``cid``, else :class:`DamagedBlock` as :meth:`get` raises it
+        (for readers that hash what :meth:`get_unverified` read in another thread)."""
         if not block_matches(cid, data):
             raise DamagedBlock(f"block {cid_str(cid)} is damaged: its bytes no longer hash to its CID (run 'fabnode fsck')")
         return data
@@ -456,15 +465,25 @@ class BlockStore:
     def iter_all(self) -> Iterator[tuple[bytes, bytes]]:
         """Every stored block as (cid, data), unverified, one block in memory at a time: inline
         rows first, then packed ones in pack order (each pack read front to back)."""
-        for cid, data, pack, offset, size in self._iter_rows():
-            if pack is None:
-                yield cid, data
-            else:
-                try:
-                    yield cid, self.read_packed(pack, offset, size)
-                except FileNotFoundError:
-                    yield cid, b""  # its pack is gone: reported as a damaged block
-        return
+        # Rows come in pack order: one handle of its own per pack, not a lookup per block (a pack
+        # compacted meanwhile still reads right through a handle open on it).
+        fd, fd_pack = None, None
+        try:
+            for cid, data, pack, offset, size in self._iter_rows():
+                if pack is None:
+                    yield cid, data
+                    continue
+                if pack != fd_pack:
+                    if fd is not None:
+                        os.close(fd)
+                    fd, fd_pack = None, pack
+                    with contextlib.suppress(FileNotFoundError):
+                        assert self.pack_dir is not None
+                        fd = os.open(pack_path(self.pack_dir, pack), os.O_RDONLY | os.O_CLOEXEC)
+                yield cid, b"" if fd is None else _read_at(fd, offset, size)  # b"": its pack is gone, a damaged block
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _iter_rows(self) -> Iterator[tuple]:
         cursor = self._conn.execute("SELECT cid, data, pack, pack_offset, size FROM blocks WHERE pack IS NULL ORDER BY rowid")
