@@ -222,11 +222,20 @@ def _plan_files(plan: _FilePlan | _DirPlan) -> Iterator[_FilePlan]:
 
 
 HASH_THREADS = max(2, min(4, os.cpu_count() or 2))
-"""Threads hashing an add's chunks: SHA-256 is most of an add's CPU, and hashlib releases the
-GIL on large buffers, so on two cores two threads hash about twice as fast as one."""
+"""Threads hashing an add's chunks (and export's and fsck's blocks): SHA-256 is most of their
+CPU, and hashlib releases the GIL on large buffers, so on two cores two threads hash about twice
+as fast as one."""
 HASH_WINDOW = 8
-"""Chunks read ahead and being hashed at once (with :func:`in_thread`'s queue, what an add holds
-in memory: about (8 + 8) MiB)."""
+"""Blocks read ahead and being hashed at once by export."""
+UNIT_BYTES = 4 << 20
+"""An add hands work between its threads in units of about this many bytes of chunks (or
+:data:`UNIT_ITEMS` small files), not a chunk at a time: on a machine whose cores are busy, every
+handoff waits for a thread to be scheduled, so fewer, larger ones keep the pipeline moving."""
+UNIT_ITEMS = 256
+UNITS_AHEAD = 2
+"""Units being hashed while the reader reads the next (with :func:`in_thread`'s queue of
+:data:`UNITS_QUEUED`, an add holds about (2 + 3) x 4 MiB of content in memory)."""
+UNITS_QUEUED = 3
 
 
 _END_OF_FILE = None
@@ -253,38 +262,68 @@ def _chunks_in_order(plan: _FilePlan | _DirPlan, profile: str) -> Iterator[bytes
         yield _END_OF_FILE
 
 
-def _hashed_files(plan: _FilePlan | _DirPlan, profile: str) -> Iterator[tuple[list, int] | _FileDone]:
-    """Every file of the plan read, cut and hashed into its blocks, in build order: (blocks
-    ready to store, content bytes they cover), each file closed by a :class:`_FileDone`.
+def _units(items: Iterator[bytes | _FileStart | None]) -> Iterator[list]:
+    """:func:`_chunks_in_order`'s stream cut into units (:data:`UNIT_BYTES`)."""
+    unit: list = []
+    size = 0
+    for item in items:
+        unit.append(item)
+        if isinstance(item, bytes):
+            size += len(item)
+        if size >= UNIT_BYTES or len(unit) >= UNIT_ITEMS:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
+
+
+def _hash_unit(unit: list) -> list[bytes]:
+    """The raw CIDs of a unit's chunks, in order."""
+    return [make_cid(RAW, item) for item in unit if isinstance(item, bytes)]
+
+
+def _hashed_files(plan: _FilePlan | _DirPlan, profile: str) -> Iterator[list[tuple[list, int] | _FileDone]]:
+    """Every file of the plan read, cut and hashed into its blocks, in build order, a unit at a
+    time: lists of (blocks ready to store, content bytes they cover), each file closed by a
+    :class:`_FileDone`.
 
     Reads and builds in the calling thread (:func:`store_planned` runs it in its own, beside the
-    thread that writes), while up to :data:`HASH_WINDOW` chunks are hashed by
-    :data:`HASH_THREADS` threads; blocks come out in order, so CIDs are as one thread makes them.
-    No store is touched here."""
+    thread that writes), while :data:`UNITS_AHEAD` units are hashed by :data:`HASH_THREADS`
+    threads; blocks come out in order, so CIDs are as one thread makes them. No store is touched
+    here."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     builder = FileBuilder()
 
-    def settle(item, hashing) -> Iterator[tuple[list, int] | _FileDone]:
+    def settle(unit: list, hashing) -> list[tuple[list, int] | _FileDone]:
         nonlocal builder
-        if isinstance(item, _FileStart):
-            builder = FileBuilder(chunk_size=item.chunk_size)
-        elif item is _END_OF_FILE:
-            blocks, built = builder.finish()
-            yield blocks, 0
-            yield _FileDone(built)
-        else:
-            yield builder.add_chunk(item, hashing.result()), len(item)
+        out: list[tuple[list, int] | _FileDone] = []
+        cids = iter(hashing.result())
+        for item in unit:
+            if isinstance(item, _FileStart):
+                builder = FileBuilder(chunk_size=item.chunk_size)
+            elif item is _END_OF_FILE:
+                blocks, built = builder.finish()
+                out.append((blocks, 0))
+                out.append(_FileDone(built))
+            else:
+                out.append((builder.add_chunk(item, next(cids)), len(item)))
+        return out
 
     window: deque = deque()
     with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="fabnode-hash") as pool:
-        for item in _chunks_in_order(plan, profile):
-            window.append((item, pool.submit(make_cid, RAW, item) if isinstance(item, bytes) else None))
-            if len(window) > HASH_WINDOW:
-                yield from settle(*window.popleft())
+        for unit in _units(_chunks_in_order(plan, profile)):
+            window.append((unit, pool.submit(_hash_unit, unit)))
+            if len(window) > UNITS_AHEAD:
+                yield settle(*window.popleft())
         while window:
-            yield from settle(*window.popleft())
+            yield settle(*window.popleft())
+
+
+def _flat(units: Iterator[list[T]]) -> Iterator[T]:
+    for unit in units:
+        yield from unit
 
 
 class _BlockSink:
@@ -355,7 +394,8 @@ def store_planned(store: BlockStore, path: Path, plan: tuple[_Scan, _FilePlan | 
     scan, root_plan = plan
     if root_plan is None:
         raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
-    hashed = in_thread(_hashed_files(root_plan, profile))
+    units = in_thread(_hashed_files(root_plan, profile), depth=UNITS_QUEUED)
+    hashed = _flat(units)
     sink = _BlockSink(store)
     try:
         if isinstance(root_plan, _DirPlan):
@@ -365,7 +405,7 @@ def store_planned(store: BlockStore, path: Path, plan: tuple[_Scan, _FilePlan | 
             built = _store_file(sink, hashed, progress)
             kind = "file"
     finally:
-        hashed.close()
+        units.close()
     sink.flush()
     store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
     return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)
