@@ -54,9 +54,10 @@ so smaller packs free space sooner; larger ones mean fewer files and fsyncs. (Th
 variable is for tests only: small packs, so a small store has several.)"""
 READERS_KEPT = 64
 """Pack files a store keeps open for reading."""
-WRITEBACK_BYTES = 8 << 20
+WRITEBACK_BYTES = int(os.environ.get("FABNODE_TEST_WRITEBACK_BYTES", 8 << 20))
 """Appended bytes after which a writer asks the kernel to start writing them to the disk (see
-:func:`start_writeback`)."""
+:func:`start_writeback`). (The environment variable is for tests only: a huge value leaves the
+whole write to the commit's ``fdatasync``, long enough for a test to interrupt it there.)"""
 
 
 def _sync_file_range():
