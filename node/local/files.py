@@ -604,10 +604,14 @@ def peers_would_refuse(store: BlockStore, cid_text: str) -> str | None:
     from fabnode.protocol.cid import parse_cid
     from fabnode.protocol.unixfs import dag_sizes
 
+    conn = store.db.conn
+    conn.execute("BEGIN")  # one read snapshot: SQLite locks once, not for each of the DAG's blocks
     try:
         dag_sizes(store.get, parse_cid(cid_text), raw_size=store.size)
     except InvalidBlock as exc:
         return str(exc)
+    finally:
+        conn.execute("COMMIT")
     return None
 
 
