@@ -225,8 +225,6 @@ HASH_THREADS = max(2, min(4, os.cpu_count() or 2))
 """Threads hashing an add's chunks (and export's and fsck's blocks): SHA-256 is most of their
 CPU, and hashlib releases the GIL on large buffers, so on two cores two threads hash about twice
 as fast as one."""
-HASH_WINDOW = 8
-"""Blocks read ahead and being hashed at once by export."""
 UNIT_BYTES = 4 << 20
 """An add hands work between its threads in units of about this many bytes of chunks (or
 :data:`UNIT_ITEMS` small files), not a chunk at a time: on a machine whose cores are busy, every
@@ -836,32 +834,48 @@ def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> 
     from fabnode.protocol.cid import block_matches
 
     import collections
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
-    def check(cid: bytes, data: bytes) -> tuple[bytes, int, bool]:
-        return cid, len(data), block_matches(cid, data)
+    def check(unit: list[tuple[bytes, bytes]]) -> list[tuple[bytes, int, bool]]:
+        return [(cid, len(data), block_matches(cid, data)) for cid, data in unit]
 
-    def note(cid: bytes, size: int, sound: bool) -> None:
-        report.blocks += 1
-        report.bytes += size
-        if not sound:
-            damaged.add(cid)
-            report.damaged.append(cid_str(cid))
-        progress(size)
+    def note(results: list[tuple[bytes, int, bool]]) -> None:
+        for cid, size, sound in results:
+            report.blocks += 1
+            report.bytes += size
+            if not sound:
+                damaged.add(cid)
+                report.damaged.append(cid_str(cid))
+            progress(size)
 
-    # Blocks are read in pack order here and hashed by a pool (hashlib releases the GIL): a few
-    # blocks in flight, reported in the order read.
+    # Blocks are read in pack order here and hashed by a pool (hashlib releases the GIL), handed
+    # over in units of about UNIT_BYTES (one handoff per unit: see UNIT_BYTES), a few units in
+    # flight, reported in the order read.
     damaged: set[bytes] = set()
     in_flight: collections.deque = collections.deque()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="fabnode-fsck") as pool:
-        for cid, data in store.iter_all():
-            in_flight.append(pool.submit(check, cid, data))
-            if len(in_flight) >= 8:
-                note(*in_flight.popleft().result())
+    with ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="fabnode-fsck") as pool:
+        for unit in _block_units(store.iter_all()):
+            in_flight.append(pool.submit(check, unit))
+            if len(in_flight) > UNITS_AHEAD + 1:
+                note(in_flight.popleft().result())
         while in_flight:
-            note(*in_flight.popleft().result())
+            note(in_flight.popleft().result())
     return damaged
+
+
+def _block_units(blocks: Iterator[tuple]) -> Iterator[list[tuple]]:
+    """``blocks`` (tuples whose second element is the block's bytes) in units of about
+    :data:`UNIT_BYTES` (or :data:`UNIT_ITEMS` blocks)."""
+    unit: list = []
+    size = 0
+    for block in blocks:
+        unit.append(block)
+        size += len(block[1])
+        if size >= UNIT_BYTES or len(unit) >= UNIT_ITEMS:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
 
 
 def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> None:

@@ -88,33 +88,37 @@ def walk_dag(store: BlockStore, root: bytes, *, skip: set[bytes] = frozenset()) 
 def verified_ahead(store: BlockStore, blocks: Iterable[tuple[bytes, bytes | None]]) -> Iterator[tuple[bytes, bytes]]:
     """(cid, data) of each of ``blocks`` in order, every one verified: a block given as
     (cid, None) is read here and re-hashed by a pool of threads (hashlib releases the GIL) while
-    the next ones are read and the caller writes the previous ones; a block given with its data
-    was verified already (dag-pb nodes, read by the walk). A missing or damaged block raises as
-    :meth:`BlockStore.get` does, in its turn."""
+    the next ones are read and the caller writes the previous ones, a unit of about 4 MiB at a
+    time (node/local/files.py: UNIT_BYTES); a block given with its data was verified already
+    (dag-pb nodes, read by the walk). A missing or damaged block raises as
+    :meth:`BlockStore.get` does."""
     from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-    from fabnode.node.local.files import HASH_THREADS, HASH_WINDOW
+    from fabnode.node.local.files import HASH_THREADS, UNITS_AHEAD, _block_units
 
-    window: deque[tuple[bytes, bytes | Future]] = deque()
-
-    def settle() -> tuple[bytes, bytes]:
-        cid, item = window.popleft()
-        return cid, item.result() if isinstance(item, Future) else item
-
-    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="fabnode-verify") as pool:
-        for cid, data in blocks:
+    def read(pairs: Iterable[tuple[bytes, bytes | None]]) -> Iterator[tuple[bytes, bytes, bool]]:
+        """(cid, data, whether it is verified already)."""
+        for cid, data in pairs:
+            if data is not None:
+                yield cid, data, True
+                continue
+            data = store.get_unverified(cid)
             if data is None:
-                data = store.get_unverified(cid)
-                if data is None:
-                    raise MissingBlock(f"block {cid_str(cid)} is not in this store")
-                window.append((cid, pool.submit(store.verified, cid, data)))
-            else:
-                window.append((cid, data))
-            if len(window) > HASH_WINDOW:
-                yield settle()
+                raise MissingBlock(f"block {cid_str(cid)} is not in this store")
+            yield cid, data, False
+
+    def verify(unit: list[tuple[bytes, bytes, bool]]) -> list[tuple[bytes, bytes]]:
+        return [(cid, data if checked else store.verified(cid, data)) for cid, data, checked in unit]
+
+    window: deque = deque()
+    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="fabnode-verify") as pool:
+        for unit in _block_units(read(blocks)):
+            window.append(pool.submit(verify, unit))
+            if len(window) > UNITS_AHEAD:
+                yield from window.popleft().result()
         while window:
-            yield settle()
+            yield from window.popleft().result()
 
 
 def _as_pairs(visits: Iterable[dag.Visit]) -> Iterator[tuple[bytes, bytes | None]]:
