@@ -7,7 +7,8 @@ import` (full verification) of the same plain CAR; `fabnode export --bundle` and
 as throughput. Each runs --runs times, interleaved; we report medians of wall time, CPU seconds
 (user + system), peak resident memory and bytes written to the disk, all from wait4 (its
 ``ru_oublock`` is the kernel's per-process ``write_bytes`` counter of /proc/PID/io, in 512-byte
-units, read after the process has ended).
+units, read after the process has ended), and the load average (the machine is shared: ratios
+under load are noisy). fabnode's bytecode is compiled first, as an installed fabnode has it.
 
 Usage:  .venv/bin/python bench/bench_store.py --runs 3 --size-mib 1024
 """
