@@ -235,11 +235,17 @@ def encode_section(cid: bytes, data: bytes) -> bytes:
     and its size is not checked: blocks come from a verified store that already bounds them,
     and hostile-input tests need to write over-limit sections the reader then refuses.
     """
+    return encode_section_head(cid, len(data)) + bytes(data)
+
+
+def encode_section_head(cid: bytes, size: int) -> bytes:
+    """What comes before a ``size``-byte block in its section: ``varint(len(cid) + size) + cid``
+    (a writer of large blocks writes the block after it without copying it into one piece)."""
     try:
         check_cid_bytes(bytes(cid))
     except InvalidCID as exc:
         raise CarError(f"cannot write CAR section: {exc}") from None
-    return encode_varint(len(cid) + len(data)) + bytes(cid) + bytes(data)
+    return encode_varint(len(cid) + size) + bytes(cid)
 
 
 # ---------------------------------------------------------------------------------------- reader

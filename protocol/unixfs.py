@@ -105,10 +105,12 @@ class FileBuilder:
         self.chunk_size = chunk_size
         self._levels: list[list[Built]] = [[]]
 
-    def add_chunk(self, chunk: bytes) -> list[Block]:
+    def add_chunk(self, chunk: bytes, cid: bytes | None = None) -> list[Block]:
+        """``cid``: the chunk's raw CID when the caller hashed it already (in another thread)."""
         if len(chunk) > self.chunk_size:
             raise ValueError("chunk larger than the chunk size")
-        cid = make_cid(RAW, chunk)
+        if cid is None:
+            cid = make_cid(RAW, chunk)
         out = [Block(cid, chunk)]
         self._levels[0].append(Built(cid, len(chunk), len(chunk)))
         level = 0

@@ -33,6 +33,7 @@ home to put packs in. Both kinds of row are read the same way, so a half-moved s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -53,6 +54,39 @@ so smaller packs free space sooner; larger ones mean fewer files and fsyncs. (Th
 variable is for tests only: small packs, so a small store has several.)"""
 READERS_KEPT = 64
 """Pack files a store keeps open for reading."""
+WRITEBACK_BYTES = int(os.environ.get("FABNODE_TEST_WRITEBACK_BYTES", 8 << 20))
+"""Appended bytes after which a writer asks the kernel to start writing them to the disk (see
+:func:`start_writeback`). (The environment variable is for tests only: a huge value leaves the
+whole write to the commit's ``fdatasync``, long enough for a test to interrupt it there.)"""
+
+
+def _sync_file_range():
+    """libc's ``sync_file_range`` (Linux), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range out now, without waiting for it.
+
+    Why: with gigabytes of free memory the kernel starts writing dirty pages only ~30 s later or
+    at ``fdatasync``, so an add would first fill the page cache and then wait for the whole disk
+    write at its commit. Started as we go, the disk writes while we read and hash, and the
+    commit's ``fdatasync`` (which alone makes anything durable: this is only a hint, and its
+    errors are left for ``fdatasync`` to report) waits for the last few megabytes only.
+    """
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def pack_path(directory: Path, pack: int) -> Path:
@@ -68,10 +102,12 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class _OpenPack:
-    __slots__ = ("id", "fd", "end", "committed", "new")
+    __slots__ = ("id", "fd", "end", "committed", "new", "written_out")
 
     def __init__(self, pack: int, fd: int, end: int, new: bool) -> None:
         self.id, self.fd, self.end, self.committed, self.new = pack, fd, end, end, new
+        self.written_out = end
+        """Where the last :func:`start_writeback` ended."""
 
 
 class PackWriter:
@@ -126,16 +162,42 @@ class PackWriter:
 
     def append(self, data: bytes) -> tuple[int, int]:
         """Write ``data`` at the end of the current pack; returns (pack, offset)."""
-        current = self._current
-        if current is None or current.end >= self.target:
-            current = self._current = self._open()
-        offset = current.end
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(current.fd, view[done:], offset + done)
-        current.end += len(view)
-        return current.id, offset
+        return self.append_many([data])[0]
+
+    def append_many(self, datas: list[bytes]) -> list[tuple[int, int]]:
+        """Write each of ``datas`` at the end of the current pack, in order, with one
+        ``pwritev`` per pack they land in; returns each one's (pack, offset). A block goes to a
+        new pack once the current one holds :data:`PACK_TARGET_BYTES`, as one at a time would."""
+        places: list[tuple[int, int]] = []
+        first = 0
+        while first < len(datas):
+            current = self._current
+            if current is None or current.end >= self.target:
+                current = self._current = self._open()
+            end, last = current.end, first
+            while last < len(datas) and (last == first or end < self.target):
+                places.append((current.id, end))
+                end += len(datas[last])
+                last += 1
+            self._write(current, datas[first:last])
+            first = last
+        return places
+
+    def _write(self, pack: _OpenPack, datas: list[bytes]) -> None:
+        views = [memoryview(d) for d in datas if d]
+        offset, i = pack.end, 0
+        while i < len(views):
+            written = os.pwritev(pack.fd, views[i:i + _IOV_MAX], offset)
+            offset += written
+            while i < len(views) and written >= len(views[i]):
+                written -= len(views[i])
+                i += 1
+            if written:  # a short write: the rest of this view next
+                views[i] = views[i][written:]
+        pack.end = offset
+        if pack.end - pack.written_out >= WRITEBACK_BYTES:
+            start_writeback(pack.fd, pack.written_out, pack.end - pack.written_out)
+            pack.written_out = pack.end
 
     def make_durable(self) -> None:
         """Before COMMIT: fdatasync what was appended, then record the packs' new lengths."""
@@ -167,6 +229,37 @@ class PackWriter:
             os.close(p.fd)
         self._packs.clear()
         self._current = None
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` (short only at the end of the file)."""
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+GROUP_BLOCKS = 256
+GROUP_BYTES = 8 << 20
+
+
+def _groups(blocks: Iterable[tuple[bytes, bytes]]) -> Iterator[list[tuple[bytes, bytes]]]:
+    """``blocks`` in groups of at most :data:`GROUP_BLOCKS` blocks and about
+    :data:`GROUP_BYTES`: :meth:`BlockStore.put_many` looks each group up with one query and
+    writes it with one ``pwritev``, instead of a query and a write per block."""
+    group: list[tuple[bytes, bytes]] = []
+    size = 0
+    for block in blocks:
+        group.append(block)
+        size += len(block[1])
+        if len(group) >= GROUP_BLOCKS or size >= GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 class Pin(NamedTuple):
@@ -279,13 +372,14 @@ class BlockStore:
                                    ((cid, len(data), data) for cid, data in blocks))
             return
         writer = self.pack_writer()
-        conn = self._conn
-        for cid, data in blocks:
-            if conn.execute("SELECT 1 FROM blocks WHERE cid = ?", (cid,)).fetchone() is not None:
-                continue  # the same CID is the same bytes: written once
-            pack, offset = writer.append(data)
-            conn.execute("INSERT INTO blocks (cid, size, data, pack, pack_offset) VALUES (?, ?, x'', ?, ?)",
-                         (cid, len(data), pack, offset))
+        for group in _groups(blocks):
+            unique = dict(group)  # the same CID twice in a group: the same bytes, written once
+            held = {row[0] for row in self._conn.execute(
+                f"SELECT cid FROM blocks WHERE cid IN ({','.join('?' * len(unique))})", list(unique))}
+            new = [(cid, data) for cid, data in unique.items() if cid not in held]
+            places = writer.append_many([data for _, data in new])
+            self._conn.executemany("INSERT INTO blocks (cid, size, data, pack, pack_offset) VALUES (?, ?, x'', ?, ?)",
+                                   [(cid, len(data), pack, offset) for (cid, data), (pack, offset) in zip(new, places)])
 
     # ---- reading
 
@@ -308,15 +402,7 @@ class BlockStore:
 
     def read_packed(self, pack: int, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` of a pack (short if the file was cut: a damaged block)."""
-        fd = self._reader(pack)
-        data = os.pread(fd, size, offset)
-        while len(data) < size:
-            more = os.pread(fd, size - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-        return data
-
+        return _read_at(self._reader(pack), offset, size)
     def get_unverified(self, cid: bytes) -> bytes | None:
         for attempt in range(3):
             row = self._conn.execute("SELECT data, pack, pack_offset, size FROM blocks WHERE cid = ?", (cid,)).fetchone()
@@ -336,6 +422,12 @@ class BlockStore:
         data = self.get_unverified(cid)
         if data is None:
             raise MissingBlock(f"block {cid_str(cid)} is not in this store")
+        return self.verified(cid, data)
+
+    @staticmethod
+    def verified(cid: bytes, data: bytes) -> bytes:
+        """``data`` if it hashes to ``cid``, else :class:`DamagedBlock` as :meth:`get` raises it
+        (for readers that hash what :meth:`get_unverified` read in another thread)."""
         if not block_matches(cid, data):
             raise DamagedBlock(f"block {cid_str(cid)} is damaged: its bytes no longer hash to its CID (run 'fabnode fsck')")
         return data
@@ -374,15 +466,25 @@ class BlockStore:
     def iter_all(self) -> Iterator[tuple[bytes, bytes]]:
         """Every stored block as (cid, data), unverified, one block in memory at a time: inline
         rows first, then packed ones in pack order (each pack read front to back)."""
-        for cid, data, pack, offset, size in self._iter_rows():
-            if pack is None:
-                yield cid, data
-            else:
-                try:
-                    yield cid, self.read_packed(pack, offset, size)
-                except FileNotFoundError:
-                    yield cid, b""  # its pack is gone: reported as a damaged block
-        return
+        # Rows come in pack order: one handle of its own per pack, not a lookup per block (a pack
+        # compacted meanwhile still reads right through a handle open on it).
+        fd, fd_pack = None, None
+        try:
+            for cid, data, pack, offset, size in self._iter_rows():
+                if pack is None:
+                    yield cid, data
+                    continue
+                if pack != fd_pack:
+                    if fd is not None:
+                        os.close(fd)
+                    fd, fd_pack = None, pack
+                    with contextlib.suppress(FileNotFoundError):
+                        assert self.pack_dir is not None
+                        fd = os.open(pack_path(self.pack_dir, pack), os.O_RDONLY | os.O_CLOEXEC)
+                yield cid, b"" if fd is None else _read_at(fd, offset, size)  # b"": its pack is gone, a damaged block
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _iter_rows(self) -> Iterator[tuple]:
         cursor = self._conn.execute("SELECT cid, data, pack, pack_offset, size FROM blocks WHERE pack IS NULL ORDER BY rowid")

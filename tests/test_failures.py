@@ -270,11 +270,11 @@ SIGNALS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM
 EXPECTED = {signal.SIGINT: (130, "error: interrupted\n"), signal.SIGTERM: (143, "error: terminated\n")}
 
 
-def interrupt(cli: Cli, args: list[str], under_way, sig: int = signal.SIGINT, timeout: float = 60):
+def interrupt(cli: Cli, args: list[str], under_way, sig: int = signal.SIGINT, timeout: float = 60, env: dict | None = None):
     """Start ``fabnode ARGS``, wait (with a deadline) until ``under_way(proc)`` is true, then
     send ``sig``: SIGINT to its whole process group, as Ctrl-C in a terminal does; SIGTERM to
     the process, as kill or systemd do. Returns (exit status, stdout, stderr)."""
-    proc = subprocess.Popen([str(FABNODE), *args], env=cli_env(cli.home), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(FABNODE), *args], env={**cli_env(cli.home), **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
@@ -349,7 +349,10 @@ def test_an_add_interrupted_after_its_commit_completes_and_says_so(tmp_path, big
     if FDATASYNC is None or not Path(f"/proc/{os.getpid()}/syscall").exists():
         pytest.skip("no /proc/PID/syscall to see the add making its pack durable")
     cli = lab(tmp_path / "home")
-    code, out, err = interrupt(cli, ["add", str(big_file)], in_fdatasync)
+    # the add starts writing its pack out as it grows (storage/blocks.py), so its fdatasync is
+    # over in a few milliseconds; here the whole write is left to it, long enough to be seen
+    code, out, err = interrupt(cli, ["add", str(big_file)], in_fdatasync,
+                               env={"FABNODE_TEST_WRITEBACK_BYTES": str(1 << 40)})
     assert code == 0, err
     assert err == "note: the interrupt came after the changes were committed: they are complete\n"
     cid = out.strip()

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 from fabnode import interrupts
 from fabnode.protocol.chunker import DEFAULT_PROFILE, profile_chunks
-from fabnode.protocol.cid import cid_str, parse_cid
+from fabnode.protocol.cid import RAW, cid_str, make_cid, parse_cid
 from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, human_size
 from fabnode.protocol.paths import directory_problem, segment_problem
@@ -47,6 +47,7 @@ from fabnode.protocol.unixfs import (
     resolve,
 )
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage.blocks import GROUP_BYTES
 from fabnode.storage import check
 from fabnode.storage.db import is_disk_full, reading
 
@@ -204,42 +205,168 @@ def in_thread(items: Iterator[T], depth: int = 8) -> Iterator[T]:
                 worker.join(0.01)
 
 
-PIPELINE_MIN_BYTES = 8 * CHUNK_SIZE
-"""Files at least this large are read and hashed in a second thread while blocks are stored."""
+@dataclass(frozen=True)
+class _FileDone:
+    """The end of one file in :func:`_hashed_files`' stream: its root."""
+
+    built: Built
 
 
-def _store_file(store: BlockStore, path: Path, progress: Progress, size: int = 0,
-                profile: str = DEFAULT_PROFILE) -> Built:
-    chunks, largest = profile_chunks(profile, _read_chunks(path))
-    builder = FileBuilder(chunk_size=largest)
-
-    def hashed() -> Iterator[tuple[list, int]]:
-        for chunk in chunks:
-            yield builder.add_chunk(chunk), len(chunk)
-
-    try:
-        for blocks, nbytes in (in_thread(hashed()) if size >= PIPELINE_MIN_BYTES else hashed()):
-            for block in blocks:
-                store.put(block.cid, block.data)
-            progress(nbytes)
-    except PermissionError:
-        raise FabnodeError(f"cannot read {path}: permission denied") from None
-    blocks, built = builder.finish()
-    for block in blocks:
-        store.put(block.cid, block.data)
-    return built
+def _plan_files(plan: _FilePlan | _DirPlan) -> Iterator[_FilePlan]:
+    """The files of a plan in the order :func:`_store_dir` builds them."""
+    if isinstance(plan, _FilePlan):
+        yield plan
+        return
+    for _, child in plan.entries:
+        yield from _plan_files(child)
 
 
-def _store_dir(store: BlockStore, plan: _DirPlan, progress: Progress, profile: str = DEFAULT_PROFILE) -> Built:
+HASH_THREADS = max(2, min(4, os.cpu_count() or 2))
+"""Threads hashing an add's chunks (and export's and fsck's blocks): SHA-256 is most of their
+CPU, and hashlib releases the GIL on large buffers, so on two cores two threads hash about twice
+as fast as one."""
+UNIT_BYTES = 4 << 20
+"""An add hands work between its threads in units of about this many bytes of chunks (or
+:data:`UNIT_ITEMS` small files), not a chunk at a time: on a machine whose cores are busy, every
+handoff waits for a thread to be scheduled, so fewer, larger ones keep the pipeline moving."""
+UNIT_ITEMS = 256
+UNITS_AHEAD = 2
+"""Units being hashed while the reader reads the next (with :func:`in_thread`'s queue of
+:data:`UNITS_QUEUED`, an add holds about (2 + 3) x 4 MiB of content in memory)."""
+UNITS_QUEUED = 3
+
+
+_END_OF_FILE = None
+"""After each file's pieces in :func:`_chunks_in_order`'s and :func:`_read_ahead`'s streams."""
+
+
+@dataclass(frozen=True)
+class _FileStart:
+    """The start of one file in :func:`_chunks_in_order`' stream."""
+
+    chunk_size: int
+
+
+def _chunks_in_order(plan: _FilePlan | _DirPlan, profile: str) -> Iterator[bytes | _FileStart | None]:
+    """The content of every file of the plan in build order, cut by the profile: each file is a
+    :class:`_FileStart`, its chunks, and :data:`_END_OF_FILE`."""
+    for file in _plan_files(plan):
+        chunks, largest = profile_chunks(profile, _read_chunks(file.path))
+        yield _FileStart(largest)
+        try:
+            yield from chunks
+        except PermissionError:
+            raise FabnodeError(f"cannot read {file.path}: permission denied") from None
+        yield _END_OF_FILE
+
+
+def _units(items: Iterator[bytes | _FileStart | None]) -> Iterator[list]:
+    """:func:`_chunks_in_order`'s stream cut into units (:data:`UNIT_BYTES`)."""
+    unit: list = []
+    size = 0
+    for item in items:
+        unit.append(item)
+        if isinstance(item, bytes):
+            size += len(item)
+        if size >= UNIT_BYTES or len(unit) >= UNIT_ITEMS:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
+
+
+def _hash_unit(unit: list) -> list[bytes]:
+    """The raw CIDs of a unit's chunks, in order."""
+    return [make_cid(RAW, item) for item in unit if isinstance(item, bytes)]
+
+
+def _hashed_files(plan: _FilePlan | _DirPlan, profile: str) -> Iterator[list[tuple[list, int] | _FileDone]]:
+    """Every file of the plan read, cut and hashed into its blocks, in build order, a unit at a
+    time: lists of (blocks ready to store, content bytes they cover), each file closed by a
+    :class:`_FileDone`.
+
+    Reads and builds in the calling thread (:func:`store_planned` runs it in its own, beside the
+    thread that writes), while :data:`UNITS_AHEAD` units are hashed by :data:`HASH_THREADS`
+    threads; blocks come out in order, so CIDs are as one thread makes them. No store is touched
+    here."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    builder = FileBuilder()
+
+    def settle(unit: list, hashing) -> list[tuple[list, int] | _FileDone]:
+        nonlocal builder
+        out: list[tuple[list, int] | _FileDone] = []
+        cids = iter(hashing.result())
+        for item in unit:
+            if isinstance(item, _FileStart):
+                builder = FileBuilder(chunk_size=item.chunk_size)
+            elif item is _END_OF_FILE:
+                blocks, built = builder.finish()
+                out.append((blocks, 0))
+                out.append(_FileDone(built))
+            else:
+                out.append((builder.add_chunk(item, next(cids)), len(item)))
+        return out
+
+    window: deque = deque()
+    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="fabnode-hash") as pool:
+        for unit in _units(_chunks_in_order(plan, profile)):
+            window.append((unit, pool.submit(_hash_unit, unit)))
+            if len(window) > UNITS_AHEAD:
+                yield settle(*window.popleft())
+        while window:
+            yield settle(*window.popleft())
+
+
+def _flat(units: Iterator[list[T]]) -> Iterator[T]:
+    for unit in units:
+        yield from unit
+
+
+class _BlockSink:
+    """Blocks on their way into the store, handed over about :data:`GROUP_BYTES` at a time, so
+    each group costs one index query and one write (:meth:`BlockStore.put_many`)."""
+
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._bytes = 0
+
+    def add(self, blocks: list) -> None:
+        for block in blocks:
+            self._pending.append((block.cid, block.data))
+            self._bytes += len(block.data)
+        if self._bytes >= GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.store.put_many(self._pending)
+            self._pending, self._bytes = [], 0
+
+
+def _store_file(sink: _BlockSink, hashed: Iterator[tuple[list, int] | _FileDone], progress: Progress) -> Built:
+    """Store the next file's blocks from the stream; returns its root."""
+    for item in hashed:
+        if isinstance(item, _FileDone):
+            return item.built
+        blocks, nbytes = item
+        sink.add(blocks)
+        progress(nbytes)
+    raise AssertionError("unreachable: the stream closes every file it opens")
+
+
+def _store_dir(sink: _BlockSink, plan: _DirPlan, hashed: Iterator[tuple[list, int] | _FileDone],
+               progress: Progress) -> Built:
     children: list[tuple[str, Built]] = []
     for name, child in plan.entries:
         if isinstance(child, _DirPlan):
-            children.append((name, _store_dir(store, child, progress, profile)))
+            children.append((name, _store_dir(sink, child, hashed, progress)))
         else:
-            children.append((name, _store_file(store, child.path, progress, child.size, profile)))
+            children.append((name, _store_file(sink, hashed, progress)))
     blocks, built = build_directory_blocks(children)
-    for block in blocks:
-        store.put(block.cid, block.data)
+    sink.add(blocks)
     return built
 
 
@@ -265,12 +392,19 @@ def store_planned(store: BlockStore, path: Path, plan: tuple[_Scan, _FilePlan | 
     scan, root_plan = plan
     if root_plan is None:
         raise FabnodeError(f"cannot add {path}: the folder holds no files (empty folders and dotfiles are not stored)")
-    if isinstance(root_plan, _DirPlan):
-        built = _store_dir(store, root_plan, progress, profile)
-        kind = "directory"
-    else:
-        built = _store_file(store, root_plan.path, progress, root_plan.size, profile)
-        kind = "file"
+    units = in_thread(_hashed_files(root_plan, profile), depth=UNITS_QUEUED)
+    hashed = _flat(units)
+    sink = _BlockSink(store)
+    try:
+        if isinstance(root_plan, _DirPlan):
+            built = _store_dir(sink, root_plan, hashed, progress)
+            kind = "directory"
+        else:
+            built = _store_file(sink, hashed, progress)
+            kind = "file"
+    finally:
+        units.close()
+    sink.flush()
     store.pin(Pin(built.cid, kind, built.size, scan.files, path.name or str(path), now_ms))
     return AddResult(cid_str(built.cid), built.size, scan.files, scan.skipped_hidden, scan.dropped_empty_dirs)
 
@@ -408,10 +542,6 @@ def _plan_get(store: BlockStore, cid: bytes, name: str, depth: int, where: str, 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-_END_OF_FILE = None
-"""Between two files' pieces in :func:`_read_ahead`'s stream."""
-
-
 def _files_in_order(tree: _OutDir | _OutFile) -> Iterator[_OutFile]:
     """The files of a planned tree in the order :func:`_write_dir` writes them."""
     if isinstance(tree, _OutFile):
@@ -472,10 +602,14 @@ def peers_would_refuse(store: BlockStore, cid_text: str) -> str | None:
     from fabnode.protocol.cid import parse_cid
     from fabnode.protocol.unixfs import dag_sizes
 
+    conn = store.db.conn
+    conn.execute("BEGIN")  # one read snapshot: SQLite locks once, not for each of the DAG's blocks
     try:
         dag_sizes(store.get, parse_cid(cid_text), raw_size=store.size)
     except InvalidBlock as exc:
         return str(exc)
+    finally:
+        conn.execute("COMMIT")
     return None
 
 
@@ -700,32 +834,48 @@ def _check_blocks(store: BlockStore, report: FsckReport, progress: Progress) -> 
     from fabnode.protocol.cid import block_matches
 
     import collections
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
-    def check(cid: bytes, data: bytes) -> tuple[bytes, int, bool]:
-        return cid, len(data), block_matches(cid, data)
+    def check(unit: list[tuple[bytes, bytes]]) -> list[tuple[bytes, int, bool]]:
+        return [(cid, len(data), block_matches(cid, data)) for cid, data in unit]
 
-    def note(cid: bytes, size: int, sound: bool) -> None:
-        report.blocks += 1
-        report.bytes += size
-        if not sound:
-            damaged.add(cid)
-            report.damaged.append(cid_str(cid))
-        progress(size)
+    def note(results: list[tuple[bytes, int, bool]]) -> None:
+        for cid, size, sound in results:
+            report.blocks += 1
+            report.bytes += size
+            if not sound:
+                damaged.add(cid)
+                report.damaged.append(cid_str(cid))
+            progress(size)
 
-    # Blocks are read in pack order here and hashed by a pool (hashlib releases the GIL): a few
-    # blocks in flight, reported in the order read.
+    # Blocks are read in pack order here and hashed by a pool (hashlib releases the GIL), handed
+    # over in units of about UNIT_BYTES (one handoff per unit: see UNIT_BYTES), a few units in
+    # flight, reported in the order read.
     damaged: set[bytes] = set()
     in_flight: collections.deque = collections.deque()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="fabnode-fsck") as pool:
-        for cid, data in store.iter_all():
-            in_flight.append(pool.submit(check, cid, data))
-            if len(in_flight) >= 8:
-                note(*in_flight.popleft().result())
+    with ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="fabnode-fsck") as pool:
+        for unit in _block_units(store.iter_all()):
+            in_flight.append(pool.submit(check, unit))
+            if len(in_flight) > UNITS_AHEAD + 1:
+                note(in_flight.popleft().result())
         while in_flight:
-            note(*in_flight.popleft().result())
+            note(in_flight.popleft().result())
     return damaged
+
+
+def _block_units(blocks: Iterator[tuple]) -> Iterator[list[tuple]]:
+    """``blocks`` (tuples whose second element is the block's bytes) in units of about
+    :data:`UNIT_BYTES` (or :data:`UNIT_ITEMS` blocks)."""
+    unit: list = []
+    size = 0
+    for block in blocks:
+        unit.append(block)
+        size += len(block[1])
+        if size >= UNIT_BYTES or len(unit) >= UNIT_ITEMS:
+            yield unit
+            unit, size = [], 0
+    if unit:
+        yield unit
 
 
 def _check_pins(store: BlockStore, report: FsckReport, damaged: set[bytes]) -> None:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabnode import interrupts
-from fabnode.protocol.car import CarError, Header, encode_header, encode_section, read_car
+from fabnode.protocol.car import CarError, Header, encode_header, encode_section, encode_section_head, read_car
 from fabnode.protocol.cid import DAG_CBOR, RAW, cid_codec, cid_str, make_cid, parse_cid
 from fabnode.protocol.dagcbor import Link, decode, encode
 from fabnode.protocol.errors import DiskFull, FabnodeError, InvalidBlock, MissingBlock
@@ -46,6 +46,7 @@ from fabnode.protocol import dag
 from fabnode.protocol.dag import MAX_DEPTH
 from fabnode.protocol.unixfs import dag_sizes, decode as decode_unixfs, directory_entries
 from fabnode.storage import BlockStore, Pin
+from fabnode.storage.blocks import WRITEBACK_BYTES, start_writeback
 from fabnode.storage.db import is_disk_full, room_for
 from fabnode.storage.records import RecordStore
 
@@ -82,6 +83,53 @@ def walk_dag(store: BlockStore, root: bytes, *, skip: set[bytes] = frozenset()) 
     under blocks in ``skip`` are left out."""
     for visit in dag.walk(store.get, root, skip=skip):
         yield visit.cid, visit.data
+
+
+def verified_ahead(store: BlockStore, blocks: Iterable[tuple[bytes, bytes | None]]) -> Iterator[tuple[bytes, bytes]]:
+    """(cid, data) of each of ``blocks`` in order, every one verified: a block given as
+    (cid, None) is read here and re-hashed by a pool of threads (hashlib releases the GIL) while
+    the next ones are read and the caller writes the previous ones, a unit of about 4 MiB at a
+    time (node/local/files.py: UNIT_BYTES); a block given with its data was verified already
+    (dag-pb nodes, read by the walk). A missing or damaged block raises as
+    :meth:`BlockStore.get` does."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fabnode.node.local.files import HASH_THREADS, UNITS_AHEAD, _block_units
+
+    def read(pairs: Iterable[tuple[bytes, bytes | None]]) -> Iterator[tuple[bytes, bytes, bool]]:
+        """(cid, data, whether it is verified already)."""
+        for cid, data in pairs:
+            if data is not None:
+                yield cid, data, True
+                continue
+            data = store.get_unverified(cid)
+            if data is None:
+                raise MissingBlock(f"block {cid_str(cid)} is not in this store")
+            yield cid, data, False
+
+    def verify(unit: list[tuple[bytes, bytes, bool]]) -> list[tuple[bytes, bytes]]:
+        return [(cid, data if checked else store.verified(cid, data)) for cid, data, checked in unit]
+
+    window: deque = deque()
+    with ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="fabnode-verify") as pool:
+        for unit in _block_units(read(blocks)):
+            window.append(pool.submit(verify, unit))
+            if len(window) > UNITS_AHEAD:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
+
+
+def _as_pairs(visits: Iterable[dag.Visit]) -> Iterator[tuple[bytes, bytes | None]]:
+    """A walk's visits as :func:`verified_ahead` takes them (a leaf the walk did not read: None)."""
+    return ((visit.cid, visit.data) for visit in visits)
+
+
+def _always(_: bytes) -> bool:
+    """For a walk of a DAG known to be complete: leaves are not looked up, :func:`verified_ahead`
+    reads them (and says so if one is gone after all)."""
+    return True
 
 
 def dag_cids(store: BlockStore, root: bytes) -> tuple[set[bytes], bool]:
@@ -187,12 +235,16 @@ def _write_atomically(out: Path, pieces) -> int:
         raise FabnodeError(f"cannot write {out}: folder {out.parent} does not exist (create it, or choose another path)")
     tmp = out.with_name(f".{out.name}.fabnode-partial")
     pieces = iter(pieces)
-    written = 0
+    written = written_out = 0
     try:
         with open(tmp, "wb") as f:
             for piece in pieces:
                 written += len(piece)
                 f.write(piece)
+                if written - written_out >= WRITEBACK_BYTES:  # the disk writes while we read and hash
+                    f.flush()
+                    start_writeback(f.fileno(), written_out, written - written_out)
+                    written_out = written
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -223,10 +275,11 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
 
         def plain() -> Iterator[bytes]:
             yield encode_header([root])
-            for cid, data in walk_dag(store, root):
+            for cid, data in verified_ahead(store, _as_pairs(dag.walk(store.get, root, has_block=_always))):
                 summary.blocks += 1
                 progress(len(data))
-                yield encode_section(cid, data)
+                yield encode_section_head(cid, len(data))
+                yield data
 
         summary.bytes = _write_atomically(out, plain())
         return summary
@@ -277,12 +330,13 @@ def export(home: Home, out: Path, *, designs: list[str] = (), records_only: bool
         for root in bundle_roots:
             # through the blocks left out to their children (a node they hold may still lack
             # some), reading only dag-pb nodes until a block is to be written
-            for visit in dag.walk(store.get, root, skip=sent, descend_skipped=True, has_block=store.has):
-                cid, data = visit.cid, visit.data if visit.data is not None else store.get(visit.cid)
+            visits = dag.walk(store.get, root, skip=sent, descend_skipped=True, has_block=store.has)
+            for cid, data in verified_ahead(store, _as_pairs(visits)):
                 sent.add(cid)
                 summary.blocks += 1
                 progress(len(data))
-                yield encode_section(cid, data)
+                yield encode_section_head(cid, len(data))
+                yield data
 
     summary.bytes = _write_atomically(out, sections())
     return summary
