@@ -563,8 +563,9 @@ def _read_words(given: str):
     return sys.stdin.read(64 * 1024)
 
 
-def _tell_daemon_key_changed(home) -> None:
-    """A running daemon reads the new author key at once; one line if it could not."""
+def _tell_daemon_key_changed(home) -> str:
+    """A running daemon reads the new author key at once: "took the new key", "not running", or
+    (a daemon that could not) "restart it (fabnode run)", also said in one line on stderr."""
     from fabnode.node.runtime.control import ask_daemon
     from fabnode.protocol.errors import FabnodeError
 
@@ -572,9 +573,8 @@ def _tell_daemon_key_changed(home) -> None:
         answered = ask_daemon(home.path, "key_changed", timeout=10)
     except FabnodeError as exc:
         echo(f"note: the running daemon did not take the new key ({exc}): restart it (fabnode run)", err=True)
-        return
-    if answered is not None:
-        echo("the running daemon now signs with the new key")
+        return "restart it (fabnode run)"
+    return "took the new key" if answered is not None else "not running"
 
 
 def _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json) -> None:
@@ -583,25 +583,29 @@ def _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_jso
 
     if action == "rotate":
         done = keys.rotate_key(home)
+        done["daemon"] = _tell_daemon_key_changed(home)
         if as_json:
             _print_json(done)
-        else:
-            echo(f"rotated: {done['old']} -> {done['new']}")
-            echo(f"the old key is kept in {home.path / done['retired_key_file']}; records it signs from now on "
-                 "are refused by every node that learns of this rotation")
-        _tell_daemon_key_changed(home)
+            return
+        echo(f"rotated: {done['old']} -> {done['new']}")
+        echo(f"the old key is kept in {home.path / done['retired_key_file']}; records it signs from now on "
+             "are refused by every node that learns of this rotation")
+        if done["daemon"] == "took the new key":
+            echo("the running daemon now signs with the new key")
         return
     if action == "revoke":
         if recovery_words is None:
             raise FabnodeError("key revoke needs --recovery FILE (the recovery backup) or --recovery - (type the words)")
         done = keys.revoke_key(home, _read_words(recovery_words),
                                cutoff_ms=_cutoff_ms(cutoff) if cutoff is not None else None, revoked=revoked)
+        done["daemon"] = _tell_daemon_key_changed(home)
         if as_json:
             _print_json(done)
-        else:
-            echo(f"revoked {done['revoked']} from {_when_utc(done['cutoff'])}")
-            echo(f"this home's key {done['new']} now speaks for {done['identity']}")
-        _tell_daemon_key_changed(home)
+            return
+        echo(f"revoked {done['revoked']} from {_when_utc(done['cutoff'])}")
+        echo(f"this home's key {done['new']} now speaks for {done['identity']}")
+        if done["daemon"] == "took the new key":
+            echo("the running daemon now signs with the new key")
         return
     status = keys.key_status(home, did)
     if as_json:

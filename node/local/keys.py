@@ -309,8 +309,9 @@ def key_status(home: "Home", did: str | None = None) -> dict:
     _, records = _open(home)
     ids = records.keys.identities()
     me = home.identity().did
-    identity = ids.identity_of(did or restoring(home.path) or me)
-    mine = identity == ids.identity_of(me)
+    restored = restoring(home.path)
+    identity = ids.identity_of(did or restored or me)
+    mine = identity in (ids.identity_of(me), restored)
     recovery = published_commitment(records, identity) or (committed(home) if mine else None)
     conflict = ids.conflicts().get(identity)
     return {
@@ -324,5 +325,5 @@ def key_status(home: "Home", did: str | None = None) -> dict:
                     for m in ids.members(identity)],
         "conflict": None if conflict is None else (
             f"{conflict}: run 'fabnode key revoke --recovery WORDS' on a node of this lab to settle it"),
-        "restoring": restoring(home.path) is not None and mine,
+        "restoring": restored is not None and identity == restored,
     }
