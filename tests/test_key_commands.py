@@ -16,11 +16,8 @@ import time
 import pytest
 
 from conftest import Cli
-from daemons import Daemon, has_record, wait_until
-
-
-def _ids(cli: Cli) -> str:
-    return cli.json("id")["did"]
+from daemons import Daemon, has_record, record_count, wait_until
+from keychains import Key
 
 
 def _utc(ms: int) -> str:
@@ -42,13 +39,11 @@ def _thief_home(tmp_path, name: str, key_file) -> Cli:
 
 
 def test_rotate_revoke_and_members_across_two_daemons_and_a_usb_stick(tmp_path, daemons):
-    a, b, ana, other = Cli(tmp_path / "a"), Cli(tmp_path / "b"), Cli(tmp_path / "ana"), Cli(tmp_path / "other")
+    a, b = Cli(tmp_path / "a"), Cli(tmp_path / "b")
     words = tmp_path / "lab-a-recovery.txt"
-    a.run("init", "--name", "Lab A", "--recovery-file", str(words))
+    lab = a.json("init", "--name", "Lab A", "--recovery-file", str(words))["did"]
     b.run("init", "--name", "Lab B")
-    ana.run("init", "--name", "Ana")  # a person's own node: her key is her own
-    other.run("init", "--name", "Someone")
-    lab, ana_did, stranger = _ids(a), _ids(ana), _ids(other)
+    ana_did, stranger = Key(7).did, Key(8).did  # a person's own key (her node is not needed here), anyone
     da = Daemon(a)
     daemons.append(da)
     db = Daemon(b, "--bootstrap", da.addr)
@@ -58,21 +53,24 @@ def test_rotate_revoke_and_members_across_two_daemons_and_a_usb_stick(tmp_path, 
     # a member, then a rotation while the daemon runs: it takes the new key without a restart
     a.run("member", "add", ana_did, "--role", "maintainer")
     rotated = a.json("key", "rotate")
-    assert rotated["identity"] == lab and rotated["old"] == lab and _ids(a) == rotated["new"]
+    assert rotated["identity"] == lab and rotated["old"] == lab and a.json("id")["did"] == rotated["new"]
     assert rotated["daemon"] == "took the new key"
     assert (a.home / rotated["retired_key_file"]).stat().st_mode & 0o777 == 0o600
     da.wait_for(f"author key is now {rotated['new']}")
 
-    def b_sees(check):
-        return wait_until(lambda: check(b.json("key", "status", lab)), timeout=60, what="Lab B to learn Lab A's keys")
+    def held(cli: Cli, **types: int) -> None:  # polled in the SQLite file: cheaper than a command a time
+        wait_until(lambda: all(record_count(cli.home, f"type = '{t}'") >= n for t, n in types.items()), timeout=60,
+                   what=f"{cli.home.name} to hold {types}")
 
-    status = b_sees(lambda s: len(s["chain"]) == 2 and s["members"] and s)
+    held(b, succession=1, member=1)
+    status = b.json("key", "status", lab)
     assert _chain(status) == [(lab, "root", None), (rotated["new"], "rotated", None)]
     assert status["current_key"] == rotated["new"] and not status["this_lab"] and status["conflict"] is None
     assert [(m["did"], m["role"], m["until"]) for m in status["members"]] == [(ana_did, "maintainer", None)]
     assert status["recovery"]["committed"] is not None and status["recovery"]["kept_here"] is False
     # the new key's lab record went out too (name, this node, the recovery commitment)
-    wait_until(lambda: b.json("key", "status", lab) and _lab_of(b, rotated["new"]), what="the new key's lab record")
+    wait_until(lambda: record_count(b.home, f"type = 'lab' AND author = '{rotated['new']}'"),
+               what="the new key's lab record")
 
     # the volunteer who left with the old key signs something: refused by Lab B
     volunteer = _thief_home(tmp_path, "volunteer", a.home / rotated["retired_key_file"])
@@ -87,8 +85,9 @@ def test_rotate_revoke_and_members_across_two_daemons_and_a_usb_stick(tmp_path, 
     assert "signs nothing until" in a2.out("init", "--name", "Lab A", "--restore", lab)
     da2 = Daemon(a2, "--bootstrap", db.addr)
     daemons.append(da2)
-    wait_until(lambda: len(a2.json("key", "status")["chain"]) == 2, timeout=60, what="the new machine to sync the chain")
-    assert a2.json("key", "status")["restoring"] is True
+    held(a2, succession=1)
+    restoring = a2.json("key", "status")
+    assert restoring["restoring"] is True and len(restoring["chain"]) == 2
     cutoff = int(time.time() * 1000) - 1  # the theft: just now
     revoked = a2.json("key", "revoke", "--recovery", str(words), "--cutoff", _utc(cutoff))
     assert revoked["identity"] == lab and revoked["revoked"] == rotated["new"] and revoked["cutoff"] == cutoff
@@ -96,7 +95,8 @@ def test_rotate_revoke_and_members_across_two_daemons_and_a_usb_stick(tmp_path, 
     a2.run("member", "remove", ana_did)
     assert [m["until"] is not None for m in a2.json("members")["members"]] == [True]
 
-    status = b_sees(lambda s: len(s["chain"]) == 3 and s["members"][0]["until"] and s)
+    held(b, revocation=1, member=2)
+    status = b.json("key", "status", lab)
     assert _chain(status) == [(lab, "root", None), (rotated["new"], "rotated", cutoff),
                               (revoked["new"], "recovered", None)]
     assert status["current_key"] == revoked["new"]
@@ -126,12 +126,6 @@ def test_rotate_revoke_and_members_across_two_daemons_and_a_usb_stick(tmp_path, 
     da2.stop()
 
 
-def _lab_of(cli: Cli, did: str) -> bool:
-    from daemons import record_count
-
-    return record_count(cli.home, f"type = 'lab' AND author = '{did}'") > 0
-
-
 # ------------------------------------------------------------------ careless and hostile uses
 
 
@@ -139,11 +133,16 @@ def _lab_of(cli: Cli, did: str) -> bool:
 def labs(tmp_path_factory):
     """Two labs with their recovery words and a person, no daemons."""
     tmp = tmp_path_factory.mktemp("keycli")
-    a, other, ana = Cli(tmp / "a"), Cli(tmp / "other"), Cli(tmp / "ana")
-    a.run("init", "--name", "Lab A", "--recovery-file", str(tmp / "a.txt"))
-    other.run("init", "--name", "Other Lab", "--recovery-file", str(tmp / "other.txt"))
-    ana.run("init", "--name", "Ana")
-    return {"tmp": tmp, "a": a, "other": other, "ana": ana, "words": tmp / "a.txt", "other_words": tmp / "other.txt"}
+    from fabnode.node.local.recovery import backup_text
+    from fabnode.protocol.recovery import RecoveryKey
+
+    a, ana = Cli(tmp / "a"), Cli(tmp / "ana")
+    lab = a.json("init", "--name", "Lab A", "--recovery-file", str(tmp / "a.txt"))["did"]
+    ana_did = ana.json("init", "--name", "Ana")["did"]  # a person's own node: her key is her own
+    other = RecoveryKey(bytes(range(32)))  # another lab's recovery words, as its backup file holds them
+    (tmp / "other.txt").write_text(backup_text(other, type("Lab", (), {"name": "Other Lab", "did": Key(9).did})))
+    return {"tmp": tmp, "a": a, "ana": ana, "lab": lab, "ana_did": ana_did, "other_did": Key(9).did,
+            "words": tmp / "a.txt", "other_words": tmp / "other.txt"}
 
 
 def _unchanged(cli: Cli):
@@ -171,16 +170,16 @@ def test_revoke_refuses_wrong_or_foreign_words_a_future_cutoff_and_bad_flags(lab
     assert a.fails("key", "revoke") == ("error: key revoke needs --recovery FILE (the recovery backup) or "
                                         "--recovery - (type the words)")
     assert a.fails("key", "rotate", "--recovery", str(labs["words"])) == "error: --recovery goes with 'key revoke'"
-    assert "takes no DID" in a.fails("key", "rotate", _ids(labs["other"]))
+    assert "takes no DID" in a.fails("key", "rotate", labs["other_did"])
     assert "not a key of" in a.fails("key", "revoke", "--recovery", str(labs["words"]), "--revoked",
-                                     _ids(labs["other"]))
+                                     labs["other_did"])
     a.fails("key", "spin", code=2)
     assert _unchanged(a) == before  # nothing signed, no key file touched
 
 
 def test_a_member_cannot_add_members_until_made_a_maintainer(labs):
     a, ana, tmp = labs["a"], labs["ana"], labs["tmp"]
-    lab, ana_did, other_did = _ids(a), _ids(ana), _ids(labs["other"])
+    lab, ana_did, other_did = labs["lab"], labs["ana_did"], labs["other_did"]
     assert ana.fails("member", "add", other_did, "--role", "member", "--lab", lab) == (
         f"error: this key is neither {lab}'s key nor one of its maintainers (as far as this node knows: sync or "
         "import the lab's records first)")
@@ -207,8 +206,7 @@ def test_a_forked_chain_is_a_conflict_in_plain_words_until_the_recovery_words_se
     wrong and what to run; key revoke with the words revokes the forked key by default."""
     lab_home = Cli(tmp_path / "fork")
     words = tmp_path / "fork.txt"
-    lab_home.run("init", "--name", "Fork Lab", "--recovery-file", str(words))
-    lab = _ids(lab_home)
+    lab = lab_home.json("init", "--name", "Fork Lab", "--recovery-file", str(words))["did"]
     copy = _thief_home(tmp_path, "copy", lab_home.home / "author.key")
     mine = lab_home.json("key", "rotate")
     theirs = copy.json("key", "rotate")
@@ -223,11 +221,11 @@ def test_a_forked_chain_is_a_conflict_in_plain_words_until_the_recovery_words_se
     settled = lab_home.json("key", "revoke", "--recovery", str(words))
     assert settled["revoked"] == lab
     status = lab_home.json("key", "status")
-    assert status["conflict"] is None and status["current_key"] == settled["new"] == _ids(lab_home)
+    assert status["conflict"] is None and status["current_key"] == settled["new"] == lab_home.json("id")["did"]
 
 
 def test_restore_refuses_a_bad_did_an_existing_home_and_revoking_before_it_knows_the_lab(labs, tmp_path):
-    lab = _ids(labs["a"])
+    lab = labs["lab"]
     assert "not a lab's did:key" in Cli(tmp_path / "x").fails("init", "--restore", "did:web:example.org")
     assert not (tmp_path / "x").exists()
     assert "already has its keys" in labs["ana"].fails("init", "--restore", lab)
@@ -236,6 +234,4 @@ def test_restore_refuses_a_bad_did_an_existing_home_and_revoking_before_it_knows
     assert fresh.fails("key", "revoke", "--recovery", str(labs["words"])).startswith(
         f"error: no recovery key is known for {lab} here")
     assert not (fresh.home / "author.key.next").exists() and (fresh.home / "restore.json").exists()
-    from daemons import record_count
-
     assert record_count(fresh.home) == 0  # a restoring home signs nothing, not even its lab record
