@@ -16,6 +16,11 @@ Layout (the home itself is mode 0700)::
     HOME/recovery.key   the recovery private key, ONLY if kept (``init --keep-recovery``; mode
                         0600); by default it is shown once and never written here
                         (node/local/recovery.py)
+    HOME/author.key.retired-<ts>  an author key rotated or revoked at <ts> (mode 0600), kept
+                        for the record; author.key.next: a new key waiting for its record to
+                        be committed (node/local/keys.py)
+    HOME/restore.json   only between ``init --restore DID`` and ``key revoke``: the identity
+                        this home will speak for; it signs nothing meanwhile
 
 The home is mode 0700; the keys, config.toml and fabnode.db (with its -wal and -shm) are 0600.
 
