@@ -86,6 +86,7 @@ def test_rotate_revoke_and_members_across_two_daemons_and_a_usb_stick(tmp_path, 
     da2 = Daemon(a2, "--bootstrap", db.addr)
     daemons.append(da2)
     held(a2, succession=1)
+    assert record_count(a2.home, f"author = '{a2.json('id')['did']}'") == 0  # the daemon signed nothing meanwhile
     restoring = a2.json("key", "status")
     assert restoring["restoring"] is True and len(restoring["chain"]) == 2
     cutoff = int(time.time() * 1000) - 1  # the theft: just now
@@ -234,4 +235,7 @@ def test_restore_refuses_a_bad_did_an_existing_home_and_revoking_before_it_knows
     assert fresh.fails("key", "revoke", "--recovery", str(labs["words"])).startswith(
         f"error: no recovery key is known for {lab} here")
     assert not (fresh.home / "author.key.next").exists() and (fresh.home / "restore.json").exists()
+    assert fresh.fails("key", "rotate") == (f"error: key rotate: this home is restoring {lab}; run 'fabnode key "
+                                            "revoke --recovery WORDS' first")
+    assert "this home is restoring" in fresh.fails("member", "add", labs["ana_did"], "--role", "member")
     assert record_count(fresh.home) == 0  # a restoring home signs nothing, not even its lab record

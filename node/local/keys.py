@@ -85,6 +85,7 @@ def rotate_key(home: "Home") -> dict:
     from fabnode.protocol.keys import succession_statement
     from fabnode.protocol.records import make_record, verify_record
 
+    _refuse_while_restoring(home, "key rotate")
     store, records = _open(home)
     _finish_interrupted_rotation(home, records)
     old = _load(home.path / AUTHOR_KEY)
@@ -161,6 +162,13 @@ def restoring(home_path) -> str | None:
         return None
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise FabnodeError(f"{path} is damaged: it should name the identity this home restores") from None
+
+
+def _refuse_while_restoring(home: "Home", what: str) -> None:
+    """A restoring home's key is no one's yet: it must not start a chain of its own."""
+    identity = restoring(home.path)
+    if identity is not None:
+        raise FabnodeError(f"{what}: this home is restoring {identity}; run 'fabnode key revoke --recovery WORDS' first")
 
 
 def mark_restoring(home_path, identity: str) -> None:
@@ -284,6 +292,7 @@ def add_member(home: "Home", member: str, role: str, *, lab: str | None = None) 
     anything is signed, when this key may not (as far as the records here tell)."""
     from fabnode.node.local.commons import _open, now_ms
 
+    _refuse_while_restoring(home, "member")
     _, records = _open(home)
     ids = records.keys.identities()
     me = home.identity().did
