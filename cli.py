@@ -470,6 +470,9 @@ def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Pat
 @option("--cutoff", metavar="TIME",
         help="revoke: when the key was lost, e.g. \"2026-11-20 14:00\" (this computer's time zone unless one is "
              "given); its records dated after are refused (default: now).")
+@option("--new-recovery", "new_recovery", is_flag=True,
+        help="revoke: also commit a new recovery key (shown once; --recovery-file writes its backup): for words "
+             "someone else may have seen, or a recovery.key kept on the stolen machine.")
 @option("--revoked", metavar="KEY", help="revoke: the key to revoke (default: the one signing for the lab at the "
                                          "cut-off, or the forked key of a forked chain).")
 @option("--create", is_flag=True, help="recovery: make a recovery key for a lab that has none (a home made "
@@ -479,7 +482,7 @@ def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Pat
 @option("--recovery-file", "recovery_file", metavar="PATH", type=Path,
         help="Write the printable backup there (.png: QR code and words; else the words as text).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def key(ctx, action, did, recovery_words, cutoff, revoked, create, keep_recovery, recovery_file, as_json):
+def key(ctx, action, did, recovery_words, cutoff, new_recovery, revoked, create, keep_recovery, recovery_file, as_json):
     """The lab's keys: 'key backup' shows the recovery key again while this node keeps it;
     'key recovery' tells whether the lab committed to one, and 'key recovery --create' makes one
     for a lab that has none. 'key rotate' replaces the author key (someone left with a copy);
@@ -498,16 +501,18 @@ def key(ctx, action, did, recovery_words, cutoff, revoked, create, keep_recovery
     from fabnode.protocol.errors import FabnodeError
 
     home = _home(ctx).require()
-    chain_flags = {"--recovery": recovery_words, "--cutoff": cutoff, "--revoked": revoked}
+    chain_flags = {"--recovery": recovery_words, "--cutoff": cutoff, "--revoked": revoked,
+                   "--new-recovery": new_recovery or None}
     if action != "revoke" and any(v is not None for v in chain_flags.values()):
         flag = next(f for f, v in chain_flags.items() if v is not None)
         raise FabnodeError(f"{flag} goes with 'key revoke'")
     if did is not None and action != "status":
         raise FabnodeError(f"'key {action}' takes no DID (only 'key status DID' does)")
     if action in ("rotate", "revoke", "status"):
-        if create or keep_recovery or recovery_file:
-            raise FabnodeError(f"'key {action}' takes no --create, --keep-recovery or --recovery-file")
-        _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json)
+        if create or keep_recovery or (recovery_file and not new_recovery):
+            raise FabnodeError(f"'key {action}' takes no --create or --keep-recovery, and --recovery-file only "
+                               "with 'key revoke --new-recovery'")
+        _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json, new_recovery, recovery_file)
         return
     if action == "backup":
         if create or keep_recovery:
@@ -577,7 +582,8 @@ def _tell_daemon_key_changed(home) -> str:
     return "took the new key" if answered is not None else "not running"
 
 
-def _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json) -> None:
+def _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json, new_recovery=False,
+                      recovery_file=None) -> None:
     from fabnode.node.local import keys
     from fabnode.protocol.errors import FabnodeError
 
@@ -597,15 +603,20 @@ def _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_jso
         if recovery_words is None:
             raise FabnodeError("key revoke needs --recovery FILE (the recovery backup) or --recovery - (type the words)")
         done = keys.revoke_key(home, _read_words(recovery_words),
-                               cutoff_ms=_cutoff_ms(cutoff) if cutoff is not None else None, revoked=revoked)
+                               cutoff_ms=_cutoff_ms(cutoff) if cutoff is not None else None, revoked=revoked,
+                               new_recovery=new_recovery, backup_file=recovery_file)
         done["daemon"] = _tell_daemon_key_changed(home)
+        fresh = done.pop("recovery_key")
         if as_json:
-            _print_json(done)
+            _print_json({**done, **({"recovery": _recovery_json(fresh, False, recovery_file)} if fresh else {})})
             return
         echo(f"revoked {done['revoked']} from {_when_utc(done['cutoff'])}")
         echo(f"this home's key {done['new']} now speaks for {done['identity']}")
         if done["daemon"] == "took the new key":
             echo("the running daemon now signs with the new key")
+        if fresh is not None:
+            echo("the old recovery words no longer work: these new ones do")
+            _show_recovery(fresh, False, recovery_file)
         return
     status = keys.key_status(home, did)
     if as_json:

@@ -239,3 +239,19 @@ def test_restore_refuses_a_bad_did_an_existing_home_and_revoking_before_it_knows
                                             "revoke --recovery WORDS' first")
     assert "this home is restoring" in fresh.fails("member", "add", labs["ana_did"], "--role", "member")
     assert record_count(fresh.home) == 0  # a restoring home signs nothing, not even its lab record
+
+
+def test_revoke_with_new_recovery_words_makes_the_old_words_useless(tmp_path):
+    """Words someone else may have seen (or a recovery.key kept on the stolen laptop): the
+    revocation commits a fresh recovery key, shown once; the old words are refused from then on."""
+    lab_home = Cli(tmp_path / "lab")
+    old_words, new_words = tmp_path / "old.txt", tmp_path / "new.txt"
+    lab = lab_home.json("init", "--name", "Lab", "--recovery-file", str(old_words), "--keep-recovery")["did"]
+    done = lab_home.json("key", "revoke", "--recovery", str(old_words), "--new-recovery", "--recovery-file",
+                         str(new_words))
+    assert done["identity"] == lab and len(done["recovery"]["words"]) == 24 and new_words.exists()
+    assert lab_home.json("key", "status")["recovery"] == {"committed": done["recovery"]["commitment"],
+                                                           "kept_here": False}
+    assert not (lab_home.home / "recovery.key").exists()  # the old key, no longer valid, is set aside
+    assert "not the one this lab committed to" in lab_home.fails("key", "revoke", "--recovery", str(old_words))
+    assert lab_home.json("key", "revoke", "--recovery", str(new_words))["revoked"] == done["new"]

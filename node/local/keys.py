@@ -222,16 +222,38 @@ def key_to_revoke(ids, records, identity: str, cutoff: int) -> str:
     return (covering or chain)[-1].key
 
 
-def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str | None = None) -> dict:
+def current_commitment(records, ids, identity: str) -> bytes | None:
+    """The recovery commitment a revocation for ``identity`` must match now, as the resolver
+    counts it: the root's first published one, replaced by each standing revocation's
+    ``recovery`` in (ts, CID) order."""
+    from fabnode.node.local.recovery import published_commitment
+
+    value = published_commitment(records, identity)
+    refused = ids.refused_records()
+    for r in sorted(records.keys.key_records(), key=lambda r: (r.ts, r.cid)):
+        if (r.type == "revocation" and r.body["identity"] == identity and r.cid not in refused
+                and r.body.get("recovery") is not None):
+            value = r.body["recovery"]
+    return value
+
+
+def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str | None = None,
+               new_recovery: bool = False, backup_file=None) -> dict:
     """``key revoke``: the recovery key (read from ``kept``: the words or the backup file) signs
     a revocation of the lost or stolen key from ``cutoff_ms`` (default now) and names a fresh
-    key, which becomes this home's ``author.key``; then this lab's record is signed anew."""
+    key, which becomes this home's ``author.key``; then this lab's record is signed anew.
+
+    ``new_recovery``: the revocation also commits a fresh recovery key (for words that may have
+    been seen, or a recovery.key kept on the stolen machine); returned as ``recovery_key`` to be
+    shown once, and written to ``backup_file`` if given. The old words stop working."""
     import json
+    import secrets
+
+    from fabnode.protocol.recovery import RecoveryKey
 
     from fabnode.node.local.commons import _announce, _open, now_ms
     from fabnode.node.local.names import ensure_lab_record
-    from fabnode.node.local.recovery import (RECOVERY_COMMITMENT, _write_private, committed,
-                                             published_commitment, read_recovery_key)
+    from fabnode.node.local.recovery import RECOVERY_COMMITMENT, _write_private, committed, read_recovery_key
     from fabnode.protocol.identity import did_from_ed25519
     from fabnode.protocol.keys import revocation_statement
     from fabnode.protocol.records import make_record, verify_record
@@ -245,7 +267,7 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
         raise FabnodeError("the cut-off is in the future: give the time the key was lost (or leave it out: now)")
     ids = records.keys.identities()
     identity = restoring(home.path) or ids.identity_of(home.identity().did)
-    commitment = published_commitment(records, identity) or (committed(home) if identity == ids.identity_of(
+    commitment = current_commitment(records, ids, identity) or (committed(home) if identity == ids.identity_of(
         home.identity().did) else None)
     if commitment is None:
         raise FabnodeError(f"no recovery key is known for {identity} here: sync or import the lab's records "
@@ -257,10 +279,17 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
         revoked = key_to_revoke(ids, records, identity, cutoff_ms)
     elif ids.identity_of(revoked) != identity:
         raise FabnodeError(f"--revoked {revoked}: not a key of {identity}'s chain (see 'fabnode key status')")
+    fresh = RecoveryKey(secrets.token_bytes(32)) if new_recovery else None
+    if backup_file is not None:
+        from fabnode.node.local.recovery import check_backup_path, write_backup
+
+        check_backup_path(backup_file)
     new = _new_next_key(home)
     new_did = _did_of(new)
     body = {"identity": identity, "revoked": revoked, "cutoff": cutoff_ms, "next": new_did,
             "next_sig": new.sign(revocation_statement(identity, revoked, new_did, cutoff_ms))}
+    if fresh is not None:
+        body["recovery"] = fresh.commitment
     try:
         record = verify_record(make_record("revocation", body, author=recovery_did, ts=ts, sign=recovery.sign).raw,
                                now_ms=ts)
@@ -273,14 +302,23 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
         (home.path / NEXT_KEY).unlink(missing_ok=True)
         raise
     retired = _swap_keys(home, ts)
-    if committed(home) is None:  # a restored home: its lab records carry the same commitment from now on
+    if fresh is not None:  # the new commitment replaces the old one; a kept old recovery key is retired
+        from fabnode.node.local.recovery import RECOVERY_KEY
+
+        if backup_file is not None:
+            write_backup(backup_file, fresh, home.identity())
+        if (home.path / RECOVERY_KEY).exists():
+            os.replace(home.path / RECOVERY_KEY, home.path / f"{RECOVERY_KEY}.retired-{ts}")
+        (home.path / RECOVERY_COMMITMENT).unlink(missing_ok=True)
+        commitment, recovery_did = fresh.commitment, fresh.did
+    if committed(home) is None:  # a restored home, or a new recovery key: its lab records carry it from now on
         _write_private(home.path / RECOVERY_COMMITMENT, (json.dumps(
             {"commitment": commitment.hex(), "did": recovery_did, "created_ms": ts}, indent=1) + "\n").encode())
     (home.path / RESTORING).unlink(missing_ok=True)
     ensure_lab_record(home, announce=False)
     _announce(home)
     return {"identity": identity, "revoked": revoked, "cutoff": cutoff_ms, "new": new_did,
-            "revocation": record.id, "ts": ts, "retired_key_file": retired}
+            "revocation": record.id, "ts": ts, "retired_key_file": retired, "recovery_key": fresh}
 
 
 # ------------------------------------------------------------------ members, status
@@ -313,7 +351,7 @@ def key_status(home: "Home", did: str | None = None) -> dict:
     """``key status``: the chain of ``did``'s identity (this lab's by default), its committed
     recovery key, its members and, in plain words, its conflicts and what settles them."""
     from fabnode.node.local.commons import _open
-    from fabnode.node.local.recovery import RECOVERY_KEY, committed, published_commitment
+    from fabnode.node.local.recovery import RECOVERY_KEY, committed
 
     _, records = _open(home)
     ids = records.keys.identities()
@@ -321,7 +359,7 @@ def key_status(home: "Home", did: str | None = None) -> dict:
     restored = restoring(home.path)
     identity = ids.identity_of(did or restored or me)
     mine = identity in (ids.identity_of(me), restored)
-    recovery = published_commitment(records, identity) or (committed(home) if mine else None)
+    recovery = current_commitment(records, ids, identity) or (committed(home) if mine else None)
     conflict = ids.conflicts().get(identity)
     return {
         "identity": identity, "this_lab": mine, "current_key": ids.current_key(identity),
