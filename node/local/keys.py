@@ -266,7 +266,7 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
     elif cutoff_ms > ts:
         raise FabnodeError("the cut-off is in the future: give the time the key was lost (or leave it out: now)")
     ids = records.keys.identities()
-    identity = restoring(home.path) or ids.identity_of(home.identity().did)
+    identity = ids.identity_of(restoring(home.path) or home.identity().did)  # the root, whichever key was named
     commitment = current_commitment(records, ids, identity) or (committed(home) if identity == ids.identity_of(
         home.identity().did) else None)
     if commitment is None:
@@ -281,9 +281,9 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
         raise FabnodeError(f"--revoked {revoked}: not a key of {identity}'s chain (see 'fabnode key status')")
     fresh = RecoveryKey(secrets.token_bytes(32)) if new_recovery else None
     if backup_file is not None:
-        from fabnode.node.local.recovery import check_backup_path, write_backup
+        from fabnode.node.local.recovery import check_backup_path
 
-        check_backup_path(backup_file)
+        check_backup_path(backup_file)  # before anything: never replace a file
     new = _new_next_key(home)
     new_did = _did_of(new)
     body = {"identity": identity, "revoked": revoked, "cutoff": cutoff_ms, "next": new_did,
@@ -291,6 +291,12 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
     if fresh is not None:
         body["recovery"] = fresh.commitment
     try:
+        if backup_file is not None:  # written before the commitment is signed: never words committed but lost
+            from types import SimpleNamespace
+
+            from fabnode.node.local.recovery import write_backup
+
+            write_backup(backup_file, fresh, SimpleNamespace(name=home.identity().name, did=identity))
         record = verify_record(make_record("revocation", body, author=recovery_did, ts=ts, sign=recovery.sign).raw,
                                now_ms=ts)
         with store.write_transaction(final=True):
@@ -300,13 +306,13 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
                 raise FabnodeError(f"the revocation would not stand: {refused}")
     except BaseException:
         (home.path / NEXT_KEY).unlink(missing_ok=True)
+        if backup_file is not None:
+            backup_file.unlink(missing_ok=True)  # the words of a key that was never committed
         raise
     retired = _swap_keys(home, ts)
     if fresh is not None:  # the new commitment replaces the old one; a kept old recovery key is retired
         from fabnode.node.local.recovery import RECOVERY_KEY
 
-        if backup_file is not None:
-            write_backup(backup_file, fresh, home.identity())
         if (home.path / RECOVERY_KEY).exists():
             os.replace(home.path / RECOVERY_KEY, home.path / f"{RECOVERY_KEY}.retired-{ts}")
         (home.path / RECOVERY_COMMITMENT).unlink(missing_ok=True)
