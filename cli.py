@@ -439,18 +439,30 @@ def _show_recovery(key, kept: bool, written: Path | None) -> None:
 @option("--recovery-file", "recovery_file", metavar="PATH", type=Path,
         help="Also write the recovery key's printable backup there: a QR code and the words if PATH ends in "
              ".png, else the words as text (e.g. on a USB stick).")
+@option("--restore", metavar="DID",
+        help="A new machine for this lab, whose author key was lost or stolen: make a home that signs nothing "
+             "until 'fabnode key revoke --recovery WORDS' (no new recovery key, no lab record).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Path | None, as_json: bool) -> None:
+def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Path | None, restore: str | None,
+         as_json: bool) -> None:
     """Create the home directory, the author and node keys, the recovery key, and the database.
 
     Never overwrites keys: on an existing home it only updates --name. The recovery key is shown
     once as 24 words (write them down): by default this node does not keep it.
 
     Usage:  fabnode init --name "Fab Lab Nairobi" --recovery-file /media/usb/fablab-recovery.png
+            fabnode init --name "Fab Lab Nairobi" --restore did:key:z6Mk…   (after a theft)
     """
     from fabnode.node.home import init_home
 
-    done = init_home(_home(ctx).path, name, keep_recovery=keep_recovery, recovery_file=recovery_file)
+    done = init_home(_home(ctx).path, name, keep_recovery=keep_recovery, recovery_file=recovery_file,
+                     restore=restore)
+    if restore is not None:
+        _print_json({**done.identity.as_json(), "restoring": restore}) if as_json else (
+            _print_identity(done.identity, False),
+            echo(f"restoring {restore}: this home signs nothing until 'fabnode key revoke --recovery WORDS' "
+                 "(sync or import the lab's records first)"))
+        return
     if as_json:
         recovery = {"recovery": _recovery_json(done.recovery, keep_recovery, recovery_file)} if done.recovery else {}
         _print_json({**done.identity.as_json(), **recovery})  # the recovery key: only when this init made it
@@ -464,7 +476,19 @@ def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Pat
 
 
 @command()
-@argument("action", metavar="backup|recovery", choices=["backup", "recovery"])
+@argument("action", metavar="backup|recovery|rotate|revoke|status",
+          choices=["backup", "recovery", "rotate", "revoke", "status"])
+@argument("did", metavar="DID", required=False, help="status: the lab whose chain to show (default: this lab).")
+@option("--recovery", "recovery_words", metavar="FILE",
+        help="revoke: the recovery words: the backup file init wrote (.txt or .png), or '-' to type them.")
+@option("--cutoff", metavar="TIME",
+        help="revoke: when the key was lost, e.g. \"2026-11-20 14:00\" (this computer's time zone unless one is "
+             "given); its records dated after are refused (default: now).")
+@option("--new-recovery", "new_recovery", is_flag=True,
+        help="revoke: also commit a new recovery key (shown once; --recovery-file writes its backup): for words "
+             "someone else may have seen, or a recovery.key kept on the stolen machine.")
+@option("--revoked", metavar="KEY", help="revoke: the key to revoke (default: the one signing for the lab at the "
+                                         "cut-off, or the forked key of a forked chain).")
 @option("--create", is_flag=True, help="recovery: make a recovery key for a lab that has none (a home made "
                                        "before recovery keys), show it once and commit to it.")
 @option("--keep-recovery", "keep_recovery", is_flag=True,
@@ -472,20 +496,38 @@ def init(ctx: Context, name: str | None, keep_recovery: bool, recovery_file: Pat
 @option("--recovery-file", "recovery_file", metavar="PATH", type=Path,
         help="Write the printable backup there (.png: QR code and words; else the words as text).")
 @option("--json", "as_json", is_flag=True, help="Print JSON.")
-def key(ctx, action, create, keep_recovery, recovery_file, as_json):
+def key(ctx, action, did, recovery_words, cutoff, new_recovery, revoked, create, keep_recovery, recovery_file, as_json):
     """The lab's keys: 'key backup' shows the recovery key again while this node keeps it;
     'key recovery' tells whether the lab committed to one, and 'key recovery --create' makes one
-    for a lab that has none.
+    for a lab that has none. 'key rotate' replaces the author key (someone left with a copy);
+    'key revoke --recovery WORDS' takes the identity back with the recovery key when the author
+    key is lost or stolen; 'key status [DID]' shows a lab's chain of keys, members and conflicts.
 
     The recovery key takes the lab's identity back when the author key is lost or stolen. The
     first commitment is final: 'key recovery --create' refuses when one exists.
 
     Usage:  fabnode key backup --recovery-file /media/usb/fablab-recovery.txt
+            fabnode key rotate
+            fabnode key revoke --recovery /media/usb/fablab-recovery.txt --cutoff "2026-11-20 14:00"
+            fabnode key status
     """
     from fabnode.node.local import recovery
     from fabnode.protocol.errors import FabnodeError
 
     home = _home(ctx).require()
+    chain_flags = {"--recovery": recovery_words, "--cutoff": cutoff, "--revoked": revoked,
+                   "--new-recovery": new_recovery or None}
+    if action != "revoke" and any(v is not None for v in chain_flags.values()):
+        flag = next(f for f, v in chain_flags.items() if v is not None)
+        raise FabnodeError(f"{flag} goes with 'key revoke'")
+    if did is not None and action != "status":
+        raise FabnodeError(f"'key {action}' takes no DID (only 'key status DID' does)")
+    if action in ("rotate", "revoke", "status"):
+        if create or keep_recovery or (recovery_file and not new_recovery):
+            raise FabnodeError(f"'key {action}' takes no --create or --keep-recovery, and --recovery-file only "
+                               "with 'key revoke --new-recovery'")
+        _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json, new_recovery, recovery_file)
+        return
     if action == "backup":
         if create or keep_recovery:
             raise FabnodeError("key backup takes only --recovery-file")
@@ -512,6 +554,181 @@ def key(ctx, action, create, keep_recovery, recovery_file, as_json):
         _print_json(_recovery_json(made, kept, recovery_file))
     else:
         _show_recovery(made, kept, recovery_file)
+
+
+def _cutoff_ms(text: str) -> int:
+    """``--cutoff "2026-11-20 14:00"``: ISO 8601, in this computer's time zone unless one is given."""
+    from datetime import datetime
+
+    from fabnode.protocol.errors import FabnodeError
+
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise FabnodeError(f"--cutoff {text!r}: not a time; write it as \"2026-11-20 14:00\"") from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return int(when.timestamp() * 1000)
+
+
+def _read_words(given: str):
+    """``--recovery FILE``, or ``-``: the words typed (hidden on a terminal) or piped on stdin."""
+    if given != "-":
+        return Path(given) if Path(given).exists() else given
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("recovery words (24, separated by spaces): ")
+    return sys.stdin.read(64 * 1024)
+
+
+def _tell_daemon_key_changed(home) -> str:
+    """A running daemon reads the new author key at once: "took the new key", "not running", or
+    (a daemon that could not) "restart it (fabnode run)", also said in one line on stderr."""
+    from fabnode.node.runtime.control import ask_daemon
+    from fabnode.protocol.errors import FabnodeError
+
+    try:
+        answered = ask_daemon(home.path, "key_changed", timeout=10)
+    except FabnodeError as exc:
+        echo(f"note: the running daemon did not take the new key ({exc}): restart it (fabnode run)", err=True)
+        return "restart it (fabnode run)"
+    return "took the new key" if answered is not None else "not running"
+
+
+def _key_chain_action(home, action, did, recovery_words, cutoff, revoked, as_json, new_recovery=False,
+                      recovery_file=None) -> None:
+    from fabnode.node.local import keys
+    from fabnode.protocol.errors import FabnodeError
+
+    if action == "rotate":
+        done = keys.rotate_key(home)
+        done["daemon"] = _tell_daemon_key_changed(home)
+        if as_json:
+            _print_json(done)
+            return
+        echo(f"rotated: {done['old']} -> {done['new']}")
+        echo(f"the old key is kept in {home.path / done['retired_key_file']}; records it signs from now on "
+             "are refused by every node that learns of this rotation")
+        if done["daemon"] == "took the new key":
+            echo("the running daemon now signs with the new key")
+        return
+    if action == "revoke":
+        if recovery_words is None:
+            raise FabnodeError("key revoke needs --recovery FILE (the recovery backup) or --recovery - (type the words)")
+        done = keys.revoke_key(home, _read_words(recovery_words),
+                               cutoff_ms=_cutoff_ms(cutoff) if cutoff is not None else None, revoked=revoked,
+                               new_recovery=new_recovery, backup_file=recovery_file)
+        done["daemon"] = _tell_daemon_key_changed(home)
+        fresh = done.pop("recovery_key")
+        if as_json:
+            _print_json({**done, **({"recovery": _recovery_json(fresh, False, recovery_file)} if fresh else {})})
+            return
+        echo(f"revoked {done['revoked']} from {_when_utc(done['cutoff'])}")
+        echo(f"this home's key {done['new']} now speaks for {done['identity']}")
+        if done["daemon"] == "took the new key":
+            echo("the running daemon now signs with the new key")
+        if fresh is not None:
+            echo("the old recovery words no longer work: these new ones do")
+            _show_recovery(fresh, False, recovery_file)
+        return
+    status = keys.key_status(home, did)
+    if as_json:
+        _print_json(status)
+        return
+    _print_key_status(status)
+
+
+def _when_utc(ts: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _print_key_status(status: dict) -> None:
+    echo(f"identity  {status['identity']}" + ("  (this lab)" if status["this_lab"] else ""))
+    if status["restoring"]:
+        echo("restoring: this home signs nothing until 'fabnode key revoke --recovery WORDS'")
+    for link in status["chain"]:
+        how = {"root": "first key", "rotated": "rotated to", "recovered": "recovered to"}[link["how"]]
+        since = _when_utc(link["since"]) if link["since"] else "the start"
+        line = f"  {link['key']}  {how}, since {since}"
+        if link["until"] is not None:
+            line += f", until {_when_utc(link['until'])}"
+        if link["revoked_cutoff"] is not None:
+            line += f", REVOKED: its records dated after {_when_utc(link['revoked_cutoff'])} are refused"
+        if link["key"] == status["this_key"]:
+            line += "  (this home's key)"
+        echo(line)
+    if status["conflict"]:
+        echo(f"CONFLICT: {status['conflict']}")
+    elif status["current_key"]:
+        echo(f"signs now  {status['current_key']}")
+    recovery = status["recovery"]
+    if recovery["committed"] is None:
+        echo("recovery  none committed (as far as this node knows)")
+    else:
+        where = "kept on this node" if recovery["kept_here"] else "not on this node"
+        echo(f"recovery  committed (sha256 {recovery['committed'][:16]}…), {where}")
+    _print_members(status["members"])
+
+
+def _print_members(members: list[dict]) -> None:
+    if not members:
+        echo("members   none")
+        return
+    echo("members")
+    for m in members:
+        until = f", until {_when_utc(m['until'])}" if m["until"] is not None else ""
+        echo(f"  {m['did']}  {m['role']}, since {_when_utc(m['since'])}{until}")
+
+
+@command()
+@argument("action", metavar="add|remove", choices=["add", "remove"])
+@argument("did", metavar="DID", help="The person's key: 'fabnode id' on their own node.")
+@option("--role", choices=["maintainer", "member"], help="add: maintainer (may add and remove members) or member.")
+@option("--lab", metavar="DID", help="Act for this lab, as one of its maintainers (default: this home's own lab).")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def member(ctx, action, did, role, lab, as_json):
+    """Delegate to a person's own key, or end it: their records count as the lab's (trust,
+    maintainership) while the delegation stands; removing stops their future records, keeps
+    their past ones. Signed by the lab's key, or by a maintainer's key with --lab.
+
+    Usage:  fabnode member add did:key:z6Mk… --role maintainer
+            fabnode member remove did:key:z6Mk…
+    """
+    from fabnode.node.local.keys import add_member
+    from fabnode.protocol.errors import FabnodeError
+
+    home = _home(ctx).require()
+    if action == "add" and role is None:
+        raise FabnodeError("member add needs --role maintainer or --role member")
+    if action == "remove" and role is not None:
+        raise FabnodeError("member remove takes no --role")
+    done = add_member(home, did, role if action == "add" else "removed", lab=lab)
+    if as_json:
+        _print_json(done)
+    elif action == "add":
+        echo(f"{did} is now a {role} of {done['lab']}")
+    else:
+        echo(f"{did} is no longer a member of {done['lab']}: their records from now on count only for themselves")
+
+
+@command()
+@argument("lab", metavar="DID", required=False, help="The lab (default: this home's own).")
+@option("--json", "as_json", is_flag=True, help="Print JSON.")
+def members(ctx, lab, as_json):
+    """The people who sign for a lab with their own keys: role, since when, until when.
+
+    Usage:  fabnode members
+    """
+    from fabnode.node.local.keys import key_status
+
+    status = key_status(_home(ctx).require(), lab)
+    if as_json:
+        _print_json({"lab": status["identity"], "members": status["members"]})
+    else:
+        _print_members(status["members"])
 
 
 @command("id")
@@ -1734,6 +1951,10 @@ def import_(ctx, path, root, as_json):
                + (f", {summary.duplicates} duplicate(s) in the file ignored" if summary.duplicates else ""))
     for root in summary.bundles:
         echo(f"bundle {root}")
+    for record, why in summary.refused_by_chain[:5]:  # issue 17: signed by a key its chain no longer allows
+        echo(f"refused {record}: {why.removeprefix('record refused: ')}")
+    if len(summary.refused_by_chain) > 5:
+        echo(f"refused: {len(summary.refused_by_chain) - 5} more record(s) by keys their chain no longer allows")
 
 # ------------------------------------------------------------------ making things nearby: can-make, requests, offers
 

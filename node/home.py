@@ -16,6 +16,11 @@ Layout (the home itself is mode 0700)::
     HOME/recovery.key   the recovery private key, ONLY if kept (``init --keep-recovery``; mode
                         0600); by default it is shown once and never written here
                         (node/local/recovery.py)
+    HOME/author.key.retired-<ts>  an author key rotated or revoked at <ts> (mode 0600), kept
+                        for the record; author.key.next: a new key waiting for its record to
+                        be committed (node/local/keys.py)
+    HOME/restore.json   only between ``init --restore DID`` and ``key revoke``: the identity
+                        this home will speak for; it signs nothing meanwhile
 
 The home is mode 0700; the keys, config.toml and fabnode.db (with its -wal and -shm) are 0600.
 
@@ -241,7 +246,7 @@ class Initialized(NamedTuple):
 
 
 def init_home(path: Path, name: str | None, *, keep_recovery: bool = False,
-              recovery_file: Path | None = None) -> Initialized:
+              recovery_file: Path | None = None, restore: str | None = None) -> Initialized:
     """Create the home, keys, config and database; keep whatever already exists.
 
     Given ``name`` on an existing home, the name is updated; keys are never replaced. A new
@@ -261,6 +266,21 @@ def init_home(path: Path, name: str | None, *, keep_recovery: bool = False,
         flag = "--recovery-file" if recovery_file is not None else "--keep-recovery"
         raise FabnodeError(f"{flag}: this home already has its keys, and a recovery key is made only with new ones; "
                            "see 'fabnode key recovery' and 'fabnode key backup'")
+    if restore is not None:  # a new machine for a lab whose key was lost (node/local/keys.py)
+        from fabnode.node.local.keys import mark_restoring
+
+        from fabnode.protocol.identity import ed25519_from_did
+
+        if not new_identity:
+            raise FabnodeError("--restore: this home already has its keys; restore into a new, empty home")
+        try:
+            ed25519_from_did(restore)
+        except Exception:
+            raise FabnodeError(f"--restore {restore!r}: not a lab's did:key (the 'lab:' line of the recovery "
+                               "backup, or 'fabnode id' on a node of that lab)") from None
+        if recovery_file is not None or keep_recovery:
+            raise FabnodeError("--restore keeps the lab's recovery key: --keep-recovery and --recovery-file "
+                               "go with a new lab")
     if recovery_file is not None:
         recovery.check_backup_path(recovery_file)
     path.mkdir(parents=True, exist_ok=True)
@@ -280,12 +300,15 @@ def init_home(path: Path, name: str | None, *, keep_recovery: bool = False,
             os.chmod(config, 0o600)  # a home made before issue 12
     if not fresh and name is not None:
         set_config_name(path, name)
+    if restore is not None:
+        mark_restoring(path, restore)
     home = Home(path)
     home.open_store()  # creates and migrates the database
     from fabnode.node.local.commons import now_ms
     from fabnode.node.local.names import ensure_lab_record
 
-    made = recovery.make_recovery_key(home, keep=keep_recovery, now_ms=now_ms()) if new_identity else None
+    made = (recovery.make_recovery_key(home, keep=keep_recovery, now_ms=now_ms())
+            if new_identity and restore is None else None)
     try:
         if made is not None and recovery_file is not None:
             recovery.write_backup(recovery_file, made, home.identity())

@@ -105,12 +105,16 @@ def sign_lab_body(home: "Home", records: "RecordStore", *, name: str, profile: d
 
     identity = home.identity()
     latest = records.lab(identity.did)
+    earlier_key = latest is None
+    if earlier_key:
+        latest = _chain_lab(records, identity.did)
     old: dict = {}
     if latest is not None:
         raw = records.raw(latest[2])
         if raw is not None:
             old = decode(raw)["body"]
-    nodes = {n["peer"]: n for n in old.get("nodes", ())}
+    # an earlier key's node entries were signed for that key: each node ties itself to the new one
+    nodes = {} if earlier_key else {n["peer"]: n for n in old.get("nodes", ())}
     nodes[identity.peer_id] = {"peer": identity.peer_id,
                                "sig": _node_signer(home)(node_tie_statement(identity.did))}
     kept = profile if profile is not None else {k: old[k] for k in PROFILE_FIELDS if k in old}
@@ -119,13 +123,27 @@ def sign_lab_body(home: "Home", records: "RecordStore", *, name: str, profile: d
             **({"recovery": recovery} if recovery is not None else {})}
 
 
+def _chain_lab(records: "RecordStore", did: str):
+    """The newest lab record by an earlier key of ``did``'s chain (issue 17): a rotated or
+    recovered key's first lab record keeps the profile and nodes the lab published before."""
+    ids = records.keys.identities()
+    newest = None
+    for link in ids.chain(did):
+        if link.key != did:
+            row = records.lab(link.key)
+            if row is not None and (newest is None or row[1] > newest[1]):
+                newest = row
+    return newest
+
+
 def lab_recovery(home: "Home", records: "RecordStore", did: str) -> bytes | None:
     """The ``recovery`` every lab record this node signs carries (issue 17): the commitment kept
     in the home (node/local/recovery.py), else the one the lab's earlier records carry (a second
     node of the lab, with only the author key), so no re-signing ever drops it."""
     from fabnode.node.local.recovery import committed, published_commitment
 
-    return committed(home) or published_commitment(records, did)
+    return (committed(home) or published_commitment(records, did)
+            or published_commitment(records, records.keys.identities().identity_of(did)))  # after a rotation
 
 
 def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
@@ -136,7 +154,10 @@ def ensure_lab_record(home: "Home", *, announce: bool = True) -> str | None:
     node's own entry added. A configured name that is not safe to show is an error.
     ``announce=False``: the caller is the daemon itself (it reads its outbox; nobody to poke)."""
     from fabnode.node.local.commons import _announce, _open, _record, now_ms
+    from fabnode.node.local.keys import restoring
 
+    if restoring(home.path):  # init --restore: this key signs nothing until its revocation
+        return None
     identity = home.identity()
     name = check_name(identity.name, "the lab's name in config.toml")
     store, records = _open(home)

@@ -369,11 +369,14 @@ class ImportSummary:
     records_known: int = 0
     bundles: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    refused_by_chain: list[tuple[str, str]] = field(default_factory=list)
+    """(record id, reason): records their author's chain of keys refuses (issue 17), not stored."""
 
     def as_json(self) -> dict:
         return {"blocks": {"new": self.blocks_new, "known": self.blocks_known, "duplicates": self.duplicates},
                 "records": {"new": len(self.records_new), "known": self.records_known},
-                "bundles": self.bundles, "rejected": self.rejected}
+                "bundles": self.bundles, "rejected": self.rejected,
+                "refused_by_chain": [{"record": r, "reason": why} for r, why in self.refused_by_chain]}
 
 
 class ImportRejected(FabnodeError):
@@ -518,6 +521,7 @@ def _import_car(home: Home, path: Path, progress: Progress, now: int | None, cho
                 where, why = received.rejected[0]
                 raise ImportRejected(f"{where}: {why}")
             summary.records_new, summary.records_known = received.new, len(received.known)
+            summary.refused_by_chain = list(received.refused_by_chain)
             reachable: set[bytes] = set(staged_cids) | ({index_cid} if index_cid else set())
             for root in bundle_roots:
                 bundle_cids = _check_bundle(store, root, f"{name}: bundle {cid_str(root)}")

@@ -90,7 +90,7 @@ class Daemon:
         self.service: NodeService | None = None
         self.host = self.nursery = None
         self.peers = self.gossip = self.syncs = self.providers = self.fetcher = self.bitswap = self.nat = None
-        self.http = None
+        self.http = self.pages = None
         self.token = ""
         self.http_socket = http_socket  # bound by run_daemon before the start; None: no web interface
         self._carrying_out = False
@@ -321,7 +321,8 @@ class Daemon:
 
         # the pages show only who is connected: not the whole status, whose 'waiting' part asks the
         # seeding policy over every design (650 ms a page at 10,000 designs in three languages)
-        pages = Pages(self.home, self.store, status=lambda: {"connected": self.service.status()["connected"]})
+        pages = self.pages = Pages(self.home, self.store,
+                                   status=lambda: {"connected": self.service.status()["connected"]})
         hosts = allowed_hosts(self.options.http, self.options.http_hosts)
         app = make_app(self.store, token=http_token(self.home.path), pages=pages, log=self.log, hosts=hosts)
         return await nursery.start(serve_http, app, self.http_socket)
@@ -379,6 +380,8 @@ class Daemon:
         if cmd == "announce":
             self.feed(ev.OutboxChanged())
             return {}
+        if cmd == "key_changed":
+            return self.reload_key()
         if cmd == "status":
             return self.status()
         if cmd == "peers":
@@ -390,6 +393,23 @@ class Daemon:
             return await self.fetch(str(request.get("cid", "")), timeout_s=float(timeout_s),
                                     on_change=emit if request.get("progress") is True else None)
         raise FabnodeError(f"unknown control command {cmd!r}")
+
+    def reload_key(self) -> dict:
+        """``key rotate`` / ``key revoke`` changed this home's author key (issue 17): read it
+        again, so what this daemon counts as its own lab (trust, quota, seeding, pages) follows,
+        and announce the new key's lab record the command queued."""
+        identity = self.home.identity()
+        self.me = self.view.me = identity.did
+        if self.view.quota is not None:
+            self.view.quota.me = identity.did
+            self.view.quota._vouch_marker = None  # who is trusted is counted from the new key
+        self.view.my_name = identity.name
+        if self.pages is not None:
+            self.pages.identity = identity
+            self.pages._names = None
+        self.feed(ev.OutboxChanged())
+        self.log(f"author key is now {identity.did}")
+        return {"did": identity.did}
 
     def status(self) -> dict:
         service = self.service.status()
