@@ -1,5 +1,5 @@
-"""CPU of one `fabnode` command where PYTHONDONTWRITEBYTECODE is set (as on the machine CI runs
-on), with and without the .pyc files tests/conftest.py now compiles once per test session.
+"""CPU of one `fabnode` command where PYTHONDONTWRITEBYTECODE is set (as in this machine's
+environment), with and without the .pyc files tests/conftest.py now compiles once per session.
 
 A copy of the source tree is imported as ``fabnode`` (PYTHONPATH, ahead of the editable install),
 so the checkout's own __pycache__ is left alone; the venv's dependencies keep the .pyc files pip

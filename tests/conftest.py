@@ -171,10 +171,10 @@ LONGEST_FIRST = ["test_network.py", "test_nat.py", "test_simnet.py", "test_sync.
 
 def pytest_configure(config) -> None:
     """Compile fabnode's modules to .pyc files once, before the workers start. Where
-    PYTHONDONTWRITEBYTECODE is set (as on the machine CI runs on) no process writes them, so every
-    CLI run and daemon of the suite compiled fabnode's ~29,000 lines from source again: 0.1 s of
-    CPU for a short command, more for a daemon, thousands of times. Python checks each .pyc
-    against its source (mtime and size), so an edited module is compiled afresh, never stale."""
+    PYTHONDONTWRITEBYTECODE is set (as in this machine's environment) no process writes them, so
+    every CLI run and daemon of the suite compiled fabnode's ~29,000 lines from source again:
+    0.1 s of CPU for a short command, more for a daemon, thousands of times. Python checks each
+    .pyc against its source (mtime and size), so an edited module is compiled afresh, never stale."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
         return
     import compileall
