@@ -38,12 +38,17 @@ class Daemon:
         self.lines: list[str] = []
         self._pending = b""
         self._read = 0
-        if listen is None:
-            self.addr = self.wait_for("web interface on ").split(" on ", 1)[1]
-            self.peer_id = cli.json("id")["peer_id"]
-            self.port = 0
-            return
-        self.addr = self.wait_for("listening on ").split("listening on ", 1)[1]
+        try:
+            if listen is None:
+                self.addr = self.wait_for("web interface on ").split(" on ", 1)[1]
+                self.peer_id = cli.json("id")["peer_id"]
+                self.port = 0
+                return
+            self.addr = self.wait_for("listening on ").split("listening on ", 1)[1]
+        except BaseException:  # never started as far as the test knows: no fixture will stop it
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            raise
         self.peer_id = self.addr.rsplit("/", 1)[1]
         self.port = int(self.addr.split("/tcp/", 1)[1].split("/", 1)[0])
 

@@ -27,7 +27,9 @@ FOLDERS = {
     "1000-short": (1000, lambda i: f"s{i:04d}.txt"),      # below both rules: all three agree
     "1001-short": (1001, lambda i: f"s{i:04d}.txt"),      # ipfs-car shards (> 1000), Helia not (46 KB of links)
     "1000-long": (1000, lambda i: f"{i:04d}-" + "l" * 236 + ".txt"),  # 1000 x 281 B > 256 KiB: Helia shards
-    "20000": (20000, lambda i: f"part-{i}.stl"),          # both shard
+    # both shard: 6,000 x ~49 B of links > 256 KiB and > 1,000 entries; ~23 entries a root
+    # bucket, so every bucket is a sub-shard and some hold sub-shards in turn (three levels)
+    "6000": (6000, lambda i: f"part-{i}.stl"),
 }
 
 
@@ -79,9 +81,9 @@ def test_ipfs_car_differs_only_where_its_count_rule_does(made, ipfs_car, tmp_pat
     assert cli.run("cat", f"{theirs}/s0777.txt").stdout == b"777\n"
 
 
-def test_helia_hamt_of_20000_entries_imports_lists_cats_and_exports_unchanged(made, tmp_path):
-    made_here = made[2]["20000"]
-    count, name = FOLDERS["20000"]
+def test_helia_hamt_of_6000_entries_imports_lists_cats_and_exports_unchanged(made, tmp_path):
+    made_here = made[2]["6000"]
+    count, name = FOLDERS["6000"]
     lab = Cli(tmp_path / "lab")
     lab.run("init")
     root = made_here["helia"]
@@ -95,6 +97,10 @@ def test_helia_hamt_of_20000_entries_imports_lists_cats_and_exports_unchanged(ma
     lab.run("export", "--bundle", root, str(exported))
     # the same blocks in the same depth-first order under the same root: byte for byte Helia's CAR
     assert exported.read_bytes() == made_here["helia_car"].read_bytes()
+    # three levels: more shard nodes than the root and its 256 sub-shards
+    shards = [b for b in read_car([exported.read_bytes()]) if isinstance(b, Block) and b.cid[1] == 0x70
+              and decode(b.cid, b.data).shard is not None]
+    assert len(shards) > 1 + 256
 
 
 def test_a_hamt_written_out_as_files_adds_back_to_the_same_cid(made, tmp_path):
@@ -127,9 +133,9 @@ def test_a_peer_and_a_browser_read_hamt_folders_from_a_daemon(made, daemons, tmp
     daemon = start(daemons, cli)
     other = Cli(tmp_path / "other")
     other.run("init")
-    big, count, name = out["20000"]["fabnode"], *FOLDERS["20000"]
-    other.run("get", f"{big}/{name(12345)}", "--peer", daemon.addr, "-o", str(tmp_path / "one.stl"))
-    assert (tmp_path / "one.stl").read_bytes() == b"12345\n"
+    big, count, name = out["6000"]["fabnode"], *FOLDERS["6000"]
+    other.run("get", f"{big}/{name(4321)}", "--peer", daemon.addr, "-o", str(tmp_path / "one.stl"))
+    assert (tmp_path / "one.stl").read_bytes() == b"4321\n"
     long_root = out["1000-long"]["fabnode"]
     other.run("get", long_root, "--peer", daemon.addr, "-o", str(tmp_path / "long"))
     assert sorted(p.name for p in (tmp_path / "long").iterdir()) == sorted(FOLDERS["1000-long"][1](i) for i in range(1000))
