@@ -25,6 +25,8 @@ never by arrival: the same set gives the same Identities on every node, whatever
    reachable from ``identity`` (along successions and earlier standing revocations), ``revoked``
    was not revoked before, and ``next`` is fresh or already a key of that chain (settling a fork
    by choosing one branch). The recovery key is the authority above every author key.
+   ``identity`` must be a root: a key rotated or recovered *to* is never one, and its own lab
+   records commit no recovery key (else a thief holding it could name their own).
 
 4. **Edges.** A revoked key's only successor is its revocation's ``next`` ("recovered", from the
    cutoff): its successions are set aside (refused if dated after the cutoff — a revoked key
@@ -286,7 +288,13 @@ def resolve(records: Iterable[KeyRecord], first_signed: Mapping[str, int] | None
         successions.append(s)
         raw_edges[s.author].append(nxt)
 
-    # 3. revocations, in (ts, cid) order
+    # 3. revocations, in (ts, cid) order. Only a chain's root is an identity: a key that was
+    # rotated or recovered *to* commits no recovery key of its own (its lab records' `recovery`
+    # is ignored), else a thief holding a successor key could back-date a lab record naming
+    # their own recovery key and "revoke" the chain under it.
+    entered_keys = {s.body["next"] for s in successions}
+    for key in entered_keys:
+        commitments.pop(key, None)
     revocations: dict[str, KeyRecord] = {}
     reaches: dict[str, set[str]] = {}  # identity -> keys reachable from it so far (grown, never shrunk)
     for v in by_type["revocation"]:
@@ -295,7 +303,9 @@ def resolve(records: Iterable[KeyRecord], first_signed: Mapping[str, int] | None
         reach = reaches.get(identity)
         if reach is None:
             reach = reaches[identity] = _reach(identity, raw_edges)
-        if committed is None:
+        if identity in entered_keys:
+            refused[v.cid] = f"{identity} is not the root of its chain of keys: only the root's recovery key revokes"
+        elif committed is None:
             refused[v.cid] = f"no recovery key was committed for {identity}"
         elif recovery_commitment(ed25519_from_did(v.author)) != committed:
             refused[v.cid] = f"not the recovery key committed for {identity}"
@@ -308,6 +318,8 @@ def resolve(records: Iterable[KeyRecord], first_signed: Mapping[str, int] | None
         else:
             revocations[revoked] = v
             raw_edges[revoked].append(nxt)
+            entered_keys.add(nxt)
+            commitments.pop(nxt, None)
             grown = None
             for keys_reached in reaches.values():
                 if revoked in keys_reached and nxt not in keys_reached:

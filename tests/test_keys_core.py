@@ -166,6 +166,23 @@ def test_a_revoked_key_cannot_rotate_after_its_cutoff_nor_revoke_its_successor(k
     assert ids.identity_of(thief.did) == thief.did
 
 
+def test_only_a_chains_root_commits_a_recovery_key_that_can_revoke(keys):
+    """A thief holding a key the lab rotated *to* back-dates a lab record naming their own recovery
+    key and signs a revocation of the chain under it, as if the stolen key were an identity."""
+    root, nxt, thief, rec = keys["root"], keys["next"], keys["thief"], keys["recovery"]
+    rotate = succession(root, nxt, T0 + 2 * MIN)
+    backdated = lab(nxt, T0 + 2 * MIN + 1, recovery=thief)  # before the lab re-signs with its new key
+    takeover = revocation(thief, nxt, nxt, keys["other"], cutoff=T0 + 3 * MIN, ts=T0 + 4 * MIN)
+    ids = resolved(lab(root, T0, recovery=rec), rotate, backdated, takeover)
+    assert ids.refused_records()[takeover.cid] == (f"{nxt.did} is not the root of its chain of keys: "
+                                                  "only the root's recovery key revokes")
+    assert ids.current_key(root.did) == nxt.did and ids.standing(nxt.did, NOW).kind == "ok"
+    # the root's own recovery key still can
+    settle = revocation(rec, root, nxt, keys["fresh"], cutoff=T0 + 3 * MIN, ts=T0 + 5 * MIN)
+    ids = resolved(lab(root, T0, recovery=rec), rotate, backdated, takeover, settle)
+    assert settle.cid not in ids.refused_records() and ids.current_key(root.did) == keys["fresh"].did
+
+
 def test_a_fresh_recovery_key_replaces_the_committed_one(keys):
     root, nxt, third, rec, rec2 = (keys[k] for k in ("root", "next", "third", "recovery", "recovery2"))
     first = revocation(rec, root, root, nxt, cutoff=T0 + MIN, ts=T0 + 2 * MIN, fresh_recovery=rec2)
