@@ -1,0 +1,169 @@
+"""Peers treat a chain of keys as one identity (issue 17): trust, reputation, maintainers and the
+pages read every signature through protocol/key_views.py.
+
+Pure tests of the mapping first (resolver + trust + score, no storage); then one two-daemon test:
+trust given to A's old key carries to A's new key on B, and B's pages show the chain.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fabnode.protocol.key_views import (CONFLICT, DOUBTFUL, REVOKED_LATER, signer_of, trust_through,
+                                        vouches_through)
+from fabnode.protocol.keys import resolve
+from fabnode.protocol.lineage import VersionNode, canonical_and_heads
+from fabnode.protocol.reputation import Attestation, Vouch, compute_trust, explain, score_version
+
+from keychains import T0, Key, key_records, lab, member, revocation, succession
+
+MIN = 60_000
+
+
+@pytest.fixture(scope="module")
+def k():
+    names = ("me", "a", "a2", "a3", "rec", "lab", "alice", "bob", "evil", "evil_member", "x", "y")
+    return {name: Key(seed) for seed, name in enumerate(names, start=101)}
+
+
+def ids_of(*records, first_signed=None):
+    return resolve(key_records(records), first_signed)
+
+
+def vouch(author, subject, ts, received=None, trust="trusted"):
+    return (Vouch(author.did, subject.did, trust, ts), received)
+
+
+def attest(cid, author, ts, ids, received=None, learned=None, result="passed"):
+    signer = signer_of(ids, author.did, ts, received, learned)
+    return Attestation(cid, author.did, "built", result, "", ts, identity=signer.identity, mark=signer.mark,
+                       mark_reason=signer.reason)
+
+
+# ---------------------------------------------------------------- trust carries over
+
+
+def test_trust_given_to_an_old_key_carries_over_a_rotation_and_a_recovery(k):
+    me, a, a2, a3, rec = k["me"], k["a"], k["a2"], k["a3"], k["rec"]
+    ids = ids_of(lab(a, T0, recovery=rec), succession(a, a2, T0 + 10 * MIN),
+                 revocation(rec, a, a2, a3, cutoff=T0 + 20 * MIN, ts=T0 + 30 * MIN))
+    trust, _ = trust_through(ids, me.did, (), [vouch(me, a, T0 + MIN)])
+    # I vouched for a's first key; its second and its recovered third key are the same lab
+    assert trust.get(a.did).weight == 0.5
+    assert trust.get(a2.did) is trust.get(a.did) and trust.get(a3.did) is trust.get(a.did)
+    # without the chain, the new keys would be strangers: the mapping is what makes them trusted
+    assert a3.did not in compute_trust(me.did, (), [Vouch(me.did, a.did, "trusted", T0 + MIN)])
+    # and the lab's new key vouching for x passes the lab's trust on (its word is the lab's)
+    trust, _ = trust_through(ids, me.did, (), [vouch(me, a, T0 + MIN), vouch(a3, k["x"], T0 + 40 * MIN)])
+    assert trust.get(k["x"].did).weight == 0.25 and trust.get(k["x"].did).path == (me.did, a.did, k["x"].did)
+    # an attestation by the recovered key weighs what I trust the lab
+    score = score_version([attest("c1", a3, T0 + 40 * MIN, ids)], trust)
+    assert score.verdict == "recommended" and score.reasons[0].weight == 0.5
+    line = explain(score, signed_as=lambda key, identity: "rotated")[0]
+    assert "rotated into" in line and "trust 0.50" in line
+
+
+def test_members_count_as_their_lab_while_the_delegation_stands_then_stop(k):
+    me, lab_key, alice = k["me"], k["lab"], k["alice"]
+    ids = ids_of(member(lab_key, lab_key, alice, "member", T0 + MIN),
+                 member(lab_key, lab_key, alice, "removed", T0 + 10 * MIN))
+    trust, _ = trust_through(ids, me.did, (), [vouch(me, lab_key, T0)])
+    during = attest("during", alice, T0 + 5 * MIN, ids)
+    after = attest("after", alice, T0 + 20 * MIN, ids, result="failed")
+    assert during.identity == lab_key.did and after.identity == alice.did
+    score = score_version([during, after], trust)
+    by_cid = {r.cid: r for r in score.reasons}
+    assert by_cid["during"].weight == 0.5 and by_cid["during"].status == "counted"
+    # after her removal alice speaks only for herself, whom I do not trust: her defect counts nothing
+    assert by_cid["after"].weight == 0.0 and by_cid["after"].status == "untrusted"
+    assert score.verdict == "recommended"
+    assert "signed by member" in explain(score, signed_as=lambda key, identity: "member")[0]
+    # a member's vouch while delegated is the lab's vouch; after removal it passes nothing on
+    trust, _ = trust_through(ids, me.did, (), [vouch(me, lab_key, T0), vouch(alice, k["x"], T0 + 5 * MIN),
+                                               vouch(alice, k["y"], T0 + 20 * MIN)])
+    assert trust.get(k["x"].did).path == (me.did, lab_key.did, k["x"].did)
+    assert k["y"].did not in trust
+
+
+def test_a_forked_chain_is_trusted_nowhere_and_the_explanation_says_why(k):
+    me, a, a2, a3 = k["me"], k["a"], k["a2"], k["a3"]
+    ids = ids_of(succession(a, a2, T0 + MIN), succession(a, a3, T0 + 2 * MIN))
+    trust, _ = trust_through(ids, me.did, (a.did,), [vouch(me, a, T0), vouch(a, k["x"], T0 - MIN)])
+    assert a.did not in trust and a2.did not in trust and a.did in trust.conflicts
+    assert trust.conflict_of(a2.did) and k["x"].did not in trust   # and it passes nothing on
+    att = attest("c", a, T0 - MIN, ids)
+    assert att.mark == CONFLICT and att.identity is None
+    score = score_version([att], trust)
+    assert score.verdict == "unknown" and score.reasons[0].status == CONFLICT
+    assert "trusted nowhere" in explain(score)[0] and "forked" in explain(score)[0]
+
+
+def test_doubtful_records_count_nothing_revoked_later_ones_keep_their_weight(k):
+    me, a, a2, rec = k["me"], k["a"], k["a2"], k["rec"]
+    revoke = revocation(rec, a, a, a2, cutoff=T0 + 10 * MIN, ts=T0 + 30 * MIN)
+    ids = ids_of(lab(a, T0, recovery=rec), revoke)
+    learned = {revoke.cid: T0 + 31 * MIN}
+    trust, _ = trust_through(ids, me.did, (), [vouch(me, a2, T0 + 40 * MIN)], learned)
+    before = attest("before", a, T0 + 5 * MIN, ids, received=T0 + 6 * MIN, learned=learned)
+    late = attest("late", a, T0 + 5 * MIN + 1, ids, received=T0 + 50 * MIN, learned=learned, result="failed")
+    assert before.mark == REVOKED_LATER and late.mark == DOUBTFUL
+    score = score_version([before, late], trust)
+    by_cid = {r.cid: r for r in score.reasons}
+    assert by_cid["before"].weight == 0.5 and by_cid["late"].weight == 0.0 and by_cid["late"].status == DOUBTFUL
+    assert score.verdict == "recommended"   # the doubtful defect, newer, neither counts nor supersedes
+    lines = explain(score)
+    assert any("signed by a key later revoked" in line for line in lines)
+    assert any("doubtful: signed by a revoked key, dated before its cut-off but received after the revocation" in line
+               for line in lines)
+    # a doubtful vouch passes no trust: the thief backdating a vouch for a friend gains nothing
+    mapped = vouches_through(ids, [vouch(a, k["evil"], T0 + 5 * MIN, received=T0 + 50 * MIN)], learned)
+    assert mapped == []
+
+
+# ---------------------------------------------------------------- Sybil bounds still hold
+
+
+def test_a_chain_of_a_thousand_rotations_gains_no_more_trust_than_one_key(k):
+    me, t = k["me"], k["x"]
+    chain = [Key(10_000 + i) for i in range(1_001)]
+    records = [succession(chain[i], chain[i + 1], T0 + i) for i in range(1_000)]
+    ids = ids_of(*records)
+    vouches = [vouch(me, t, T0), vouch(t, chain[0], T0)]
+    # every key of the chain vouches for each other key's successor and for a friend
+    vouches += [vouch(chain[i], k["evil_member"], T0 + i) for i in range(1_000)]
+    vouches += [vouch(t, chain[i], T0 + i) for i in range(1_000)]   # T naming every key: still one identity
+    trust, _ = trust_through(ids, me.did, (), vouches)
+    one_key, _ = trust_through(ids_of(), me.did, (), [vouch(me, t, T0), vouch(t, chain[0], T0),
+                                                     vouch(chain[0], k["evil_member"], T0)])
+    assert trust.get(chain[1_000].did).weight == one_key.get(chain[0].did).weight == 0.25
+    assert trust.get(k["evil_member"].did).weight == one_key.get(k["evil_member"].did).weight == 0.125
+    total = sum(p.weight for ident, p in dict.items(trust) if ident not in (me.did, t.did))
+    assert total <= trust.get(t.did).weight   # the cluster bound of protocol/reputation.py
+
+
+def test_members_of_an_untrusted_lab_get_nothing_and_no_one_can_join_a_lab_uninvited(k):
+    me, lab_key, evil, em = k["me"], k["lab"], k["evil"], k["evil_member"]
+    # evil's own lab delegates to em; em also claims (signing itself, and via evil) to be in my trusted lab
+    ids = ids_of(member(evil, evil, em, "maintainer", T0), member(evil, lab_key, em, "maintainer", T0),
+                 member(em, lab_key, em, "maintainer", T0))
+    assert ids.speaks_for(em.did, T0 + MIN) == evil.did
+    trust, _ = trust_through(ids, me.did, (), [vouch(me, lab_key, T0), vouch(em, k["x"], T0 + MIN)])
+    score = score_version([attest("c", em, T0 + MIN, ids)], trust)
+    assert score.reasons[0].weight == 0.0 and score.verdict == "unknown"
+    assert k["x"].did not in trust and evil.did not in trust
+
+
+# ---------------------------------------------------------------- maintainers through identities
+
+
+def test_a_maintainers_new_key_and_its_member_sign_canonical_versions_a_removed_one_no_longer(k):
+    a, a2, bob = k["a"], k["a2"], k["bob"]
+    ids = ids_of(succession(a, a2, T0 + 10 * MIN), member(a2, a, bob, "member", T0 + 20 * MIN),
+                 member(a2, a, bob, "removed", T0 + 40 * MIN))
+    speak = lambda key, ts: ids.speaks_for(key.did, ts) or ""  # noqa: E731
+    v1 = VersionNode(b"v1", speak(a, T0), T0, ())
+    v2 = VersionNode(b"v2", speak(a2, T0 + 15 * MIN), T0 + 15 * MIN, (b"v1",))
+    v3 = VersionNode(b"v3", speak(bob, T0 + 30 * MIN), T0 + 30 * MIN, (b"v2",))
+    v4 = VersionNode(b"v4", speak(bob, T0 + 50 * MIN), T0 + 50 * MIN, (b"v3",))
+    canonical, heads = canonical_and_heads([v1, v2, v3, v4], [ids.identity_of(a.did)])
+    assert canonical == {b"v1", b"v2", b"v3"} and heads == [b"v3"]   # v4: bob was removed by then
