@@ -167,3 +167,52 @@ def test_a_maintainers_new_key_and_its_member_sign_canonical_versions_a_removed_
     v4 = VersionNode(b"v4", speak(bob, T0 + 50 * MIN), T0 + 50 * MIN, (b"v3",))
     canonical, heads = canonical_and_heads([v1, v2, v3, v4], [ids.identity_of(a.did)])
     assert canonical == {b"v1", b"v2", b"v3"} and heads == [b"v3"]   # v4: bob was removed by then
+
+
+# ---------------------------------------------------------------- the story: two daemons, the web page
+
+
+def test_trust_given_to_a_labs_old_key_carries_to_its_new_key_on_another_daemon(tmp_path, daemons):
+    import json
+    import urllib.request
+
+    from fabnode.node.home import Home
+    from fabnode.node.local.keys import rotate_key
+
+    from daemons import connect_line, has_record, make_labs, wait_until
+    from test_sneakernet import EXAMPLE
+
+    a, b = make_labs(tmp_path, 2)
+    old_key = Home(a.home).identity().did
+    v1 = a.json("publish", str(EXAMPLE), "-m", "first design")
+    design = v1["design"]
+    b.out("vouch", old_key)   # B trusts A's first key
+    connect_line(daemons, [a, b])
+    rotated = rotate_key(Home(a.home))   # (the `key rotate` command is branch keycli's)
+    new_key = rotated["new"]
+    assert rotated["old"] == old_key and new_key != old_key
+    v2 = a.json("publish", str(EXAMPLE), "-m", "same files, the new key", "--design", design,
+                "--same-files", "signed again by the new key")["version"]
+    att = a.out("attest", v2, "--result", "passed", "-m", "built it")
+    wait_until(lambda: all(has_record(b.home, cid) for cid in (rotated["succession"], v2, att)),
+               timeout=60, what="the succession, v2 and its attestation at lab B")
+    trust = b.json("trust")
+    lab_a = next(t for t in trust["trusted"] if t["did"] == old_key)
+    assert lab_a["weight"] == 0.5 and lab_a["current_key"] == new_key and lab_a["keys"] == [old_key, new_key]
+    assert f"now signing with key {new_key}" in b.out("trust")
+    rep = b.json("reputation", design)   # v2, by the new key, is the design's head: maintainership carried over
+    assert rep["version"] == v2 and rep["verdict"] == "recommended"
+    [reason] = rep["reasons"]
+    assert (reason["author"], reason["signed_for"], reason["signed_as"], reason["weight"]) == (
+        new_key, old_key, "rotated", 0.5)
+    assert "rotated into Lab 0" in b.out("reputation", v2)
+    log = b.json("log", design)
+    row = next(v for v in log["versions"] if v["version"] == v2)
+    assert row["head"] and row["author_trusted"] and row["signed_as"] == "rotated"
+    base = "http://" + json.loads((b.home / "daemon.json").read_text())["http"]
+    with urllib.request.urlopen(f"{base}/design/{design}", timeout=10) as response:
+        page = response.read().decode()
+    assert 'class="signer rotated"' in page and "rotated into" in page and page.count('class="signer') == 1
+    with urllib.request.urlopen(f"{base}/version/{v2}", timeout=10) as response:
+        version_page = response.read().decode()
+    assert version_page.count('class="signer rotated"') == 2   # the author and the attestation

@@ -605,9 +605,11 @@ def show(home: Home, text: str) -> dict:
         author = value.get("author")
         return {"cid": cid_str(cid), "type": value.get("type"), "author": author, "ts": value.get("ts"),
                 "body": None, "valid": False, "reason": str(exc), **_trust_fields(trust_map, author)}
+    signer = record_signer(records, record.cid, record.author, record.ts)
+    trusted_as = signer.get("signed_for", record.author) if signer.get("mark") not in COUNTS_NOTHING else None
     return {"cid": record.id, "type": record.type, "author": record.author, "ts": record.ts,
             "body": {k: _link_json(v) for k, v in record.body.items()}, "valid": True,
-            **_trust_fields(trust_map, record.author), **takeback_fields(records, record)}
+            **_trust_fields(trust_map, trusted_as), **signer, **takeback_fields(records, record)}
 
 
 def _takeback_json(t) -> dict:
@@ -740,6 +742,9 @@ def history(records: RecordStore, me: str, target: str | None, limit: int = 50, 
     }
 
 
+from fabnode.protocol.key_views import COUNTS_NOTHING  # noqa: E402  (beside the reading that uses it)
+
+
 def version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
     """One version as ``log`` and the web page show it; with ``trust_map`` (see
     :func:`trust_map_for`) also whether its author and attesters are trusted."""
@@ -756,8 +761,11 @@ def version_json(v: VersionRow, state: DesignState | None, records: RecordStore,
            "attestations": _attestation_summary(attestations), "withdrawn_attestations": withdrawn,
            "retracted": _takeback_json(counted) if counted else None,
            "retractions_ignored": [_takeback_json(t) for t in ignored]}
+    signer = record_signer(records, v.cid, v.author, v.ts)
+    out.update(signer)
     if trust_map is not None:
-        out["author_trusted"] = is_trusted(trust_map, v.author)
+        out["author_trusted"] = signer.get("mark") not in COUNTS_NOTHING and \
+            is_trusted(trust_map, signer.get("signed_for", v.author))
         out["attestations_by_trust"] = _claims_by_trust(attestations, trust_map)
     if v.language is not None:
         out["language"] = v.language
@@ -994,9 +1002,8 @@ def signer_json(records: RecordStore, key: str, ts: int, received_ms: int | None
 def record_signer(records: RecordStore, cid: bytes, key: str, ts: int) -> dict:
     """:func:`signer_json` for a stored record (its arrival time looked up only when it matters)."""
     ids = records.keys.identities()
-    if ids.identity_of(key) == key and ids.standing(key, ts).kind == "ok" and not ids.members(key) \
-            and ids.speaks_for(key, ts) == key:
-        return {}
+    if ids.standing(key, ts).kind == "ok" and ids.speaks_for(key, ts) == key:
+        return {}  # the common case: a key that is its own identity, in good standing
     return signer_json(records, key, ts, records.received_at([cid]).get(cid))
 
 
