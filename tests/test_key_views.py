@@ -169,6 +169,71 @@ def test_a_maintainers_new_key_and_its_member_sign_canonical_versions_a_removed_
     assert canonical == {b"v1", b"v2", b"v3"} and heads == [b"v3"]   # v4: bob was removed by then
 
 
+
+def test_in_a_real_store_names_heads_retractions_and_marks_follow_the_identity(tmp_path, k):
+    """One SQLite store (in-process): the lab's name, its maintainership and its right to retract
+    carry over its rotation; a removed member's later version is a proposal; a doubtful attestation
+    (old-dated, arriving after the revocation) is listed with its mark and counts nothing."""
+    from fabnode.node.local.commons import history, score
+    from fabnode.node.local.names import Names
+    from fabnode.protocol.cid import DAG_PB, cid_str, make_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.records import make_record
+    from fabnode.storage import BlockStore, open_db
+    from fabnode.storage.records import RecordStore
+
+    me, a, a2, a3, rec, bob, x = k["me"], k["a"], k["a2"], k["a3"], k["rec"], k["bob"], k["x"]
+
+    def record(rtype, body, key, ts):
+        return make_record(rtype, body, author=key.did, ts=ts, sign=key.sign)
+
+    def version(n, key, ts, parent=None, first=None):
+        body = {"bundle": Link(make_cid(DAG_PB, f"files {n}".encode())), "title": "Pump", "message": f"v{n}",
+                "license": "MIT", "parents": [Link(parent.cid)] if parent else []}
+        if first is None:
+            body["maintainers"] = [a.did]
+        else:
+            body["design"] = Link(first.cid)
+        return record("version", body, key, ts)
+
+    v1 = version(1, a, T0)
+    v2 = version(2, a2, T0 + 20 * MIN, v1, v1)           # by the lab's new key
+    v3 = version(3, bob, T0 + 40 * MIN, v2, v1)          # by a member, while delegated
+    v4 = version(4, bob, T0 + 70 * MIN, v3, v1)          # by the same person after removal
+    revoke = revocation(rec, a, a2, a3, cutoff=T0 + 90 * MIN, ts=T0 + 100 * MIN)
+    ordered = [lab(a, T0 - MIN, recovery=rec, name="Pump Lab"), v1, succession(a, a2, T0 + 10 * MIN),
+               member(a2, a, bob, "member", T0 + 30 * MIN), v2, v3,
+               member(a2, a, bob, "removed", T0 + 60 * MIN), v4,
+               record("vouch", {"subject": a.did, "trust": "trusted"}, me, T0),
+               record("attestation", {"subject": Link(v3.cid), "predicate": "built", "result": "passed"},
+                      x, T0 + 45 * MIN),
+               record("vouch", {"subject": x.did, "trust": "trusted"}, me, T0),
+               revoke,
+               record("attestation", {"subject": Link(v3.cid), "predicate": "defect", "result": "failed"},
+                      a2, T0 + 80 * MIN),          # old-dated, received after the revocation: doubtful
+               record("retraction", {"subject": Link(v2.cid), "reason": "bad seal"}, a3, T0 + 110 * MIN)]
+    blocks = BlockStore(open_db(tmp_path / "store.db"))
+    records = RecordStore(blocks.db.conn)
+    for received, r in enumerate(ordered):
+        with blocks.write_transaction():
+            records.ingest(r, received_ms=T0 + 200 * MIN + received)
+    names = Names(records, me.did)
+    assert names.label(a3.did) == names.label(a.did) and "Pump Lab" in names.label(a3.did)
+    log = history(records, me.did, cid_str(v1.cid))
+    rows = {v["version"]: v for v in log["versions"]}
+    assert rows[cid_str(v2.cid)]["canonical"] and rows[cid_str(v3.cid)]["canonical"]
+    assert rows[cid_str(v4.cid)]["canonical"] is False                     # bob had been removed
+    assert rows[cid_str(v2.cid)]["retracted"]["reason"] == "bad seal"       # by the recovered key: it counts
+    assert log["heads"] == [cid_str(v3.cid)]
+    assert rows[cid_str(v3.cid)]["signed_as"] == "member" and rows[cid_str(v2.cid)]["signed_as"] == "rotated"
+    rep = score(records, me.did, cid_str(v3.cid))
+    by_mark = {r.get("mark"): r for r in rep["reasons"]}
+    assert by_mark["doubtful"]["weight"] == 0.0 and by_mark["doubtful"]["status"] == DOUBTFUL
+    assert rep["verdict"] == "recommended"                                   # x's pass; the doubtful defect is shown only
+    assert any("doubtful: signed by a revoked key" in line for line in rep["explanation"])
+    blocks.db.close()
+
+
 # ---------------------------------------------------------------- the story: two daemons, the web page
 
 
