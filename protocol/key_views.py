@@ -82,10 +82,13 @@ class IdentityTrust(dict):
     identity: ``trust.get(old_key)`` and ``trust.get(new_key)`` answer the same. Paths name
     identities. ``conflicts``: identities trusted nowhere because their chain is forked (-> why)."""
 
-    def __init__(self, paths: Mapping[str, TrustPath], ids: Identities, conflicts: Mapping[str, str]) -> None:
+    def __init__(self, paths: Mapping[str, TrustPath], ids: Identities, conflicts: Mapping[str, str],
+                 vouches: list[Vouch] | None = None) -> None:
         super().__init__(paths)
         self.identities = ids
         self.conflicts = dict(conflicts)
+        self.vouches = vouches or []
+        """The vouches as identities said them (what the trust was computed from)."""
 
     def _key(self, did):
         return self.identities.identity_of(did) if isinstance(did, str) else did
@@ -109,11 +112,17 @@ def vouches_through(ids: Identities, vouches: Iterable[tuple[Vouch, int | None]]
     """The vouches (each with the ms this node received it) as identities say them: author
     mapped by what it spoke for, subject by identity; those that count for no one dropped."""
     out = []
+    plain, identity_of = ids.is_plain, ids.identity_of
     for vouch, received_ms in vouches:
-        signer = signer_of(ids, vouch.author, vouch.ts, received_ms, learned)
-        if signer.identity is None:
-            continue
-        out.append(Vouch(signer.identity, ids.identity_of(vouch.subject), vouch.trust, vouch.ts))
+        if plain(vouch.author):  # most keys: no chain, no delegation, nothing to look up
+            author = vouch.author
+        else:
+            author = signer_of(ids, vouch.author, vouch.ts, received_ms, learned).identity
+            if author is None:
+                continue
+        subject = identity_of(vouch.subject)
+        out.append(vouch if author == vouch.author and subject == vouch.subject
+                   else Vouch(author, subject, vouch.trust, vouch.ts))
     return out
 
 
@@ -130,4 +139,4 @@ def trust_through(ids: Identities, me: str, operator_trusted: Iterable[str],
     for identity in conflicts:
         if identity != me_identity:
             paths.pop(identity, None)
-    return IdentityTrust(paths, ids, conflicts), mapped
+    return IdentityTrust(paths, ids, conflicts, mapped), mapped

@@ -140,6 +140,13 @@ class Identities:
     def identity_of(self, did: str) -> str:
         return self._identity.get(did, did)
 
+    def is_plain(self, did: str) -> bool:
+        """True when ``did`` is in no chain, was never rotated or revoked and no lab delegated to
+        it: its records count for itself whatever their ts. The fast path for readers of many
+        records (protocol/key_views.py); False only means "ask standing and speaks_for"."""
+        return not (did in self._identity or did in self._revoked or did in self._rotated
+                    or did in self._labs_of_member or did in self._conflicts)
+
     def standing(self, author: str, ts: int) -> Standing:
         """Whether a record by ``author`` dated ``ts`` stands (see the module's theory, 6)."""
         revoked = self._revoked.get(author)

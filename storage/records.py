@@ -79,8 +79,6 @@ class VouchRow(NamedTuple):
     subject: str
     trust: str
     ts: int
-    received_ms: int | None = None
-    """When this node got it: tells "signed by a key later revoked" from "doubtful" (issue 17)."""
 
 
 class RecordStore:
@@ -399,9 +397,7 @@ class RecordStore:
         return AttestationRow(*row) if row else None
 
     def vouches(self) -> list[VouchRow]:
-        return [VouchRow(*r) for r in self._conn.execute(
-            "SELECT v.cid, v.author, v.subject, v.trust, v.ts, r.received_ms FROM vouches v"
-            " LEFT JOIN records r ON r.cid = v.cid")]
+        return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
 
     def revocations_learned(self) -> dict[bytes, int]:
         """revocation CID -> when this node got it: records by the revoked key received before

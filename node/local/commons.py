@@ -970,12 +970,22 @@ def _trust_and_vouches(me: str, records: RecordStore):
     from fabnode.protocol.key_views import trust_through
     from fabnode.protocol.reputation import Vouch
 
-    return trust_through(records.keys.identities(), me, (),
-                         ((Vouch(v.author, v.subject, v.trust, v.ts), v.received_ms) for v in records.vouches()),
-                         records.revocations_learned())
+    ids = records.keys.identities()
+    return trust_through(ids, me, (), _vouches_with_arrival(records, ids), records.revocations_learned())
 
 
-def signer_json(records: RecordStore, key: str, ts: int, received_ms: int | None = None, learned=None) -> dict:
+def _vouches_with_arrival(records: RecordStore, ids) -> list:
+    """(Vouch, when this node got it) for every vouch; the arrival time is looked up only for
+    vouches by a revoked key, the only ones it matters for (revoked-later or doubtful)."""
+    from fabnode.protocol.reputation import Vouch
+
+    rows = records.vouches()
+    revoked = [v.cid for v in rows if not ids.is_plain(v.author) and ids.standing(v.author, v.ts).kind == "revoked"]
+    received = records.received_at(revoked) if revoked else {}
+    return [(Vouch(v.author, v.subject, v.trust, v.ts), received.get(v.cid)) for v in rows]
+
+
+def signer_json(records: RecordStore, key: str, ts: int, received_ms: int | None, learned=None) -> dict:
     """Who signed for which identity (issue 17), as the pages and ``log``/``show`` say it:
     ``signed_for`` (the identity, when not the key itself), ``signed_as`` ("rotated": a later or
     earlier key of the identity's chain; "member": a person the lab delegated to), ``mark`` and
@@ -983,10 +993,6 @@ def signer_json(records: RecordStore, key: str, ts: int, received_ms: int | None
     from fabnode.protocol.key_views import signer_of
 
     ids = records.keys.identities()
-    if received_ms is None:
-        standing = ids.standing(key, ts)
-        if standing.kind == "revoked":
-            received_ms = records.received_at([standing.revocation]).get(standing.revocation)
     signer = signer_of(ids, key, ts, received_ms, records.revocations_learned() if learned is None else learned)
     out: dict = {}
     identity = signer.identity if signer.identity is not None else ids.identity_of(key)
@@ -1105,19 +1111,22 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
                          else "member"} if r.identity is not None else {}),
                      **({"mark": r.mark, "mark_reason": r.mark_reason} if r.mark is not None else {})}
                     for r in result.reasons],
-        "explanation": explain(result, distrusted_keys(ids.identity_of(me), trust_map, _mapped_vouches(records, ids, learned)),
+        "explanation": explain(result, distrusted_keys(ids.identity_of(me), trust_map, _mapped_vouches(records, ids, learned,
+                                                                                                     trust_map)),
                                **({"label": label, "declared": declared} if label else {}),
                                signed_as=lambda key, identity: "rotated" if ids.identity_of(key) == identity else "member",
                                **language),
     }
 
 
-def _mapped_vouches(records: RecordStore, ids, learned):
+def _mapped_vouches(records: RecordStore, ids, learned, trust_map=None):
+    """The vouches as identities said them: those the trust map was computed from, if it kept them."""
     from fabnode.protocol.key_views import vouches_through
-    from fabnode.protocol.reputation import Vouch
 
-    return vouches_through(ids, ((Vouch(v.author, v.subject, v.trust, v.ts), v.received_ms) for v in records.vouches()),
-                           learned)
+    kept = getattr(trust_map, "vouches", None)
+    if kept is not None and getattr(trust_map, "identities", None) is ids:
+        return kept
+    return vouches_through(ids, _vouches_with_arrival(records, ids), learned)
 
 
 # ------------------------------------------------------------------ records from elsewhere
