@@ -200,6 +200,7 @@ def test_in_a_real_store_names_heads_retractions_and_marks_follow_the_identity(t
     v2 = version(2, a2, T0 + 20 * MIN, v1, v1)           # by the lab's new key
     v3 = version(3, bob, T0 + 40 * MIN, v2, v1)          # by a member, while delegated
     v4 = version(4, bob, T0 + 70 * MIN, v3, v1)          # by the same person after removal
+    v5 = version(5, a2, T0 + 85 * MIN, v3, v1)           # by the revoked key, backdated, arriving late: doubtful
     revoke = revocation(rec, a, a2, a3, cutoff=T0 + 90 * MIN, ts=T0 + 100 * MIN)
     ordered = [lab(a, T0 - MIN, recovery=rec, name="Pump Lab"), v1, succession(a, a2, T0 + 10 * MIN),
                member(a2, a, bob, "member", T0 + 30 * MIN), v2, v3,
@@ -211,6 +212,7 @@ def test_in_a_real_store_names_heads_retractions_and_marks_follow_the_identity(t
                revoke,
                record("attestation", {"subject": Link(v3.cid), "predicate": "defect", "result": "failed"},
                       a2, T0 + 80 * MIN),          # old-dated, received after the revocation: doubtful
+               v5,
                record("retraction", {"subject": Link(v2.cid), "reason": "bad seal"}, a3, T0 + 110 * MIN)]
     blocks = BlockStore(open_db(tmp_path / "store.db"))
     records = RecordStore(blocks.db.conn)
@@ -223,6 +225,7 @@ def test_in_a_real_store_names_heads_retractions_and_marks_follow_the_identity(t
     rows = {v["version"]: v for v in log["versions"]}
     assert rows[cid_str(v2.cid)]["canonical"] and rows[cid_str(v3.cid)]["canonical"]
     assert rows[cid_str(v4.cid)]["canonical"] is False                     # bob had been removed
+    assert rows[cid_str(v5.cid)]["canonical"] is False and rows[cid_str(v5.cid)]["mark"] == DOUBTFUL
     assert rows[cid_str(v2.cid)]["retracted"]["reason"] == "bad seal"       # by the recovered key: it counts
     assert log["heads"] == [cid_str(v3.cid)]
     assert rows[cid_str(v3.cid)]["signed_as"] == "member" and rows[cid_str(v2.cid)]["signed_as"] == "rotated"

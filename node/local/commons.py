@@ -123,10 +123,25 @@ def design_state(records: RecordStore, design: bytes) -> DesignState:
     maintainers = row.maintainers if row else None
     retractions = judged_retractions(records, versions, maintainers)
     ids = records.keys.identities()  # issue 17: a maintainer's new key, or a member, counts as the maintainer
+    doubtful = _doubtful(records, ids, versions)
     canonical, heads = canonical_and_heads(
-        (VersionNode(v.cid, speaker(ids, v.author, v.ts), v.ts, v.parents) for v in versions if not v.is_translation),
+        (VersionNode(v.cid, "" if v.cid in doubtful else speaker(ids, v.author, v.ts), v.ts, v.parents)
+         for v in versions if not v.is_translation),
         maintainer_identities(ids, maintainers), [cid for cid, (counted, _) in retractions.items() if counted is not None])
     return DesignState(design, versions, maintainers, canonical, heads, retractions)
+
+
+def _doubtful(records: RecordStore, ids, rows) -> set[bytes]:
+    """The rows (versions, attestations: anything with cid, author, ts) that are doubtful here:
+    by a revoked key, dated before its cut-off, received after the revocation (issue 17). They
+    are never canonical: a thief's backdated version must not become a head."""
+    from fabnode.protocol.key_views import DOUBTFUL, signer_of
+
+    revoked = [r for r in rows if not ids.is_plain(r.author) and ids.standing(r.author, r.ts).kind == "revoked"]
+    if not revoked:
+        return set()
+    received, learned = records.received_at([r.cid for r in revoked]), records.revocations_learned()
+    return {r.cid for r in revoked if signer_of(ids, r.author, r.ts, received.get(r.cid), learned).mark == DOUBTFUL}
 
 
 def _resolve_design(records: RecordStore, text: str) -> tuple[bytes, bytes | None]:
