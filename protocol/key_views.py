@@ -68,7 +68,7 @@ def signer_of(ids: Identities, key: str, ts: int, received_ms: int | None = None
         return Signer(key, None, REFUSED, standing.reason)
     if standing.kind == "conflict":
         return Signer(key, None, CONFLICT, standing.reason)
-    identity = ids.speaks_for(key, ts)
+    identity = ids.speaks_for(key, ts, standing)
     if standing.kind == "revoked":
         known = (learned or {}).get(standing.revocation)
         if known is not None and received_ms is not None and received_ms < known:
@@ -110,7 +110,8 @@ class IdentityTrust(dict):
 def vouches_through(ids: Identities, vouches: Iterable[tuple[Vouch, int | None]],
                     learned: Mapping[bytes, int] | None = None) -> list[Vouch]:
     """The vouches (each with the ms this node received it) as identities say them: author
-    mapped by what it spoke for, subject by identity; those that count for no one dropped."""
+    mapped by what it spoke for, subject by identity; those that count for no one dropped. A
+    vouch may be any object with Vouch's fields (storage's rows are); mapped ones are Vouches."""
     out = []
     plain, identity_of = ids.is_plain, ids.identity_of
     for vouch, received_ms in vouches:

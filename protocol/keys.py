@@ -163,6 +163,11 @@ class Identities:
             return Standing("conflict", self._conflicts[identity])
         return OK
 
+    def revoked_keys(self) -> dict[str, int]:
+        """key -> its revocation cutoff, for every revoked key: a record by one of them dated at or
+        before the cutoff is "revoked" (marked by arrival), after it refused."""
+        return {key: cutoff for key, (cutoff, _) in self._revoked.items()}
+
     def refusal_limits(self) -> dict[str, int]:
         """key -> the ts after which its records are refused (its rotation time or revocation
         cutoff): what storage needs to find the records a chain refuses."""
@@ -191,9 +196,10 @@ class Identities:
             return "key"
         return self._role_of_identity(identity, lab, ts)
 
-    def speaks_for(self, did: str, ts: int) -> str | None:
-        """The identity a record by ``did`` at ``ts`` counts for (None: it counts for no one)."""
-        if self.standing(did, ts).kind in ("refused", "conflict"):
+    def speaks_for(self, did: str, ts: int, standing: Standing | None = None) -> str | None:
+        """The identity a record by ``did`` at ``ts`` counts for (None: it counts for no one).
+        ``standing``: ``self.standing(did, ts)`` when the caller has it already."""
+        if (standing or self.standing(did, ts)).kind in ("refused", "conflict"):
             return None
         identity = self.identity_of(did)
         for lab in self._labs_of_member.get(identity, ()):

@@ -990,14 +990,16 @@ def _trust_and_vouches(me: str, records: RecordStore):
 
 
 def _vouches_with_arrival(records: RecordStore, ids) -> list:
-    """(Vouch, when this node got it) for every vouch; the arrival time is looked up only for
-    vouches by a revoked key, the only ones it matters for (revoked-later or doubtful)."""
-    from fabnode.protocol.reputation import Vouch
-
+    """(vouch, when this node got it) for every vouch (the rows serve as Vouches: same fields);
+    the arrival time is looked up only for vouches by a revoked key dated before its cutoff, the
+    only ones it matters for (revoked-later or doubtful)."""
     rows = records.vouches()
-    revoked = [v.cid for v in rows if not ids.is_plain(v.author) and ids.standing(v.author, v.ts).kind == "revoked"]
+    cutoffs = ids.revoked_keys()
+    if not cutoffs:
+        return [(v, None) for v in rows]
+    revoked = [v.cid for v in rows if v.ts <= cutoffs.get(v.author, -1)]
     received = records.received_at(revoked) if revoked else {}
-    return [(Vouch(v.author, v.subject, v.trust, v.ts), received.get(v.cid)) for v in rows]
+    return [(v, received.get(v.cid)) for v in rows]
 
 
 def signer_json(records: RecordStore, key: str, ts: int, received_ms: int | None, learned=None) -> dict:
