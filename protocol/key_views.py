@@ -77,6 +77,16 @@ def signer_of(ids: Identities, key: str, ts: int, received_ms: int | None = None
     return Signer(key, identity)
 
 
+class SaidVouch(NamedTuple):
+    """A vouch as its identities said it: Vouch's fields, already checked when the vouch was
+    (a plain tuple: thousands are made per command)."""
+
+    author: str
+    subject: str
+    trust: str
+    ts: int
+
+
 class IdentityTrust(dict):
     """My trust per identity (identity root did -> TrustPath), looked up by *any* key of the
     identity: ``trust.get(old_key)`` and ``trust.get(new_key)`` answer the same. Paths name
@@ -111,19 +121,28 @@ def vouches_through(ids: Identities, vouches: Iterable[tuple[Vouch, int | None]]
                     learned: Mapping[bytes, int] | None = None) -> list[Vouch]:
     """The vouches (each with the ms this node received it) as identities say them: author
     mapped by what it spoke for, subject by identity; those that count for no one dropped. A
-    vouch may be any object with Vouch's fields (storage's rows are); mapped ones are Vouches."""
+    vouch may be any object with Vouch's fields (storage's rows are); mapped ones are SaidVouches."""
     out = []
     plain, identity_of = ids.is_plain, ids.identity_of
+    rotation_only: dict[str, tuple[str, int] | None] = {}
     for vouch, received_ms in vouches:
         if plain(vouch.author):  # most keys: no chain, no delegation, nothing to look up
             author = vouch.author
         else:
-            author = signer_of(ids, vouch.author, vouch.ts, received_ms, learned).identity
-            if author is None:
-                continue
+            if vouch.author not in rotation_only:
+                rotation_only[vouch.author] = ids.rotation_only(vouch.author)
+            known = rotation_only[vouch.author]
+            if known is not None:  # a key of a chain: its identity, until its rotation time
+                if vouch.ts > known[1]:
+                    continue
+                author = known[0]
+            else:
+                author = signer_of(ids, vouch.author, vouch.ts, received_ms, learned).identity
+                if author is None:
+                    continue
         subject = identity_of(vouch.subject)
         out.append(vouch if author == vouch.author and subject == vouch.subject
-                   else Vouch(author, subject, vouch.trust, vouch.ts))
+                   else SaidVouch(author, subject, vouch.trust, vouch.ts))
     return out
 
 

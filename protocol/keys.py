@@ -163,6 +163,17 @@ class Identities:
             return Standing("conflict", self._conflicts[identity])
         return OK
 
+    def rotation_only(self, did: str) -> tuple[str, int] | None:
+        """(identity, the ts after which its records are refused) for a key whose records' fate
+        depends on their ts only through its rotation time: not revoked, not in a conflict, its
+        identity a member of no lab. None: ask :meth:`standing` and :meth:`speaks_for` per record.
+        A fast path for readers of many records by few keys (protocol/key_views.py)."""
+        identity = self.identity_of(did)
+        if did in self._revoked or identity in self._conflicts or identity in self._labs_of_member:
+            return None
+        rotated = self._rotated.get(did)
+        return identity, (rotated[0] if rotated is not None else NEVER)
+
     def revoked_keys(self) -> dict[str, int]:
         """key -> its revocation cutoff, for every revoked key: a record by one of them dated at or
         before the cutoff is "revoked" (marked by arrival), after it refused."""
