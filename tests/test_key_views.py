@@ -284,3 +284,38 @@ def test_trust_given_to_a_labs_old_key_carries_to_its_new_key_on_another_daemon(
     with urllib.request.urlopen(f"{base}/version/{v2}", timeout=10) as response:
         version_page = response.read().decode()
     assert version_page.count('class="signer rotated"') == 2   # the author and the attestation
+
+    # a third lab X's key is stolen: two USB sticks reach B, the second after X's recovery key
+    # revoked it; what came before is "signed by a key later revoked", the backdated rest doubtful
+    import time
+
+    from fabnode.protocol.cid import DAG_PB, make_cid, parse_cid
+    from fabnode.protocol.dagcbor import Link
+    from fabnode.protocol.records import make_record
+
+    from test_import_hostile import export_file
+
+    x, recovery, fresh = Key(701), Key(702), Key(703)
+    t = int(time.time() * 1000) - 60 * MIN
+    att_before = make_record("attestation", {"subject": Link(parse_cid(v2)), "predicate": "built", "result": "passed"},
+                             author=x.did, ts=t, sign=x.sign)
+    v3 = make_record("version", {"bundle": Link(make_cid(DAG_PB, b"x files")), "parents": [Link(parse_cid(v2))],
+                                 "design": Link(parse_cid(design)), "title": "Pump", "message": "X's proposal",
+                                 "license": "MIT"}, author=x.did, ts=t + MIN, sign=x.sign)
+    att_late = make_record("attestation", {"subject": Link(parse_cid(v2)), "predicate": "defect", "result": "failed"},
+                           author=x.did, ts=t + 2 * MIN, sign=x.sign)
+    first, second = tmp_path / "first.car", tmp_path / "second.car"
+    first.write_bytes(export_file([lab(x, t - MIN, recovery=recovery, name="Lab X"), att_before, v3]))
+    second.write_bytes(export_file([revocation(recovery, x, x, fresh, cutoff=t + 5 * MIN, ts=t + 6 * MIN), att_late]))
+    b.out("import", str(first))
+    b.out("import", str(second))
+    marks = {r["attestation"]: (r.get("mark"), r["status"]) for r in b.json("reputation", v2)["reasons"]}
+    assert marks[att_before.id] == ("revoked-later", "untrusted") and marks[att_late.id] == ("doubtful", "doubtful")
+    with urllib.request.urlopen(f"{base}/design/{design}", timeout=10) as response:
+        page = response.read().decode()
+    assert 'class="badge mark revoked-later">signed by a key later revoked<' in page
+    with urllib.request.urlopen(f"{base}/version/{v2}", timeout=10) as response:
+        version_page = response.read().decode()
+    assert 'class="badge mark doubtful">doubtful: signed by a revoked key, dated before its cut-off but received' \
+        in version_page and 'class="badge mark revoked-later"' in version_page
+    assert "[doubtful: signed by a revoked key" in b.out("show", att_late.id)
