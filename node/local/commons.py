@@ -1128,8 +1128,9 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
                          else "member"} if r.identity is not None else {}),
                      **({"mark": r.mark, "mark_reason": r.mark_reason} if r.mark is not None else {})}
                     for r in result.reasons],
-        "explanation": explain(result, distrusted_keys(ids.identity_of(me), trust_map, _mapped_vouches(records, ids, learned,
-                                                                                                     trust_map)),
+        # the vouches are mapped to identities already: a plain dict's lookups will do (and are faster)
+        "explanation": explain(result, distrusted_keys(ids.identity_of(me), dict(trust_map),
+                                                       _mapped_vouches(records, ids, learned, trust_map)),
                                **({"label": label, "declared": declared} if label else {}),
                                signed_as=lambda key, identity: "rotated" if ids.identity_of(key) == identity else "member",
                                **language),
