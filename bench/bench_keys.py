@@ -92,7 +92,6 @@ DAY = 24 * 60 * MIN
 def build_reputation_home(home: Path, chains: bool, labs: int = 300, seed: int = 17) -> str:
     """A home whose store holds the workload of the module docstring; returns the sample version's CID.
     ``chains`` False: the anchor (one key per lab, no key records)."""
-    import os
     import subprocess
 
     from cryptography.hazmat.primitives import serialization
@@ -200,7 +199,6 @@ def json_did(private) -> str:
 
 
 def reputation_figures(runs: int) -> None:
-    import os
     import shutil
     import subprocess
 

@@ -96,6 +96,12 @@ def test_a_forked_chain_is_trusted_nowhere_and_the_explanation_says_why(k):
     score = score_version([att], trust)
     assert score.verdict == "unknown" and score.reasons[0].status == CONFLICT
     assert "trusted nowhere" in explain(score)[0] and "forked" in explain(score)[0]
+    # nor can it take anything back, even what it signed itself ("no one" never equals "no one")
+    from fabnode.node.local.commons import speaker, takeback_speaker
+    from fabnode.protocol.retractions import retraction_counts, withdrawal_counts
+
+    assert not retraction_counts(takeback_speaker(ids, a.did, T0 + 3 * MIN), speaker(ids, a.did, T0 - MIN), None)
+    assert not withdrawal_counts(takeback_speaker(ids, a.did, T0 + 3 * MIN), speaker(ids, a.did, T0 - MIN))
 
 
 def test_doubtful_records_count_nothing_revoked_later_ones_keep_their_weight(k):

@@ -79,6 +79,13 @@ def speaker(ids, key: str, ts: int) -> str:
     return ids.speaks_for(key, ts) or ""
 
 
+def takeback_speaker(ids, key: str, ts: int) -> str:
+    """:func:`speaker` for the author of a retraction or withdrawal: one that counts for no one
+    gets a name no version or attestation author can have, so it never matches one that also
+    counts for no one."""
+    return ids.speaks_for(key, ts) or "\x00no one: " + key
+
+
 def maintainer_identities(ids, maintainers) -> tuple[str, ...] | None:
     """The identities a design's first version names as maintainers (keys they had then)."""
     return None if maintainers is None else tuple(ids.identity_of(m) for m in maintainers)
@@ -87,7 +94,7 @@ def maintainer_identities(ids, maintainers) -> tuple[str, ...] | None:
 def _judged_through(ids, found, judge, *args) -> tuple:
     """Judge take-backs with their authors seen as identities, and give back the records as signed."""
     by_cid = {t.cid: t for t in found}
-    counted, ignored = judge([t._replace(author=speaker(ids, t.author, t.ts)) for t in found], *args)
+    counted, ignored = judge([t._replace(author=takeback_speaker(ids, t.author, t.ts)) for t in found], *args)
     return (by_cid[counted.cid] if counted is not None else None), [by_cid[t.cid] for t in ignored]
 
 
@@ -524,7 +531,7 @@ def retract(home: Home, version: str, *, reason: str | None) -> str:
     me = home.identity().did
     ids = records.keys.identities()
     ts = now_ms()
-    if not retraction_counts(speaker(ids, me, ts), speaker(ids, row.author, row.ts),
+    if not retraction_counts(takeback_speaker(ids, me, ts), speaker(ids, row.author, row.ts),
                              maintainer_identities(ids, maintainers)):
         raise FabnodeError(f"this lab ({me}) is neither the author of version {cid_str(subject)} nor a maintainer of"
                            " its design: a retraction by it would count nowhere")
@@ -549,7 +556,7 @@ def withdraw(home: Home, attestation: str, *, reason: str | None) -> str:
         raise _not_a(records, subject, "attestation", "withdrawn")
     me = home.identity().did
     ids = records.keys.identities()
-    if not withdrawal_counts(speaker(ids, me, now_ms()), speaker(ids, row.author, row.ts)):
+    if not withdrawal_counts(takeback_speaker(ids, me, now_ms()), speaker(ids, row.author, row.ts)):
         raise FabnodeError(f"attestation {cid_str(subject)} was signed by {row.author}, not by this lab ({me}):"
                            " only its author can withdraw it")
     ts = now_ms()
@@ -660,7 +667,7 @@ def takeback_fields(records: RecordStore, record: "Record") -> dict:
                                           "if signed by its author or a maintainer"}
         design = records.design(row.design)
         ids = records.keys.identities()
-        if retraction_counts(speaker(ids, record.author, record.ts), speaker(ids, row.author, row.ts),
+        if retraction_counts(takeback_speaker(ids, record.author, record.ts), speaker(ids, row.author, row.ts),
                              maintainer_identities(ids, design.maintainers if design else None)):
             return {"counts": True, "why": "signed by the version's author or a maintainer of its design"}
         return {"counts": False, "why": "ignored: its author is not the version's author or a maintainer of its design"}
@@ -669,7 +676,7 @@ def takeback_fields(records: RecordStore, record: "Record") -> dict:
         return {"counts": None, "why": "its attestation is not here yet: it counts once the attestation arrives, "
                                       "if signed by its author"}
     ids = records.keys.identities()
-    if withdrawal_counts(speaker(ids, record.author, record.ts), speaker(ids, row.author, row.ts)):
+    if withdrawal_counts(takeback_speaker(ids, record.author, record.ts), speaker(ids, row.author, row.ts)):
         return {"counts": True, "why": "signed by the attestation's author"}
     return {"counts": False, "why": "ignored: its author is not the attestation's author"}
 
@@ -974,8 +981,6 @@ def trust_map_for(me: str, records: RecordStore):
     command or page and handed to :func:`version_json` and the rows. Issue 17: computed over
     identities (protocol/key_views.py), and looked up by any key of one: the map is an
     IdentityTrust, whose ``conflicts`` are the identities trusted nowhere."""
-    from fabnode.protocol.key_views import trust_through
-
     trust_map, _ = _trust_and_vouches(me, records)
     return me, trust_map
 
@@ -983,7 +988,6 @@ def trust_map_for(me: str, records: RecordStore):
 def _trust_and_vouches(me: str, records: RecordStore):
     """(the IdentityTrust, the vouches as identities said them)."""
     from fabnode.protocol.key_views import trust_through
-    from fabnode.protocol.reputation import Vouch
 
     ids = records.keys.identities()
     return trust_through(ids, me, (), _vouches_with_arrival(records, ids), records.revocations_learned())
@@ -1082,7 +1086,7 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
     """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store,
     and ``language``: explain's ``gettext``, ``word`` and ``trust_text`` for the page's language)."""
     from fabnode.protocol.key_views import signer_of
-    from fabnode.protocol.reputation import Attestation, Vouch, distrusted_keys, explain, score_version
+    from fabnode.protocol.reputation import Attestation, distrusted_keys, explain, score_version
 
     design, version = _resolve_design(records, target)
     state = design_state(records, design)
