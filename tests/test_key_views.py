@@ -238,7 +238,7 @@ def test_in_a_real_store_names_heads_retractions_and_marks_follow_the_identity(t
     rep = score(records, me.did, cid_str(v3.cid))
     by_mark = {r.get("mark"): r for r in rep["reasons"]}
     assert by_mark["doubtful"]["weight"] == 0.0 and by_mark["doubtful"]["status"] == DOUBTFUL
-    assert rep["verdict"] == "recommended"                                   # x's pass; the doubtful defect is shown only
+    assert rep["verdict"] == "recommended"   # x's pass; the doubtful defect is only shown
     assert any("doubtful: signed by a revoked key" in line for line in rep["explanation"])
     blocks.db.close()
 
@@ -283,6 +283,9 @@ def test_trust_given_to_a_labs_old_key_carries_to_its_new_key_on_another_daemon(
     log = b.json("log", design)
     row = next(v for v in log["versions"] if v["version"] == v2)
     assert row["head"] and row["author_trusted"] and row["signed_as"] == "rotated"
+    line = next(line for line in b.out("log", design).splitlines() if line.startswith(v2))
+    shown = "Lab 0 (unverified)"   # the name A's lab record declares
+    assert line.endswith(f"by {shown} (signed by key {new_key[:12]}…{new_key[-4:]}, rotated into {shown})")
     base = "http://" + json.loads((b.home / "daemon.json").read_text())["http"]
     with urllib.request.urlopen(f"{base}/design/{design}", timeout=10) as response:
         page = response.read().decode()

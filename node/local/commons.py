@@ -134,7 +134,8 @@ def design_state(records: RecordStore, design: bytes) -> DesignState:
     canonical, heads = canonical_and_heads(
         (VersionNode(v.cid, "" if v.cid in doubtful else speaker(ids, v.author, v.ts), v.ts, v.parents)
          for v in versions if not v.is_translation),
-        maintainer_identities(ids, maintainers), [cid for cid, (counted, _) in retractions.items() if counted is not None])
+        maintainer_identities(ids, maintainers),
+        [cid for cid, (counted, _) in retractions.items() if counted is not None])
     return DesignState(design, versions, maintainers, canonical, heads, retractions)
 
 
@@ -1136,7 +1137,8 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
         "explanation": explain(result, distrusted_keys(ids.identity_of(me), dict(trust_map),
                                                        _mapped_vouches(records, ids, learned, trust_map)),
                                **({"label": label, "declared": declared} if label else {}),
-                               signed_as=lambda key, identity: "rotated" if ids.identity_of(key) == identity else "member",
+                               signed_as=lambda key, identity: ("rotated" if ids.identity_of(key) == identity
+                                                                else "member"),
                                **language),
     }
 
