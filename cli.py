@@ -1181,7 +1181,7 @@ def log(ctx, target, language, as_json):
             att += f"; {v['withdrawn_attestations']} withdrawn by their authors, not counted"
         label = v["label"] or "-"
         echo(f"{v['version']}  {_when(v['ts'])}  {status}  {label:<8} {v['title']}: {v['message']}  [{att}]  "
-             f"by {_by(v['author'], v['author_trusted'], names)}")
+             f"by {_by(v.get('signed_for', v['author']), v['author_trusted'], names)}{_signer_text(v, names)}")
         for line in _takeback_lines(v, names, "    "):
             echo(line)
         echo(f"    files {v['bundle']}")
@@ -1209,6 +1209,27 @@ def _takeback_lines(fields: dict, names, indent: str) -> list[str]:
     for w in fields.get("withdrawals_ignored", []):
         out.append(f"{indent}ignored: a withdrawal by {names.label(w['by'])}, who is not the attestation's author: "
                    f"{w['reason']}")
+    return out
+
+
+def _signer_text(fields: dict, names) -> str:
+    """Issue 17: who signed for which identity, and a chain's mark, after a "by LAB"."""
+    from fabnode.protocol.labs import short_key as short_did
+
+    out = ""
+    if fields.get("signed_as") == "member":
+        out += f" (signed by member {short_did(fields['author'])} for {names.label(fields['signed_for'])})"
+    elif fields.get("signed_as") == "rotated":
+        out += f" (signed by key {short_did(fields['author'])}, rotated into {names.label(fields['signed_for'])})"
+    mark = fields.get("mark")
+    if mark == "revoked-later":
+        out += " [signed by a key later revoked]"
+    elif mark == "doubtful":
+        out += " [doubtful: signed by a revoked key, dated before its cut-off but received after the revocation]"
+    elif mark == "conflict":
+        out += f" [conflict, trusted nowhere: {fields['mark_reason']}]"
+    elif mark == "refused":
+        out += f" [refused: {fields['mark_reason']}]"
     return out
 
 
@@ -1254,6 +1275,8 @@ def show(ctx, cid, as_json):
     echo(f"author  {result['author']} ({trusted} by this node)")
     if result["author_name"] is not None:
         echo(f"lab     {names.label(result['author'])}")
+    if result.get("signed_for") or result.get("mark"):
+        echo(f"signer {_signer_text(result, names)}")
     echo(f"time    {_when(result['ts'])}" if isinstance(result["ts"], int) else f"time    {result['ts']!r}")
     import json
 
@@ -1663,10 +1686,14 @@ def trust_(ctx, as_json):
         return
     echo(f"me  {result['me']}  {names.label(result['me'])}")
     for v in result["vouches"]:
-        echo(f"you vouched: {v['trust']:<10} {v['subject']}  {names.label(v['subject'])}")
+        into = f" (rotated into {names.label(v['subject_identity'])})" if "subject_identity" in v else ""
+        echo(f"you vouched: {v['trust']:<10} {v['subject']}  {names.label(v['subject'])}{into}")
     for t in result["trusted"][1:]:
         path = " → ".join(names.label(d) for d in t["path"][1:])
-        echo(f"{t['weight']:.3f}  {t['did']}  via you → {path}")
+        now = f"  now signing with key {t['current_key']} ({len(t['keys'])} keys)" if "current_key" in t else ""
+        echo(f"{t['weight']:.3f}  {t['did']}  via you → {path}{now}")
+    for c in result["conflicts"]:
+        echo(f"trusted nowhere  {c['identity']}  {names.label(c['identity'])}: {c['reason']}")
 
 
 @command()

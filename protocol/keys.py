@@ -142,6 +142,13 @@ class Identities:
     def identity_of(self, did: str) -> str:
         return self._identity.get(did, did)
 
+    def is_plain(self, did: str) -> bool:
+        """True when ``did`` is in no chain, was never rotated or revoked and no lab delegated to
+        it: its records count for itself whatever their ts. The fast path for readers of many
+        records (protocol/key_views.py); False only means "ask standing and speaks_for"."""
+        return not (did in self._identity or did in self._revoked or did in self._rotated
+                    or did in self._labs_of_member or did in self._conflicts)
+
     def standing(self, author: str, ts: int) -> Standing:
         """Whether a record by ``author`` dated ``ts`` stands (see the module's theory, 6)."""
         revoked = self._revoked.get(author)
@@ -157,6 +164,22 @@ class Identities:
         if identity in self._conflicts:
             return Standing("conflict", self._conflicts[identity])
         return OK
+
+    def rotation_only(self, did: str) -> tuple[str, int] | None:
+        """(identity, the ts after which its records are refused) for a key whose records' fate
+        depends on their ts only through its rotation time: not revoked, not in a conflict, its
+        identity a member of no lab. None: ask :meth:`standing` and :meth:`speaks_for` per record.
+        A fast path for readers of many records by few keys (protocol/key_views.py)."""
+        identity = self.identity_of(did)
+        if did in self._revoked or identity in self._conflicts or identity in self._labs_of_member:
+            return None
+        rotated = self._rotated.get(did)
+        return identity, (rotated[0] if rotated is not None else NEVER)
+
+    def revoked_keys(self) -> dict[str, int]:
+        """key -> its revocation cutoff, for every revoked key: a record by one of them dated at or
+        before the cutoff is "revoked" (marked by arrival), after it refused."""
+        return {key: cutoff for key, (cutoff, _) in self._revoked.items()}
 
     def refusal_limits(self) -> dict[str, int]:
         """key -> the ts after which its records are refused (its rotation time or revocation
@@ -186,9 +209,10 @@ class Identities:
             return "key"
         return self._role_of_identity(identity, lab, ts)
 
-    def speaks_for(self, did: str, ts: int) -> str | None:
-        """The identity a record by ``did`` at ``ts`` counts for (None: it counts for no one)."""
-        if self.standing(did, ts).kind in ("refused", "conflict"):
+    def speaks_for(self, did: str, ts: int, standing: Standing | None = None) -> str | None:
+        """The identity a record by ``did`` at ``ts`` counts for (None: it counts for no one).
+        ``standing``: ``self.standing(did, ts)`` when the caller has it already."""
+        if (standing or self.standing(did, ts)).kind in ("refused", "conflict"):
             return None
         identity = self.identity_of(did)
         for lab in self._labs_of_member.get(identity, ()):

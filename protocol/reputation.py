@@ -103,6 +103,8 @@ COUNTED = "counted"
 UNTRUSTED = "untrusted"
 SUPERSEDED = "superseded"
 WITHDRAWN = "withdrawn"
+UNSTANDING = frozenset({"doubtful", "conflict", "refused"})
+"""Marks (protocol/key_views.py) under which an attestation counts nothing; the mark is its status."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,17 @@ class Attestation:
     ts: int
     withdrawn: str | None = None
     """The reason its author gave for withdrawing it, when a withdrawal by its author is known."""
+    identity: str | None = None
+    """The identity its author spoke for when signing (issue 17, protocol/key_views.py); None:
+    the author key itself (no chains known), or no one when ``mark`` says it counts nothing."""
+    mark: str | None = None
+    """None, or protocol/key_views.py's revoked-later, doubtful, conflict or refused."""
+    mark_reason: str = ""
+
+    @property
+    def speaker(self) -> str:
+        """Whose word this is: the identity it counts for, else its key."""
+        return self.identity if self.identity is not None else self.author
 
     def __post_init__(self) -> None:
         if self.predicate not in PREDICATES:
@@ -172,6 +185,10 @@ class Reason:
     evidence: float
     status: str
     withdrawn: str | None = None
+    identity: str | None = None
+    """The identity the author key spoke for (issue 17), when it is not the key itself."""
+    mark: str | None = None
+    mark_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,11 +330,11 @@ def _newest_per_author(attestations: Iterable[Attestation]) -> tuple[list[Attest
         unique.setdefault(attestation.cid, attestation)  # the same record seen twice is one record
     newest: dict[str, Attestation] = {}
     for attestation in unique.values():
-        if attestation.withdrawn is not None:
-            continue  # taken back: the author's newest word is the newest one still standing
-        held = newest.get(attestation.author)
+        if attestation.withdrawn is not None or attestation.mark in UNSTANDING:
+            continue  # taken back, or counting for no one: the newest word still standing counts
+        held = newest.get(attestation.speaker)
         if held is None or _recency(attestation) > _recency(held):
-            newest[attestation.author] = attestation
+            newest[attestation.speaker] = attestation
     return list(unique.values()), {a.cid for a in newest.values()}
 
 
@@ -331,8 +348,10 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
     reasons = []
     for attestation in distinct:
         evidence = evidence_of(attestation.predicate, attestation.result)
-        held = trust.get(attestation.author)
-        if attestation.withdrawn is not None:
+        held = trust.get(attestation.speaker)
+        if attestation.mark in UNSTANDING:
+            status, author_trust, path, weight = attestation.mark, 0.0, (), 0.0
+        elif attestation.withdrawn is not None:
             status, weight = WITHDRAWN, 0.0
             author_trust, path = (held.weight, held.path) if held is not None else (0.0, ())
         elif held is None:
@@ -349,7 +368,9 @@ def score_version(attestations: Iterable[Attestation], trust: Mapping[str, Trust
         reasons.append(Reason(cid=attestation.cid, lab=attestation.lab, author=attestation.author,
                               predicate=attestation.predicate, result=attestation.result,
                               weight=weight, path=path, trust=author_trust, evidence=evidence,
-                              status=status, withdrawn=attestation.withdrawn))
+                              status=status, withdrawn=attestation.withdrawn,
+                              identity=attestation.identity if attestation.identity != attestation.author else None,
+                              mark=attestation.mark, mark_reason=attestation.mark_reason))
     # Heaviest first; at equal weight the worse news first, then a stable order by author and cid.
     reasons.sort(key=lambda r: (-r.weight, r.evidence, -r.trust, r.author, r.cid))
 
@@ -400,30 +421,57 @@ def _describe_path(path: tuple[str, ...], label=short_did, _=_same) -> str:
     return _("via %(path)s") % {"path": " → ".join([_("you"), *(label(did) for did in path[1:])])}
 
 
+def _signed_by(reason: Reason, label, signed_as, _) -> str:
+    """Issue 17: "LAB (signed by key K, rotated into LAB)" or "(signed by member K for LAB)"."""
+    if reason.identity is None:
+        return ""
+    values = {"key": short_did(reason.author), "lab": label(reason.identity)}
+    if signed_as is not None and signed_as(reason.author, reason.identity) == "member":
+        return " " + _("(signed by member %(key)s for %(lab)s)") % values
+    return " " + _("(signed by key %(key)s, rotated into %(lab)s)") % values
+
+
+def _mark_note(reason: Reason, _) -> str:
+    """What a counted attestation's mark adds (the marks that count nothing have their own line)."""
+    if reason.mark == "revoked-later":
+        return " " + _("[signed by a key later revoked]")
+    return ""
+
+
 def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = None, label=short_did,
-            declared=None, gettext=None, word=None, trust_text=None) -> list[str]:
+            declared=None, gettext=None, word=None, trust_text=None, signed_as=None) -> list[str]:
     """One human line per reason, in the score's order; ``distrusted`` (:func:`distrusted_keys`)
     says which untrusted keys are distrusted, and by whom; ``label`` shows a key as its lab
     (node/local/names.py), else abbreviated; ``declared(key)``, the name a lab declares: an
     attestation's ``lab`` text that only repeats it is not shown twice. ``gettext``, ``word``
     (a result) and ``trust_text`` (a trust value) put the lines in a web page's language; the
-    command line leaves them out and gets English."""
+    command line leaves them out and gets English. ``signed_as(key, identity)``: "rotated" or
+    "member", how a key signed for the identity it counts as (issue 17, protocol/key_views.py)."""
     _ = gettext or _same
     word = word or _same
     trust_text = trust_text or (lambda value: f"{value:.2f}")
     distrusted = distrusted or {}
     lines = []
     for reason in score.reasons:
-        shown = label(reason.author)
+        speaker = reason.identity if reason.identity is not None else reason.author
+        shown = label(speaker)
         same = (not reason.lab or shown in (reason.lab, reason.lab + UNVERIFIED)  # the lab's own name
-                or (declared is not None and declared(reason.author) == reason.lab))
-        who = shown if same else f"{reason.lab} ({shown})"
+                or (declared is not None and declared(speaker) == reason.lab))
+        who = (shown if same else f"{reason.lab} ({shown})") + _signed_by(reason, label, signed_as, _)
         head = {"head": _HEADS[reason.predicate](_) % {"who": who, "result": word(reason.result)}}
-        if reason.status == WITHDRAWN:
+        if reason.status == "doubtful":
+            lines.append(_("%(head)s — not counted: doubtful: signed by a revoked key, dated before its cut-off "
+                           "but received after the revocation") % head)
+        elif reason.status == "conflict":
+            lines.append(_("%(head)s — not counted: trusted nowhere: this lab's chain of keys is forked "
+                           "(two successions from one key) until its recovery key settles it") % head)
+        elif reason.status == "refused":
+            lines.append(_("%(head)s — not counted: signed by a key after it was rotated or revoked") % head)
+        elif reason.status == WITHDRAWN:
             lines.append(_("%(head)s — not counted: withdrawn by its author: %(reason)s")
                          % {**head, "reason": reason.withdrawn})
-        elif reason.status == UNTRUSTED and reason.author in distrusted:
-            by = distrusted[reason.author]
+        elif reason.status == UNTRUSTED and speaker in distrusted:
+            by = distrusted[speaker]
             lines.append(_("%(head)s — not counted: you distrust this key") % head if len(by) <= 1
                          else _("%(head)s — not counted: %(lab)s, whom you trust, distrusts this key")
                          % {**head, "lab": label(by[-1])})
@@ -435,5 +483,6 @@ def explain(score: Score, distrusted: Mapping[str, tuple[str, ...]] | None = Non
                          % {**head, "trust": trust_text(reason.trust), "path": _describe_path(reason.path, label, _)})
         else:
             lines.append(_("%(head)s — trust %(trust)s %(path)s")
-                         % {**head, "trust": trust_text(reason.trust), "path": _describe_path(reason.path, label, _)})
+                         % {**head, "trust": trust_text(reason.trust), "path": _describe_path(reason.path, label, _)}
+                         + _mark_note(reason, _))
     return lines

@@ -399,6 +399,21 @@ class RecordStore:
     def vouches(self) -> list[VouchRow]:
         return [VouchRow(*r) for r in self._conn.execute("SELECT cid, author, subject, trust, ts FROM vouches")]
 
+    def revocations_learned(self) -> dict[bytes, int]:
+        """revocation CID -> when this node got it: records by the revoked key received before
+        that are "signed by a key later revoked", after it "doubtful" (issue 17)."""
+        return dict(self._conn.execute("SELECT cid, received_ms FROM records WHERE type = 'revocation'"))
+
+    def received_at(self, cids: Iterable[bytes]) -> dict[bytes, int]:
+        """cid -> when this node got it, for the given records held here."""
+        wanted = list(dict.fromkeys(cids))
+        out: dict[bytes, int] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            out.update(self._conn.execute(f"SELECT cid, received_ms FROM records WHERE cid IN ({','.join('?' * len(chunk))})",
+                                          chunk))
+        return out
+
     # ------------------------------------------------------------ seeding policy
 
     def follow(self, design: bytes, now_ms: int) -> bool:

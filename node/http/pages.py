@@ -46,6 +46,11 @@ WORDS = {
     "passed": N_("passed"), "warned": N_("warned"), "failed": N_("failed"),
     "recommended": N_("recommended"), "mixed": N_("mixed"), "not recommended": N_("not recommended"),
     "unknown": N_("unknown"),
+    # the marks of a chain of keys (issue 17, protocol/key_views.py)
+    "revoked-later": N_("signed by a key later revoked"),
+    "doubtful": N_("doubtful: signed by a revoked key, dated before its cut-off but received after the revocation"),
+    "conflict": N_("conflict: this lab’s chain of keys is forked, trusted nowhere until its recovery key settles it"),
+    "refused": N_("refused: signed by a key after it was rotated or revoked"),
 }
 """Words that arrive as data (a record's predicate and result, a score's verdict) and are shown
 in the page's language; a word a newer node sends that is not here is shown as it came."""
@@ -332,6 +337,7 @@ class Pages:
             env.globals["result_mark"] = lambda result: RESULT_MARKS.get(result, "·")
             env.globals["claim_rows"] = claim_rows
             env.globals["lab_of"] = self._lab
+            env.globals["member_signed"] = lambda v: v.get("signed_as") == "member"
             self._envs[self.lang] = env
         return env
 
@@ -527,7 +533,8 @@ class Pages:
         return details
 
     def version_page(self, text: str) -> str:
-        from fabnode.node.local.commons import is_trusted, judged_withdrawals, score, version_json
+        from fabnode.node.local.commons import is_trusted, judged_withdrawals, record_signer, score, version_json
+        from fabnode.protocol.key_views import COUNTS_NOTHING
 
         records = self.records
         row = records.version(parse_cid(text))
@@ -545,15 +552,18 @@ class Pages:
             v["bundle"], v["title"], v.get("label") or "",
             sum(size for _, size in held.values()) if len(held) < MAX_FILES_LISTED else None, self.fmt.size)
         rows = records.attestations_on([row.cid])
-        rows.sort(key=lambda a: not is_trusted(trust_map, a.author))  # trusted first; stable otherwise
+        signers = {a.cid: record_signer(records, a.cid, a.author, a.ts) for a in rows}  # issue 17: chains of keys
+        trusted_of = {a.cid: signers[a.cid].get("mark") not in COUNTS_NOTHING
+                      and is_trusted(trust_map, signers[a.cid].get("signed_for", a.author)) for a in rows}
+        rows.sort(key=lambda a: not trusted_of[a.cid])  # trusted first; stable otherwise
         withdrawals = judged_withdrawals(records, rows[:MAX_ATTESTATIONS_LISTED])
         evidence = EvidenceReader(self.store)
         attestations = []
         for a in rows[:MAX_ATTESTATIONS_LISTED]:
-            trusted = is_trusted(trust_map, a.author)
+            trusted = trusted_of[a.cid]
             withdrawn = withdrawals.get(a.cid, (None, []))[0]
             attestations.append({"result": a.result, "predicate": a.predicate, "lab": a.lab, "author": a.author,
-                                 "trusted": trusted, "when": self._when(a.ts),
+                                 **signers[a.cid], "trusted": trusted, "when": self._when(a.ts),
                                  "withdrawn": withdrawn.reason if withdrawn is not None else None,
                                  **self._details(attestation_details(records, evidence, a.cid, trusted))})
         try:

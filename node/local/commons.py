@@ -73,21 +73,51 @@ class DesignState(NamedTuple):
     (issue 17, protocol/retractions.py)."""
 
 
+def speaker(ids, key: str, ts: int) -> str:
+    """The identity a record by ``key`` at ``ts`` counts for (issue 17: a lab's rotated key, or a
+    member while its delegation stood, counts as the lab); "" when it counts for no one."""
+    return ids.speaks_for(key, ts) or ""
+
+
+def takeback_speaker(ids, key: str, ts: int) -> str:
+    """:func:`speaker` for the author of a retraction or withdrawal: one that counts for no one
+    gets a name no version or attestation author can have, so it never matches one that also
+    counts for no one."""
+    return ids.speaks_for(key, ts) or "\x00no one: " + key
+
+
+def maintainer_identities(ids, maintainers) -> tuple[str, ...] | None:
+    """The identities a design's first version names as maintainers (keys they had then)."""
+    return None if maintainers is None else tuple(ids.identity_of(m) for m in maintainers)
+
+
+def _judged_through(ids, found, judge, *args) -> tuple:
+    """Judge take-backs with their authors seen as identities, and give back the records as signed."""
+    by_cid = {t.cid: t for t in found}
+    counted, ignored = judge([t._replace(author=takeback_speaker(ids, t.author, t.ts)) for t in found], *args)
+    return (by_cid[counted.cid] if counted is not None else None), [by_cid[t.cid] for t in ignored]
+
+
 def judged_retractions(records: RecordStore, versions: list[VersionRow], maintainers) -> dict:
-    """version -> (the retraction that counts or None, those ignored) for the given versions."""
+    """version -> (the retraction that counts or None, those ignored) for the given versions.
+    Authors, the versions' and the retractions', and maintainers are compared as identities."""
     from fabnode.protocol.retractions import judge_retractions
 
-    authors = {v.cid: v.author for v in versions}
-    return {subject: judge_retractions(found, authors[subject], maintainers)
+    ids = records.keys.identities()
+    authors = {v.cid: speaker(ids, v.author, v.ts) for v in versions}
+    maintainers = maintainer_identities(ids, maintainers)
+    return {subject: _judged_through(ids, found, judge_retractions, authors[subject], maintainers)
             for subject, found in records.takebacks_of(authors, "retraction").items()}
 
 
 def judged_withdrawals(records: RecordStore, attestations) -> dict:
-    """attestation -> (the withdrawal that counts or None, those ignored) for the given rows."""
+    """attestation -> (the withdrawal that counts or None, those ignored) for the given rows;
+    authors compared as identities (a lab's new key may withdraw what its old key attested)."""
     from fabnode.protocol.retractions import judge_withdrawals
 
-    authors = {a.cid: a.author for a in attestations}
-    return {subject: judge_withdrawals(found, authors[subject])
+    ids = records.keys.identities()
+    authors = {a.cid: speaker(ids, a.author, a.ts) for a in attestations}
+    return {subject: _judged_through(ids, found, judge_withdrawals, authors[subject])
             for subject, found in records.takebacks_of(authors, "withdrawal").items()}
 
 
@@ -99,10 +129,27 @@ def design_state(records: RecordStore, design: bytes) -> DesignState:
     row = records.design(design)
     maintainers = row.maintainers if row else None
     retractions = judged_retractions(records, versions, maintainers)
+    ids = records.keys.identities()  # issue 17: a maintainer's new key, or a member, counts as the maintainer
+    doubtful = _doubtful(records, ids, versions)
     canonical, heads = canonical_and_heads(
-        (VersionNode(v.cid, v.author, v.ts, v.parents) for v in versions if not v.is_translation), maintainers,
+        (VersionNode(v.cid, "" if v.cid in doubtful else speaker(ids, v.author, v.ts), v.ts, v.parents)
+         for v in versions if not v.is_translation),
+        maintainer_identities(ids, maintainers),
         [cid for cid, (counted, _) in retractions.items() if counted is not None])
     return DesignState(design, versions, maintainers, canonical, heads, retractions)
+
+
+def _doubtful(records: RecordStore, ids, rows) -> set[bytes]:
+    """The rows (versions, attestations: anything with cid, author, ts) that are doubtful here:
+    by a revoked key, dated before its cut-off, received after the revocation (issue 17). They
+    are never canonical: a thief's backdated version must not become a head."""
+    from fabnode.protocol.key_views import DOUBTFUL, signer_of
+
+    revoked = [r for r in rows if not ids.is_plain(r.author) and ids.standing(r.author, r.ts).kind == "revoked"]
+    if not revoked:
+        return set()
+    received, learned = records.received_at([r.cid for r in revoked]), records.revocations_learned()
+    return {r.cid for r in revoked if signer_of(ids, r.author, r.ts, received.get(r.cid), learned).mark == DOUBTFUL}
 
 
 def _resolve_design(records: RecordStore, text: str) -> tuple[bytes, bytes | None]:
@@ -483,10 +530,12 @@ def retract(home: Home, version: str, *, reason: str | None) -> str:
     design = records.design(row.design)
     maintainers = design.maintainers if design else None
     me = home.identity().did
-    if not retraction_counts(me, row.author, maintainers):
+    ids = records.keys.identities()
+    ts = now_ms()
+    if not retraction_counts(takeback_speaker(ids, me, ts), speaker(ids, row.author, row.ts),
+                             maintainer_identities(ids, maintainers)):
         raise FabnodeError(f"this lab ({me}) is neither the author of version {cid_str(subject)} nor a maintainer of"
                            " its design: a retraction by it would count nowhere")
-    ts = now_ms()
     with store.write_transaction(final=True):
         record = _record(home, "retraction", {"subject": Link(subject), "reason": reason}, ts)
         records.ingest(record, received_ms=ts, outbox=True)
@@ -507,7 +556,8 @@ def withdraw(home: Home, attestation: str, *, reason: str | None) -> str:
     if row is None:
         raise _not_a(records, subject, "attestation", "withdrawn")
     me = home.identity().did
-    if not withdrawal_counts(me, row.author):
+    ids = records.keys.identities()
+    if not withdrawal_counts(takeback_speaker(ids, me, now_ms()), speaker(ids, row.author, row.ts)):
         raise FabnodeError(f"attestation {cid_str(subject)} was signed by {row.author}, not by this lab ({me}):"
                            " only its author can withdraw it")
     ts = now_ms()
@@ -578,9 +628,11 @@ def show(home: Home, text: str) -> dict:
         author = value.get("author")
         return {"cid": cid_str(cid), "type": value.get("type"), "author": author, "ts": value.get("ts"),
                 "body": None, "valid": False, "reason": str(exc), **_trust_fields(trust_map, author)}
+    signer = record_signer(records, record.cid, record.author, record.ts)
+    trusted_as = signer.get("signed_for", record.author) if signer.get("mark") not in COUNTS_NOTHING else None
     return {"cid": record.id, "type": record.type, "author": record.author, "ts": record.ts,
             "body": {k: _link_json(v) for k, v in record.body.items()}, "valid": True,
-            **_trust_fields(trust_map, record.author), **takeback_fields(records, record)}
+            **_trust_fields(trust_map, trusted_as), **signer, **takeback_fields(records, record)}
 
 
 def _takeback_json(t) -> dict:
@@ -615,14 +667,17 @@ def takeback_fields(records: RecordStore, record: "Record") -> dict:
             return {"counts": None, "why": "its version is not here yet: it counts once the version arrives, "
                                           "if signed by its author or a maintainer"}
         design = records.design(row.design)
-        if retraction_counts(record.author, row.author, design.maintainers if design else None):
+        ids = records.keys.identities()
+        if retraction_counts(takeback_speaker(ids, record.author, record.ts), speaker(ids, row.author, row.ts),
+                             maintainer_identities(ids, design.maintainers if design else None)):
             return {"counts": True, "why": "signed by the version's author or a maintainer of its design"}
         return {"counts": False, "why": "ignored: its author is not the version's author or a maintainer of its design"}
     row = records.attestation(subject)
     if row is None:
         return {"counts": None, "why": "its attestation is not here yet: it counts once the attestation arrives, "
                                       "if signed by its author"}
-    if withdrawal_counts(record.author, row.author):
+    ids = records.keys.identities()
+    if withdrawal_counts(takeback_speaker(ids, record.author, record.ts), speaker(ids, row.author, row.ts)):
         return {"counts": True, "why": "signed by the attestation's author"}
     return {"counts": False, "why": "ignored: its author is not the attestation's author"}
 
@@ -710,6 +765,9 @@ def history(records: RecordStore, me: str, target: str | None, limit: int = 50, 
     }
 
 
+from fabnode.protocol.key_views import COUNTS_NOTHING  # noqa: E402  (beside the reading that uses it)
+
+
 def version_json(v: VersionRow, state: DesignState | None, records: RecordStore, trust_map=None) -> dict:
     """One version as ``log`` and the web page show it; with ``trust_map`` (see
     :func:`trust_map_for`) also whether its author and attesters are trusted."""
@@ -726,8 +784,11 @@ def version_json(v: VersionRow, state: DesignState | None, records: RecordStore,
            "attestations": _attestation_summary(attestations), "withdrawn_attestations": withdrawn,
            "retracted": _takeback_json(counted) if counted else None,
            "retractions_ignored": [_takeback_json(t) for t in ignored]}
+    signer = record_signer(records, v.cid, v.author, v.ts)
+    out.update(signer)
     if trust_map is not None:
-        out["author_trusted"] = is_trusted(trust_map, v.author)
+        out["author_trusted"] = signer.get("mark") not in COUNTS_NOTHING and \
+            is_trusted(trust_map, signer.get("signed_for", v.author))
         out["attestations_by_trust"] = _claims_by_trust(attestations, trust_map)
     if v.language is not None:
         out["language"] = v.language
@@ -918,26 +979,92 @@ def unfollow(home: Home, design_text: str) -> bool:
 
 def trust_map_for(me: str, records: RecordStore):
     """(``me``, the trust lab ``me``'s vouches and those it trusts reach): computed once per
-    command or page and handed to :func:`version_json` and the rows."""
-    from fabnode.protocol.reputation import Vouch, compute_trust
+    command or page and handed to :func:`version_json` and the rows. Issue 17: computed over
+    identities (protocol/key_views.py), and looked up by any key of one: the map is an
+    IdentityTrust, whose ``conflicts`` are the identities trusted nowhere."""
+    trust_map, _ = _trust_and_vouches(me, records)
+    return me, trust_map
 
-    vouches = [Vouch(v.author, v.subject, v.trust, v.ts) for v in records.vouches()]
-    return me, compute_trust(me, (), vouches)
+
+def _trust_and_vouches(me: str, records: RecordStore):
+    """(the IdentityTrust, the vouches as identities said them)."""
+    from fabnode.protocol.key_views import trust_through
+
+    ids = records.keys.identities()
+    return trust_through(ids, me, (), _vouches_with_arrival(records, ids), records.revocations_learned())
+
+
+def _vouches_with_arrival(records: RecordStore, ids) -> list:
+    """(vouch, when this node got it) for every vouch (the rows serve as Vouches: same fields);
+    the arrival time is looked up only for vouches by a revoked key dated before its cutoff, the
+    only ones it matters for (revoked-later or doubtful)."""
+    rows = records.vouches()
+    cutoffs = ids.revoked_keys()
+    if not cutoffs:
+        return [(v, None) for v in rows]
+    revoked = [v.cid for v in rows if v.ts <= cutoffs.get(v.author, -1)]
+    received = records.received_at(revoked) if revoked else {}
+    return [(v, received.get(v.cid)) for v in rows]
+
+
+def signer_json(records: RecordStore, key: str, ts: int, received_ms: int | None, learned=None) -> dict:
+    """Who signed for which identity (issue 17), as the pages and ``log``/``show`` say it:
+    ``signed_for`` (the identity, when not the key itself), ``signed_as`` ("rotated": a later or
+    earlier key of the identity's chain; "member": a person the lab delegated to), ``mark`` and
+    ``mark_reason`` (protocol/key_views.py: revoked-later, doubtful, conflict, refused)."""
+    from fabnode.protocol.key_views import signer_of
+
+    ids = records.keys.identities()
+    signer = signer_of(ids, key, ts, received_ms, records.revocations_learned() if learned is None else learned)
+    out: dict = {}
+    identity = signer.identity if signer.identity is not None else ids.identity_of(key)
+    if identity != key:
+        out["signed_for"] = identity
+        out["signed_as"] = "rotated" if ids.identity_of(key) == identity else "member"
+    if signer.mark is not None:
+        out["mark"] = signer.mark
+        out["mark_reason"] = signer.reason
+    return out
+
+
+def record_signer(records: RecordStore, cid: bytes, key: str, ts: int) -> dict:
+    """:func:`signer_json` for a stored record (its arrival time looked up only when it matters)."""
+    ids = records.keys.identities()
+    if ids.standing(key, ts).kind == "ok" and ids.speaks_for(key, ts) == key:
+        return {}  # the common case: a key that is its own identity, in good standing
+    return signer_json(records, key, ts, records.received_at([cid]).get(cid))
 
 
 def trust(home: Home) -> dict:
-    """Whom this lab trusts: its own vouches, and every key trust reaches, strongest first."""
+    """Whom this lab trusts: its own vouches, and every identity trust reaches, strongest first.
+    Issue 17: each identity with its current key; identities trusted nowhere (a forked chain)
+    in ``conflicts`` with why."""
     _, records = _open(home)
-    me, trust_map = trust_map_for(home.identity().did, records)
+    me = home.identity().did
+    ids = records.keys.identities()
+    trust_map, _ = _trust_and_vouches(me, records)
+    me_identity = ids.identity_of(me)
     mine = {}
     for v in records.vouches():
-        if v.author == me and (v.subject not in mine or v.ts >= mine[v.subject]["ts"]):
-            mine[v.subject] = {"subject": v.subject, "trust": v.trust, "ts": v.ts, "vouch": cid_str(v.cid)}
-    keys = sorted(trust_map.items(), key=lambda kv: (-kv[1].weight, kv[0]))
+        if ids.speaks_for(v.author, v.ts) == me_identity and (v.subject not in mine or v.ts >= mine[v.subject]["ts"]):
+            mine[v.subject] = {"subject": v.subject, "trust": v.trust, "ts": v.ts, "vouch": cid_str(v.cid),
+                               **({"subject_identity": ids.identity_of(v.subject)}
+                                  if ids.identity_of(v.subject) != v.subject else {})}
+    keys = sorted(dict.items(trust_map), key=lambda kv: (-kv[1].weight, kv[0]))
+    trusted = []
+    for did, p in keys:
+        entry = {"did": did, "weight": round(p.weight, 6), "path": list(p.path)}
+        current = ids.current_key(did)
+        if current is not None and current != did:
+            entry["current_key"] = current
+            entry["keys"] = [link.key for link in ids.chain(did)]
+        trusted.append(entry)
     return {
         "me": me,
+        **({"me_identity": me_identity} if me_identity != me else {}),
         "vouches": sorted(mine.values(), key=lambda v: v["subject"]),
-        "trusted": [{"did": did, "weight": round(p.weight, 6), "path": list(p.path)} for did, p in keys],
+        "trusted": trusted,
+        "conflicts": [{"identity": i, "reason": why} for i, why in sorted(trust_map.conflicts.items())],
     }
 
 
@@ -959,7 +1086,8 @@ def reputation(home: Home, target: str, trust_map=None) -> dict:
 def score(records: RecordStore, me: str, target: str, trust_map=None, label=None, declared=None, **language) -> dict:
     """:func:`reputation` over a record store, for lab ``me`` (the web pages use their own store,
     and ``language``: explain's ``gettext``, ``word`` and ``trust_text`` for the page's language)."""
-    from fabnode.protocol.reputation import Attestation, Vouch, distrusted_keys, explain, score_version
+    from fabnode.protocol.key_views import signer_of
+    from fabnode.protocol.reputation import Attestation, distrusted_keys, explain, score_version
 
     design, version = _resolve_design(records, target)
     state = design_state(records, design)
@@ -974,13 +1102,21 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
         _, trust_map = trust_map_for(me, records)
     rows = records.attestations_on([version])
     withdrawals = judged_withdrawals(records, rows)
+    ids = records.keys.identities()
+    learned = records.revocations_learned()
+    revoked = [a.cid for a in rows if ids.standing(a.author, a.ts).kind == "revoked"]
+    received = records.received_at(revoked) if revoked else {}
 
     def withdrawn(a) -> str | None:
         counted = withdrawals.get(a.cid, (None, []))[0]
         return counted.reason if counted is not None else None
 
-    result = score_version((Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts, withdrawn(a))
-                            for a in rows), trust_map)
+    def attestation(a) -> Attestation:
+        signer = signer_of(ids, a.author, a.ts, received.get(a.cid), learned)
+        return Attestation(cid_str(a.cid), a.author, a.predicate, a.result, a.lab, a.ts, withdrawn(a),
+                           identity=signer.identity, mark=signer.mark, mark_reason=signer.reason)
+
+    result = score_version((attestation(a) for a in rows), trust_map)
     row = records.version(version)
     retracted = state.retractions.get(version, (None, []))[0] if row is not None and row.design == design else None
     return {
@@ -992,11 +1128,29 @@ def score(records: RecordStore, me: str, target: str, trust_map=None, label=None
         "reasons": [{"attestation": r.cid, "lab": r.lab, "author": r.author, "predicate": r.predicate,
                      "result": r.result, "weight": round(r.weight, 6), "trust": round(r.trust, 6),
                      "path": list(r.path), "status": r.status,
-                     **({"withdrawn": r.withdrawn} if r.withdrawn is not None else {})} for r in result.reasons],
-        "explanation": explain(result, distrusted_keys(me, trust_map, (Vouch(v.author, v.subject, v.trust, v.ts)
-                                                                       for v in records.vouches())),
-                               **({"label": label, "declared": declared} if label else {}), **language),
+                     **({"withdrawn": r.withdrawn} if r.withdrawn is not None else {}),
+                     **({"signed_for": r.identity, "signed_as": "rotated" if ids.identity_of(r.author) == r.identity
+                         else "member"} if r.identity is not None else {}),
+                     **({"mark": r.mark, "mark_reason": r.mark_reason} if r.mark is not None else {})}
+                    for r in result.reasons],
+        # the vouches are mapped to identities already: a plain dict's lookups will do (and are faster)
+        "explanation": explain(result, distrusted_keys(ids.identity_of(me), dict(trust_map),
+                                                       _mapped_vouches(records, ids, learned, trust_map)),
+                               **({"label": label, "declared": declared} if label else {}),
+                               signed_as=lambda key, identity: ("rotated" if ids.identity_of(key) == identity
+                                                                else "member"),
+                               **language),
     }
+
+
+def _mapped_vouches(records: RecordStore, ids, learned, trust_map=None):
+    """The vouches as identities said them: those the trust map was computed from, if it kept them."""
+    from fabnode.protocol.key_views import vouches_through
+
+    kept = getattr(trust_map, "vouches", None)
+    if kept is not None and getattr(trust_map, "identities", None) is ids:
+        return kept
+    return vouches_through(ids, _vouches_with_arrival(records, ids), learned)
 
 
 # ------------------------------------------------------------------ records from elsewhere

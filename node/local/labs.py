@@ -149,7 +149,7 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
     from fabnode.protocol.geo import check_coordinates, distance_km
     from fabnode.protocol.labs import lab_label
     from fabnode.protocol.processes import PROCESSES, canonical_process, fold_term
-    from fabnode.storage.labs import decode_profile, lab_profile, name_clashes, profile_rows, profile_texts
+    from fabnode.storage.labs import decode_profile, lab_profile, profile_rows, profile_texts
 
     if radius_km is not None and not (0 < radius_km <= 20_040):
         raise FabnodeError(f"--radius {radius_km:g} km: give a distance above 0 and at most 20040 km (half the Earth)")
@@ -178,7 +178,7 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
     wanted = rows if detailed is None else rows[:detailed]
     texts = profile_texts(conn, [row.author for row in wanted if row.profile is None])
     _, trust_map = trust_map_for(identity.did, records)
-    clashes = name_clashes(conn)
+    clashes, rows = _one_row_per_identity(conn, records.keys.identities(), rows)
     local = {key: name for key, name, _ in records.local_names() if key.startswith("did:")}
     out = []
     for i, row in enumerate(rows):
@@ -206,3 +206,21 @@ def labs_over(conn, records, identity, *, near: tuple[float, float] | None = Non
 
 
 __all__ = ["labs", "labs_over", "my_profile", "profile_json", "set_profile"]
+
+
+def _one_row_per_identity(conn, ids, rows) -> tuple[dict[str, int], list]:
+    """Issue 17: a lab that rotated its key has a profile under each key; it is one lab. Keep the
+    row of each identity's current key (else its newest-listed one), and count a name clash
+    between identities, not keys: (name_key -> identities declaring it, the rows kept)."""
+    declaring: dict[str, set[str]] = {}
+    for name_key, author in conn.execute("SELECT name_key, author FROM lab_profiles"):
+        declaring.setdefault(name_key, set()).add(ids.identity_of(author))
+    clashes = {name_key: len(found) for name_key, found in declaring.items() if len(found) > 1}
+    chosen: dict[str, object] = {}
+    for row in rows:
+        identity = ids.identity_of(row.author)
+        held = chosen.get(identity)
+        if held is None or row.author == ids.current_key(identity):
+            chosen[identity] = row
+    kept = {id(row) for row in chosen.values()}
+    return clashes, [row for row in rows if id(row) in kept]

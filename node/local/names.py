@@ -40,15 +40,16 @@ class Names:
             return self._cache[key]
         out: dict = {"name": None, "name_source": None}
         if key.startswith("did:key:"):
-            local = self._records.local_name(key)
+            chain = self._chain_keys(key)
+            local = next((name for name in map(self._records.local_name, chain) if name), None)
             if local:
                 out = {"name": local, "name_source": "local"}
-            elif key == self._me and self._my_name:
+            elif self._me in chain and self._my_name:
                 out = {"name": self._my_name, "name_source": "own"}
             else:
-                lab = self._records.lab(key)
-                if lab is not None:
-                    out = {"name": lab[0], "name_source": "declared"}
+                declared = [lab for lab in map(self._records.lab, chain) if lab is not None]
+                if declared:  # the newest lab record of the identity's keys names it
+                    out = {"name": max(declared, key=lambda lab: lab[1])[0], "name_source": "declared"}
         else:  # a peer ID: its lab's name, else what the operator calls this node
             lab = self._me if key == self._my_peer_id() else self._records.lab_of_peer(key)
             lab_fields = self.fields(lab) if lab is not None else {"name_source": None}
@@ -59,6 +60,16 @@ class Names:
                 out = {"name": local, "name_source": "local", **({"lab": lab} if lab else {})}
         self._cache[key] = out
         return out
+
+    def _chain_keys(self, key: str) -> list[str]:
+        """``key`` and the other keys of its identity, newest first (issue 17: names carry over a
+        rotation and a recovery; a local name given to the old key still shows for the new one)."""
+        if not hasattr(self, "_ids"):
+            self._ids = self._records.keys.identities()
+        identity = self._ids.identity_of(key)
+        if identity == key and len(self._ids.chain(key)) == 1:
+            return [key]
+        return [key, *(link.key for link in reversed(self._ids.chain(identity)) if link.key != key)]
 
     def json_fields(self, key, prefix: str = "") -> dict:
         """``{prefix+"name", prefix+"name_source"}`` for a ``--json`` answer beside the full key."""
