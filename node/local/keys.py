@@ -77,9 +77,6 @@ def _finish_interrupted_rotation(home: "Home", records) -> None:
 def rotate_key(home: "Home") -> dict:
     """Generate a new author key, sign a succession with the old key and the new one, store and
     announce it, and make the new key this lab's ``author.key`` (the old one kept beside it)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from fabnode.node.home import AUTHOR_KEY
     from fabnode.node.local.commons import _announce, _open, now_ms
     from fabnode.protocol.keys import succession_statement
@@ -95,15 +92,8 @@ def rotate_key(home: "Home") -> dict:
     standing = ids.standing(old_did, ts)
     if standing.kind in ("refused", "conflict"):
         raise FabnodeError(f"this lab's key cannot rotate: {standing.reason}")
-    new = Ed25519PrivateKey.generate()
+    new = _new_next_key(home)
     new_did = _did_of(new)
-    pem = new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(home.path / NEXT_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
     body = {"next": new_did, "next_sig": new.sign(succession_statement(old_did, new_did, ts))}
     record = verify_record(make_record("succession", body, author=old_did, ts=ts, sign=old.sign).raw, now_ms=ts)
     try:
