@@ -199,7 +199,12 @@ async def sync_attack(mode: str, target: str, streams: int = 1) -> None:
             while True:
                 await trio.sleep(1)
                 if not host.get_network().get_connections(info.peer_id):
-                    await _quietly(host.connect, info)
+                    # py-libp2p 0.8.1 keeps a peer whose dial failed in a negative cache and then
+                    # never dials it: this attacker must keep coming back, so forget that; and a
+                    # dial the target holds open must not stop the coming back
+                    host.get_network().unblock_peer(info.peer_id)
+                    with trio.move_on_after(5):
+                        await _quietly(host.connect, info)
 
         async with trio.open_nursery() as nursery:
             for _ in range(streams):
