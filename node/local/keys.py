@@ -97,11 +97,7 @@ def rotate_key(home: "Home") -> dict:
     body = {"next": new_did, "next_sig": new.sign(succession_statement(old_did, new_did, ts))}
     record = verify_record(make_record("succession", body, author=old_did, ts=ts, sign=old.sign).raw, now_ms=ts)
     try:
-        with store.write_transaction(final=True):
-            records.ingest(record, received_ms=ts, outbox=True)
-            refused = records.keys.identities().refused_records().get(record.cid)
-            if refused is not None:
-                raise FabnodeError(f"the rotation would not stand: {refused}")
+        _commit_standing(store, records, record, ts, "rotation")
     except BaseException:
         (home.path / NEXT_KEY).unlink(missing_ok=True)
         raise
@@ -128,12 +124,8 @@ def set_member(home: "Home", member: str, role: str, *, lab: str | None = None) 
     me = home.identity().did
     lab = records.keys.identities().identity_of(lab or me)
     ts = now_ms()
-    with store.write_transaction(final=True):
-        record = _record(home, "member", {"lab": lab, "member": member, "role": role}, ts)
-        records.ingest(record, received_ms=ts, outbox=True)
-        refused = records.keys.identities().refused_records().get(record.cid)
-        if refused is not None:
-            raise FabnodeError(f"the delegation would not stand: {refused}")
+    record = _record(home, "member", {"lab": lab, "member": member, "role": role}, ts)
+    _commit_standing(store, records, record, ts, "delegation")
     _announce(home)
     return {"lab": lab, "member": member, "role": role, "record": record.id, "ts": ts}
 
@@ -169,6 +161,16 @@ def mark_restoring(home_path, identity: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"identity": identity}, f)
 
+
+
+def _commit_standing(store, records, record, ts: int, what: str) -> None:
+    """Store and announce this lab's own key record, in one transaction that is rolled back when
+    the chain rules would refuse it (the caller then removes any key it made for it)."""
+    with store.write_transaction(final=True):
+        records.ingest(record, received_ms=ts, outbox=True)
+        refused = records.keys.identities().refused_records().get(record.cid)
+        if refused is not None:
+            raise FabnodeError(f"the {what} would not stand: {refused}")
 
 def _new_next_key(home: "Home"):
     """A fresh key in ``author.key.next`` (mode 0600, never replacing a file)."""
@@ -289,11 +291,7 @@ def revoke_key(home: "Home", kept, *, cutoff_ms: int | None = None, revoked: str
             write_backup(backup_file, fresh, SimpleNamespace(name=home.identity().name, did=identity))
         record = verify_record(make_record("revocation", body, author=recovery_did, ts=ts, sign=recovery.sign).raw,
                                now_ms=ts)
-        with store.write_transaction(final=True):
-            records.ingest(record, received_ms=ts, outbox=True)
-            refused = records.keys.identities().refused_records().get(record.cid)
-            if refused is not None:
-                raise FabnodeError(f"the revocation would not stand: {refused}")
+        _commit_standing(store, records, record, ts, "revocation")
     except BaseException:
         (home.path / NEXT_KEY).unlink(missing_ok=True)
         if backup_file is not None:
